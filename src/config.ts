@@ -1,0 +1,233 @@
+// The service's whole configuration: one TypeBox schema over the environment, validated once at
+// startup. The Config type is derived from the schema, so the two can never drift apart.
+import { readFileSync } from 'node:fs';
+import { Type, type StaticDecode, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+const Integer = (options: { default: number; minimum?: number; maximum?: number; description: string }) =>
+  Type.Integer({ minimum: 0, ...options });
+
+const Bool = (defaultValue: boolean, description: string) =>
+  Type.Boolean({ default: defaultValue, description });
+
+/** A comma-separated list in the environment, a trimmed array in the config. */
+const List = (description: string) =>
+  Type.Transform(Type.String({ default: '', description }))
+    .Decode((value) => value.split(',').map((item) => item.trim()).filter((item) => item.length > 0))
+    .Encode((items) => items.join(','));
+
+const Url = (description: string) => Type.String({ pattern: '^https?://[^\\s/]+', description });
+const Uuid = (description: string) =>
+  Type.String({ pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$', description });
+
+/** An ISO 8601 instant in the environment, a Date in the config. */
+const Instant = (description: string) =>
+  Type.Transform(Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:?\\d{2})$', description }))
+    .Decode((value) => new Date(value))
+    .Encode((date) => date.toISOString());
+
+export const DeliveryModes = ['live', 'shadow', 'off'] as const;
+
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('test'), Type.Literal('production')], {
+    default: 'development',
+    description: 'development allows built-in defaults for secrets; production requires every secret and real VA Notify and AAL settings',
+  }),
+  PORT: Integer({ default: 3000, maximum: 65535, description: 'HTTP port' }),
+  HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'interface to listen on (0.0.0.0 in a container)' }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
+    default: 'info',
+    description: 'pino log level',
+  }),
+
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'Postgres connection URL; unset starts an embedded PostgreSQL' })),
+  DATABASE_POOL_MAX: Integer({ default: 10, minimum: 1, description: 'connections per instance' }),
+  EMBEDDED_PG_DIR: Type.String({ default: '.data/postgres', minLength: 1, description: 'data folder of the embedded PostgreSQL, kept between runs' }),
+
+  INTERNAL_API_TOKENS: List('bearer tokens accepted on internal endpoints (ingest, jobs, operator views)'),
+  RATE_LIMIT_PER_MINUTE: Integer({ default: 6000, minimum: 1, description: 'requests per minute per client address on internal routes' }),
+  INGEST_BODY_LIMIT_BYTES: Integer({ default: 5 * 1024 * 1024, minimum: 1024, description: 'largest ingest body accepted (413 above)' }),
+
+  GROUPING_QUIET_MINUTES: Integer({ default: 60, description: "a patient's dispenses are grouped once the newest is this old" }),
+  GROUPING_MAX_WAIT_MINUTES: Integer({ default: 1440, description: '... or once the oldest is this old, even if more keep arriving' }),
+  GROUPING_BATCH_SIZE: Integer({ default: 5000, minimum: 1, description: 'patients grouped per grouping run at most' }),
+  EMAIL_INCLUDE_DRUG_NAMES: Bool(false, 'list drug names in the email (PHI; off by default)'),
+  DELIVERY_MODE: Type.Union(DeliveryModes.map((m) => Type.Literal(m)), {
+    default: 'live',
+    description: 'live sends through VA Notify; shadow groups and records what would be sent; off only ingests',
+  }),
+  DELIVERY_START_AT: Type.Optional(Instant('dispenses shipped before this instant are left to MHV (cut-over)')),
+
+  VA_NOTIFY_BASE_URL: Type.Optional(Url('VA Notify API base URL; unset runs the built-in sandbox')),
+  VA_NOTIFY_SERVICE_ID: Type.Optional(Uuid('VA Notify service id (JWT iss)')),
+  VA_NOTIFY_API_KEY: Type.Optional(Type.String({ minLength: 10, description: 'API key secret, or a combined {name}-{service_id}-{secret} key' })),
+  VA_NOTIFY_TEMPLATE_ID: Type.Optional(Uuid('Rx tracking email template id')),
+  VA_NOTIFY_BILLING_CODE: Type.Optional(Type.String({ maxLength: 256, description: 'billing code sent with each email' })),
+  VA_NOTIFY_CALLBACK_URL: Type.Optional(Url('per-notification callback_url (https); unset uses the service-level callback')),
+  VA_NOTIFY_CALLBACK_TOKENS: List('bearer tokens VA Notify presents on service-level callbacks (each at least 10 characters)'),
+  VA_NOTIFY_TIMEOUT_MS: Integer({ default: 10_000, minimum: 100, description: 'timeout of one VA Notify request' }),
+  VA_NOTIFY_RATE_LIMIT_PER_MINUTE: Integer({ default: 2900, minimum: 1, description: 'VA Notify requests per minute shared by all instances' }),
+  VA_NOTIFY_RETENTION_DAYS: Integer({ default: 7, minimum: 1, description: 'after this, VA Notify answers 404 for a notification' }),
+  CALLBACK_RATE_LIMIT_PER_MINUTE: Integer({ default: 60_000, minimum: 1, description: 'callback requests per minute per client address' }),
+  CALLBACK_BODY_LIMIT_BYTES: Integer({ default: 64 * 1024, minimum: 1024, description: 'largest callback body accepted (413 above)' }),
+
+  SEND_MAX_ATTEMPTS: Integer({ default: 5, minimum: 1, description: 'sends of one email in all, replays included' }),
+  SEND_BATCH_SIZE: Integer({ default: 100, minimum: 1, description: 'emails claimed per send run' }),
+  SEND_CONCURRENCY: Integer({ default: 10, minimum: 1, description: 'VA Notify requests in flight per instance' }),
+  SEND_LEASE_SECONDS: Integer({ default: 120, minimum: 1, description: 'how long a claimed email belongs to one instance' }),
+  SEND_RETRY_BASE_SECONDS: Integer({ default: 60, minimum: 1, description: 'first durable retry delay; doubles per attempt, with jitter' }),
+  SEND_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'sending pauses this long after VA Notify rejects our credentials' }),
+
+  AAL_BASE_URL: Type.Optional(Url('MHV user-management base URL; unset runs the built-in sandbox')),
+  AAL_APP_TOKEN: Type.Optional(Type.String({ minLength: 1, description: 'MHV appToken header' })),
+  AAL_API_KEY: Type.Optional(Type.String({ minLength: 1, description: 'MHV API gateway x-api-key header' })),
+  AAL_ACTIVITY_TYPE: Type.String({ default: 'Rx Tracking Email', minLength: 1, description: 'AAL activityType' }),
+  AAL_ACTION: Type.String({ default: 'Rx Tracking Email Delivered', minLength: 1, description: 'AAL action' }),
+  AAL_PERFORMER_TYPE: Type.String({ default: 'System', minLength: 1, description: 'AAL performerType' }),
+  AAL_TIMEOUT_MS: Integer({ default: 10_000, minimum: 100, description: 'timeout of one AAL request' }),
+  AAL_MAX_ATTEMPTS: Integer({ default: 10, minimum: 1, description: 'posts of one AAL event before it is failed' }),
+  AAL_BATCH_SIZE: Integer({ default: 100, minimum: 1, description: 'AAL events claimed per run' }),
+
+  JOBS_ENABLED: Bool(true, 'run the jobs on timers in this instance'),
+  GROUPING_INTERVAL_SECONDS: Integer({ default: 60, minimum: 1, description: 'grouping timer' }),
+  SEND_INTERVAL_SECONDS: Integer({ default: 10, minimum: 1, description: 'send timer' }),
+  AAL_INTERVAL_SECONDS: Integer({ default: 30, minimum: 1, description: 'AAL timer' }),
+  SWEEP_INTERVAL_SECONDS: Integer({ default: 300, minimum: 1, description: 'fallback sweep timer' }),
+  STATUS_POLL_AFTER_MINUTES: Integer({ default: 30, description: 'a notification silent this long is polled' }),
+  REPLAY_DELAY_MINUTES: Integer({ default: 60, description: 'a temporary failure is sent again after this' }),
+  SWEEP_BATCH_SIZE: Integer({ default: 500, minimum: 1, description: 'rows per sweep step' }),
+  SHUTDOWN_GRACE_SECONDS: Integer({ default: 20, minimum: 1, description: 'time in-flight work gets to finish on SIGTERM' }),
+
+  SANDBOX_CALLBACK_DELAY_MS: Integer({ default: 1000, description: 'sandbox VA Notify: delay before it posts a status callback' }),
+});
+
+export type Config = StaticDecode<typeof ConfigSchema>;
+
+/** Settings that may instead be read from a file named by <NAME>_FILE (container secrets). */
+export const SecretNames = [
+  'VA_NOTIFY_API_KEY',
+  'VA_NOTIFY_CALLBACK_TOKENS',
+  'INTERNAL_API_TOKENS',
+  'AAL_APP_TOKEN',
+  'AAL_API_KEY',
+  'DATABASE_URL',
+] as const;
+
+/** Development-only defaults; outside development a secret must be given. */
+export const DevelopmentSecrets = {
+  INTERNAL_API_TOKENS: 'local-dev-internal-token',
+  VA_NOTIFY_CALLBACK_TOKENS: 'local-dev-callback-token',
+} as const;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function readSecretFiles(env: Record<string, string | undefined>): Record<string, string | undefined> {
+  const resolved = { ...env };
+  for (const name of SecretNames) {
+    const path = env[`${name}_FILE`];
+    if (path === undefined || path === '') continue;
+    if (env[name] !== undefined && env[name] !== '') {
+      throw new ConfigError(`${name} and ${name}_FILE are both set; set only one`);
+    }
+    try {
+      resolved[name] = readFileSync(path, 'utf8').trim();
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? 'unreadable';
+      throw new ConfigError(`${name}_FILE: cannot read ${path} (${code})`);
+    }
+  }
+  return resolved;
+}
+
+function describeErrors(schema: TSchema, value: unknown): string {
+  const lines = [...Value.Errors(schema, value)].map((e) => {
+    const name = e.path.replace(/^\//, '') || '(environment)';
+    // Never echo a secret's value into an error message.
+    const secret = (SecretNames as readonly string[]).includes(name);
+    return `${name}: ${e.message}${secret ? '' : ` (got ${JSON.stringify(e.value)})`}`;
+  });
+  return [...new Set(lines)].join('; ');
+}
+
+/**
+ * Reads and validates the configuration. Empty strings count as unset, so a blank line in an env
+ * file falls back to the default instead of failing validation.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const withSecrets = readSecretFiles(env);
+  const input: Record<string, unknown> = {};
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    const value = withSecrets[key];
+    if (value !== undefined && value !== '') input[key] = value;
+  }
+  const isDevelopment = (input.NODE_ENV ?? 'development') === 'development';
+  if (isDevelopment) {
+    for (const [name, value] of Object.entries(DevelopmentSecrets)) input[name] ??= value;
+  }
+  const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, input));
+  if (!Value.Check(ConfigSchema, converted)) {
+    throw new ConfigError(`invalid configuration: ${describeErrors(ConfigSchema, converted)}`);
+  }
+  const config = Value.Decode(ConfigSchema, converted);
+  checkCombinations(config);
+  return config;
+}
+
+function checkCombinations(config: Config): void {
+  const problems: string[] = [];
+  if (config.INTERNAL_API_TOKENS.length === 0) problems.push('INTERNAL_API_TOKENS: required outside development');
+  if (config.INTERNAL_API_TOKENS.some((t) => t.length < 16)) problems.push('INTERNAL_API_TOKENS: each token needs at least 16 characters');
+  if (config.VA_NOTIFY_CALLBACK_TOKENS.some((t) => t.length < 10)) {
+    problems.push('VA_NOTIFY_CALLBACK_TOKENS: each token needs at least 10 characters (VA Notify requires it)');
+  }
+  if (config.VA_NOTIFY_BASE_URL !== undefined) {
+    if (config.VA_NOTIFY_API_KEY === undefined) problems.push('VA_NOTIFY_API_KEY: required when VA_NOTIFY_BASE_URL is set');
+    if (config.VA_NOTIFY_TEMPLATE_ID === undefined) problems.push('VA_NOTIFY_TEMPLATE_ID: required when VA_NOTIFY_BASE_URL is set');
+    if (config.VA_NOTIFY_SERVICE_ID === undefined && !isCombinedApiKey(config.VA_NOTIFY_API_KEY)) {
+      problems.push('VA_NOTIFY_SERVICE_ID: required when VA_NOTIFY_BASE_URL is set and VA_NOTIFY_API_KEY is a bare secret');
+    }
+    if (config.VA_NOTIFY_CALLBACK_TOKENS.length === 0 && config.VA_NOTIFY_CALLBACK_URL === undefined) {
+      problems.push('VA_NOTIFY_CALLBACK_TOKENS: required when VA_NOTIFY_BASE_URL is set (or set VA_NOTIFY_CALLBACK_URL)');
+    }
+  } else if (config.NODE_ENV === 'production' && config.DELIVERY_MODE === 'live') {
+    problems.push('VA_NOTIFY_BASE_URL: required in production with DELIVERY_MODE=live (the sandbox sends no real email)');
+  }
+  if (config.AAL_BASE_URL !== undefined) {
+    if (config.AAL_APP_TOKEN === undefined) problems.push('AAL_APP_TOKEN: required when AAL_BASE_URL is set');
+    if (config.AAL_API_KEY === undefined) problems.push('AAL_API_KEY: required when AAL_BASE_URL is set');
+  } else if (config.NODE_ENV === 'production' && config.DELIVERY_MODE === 'live') {
+    problems.push('AAL_BASE_URL: required in production with DELIVERY_MODE=live');
+  }
+  if (config.NODE_ENV === 'production' && config.DATABASE_URL === undefined) {
+    problems.push('DATABASE_URL: required in production (the embedded PostgreSQL is for development)');
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+}
+
+const UUID = '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}';
+const CombinedKey = new RegExp(`^.+-(${UUID})-(${UUID})$`);
+
+export function isCombinedApiKey(key: string | undefined): boolean {
+  return key !== undefined && CombinedKey.test(key);
+}
+
+/**
+ * VA Notify keys come either as a bare secret or as GOV.UK's combined `{name}-{service_id}-{secret}`;
+ * this returns the service id and the secret either way.
+ */
+export function vaNotifyCredentials(config: Pick<Config, 'VA_NOTIFY_API_KEY' | 'VA_NOTIFY_SERVICE_ID'>): {
+  serviceId: string;
+  secret: string;
+} {
+  const key = config.VA_NOTIFY_API_KEY ?? '';
+  const combined = CombinedKey.exec(key);
+  if (combined) return { serviceId: config.VA_NOTIFY_SERVICE_ID ?? combined[1]!, secret: combined[2]! };
+  return { serviceId: config.VA_NOTIFY_SERVICE_ID ?? '', secret: key };
+}
+
+/** A config for tests and tools: the defaults plus the given overrides, validated the same way. */
+export function testConfig(overrides: Record<string, string | undefined> = {}): Config {
+  return loadConfig({ NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001', LOG_LEVEL: 'silent', JOBS_ENABLED: 'false', ...overrides });
+}

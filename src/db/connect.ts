@@ -1,0 +1,34 @@
+// The one place that knows how this service talks to Postgres.
+import postgres from 'postgres';
+
+export type Sql = postgres.Sql;
+/** A handle that may be the pool or a transaction: repository functions take this. */
+export type SqlHandle = postgres.ISql;
+export type TransactionSql = postgres.TransactionSql;
+
+export interface ConnectOptions {
+  max?: number;
+  /** Name shown in pg_stat_activity, so an operator can tell instances apart. */
+  applicationName?: string;
+}
+
+export function connect(url: string, options: ConnectOptions = {}): Sql {
+  return postgres(url, {
+    max: options.max ?? 10,
+    // int8 (ids, count(*)) as JS numbers: every such value here stays far below 2^53.
+    types: {
+      int8: { to: 20, from: [20], serialize: (value: number) => String(value), parse: (value: string) => Number(value) },
+    },
+    transform: { undefined: null },
+    onnotice: () => {},
+    connection: { application_name: options.applicationName ?? 'rx-tracking-email' },
+    idle_timeout: 30,
+    max_lifetime: 60 * 30,
+  });
+}
+
+/** True when the error is Postgres saying it could not serve us (down, restarting, unreachable). */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  const code = (error as { code?: string } | null)?.code ?? '';
+  return ['ECONNREFUSED', 'ECONNRESET', 'CONNECT_TIMEOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', '57P01', '57P03', '53300'].includes(code);
+}

@@ -1,0 +1,36 @@
+// The process entry point (npm start, and the container's command): reads the environment, opens
+// the database, builds the app, listens, and shuts down in order on SIGTERM/SIGINT.
+import closeWithGrace from 'close-with-grace';
+import { buildApp } from './app.ts';
+import { ConfigError, loadConfig, type Config } from './config.ts';
+import { openDatabase } from './db/database.ts';
+import { createLogger } from './logger.ts';
+
+let config: Config;
+try {
+  config = loadConfig();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  process.stderr.write(`${error.message}\n`);
+  process.exit(78); // EX_CONFIG
+}
+
+const log = createLogger(config.LOG_LEVEL);
+const database = await openDatabase(config, log);
+const app = await buildApp({ config, sql: database.sql, logger: log });
+
+closeWithGrace(
+  {
+    delay: config.SHUTDOWN_GRACE_SECONDS * 1000,
+    logger: { error: (message: unknown) => log.error({ err: message }, 'shutdown') },
+  },
+  async ({ signal, err }) => {
+    if (err) log.error({ err }, 'shutting down after an unexpected error');
+    else log.info({ signal }, 'shutting down: no new work is claimed; in-flight work gets the grace period');
+    // app.close() stops the timers, drains in-flight jobs (releasing their claims) and the server.
+    await app.close();
+    await database.close();
+  },
+);
+
+await app.listen({ port: config.PORT, host: config.HOST });
