@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.ts';
 import type { Sql } from './db/connect.ts';
 import { installErrorHandler } from './http/errors.ts';
+import { requireBearerToken } from './http/internal-auth.ts';
 import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
 import { healthRoutes } from './health/routes.ts';
@@ -56,5 +57,12 @@ export async function buildApp(options: AppOptions) {
   await app.register(rateLimit, { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' });
 
   await app.register(healthRoutes);
+
+  // Internal endpoints: ingest, job triggers, operator views. Each domain adds its routes here.
+  await app.register(async (internal) => {
+    internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
+  });
+
+  // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
   return app as unknown as FastifyInstance;
 }
