@@ -1,0 +1,8 @@
+// Advisory lock keys, in one place so that no two uses collide.
+export const AdvisoryLock = {
+  migrate: 727_001,
+  /** One grouping run at a time across all instances: a veteran's dispenses are never split between two runs. */
+  grouping: 727_002,
+  /** One fallback sweep at a time across all instances. */
+  sweep: 727_003,
+} as const;
