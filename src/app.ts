@@ -12,6 +12,9 @@ import { requireBearerToken } from './http/internal-auth.ts';
 import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
 import { healthRoutes } from './health/routes.ts';
+import { runGrouping } from './grouping/grouping-job.ts';
+import { createJobRunner, type JobRunner } from './jobs/runner.ts';
+import { jobRoutes } from './jobs/routes.ts';
 
 export interface AppOptions {
   config: Config;
@@ -29,6 +32,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     config: Config;
     sql: Sql;
+    jobs: JobRunner;
     /** Every route the app serves, for the OpenAPI drift test. */
     registeredRoutes: RegisteredRoute[];
   }
@@ -56,11 +60,32 @@ export async function buildApp(options: AppOptions) {
   await app.register(sensible);
   await app.register(rateLimit, { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' });
 
+  const jobs = createJobRunner(
+    {
+      grouping: () => runGrouping({ sql, config, log: app.log as Logger }),
+    },
+    app.log as Logger,
+  );
+  app.decorate('jobs', jobs);
+  app.addHook('onReady', async () => {
+    if (config.JOBS_ENABLED) {
+      jobs.start({
+        grouping: config.GROUPING_INTERVAL_SECONDS,
+        send: config.SEND_INTERVAL_SECONDS,
+        aal: config.AAL_INTERVAL_SECONDS,
+        sweep: config.SWEEP_INTERVAL_SECONDS,
+      });
+    }
+  });
+  // Before the server closes: stop claiming work and let in-flight runs finish within the grace period.
+  app.addHook('preClose', () => jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000));
+
   await app.register(healthRoutes);
 
   // Internal endpoints: ingest, job triggers, operator views. Each domain adds its routes here.
   await app.register(async (internal) => {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
+    await internal.register(jobRoutes);
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.

@@ -1,0 +1,17 @@
+// POST /v1/jobs/<job>: run a job now and answer what it did. Safe while the same job runs elsewhere.
+import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import { errorResponses } from '../http/schemas.ts';
+
+const GroupingResult = Type.Object({
+  emailsCreated: Type.Integer(),
+  dispensesGrouped: Type.Integer(),
+  dispensesExcluded: Type.Integer({ description: 'shipped before DELIVERY_START_AT, left to MHV' }),
+  skipped: Type.Boolean({ description: 'another instance was grouping at that moment' }),
+});
+
+export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const errors = errorResponses(401, 429, 503);
+  app.post('/v1/jobs/grouping', { schema: { response: { 200: GroupingResult, ...errors } } }, () =>
+    app.jobs.run<Static<typeof GroupingResult>>('grouping'),
+  );
+};
