@@ -50,16 +50,16 @@ const reasonLimit = 500;
 
 /**
  * The one rule for AAL answers: 2xx is posted; 5xx, 408, 429, timeouts and connection errors are
- * transient; 401 and 403 are transient too (our session or credentials were refused, which says
- * nothing about the event, and an operator can fix it before the retries run out); every other
- * 4xx is permanent, with the AAL's own message as the reason.
+ * transient; 401 is transient too (the session expired or was refused: renewed and retried);
+ * every other 4xx, 403 included, is permanent, with the AAL's own message as the reason, so that a
+ * request the AAL will never take does not cause a retry storm.
  */
 export function classifyAalOutcome(exchange: AalExchange): AalOutcome {
   if ('error' in exchange) return { kind: 'transient', reason: describeError(exchange.error) };
   const { status, body } = exchange;
   if (status >= 200 && status < 300) return { kind: 'posted' };
   const reason = `AAL answered ${status}${messageOf(body) ? `: ${messageOf(body)}` : ''}`;
-  if (status >= 500 || [401, 403, 408, 429].includes(status)) return { kind: 'transient', status, reason };
+  if (status >= 500 || [401, 408, 429].includes(status)) return { kind: 'transient', status, reason };
   if (status >= 400) return { kind: 'permanent', status, reason };
   return { kind: 'transient', status, reason };
 }

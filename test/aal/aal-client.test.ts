@@ -135,8 +135,8 @@ t.test('classification rule', async (t) => {
   const kind = (status: number, body = '') => classifyAalOutcome({ status, body }).kind;
   t.equal(kind(200), 'posted');
   t.equal(kind(201), 'posted');
-  for (const status of [401, 403, 408, 429, 500, 502, 503, 504]) t.equal(kind(status), 'transient', `${status}`);
-  for (const status of [400, 404, 409, 413, 415, 422]) t.equal(kind(status), 'permanent', `${status}`);
+  for (const status of [401, 408, 429, 500, 502, 503, 504]) t.equal(kind(status), 'transient', `${status}`);
+  for (const status of [400, 403, 404, 409, 413, 415, 422]) t.equal(kind(status), 'permanent', `${status}`);
   t.equal(classifyAalOutcome({ error: new TypeError('fetch failed', { cause: { code: 'ECONNRESET' } }) }).kind, 'transient');
   t.same(classifyAalOutcome({ status: 422, body: '{"developerMessage":"bad action"}' }), {
     kind: 'permanent',
