@@ -13,6 +13,8 @@ import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
 import { healthRoutes } from './health/routes.ts';
 import { runGrouping } from './grouping/grouping-job.ts';
+import { aalClientFromConfig } from './aal/aal-client.ts';
+import { runAalPosts } from './aal/aal-worker.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { jobRoutes } from './jobs/routes.ts';
 
@@ -21,6 +23,11 @@ export interface AppOptions {
   sql: Sql;
   /** A pino logger; defaults to one at config.LOG_LEVEL on stdout. */
   logger?: Logger;
+  /**
+   * Where the sandbox servers listen when VA Notify or AAL are not configured (server.ts starts
+   * them; tests start their own). A configured base URL always wins.
+   */
+  sandboxUrls?: { vaNotify?: string; aal?: string };
 }
 
 export interface RegisteredRoute {
@@ -60,11 +67,18 @@ export async function buildApp(options: AppOptions) {
   await app.register(sensible);
   await app.register(rateLimit, { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' });
 
+  const log = app.log as Logger;
+  const aalBaseUrl = config.AAL_BASE_URL ?? options.sandboxUrls?.aal;
+  if (aalBaseUrl === undefined) throw new Error('AAL_BASE_URL is not set and no sandbox AAL was started');
+  // One client for the process: it caches MHV sessions per veteran.
+  const aal = aalClientFromConfig(config, aalBaseUrl);
+
   const jobs = createJobRunner(
     {
-      grouping: () => runGrouping({ sql, config, log: app.log as Logger }),
+      grouping: () => runGrouping({ sql, config, log }),
+      aal: (signal) => runAalPosts({ sql, config, aal, log, signal }),
     },
-    app.log as Logger,
+    log,
   );
   app.decorate('jobs', jobs);
   app.addHook('onReady', async () => {

@@ -9,9 +9,19 @@ const GroupingResult = Type.Object({
   skipped: Type.Boolean({ description: 'another instance was grouping at that moment' }),
 });
 
+const AalResult = Type.Object({
+  posted: Type.Integer(),
+  retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
+  failed: Type.Integer({ description: 'refused by the AAL, or out of attempts' }),
+  released: Type.Integer({ description: 'claimed but handed back unposted (shutdown)' }),
+});
+
 export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const errors = errorResponses(401, 429, 503);
   app.post('/v1/jobs/grouping', { schema: { response: { 200: GroupingResult, ...errors } } }, () =>
     app.jobs.run<Static<typeof GroupingResult>>('grouping'),
+  );
+  app.post('/v1/jobs/aal', { schema: { response: { 200: AalResult, ...errors } } }, () =>
+    app.jobs.run<Static<typeof AalResult>>('aal'),
   );
 };

@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { buildApp } from '../../src/app.ts';
 import { testConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
+import { startSandboxAal, type SandboxAal } from '../../src/sandbox/aal.ts';
 import { testDatabase, type TestDatabase } from './database.ts';
 
 export const internalToken = 'test-internal-token-0001';
@@ -29,19 +30,27 @@ export interface TestApp {
   db: TestDatabase;
   config: Config;
   logs: LogCapture;
+  aal: SandboxAal;
 }
 
 /** A fresh database and an app on it; overrides are environment-style settings. */
 export async function testApp(
   t: Teardown,
   overrides: Record<string, string | undefined> = {},
-  existing?: { db?: TestDatabase },
+  existing?: { db?: TestDatabase; aal?: SandboxAal },
 ): Promise<TestApp> {
   const db = existing?.db ?? (await testDatabase(t));
   const config = testConfig({ LOG_LEVEL: 'info', ...overrides });
   const logs = new LogCapture();
-  const app = await buildApp({ config, sql: db.sql, logger: createLogger(config.LOG_LEVEL, logs) });
+  const aal = existing?.aal ?? (await startSandboxAal());
+  if (!existing?.aal) t.teardown(() => aal.close());
+  const app = await buildApp({
+    config,
+    sql: db.sql,
+    logger: createLogger(config.LOG_LEVEL, logs),
+    sandboxUrls: { aal: aal.url },
+  });
   await app.ready();
   t.teardown(() => app.close());
-  return { app, db, config, logs };
+  return { app, db, config, logs, aal };
 }
