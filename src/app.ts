@@ -17,6 +17,8 @@ import { aalClientFromConfig } from './aal/aal-client.ts';
 import { runAalPosts } from './aal/aal-worker.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { jobRoutes } from './jobs/routes.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { metricsRoute, operatorRoutes } from './operator/routes.ts';
 
 export interface AppOptions {
   config: Config;
@@ -40,6 +42,7 @@ declare module 'fastify' {
     config: Config;
     sql: Sql;
     jobs: JobRunner;
+    metrics: Metrics;
     /** Every route the app serves, for the OpenAPI drift test. */
     registeredRoutes: RegisteredRoute[];
   }
@@ -68,6 +71,8 @@ export async function buildApp(options: AppOptions) {
   await app.register(rateLimit, { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' });
 
   const log = app.log as Logger;
+  const metrics = createMetrics(sql);
+  app.decorate('metrics', metrics);
   const aalBaseUrl = config.AAL_BASE_URL ?? options.sandboxUrls?.aal;
   if (aalBaseUrl === undefined) throw new Error('AAL_BASE_URL is not set and no sandbox AAL was started');
   // One client for the process: it caches MHV sessions per veteran.
@@ -76,7 +81,8 @@ export async function buildApp(options: AppOptions) {
   const jobs = createJobRunner(
     {
       grouping: () => runGrouping({ sql, config, log }),
-      aal: (signal) => runAalPosts({ sql, config, aal, log, signal }),
+      aal: (signal) =>
+        runAalPosts({ sql, config, aal, log, signal, onOutcome: (outcome) => metrics.aalPosts.inc({ outcome }) }),
     },
     log,
   );
@@ -95,11 +101,13 @@ export async function buildApp(options: AppOptions) {
   app.addHook('preClose', () => jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000));
 
   await app.register(healthRoutes);
+  await app.register(metricsRoute);
 
   // Internal endpoints: ingest, job triggers, operator views. Each domain adds its routes here.
   await app.register(async (internal) => {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
     await internal.register(jobRoutes);
+    await internal.register(operatorRoutes);
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
