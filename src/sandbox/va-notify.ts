@@ -51,7 +51,10 @@ export function sandboxOutcomeFor(icn: string): { status: SandboxStatus; statusR
   return { status: 'delivered', statusReason: null };
 }
 
-/** The next answer to POST /v2/notifications/email, ahead of normal processing. */
+/**
+ * The next answer to POST /v2/notifications/email, taken from the queue ahead of everything else
+ * (authentication and the rate limit included; a forced answer does not count against the limit).
+ */
 export type ForcedResponse =
   /** 4xx: the v2 error body with `message` (a default per status); 5xx: the 500-shape body. */
   | { status: number; message?: string }

@@ -145,7 +145,8 @@ export function classifyOutcome(operation: VaNotifyOperation, result: HttpResult
   if ('error' in result) return { kind: 'transient', reason: describeError(result) };
   const { status } = result;
   const body = parseJson(result.text);
-  const message = clip(errorMessage(body) ?? `HTTP ${status}`);
+  const vaMessage = errorMessage(body);
+  const message = clip(vaMessage ?? `HTTP ${status}`);
 
   if (status === 200 || status === 201) {
     if (!acceptedBody(operation, body)) return { kind: 'transient', status, reason: `HTTP ${status} with an unreadable body` };
@@ -159,7 +160,7 @@ export function classifyOutcome(operation: VaNotifyOperation, result: HttpResult
   if (status === 404) return { kind: 'not_found', status, message };
   if (status === 429) return { kind: 'rate_limited', status, message };
   // A gateway's 408 means the request did not get through in time: like a timeout.
-  if (status === 408 || status >= 500) return { kind: 'transient', status, reason: `HTTP ${status}: ${message}` };
+  if (status === 408 || status >= 500) return { kind: 'transient', status, reason: vaMessage === undefined ? `HTTP ${status}` : `HTTP ${status}: ${message}` };
   if (status >= 400) return { kind: 'rejected', status, message };
   // Other 2xx and 3xx: not an answer VA Notify gives; most likely a misconfigured base URL. Kept
   // retryable so it fails the email only after the bounded attempts, not at the first request.
