@@ -12,6 +12,7 @@ import { requireBearerToken } from './http/internal-auth.ts';
 import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
 import { healthRoutes } from './health/routes.ts';
+import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
 
 export interface AppOptions {
   config: Config;
@@ -64,5 +65,6 @@ export async function buildApp(options: AppOptions) {
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
+  await app.register(vaNotifyCallbackRoutes);
   return app as unknown as FastifyInstance;
 }
