@@ -3,7 +3,7 @@
 // 5xx (and drops it on a 4xx), so only a body that can never be valid gets a 400, a database
 // failure gets a 5xx, and an event for a notification we have not stored yet is a 200 like any other.
 import { Type, type FastifyPluginAsyncTypebox, type TSchema } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifyCredentials } from '../config.ts';
 import { bearerToken, matchesAnySecret } from '../http/internal-auth.ts';
 import { errorResponses } from '../http/schemas.ts';
@@ -55,6 +55,11 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
   const secrets = (options.signatureSecrets ?? [vaNotifyCredentials(config).secret]).filter((s) => s.length > 0);
   const rawBodies = new WeakMap<FastifyRequest, string>();
   const tokenAuthenticated = new WeakSet<FastifyRequest>();
+  // One answer for every authentication failure: which check failed is not for the caller to know.
+  const unauthorized = (reply: FastifyReply) => {
+    reply.header('www-authenticate', 'Bearer');
+    return app.httpErrors.unauthorized(UNAUTHORIZED);
+  };
 
   // The signature covers the body as VA Notify wrote it, so the raw text is kept next to the parsed
   // value. JSON.parse's own message quotes the body (with the recipient's address): never pass it on.
@@ -69,7 +74,10 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       try {
         parsed = JSON.parse(text);
       } catch {
-        done(app.httpErrors.badRequest('body is not valid JSON'), undefined);
+        // Only an authenticated caller learns what is wrong with its body; for any other, the
+        // signature check that follows fails on the same text and answers 401.
+        if (tokenAuthenticated.has(request)) done(app.httpErrors.badRequest('body is not valid JSON'), undefined);
+        else done(null, undefined);
         return;
       }
       done(null, parsed);
@@ -93,18 +101,14 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
           tokenAuthenticated.add(request);
           return;
         }
-        if (request.headers['x-enp-signature'] === undefined) {
-          reply.header('www-authenticate', 'Bearer');
-          throw app.httpErrors.unauthorized(UNAUTHORIZED);
-        }
+        if (request.headers['x-enp-signature'] === undefined) throw unauthorized(reply);
       },
       preValidation: async (request, reply) => {
         if (tokenAuthenticated.has(request)) return;
         const signature = request.headers['x-enp-signature'];
         const raw = rawBodies.get(request);
         if (typeof signature !== 'string' || raw === undefined || !verifyEnpSignature(raw, signature, secrets)) {
-          reply.header('www-authenticate', 'Bearer');
-          throw app.httpErrors.unauthorized(UNAUTHORIZED);
+          throw unauthorized(reply);
         }
       },
     },

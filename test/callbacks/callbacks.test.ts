@@ -188,6 +188,9 @@ t.test('VA Notify callbacks', async (t) => {
       ['a signature that is not hex', body, { 'x-enp-signature': 'nope' }, 401],
       ['a signature by another key', body, { 'x-enp-signature': createHmac('sha256', 'another-key-0001').update('id=').digest('hex') }, 401],
       ['malformed JSON', `{"id": "${id}", "status": "delivered", "to": "${recipient}"`, { authorization: `Bearer ${token}` }, 400],
+      ['malformed JSON with a signature', `{"id": "${id}", "status": "delivered"`, { 'x-enp-signature': goodSignature }, 401],
+      ['malformed JSON with a wrong token', `{"id": "${id}", "status": "delivered"`, { authorization: 'Bearer not-the-callback-token' }, 401],
+      ['an invalid body with a bad signature', { ...body, id: 'notification-1' }, { 'x-enp-signature': goodSignature }, 401],
       ['an array', [body], { authorization: `Bearer ${token}` }, 400],
       ['no id', { ...body, id: undefined }, { authorization: `Bearer ${token}` }, 400],
       ['an id that is no uuid', { ...body, id: 'notification-1' }, { authorization: `Bearer ${token}` }, 400],
@@ -202,7 +205,10 @@ t.test('VA Notify callbacks', async (t) => {
     for (const [name, payload, headers, expected] of cases) {
       const response = await post(payload, headers);
       t.equal(response.statusCode, expected, name);
-      if (expected === 401) t.same(response.json().message, 'a valid bearer token or x-enp-signature is required', `${name}: no detail`);
+      if (expected === 401) {
+        t.same(response.json().message, 'a valid bearer token or x-enp-signature is required', `${name}: no detail`);
+        t.equal(response.headers['www-authenticate'], 'Bearer');
+      }
       t.notMatch(response.body, recipient, `${name}: the answer does not echo the address`);
     }
     t.same(await snapshot(sql), before, 'no table changed');

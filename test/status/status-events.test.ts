@@ -221,6 +221,7 @@ t.test('status events against a real database', async (t) => {
     const noTimes = { completedAt: null, sentAt: null };
     t.equal((await recordStatusEvent(sql, delivered(id, { status: 'sending', ...noTimes }), callback)).outcome, 'applied');
     t.equal((await recordStatusEvent(sql, delivered(id, { status: 'created', ...noTimes }), callback)).outcome, 'stale');
+    t.equal((await recordStatusEvent(sql, delivered(id, { status: 'sending', ...noTimes }), poll)).outcome, 'duplicate', 'no completion time is a value of the key too');
     t.equal((await notificationRow(sql, id)).status, 'sending');
     t.equal((await emailRow(sql, emailId)).state, 'sent', 'a non-final status leaves the email sent');
   });
