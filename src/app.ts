@@ -19,6 +19,7 @@ import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { jobRoutes } from './jobs/routes.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { metricsRoute, operatorRoutes } from './operator/routes.ts';
+import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
 
 export interface AppOptions {
   config: Config;
@@ -111,5 +112,6 @@ export async function buildApp(options: AppOptions) {
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
+  await app.register(vaNotifyCallbackRoutes);
   return app as unknown as FastifyInstance;
 }
