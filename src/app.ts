@@ -13,6 +13,10 @@ import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
 import { healthRoutes } from './health/routes.ts';
 import { runGrouping } from './grouping/grouping-job.ts';
+import { createRateBudget } from './sending/rate-budget.ts';
+import { runSend } from './sending/sender.ts';
+import { vaNotifyClientFromConfig } from './sending/va-notify-client.ts';
+import { sandboxDefaults } from './sandbox/va-notify.ts';
 import { aalClientFromConfig } from './aal/aal-client.ts';
 import { runAalPosts } from './aal/aal-worker.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
@@ -79,9 +83,27 @@ export async function buildApp(options: AppOptions) {
   // One client for the process: it caches MHV sessions per veteran.
   const aal = aalClientFromConfig(config, aalBaseUrl);
 
+  // The sandbox's credentials apply only when no real VA Notify is configured.
+  const vaNotifyBaseUrl = config.VA_NOTIFY_BASE_URL ?? options.sandboxUrls?.vaNotify;
+  if (vaNotifyBaseUrl === undefined && config.DELIVERY_MODE === 'live') {
+    throw new Error('VA_NOTIFY_BASE_URL is not set and no sandbox VA Notify was started');
+  }
+  const vaNotify =
+    vaNotifyBaseUrl === undefined
+      ? undefined
+      : vaNotifyClientFromConfig(config, vaNotifyBaseUrl, {
+          ...(config.VA_NOTIFY_BASE_URL === undefined ? sandboxDefaults : {}),
+          onRequest: (operation, outcome, seconds) => metrics.vaNotifyLatency.observe({ operation, outcome }, seconds),
+        });
+  const budget = createRateBudget(sql, config.VA_NOTIFY_RATE_LIMIT_PER_MINUTE);
+
   const jobs = createJobRunner(
     {
       grouping: () => runGrouping({ sql, config, log }),
+      ...(vaNotify && {
+        send: (signal: AbortSignal) =>
+          runSend({ sql, config, vaNotify, budget, log, signal, onOutcome: (outcome) => metrics.sends.inc({ outcome }) }),
+      }),
       aal: (signal) =>
         runAalPosts({ sql, config, aal, log, signal, onOutcome: (outcome) => metrics.aalPosts.inc({ outcome }) }),
     },

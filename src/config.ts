@@ -229,5 +229,12 @@ export function vaNotifyCredentials(config: Pick<Config, 'VA_NOTIFY_API_KEY' | '
 
 /** A config for tests and tools: the defaults plus the given overrides, validated the same way. */
 export function testConfig(overrides: Record<string, string | undefined> = {}): Config {
-  return loadConfig({ NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001', LOG_LEVEL: 'silent', JOBS_ENABLED: 'false', ...overrides });
+  return loadConfig({
+    NODE_ENV: 'test',
+    INTERNAL_API_TOKENS: 'test-internal-token-0001',
+    VA_NOTIFY_CALLBACK_TOKENS: 'test-callback-token-0001',
+    LOG_LEVEL: 'silent',
+    JOBS_ENABLED: 'false',
+    ...overrides,
+  });
 }

@@ -37,3 +37,8 @@ closeWithGrace(
 );
 
 await app.listen({ port: config.PORT, host: config.HOST });
+const address = app.server.address();
+if (address && typeof address === 'object') {
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  sandboxes.listening(`http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`);
+}
