@@ -7,7 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifyCredentials } from '../config.ts';
 import { bearerToken, matchesAnySecret } from '../http/internal-auth.ts';
 import { errorResponses } from '../http/schemas.ts';
-import { recordStatusEvent } from '../status/repository.ts';
+import { recordStatusEvent, type StatusOutcome } from '../status/repository.ts';
 import { verifyEnpSignature } from './signature.ts';
 
 export interface CallbackRoutesOptions {
@@ -16,6 +16,8 @@ export interface CallbackRoutesOptions {
    * to the configured key's secret; give the previous key's secret too while a rotation settles.
    */
   signatureSecrets?: readonly string[];
+  /** Told the outcome of every recorded callback (for metrics). */
+  onStatusEvent?: (event: { status: string; outcome: StatusOutcome; aalEventCreated: boolean }) => void;
 }
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([Type.Null(), schema]);
@@ -122,7 +124,7 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       for (const field of ['status', 'status_reason', 'reference', 'provider'] as const) {
         if (body[field]?.includes('\u0000')) throw app.httpErrors.badRequest(`body/${field} contains a NUL character`);
       }
-      await recordStatusEvent(
+      const result = await recordStatusEvent(
         app.sql,
         {
           notificationId: body.id.toLowerCase(),
@@ -141,6 +143,7 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
           log: request.log,
         },
       );
+      options.onStatusEvent?.({ status: body.status, ...result });
       return { status: 'received' as const };
     },
   );
