@@ -5,7 +5,7 @@ import sensible from '@fastify/sensible';
 import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
-import type { Config } from './config.ts';
+import { vaNotifyCredentials, type Config } from './config.ts';
 import type { Sql } from './db/connect.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { requireBearerToken } from './http/internal-auth.ts';
@@ -134,6 +134,12 @@ export async function buildApp(options: AppOptions) {
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
-  await app.register(vaNotifyCallbackRoutes);
+  await app.register(vaNotifyCallbackRoutes, {
+    // The sandbox signs per-notification callbacks with its own key.
+    ...(config.VA_NOTIFY_BASE_URL === undefined && {
+      signatureSecrets: [vaNotifyCredentials(config).secret, sandboxDefaults.secret],
+    }),
+    onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
+  });
   return app as unknown as FastifyInstance;
 }

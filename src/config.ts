@@ -66,7 +66,7 @@ export const ConfigSchema = Type.Object({
   VA_NOTIFY_CALLBACK_URL: Type.Optional(Url('per-notification callback_url (https); unset uses the service-level callback')),
   VA_NOTIFY_CALLBACK_TOKENS: List('bearer tokens VA Notify presents on service-level callbacks (each at least 10 characters)'),
   VA_NOTIFY_TIMEOUT_MS: Integer({ default: 10_000, minimum: 100, description: 'timeout of one VA Notify request' }),
-  VA_NOTIFY_RATE_LIMIT_PER_MINUTE: Integer({ default: 2900, minimum: 1, description: 'VA Notify requests per minute shared by all instances' }),
+  VA_NOTIFY_RATE_LIMIT_PER_MINUTE: Integer({ default: 2900, description: 'VA Notify requests per minute shared by all instances (0: no pacing, for benchmarks only)' }),
   VA_NOTIFY_RETENTION_DAYS: Integer({ default: 7, minimum: 1, description: 'after this, VA Notify answers 404 for a notification' }),
   CALLBACK_RATE_LIMIT_PER_MINUTE: Integer({ default: 60_000, minimum: 1, description: 'callback requests per minute per client address' }),
   CALLBACK_BODY_LIMIT_BYTES: Integer({ default: 64 * 1024, minimum: 1024, description: 'largest callback body accepted (413 above)' }),

@@ -2,6 +2,7 @@
 // (de-duplicated), the notification's status moves forward only, the tracking email follows its
 // latest notification, and the first delivery of an email writes its AAL event (the outbox row).
 // Callbacks, the fallback poll and the sender all come through here.
+import { AdvisoryLock } from '../db/locks.ts';
 import type { Sql, SqlHandle, TransactionSql } from '../db/connect.ts';
 import {
   FINAL_STATUSES,
@@ -68,7 +69,7 @@ interface StoredEvent {
  * callback that commits while the sender's transaction is open would see no notification, and the
  * sender would see no event, and the event would never be applied.
  */
-const NOTIFICATION_LOCK = 727_002;
+const NOTIFICATION_LOCK = AdvisoryLock.notification;
 
 const messages: Record<StatusOutcome, string> = {
   applied: 'notification status applied',

@@ -36,11 +36,11 @@ t.test('one email per veteran, by ICN, with only the properties the contract all
 
   const received = [...vaNotify.state.notifications.values()];
   t.equal(received.length, 2);
-  const byIcn = new Map(received.map((n) => [n.request.recipient_identifier?.id_value, n]));
+  const byIcn = new Map(received.map((n) => [n.recipientIdentifier?.id_value, n]));
   t.same([...byIcn.keys()].sort(), [alpha, bravo]);
   for (const notification of received) {
     t.same(Object.keys(notification.request).sort(), ['personalisation', 'recipient_identifier', 'reference', 'template_id']);
-    t.equal(notification.request.recipient_identifier?.id_type, 'ICN');
+    t.equal(notification.recipientIdentifier?.id_type, 'ICN');
     t.equal(notification.request.template_id, sandboxDefaults.templateId);
   }
   t.match(byIcn.get(alpha)!.request.personalisation, {
@@ -48,7 +48,7 @@ t.test('one email per veteran, by ICN, with only the properties the contract all
     package_count: '1',
     prescription_count: '2',
   });
-  t.match(byIcn.get(bravo)!.request.personalisation, { package_count: '2', tracking_info: /ending in 4512[\s\S]*ending in 4520/ });
+  t.match(byIcn.get(bravo)!.request.personalisation, { package_count: '2', tracking_info: /ending in 4520[\s\S]*ending in 4512/ });
 
   const emails = await db.sql`select e.id, e.state, e.attempts, n.id as notification_id, n.attempt
                                 from tracking_email e join notification n on n.tracking_email_id = e.id`;
@@ -86,7 +86,7 @@ t.test('transient failures are retried until VA Notify takes the email', async (
   await post(app, 'grouping');
   vaNotify.state.forcedResponses.push({ hang: true });
   t.match(await post(app, 'send'), { sent: 1 }, 'a timeout, then a lookup by reference, then a send');
-  const toThree = [...vaNotify.state.notifications.values()].filter((n) => n.request.recipient_identifier?.id_value === icn(3));
+  const toThree = [...vaNotify.state.notifications.values()].filter((n) => n.recipientIdentifier?.id_value === icn(3));
   t.equal(toThree.length, 1, 'the veteran got one email');
 });
 
@@ -194,6 +194,6 @@ t.test('three instances grouping and sending at once: 500 veterans, 500 emails, 
   t.equal(sandbox.state.counters.sendsAccepted, 500, 'VA Notify received 500 sends');
   const references = new Set([...sandbox.state.notifications.values()].map((n) => n.request.reference));
   t.equal(references.size, 500, 'one send per email');
-  const icns = new Set([...sandbox.state.notifications.values()].map((n) => n.request.recipient_identifier?.id_value));
+  const icns = new Set([...sandbox.state.notifications.values()].map((n) => n.recipientIdentifier?.id_value));
   t.equal(icns.size, 500, 'one email per veteran');
 });
