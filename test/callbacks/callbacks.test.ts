@@ -244,7 +244,13 @@ t.test('a database that cannot store the event answers 503 so VA Notify retries'
   await sql.end();
   const config = testConfig({ ...settings, LOG_LEVEL: 'info' });
   const logs = new LogCapture();
-  const app = await buildApp({ config, sql, logger: createLogger(config.LOG_LEVEL, logs) });
+  const app = await buildApp({
+    config,
+    sql,
+    logger: createLogger(config.LOG_LEVEL, logs),
+    // Never called: the request fails at the database first.
+    sandboxUrls: { aal: 'http://127.0.0.1:9', vaNotify: 'http://127.0.0.1:9' },
+  });
   t.teardown(() => app.close());
   const response = await app.inject({
     method: 'POST', url,
