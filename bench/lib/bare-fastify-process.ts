@@ -1,0 +1,10 @@
+// Fastify with nothing but one route that answers at once: what this machine's HTTP stack can do
+// before the service adds a single line of its own.
+import Fastify from 'fastify';
+import { serveParent } from './child.ts';
+
+const app = Fastify({ logger: false });
+app.post('/empty', async () => ({ status: 'received' }));
+const url = await app.listen({ port: 0, host: '127.0.0.1' });
+serveParent({}, () => app.close());
+process.send!({ type: 'ready', url: `${url}/empty` });

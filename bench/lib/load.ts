@@ -1,0 +1,84 @@
+// Load generators: autocannon for HTTP, and a plain concurrency loop for in-process work.
+import autocannon from 'autocannon';
+
+export interface HttpLoad {
+  url: string;
+  /** Request bodies, used in turn; each request takes the next one. */
+  bodies: string[];
+  headers: Record<string, string>;
+  connections: number;
+  durationSeconds: number;
+  /** Requests per second offered across all connections; unset: as fast as answers come. */
+  offeredPerSecond?: number;
+}
+
+export interface HttpLoadResult {
+  /** Requests answered 2xx per second over the run. */
+  perSecond: number;
+  answered: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Anything but a 2xx answer: non-2xx, connection errors, timeouts. */
+  failures: number;
+  /** Bodies handed out (how far into `bodies` the run went). */
+  bodiesUsed: number;
+}
+
+export async function httpLoad(load: HttpLoad): Promise<HttpLoadResult> {
+  let next = 0;
+  const result = await autocannon({
+    url: load.url,
+    connections: load.connections,
+    duration: load.durationSeconds,
+    ...(load.offeredPerSecond === undefined ? {} : { overallRate: load.offeredPerSecond }),
+    timeout: 10,
+    requests: [
+      {
+        method: 'POST',
+        headers: load.headers,
+        setupRequest: (request) => {
+          request.body = load.bodies[next % load.bodies.length]!;
+          next += 1;
+          return request;
+        },
+      },
+    ],
+  });
+  const ok = result['2xx'];
+  return {
+    perSecond: ok / result.duration,
+    answered: ok,
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    failures: result.non2xx + result.errors + result.timeouts,
+    bodiesUsed: next,
+  };
+}
+
+/** Runs work(i) for i in [0, total) with `concurrency` in flight; returns the elapsed milliseconds. */
+export async function concurrently(total: number, concurrency: number, work: (i: number) => Promise<unknown>): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  async function lane() {
+    for (let i = next++; i < total; i = next++) await work(i);
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, total) }, lane));
+  return performance.now() - started;
+}
+
+/** Runs `step` until it reports no more work; returns the elapsed milliseconds. */
+export async function untilDone(step: () => Promise<boolean>): Promise<number> {
+  const started = performance.now();
+  while (await step()) {
+    // keep going
+  }
+  return performance.now() - started;
+}
+
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
