@@ -145,6 +145,12 @@ function readRow(cells: string[], line: number, header: Map<ExportColumn, number
   return { line, icn, trackingNumber, carrier, sentAt };
 }
 
+const CsvProblems: Record<string, string> = {
+  CSV_INVALID_CLOSING_QUOTE: 'text follows a closing quote',
+  CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE: 'text follows a closing quote',
+  INVALID_OPENING_QUOTE: 'a quote opens inside a field',
+};
+
 /**
  * Parses the export. The input is the file's text or a byte stream (the CLI streams the file).
  * Throws ExportFormatError when the file cannot be read as a whole; everything row-level is a
@@ -169,8 +175,10 @@ export async function parseMhvExport(input: string | Buffer | NodeJS.ReadableStr
   const badRows: BadRow[] = [];
   let header: Map<ExportColumn, number> | undefined;
   let width = 0;
+  let lastLine = 0;
   try {
     for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+      lastLine = info.lines;
       if (header === undefined) {
         header = readHeader(record);
         width = record.length;
@@ -183,8 +191,14 @@ export async function parseMhvExport(input: string | Buffer | NodeJS.ReadableStr
     }
   } catch (error) {
     if (error instanceof CsvError) {
+      // csv-parse's own message can quote the field's text (an ICN): it is replaced by ours.
+      // An open quote runs to the end of the file, so the line where it opened is the useful one.
+      if (error.code === 'CSV_QUOTE_NOT_CLOSED') {
+        throw new ExportFormatError(`not valid CSV: a quoted field opened after line ${lastLine} is never closed; nothing was compared`);
+      }
       const line = (error as CsvError & { lines?: number }).lines;
-      throw new ExportFormatError(`${line === undefined ? '' : `line ${line}: `}not valid CSV (${error.code}); nothing was compared`);
+      const what = CsvProblems[error.code] ?? error.code;
+      throw new ExportFormatError(`${line === undefined ? '' : `line ${line}: `}not valid CSV: ${what}; nothing was compared`);
     }
     throw error;
   } finally {

@@ -61,6 +61,8 @@ export function prefersCsv(accept: string | undefined): boolean {
 }
 
 export const shadowRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  // Only CSV: a JSON or text/plain body is a 415, not an export read some other way.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser(['text/csv', 'application/csv'], { parseAs: 'buffer', bodyLimit: CompareBodyLimitBytes }, (_request, body, done) => {
     done(null, body);
   });
