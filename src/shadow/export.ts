@@ -158,6 +158,7 @@ const CsvProblems: Record<string, string> = {
  */
 export async function parseMhvExport(input: string | Buffer | NodeJS.ReadableStream): Promise<ParsedExport> {
   const source = typeof input === 'string' || Buffer.isBuffer(input) ? Readable.from([input]) : input;
+  let lastLine = 0;
   const parser = parse({
     bom: true,
     info: true,
@@ -167,6 +168,12 @@ export async function parseMhvExport(input: string | Buffer | NodeJS.ReadableStr
     // instead of failing the whole file.
     relax_quotes: true,
     skip_empty_lines: true,
+    // Tracked as records are parsed, not as they are read: a parse error can overtake records
+    // still buffered in the stream.
+    on_record: (record, context) => {
+      lastLine = context.lines;
+      return record;
+    },
   });
   // pipe() does not pass a read error on (a missing file): without this the loop would wait forever.
   source.once('error', (error) => parser.destroy(error));
@@ -175,10 +182,8 @@ export async function parseMhvExport(input: string | Buffer | NodeJS.ReadableStr
   const badRows: BadRow[] = [];
   let header: Map<ExportColumn, number> | undefined;
   let width = 0;
-  let lastLine = 0;
   try {
     for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
-      lastLine = info.lines;
       if (header === undefined) {
         header = readHeader(record);
         width = record.length;
