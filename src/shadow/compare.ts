@@ -173,111 +173,110 @@ export function compareShadow({ rows, badRows, ours, window }: CompareInput): Sh
   for (const pkg of mhv.values()) pkg.sentDays.sort();
 
   const service = new Map<string, OurPackage>();
-  const serviceByTracking = new Map<string, OurPackage[]>();
-  for (const pkg of ours) {
-    if (pkg.icn !== null) service.set(packageKey(pkg.icn, pkg.trackingNumber), pkg);
-    const list = serviceByTracking.get(pkg.trackingNumber) ?? [];
-    list.push(pkg);
-    serviceByTracking.set(pkg.trackingNumber, list);
-  }
+  for (const pkg of ours) if (pkg.icn !== null) service.set(packageKey(pkg.icn, pkg.trackingNumber), pkg);
 
   const compared = new Set<string>();
   for (const [key, pkg] of mhv) if (pkg.inWindow) compared.add(key);
   for (const [key, pkg] of service) if (pkg.inWindow && pkg.emailId !== null) compared.add(key);
 
-  const byReason: Record<string, number> = {};
-  const veterans = new Map<string, { mhvDays: Map<string, string[]>; emails: Map<string, string[]>; lines: number[]; differs: boolean }>();
-  const veteran = (icn: string) => {
-    let v = veterans.get(icn);
-    if (v === undefined) veterans.set(icn, (v = { mhvDays: new Map(), emails: new Map(), lines: [], differs: false }));
-    return v;
-  };
-  let matchedPackages = 0;
-  let mhvOnly = 0;
-  let serviceOnly = 0;
+  // Packages both sides emailed, for the grouping check; veterans with any difference.
+  const matched: { icn: string; trackingNumber: string; day: string; emailId: string; lines: number[] }[] = [];
+  const veterans = new Set<string>();
+  const differing = new Set<string>();
+  const mhvOnlyPackages: { key: string; m: MhvPackage; o: OurPackage | undefined }[] = [];
   let carrierDiffers = 0;
   let twice = 0;
-  const mhvEmails = new Set<string>();
-  const serviceEmails = new Set<string>();
   let mhvPackages = 0;
   let servicePackages = 0;
+  const mhvEmails = new Set<string>();
+  const serviceEmails = new Set<string>();
+  const serviceOnly: Mismatch[] = [];
 
-  for (const key of [...compared].sort()) {
+  for (const key of compared) {
     const m = mhv.get(key);
     const o = service.get(key);
     const icn = m?.icn ?? o!.icn!;
-    const trackingNumber = m?.trackingNumber ?? o!.trackingNumber;
-    const v = veteran(icn);
-    const base = {
-      ...empty,
-      icnLast4: last4(icn),
-      trackingNumbers: [trackingNumber],
-      lines: m?.lines ?? [],
-      carrier: m?.carrier ?? o?.carrier ?? null,
-      mhvSentDates: m?.sentDays ?? [],
-      shippedAt: o?.shippedAt?.toISOString() ?? null,
-      emailIds: o?.emailId ? [o.emailId] : [],
-    };
+    veterans.add(icn);
     if (m !== undefined) {
       mhvPackages++;
       for (const d of m.sentDays) mhvEmails.add(`${icn} ${d}`);
       if (m.sentDays.length > 1) {
         twice++;
-        v.differs = true;
-        mismatches.push({ ...base, kind: 'emailed_twice_by_mhv', detail: `MHV emailed this package on ${m.sentDays.length} days; the service emails a package once` });
+        differing.add(icn);
+        mismatches.push({ ...packageMismatch(m, o), kind: 'emailed_twice_by_mhv', detail: `MHV emailed this package on ${m.sentDays.length} days; the service emails a package once` });
       }
     }
     if (o?.emailId) {
       servicePackages++;
       serviceEmails.add(o.emailId);
     }
-
     if (m !== undefined && o?.emailId) {
-      matchedPackages++;
-      v.lines.push(...m.lines);
       // The earliest day is the email that told the veteran first; a repeat is reported above.
-      const firstDay = m.sentDays[0]!;
-      v.mhvDays.set(firstDay, [...(v.mhvDays.get(firstDay) ?? []), trackingNumber]);
-      v.emails.set(o.emailId, [...(v.emails.get(o.emailId) ?? []), trackingNumber]);
+      matched.push({ icn, trackingNumber: m.trackingNumber, day: m.sentDays[0]!, emailId: o.emailId, lines: m.lines });
       if (carrierName(m.carrier) !== carrierName(o.carrier) && carrierName(m.carrier) !== 'UNK' && carrierName(o.carrier) !== 'UNK') {
         carrierDiffers++;
-        v.differs = true;
-        mismatches.push({ ...base, kind: 'carrier_differs', carrier: null, detail: `MHV ${m.carrier}, service ${o.carrier}` });
+        differing.add(icn);
+        mismatches.push({ ...packageMismatch(m, o), kind: 'carrier_differs', carrier: null, detail: `MHV ${m.carrier}, service ${o.carrier}` });
       }
     } else if (m !== undefined) {
-      mhvOnly++;
-      v.differs = true;
-      const others = serviceByTracking.get(trackingNumber) ?? [];
-      // A dispense that came without an ICN is still the one MHV emailed, and says why it was not sent.
-      const dispensed = o ?? others.find((p) => p.icn === null);
-      const reason = whyNotEmailed(dispensed, others.some((p) => p.icn !== null && p.icn !== icn));
-      const reasonKey = reason.startsWith(`${NotEmailedReasons.unprocessable}:`) ? NotEmailedReasons.unprocessable : reason;
-      byReason[reasonKey] = (byReason[reasonKey] ?? 0) + 1;
-      mismatches.push({ ...base, kind: 'emailed_by_mhv_only', shippedAt: dispensed?.shippedAt?.toISOString() ?? null, detail: reason });
+      differing.add(icn);
+      mhvOnlyPackages.push({ key, m, o });
     } else {
-      serviceOnly++;
-      v.differs = true;
-      mismatches.push({ ...base, kind: 'emailed_by_service_only', detail: 'not in the export' });
+      differing.add(icn);
+      serviceOnly.push({ ...packageMismatch(undefined, o), kind: 'emailed_by_service_only', detail: 'not in the export' });
     }
+  }
+  for (const m of serviceOnly) mismatches.push(m);
+
+  // Why MHV emailed what the service did not. A dispense that came without an ICN, or under another
+  // ICN, is found by its tracking number; the index covers only these packages' numbers.
+  const wanted = new Set(mhvOnlyPackages.map(({ m }) => m.trackingNumber));
+  const byTracking = new Map<string, OurPackage[]>();
+  for (const pkg of ours) {
+    if (!wanted.has(pkg.trackingNumber)) continue;
+    byTracking.set(pkg.trackingNumber, [...(byTracking.get(pkg.trackingNumber) ?? []), pkg]);
+  }
+  const byReason: Record<string, number> = {};
+  for (const { m, o } of mhvOnlyPackages) {
+    const others = byTracking.get(m.trackingNumber) ?? [];
+    const dispensed = o ?? others.find((p) => p.icn === null);
+    const reason = whyNotEmailed(dispensed, others.some((p) => p.icn !== null && p.icn !== m.icn));
+    const reasonKey = reason.startsWith(`${NotEmailedReasons.unprocessable}:`) ? NotEmailedReasons.unprocessable : reason;
+    byReason[reasonKey] = (byReason[reasonKey] ?? 0) + 1;
+    mismatches.push({ ...packageMismatch(m, dispensed), kind: 'emailed_by_mhv_only', detail: reason });
   }
 
   // Grouping: over the packages both sides emailed, a veteran's packages must fall into the same
   // emails on both sides. Missing packages are reported above and do not count again here.
-  for (const [icn, v] of [...veterans].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const mhvGroups = partition(v.mhvDays);
-    const serviceGroups = partition(v.emails);
+  matched.sort((a, b) => (a.icn < b.icn ? -1 : a.icn > b.icn ? 1 : 0));
+  let groupedDifferently = 0;
+  for (let start = 0; start < matched.length; ) {
+    let end = start;
+    while (end < matched.length && matched[end]!.icn === matched[start]!.icn) end++;
+    const packages = matched.slice(start, end);
+    start = end;
+    const icn = packages[0]!.icn;
+    const mhvDays = new Map<string, string[]>();
+    const emails = new Map<string, string[]>();
+    for (const p of packages) {
+      mhvDays.set(p.day, [...(mhvDays.get(p.day) ?? []), p.trackingNumber]);
+      emails.set(p.emailId, [...(emails.get(p.emailId) ?? []), p.trackingNumber]);
+    }
+    const mhvGroups = partition(mhvDays);
+    const serviceGroups = partition(emails);
     if (samePartition(mhvGroups, serviceGroups)) continue;
-    v.differs = true;
-    const mhvText = [...v.mhvDays].sort(([a], [b]) => (a < b ? -1 : 1)).map(([d, tns]) => `${d} [${[...tns].sort().join(' ')}]`);
+    groupedDifferently++;
+    differing.add(icn);
+    const mhvText = [...mhvDays].sort(([a], [b]) => (a < b ? -1 : 1)).map(([d, tns]) => `${d} [${[...tns].sort().join(' ')}]`);
     const serviceText = serviceGroups.map((g) => `[${g.join(' ')}]`);
     mismatches.push({
       ...empty,
       kind: 'grouped_differently',
       icnLast4: last4(icn),
       trackingNumbers: mhvGroups.flat().sort(),
-      lines: [...v.lines].sort((a, b) => a - b),
-      mhvSentDates: [...v.mhvDays.keys()].sort(),
-      emailIds: [...v.emails.keys()].sort(),
+      lines: packages.flatMap((p) => p.lines).sort((a, b) => a - b),
+      mhvSentDates: [...mhvDays.keys()].sort(),
+      emailIds: [...emails.keys()].sort(),
       detail: `MHV sent ${plural(mhvGroups.length, 'email')}: ${mhvText.join(', ')}; the service ${plural(serviceGroups.length, 'email')}: ${serviceText.join(', ')}`,
     });
   }
@@ -291,25 +290,37 @@ export function compareShadow({ rows, badRows, ours, window }: CompareInput): Sh
   );
 
   const comparedRows = rows.filter((row) => compared.has(packageKey(row.icn, row.trackingNumber))).length;
-  const veteransCompared = veterans.size;
-  const veteransDiffering = [...veterans.values()].filter((v) => v.differs).length;
+  const mhvOnly = mhvOnlyPackages.length;
   const summary: ShadowSummary = {
     window: { from: window.from.toISOString(), to: window.to.toISOString() },
     export: { rows: rows.length + badRows.length, badRows: badRows.length, rowsNotCompared: rows.length - comparedRows },
     packagesCompared: compared.size,
-    veteransCompared,
+    veteransCompared: veterans.size,
     mhv: { packages: mhvPackages, emails: mhvEmails.size },
     service: { packages: servicePackages, emails: serviceEmails.size },
-    matched: { packages: matchedPackages, veterans: veteransCompared - veteransDiffering },
+    matched: { packages: matched.length, veterans: veterans.size - differing.size },
     emailedByMhvOnly: { packages: mhvOnly, byReason },
-    emailedByServiceOnly: { packages: serviceOnly },
-    groupedDifferently: { veterans: mismatches.filter((m) => m.kind === 'grouped_differently').length },
+    emailedByServiceOnly: { packages: serviceOnly.length },
+    groupedDifferently: { veterans: groupedDifferently },
     carrierDiffers: { packages: carrierDiffers },
     emailedTwiceByMhv: { packages: twice },
-    packageMismatchRate: rate(mhvOnly + serviceOnly, compared.size),
-    veteranMismatchRate: rate(veteransDiffering, veteransCompared),
+    packageMismatchRate: rate(mhvOnly + serviceOnly.length, compared.size),
+    veteranMismatchRate: rate(differing.size, veterans.size),
   };
   return { summary, mismatches };
+}
+
+/** The fields of a mismatch about one package, from whichever sides have it. */
+function packageMismatch(m: MhvPackage | undefined, o: OurPackage | undefined): Omit<Mismatch, 'kind' | 'detail'> {
+  return {
+    icnLast4: last4(m?.icn ?? o?.icn ?? null),
+    trackingNumbers: [m?.trackingNumber ?? o!.trackingNumber],
+    lines: m?.lines ?? [],
+    carrier: m?.carrier ?? o?.carrier ?? null,
+    mhvSentDates: m?.sentDays ?? [],
+    shippedAt: o?.shippedAt?.toISOString() ?? null,
+    emailIds: o?.emailId ? [o.emailId] : [],
+  };
 }
 
 function rate(part: number, whole: number): number {
