@@ -69,7 +69,7 @@ export const ConfigSchema = Type.Object({
   VA_NOTIFY_CALLBACK_URL: Type.Optional(Url('per-notification callback_url (https); unset uses the service-level callback')),
   VA_NOTIFY_CALLBACK_TOKENS: List('bearer tokens VA Notify presents on service-level callbacks (each at least 10 characters)'),
   VA_NOTIFY_TIMEOUT_MS: Integer({ default: 10_000, minimum: 100, description: 'timeout of one VA Notify request' }),
-  VA_NOTIFY_RATE_LIMIT_PER_MINUTE: Integer({ default: 2900, minimum: 1, description: 'VA Notify requests per minute shared by all instances' }),
+  VA_NOTIFY_RATE_LIMIT_PER_MINUTE: Integer({ default: 2900, description: 'VA Notify requests per minute shared by all instances (0: no pacing, for benchmarks only)' }),
   VA_NOTIFY_RETENTION_DAYS: Integer({ default: 7, minimum: 1, description: 'after this, VA Notify answers 404 for a notification' }),
   CALLBACK_RATE_LIMIT_PER_MINUTE: Integer({ default: 60_000, minimum: 1, description: 'callback requests per minute per client address' }),
   CALLBACK_BODY_LIMIT_BYTES: Integer({ default: 64 * 1024, minimum: 1024, description: 'largest callback body accepted (413 above)' }),
@@ -250,5 +250,12 @@ export function vaNotifyCredentials(config: Pick<Config, 'VA_NOTIFY_API_KEY' | '
 
 /** A config for tests and tools: the defaults plus the given overrides, validated the same way. */
 export function testConfig(overrides: Record<string, string | undefined> = {}): Config {
-  return loadConfig({ NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001', LOG_LEVEL: 'silent', JOBS_ENABLED: 'false', ...overrides });
+  return loadConfig({
+    NODE_ENV: 'test',
+    INTERNAL_API_TOKENS: 'test-internal-token-0001',
+    VA_NOTIFY_CALLBACK_TOKENS: 'test-callback-token-0001',
+    LOG_LEVEL: 'silent',
+    JOBS_ENABLED: 'false',
+    ...overrides,
+  });
 }
