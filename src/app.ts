@@ -24,6 +24,7 @@ import { jobRoutes } from './jobs/routes.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { metricsRoute, operatorRoutes } from './operator/routes.ts';
 import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
+import { shadowRoutes } from './shadow/routes.ts';
 
 export interface AppOptions {
   config: Config;
@@ -131,6 +132,7 @@ export async function buildApp(options: AppOptions) {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
     await internal.register(jobRoutes);
     await internal.register(operatorRoutes);
+    await internal.register(shadowRoutes);
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
