@@ -12,6 +12,7 @@ import { requireBearerToken } from './http/internal-auth.ts';
 import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
 import { healthRoutes } from './health/routes.ts';
+import { ingestRoutes } from './ingest/routes.ts';
 
 export interface AppOptions {
   config: Config;
@@ -61,6 +62,7 @@ export async function buildApp(options: AppOptions) {
   // Internal endpoints: ingest, job triggers, operator views. Each domain adds its routes here.
   await app.register(async (internal) => {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
+    await internal.register(ingestRoutes);
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
