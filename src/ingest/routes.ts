@@ -7,6 +7,7 @@ import { ingestHl7, ingestJson } from './ingest.ts';
 
 export const hl7ContentTypes = ['application/hl7-v2', 'x-application/hl7-v2+er7', 'text/plain'] as const;
 const hl7Types = new Set<string>(hl7ContentTypes);
+const acceptedTypes = new Set<string>([...hl7ContentTypes, 'application/json']);
 
 const Hl7Acks = Type.String({ description: 'one HL7 ACK (MSH + MSA) per message, segments ended by CR' });
 
@@ -33,10 +34,20 @@ function essence(contentType: string | undefined): string {
 export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const bodyLimit = app.config.INGEST_BODY_LIMIT_BYTES;
 
+  // Any other type is answered 415 before the body is read, and not stored: it is not a feed.
+  app.addHook('preParsing', async (request) => {
+    const type = essence(request.headers['content-type']);
+    if (!acceptedTypes.has(type)) {
+      throw app.httpErrors.unsupportedMediaType(
+        `${type === '' ? 'no content type' : `content type ${type}`} is not accepted: send ${[...acceptedTypes].join(', ')}`,
+      );
+    }
+  });
+
   // Every accepted type arrives as the raw string: the body must be stored before it is parsed,
-  // JSON included. Any other type is answered 415 by Fastify and not stored: it is not a feed.
+  // JSON included.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser([...hl7ContentTypes, 'application/json'], { parseAs: 'string', bodyLimit }, (_request, body, done) => {
+  app.addContentTypeParser([...acceptedTypes], { parseAs: 'string', bodyLimit }, (_request, body, done) => {
     done(null, body);
   });
 
