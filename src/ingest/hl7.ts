@@ -373,7 +373,7 @@ function readDispenseMessage(lines: string[], index: number, header: Hl7Header):
       shippedAt: cancelled ? null : messageTime,
       patientIcn: patient.icn,
       mhvCorrelationId: patient.mhvCorrelationId,
-      messageControlId: header.controlId,
+      messageControlId: value(msh, 10) || header.controlId,
       state: 'pending',
       stateReason: null,
     };
