@@ -140,3 +140,28 @@ t.test('an empty HL7 body: 400 with an AR ACK', async (t) => {
   t.equal(response.statusCode, 400);
   t.same(readAcks(response.body).map((a) => a.code), ['AR']);
 });
+
+t.test('a 1,000-message body is stored in one request, and its replay stores nothing', async (t) => {
+  const { app, db } = await testApp(t);
+  const message = (n: number) => [
+    `MSH|^~\\&|CMOP|CMOP-LEAVENWORTH|MHV|MHV|20260514160512||RDS^O13^RDS_O13|BULK-${n}|P|2.5`,
+    `PID|||10${String(n).padStart(8, '0')}V123456^^^USVHA^NI~${String(n).padStart(8, '0')}^^^200MHS^PI`,
+    `ORC|RE|521-${8000000 + n}-1`,
+    `RXD|1|00093718098^SIMVASTATIN 40MG TAB^NDC|20260514102210|90|TAB||${8000000 + n}||||||1Z99999903${String(n).padStart(8, '0')}`,
+    `ZR2|UPS|1Z99999903${String(n).padStart(8, '0')}|${8000000 + n}`,
+  ].join('\r');
+  const body = Array.from({ length: 1000 }, (_, n) => message(n)).join('\r');
+
+  const first = await postDispenses(app, body, 'application/hl7-v2');
+  t.equal(first.statusCode, 200);
+  const acks = readAcks(first.body);
+  t.equal(acks.length, 1000);
+  t.ok(acks.every((a, n) => a.code === 'AA' && a.controlId === `BULK-${n}`), 'one AA per message, in order');
+  const [stored] = await db.sql<{ count: number }[]>`select count(*)::int as count from medication_dispense where state = 'pending'`;
+  t.equal(stored?.count, 1000);
+
+  const replay = await postDispenses(app, body, 'application/hl7-v2');
+  t.ok(readAcks(replay.body).every((a) => a.text === 'accepted: already received'));
+  const [after] = await db.sql<{ count: number }[]>`select count(*)::int as count from medication_dispense`;
+  t.equal(after?.count, 1000);
+});
