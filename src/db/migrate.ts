@@ -5,9 +5,10 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Sql } from './connect.ts';
+import { AdvisoryLock } from './locks.ts';
 
 export const migrationsDir = fileURLToPath(new URL('../../sql/', import.meta.url));
-const MIGRATION_LOCK = 727_001; // arbitrary, fixed: the advisory lock key for migrations
+const MIGRATION_LOCK = AdvisoryLock.migrate;
 
 export interface Migration {
   version: number;

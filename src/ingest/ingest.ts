@@ -2,7 +2,7 @@
 // an event-bus (Kafka) consumer can call them the same way. Every body is stored (SSNs masked)
 // before it is parsed; then its dispenses are upserted idempotently and the body's fate recorded.
 import type { Sql, SqlHandle } from '../db/connect.ts';
-import { dispenseKey, type DispenseRecord } from './dispense.ts';
+import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
 import { buildAck, parseHl7Body, type AckCode, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
 import { maskSsns } from './mask.ts';
@@ -22,6 +22,8 @@ export interface IngestDispensesInput {
 export interface IngestDispensesResult {
   inserted: number;
   duplicates: number;
+  /** The new rows by state. */
+  insertedByState: Record<DispenseState, number>;
   /** {@link dispenseKey} of every dispense this call created (the others were already stored). */
   insertedKeys: Set<string>;
 }
@@ -32,10 +34,24 @@ export interface IngestDispensesResult {
  * grouping job. Pass a transaction to make it atomic with the caller's other writes.
  */
 export async function ingestDispenses(sql: SqlHandle, input: IngestDispensesInput): Promise<IngestDispensesResult> {
-  const { insertedKeys, insertedPending } = await insertDispenses(sql, input.inboundMessageId, input.dispenses);
-  if (insertedPending > 0) await notifyDispensePending(sql);
+  const { insertedKeys, insertedByState } = await insertDispenses(sql, input.inboundMessageId, input.dispenses);
+  if (insertedByState.pending > 0) await notifyDispensePending(sql);
   const inserted = insertedKeys.size;
-  return { inserted, duplicates: input.dispenses.length - inserted, insertedKeys };
+  return { inserted, duplicates: input.dispenses.length - inserted, insertedByState, insertedKeys };
+}
+
+/** What became of the events of one body, for the `rx_dispenses_ingested_total{outcome}` counter. */
+export type IngestOutcome = 'inserted' | 'cancelled' | 'unprocessable' | 'duplicate' | 'rejected';
+export type IngestOutcomeCounts = Record<IngestOutcome, number>;
+
+function outcomeCounts(stored: IngestDispensesResult | undefined, rejected: number): IngestOutcomeCounts {
+  return {
+    inserted: stored?.insertedByState.pending ?? 0,
+    cancelled: stored?.insertedByState.cancelled ?? 0,
+    unprocessable: stored?.insertedByState.unprocessable ?? 0,
+    duplicate: stored?.duplicates ?? 0,
+    rejected,
+  };
 }
 
 export interface InboundBody {
@@ -71,6 +87,8 @@ export interface Hl7IngestResult {
   inserted: number;
   duplicates: number;
   unprocessable: number;
+  /** New rows by outcome, duplicates, and messages that yielded no dispense (`rejected`). */
+  counts: IngestOutcomeCounts;
 }
 
 function ackText(result: Hl7MessageResult, insertedKeys: Set<string>): string {
@@ -105,6 +123,7 @@ export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()):
       inserted: 0,
       duplicates: 0,
       unprocessable: 0,
+      counts: outcomeCounts(undefined, 1),
     };
   }
 
@@ -133,6 +152,7 @@ export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()):
     inserted: stored.inserted,
     duplicates: stored.duplicates,
     unprocessable: dispenses.filter((d) => d.state === 'unprocessable').length,
+    counts: outcomeCounts(stored, messages.filter((m) => m.dispenses.length === 0).length),
   };
 }
 
@@ -152,6 +172,7 @@ export interface JsonIngestResult {
   /** 200 when at least one event was accepted (inserted or already known); else 400. */
   statusCode: 200 | 400;
   summary: JsonIngestSummary;
+  counts: IngestOutcomeCounts;
 }
 
 /**
@@ -167,6 +188,7 @@ export async function ingestJson(sql: Sql, input: InboundBody): Promise<JsonInge
       outcome: 'rejected',
       statusCode: 400,
       summary: { inboundMessageId: id, received: 0, inserted: 0, duplicates: 0, rejected: 0, errors: [{ message: parsed.error }] },
+      counts: outcomeCounts(undefined, 1),
     };
   }
 
@@ -189,5 +211,6 @@ export async function ingestJson(sql: Sql, input: InboundBody): Promise<JsonInge
       rejected: received - dispenses.length,
       errors,
     },
+    counts: outcomeCounts(stored, received - dispenses.length),
   };
 }

@@ -1,6 +1,6 @@
 // Ingest's SQL: the raw inbound message and the dispense rows it produced.
 import type { SqlHandle } from '../db/connect.ts';
-import { dispenseKey, type DispenseRecord } from './dispense.ts';
+import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
 
 export const InboundOutcomes = ['received', 'accepted', 'partial', 'rejected'] as const;
 export type InboundOutcome = (typeof InboundOutcomes)[number];
@@ -45,14 +45,15 @@ export async function insertDispenses(
   sql: SqlHandle,
   inboundMessageId: number,
   dispenses: readonly DispenseRecord[],
-): Promise<{ insertedKeys: Set<string>; insertedPending: number }> {
-  if (dispenses.length === 0) return { insertedKeys: new Set(), insertedPending: 0 };
+): Promise<{ insertedKeys: Set<string>; insertedByState: Record<DispenseState, number> }> {
+  const insertedByState: Record<DispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
+  if (dispenses.length === 0) return { insertedKeys: new Set(), insertedByState };
   const column = (pick: (d: DispenseRecord) => string | number | Date | null) =>
     sql.array(dispenses.map((d) => {
       const value = pick(d);
       return value instanceof Date ? value.toISOString() : text(value);
     }) as string[], 25);
-  const rows = await sql<{ station_number: string; rx_number: string; fill_number: number; tracking_number: string; state: string }[]>`
+  const rows = await sql<{ station_number: string; rx_number: string; fill_number: number; tracking_number: string; state: DispenseState }[]>`
     insert into medication_dispense (
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
       dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
@@ -76,7 +77,8 @@ export async function insertDispenses(
   const insertedKeys = new Set(
     rows.map((r) => dispenseKey({ stationNumber: r.station_number, rxNumber: r.rx_number, fillNumber: r.fill_number, trackingNumber: r.tracking_number })),
   );
-  return { insertedKeys, insertedPending: rows.filter((r) => r.state === 'pending').length };
+  for (const row of rows) insertedByState[row.state]++;
+  return { insertedKeys, insertedByState };
 }
 
 /**

@@ -3,7 +3,7 @@
 // bearer-token hook answers 401 before any of this runs.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { errorResponses } from '../http/schemas.ts';
-import { ingestHl7, ingestJson } from './ingest.ts';
+import { ingestHl7, ingestJson, type IngestOutcome, type IngestOutcomeCounts } from './ingest.ts';
 
 export const hl7ContentTypes = ['application/hl7-v2', 'x-application/hl7-v2+er7', 'text/plain'] as const;
 const hl7Types = new Set<string>(hl7ContentTypes);
@@ -31,8 +31,18 @@ function essence(contentType: string | undefined): string {
   return (contentType ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
-export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
+export interface IngestRoutesOptions {
+  /** Told how many events of a body ended how (for the ingest counter); called only for counts above 0. */
+  onOutcome?: (outcome: IngestOutcome, count: number) => void;
+}
+
+export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = async (app, options) => {
   const bodyLimit = app.config.INGEST_BODY_LIMIT_BYTES;
+  const report = (counts: IngestOutcomeCounts) => {
+    for (const [outcome, count] of Object.entries(counts) as [IngestOutcome, number][]) {
+      if (count > 0) options.onOutcome?.(outcome, count);
+    }
+  };
 
   // Any other type is answered 415 before the body is read, and not stored: it is not a feed.
   app.addHook('preParsing', async (request) => {
@@ -80,6 +90,7 @@ export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const body = typeof request.body === 'string' ? request.body : '';
       if (hl7Types.has(essence(contentType))) {
         const result = await ingestHl7(app.sql, { source: 'http', contentType, body });
+        report(result.counts);
         request.log.info(
           {
             inboundMessageId: result.inboundMessageId,
@@ -95,6 +106,7 @@ export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
         return reply.status(result.statusCode).type('application/hl7-v2').send(result.acks);
       }
       const result = await ingestJson(app.sql, { source: 'http', contentType, body });
+      report(result.counts);
       const { inboundMessageId, received, inserted, duplicates, rejected } = result.summary;
       request.log.info({ inboundMessageId, outcome: result.outcome, received, inserted, duplicates, rejected }, 'JSON dispense body ingested');
       return reply.status(result.statusCode).type('application/json').send(result.summary);

@@ -1,12 +1,16 @@
-// Builds the app the way server.ts does, with explicit test config and a log that tests can read.
+// Builds the app the way server.ts does, with explicit test config, sandbox VA Notify and AAL servers
+// on loopback, and a log that tests can read.
 import { Writable } from 'node:stream';
 import { buildApp } from '../../src/app.ts';
 import { testConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
+import { startSandboxAal, type SandboxAal } from '../../src/sandbox/aal.ts';
+import { startSandboxVaNotify, type SandboxVaNotify, type SandboxVaNotifyOptions } from '../../src/sandbox/va-notify.ts';
 import { testDatabase, type TestDatabase } from './database.ts';
 
 export const internalToken = 'test-internal-token-0001';
 export const internalAuth = { authorization: `Bearer ${internalToken}` };
+export const callbackToken = 'test-callback-token-0001';
 
 /** Collects every log line the app writes, so tests can assert what is (not) in them. */
 export class LogCapture extends Writable {
@@ -29,19 +33,50 @@ export interface TestApp {
   db: TestDatabase;
   config: Config;
   logs: LogCapture;
+  aal: SandboxAal;
+  vaNotify: SandboxVaNotify;
+  /** The app's base URL when started with `listen: true`. */
+  url?: string;
 }
 
-/** A fresh database and an app on it; overrides are environment-style settings. */
+export interface TestAppOptions {
+  db?: TestDatabase;
+  aal?: SandboxAal;
+  vaNotify?: SandboxVaNotify;
+  /** Options for the sandbox VA Notify this helper starts (callbacks are immediate unless given). */
+  vaNotifyOptions?: SandboxVaNotifyOptions;
+  /** Listen on a loopback port, so that the sandbox VA Notify can post callbacks to the app. */
+  listen?: boolean;
+}
+
+/** A fresh database (unless given) and an app on it; overrides are environment-style settings. */
 export async function testApp(
   t: Teardown,
   overrides: Record<string, string | undefined> = {},
-  existing?: { db?: TestDatabase },
+  options: TestAppOptions = {},
 ): Promise<TestApp> {
-  const db = existing?.db ?? (await testDatabase(t));
+  const db = options.db ?? (await testDatabase(t));
   const config = testConfig({ LOG_LEVEL: 'info', ...overrides });
   const logs = new LogCapture();
-  const app = await buildApp({ config, sql: db.sql, logger: createLogger(config.LOG_LEVEL, logs) });
-  await app.ready();
+  const aal = options.aal ?? (await startSandboxAal());
+  if (!options.aal) t.teardown(() => aal.close());
+  const vaNotify =
+    options.vaNotify ??
+    (await startSandboxVaNotify({ callbackToken, callbackDelayMs: 0, ...options.vaNotifyOptions }));
+  if (!options.vaNotify) t.teardown(() => vaNotify.close());
+  const app = await buildApp({
+    config,
+    sql: db.sql,
+    logger: createLogger(config.LOG_LEVEL, logs),
+    sandboxUrls: { aal: aal.url, vaNotify: vaNotify.url },
+  });
   t.teardown(() => app.close());
-  return { app, db, config, logs };
+  let url: string | undefined;
+  if (options.listen) {
+    url = await app.listen({ port: 0, host: '127.0.0.1' });
+    vaNotify.setCallbackUrl(`${url}/v1/va-notify/callbacks`);
+  } else {
+    await app.ready();
+  }
+  return { app, db, config, logs, aal, vaNotify, url };
 }

@@ -1,8 +1,12 @@
 // The shared CMOP samples, how to post them, and how to read the answers.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { internalAuth, type TestApp } from '../helpers/app.ts';
 
-export const samplesDir = process.env.SAMPLES_DIR ?? new URL('../../../shared/samples/', import.meta.url).pathname;
+/** The project's shared samples, beside the repository; the copy in test/ingest/samples/ elsewhere. */
+export const sharedSamplesDir = fileURLToPath(new URL('../../../shared/samples/', import.meta.url));
+export const copiedSamplesDir = fileURLToPath(new URL('./samples/', import.meta.url));
+export const samplesDir = process.env.SAMPLES_DIR ?? (existsSync(sharedSamplesDir) ? sharedSamplesDir : copiedSamplesDir);
 
 export interface Sample {
   file: string;

@@ -2,7 +2,8 @@
 // summaries a sender and an operator would see.
 import t from 'tap';
 import { testApp, type TestApp } from '../helpers/app.ts';
-import { postSample, readAcks, readSample, samples, type Sample } from './fixtures.ts';
+import { existsSync, readFileSync } from 'node:fs';
+import { copiedSamplesDir, postSample, readAcks, readSample, samples, sharedSamplesDir, type Sample } from './fixtures.ts';
 
 const byFile = (file: string): Sample => samples.find((s) => s.file === file)!;
 
@@ -163,6 +164,12 @@ t.test('every sample is ingested with the fields its tracking email depends on',
   t.match(inbound[6]?.error, /message 1 AR: MSH-9/);
   t.match(inbound[4]?.error, /message 1 \(NOICN-1\) AE: no ICN/);
   t.equal(inbound[0]?.error, null);
+
+  const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+  for (const [outcome, count] of [['inserted', 7], ['cancelled', 1], ['unprocessable', 1], ['rejected', 2]] as const) {
+    t.match(metrics.body, new RegExp(`^rx_dispenses_ingested_total\\{outcome="${outcome}"\\} ${count}$`, 'm'), `ingest counter: ${count} ${outcome}`);
+  }
+  t.notMatch(metrics.body, /rx_dispenses_ingested_total\{outcome="duplicate"\}/, 'no duplicates yet');
 });
 
 t.test('re-posting every sample inserts nothing new', async (t) => {
@@ -185,6 +192,8 @@ t.test('re-posting every sample inserts nothing new', async (t) => {
   const [after] = await db.sql<{ count: number }[]>`select count(*)::int as count from medication_dispense`;
   t.equal(after?.count, before?.count);
   t.equal(before?.count, 9);
+  const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+  t.match(metrics.body, /^rx_dispenses_ingested_total\{outcome="duplicate"\} 11$/m, "the replays are counted as duplicates (the JSON sample twice)");
   const [kept] = await db.sql<{ count: number }[]>`select count(*)::int as count from inbound_message`;
   t.equal(kept?.count, samples.length * 2 + 1, 'every request body is kept, replays included');
 });
@@ -205,4 +214,10 @@ t.test('new pending dispenses wake the grouping job', async (t) => {
   await db.sql`select pg_notify('dispense_pending', 'marker')`;
   await marker;
   t.same(wakeUps, [''], 'one hint for the new pending dispenses; none for the replay or the unprocessable message');
+});
+
+t.test('the copy of the samples in test/ingest/samples matches the shared ones', { skip: !existsSync(sharedSamplesDir) && 'no shared samples here' }, async (t) => {
+  for (const { file } of samples) {
+    t.ok(readFileSync(`${copiedSamplesDir}${file}`).equals(readFileSync(`${sharedSamplesDir}${file}`)), file);
+  }
 });

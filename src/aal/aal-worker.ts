@@ -1,0 +1,186 @@
+// The AAL worker: posts every due aal_event to the MHV Account Activity Log exactly once. It claims
+// a batch (committed), posts outside any transaction with a few quick in-process retries, and
+// records each outcome in its own statement: posted, failed (the AAL refused the event), or pending
+// again after a durable backoff. Safe to run on any number of instances at once.
+import pRetry from 'p-retry';
+import type { BaseLogger } from 'pino';
+import type { Config } from '../config.ts';
+import type { SqlHandle } from '../db/connect.ts';
+import type { AalClient, AalOutcome } from './aal-client.ts';
+import {
+  claimAalEvents,
+  markAalEventFailed,
+  markAalEventPosted,
+  markAalEventUnpostable,
+  releaseAalEvents,
+  scheduleAalRetry,
+  type AalBackoff,
+  type ClaimedAalEvent,
+} from './repository.ts';
+
+export { releaseExpiredAalLeases } from './repository.ts';
+
+/** What became of one claimed event in a run. */
+export type AalRunOutcome = 'posted' | 'retried' | 'failed' | 'released';
+
+export interface AalRunResult {
+  posted: number;
+  retried: number;
+  failed: number;
+  /** Claimed but handed back unposted because the run was stopped. */
+  released: number;
+}
+
+export interface QuickRetry {
+  /** In-process retries after the first post (so retries + 1 posts at most per run). */
+  retries: number;
+  minTimeoutMs: number;
+  maxTimeoutMs: number;
+}
+
+export interface AalWorkerDeps {
+  sql: SqlHandle;
+  config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_MAX_ATTEMPTS' | 'AAL_TIMEOUT_MS' | 'AAL_INTERVAL_SECONDS'>;
+  aal: AalClient;
+  log: Pick<BaseLogger, 'info' | 'warn' | 'error'>;
+  /** Aborted on shutdown: no new post starts, and unposted claims are released. */
+  signal?: AbortSignal;
+  /** Called once per claimed event with what became of it (metrics). */
+  onOutcome?: (outcome: AalRunOutcome) => void;
+  /** Posts in flight at once; 10 unless given. */
+  concurrency?: number;
+  quickRetry?: QuickRetry;
+}
+
+export const defaultAalConcurrency = 10;
+export const defaultQuickRetry: QuickRetry = { retries: 2, minTimeoutMs: 250, maxTimeoutMs: 2000 };
+
+/** Durable retries wait at least one timer interval (sooner would find no run to pick them up), at most 6 h. */
+export function aalBackoff(config: Pick<Config, 'AAL_INTERVAL_SECONDS'>): AalBackoff {
+  return { baseSeconds: config.AAL_INTERVAL_SECONDS, maxSeconds: 6 * 60 * 60 };
+}
+
+/**
+ * How long a claim is held: long enough for the whole batch to be worked through even when every
+ * request times out (a post is at most two session requests and two activity posts, each bounded by
+ * AAL_TIMEOUT_MS, repeated for each quick retry), so a live worker never loses its claim to another.
+ */
+export function aalLeaseSeconds(
+  config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_TIMEOUT_MS'>,
+  concurrency = defaultAalConcurrency,
+  quickRetry: QuickRetry = defaultQuickRetry,
+): number {
+  const postAttempts = quickRetry.retries + 1;
+  const worstPostMs = postAttempts * 4 * config.AAL_TIMEOUT_MS + quickRetry.retries * quickRetry.maxTimeoutMs;
+  const waves = Math.ceil(config.AAL_BATCH_SIZE / concurrency);
+  return Math.ceil((waves * worstPostMs) / 1000) + 30;
+}
+
+class TransientAalFailure extends Error {
+  override name = 'TransientAalFailure';
+  readonly outcome: Extract<AalOutcome, { kind: 'transient' }>;
+  constructor(outcome: Extract<AalOutcome, { kind: 'transient' }>) {
+    super(outcome.reason);
+    this.outcome = outcome;
+  }
+}
+
+export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
+  const { sql, config, aal, log, signal } = deps;
+  const concurrency = deps.concurrency ?? defaultAalConcurrency;
+  const quickRetry = deps.quickRetry ?? defaultQuickRetry;
+  const result: AalRunResult = { posted: 0, retried: 0, failed: 0, released: 0 };
+  if (signal?.aborted) return result;
+
+  const claimed = await claimAalEvents(sql, config.AAL_BATCH_SIZE, aalLeaseSeconds(config, concurrency, quickRetry));
+  if (claimed.length === 0) return result;
+
+  const count = (outcome: AalRunOutcome, n = 1) => {
+    if (n === 0) return;
+    result[outcome] += n;
+    for (let i = 0; i < n; i += 1) deps.onOutcome?.(outcome);
+  };
+
+  async function postOne(event: ClaimedAalEvent): Promise<void> {
+    const ids = { aalEventId: event.id, emailId: event.trackingEmailId };
+    if (event.mhvCorrelationId === null || event.mhvCorrelationId === '') {
+      if (await markAalEventUnpostable(sql, event, 'no MHV correlation id for this veteran')) {
+        log.warn(ids, 'AAL event unpostable: no MHV correlation id');
+        count('failed');
+      }
+      return;
+    }
+    const activity = { correlationId: event.mhvCorrelationId, completionTime: event.completionTime, detailValue: event.detailValue };
+    let outcome: AalOutcome;
+    try {
+      outcome = await pRetry(
+        async () => {
+          const answer = await aal.post(activity);
+          if (answer.kind === 'transient') throw new TransientAalFailure(answer);
+          return answer;
+        },
+        {
+          retries: quickRetry.retries,
+          minTimeout: quickRetry.minTimeoutMs,
+          maxTimeout: quickRetry.maxTimeoutMs,
+          randomize: true,
+          // On shutdown the last failure stands and the durable backoff takes over.
+          shouldRetry: ({ error }) => error instanceof TransientAalFailure && signal?.aborted !== true,
+        },
+      );
+    } catch (error) {
+      if (!(error instanceof TransientAalFailure)) throw error;
+      outcome = error.outcome;
+    }
+
+    if (outcome.kind === 'posted') {
+      if (await markAalEventPosted(sql, event)) {
+        log.info(ids, 'AAL event posted');
+        count('posted');
+      } else {
+        log.warn(ids, 'AAL event posted after its claim was taken over');
+      }
+    } else if (outcome.kind === 'permanent') {
+      if (await markAalEventFailed(sql, event, outcome.reason)) {
+        log.warn({ ...ids, status: outcome.status }, 'AAL refused the event; not retried');
+        count('failed');
+      }
+    } else {
+      const state = await scheduleAalRetry(sql, event, outcome.reason, config.AAL_MAX_ATTEMPTS, aalBackoff(config));
+      if (state === 'pending') {
+        log.warn({ ...ids, status: outcome.status, attempts: event.attempts }, 'AAL post failed; retrying later');
+        count('retried');
+      } else if (state === 'failed') {
+        log.error({ ...ids, status: outcome.status, attempts: event.attempts }, 'AAL post failed; attempts used up');
+        count('failed');
+      }
+    }
+  }
+
+  const queue = [...claimed];
+  const failures: unknown[] = [];
+  async function lane(): Promise<void> {
+    for (let event = queue.shift(); event !== undefined; event = queue.shift()) {
+      if (signal?.aborted) {
+        queue.unshift(event);
+        return;
+      }
+      try {
+        await postOne(event);
+      } catch (error) {
+        // A database error while recording: the claim stays leased and the sweep releases it.
+        failures.push(error);
+        log.error({ aalEventId: event.id, emailId: event.trackingEmailId, err: error }, 'AAL event not recorded');
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, claimed.length) }, lane));
+
+  if (queue.length > 0) {
+    const released = await releaseAalEvents(sql, queue);
+    log.info({ released }, 'AAL run stopped; unposted events released');
+    count('released', released);
+  }
+  if (failures.length > 0 && failures.length === claimed.length) throw failures[0];
+  return result;
+}

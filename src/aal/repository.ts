@@ -1,0 +1,143 @@
+// The AAL outbox (aal_event): claiming due events, recording what the AAL answered, releasing
+// claims. Every outcome update is guarded by `state = 'posting' and attempts = <the claim's
+// attempts>`, so a worker whose lease ran out and was reclaimed by another can never overwrite the
+// newer claim's result.
+import type { SqlHandle } from '../db/connect.ts';
+
+export interface ClaimedAalEvent {
+  id: number;
+  trackingEmailId: string;
+  notificationId: string;
+  mhvCorrelationId: string | null;
+  completionTime: Date;
+  detailValue: string;
+  /** Posts started for this event, this one included; also the claim's fencing token. */
+  attempts: number;
+}
+
+/** Backoff before the n-th durable retry: base·2^(n-1), capped, then ±25 % jitter. */
+export interface AalBackoff {
+  baseSeconds: number;
+  maxSeconds: number;
+}
+
+/**
+ * Claims up to `limit` due events for `leaseSeconds`: pending ones whose time has come, and
+ * posting ones whose lease ran out (their worker died). SKIP LOCKED lets any number of workers
+ * claim at once without waiting on, or taking, each other's rows; the claim commits before any post
+ * so no transaction stays open across an HTTP call. Oldest due first, so a backlog drains in order.
+ */
+export async function claimAalEvents(sql: SqlHandle, limit: number, leaseSeconds: number): Promise<ClaimedAalEvent[]> {
+  const rows = await sql<ClaimedAalEvent[]>`
+    with c as (
+      select id from aal_event
+      where (state = 'pending' and next_attempt_at <= now())
+         or (state = 'posting' and lease_until < now())
+      order by next_attempt_at, id
+      for update skip locked
+      limit ${limit}
+    )
+    update aal_event a
+    set state = 'posting',
+        lease_until = now() + make_interval(secs => ${leaseSeconds}),
+        attempts = a.attempts + 1,
+        updated_at = now()
+    from c
+    where a.id = c.id
+    returning a.id, a.tracking_email_id as "trackingEmailId", a.notification_id as "notificationId",
+              a.mhv_correlation_id as "mhvCorrelationId", a.completion_time as "completionTime",
+              a.detail_value as "detailValue", a.attempts`;
+  return [...rows];
+}
+
+/** The AAL accepted the event: it is never posted again. */
+export async function markAalEventPosted(sql: SqlHandle, event: ClaimedAalEvent): Promise<boolean> {
+  const rows = await sql`
+    update aal_event
+    set state = 'posted', posted_at = now(), lease_until = null, last_error = null, updated_at = now()
+    where id = ${event.id} and state = 'posting' and attempts = ${event.attempts}
+    returning id`;
+  return rows.length === 1;
+}
+
+/** The AAL refused the event itself: retrying cannot help, so it stops here with the reason. */
+export async function markAalEventFailed(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
+  const rows = await sql`
+    update aal_event
+    set state = 'failed', last_error = ${reason}, lease_until = null, updated_at = now()
+    where id = ${event.id} and state = 'posting' and attempts = ${event.attempts}
+    returning id`;
+  return rows.length === 1;
+}
+
+/** The event cannot be posted at all (no correlation id): kept, with the reason, never retried. */
+export async function markAalEventUnpostable(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
+  const rows = await sql`
+    update aal_event
+    set state = 'unpostable', last_error = ${reason}, lease_until = null, updated_at = now()
+    where id = ${event.id} and state = 'posting' and attempts = ${event.attempts}
+    returning id`;
+  return rows.length === 1;
+}
+
+/**
+ * A transient failure: back to pending after an exponential backoff with jitter (computed here, so
+ * every instance follows one clock and one rule), or failed once the attempts are used up.
+ * Returns the state the event ended in, or undefined when the claim was no longer ours.
+ */
+export async function scheduleAalRetry(
+  sql: SqlHandle,
+  event: ClaimedAalEvent,
+  reason: string,
+  maxAttempts: number,
+  backoff: AalBackoff,
+): Promise<'pending' | 'failed' | undefined> {
+  const rows = await sql<{ state: 'pending' | 'failed' }[]>`
+    update aal_event
+    set state = case when attempts >= ${maxAttempts} then 'failed' else 'pending' end,
+        next_attempt_at = case
+          when attempts >= ${maxAttempts} then next_attempt_at
+          else now() + make_interval(secs =>
+            least(${backoff.baseSeconds}::float8 * power(2, greatest(attempts - 1, 0)), ${backoff.maxSeconds}::float8)
+            * (0.75 + random() * 0.5))
+        end,
+        last_error = case when attempts >= ${maxAttempts}
+          then ${reason} || ' (gave up after ' || attempts || ' attempts)' else ${reason} end,
+        lease_until = null,
+        updated_at = now()
+    where id = ${event.id} and state = 'posting' and attempts = ${event.attempts}
+    returning state`;
+  return rows[0]?.state;
+}
+
+/**
+ * Gives back claimed events that were never posted (shutdown came first): due again at once, and
+ * the attempt they were charged at claim time is returned to them.
+ */
+export async function releaseAalEvents(sql: SqlHandle, events: readonly ClaimedAalEvent[]): Promise<number> {
+  if (events.length === 0) return 0;
+  const ids = events.map((e) => e.id);
+  const attempts = events.map((e) => e.attempts);
+  const rows = await sql`
+    update aal_event a
+    set state = 'pending', lease_until = null, next_attempt_at = now(),
+        attempts = greatest(a.attempts - 1, 0), updated_at = now()
+    from unnest(${ids}::bigint[], ${attempts}::int[]) as claim(id, attempts)
+    where a.id = claim.id and a.attempts = claim.attempts and a.state = 'posting'
+    returning a.id`;
+  return rows.length;
+}
+
+/**
+ * Returns events whose worker died mid-claim to pending, due at once. Their post may or may not
+ * have reached the AAL; the lease is long enough that a live worker has always recorded its result
+ * before it runs out, so this only ever picks up abandoned claims.
+ */
+export async function releaseExpiredAalLeases(sql: SqlHandle): Promise<number> {
+  const rows = await sql`
+    update aal_event
+    set state = 'pending', lease_until = null, next_attempt_at = now(), updated_at = now()
+    where state = 'posting' and lease_until < now()
+    returning id`;
+  return rows.length;
+}

@@ -1,0 +1,160 @@
+// VA Notify's delivery-status callbacks: authenticate, validate, record, answer. Nothing here calls
+// out; the answer comes as soon as the event is committed. VA Notify retries a callback on any
+// 5xx (and drops it on a 4xx), so only a body that can never be valid gets a 400, a database
+// failure gets a 5xx, and an event for a notification we have not stored yet is a 200 like any other.
+import { Type, type FastifyPluginAsyncTypebox, type TSchema } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { vaNotifyCredentials } from '../config.ts';
+import { bearerToken, matchesAnySecret } from '../http/internal-auth.ts';
+import { errorResponses } from '../http/schemas.ts';
+import { recordStatusEvent, type StatusOutcome } from '../status/repository.ts';
+import { verifyEnpSignature } from './signature.ts';
+
+export interface CallbackRoutesOptions {
+  /**
+   * Secrets of the API keys whose notifications may call back with an `x-enp-signature`. Defaults
+   * to the configured key's secret; give the previous key's secret too while a rotation settles.
+   */
+  signatureSecrets?: readonly string[];
+  /** Told the outcome of every recorded callback (for metrics). */
+  onStatusEvent?: (event: { status: string; outcome: StatusOutcome; aalEventCreated: boolean }) => void;
+}
+
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([Type.Null(), schema]);
+
+const Timestamp = Type.String({
+  pattern: '^\\d{4}-\\d{2}-\\d{2}[T ]\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|[+-]\\d{2}(:?\\d{2})?)?$',
+  description: 'UTC, as VA Notify writes it: YYYY-MM-DDTHH:MM:SS.ffffffZ',
+});
+
+export const CallbackBody = Type.Object(
+  {
+    id: Type.String({
+      pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$',
+      description: "VA Notify's notification id",
+    }),
+    status: Type.String({ minLength: 1, maxLength: 64 }),
+    reference: Type.Optional(Nullable(Type.String({ maxLength: 1000 }))),
+    to: Type.Optional(Nullable(Type.String({ description: "the recipient's address: read, never stored or logged" }))),
+    created_at: Type.Optional(Nullable(Timestamp)),
+    completed_at: Type.Optional(Nullable(Timestamp)),
+    sent_at: Type.Optional(Nullable(Timestamp)),
+    notification_type: Type.Optional(Nullable(Type.String({ maxLength: 64 }))),
+    status_reason: Type.Optional(Nullable(Type.String({ maxLength: 2000 }))),
+    provider: Type.Optional(Nullable(Type.String({ maxLength: 256 }))),
+    provider_payload: Type.Optional(Type.Unknown()),
+  },
+  { additionalProperties: true, description: 'a VA Notify delivery-status callback' },
+);
+
+const Received = Type.Object({ status: Type.Literal('received') });
+
+const UNAUTHORIZED = 'a valid bearer token or x-enp-signature is required';
+
+export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOptions> = async (app, options) => {
+  const { config } = app;
+  const tokens = config.VA_NOTIFY_CALLBACK_TOKENS;
+  const secrets = (options.signatureSecrets ?? [vaNotifyCredentials(config).secret]).filter((s) => s.length > 0);
+  const rawBodies = new WeakMap<FastifyRequest, string>();
+  const tokenAuthenticated = new WeakSet<FastifyRequest>();
+  // One answer for every authentication failure: which check failed is not for the caller to know.
+  const unauthorized = (reply: FastifyReply) => {
+    reply.header('www-authenticate', 'Bearer');
+    return app.httpErrors.unauthorized(UNAUTHORIZED);
+  };
+
+  // The signature covers the body as VA Notify wrote it, so the raw text is kept next to the parsed
+  // value. JSON.parse's own message quotes the body (with the recipient's address): never pass it on.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser(
+    'application/json',
+    { parseAs: 'string', bodyLimit: config.CALLBACK_BODY_LIMIT_BYTES },
+    (request, body, done) => {
+      const text = body as string;
+      rawBodies.set(request, text);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // Only an authenticated caller learns what is wrong with its body; for any other, the
+        // signature check that follows fails on the same text and answers 401.
+        if (tokenAuthenticated.has(request)) done(app.httpErrors.badRequest('body is not valid JSON'), undefined);
+        else done(null, undefined);
+        return;
+      }
+      done(null, parsed);
+    },
+  );
+
+  app.post(
+    '/v1/va-notify/callbacks',
+    {
+      bodyLimit: config.CALLBACK_BODY_LIMIT_BYTES,
+      config: { rateLimit: { max: config.CALLBACK_RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' } },
+      schema: {
+        summary: 'A VA Notify delivery-status callback',
+        body: CallbackBody,
+        response: { 200: Received, ...errorResponses(400, 401, 413, 415, 429, 500, 503) },
+      },
+      // A bearer token is checked before the body is read. A request without one may still carry
+      // a signature, which can only be checked once the body is in.
+      onRequest: async (request, reply) => {
+        if (matchesAnySecret(bearerToken(request), tokens)) {
+          tokenAuthenticated.add(request);
+          return;
+        }
+        if (request.headers['x-enp-signature'] === undefined) throw unauthorized(reply);
+      },
+      preValidation: async (request, reply) => {
+        if (tokenAuthenticated.has(request)) return;
+        const signature = request.headers['x-enp-signature'];
+        const raw = rawBodies.get(request);
+        if (typeof signature !== 'string' || raw === undefined || !verifyEnpSignature(raw, signature, secrets)) {
+          throw unauthorized(reply);
+        }
+      },
+    },
+    async (request) => {
+      const body = request.body;
+      for (const field of ['created_at', 'sent_at', 'completed_at'] as const) {
+        const value = body[field];
+        if (typeof value === 'string' && !isRealInstant(value)) throw app.httpErrors.badRequest(`body/${field} is not a valid date and time`);
+      }
+      // Postgres text cannot hold NUL; rejecting it here keeps a retry loop (5xx) from starting.
+      for (const field of ['status', 'status_reason', 'reference', 'provider'] as const) {
+        if (body[field]?.includes('\u0000')) throw app.httpErrors.badRequest(`body/${field} contains a NUL character`);
+      }
+      const result = await recordStatusEvent(
+        app.sql,
+        {
+          notificationId: body.id.toLowerCase(),
+          status: body.status,
+          statusReason: body.status_reason ?? null,
+          reference: body.reference ?? null,
+          createdAt: body.created_at ?? null,
+          sentAt: body.sent_at ?? null,
+          completedAt: body.completed_at ?? null,
+          provider: body.provider ?? null,
+        },
+        {
+          source: 'callback',
+          replayDelayMinutes: config.REPLAY_DELAY_MINUTES,
+          sendMaxAttempts: config.SEND_MAX_ATTEMPTS,
+          log: request.log,
+        },
+      );
+      options.onStatusEvent?.({ status: body.status, ...result });
+      return { status: 'received' as const };
+    },
+  );
+};
+
+/** The pattern admits 2026-02-30; Postgres would not, and its error would make VA Notify retry for hours. */
+function isRealInstant(value: string): boolean {
+  const [, year, month, day, hour, minute, second] = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})/.exec(value) ?? [];
+  const parts = [year, month, day, hour, minute, second].map(Number) as [number, number, number, number, number, number];
+  const [y, mo, d, h, mi, s] = parts;
+  const date = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
+  return date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d
+    && date.getUTCHours() === h && date.getUTCMinutes() === mi && date.getUTCSeconds() === s;
+}

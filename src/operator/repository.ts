@@ -1,0 +1,57 @@
+// Read-only views of tracking emails for operators. The listing never carries an ICN; the single
+// view does, because the on-call engineer asked about one veteran's email by its id.
+import type { Sql } from '../db/connect.ts';
+import type { EmailDetailView, EmailSummaryRow } from './schemas.ts';
+
+export const TrackingEmailStates = [
+  'queued', 'sending', 'sent', 'delivered', 'permanent_failure', 'temporary_failure', 'failed', 'expired', 'shadowed',
+] as const;
+
+const summaryColumns = (sql: Sql) => sql`
+  e.id, e.state, e.state_reason as "stateReason", e.attempts, e.package_count as "packageCount",
+  e.prescription_count as "prescriptionCount", e.next_attempt_at as "nextAttemptAt", e.last_error as "lastError",
+  e.created_at as "createdAt", e.updated_at as "updatedAt"`;
+
+export async function listTrackingEmails(sql: Sql, p: { state?: string; limit: number; before?: Date }): Promise<EmailSummaryRow[]> {
+  return sql<EmailSummaryRow[]>`
+    select ${summaryColumns(sql)}
+      from tracking_email e
+     where (${p.state ?? null}::text is null or e.state = ${p.state ?? null})
+       and (${p.before ?? null}::timestamptz is null or e.created_at < ${p.before ?? null})
+     order by e.created_at desc
+     limit ${p.limit}`;
+}
+
+export async function getTrackingEmail(sql: Sql, id: string): Promise<EmailDetailView | undefined> {
+  type Head = Omit<EmailDetailView, 'dispenses' | 'notifications' | 'aalEvent'>;
+  type Notification = Omit<EmailDetailView['notifications'][number], 'history'>;
+  type Event = EmailDetailView['notifications'][number]['history'][number] & { notification_id: string };
+  const [email] = await sql<Head[]>`
+    select ${summaryColumns(sql)}, e.patient_icn as "patientIcn",
+           e.mhv_correlation_id is not null as "hasMhvCorrelationId", e.personalisation
+      from tracking_email e where e.id = ${id}`;
+  if (!email) return undefined;
+  const [dispenses, notifications, events, aal] = await Promise.all([
+    sql<EmailDetailView['dispenses']>`select station_number as "stationNumber", right(rx_number, 4) as "rxLast4", fill_number as "fillNumber",
+               carrier, tracking_number as "trackingNumber", shipped_at as "shippedAt"
+          from medication_dispense where tracking_email_id = ${id} order by tracking_number, rx_number`,
+    sql<Notification[]>`select id, attempt, status, status_reason as "statusReason", sent_at as "sentAt",
+               completed_at as "completedAt", created_at as "createdAt"
+          from notification where tracking_email_id = ${id} order by attempt`,
+    sql<Event[]>`select s.notification_id, s.status, s.status_reason as "statusReason", s.completed_at as "completedAt",
+               s.source, s.received_at as "receivedAt"
+          from notification_status_event s join notification n on n.id = s.notification_id
+         where n.tracking_email_id = ${id} order by s.received_at, s.id`,
+    sql<NonNullable<EmailDetailView['aalEvent']>[]>`select state, attempts, last_error as "lastError", completion_time as "completionTime", posted_at as "postedAt"
+          from aal_event where tracking_email_id = ${id}`,
+  ]);
+  return {
+    ...email,
+    dispenses,
+    notifications: notifications.map((n) => ({
+      ...n,
+      history: events.filter((e) => e.notification_id === n.id).map(({ notification_id: _, ...rest }) => rest),
+    })),
+    aalEvent: aal[0] ?? null,
+  };
+}

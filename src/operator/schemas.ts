@@ -1,0 +1,77 @@
+// Shapes of the operator views.
+import { Type, type Static } from '@sinclair/typebox';
+
+// Postgres hands back Date objects; the serializer writes them as ISO 8601 strings.
+const Timestamp = Type.Unsafe<Date | string | null>({ type: ['string', 'null'], format: 'date-time' });
+
+export const EmailSummary = Type.Object({
+  id: Type.String({ format: 'uuid', description: 'our id, also the VA Notify reference' }),
+  state: Type.String(),
+  stateReason: Type.Union([Type.String(), Type.Null()]),
+  attempts: Type.Integer(),
+  packageCount: Type.Integer(),
+  prescriptionCount: Type.Integer(),
+  nextAttemptAt: Timestamp,
+  lastError: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+
+export const StatusEvent = Type.Object({
+  status: Type.String(),
+  statusReason: Type.Union([Type.String(), Type.Null()]),
+  completedAt: Timestamp,
+  source: Type.String(),
+  receivedAt: Timestamp,
+});
+
+export const EmailDetail = Type.Composite([
+  EmailSummary,
+  Type.Object({
+    patientIcn: Type.String({ description: 'shown only in this single view, for the on-call engineer' }),
+    hasMhvCorrelationId: Type.Boolean(),
+    personalisation: Type.Record(Type.String(), Type.Unknown()),
+    dispenses: Type.Array(
+      Type.Object({
+        stationNumber: Type.String(),
+        rxLast4: Type.String(),
+        fillNumber: Type.Integer(),
+        carrier: Type.String(),
+        trackingNumber: Type.String(),
+        shippedAt: Timestamp,
+      }),
+    ),
+    notifications: Type.Array(
+      Type.Object({
+        id: Type.String(),
+        attempt: Type.Integer(),
+        status: Type.String(),
+        statusReason: Type.Union([Type.String(), Type.Null()]),
+        sentAt: Timestamp,
+        completedAt: Timestamp,
+        createdAt: Timestamp,
+        history: Type.Array(StatusEvent),
+      }),
+    ),
+    aalEvent: Type.Union([
+      Type.Object({
+        state: Type.String(),
+        attempts: Type.Integer(),
+        lastError: Type.Union([Type.String(), Type.Null()]),
+        completionTime: Timestamp,
+        postedAt: Timestamp,
+      }),
+      Type.Null(),
+    ]),
+  }),
+]);
+
+export const Stats = Type.Object({
+  dispenses: Type.Record(Type.String(), Type.Integer()),
+  emails: Type.Record(Type.String(), Type.Integer()),
+  notifications: Type.Record(Type.String(), Type.Integer()),
+  aalEvents: Type.Record(Type.String(), Type.Integer()),
+});
+
+export type EmailSummaryRow = Static<typeof EmailSummary>;
+export type EmailDetailView = Static<typeof EmailDetail>;

@@ -1,0 +1,67 @@
+// VA Notify allows a number of requests per minute per service, counted over every instance of this
+// service, and sends no rate-limit headers: each instance must take its share from one budget, so the
+// budget is a token bucket in Postgres.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Sql } from '../db/connect.ts';
+
+export interface RateBudget {
+  /** Resolves when one request may be made; rejects with the signal's reason if aborted first. */
+  take(signal?: AbortSignal): Promise<void>;
+}
+
+/**
+ * The bucket refills continuously at perMinute/60 tokens a second and holds at most one second's
+ * worth, so any 60-second window sees at most perMinute + perMinute/60 requests: 2,900 a minute keeps
+ * under VA Notify's 3,000 sliding window. perMinute = 0 turns pacing off (benchmarks only).
+ */
+export function createRateBudget(sql: Sql, perMinute: number, name = 'va-notify'): RateBudget {
+  if (perMinute <= 0) return { take: async () => {} };
+  const perSecond = perMinute / 60;
+  const capacity = Math.max(1, perSecond);
+  return {
+    async take(signal) {
+      for (;;) {
+        signal?.throwIfAborted();
+        // The row lock serialises takers across instances; the refill is computed from the clock, so
+        // no timer has to run anywhere.
+        const [row] = await sql<{ available: number; granted: boolean }[]>`
+          with bucket as (
+            select least(${capacity}::float8,
+                         tokens + extract(epoch from clock_timestamp() - refilled_at) * ${perSecond}::float8) as available
+              from rate_budget where name = ${name}
+               for update
+          ),
+          taken as (
+            update rate_budget set tokens = bucket.available - 1, refilled_at = clock_timestamp()
+              from bucket
+             where rate_budget.name = ${name} and bucket.available >= 1
+            returning 1
+          )
+          select available, exists (select 1 from taken) as granted from bucket`;
+        if (!row) throw new Error(`rate budget ${name} is missing`);
+        if (row.granted) return;
+        const waitMs = Math.max(5, Math.ceil(((1 - row.available) / perSecond) * 1000));
+        await sleep(waitMs, undefined, { signal });
+      }
+    },
+  };
+}
+
+/** When VA Notify rejects our credentials, every instance stops sending until a person looks. */
+export async function pauseSending(sql: Sql, seconds: number, reason: string, name = 'va-notify'): Promise<Date> {
+  const [row] = await sql<{ paused_until: Date }[]>`
+    update rate_budget set paused_until = now() + make_interval(secs => ${seconds}), pause_reason = ${reason}
+     where name = ${name}
+    returning paused_until`;
+  return row!.paused_until;
+}
+
+export async function sendingPausedUntil(sql: Sql, name = 'va-notify'): Promise<{ until: Date; reason: string | null } | undefined> {
+  const [row] = await sql<{ paused_until: Date; pause_reason: string | null }[]>`
+    select paused_until, pause_reason from rate_budget where name = ${name} and paused_until > now()`;
+  return row ? { until: row.paused_until, reason: row.pause_reason } : undefined;
+}
+
+export async function resumeSending(sql: Sql, name = 'va-notify'): Promise<void> {
+  await sql`update rate_budget set paused_until = null, pause_reason = null where name = ${name}`;
+}

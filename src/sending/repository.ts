@@ -1,0 +1,111 @@
+// Tracking emails as the sender sees them: claimed with a lease, then settled by one outcome.
+import type { SqlHandle } from '../db/connect.ts';
+
+export interface ClaimedEmail {
+  id: string;
+  patient_icn: string;
+  personalisation: Record<string, unknown>;
+  /** This send's attempt number (1 for the first send, more for retries and replays). */
+  attempts: number;
+  /** The previous claim's lease expired with no outcome recorded: VA Notify may already have it. */
+  orphaned: boolean;
+}
+
+/**
+ * Claims due emails for this instance. `SKIP LOCKED` lets every instance claim a disjoint batch
+ * without waiting; the lease makes a claim expire if this instance dies, and an expired claim comes
+ * back here marked `orphaned` so that it is looked up by reference before anything is sent again.
+ * Every claim counts an attempt, so even an email whose sends keep timing out ends after
+ * SEND_MAX_ATTEMPTS.
+ */
+export async function claimDueEmails(
+  sql: SqlHandle,
+  p: { batchSize: number; leaseSeconds: number; instanceId: string },
+): Promise<ClaimedEmail[]> {
+  return sql<ClaimedEmail[]>`
+    with due as (
+      select id, state as previous_state
+        from tracking_email
+       where (state = 'queued' and next_attempt_at <= now())
+          or (state = 'sending' and lease_until < now())
+       order by next_attempt_at
+       limit ${p.batchSize}
+         for update skip locked
+    )
+    update tracking_email e
+       set state = 'sending', attempts = e.attempts + 1,
+           lease_until = now() + make_interval(secs => ${p.leaseSeconds}), leased_by = ${p.instanceId}, updated_at = now()
+      from due
+     where e.id = due.id
+    returning e.id, e.patient_icn, e.personalisation, e.attempts, due.previous_state = 'sending' as orphaned`;
+}
+
+/**
+ * VA Notify accepted the email (or already had it): store its notification id. The insert tolerates
+ * a second recording of the same notification (an orphan recovery racing the original sender).
+ */
+export async function recordNotificationAccepted(
+  sql: SqlHandle,
+  p: { emailId: string; notificationId: string; attempt: number },
+): Promise<void> {
+  await sql`
+    insert into notification (id, tracking_email_id, attempt, status)
+    values (${p.notificationId}, ${p.emailId}, ${p.attempt}, 'created')
+    on conflict do nothing`;
+  await sql`
+    update tracking_email
+       set state = 'sent', lease_until = null, leased_by = null, last_error = null, state_reason = null, updated_at = now()
+     where id = ${p.emailId} and state = 'sending'`;
+}
+
+/** VA Notify said the request can never succeed (a 400): the email fails at once with its message. */
+export async function recordEmailFailed(sql: SqlHandle, emailId: string, reason: string): Promise<void> {
+  await sql`
+    update tracking_email
+       set state = 'failed', state_reason = ${reason}, last_error = ${reason},
+           lease_until = null, leased_by = null, updated_at = now()
+     where id = ${emailId} and state = 'sending'`;
+}
+
+/**
+ * A transient failure outlived the quick retries: try again later, with exponential backoff and
+ * jitter (0.5x to 1.5x) so that a VA Notify outage does not end in every instance retrying in step,
+ * or give up once the email has used all its attempts.
+ */
+export async function recordRetryLater(
+  sql: SqlHandle,
+  p: { emailId: string; error: string; maxAttempts: number; baseSeconds: number },
+): Promise<'retry' | 'failed'> {
+  const [row] = await sql<{ state: string }[]>`
+    update tracking_email
+       set state = case when attempts >= ${p.maxAttempts} then 'failed' else 'queued' end,
+           state_reason = case when attempts >= ${p.maxAttempts}
+                               then 'gave up after ' || attempts || ' attempts: ' || ${p.error} end,
+           last_error = ${p.error},
+           next_attempt_at = now() + make_interval(secs => ${p.baseSeconds} * power(2, greatest(attempts - 1, 0)) * (0.5 + random())),
+           lease_until = null, leased_by = null, updated_at = now()
+     where id = ${p.emailId} and state = 'sending'
+    returning state`;
+  return row?.state === 'failed' ? 'failed' : 'retry';
+}
+
+/**
+ * Hands claimed emails back untouched (shutdown, or sending paused): the attempt they were charged
+ * is given back, since nothing was sent.
+ */
+export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], notBefore?: Date): Promise<number> {
+  if (emailIds.length === 0) return 0;
+  const rows = await sql`
+    update tracking_email
+       set state = 'queued', attempts = greatest(attempts - 1, 0), lease_until = null, leased_by = null,
+           next_attempt_at = greatest(now(), ${notBefore ?? null}::timestamptz), updated_at = now()
+     where id = any(${emailIds}::uuid[]) and state = 'sending'
+    returning id`;
+  return rows.length;
+}
+
+/** Notification ids this service already stored for an email (to tell which of VA Notify's are new). */
+export async function storedNotificationIds(sql: SqlHandle, emailId: string): Promise<Set<string>> {
+  const rows = await sql<{ id: string }[]>`select id from notification where tracking_email_id = ${emailId}`;
+  return new Set(rows.map((r) => r.id));
+}

@@ -1,0 +1,92 @@
+// The notification status state machine: VA Notify's email statuses plus our own `expired`, which
+// ones are final, and how legacy values map onto today's. The transitions themselves are guarded
+// updates in repository.ts.
+
+/** Email statuses VA Notify reports, in the order a notification normally passes through them. */
+export const NotificationStatuses = [
+  'created',
+  'sending',
+  'pending',
+  'sent',
+  'delivered',
+  'permanent-failure',
+  'temporary-failure',
+  'failed',
+  'cancelled',
+  'validation-failed',
+  // Ours: VA Notify's retention passed without a final status (set by the fallback sweep).
+  'expired',
+] as const;
+
+export type NotificationStatus = (typeof NotificationStatuses)[number];
+
+/** Statuses after which VA Notify does nothing more with the notification. */
+export const FINAL = new Set<NotificationStatus>([
+  'delivered',
+  'permanent-failure',
+  'temporary-failure',
+  'failed',
+  'cancelled',
+  'validation-failed',
+  'expired',
+]);
+
+export const NON_FINAL = new Set<NotificationStatus>(NotificationStatuses.filter((status) => !FINAL.has(status)));
+
+/** The same sets as arrays, for `= any(...)` in SQL. */
+export const FINAL_STATUSES: readonly NotificationStatus[] = [...FINAL];
+export const NON_FINAL_STATUSES: readonly NotificationStatus[] = [...NON_FINAL];
+
+/** Failures that end the email: VA Notify will not deliver it, and replaying would not help. */
+export const PERMANENT_FAILURES = new Set<NotificationStatus>(['permanent-failure', 'failed', 'cancelled', 'validation-failed']);
+
+export const PREFERENCES_DECLINED_REASON = 'Undeliverable - Preferences declined in VA Profile';
+
+export function isNotificationStatus(value: string): value is NotificationStatus {
+  return (NotificationStatuses as readonly string[]).includes(value);
+}
+
+export function isFinal(status: NotificationStatus): boolean {
+  return FINAL.has(status);
+}
+
+/**
+ * How far along the normal path a non-final status is. Only breaks ties between events that carry
+ * no completion time, so that a retried `created` arriving after `sending` cannot move it back.
+ */
+export function progressRank(status: NotificationStatus): number {
+  switch (status) {
+    case 'created':
+      return 0;
+    case 'sending':
+    case 'pending':
+      return 1;
+    case 'sent':
+      return 2;
+    default:
+      return 3;
+  }
+}
+
+export interface NormalisedStatus {
+  /** A known status, or the value as received when it is not one (kept, never applied). */
+  status: string;
+  statusReason: string | null;
+  known: boolean;
+}
+
+/**
+ * Maps the values VA Notify removed in December 2024 onto what it sends today: a preference decline
+ * and a technical failure are both `permanent-failure` now. The reason is kept; a preference decline
+ * without one gets the reason VA Notify gives such a decline today.
+ */
+export function normaliseStatus(status: string, statusReason: string | null | undefined): NormalisedStatus {
+  const reason = statusReason ?? null;
+  const value = status.trim().toLowerCase();
+  if (value === 'technical-failure') return { status: 'permanent-failure', statusReason: reason, known: true };
+  if (value === 'preferences-declined') {
+    return { status: 'permanent-failure', statusReason: reason ?? PREFERENCES_DECLINED_REASON, known: true };
+  }
+  if (isNotificationStatus(value)) return { status: value, statusReason: reason, known: true };
+  return { status, statusReason: reason, known: false };
+}

@@ -1,0 +1,143 @@
+import t from 'tap';
+import { runGrouping } from '../../src/grouping/grouping-job.ts';
+import { testConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/logger.ts';
+import { connect } from '../../src/db/connect.ts';
+import { testDatabase } from '../helpers/database.ts';
+import { icn, insertDispenses } from '../helpers/fixtures.ts';
+
+const log = createLogger('silent');
+const group = (sql: Parameters<typeof runGrouping>[0]['sql'], env: Record<string, string> = {}) =>
+  runGrouping({ sql, config: testConfig(env), log });
+
+t.test('one email per veteran, packages by tracking number, last four of each Rx', async (t) => {
+  const { sql } = await testDatabase(t);
+  const alpha = '1012345678V123456';
+  await insertDispenses(sql, [
+    { patient_icn: alpha, rx_number: '2719100', tracking_number: '1Z9999990312345678', carrier: 'UPS', shipped_at: new Date('2026-05-14T16:05:00Z') },
+    { patient_icn: alpha, rx_number: '2719043', fill_number: 1, tracking_number: '1Z9999990312345678', carrier: 'UPS', shipped_at: new Date('2026-05-14T16:05:00Z') },
+    { patient_icn: alpha, rx_number: '7004520', tracking_number: '771234567890', carrier: 'FEDEX', shipped_at: new Date('2026-05-15T10:30:00Z') },
+    { patient_icn: alpha, rx_number: '5550001', tracking_number: 'ABC-1', carrier: 'UNK', shipped_at: new Date('2026-05-15T11:00:00Z') },
+    { patient_icn: '1098765432V654321', rx_number: '7004512', tracking_number: '9400100000000000000012', carrier: 'USPS' },
+    { patient_icn: '1098765432V654321', rx_number: '7004513', tracking_number: '', carrier: 'UNK', state: 'cancelled' },
+    { patient_icn: null, rx_number: '555', tracking_number: '1Z999', state: 'unprocessable' },
+  ]);
+
+  const result = await group(sql);
+  t.same(result, { emailsCreated: 2, dispensesGrouped: 5, dispensesExcluded: 0, skipped: false });
+
+  const [email] = await sql`select * from tracking_email where patient_icn = ${alpha}`;
+  t.equal(email!.state, 'queued');
+  t.equal(email!.mhv_correlation_id, '10123456');
+  t.equal(email!.package_count, 3);
+  t.equal(email!.prescription_count, 4);
+  t.same(email!.personalisation, {
+    tracking_info: [
+      '**UPS** tracking number: [1Z9999990312345678](https://www.ups.com/track?tracknum=1Z9999990312345678)\n' +
+        '- Prescription ending in 9043\n- Prescription ending in 9100',
+      '**FedEx** tracking number: [771234567890](https://www.fedex.com/fedextrack/?trknbr=771234567890)\n' +
+        '- Prescription ending in 4520',
+      '**Carrier not provided** tracking number: ABC\\-1\n- Prescription ending in 0001',
+    ].join('\n\n'),
+    package_count: '3',
+    prescription_count: '4',
+    shipped_date: 'May 15, 2026',
+  });
+
+  const states = await sql`select rx_number, state, tracking_email_id is not null as in_email from medication_dispense order by rx_number`;
+  t.same(
+    states.map((r) => [r.rx_number, r.state, r.in_email]),
+    [
+      ['2719043', 'grouped', true], ['2719100', 'grouped', true], ['555', 'unprocessable', false],
+      ['5550001', 'grouped', true], ['7004512', 'grouped', true], ['7004513', 'cancelled', false], ['7004520', 'grouped', true],
+    ],
+  );
+  t.same(await group(sql), { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, skipped: false }, 'nothing left to group');
+});
+
+t.test('USPS and DHL links; drug names only when configured', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1234567', tracking_number: '9400100000000000000012', carrier: 'USPS', drug_name: 'METFORMIN HCL 500MG TAB' },
+    { patient_icn: icn(1), rx_number: '1234568', tracking_number: '1234567890', carrier: 'DHL', drug_name: 'LISINOPRIL 10MG TAB' },
+  ]);
+  await group(sql, { EMAIL_INCLUDE_DRUG_NAMES: 'true' });
+  const [email] = await sql`select personalisation from tracking_email`;
+  t.equal(
+    email!.personalisation.tracking_info,
+    // Same shipment time: ordered by tracking number.
+    '**DHL** tracking number: [1234567890](https://www.dhl.com/us-en/home/tracking/tracking-express.html?tracking-id=1234567890)\n' +
+      '- Prescription ending in 4568: LISINOPRIL 10MG TAB\n\n' +
+      '**USPS** tracking number: [9400100000000000000012](https://tools.usps.com/go/TrackConfirmAction?tLabels=9400100000000000000012)\n' +
+      '- Prescription ending in 4567: METFORMIN HCL 500MG TAB',
+  );
+});
+
+t.test('waits for a quiet period, but not longer than the maximum wait', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    // Still arriving: newest is 10 minutes old, oldest 30.
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', arrived_minutes_ago: 30 },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T1', arrived_minutes_ago: 10 },
+    // Quiet for 61 minutes.
+    { patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T2', arrived_minutes_ago: 61 },
+    // Never quiet, but the oldest has waited a day.
+    { patient_icn: icn(3), rx_number: '3000001', tracking_number: 'T3', arrived_minutes_ago: 1441 },
+    { patient_icn: icn(3), rx_number: '3000002', tracking_number: 'T3', arrived_minutes_ago: 1 },
+  ]);
+  t.same(await group(sql), { emailsCreated: 2, dispensesGrouped: 3, dispensesExcluded: 0, skipped: false });
+  const pending = await sql`select patient_icn from medication_dispense where state = 'pending'`;
+  t.same(new Set(pending.map((r) => r.patient_icn)), new Set([icn(1)]));
+});
+
+t.test('DELIVERY_START_AT leaves earlier shipments to MHV', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', shipped_at: new Date('2026-06-01T11:59:59Z') },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2', shipped_at: new Date('2026-06-01T12:00:00Z') },
+    { patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T3', shipped_at: new Date('2026-05-30T08:00:00Z') },
+  ]);
+  const result = await group(sql, { DELIVERY_START_AT: '2026-06-01T12:00:00Z' });
+  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 2, skipped: false });
+  const rows = await sql`select rx_number, state, state_reason from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.state]), [['1000001', 'excluded'], ['1000002', 'grouped'], ['2000001', 'excluded']]);
+  t.match(rows[0]!.state_reason, /DELIVERY_START_AT/);
+  const [email] = await sql`select personalisation from tracking_email`;
+  t.notMatch(email!.personalisation.tracking_info, /ending in 0001\b.*\n.*T1/s);
+  t.match(email!.personalisation.tracking_info, /T2/);
+});
+
+t.test('shadow records what would be sent; off groups nothing', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [{ patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1' }]);
+  t.same((await group(sql, { DELIVERY_MODE: 'off' })).emailsCreated, 0);
+  t.same((await group(sql, { DELIVERY_MODE: 'shadow' })).emailsCreated, 1);
+  const [email] = await sql`select state, personalisation from tracking_email`;
+  t.equal(email!.state, 'shadowed');
+  t.match(email!.personalisation.tracking_info, /Prescription ending in 0001/);
+});
+
+t.test('three instances grouping at once: every dispense in exactly one email, one email per veteran', async (t) => {
+  const { sql, url } = await testDatabase(t);
+  const dispenses = [];
+  for (let v = 0; v < 500; v++) {
+    for (let k = 0; k < 4; k++) dispenses.push({ patient_icn: icn(v), rx_number: `${v}${k}`.padStart(7, '0'), tracking_number: `TRK${v}-${k % 2}` });
+  }
+  await insertDispenses(sql, dispenses);
+  const instances = [connect(url, { max: 2 }), connect(url, { max: 2 }), connect(url, { max: 2 })];
+  t.teardown(() => Promise.all(instances.map((i) => i.end())));
+  // Small batches force many interleaved runs.
+  const runUntilDone = async (instance: (typeof instances)[number]) => {
+    for (let i = 0; i < 200; i++) {
+      const r = await group(instance, { GROUPING_BATCH_SIZE: '25' });
+      if (!r.skipped && r.emailsCreated === 0) return;
+    }
+  };
+  await Promise.all(instances.map(runUntilDone));
+  const [counts] = await sql`
+    select (select count(*) from tracking_email) as emails,
+           (select count(distinct patient_icn) from tracking_email) as veterans,
+           (select count(*) from medication_dispense where state = 'grouped' and tracking_email_id is not null) as grouped,
+           (select coalesce(sum(prescription_count), 0) from tracking_email) as listed`;
+  t.same(counts, { emails: 500, veterans: 500, grouped: 2000, listed: 2000 });
+});

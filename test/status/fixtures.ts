@@ -1,0 +1,103 @@
+// Rows as the grouping job and the sender leave them, written directly, and a look at every table
+// so a test can tell that a request changed nothing.
+import { randomUUID } from 'node:crypto';
+import type { SqlHandle } from '../../src/db/connect.ts';
+
+export const patientIcn = '1012845631V123456';
+export const recipient = 'veteran@example.com';
+
+export interface EmailFixture {
+  mhvCorrelationId?: string | null;
+  attempts?: number;
+  state?: string;
+}
+
+export async function insertEmail(sql: SqlHandle, fixture: EmailFixture = {}): Promise<string> {
+  const [row] = await sql<{ id: string }[]>`
+    insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state, attempts)
+    values (${patientIcn}, ${fixture.mhvCorrelationId === undefined ? '15176497' : fixture.mhvCorrelationId},
+            ${sql.json({ tracking_info: 'UPS 1Z9999990312345678' })}, 1, 1, ${fixture.state ?? 'sent'}, ${fixture.attempts ?? 1})
+    returning id`;
+  return row!.id;
+}
+
+export async function insertNotification(sql: SqlHandle, emailId: string, attempt = 1, id: string = randomUUID()): Promise<string> {
+  await sql`insert into notification (id, tracking_email_id, attempt) values (${id}, ${emailId}, ${attempt})`;
+  return id;
+}
+
+export interface DispenseFixture {
+  rxNumber: string;
+  trackingNumber: string;
+  carrier: string;
+  drugName?: string;
+}
+
+export async function insertDispenses(sql: SqlHandle, emailId: string, dispenses: DispenseFixture[]): Promise<void> {
+  for (const [index, dispense] of dispenses.entries()) {
+    await sql`
+      insert into medication_dispense
+        (station_number, rx_number, fill_number, tracking_number, carrier, drug_name, patient_icn, mhv_correlation_id, state, tracking_email_id)
+      values ('741', ${dispense.rxNumber}, ${index}, ${dispense.trackingNumber}, ${dispense.carrier},
+              ${dispense.drugName ?? 'SIMVASTATIN 40MG TAB'}, ${patientIcn}, '15176497', 'grouped', ${emailId})`;
+  }
+}
+
+/** The callback body exactly as the VA Notify contract shows it (service-level mechanism). */
+export function callbackBody(notificationId: string, fields: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    id: notificationId,
+    reference: null,
+    to: recipient,
+    status: 'delivered',
+    created_at: '2026-05-14T13:22:08.123456Z',
+    completed_at: '2026-05-14T13:22:41.654321Z',
+    sent_at: '2026-05-14T13:22:09.000001Z',
+    notification_type: 'email',
+    status_reason: null,
+    provider: 'ses',
+    ...fields,
+  };
+}
+
+const tables = [
+  'inbound_message', 'medication_dispense', 'tracking_email', 'notification',
+  'notification_status_event', 'aal_event', 'rate_budget',
+] as const;
+
+/** Every row of every table, as a digest per table: equal snapshots mean nothing was written. */
+export async function snapshot(sql: SqlHandle): Promise<Record<string, string>> {
+  const result: Record<string, string> = {};
+  for (const table of tables) {
+    const [row] = await sql<{ rows: number; digest: string | null }[]>`
+      select count(*)::int as rows, md5(string_agg(t::text, ',' order by t::text)) as digest from ${sql(table)} t`;
+    result[table] = `${row!.rows}:${row!.digest ?? ''}`;
+  }
+  return result;
+}
+
+export async function eventsOf(sql: SqlHandle, notificationId: string) {
+  return sql<{ status: string; status_reason: string | null; applied_at: Date | null; source: string }[]>`
+    select status, status_reason, applied_at, source from notification_status_event
+    where notification_id = ${notificationId} order by id`;
+}
+
+export async function notificationRow(sql: SqlHandle, notificationId: string) {
+  const [row] = await sql<{ status: string; status_reason: string | null; completed_at: Date | null; sent_at: Date | null; last_event_at: Date }[]>`
+    select status, status_reason, completed_at, sent_at, last_event_at from notification where id = ${notificationId}`;
+  return row!;
+}
+
+export async function emailRow(sql: SqlHandle, emailId: string) {
+  const [row] = await sql<{ state: string; state_reason: string | null; next_attempt_at: Date; replay_in_minutes: number }[]>`
+    select state, state_reason, next_attempt_at,
+           round(extract(epoch from next_attempt_at - now()) / 60)::int as replay_in_minutes
+    from tracking_email where id = ${emailId}`;
+  return row!;
+}
+
+export async function aalEventsOf(sql: SqlHandle, emailId: string) {
+  return sql<{ notification_id: string; mhv_correlation_id: string | null; completion_time: Date; detail_value: string; state: string; last_error: string | null }[]>`
+    select notification_id, mhv_correlation_id, completion_time, detail_value, state, last_error
+    from aal_event where tracking_email_id = ${emailId}`;
+}
