@@ -56,7 +56,6 @@ export type Hl7BodyResult =
   | { kind: 'not-hl7'; reason: string };
 
 const batchSegments = new Set(['FHS', 'BHS', 'BTS', 'FTS']);
-const headerSegments = new Set(['MSH', 'FHS', 'BHS']);
 const cancelledOrderControls = new Set(['CA', 'CR', 'OC']);
 
 /** True when the line starts a header segment (MSH, FHS, BHS) followed by a field separator. */
