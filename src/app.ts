@@ -112,6 +112,7 @@ export async function buildApp(options: AppOptions) {
     log,
   );
   app.decorate('jobs', jobs);
+  let wakeListener: { unlisten(): Promise<void> } | undefined;
   app.addHook('onReady', async () => {
     if (config.JOBS_ENABLED) {
       jobs.start({
@@ -120,10 +121,15 @@ export async function buildApp(options: AppOptions) {
         aal: config.AAL_INTERVAL_SECONDS,
         sweep: config.SWEEP_INTERVAL_SECONDS,
       });
+      // A hint only: the timers find the work anyway if a notification is missed.
+      wakeListener = await sql.listen('tracking_email_queued', () => jobs.wake('send'));
     }
   });
   // Before the server closes: stop claiming work and let in-flight runs finish within the grace period.
-  app.addHook('preClose', () => jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000));
+  app.addHook('preClose', async () => {
+    await wakeListener?.unlisten().catch(() => {});
+    await jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000);
+  });
 
   await app.register(healthRoutes);
   await app.register(metricsRoute);
