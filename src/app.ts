@@ -25,6 +25,7 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { metricsRoute, operatorRoutes } from './operator/routes.ts';
 import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
 import { shadowRoutes } from './shadow/routes.ts';
+import { ingestRoutes } from './ingest/routes.ts';
 
 export interface AppOptions {
   config: Config;
@@ -136,6 +137,7 @@ export async function buildApp(options: AppOptions) {
   // Internal endpoints: ingest, job triggers, operator views. Each domain adds its routes here.
   await app.register(async (internal) => {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
+    await internal.register(ingestRoutes, { onOutcome: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count) });
     await internal.register(jobRoutes);
     await internal.register(operatorRoutes);
     await internal.register(shadowRoutes);
