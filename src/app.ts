@@ -24,6 +24,8 @@ import { jobRoutes } from './jobs/routes.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { metricsRoute, operatorRoutes } from './operator/routes.ts';
 import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
+import { shadowRoutes } from './shadow/routes.ts';
+import { ingestRoutes } from './ingest/routes.ts';
 
 export interface AppOptions {
   config: Config;
@@ -110,6 +112,7 @@ export async function buildApp(options: AppOptions) {
     log,
   );
   app.decorate('jobs', jobs);
+  let wakeListener: { unlisten(): Promise<void> } | undefined;
   app.addHook('onReady', async () => {
     if (config.JOBS_ENABLED) {
       jobs.start({
@@ -118,10 +121,15 @@ export async function buildApp(options: AppOptions) {
         aal: config.AAL_INTERVAL_SECONDS,
         sweep: config.SWEEP_INTERVAL_SECONDS,
       });
+      // A hint only: the timers find the work anyway if a notification is missed.
+      wakeListener = await sql.listen('tracking_email_queued', () => jobs.wake('send'));
     }
   });
   // Before the server closes: stop claiming work and let in-flight runs finish within the grace period.
-  app.addHook('preClose', () => jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000));
+  app.addHook('preClose', async () => {
+    await wakeListener?.unlisten().catch(() => {});
+    await jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000);
+  });
 
   await app.register(healthRoutes);
   await app.register(metricsRoute);
@@ -129,8 +137,10 @@ export async function buildApp(options: AppOptions) {
   // Internal endpoints: ingest, job triggers, operator views. Each domain adds its routes here.
   await app.register(async (internal) => {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
+    await internal.register(ingestRoutes, { onOutcome: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count) });
     await internal.register(jobRoutes);
     await internal.register(operatorRoutes);
+    await internal.register(shadowRoutes);
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.

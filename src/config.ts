@@ -10,10 +10,13 @@ const Integer = (options: { default: number; minimum?: number; maximum?: number;
 const Bool = (defaultValue: boolean, description: string) =>
   Type.Boolean({ default: defaultValue, description });
 
-/** A comma-separated list in the environment, a trimmed array in the config. */
+/**
+ * A comma-separated list in the environment, a trimmed array in the config. Line breaks separate
+ * items too: a secret file (`<NAME>_FILE`) often holds one token per line.
+ */
 const List = (description: string) =>
   Type.Transform(Type.String({ default: '', description }))
-    .Decode((value) => value.split(',').map((item) => item.trim()).filter((item) => item.length > 0))
+    .Decode((value) => value.split(/[,\r\n]/).map((item) => item.trim()).filter((item) => item.length > 0))
     .Encode((items) => items.join(','));
 
 const Url = (description: string) => Type.String({ pattern: '^https?://[^\\s/]+', description });
@@ -125,18 +128,30 @@ export class ConfigError extends Error {
 
 function readSecretFiles(env: Record<string, string | undefined>): Record<string, string | undefined> {
   const resolved = { ...env };
+  // A <NAME>_FILE for a setting that is not read from files would be ignored without a word.
+  for (const name of Object.keys(ConfigSchema.properties)) {
+    if ((SecretNames as readonly string[]).includes(name)) continue;
+    if (env[`${name}_FILE`] !== undefined && env[`${name}_FILE`] !== '') {
+      throw new ConfigError(`${name}_FILE: ${name} is not read from a file; set ${name} itself (files: ${SecretNames.join(', ')})`);
+    }
+  }
   for (const name of SecretNames) {
     const path = env[`${name}_FILE`];
     if (path === undefined || path === '') continue;
     if (env[name] !== undefined && env[name] !== '') {
       throw new ConfigError(`${name} and ${name}_FILE are both set; set only one`);
     }
+    let value: string;
     try {
-      resolved[name] = readFileSync(path, 'utf8').trim();
+      value = readFileSync(path, 'utf8').trim();
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? 'unreadable';
       throw new ConfigError(`${name}_FILE: cannot read ${path} (${code})`);
     }
+    // An empty file is a secret that was never filled in; taken as unset, it would quietly fall
+    // back to a development default or to the embedded database.
+    if (value === '') throw new ConfigError(`${name}_FILE: ${path} is empty`);
+    resolved[name] = value;
   }
   return resolved;
 }
@@ -166,7 +181,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (isDevelopment) {
     for (const [name, value] of Object.entries(DevelopmentSecrets)) input[name] ??= value;
   }
-  const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, input));
+  const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, input)) as Record<string, unknown>;
+  // TypeBox converts "80.5" to 80 and "1e3" to 1: an integer that is not written as one keeps its
+  // text, so that validation names it instead of running with a number nobody wrote.
+  for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
+    const text = withSecrets[key];
+    if ((schema as TSchema).type === 'integer' && text !== undefined && text !== '' && !/^\s*-?\d+\s*$/.test(text)) converted[key] = text;
+  }
   if (!Value.Check(ConfigSchema, converted)) {
     throw new ConfigError(`invalid configuration: ${describeErrors(ConfigSchema, converted)}`);
   }

@@ -34,7 +34,9 @@ export async function startEmbeddedPostgres(options: { dir: string; persistent?:
     user: 'postgres',
     password: 'postgres',
     persistent: options.persistent ?? true,
-    // initdb refuses to run as root; the package then creates and uses a postgres OS user.
+    // initdb refuses to run as root; the package then creates and uses a postgres OS user. The
+    // package also stops the server on process exit signals itself, so a development instance's
+    // graceful shutdown may find the database already gone: harmless there, never in production.
     createPostgresUser: process.getuid?.() === 0,
     onLog: options.onLog ?? (() => {}),
     onError: options.onLog ?? (() => {}),

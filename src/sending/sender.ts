@@ -68,6 +68,9 @@ class TransientSendError extends Error {
   }
 }
 
+/** Shutdown came before this email's request was made: nothing was sent, the claim can go back. */
+class StoppedBeforeSend extends Error {}
+
 const defaultInstanceId = `${process.pid}-${randomUUID().slice(0, 8)}`;
 
 export async function runSend(deps: SenderDeps): Promise<SendResult> {
@@ -112,7 +115,7 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
           await releaseClaimedEmails(sql, [email.id], pausedUntil);
           return 'released' as const;
         }
-        if (deps.signal?.aborted) {
+        if (error instanceof StoppedBeforeSend) {
           await releaseClaimedEmails(sql, [email.id]);
           return 'released' as const;
         }
@@ -145,7 +148,9 @@ async function sendOne(deps: SenderDeps, email: ClaimedEmail): Promise<SendOutco
       async () => {
         // A send whose answer was lost may have been accepted: find it rather than send twice.
         if (lastWasAmbiguous && (await recoverFromVaNotify(deps, email))) return null;
-        await deps.budget.take(deps.signal);
+        await deps.budget.take(deps.signal).catch((error: unknown) => {
+          throw deps.signal?.aborted ? new AbortError(new StoppedBeforeSend()) : error;
+        });
         const outcome = await deps.vaNotify.sendEmail({
           icn: email.patient_icn,
           reference: email.id,
@@ -170,7 +175,9 @@ async function sendOne(deps: SenderDeps, email: ClaimedEmail): Promise<SendOutco
         minTimeout: deps.quickRetry?.minTimeoutMs ?? 500,
         factor: 3,
         randomize: true,
-        signal: deps.signal,
+        // Not p-retry's `signal`: it would abandon a request already on its way to VA Notify, whose
+        // answer must be recorded. Shutdown only stops further attempts.
+        shouldRetry: () => !deps.signal?.aborted,
         onFailedAttempt: ({ error }) => {
           lastWasAmbiguous = error instanceof TransientSendError && error.ambiguous;
         },

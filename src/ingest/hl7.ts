@@ -1,0 +1,448 @@
+// The HL7 v2 adapter: turns a request body into one result per message (dispense records, or the
+// reason the message could not be used) and builds the ACKs that answer them. It never throws: a
+// body is data from outside, and every failure becomes a result with a reason.
+//
+// Splitting a body into messages (batch envelopes, CR/LF/CRLF, MLLP framing) is done here, because
+// the library's batch reader refuses FHS-wrapped files and mixed separators. Reading fields, with
+// the encoding characters of each message's MSH-2 and its escape sequences decoded, is done by
+// node-hl7-client: unlike @medplum/core's Hl7Message (which honours MSH-2 but hands back
+// `\F\`-style sequences undecoded), it decodes \F\ \S\ \T\ \R\ \E\ and \Xhh\ with the message's own
+// delimiters, VistA's `~^\&` included.
+import { Message, type HL7Node } from 'node-hl7-client';
+import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
+
+export interface Hl7Encoding {
+  field: string;
+  component: string;
+  repetition: string;
+  escape: string;
+  subcomponent: string;
+}
+
+export const standardEncoding: Hl7Encoding = { field: '|', component: '^', repetition: '~', escape: '\\', subcomponent: '&' };
+
+export type AckCode = 'AA' | 'AE' | 'AR';
+
+/** What the ACK needs from a message's MSH, as raw (still encoded) field text. */
+export interface Hl7Header {
+  encoding: Hl7Encoding;
+  /** MSH-2 exactly as sent (four or five characters). */
+  encodingCharacters: string;
+  sendingApplication: string;
+  sendingFacility: string;
+  /** MSH-9 decoded, components joined by `^`, e.g. `RDS^O13^RDS_O13`. */
+  messageType: string;
+  triggerEvent: string;
+  /** MSH-10 raw: echoed unchanged in MSA-2. */
+  controlId: string;
+  processingId: string;
+  version: string;
+}
+
+export interface Hl7MessageResult {
+  /** Position of the message in the body, from 0. */
+  index: number;
+  /** Undefined when the MSH itself could not be read. */
+  header: Hl7Header | undefined;
+  dispenses: DispenseRecord[];
+  /** Why the message (or one of its dispenses) could not be used; empty when all is well. */
+  errors: string[];
+  /** AA: every dispense usable; AE: read, but something could not be used; AR: not a usable message. */
+  ack: AckCode;
+}
+
+export type Hl7BodyResult =
+  | { kind: 'hl7'; messages: Hl7MessageResult[]; notes: string[] }
+  | { kind: 'not-hl7'; reason: string };
+
+const batchSegments = new Set(['FHS', 'BHS', 'BTS', 'FTS']);
+const cancelledOrderControls = new Set(['CA', 'CR', 'OC']);
+
+/** True when the line starts a header segment (MSH, FHS, BHS) followed by a field separator. */
+function isHeaderLine(line: string, name: string): boolean {
+  return line.startsWith(name) && line.length > 3 && !/[A-Za-z0-9\s]/.test(line[3]!);
+}
+
+/**
+ * Splits a body into its messages' segment lines: accepts CR, LF or CRLF between segments, an MLLP
+ * frame around the body, a byte-order mark, and FHS/BHS/BTS/FTS batch envelopes (dropped: their
+ * content describes the file, not a dispense).
+ */
+export function splitMessages(body: string): { messages: string[][]; ignoredLines: number } {
+  const text = body.replace(/^\uFEFF/, '').replace(/[\x0b\x1c]/g, '');
+  const messages: string[][] = [];
+  let current: string[] | undefined;
+  let ignoredLines = 0;
+  for (const raw of text.split(/\r\n|\r|\n/)) {
+    const line = raw.replace(/^\s+/, '');
+    if (line.trim() === '') continue;
+    const name = line.slice(0, 3);
+    if (batchSegments.has(name) && (name === 'BTS' || name === 'FTS' || isHeaderLine(line, name))) {
+      current = undefined;
+      continue;
+    }
+    if (isHeaderLine(line, 'MSH')) {
+      current = [line];
+      messages.push(current);
+    } else if (current) {
+      current.push(line);
+    } else {
+      ignoredLines++;
+    }
+  }
+  return { messages, ignoredLines };
+}
+
+/** Reads MSH-1 and MSH-2; undefined with a reason when they are not usable encoding characters. */
+export function readEncoding(headerLine: string): { encoding: Hl7Encoding; characters: string } | { error: string } {
+  const field = headerLine[3];
+  if (field === undefined || /[A-Za-z0-9\s]/.test(field)) return { error: 'MSH-1 (field separator) is missing' };
+  const end = headerLine.indexOf(field, 4);
+  const characters = end === -1 ? headerLine.slice(4) : headerLine.slice(4, end);
+  if (characters.length < 4 || characters.length > 5) {
+    return { error: 'MSH-2 must hold the four encoding characters (component, repetition, escape, subcomponent)' };
+  }
+  const all = field + characters.slice(0, 4);
+  if (new Set(all).size !== all.length || /[A-Za-z0-9\s]/.test(all)) {
+    return { error: 'MSH-1/MSH-2 encoding characters must be distinct punctuation characters' };
+  }
+  const [component, repetition, escape, subcomponent] = characters as unknown as [string, string, string, string];
+  return { encoding: { field, component, repetition, escape, subcomponent }, characters };
+}
+
+/**
+ * Escapes a value for one HL7 field component with the given encoding characters, so that the
+ * receiver decodes exactly the value (delimiters as \F\ \S\ \T\ \R\ \E\, line breaks as \X0D\ and
+ * \X0A\: a raw CR would end the segment).
+ */
+export function escapeHl7(value: string, encoding: Hl7Encoding = standardEncoding): string {
+  const sequences = new Map<string, string>([
+    [encoding.escape, 'E'],
+    [encoding.field, 'F'],
+    [encoding.component, 'S'],
+    [encoding.subcomponent, 'T'],
+    [encoding.repetition, 'R'],
+    ['\r', 'X0D'],
+    ['\n', 'X0A'],
+  ]);
+  let out = '';
+  for (const ch of value) {
+    const code = sequences.get(ch);
+    out += code === undefined ? ch : `${encoding.escape}${code}${encoding.escape}`;
+  }
+  return out;
+}
+
+// ---- Reading fields through the library, 1-based like the HL7 spec, never throwing on absence.
+
+function fieldOf(segment: HL7Node | undefined, n: number): HL7Node | undefined {
+  if (segment === undefined) return undefined;
+  return (segment.read([String(n)]) as HL7Node | undefined) ?? undefined;
+}
+
+function repetitions(field: HL7Node | undefined): HL7Node[] {
+  return field === undefined ? [] : field.toArray();
+}
+
+function componentOf(repetition: HL7Node | undefined, component: number, subcomponent = 1): string {
+  const node = repetition?.toArray()[component - 1];
+  const sub = node?.toArray()[subcomponent - 1];
+  return sub === undefined ? '' : sub.toString().trim();
+}
+
+/** Component `component` of the first repetition of field `n`, decoded and trimmed. */
+function value(segment: HL7Node | undefined, n: number, component = 1, subcomponent = 1): string {
+  return componentOf(repetitions(fieldOf(segment, n))[0], component, subcomponent);
+}
+
+/** Raw text of MSH-n (n ≥ 3), still encoded: for echoing back in the ACK. */
+function rawMshField(headerLine: string, encoding: Hl7Encoding, n: number): string {
+  return headerLine.split(encoding.field)[n - 1] ?? '';
+}
+
+// ---- Timestamps
+
+/**
+ * Parses an HL7 TS/DTM (`YYYY[MM[DD[HH[MM[SS[.S…]]]]]][±ZZZZ]`). A value without an offset is read
+ * in `defaultOffset` (the offset of the message's MSH-7 when it has one, else UTC): CMOP sends its
+ * dispense times without one, and the message header is the sender's best statement of its zone.
+ */
+export function parseHl7Timestamp(text: string, defaultOffset = '+0000'): Date | null {
+  const match = /^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?([+-]\d{4})?$/.exec(text.trim());
+  if (!match) return null;
+  const [, y, mo = '01', d = '01', h = '00', mi = '00', s = '00', frac = '', zone] = match;
+  const offset = zone ?? defaultOffset;
+  const ms = frac === '' ? '000' : frac.padEnd(3, '0').slice(0, 3);
+  const iso = `${y}-${mo}-${d}T${h}:${mi}:${s}.${ms}${offset.slice(0, 3)}:${offset.slice(3)}`;
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return null;
+  // Reject dates JavaScript silently rolls over (Feb 30 becomes Mar 2).
+  const [yy, mm, dd] = [Number(y), Number(mo), Number(d)];
+  const check = new Date(Date.UTC(yy, mm - 1, dd));
+  if (check.getUTCMonth() !== mm - 1 || check.getUTCDate() !== dd || Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return null;
+  return date;
+}
+
+function offsetOf(text: string): string | undefined {
+  return /([+-]\d{4})$/.exec(text.trim())?.[1];
+}
+
+// ---- Patient identifiers
+
+interface PatientIdentifiers {
+  icn: string | null;
+  mhvCorrelationId: string | null;
+  icnProblem: string | null;
+}
+
+function readPatient(pid: HL7Node | undefined): PatientIdentifiers {
+  if (pid === undefined) return { icn: null, mhvCorrelationId: null, icnProblem: 'no PID segment, so no ICN' };
+  let icn: string | null = null;
+  let malformedIcn = false;
+  let mhvCorrelationId: string | null = null;
+  for (const rep of repetitions(fieldOf(pid, 3))) {
+    const id = componentOf(rep, 1);
+    const authority = componentOf(rep, 4).toUpperCase();
+    const type = componentOf(rep, 5).toUpperCase();
+    if (id === '') continue;
+    if (type === 'NI' && authority === 'USVHA') {
+      if (isIcn(id)) icn ??= id;
+      else malformedIcn = true;
+    } else if (type === 'PI' && authority === '200MHS') {
+      mhvCorrelationId ??= id;
+    }
+  }
+  // Older CMOP orders carry the ICN in PID-17 instead of PID-3.
+  if (icn === null) {
+    const legacy = value(pid, 17);
+    if (isIcn(legacy)) icn = legacy;
+  }
+  let icnProblem: string | null = null;
+  if (icn === null) {
+    icnProblem = malformedIcn
+      ? 'the ICN in PID-3 (NI/USVHA) is not in the form 1234567890V123456'
+      : 'no ICN (PID-3 with type NI and authority USVHA, or PID-17): VA Notify is addressed by ICN';
+  }
+  return { icn, mhvCorrelationId, icnProblem };
+}
+
+// ---- Station
+
+/** A VA station number: three digits and an optional division suffix (521, 528A6). */
+const stationPattern = /^\d{3}[A-Z0-9]{0,2}$/;
+
+/**
+ * The dispensing station: MSH-4 when the sending facility is a station number (VistA's pharmacy
+ * interface sends `521`), else the first part of a CMOP order number `STATION-RX-FILL` in ORC-2
+ * whose Rx part is this Rx (CMOP fills put the station there; MSH-4 is CMOP's own name).
+ */
+function readStation(msh: HL7Node | undefined, orc: HL7Node | undefined, rxNumber: string): string {
+  const facility = value(msh, 4);
+  if (stationPattern.test(facility)) return facility;
+  const order = value(orc, 2).split('-');
+  if (order.length >= 2 && order[0] !== '' && /^[A-Za-z0-9]+$/.test(order[0]!) && (rxNumber === '' || order[1] === rxNumber)) {
+    return order[0]!;
+  }
+  return '';
+}
+
+// ---- One message
+
+interface OrderGroup {
+  orc: HL7Node | undefined;
+  rxd: HL7Node;
+  zr2: HL7Node | undefined;
+}
+
+const supportedMessageCodes = new Set(['RDS', 'RRD']);
+
+function reject(index: number, header: Hl7Header | undefined, error: string): Hl7MessageResult {
+  return { index, header, dispenses: [], errors: [error], ack: 'AR' };
+}
+
+/** Parses one message's segment lines. Never throws. */
+export function parseHl7Message(lines: string[], index = 0): Hl7MessageResult {
+  const headerLine = lines[0] ?? '';
+  const read = readEncoding(headerLine);
+  if ('error' in read) return reject(index, undefined, read.error);
+  const { encoding, characters } = read;
+  const header: Hl7Header = {
+    encoding,
+    encodingCharacters: characters,
+    sendingApplication: rawMshField(headerLine, encoding, 3),
+    sendingFacility: rawMshField(headerLine, encoding, 4),
+    messageType: '',
+    triggerEvent: '',
+    controlId: rawMshField(headerLine, encoding, 10),
+    processingId: rawMshField(headerLine, encoding, 11),
+    version: rawMshField(headerLine, encoding, 12),
+  };
+  try {
+    return readDispenseMessage(lines, index, header);
+  } catch (error) {
+    // The library throws on some malformed text; the sender learns why from the ACK.
+    return reject(index, header, `the message could not be parsed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+function readDispenseMessage(lines: string[], index: number, header: Hl7Header): Hl7MessageResult {
+  const message = new Message({ text: lines.join('\r') });
+  const segments = message.toArray();
+  const msh = segments[0];
+  const code = value(msh, 9, 1).toUpperCase();
+  header.triggerEvent = value(msh, 9, 2).toUpperCase();
+  header.messageType = [code, header.triggerEvent, value(msh, 9, 3)].filter((p) => p !== '').join('^');
+  const missing: string[] = [];
+  if (code === '') missing.push('MSH-9 (message type)');
+  if (header.controlId.trim() === '') missing.push('MSH-10 (message control id)');
+  if (missing.length > 0) return reject(index, header, `${missing.join(' and ')} missing: the message is incomplete`);
+  if (!supportedMessageCodes.has(code)) {
+    return reject(index, header, `message type ${header.messageType} is not a dispense message (expected RDS^R06, RDS^O13 or RRD^O14)`);
+  }
+
+  let pid: HL7Node | undefined;
+  let orc: HL7Node | undefined;
+  const groups: OrderGroup[] = [];
+  for (const segment of segments.slice(1)) {
+    switch (segment.name) {
+      case 'PID':
+        pid ??= segment;
+        break;
+      case 'ORC':
+        orc = segment;
+        break;
+      case 'RXD':
+        groups.push({ orc, rxd: segment, zr2: undefined });
+        break;
+      case 'ZR2': {
+        const last = groups.at(-1);
+        if (last && last.zr2 === undefined) last.zr2 = segment;
+        break;
+      }
+      default:
+        // NTE, PV1, MSA, other Z-segments: tolerated, not needed.
+        break;
+    }
+  }
+  if (groups.length === 0) {
+    return { index, header, dispenses: [], errors: ['no RXD segment: the message reports no dispense'], ack: 'AE' };
+  }
+
+  const patient = readPatient(pid);
+  const mshTime = value(msh, 7);
+  const zone = offsetOf(mshTime) ?? '+0000';
+  // No HL7 shape here has a shipped-at field. The message is CMOP's report that the fill left the
+  // pharmacy (R06 is the fulfillment file sent after packing; O13/O14 report the dispense with its
+  // tracking number), so the message's own date/time, MSH-7, is the closest honest shipped-at.
+  const messageTime = parseHl7Timestamp(mshTime, zone);
+  const isR06 = header.triggerEvent === 'R06';
+
+  const dispenses: DispenseRecord[] = [];
+  const errors: string[] = [];
+  groups.forEach((group, groupIndex) => {
+    const where = groups.length > 1 ? `RXD ${groupIndex + 1} of ${groups.length}: ` : '';
+    const rxNumber = value(group.rxd, 7) || value(group.zr2, 3);
+    const fillText = value(group.rxd, 1);
+    const problems: string[] = [];
+    if (rxNumber === '') problems.push('RXD-7 (Rx number) is missing');
+    if (!/^\d{1,4}$/.test(fillText)) problems.push('RXD-1 (fill number) is missing or not a number');
+    if (problems.length > 0) {
+      errors.push(where + problems.join('; '));
+      return;
+    }
+    const orderControl = value(group.orc, 1).toUpperCase();
+    const cancelled = cancelledOrderControls.has(orderControl);
+    // R06 carries the tracking number in ZR2-2; the pharmacy interface's O13/O14 in RXD-13.
+    const tracking = isR06 ? value(group.zr2, 2) || value(group.rxd, 13) : value(group.rxd, 13) || value(group.zr2, 2);
+    const quantityText = value(group.rxd, 4);
+    const quantity = /^\d+(\.\d+)?$/.test(quantityText) ? Number(quantityText) : null;
+    const codingSystem = value(group.rxd, 2, 3).toUpperCase();
+    const stationNumber = readStation(msh, group.orc, rxNumber);
+
+    const dispense: DispenseRecord = {
+      stationNumber,
+      rxNumber,
+      fillNumber: Number(fillText),
+      trackingNumber: tracking,
+      carrier: normaliseCarrier(value(group.zr2, 1)),
+      drugName: value(group.rxd, 2, 2) || null,
+      ndc: codingSystem === 'NDC' ? normaliseNdc(value(group.rxd, 2, 1)) : null,
+      quantity,
+      dispensedAt: parseHl7Timestamp(value(group.rxd, 3), zone),
+      shippedAt: cancelled ? null : messageTime,
+      patientIcn: patient.icn,
+      mhvCorrelationId: patient.mhvCorrelationId,
+      messageControlId: value(msh, 10) || header.controlId,
+      state: 'pending',
+      stateReason: null,
+    };
+    if (cancelled) {
+      const reason = value(group.rxd, 9);
+      dispense.state = 'cancelled';
+      dispense.stateReason = `cancelled by CMOP (ORC-1 ${orderControl})${reason === '' ? '' : `: ${reason}`}`;
+    } else {
+      const unusable: string[] = [];
+      if (patient.icnProblem) unusable.push(patient.icnProblem);
+      if (stationNumber === '') unusable.push('no station number (MSH-4 or ORC-2 STATION-RX-FILL)');
+      if (tracking === '') unusable.push(`no tracking number (${isR06 ? 'ZR2-2' : 'RXD-13 or ZR2-2'})`);
+      if (unusable.length > 0) {
+        dispense.state = 'unprocessable';
+        dispense.stateReason = unusable.join('; ');
+        errors.push(where + dispense.stateReason);
+      }
+    }
+    dispenses.push(dispense);
+  });
+  return { index, header, dispenses, errors, ack: errors.length === 0 ? 'AA' : 'AE' };
+}
+
+/** Parses a whole request body. Never throws. */
+export function parseHl7Body(body: string): Hl7BodyResult {
+  try {
+    const { messages, ignoredLines } = splitMessages(body);
+    if (messages.length === 0) {
+      return { kind: 'not-hl7', reason: 'the body holds no HL7 v2 message (no MSH segment)' };
+    }
+    const notes = ignoredLines > 0 ? [`${ignoredLines} line(s) before the first MSH were ignored`] : [];
+    return { kind: 'hl7', messages: messages.map((lines, index) => parseHl7Message(lines, index)), notes };
+  } catch (error) {
+    return { kind: 'not-hl7', reason: `the body could not be read as HL7 v2: ${error instanceof Error ? error.message : String(error)}` };
+  }
+}
+
+// ---- Acknowledgements
+
+/** HL7 DTM in UTC with an explicit offset, so no receiver has to guess our zone. */
+export function formatHl7Timestamp(date: Date): string {
+  const iso = date.toISOString();
+  return `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}+0000`;
+}
+
+export interface AckInput {
+  /** The acknowledged message's header; undefined for a body that was not HL7. */
+  header: Hl7Header | undefined;
+  code: AckCode;
+  text: string;
+  /** This ACK's own MSH-10. */
+  controlId: string;
+  now: Date;
+}
+
+/**
+ * One ACK message (MSH + MSA), in the acknowledged message's own encoding characters so that the
+ * sender's parser reads it as it writes; MSA-2 is that message's MSH-10, unchanged.
+ */
+export function buildAck({ header, code, text, controlId, now }: AckInput): string {
+  const encoding = header?.encoding ?? standardEncoding;
+  const characters = header?.encodingCharacters.slice(0, 4) ?? '^~\\&';
+  const f = encoding.field;
+  const messageType = ['ACK', header?.triggerEvent ? escapeHl7(header.triggerEvent, encoding) : '', 'ACK']
+    .filter((part, i) => i !== 1 || part !== '')
+    .join(encoding.component);
+  const msh = [
+    'MSH', characters, 'RX-TRACKING-EMAIL', 'VA', header?.sendingApplication ?? '', header?.sendingFacility ?? '',
+    formatHl7Timestamp(now), '', messageType, escapeHl7(controlId, encoding), header?.processingId || 'P', header?.version || '2.5',
+  ].join(f);
+  const msa = ['MSA', code, header?.controlId ?? '', escapeHl7(text, encoding)].join(f);
+  return `${msh}\r${msa}\r`;
+}

@@ -1,0 +1,116 @@
+// The canonical JSON dispense event (for producers that already parsed HL7, and for a future
+// event-bus consumer): one event or an array of them. Each event is validated on its own, so one
+// bad event does not cost the good ones; every problem is reported with its index and field.
+import { Type, type Static } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { IcnPattern, normaliseCarrier, type DispenseRecord } from './dispense.ts';
+
+const Instant = (description: string) =>
+  Type.String({
+    pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:?\\d{2})$',
+    description: `${description}; ISO 8601 with a zone`,
+  });
+
+const Text = (maxLength: number, description: string) => Type.String({ minLength: 1, maxLength, description });
+
+export const DispenseEvent = Type.Object(
+  {
+    messageId: Type.Optional(Text(200, "the producer's id of this event, kept for tracing")),
+    stationNumber: Type.String({ pattern: '^[0-9A-Za-z]{1,10}$', description: 'VA station number, e.g. 521' }),
+    patient: Type.Object({
+      icn: Type.String({ pattern: IcnPattern, description: 'ICN, e.g. 1012345678V123456' }),
+      mhvCorrelationId: Type.Optional(Text(40, 'MHV correlation id, needed for the Account Activity Log')),
+    }),
+    prescription: Type.Object({
+      rxNumber: Text(40, 'Rx number'),
+      fillNumber: Type.Integer({ minimum: 0, maximum: 9999, description: '0 for the original fill' }),
+      drugName: Type.Optional(Text(200, 'drug print name')),
+      ndc: Type.Optional(Type.String({ pattern: '^[0-9]{4,5}-?[0-9]{3,4}-?[0-9]{1,2}$', description: 'NDC, 10 or 11 digits' })),
+      quantity: Type.Optional(Type.Number({ minimum: 0 })),
+    }),
+    dispensedAt: Type.Optional(Instant('when the fill was dispensed')),
+    shippedAt: Type.Optional(Instant('when the package shipped')),
+    carrier: Type.Optional(Type.String({ maxLength: 40, description: 'UPS, USPS, FEDEX, DHL; blank or absent means unknown (UNK)' })),
+    trackingNumber: Text(60, 'package tracking number'),
+  },
+  { $id: 'DispenseEvent', description: 'one CMOP medication dispense, already parsed' },
+);
+export type DispenseEvent = Static<typeof DispenseEvent>;
+
+const check = TypeCompiler.Compile(DispenseEvent);
+
+export interface EventError {
+  /** Position of the event in the array (0 for a single event); absent for a body-level problem. */
+  index?: number;
+  /** Dotted path of the bad field, e.g. `patient.icn`. */
+  field?: string;
+  message: string;
+}
+
+export type JsonBodyResult =
+  | { kind: 'events'; received: number; dispenses: DispenseRecord[]; errors: EventError[] }
+  | { kind: 'invalid'; error: string };
+
+function fieldName(path: string): string {
+  return path.replace(/^\//, '').split('/').join('.') || '(event)';
+}
+
+/** Schema errors for one event, one per field (the first message for each). */
+function eventErrors(event: unknown, index: number): EventError[] {
+  const byField = new Map<string, string>();
+  for (const error of check.Errors(event)) {
+    const field = fieldName(error.path);
+    if (!byField.has(field)) byField.set(field, error.message);
+  }
+  const errors = [...byField].map(([field, message]) => ({ index, field, message }));
+  if (errors.length > 0) return errors;
+  const valid = event as DispenseEvent;
+  for (const field of ['dispensedAt', 'shippedAt'] as const) {
+    const text = valid[field];
+    if (text !== undefined && Number.isNaN(Date.parse(text))) errors.push({ index, field, message: 'not a real date and time' });
+  }
+  return errors;
+}
+
+export function toDispenseRecord(event: DispenseEvent): DispenseRecord {
+  return {
+    stationNumber: event.stationNumber,
+    rxNumber: event.prescription.rxNumber.trim(),
+    fillNumber: event.prescription.fillNumber,
+    trackingNumber: event.trackingNumber.trim(),
+    carrier: normaliseCarrier(event.carrier),
+    drugName: event.prescription.drugName ?? null,
+    ndc: event.prescription.ndc ?? null,
+    quantity: event.prescription.quantity ?? null,
+    dispensedAt: event.dispensedAt === undefined ? null : new Date(event.dispensedAt),
+    shippedAt: event.shippedAt === undefined ? null : new Date(event.shippedAt),
+    patientIcn: event.patient.icn,
+    mhvCorrelationId: event.patient.mhvCorrelationId ?? null,
+    messageControlId: event.messageId ?? null,
+    state: 'pending',
+    stateReason: null,
+  };
+}
+
+/** Parses and validates a JSON body. Never throws. */
+export function parseJsonBody(body: string): JsonBodyResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch (error) {
+    return { kind: 'invalid', error: `the body is not valid JSON: ${error instanceof Error ? error.message : String(error)}` };
+  }
+  const events = Array.isArray(value) ? value : [value];
+  if (events.length === 0) return { kind: 'invalid', error: 'the array holds no dispense event' };
+  if (!Array.isArray(value) && (value === null || typeof value !== 'object')) {
+    return { kind: 'invalid', error: 'expected a dispense event object or an array of them' };
+  }
+  const dispenses: DispenseRecord[] = [];
+  const errors: EventError[] = [];
+  events.forEach((event, index) => {
+    const problems = eventErrors(event, index);
+    if (problems.length > 0) errors.push(...problems);
+    else dispenses.push(toDispenseRecord(event as DispenseEvent));
+  });
+  return { kind: 'events', received: events.length, dispenses, errors };
+}

@@ -1,0 +1,90 @@
+// Ingest's SQL: the raw inbound message and the dispense rows it produced.
+import type { SqlHandle } from '../db/connect.ts';
+import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
+
+export const InboundOutcomes = ['received', 'accepted', 'partial', 'rejected'] as const;
+export type InboundOutcome = (typeof InboundOutcomes)[number];
+
+/**
+ * Keeps a request body before anything is parsed, so a body that later fails to parse (or a crash
+ * mid-request) still leaves it on record. The caller passes the body as received, SSNs masked.
+ */
+export async function insertInboundMessage(
+  sql: SqlHandle,
+  message: { source: string; contentType: string; maskedBody: string },
+): Promise<number> {
+  const [row] = await sql<{ id: number }[]>`
+    insert into inbound_message (source, content_type, body)
+    values (${message.source}, ${message.contentType}, ${message.maskedBody})
+    returning id`;
+  return row!.id;
+}
+
+/** Records what became of an inbound message; an operator reads `error` to see why. */
+export async function recordInboundOutcome(
+  sql: SqlHandle,
+  id: number,
+  outcome: { outcome: InboundOutcome; messageCount: number; error: string | null },
+): Promise<void> {
+  await sql`
+    update inbound_message
+    set outcome = ${outcome.outcome}, message_count = ${outcome.messageCount}, error = ${outcome.error}, processed_at = now()
+    where id = ${id}`;
+}
+
+const text = (value: string | number | null) => (value === null ? null : String(value));
+
+/**
+ * Inserts the dispenses in one statement, whatever their number: the columns travel as 15 arrays
+ * and unnest turns them back into rows, so a 1,000-message file costs one round trip and stays far
+ * below Postgres's 65,535-parameter limit. ON CONFLICT DO NOTHING on the event key makes a replayed
+ * event or file a no-op (also for two identical events in one request, and for two requests racing);
+ * RETURNING lists only the rows this statement created, so the rest are the duplicates.
+ */
+export async function insertDispenses(
+  sql: SqlHandle,
+  inboundMessageId: number,
+  dispenses: readonly DispenseRecord[],
+): Promise<{ insertedKeys: Set<string>; insertedByState: Record<DispenseState, number> }> {
+  const insertedByState: Record<DispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
+  if (dispenses.length === 0) return { insertedKeys: new Set(), insertedByState };
+  const column = (pick: (d: DispenseRecord) => string | number | Date | null) =>
+    sql.array(dispenses.map((d) => {
+      const value = pick(d);
+      return value instanceof Date ? value.toISOString() : text(value);
+    }) as string[], 25);
+  const rows = await sql<{ station_number: string; rx_number: string; fill_number: number; tracking_number: string; state: DispenseState }[]>`
+    insert into medication_dispense (
+      station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
+      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
+      inbound_message_id)
+    select
+      station_number, rx_number, fill_number::integer, tracking_number, carrier, drug_name, ndc, quantity::numeric,
+      dispensed_at::timestamptz, shipped_at::timestamptz, patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
+      ${inboundMessageId}
+    from unnest(
+      ${column((d) => d.stationNumber)}::text[], ${column((d) => d.rxNumber)}::text[], ${column((d) => d.fillNumber)}::text[],
+      ${column((d) => d.trackingNumber)}::text[], ${column((d) => d.carrier)}::text[], ${column((d) => d.drugName)}::text[],
+      ${column((d) => d.ndc)}::text[], ${column((d) => d.quantity)}::text[], ${column((d) => d.dispensedAt)}::text[],
+      ${column((d) => d.shippedAt)}::text[], ${column((d) => d.patientIcn)}::text[], ${column((d) => d.mhvCorrelationId)}::text[],
+      ${column((d) => d.messageControlId)}::text[], ${column((d) => d.state)}::text[], ${column((d) => d.stateReason)}::text[]
+    ) with ordinality as d (
+      station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
+      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, position)
+    order by position
+    on conflict (station_number, rx_number, fill_number, tracking_number) do nothing
+    returning station_number, rx_number, fill_number, tracking_number, state`;
+  const insertedKeys = new Set(
+    rows.map((r) => dispenseKey({ stationNumber: r.station_number, rxNumber: r.rx_number, fillNumber: r.fill_number, trackingNumber: r.tracking_number })),
+  );
+  for (const row of rows) insertedByState[row.state]++;
+  return { insertedKeys, insertedByState };
+}
+
+/**
+ * Wakes the grouping job (on any instance listening) when new pending dispenses arrived. Only a
+ * hint: grouping also runs on its timer. Inside a transaction it is delivered at commit.
+ */
+export async function notifyDispensePending(sql: SqlHandle): Promise<void> {
+  await sql`select pg_notify('dispense_pending', '')`;
+}

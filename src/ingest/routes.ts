@@ -1,0 +1,115 @@
+// POST /v1/dispenses: the HTTP door to ingest. A thin adapter: it reads the raw body, hands it to
+// ingest.ts and answers with HL7 ACKs or a JSON summary. Registered inside the internal scope, whose
+// bearer-token hook answers 401 before any of this runs.
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errorResponses } from '../http/schemas.ts';
+import { ingestHl7, ingestJson, type IngestOutcome, type IngestOutcomeCounts } from './ingest.ts';
+
+export const hl7ContentTypes = ['application/hl7-v2', 'x-application/hl7-v2+er7', 'text/plain'] as const;
+const hl7Types = new Set<string>(hl7ContentTypes);
+const acceptedTypes = new Set<string>([...hl7ContentTypes, 'application/json']);
+
+const Hl7Acks = Type.String({ description: 'one HL7 ACK (MSH + MSA) per message, segments ended by CR' });
+
+const EventError = Type.Object({
+  index: Type.Optional(Type.Integer({ description: 'position of the event in the array; absent for a body-level problem' })),
+  field: Type.Optional(Type.String({ description: 'dotted path of the bad field, e.g. patient.icn' })),
+  message: Type.String(),
+});
+
+const IngestSummary = Type.Object({
+  inboundMessageId: Type.Integer({ description: 'the stored request body' }),
+  received: Type.Integer({ description: 'events in the body' }),
+  inserted: Type.Integer({ description: 'events stored now' }),
+  duplicates: Type.Integer({ description: 'valid events already stored before' }),
+  rejected: Type.Integer({ description: 'invalid events, each listed in errors' }),
+  errors: Type.Array(EventError),
+});
+
+/** The media type without parameters, lowercased: `application/hl7-v2; charset=utf-8` → `application/hl7-v2`. */
+function essence(contentType: string | undefined): string {
+  return (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+export interface IngestRoutesOptions {
+  /** Told how many events of a body ended how (for the ingest counter); called only for counts above 0. */
+  onOutcome?: (outcome: IngestOutcome, count: number) => void;
+}
+
+export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = async (app, options) => {
+  const bodyLimit = app.config.INGEST_BODY_LIMIT_BYTES;
+  const report = (counts: IngestOutcomeCounts) => {
+    for (const [outcome, count] of Object.entries(counts) as [IngestOutcome, number][]) {
+      if (count > 0) options.onOutcome?.(outcome, count);
+    }
+  };
+
+  // Any other type is answered 415 before the body is read, and not stored: it is not a feed.
+  app.addHook('preParsing', async (request) => {
+    const type = essence(request.headers['content-type']);
+    if (!acceptedTypes.has(type)) {
+      throw app.httpErrors.unsupportedMediaType(
+        `${type === '' ? 'no content type' : `content type ${type}`} is not accepted: send ${[...acceptedTypes].join(', ')}`,
+      );
+    }
+  });
+
+  // Every accepted type arrives as the raw string: the body must be stored before it is parsed,
+  // JSON included.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser([...acceptedTypes], { parseAs: 'string', bodyLimit }, (_request, body, done) => {
+    done(null, body);
+  });
+
+  app.post(
+    '/v1/dispenses',
+    {
+      bodyLimit,
+      schema: {
+        summary: 'Ingest CMOP dispense events (HL7 v2 or canonical JSON)',
+        body: Type.String({ description: 'HL7 v2 message(s), or one JSON dispense event or an array of them' }),
+        response: {
+          200: {
+            content: {
+              'application/hl7-v2': { schema: Hl7Acks },
+              'application/json': { schema: IngestSummary },
+            },
+          },
+          400: {
+            content: {
+              'application/hl7-v2': { schema: Hl7Acks },
+              'application/json': { schema: Type.Union([IngestSummary, Type.Ref('ErrorBody')]) },
+            },
+          },
+          ...errorResponses(401, 413, 415, 429),
+        },
+      },
+    },
+    async (request, reply) => {
+      const contentType = request.headers['content-type'] ?? '';
+      const body = typeof request.body === 'string' ? request.body : '';
+      if (hl7Types.has(essence(contentType))) {
+        const result = await ingestHl7(app.sql, { source: 'http', contentType, body });
+        report(result.counts);
+        request.log.info(
+          {
+            inboundMessageId: result.inboundMessageId,
+            outcome: result.outcome,
+            messages: result.messages,
+            acks: result.acksByCode,
+            inserted: result.inserted,
+            duplicates: result.duplicates,
+            unprocessable: result.unprocessable,
+          },
+          'HL7 dispense body ingested',
+        );
+        return reply.status(result.statusCode).type('application/hl7-v2').send(result.acks);
+      }
+      const result = await ingestJson(app.sql, { source: 'http', contentType, body });
+      report(result.counts);
+      const { inboundMessageId, received, inserted, duplicates, rejected } = result.summary;
+      request.log.info({ inboundMessageId, outcome: result.outcome, received, inserted, duplicates, rejected }, 'JSON dispense body ingested');
+      return reply.status(result.statusCode).type('application/json').send(result.summary);
+    },
+  );
+};

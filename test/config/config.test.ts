@@ -1,0 +1,124 @@
+// The configuration schema: defaults, errors that name the variable, VA Notify key forms, and the
+// settings that only make sense together.
+import t from 'tap';
+import { ConfigError, isCombinedApiKey, loadConfig, testConfig, vaNotifyCredentials } from '../../src/config.ts';
+
+const base = { NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001' };
+const serviceId = '6c7d9d2e-7a1b-4c55-9a0e-3f1d2c4b5a69';
+const secret = '3f0c5d1e-9b2a-4e6f-8a7b-1c2d3e4f5a6b';
+const templateId = '0f7a2c3d-1e2f-4a5b-8c9d-0e1f2a3b4c5d';
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof ConfigError) return error.message;
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+t.test('defaults', async (t) => {
+  const config = loadConfig({});
+  t.equal(config.NODE_ENV, 'development');
+  t.equal(config.PORT, 3000);
+  t.equal(config.HOST, '127.0.0.1');
+  t.equal(config.LOG_LEVEL, 'info');
+  t.equal(config.DATABASE_URL, undefined, 'no DATABASE_URL: the embedded PostgreSQL');
+  t.equal(config.DELIVERY_MODE, 'live');
+  t.equal(config.DELIVERY_START_AT, undefined);
+  t.equal(config.GROUPING_QUIET_MINUTES, 60);
+  t.equal(config.VA_NOTIFY_BASE_URL, undefined, 'no VA Notify settings: the sandbox');
+  t.equal(config.VA_NOTIFY_RATE_LIMIT_PER_MINUTE, 2900, 'under VA Notify’s 3000 a minute');
+  t.equal(config.VA_NOTIFY_RETENTION_DAYS, 7);
+  t.equal(config.EMAIL_INCLUDE_DRUG_NAMES, false, 'no drug names (PHI) by default');
+  t.same(config.VA_NOTIFY_CALLBACK_TOKENS, ['local-dev-callback-token']);
+  t.equal(config.JOBS_ENABLED, true);
+});
+
+t.test('values from the environment are converted', async (t) => {
+  const config = loadConfig({
+    ...base,
+    PORT: '8080',
+    JOBS_ENABLED: 'false',
+    EMAIL_INCLUDE_DRUG_NAMES: 'true',
+    DELIVERY_MODE: 'shadow',
+    DELIVERY_START_AT: '2026-06-01T14:00:00-04:00',
+    VA_NOTIFY_CALLBACK_TOKENS: ' first-callback-token , second-callback-token ,',
+    LOG_LEVEL: '',
+  });
+  t.equal(config.PORT, 8080);
+  t.equal(config.JOBS_ENABLED, false);
+  t.equal(config.EMAIL_INCLUDE_DRUG_NAMES, true);
+  t.equal(config.DELIVERY_MODE, 'shadow');
+  t.same(config.DELIVERY_START_AT, new Date('2026-06-01T18:00:00Z'));
+  t.same(config.VA_NOTIFY_CALLBACK_TOKENS, ['first-callback-token', 'second-callback-token']);
+  t.equal(config.LOG_LEVEL, 'info', 'an empty value is unset');
+});
+
+t.test('a bad value names its variable', async (t) => {
+  for (const PORT of ['abc', '70000', '-1', '80.5', '1e3', '0x50']) {
+    t.match(configError(() => loadConfig({ ...base, PORT })), /^invalid configuration: PORT: /, PORT);
+  }
+  t.equal(configError(() => loadConfig({ ...base, GROUPING_QUIET_MINUTES: '1e3' })), 'invalid configuration: GROUPING_QUIET_MINUTES: Expected integer (got "1e3")', 'not read as 1');
+  t.match(configError(() => loadConfig({ ...base, DELIVERY_MODE: 'shadowed' })), 'DELIVERY_MODE:');
+  t.match(configError(() => loadConfig({ ...base, DELIVERY_START_AT: 'June 1st' })), 'DELIVERY_START_AT:');
+  t.match(configError(() => loadConfig({ ...base, DELIVERY_START_AT: '2026-06-01T14:00:00' })), 'DELIVERY_START_AT:', 'an instant needs its offset');
+  t.match(configError(() => loadConfig({ ...base, NODE_ENV: 'staging' })), 'NODE_ENV:');
+  t.match(configError(() => loadConfig({ ...base, VA_NOTIFY_TEMPLATE_ID: 'not-a-uuid' })), 'VA_NOTIFY_TEMPLATE_ID:');
+  t.match(configError(() => loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'api.notifications.va.gov' })), 'VA_NOTIFY_BASE_URL:');
+  const both = configError(() => loadConfig({ ...base, PORT: 'x', GROUPING_QUIET_MINUTES: 'y' }));
+  t.match(both, 'PORT:');
+  t.match(both, 'GROUPING_QUIET_MINUTES:', 'every bad value at once, not one per restart');
+});
+
+t.test('VA Notify keys: a bare secret with a service id, or one combined key', async (t) => {
+  t.same(vaNotifyCredentials({ VA_NOTIFY_API_KEY: secret, VA_NOTIFY_SERVICE_ID: serviceId }), { serviceId, secret });
+  const combined = `rx-tracking-prod-${serviceId}-${secret}`;
+  t.ok(isCombinedApiKey(combined));
+  t.same(vaNotifyCredentials({ VA_NOTIFY_API_KEY: combined, VA_NOTIFY_SERVICE_ID: undefined }), { serviceId, secret });
+  t.same(vaNotifyCredentials({ VA_NOTIFY_API_KEY: `key-with-dashes-in-its-name-${serviceId}-${secret}`, VA_NOTIFY_SERVICE_ID: undefined }), { serviceId, secret }, 'dashes in the key name');
+  const urlSafe = 'a'.repeat(43) + '-_' + 'B'.repeat(41);
+  t.equal(urlSafe.length, 86);
+  t.notOk(isCombinedApiKey(urlSafe), 'an 86-character url-safe secret is a bare secret');
+  t.same(vaNotifyCredentials({ VA_NOTIFY_API_KEY: urlSafe, VA_NOTIFY_SERVICE_ID: serviceId }), { serviceId, secret: urlSafe });
+  t.notOk(isCombinedApiKey(secret), 'a bare UUID secret');
+  t.notOk(isCombinedApiKey(undefined));
+
+  const config = loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'https://staging.api.notifications.va.gov', VA_NOTIFY_API_KEY: combined, VA_NOTIFY_TEMPLATE_ID: templateId, VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001' });
+  t.same(vaNotifyCredentials(config), { serviceId, secret }, 'a combined key needs no VA_NOTIFY_SERVICE_ID');
+});
+
+t.test('VA_NOTIFY_BASE_URL set requires the rest of the VA Notify settings', async (t) => {
+  const url = { VA_NOTIFY_BASE_URL: 'https://staging.api.notifications.va.gov' };
+  const message = configError(() => loadConfig({ ...base, ...url }));
+  t.match(message, 'VA_NOTIFY_API_KEY: required when VA_NOTIFY_BASE_URL is set');
+  t.match(message, 'VA_NOTIFY_TEMPLATE_ID: required when VA_NOTIFY_BASE_URL is set');
+  t.match(message, 'VA_NOTIFY_SERVICE_ID: required when VA_NOTIFY_BASE_URL is set and VA_NOTIFY_API_KEY is a bare secret');
+  t.match(message, 'VA_NOTIFY_CALLBACK_TOKENS: required when VA_NOTIFY_BASE_URL is set');
+
+  const complete = { ...base, ...url, VA_NOTIFY_API_KEY: secret, VA_NOTIFY_SERVICE_ID: serviceId, VA_NOTIFY_TEMPLATE_ID: templateId, VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001' };
+  t.equal(loadConfig(complete).VA_NOTIFY_BASE_URL, url.VA_NOTIFY_BASE_URL);
+  t.match(configError(() => loadConfig({ ...complete, VA_NOTIFY_SERVICE_ID: undefined })), 'VA_NOTIFY_SERVICE_ID: required');
+  t.ok(loadConfig({ ...complete, VA_NOTIFY_CALLBACK_TOKENS: undefined, VA_NOTIFY_CALLBACK_URL: 'https://rx.example.va.gov/v1/va-notify/callbacks' }), 'per-notification callbacks need no token');
+  t.match(configError(() => loadConfig({ ...complete, VA_NOTIFY_CALLBACK_TOKENS: 'short' })), 'VA_NOTIFY_CALLBACK_TOKENS: each token needs at least 10 characters');
+});
+
+t.test('production with DELIVERY_MODE=live needs real VA Notify, AAL and a database', async (t) => {
+  const message = configError(() => loadConfig({ ...base, NODE_ENV: 'production' }));
+  t.match(message, 'VA_NOTIFY_BASE_URL: required in production with DELIVERY_MODE=live');
+  t.match(message, 'AAL_BASE_URL: required in production with DELIVERY_MODE=live');
+  t.match(message, 'DATABASE_URL: required in production');
+  const shadow = configError(() => loadConfig({ ...base, NODE_ENV: 'production', DELIVERY_MODE: 'shadow' }));
+  t.notMatch(shadow, 'VA_NOTIFY_BASE_URL', 'a shadow run calls nobody');
+  t.match(shadow, 'DATABASE_URL: required in production');
+  t.match(configError(() => loadConfig({ ...base, AAL_BASE_URL: 'https://apigw.myhealth.va.gov' })), 'AAL_APP_TOKEN: required when AAL_BASE_URL is set');
+});
+
+t.test('testConfig gives a quiet, timer-free config for tests', async (t) => {
+  const config = testConfig({ GROUPING_QUIET_MINUTES: '0' });
+  t.equal(config.NODE_ENV, 'test');
+  t.equal(config.JOBS_ENABLED, false);
+  t.equal(config.LOG_LEVEL, 'silent');
+  t.equal(config.GROUPING_QUIET_MINUTES, 0);
+});

@@ -1,0 +1,96 @@
+// The HL7 shapes and quirks the reference names, beyond what the shared samples show.
+import t from 'tap';
+import { normaliseCarrier } from '../../src/ingest/dispense.ts';
+import { buildAck, parseHl7Body, parseHl7Timestamp, type Hl7MessageResult } from '../../src/ingest/hl7.ts';
+
+const msh = (controlId: string, type = 'RDS^O13', time = '20260514160512') => `MSH|^~\\&|CMOP|521|MHV|MHV|${time}||${type}|${controlId}|P|2.5`;
+const pid = 'PID|||1012345678V123456^^^USVHA^NI~10123456^^^200MHS^PI';
+const rxd = (rx: string, tracking: string, drug = 'SIMVASTATIN 40MG TAB') => `RXD|1|00093718098^${drug}^NDC|20260514102210|90|TAB||${rx}||||||${tracking}`;
+
+function messagesOf(body: string): Hl7MessageResult[] {
+  const result = parseHl7Body(body);
+  if (result.kind !== 'hl7') throw new Error(result.reason);
+  return result.messages;
+}
+
+t.test('escape sequences are decoded with the message’s own delimiters', async (t) => {
+  const [message] = messagesOf([msh('E-1'), pid, 'ORC|RE|1', rxd('100', '1Z1', 'A\\F\\B\\S\\C\\T\\D\\R\\E\\E\\F')].join('\r'));
+  t.equal(message?.dispenses[0]?.drugName, 'A|B^C&D~E\\F');
+  const vista = 'MSH|~^\\&|PSO|521|MHV|MHV|20260514||RRD~O14|V-1|P|2.4\rPID|||1012345678V123456~~~USVHA~NI\rRXD|1|D1~X\\S\\Y\\R\\Z~L|20260514||||200||||||94001';
+  t.equal(messagesOf(vista)[0]?.dispenses[0]?.drugName, 'X~Y^Z', 'in VistA encoding \\S\\ is ~ and \\R\\ is ^');
+});
+
+t.test('CR, LF and CRLF separators, MLLP framing, a byte-order mark and blank lines are all read', async (t) => {
+  const lines = [msh('S-1'), pid, 'ORC|RE|1', rxd('101', '1Z2'), 'ZR2|UPS|1Z2|101'];
+  for (const [name, body] of [
+    ['CR', lines.join('\r')],
+    ['LF', lines.join('\n')],
+    ['CRLF', lines.join('\r\n')],
+    ['MLLP', `\x0b${lines.join('\r')}\r\x1c\r`],
+    ['BOM and blank lines', `\uFEFF${lines.join('\r\n\r\n')}\r\n`],
+  ] as const) {
+    const [message] = messagesOf(body);
+    t.match(message, { ack: 'AA', dispenses: [{ rxNumber: '101', trackingNumber: '1Z2', carrier: 'UPS' }] }, name);
+  }
+});
+
+t.test('the ICN from PID-17 when PID-3 has none; a malformed ICN is no ICN', async (t) => {
+  const legacy = messagesOf([msh('L-1'), 'PID|||7172676^^^USVHA^PI||CMOPTEST^OLD||||||||||||1011111111V222333', rxd('102', '1Z3')].join('\r'));
+  t.match(legacy[0], { ack: 'AA', dispenses: [{ patientIcn: '1011111111V222333', state: 'pending' }] });
+  const malformed = messagesOf([msh('L-2'), 'PID|||12345^^^USVHA^NI', rxd('103', '1Z4')].join('\r'));
+  t.match(malformed[0], { ack: 'AE', dispenses: [{ patientIcn: null, state: 'unprocessable', stateReason: /not in the form/ }] });
+});
+
+t.test('several ORC/RXD groups in one message, each with its own ZR2', async (t) => {
+  const [message] = messagesOf([msh('G-1'), pid, 'NTE|1||note', 'ORC|RE|1', rxd('104', ''), 'ZR2|UPS|1Z5|104', 'ZZZ|x', 'ORC|RE|2', rxd('105', ''), 'ZR2|FedEx|77|105'].join('\r'));
+  t.equal(message?.ack, 'AA');
+  t.same(message?.dispenses.map((d) => [d.rxNumber, d.carrier, d.trackingNumber]), [['104', 'UPS', '1Z5'], ['105', 'FEDEX', '77']]);
+});
+
+t.test('a cancelled fill without a reason; a shipped fill without a tracking number', async (t) => {
+  const [cancelled] = messagesOf([msh('C-1', 'RDS^R06'), pid, 'ORC|CA|521-106-1', 'RXD|1|S1^DRUG^L|20260514|0|||106', 'ZR2|||106'].join('\r'));
+  t.match(cancelled, { ack: 'AA', dispenses: [{ state: 'cancelled', stateReason: 'cancelled by CMOP (ORC-1 CA)', shippedAt: null, trackingNumber: '' }] });
+  const [untracked] = messagesOf([msh('C-2', 'RDS^R06'), pid, 'ORC|OK|521-107-1', 'RXD|1|S1^DRUG^L|20260514|1|||107', 'ZR2|USPS||107'].join('\r'));
+  t.match(untracked, { ack: 'AE', dispenses: [{ state: 'unprocessable', stateReason: /no tracking number/ }] });
+});
+
+t.test('what is not a usable dispense message is answered AR or AE with the reason', async (t) => {
+  const result = parseHl7Body([
+    msh('R-1', 'ADT^A08'), pid,
+    msh('R-2'), pid, 'ORC|RE|1',
+    'MSH|^^\\&|CMOP|521',
+    msh('R-4'), pid, 'RXD||X^Y^NDC',
+    msh('R-5'), pid, 'ORC|RE|1', rxd('108', '1Z6'),
+  ].join('\r'));
+  if (result.kind !== 'hl7') throw new Error('expected HL7');
+  t.same(result.messages.map((m) => [m.ack, m.header?.controlId ?? null]), [['AR', 'R-1'], ['AE', 'R-2'], ['AR', null], ['AE', 'R-4'], ['AA', 'R-5']]);
+  t.match(result.messages[0]?.errors, [/ADT\^A08 is not a dispense message/]);
+  t.match(result.messages[1]?.errors, [/no RXD segment/]);
+  t.match(result.messages[2]?.errors, [/encoding characters/]);
+  t.match(result.messages[3]?.errors, [/RXD-7 \(Rx number\) is missing; RXD-1 \(fill number\)/]);
+});
+
+t.test('timestamps: offsets honoured, MSH-7’s offset as the default, impossible dates refused', async (t) => {
+  t.equal(parseHl7Timestamp('20260514102210')?.toISOString(), '2026-05-14T10:22:10.000Z');
+  t.equal(parseHl7Timestamp('20260514102210-0500')?.toISOString(), '2026-05-14T15:22:10.000Z');
+  t.equal(parseHl7Timestamp('202605141022', '+0200')?.toISOString(), '2026-05-14T08:22:00.000Z');
+  t.equal(parseHl7Timestamp('20260514102210.25')?.toISOString(), '2026-05-14T10:22:10.250Z');
+  t.equal(parseHl7Timestamp('20260230'), null);
+  t.equal(parseHl7Timestamp('tomorrow'), null);
+  t.equal(parseHl7Timestamp(''), null);
+});
+
+t.test('carriers as the email names them', async (t) => {
+  for (const [given, expected] of [
+    ['UPS', 'UPS'], ['ups', 'UPS'], ['USPS', 'USPS'], ['U.S. Postal Service', 'USPS'], ['FedEx', 'FEDEX'], ['Fed Ex', 'FEDEX'],
+    ['Federal Express', 'FEDEX'], ['dhl', 'DHL'], ['OnTrac', 'ONTRAC'], ['', 'UNK'], ['  ', 'UNK'], [undefined, 'UNK'],
+  ] as const) {
+    t.equal(normaliseCarrier(given), expected, `${JSON.stringify(given)} → ${expected}`);
+  }
+});
+
+t.test('an ACK echoes the message type’s trigger, the control id and the version', async (t) => {
+  const [message] = messagesOf([msh('A^1', 'RDS^O13^RDS_O13'), pid, rxd('109', '1Z7')].join('\r'));
+  const ack = buildAck({ header: message?.header, code: 'AE', text: 'a|b', controlId: '9-1', now: new Date('2026-05-14T16:05:12Z') });
+  t.equal(ack, 'MSH|^~\\&|RX-TRACKING-EMAIL|VA|CMOP|521|20260514160512+0000||ACK^O13^ACK|9-1|P|2.5\rMSA|AE|A^1|a\\F\\b\r');
+});

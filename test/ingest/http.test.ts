@@ -1,0 +1,167 @@
+// What a producer sees at the HTTP door: authentication, content types, size limit, and JSON
+// validation errors that name the event and the field.
+import t from 'tap';
+import { internalAuth, testApp } from '../helpers/app.ts';
+import { postDispenses, readAcks, readSample } from './fixtures.ts';
+
+const event = (overrides: Record<string, unknown> = {}) => ({
+  messageId: 'json-9001',
+  stationNumber: '521',
+  patient: { icn: '1012345678V123456', mhvCorrelationId: '12345678' },
+  prescription: { rxNumber: '7004999', fillNumber: 1, drugName: 'SIMVASTATIN 40MG TAB', ndc: '00093718098', quantity: 90 },
+  dispensedAt: '2026-05-14T10:22:10Z',
+  shippedAt: '2026-05-14T16:00:00Z',
+  carrier: 'ups',
+  trackingNumber: '1Z9999990398765432',
+  ...overrides,
+});
+
+async function counts(sql: Awaited<ReturnType<typeof testApp>>['db']['sql']) {
+  const [row] = await sql<{ inbound: number; dispenses: number }[]>`
+    select (select count(*)::int from inbound_message) as inbound, (select count(*)::int from medication_dispense) as dispenses`;
+  return row!;
+}
+
+t.test('without a valid internal token: 401, nothing stored', async (t) => {
+  const { app, db } = await testApp(t);
+  const body = readSample('rds-o13-one-package-two-rx.hl7');
+  const none = await app.inject({ method: 'POST', url: '/v1/dispenses', headers: { 'content-type': 'application/hl7-v2' }, payload: body });
+  t.equal(none.statusCode, 401);
+  t.equal(none.headers['www-authenticate'], 'Bearer');
+  t.match(none.json(), { statusCode: 401, message: /bearer token/ });
+  const wrong = await app.inject({
+    method: 'POST', url: '/v1/dispenses', headers: { 'content-type': 'application/hl7-v2', authorization: 'Bearer not-the-token-at-all' }, payload: body,
+  });
+  t.equal(wrong.statusCode, 401);
+  t.same(await counts(db.sql), { inbound: 0, dispenses: 0 });
+});
+
+t.test('an unsupported content type: 415 naming it, not stored', async (t) => {
+  const { app, db } = await testApp(t);
+  const response = await postDispenses(app, '<dispense/>', 'application/xml');
+  t.equal(response.statusCode, 415);
+  t.match(response.json(), { statusCode: 415, error: 'Unsupported Media Type', message: /content type application\/xml is not accepted: send application\/hl7-v2/ });
+  const untyped = await app.inject({ method: 'POST', url: '/v1/dispenses', headers: internalAuth, body: Buffer.from('MSH|^~\\&|') });
+  t.equal(untyped.statusCode, 415);
+  t.match(untyped.json(), { message: /no content type is not accepted/ });
+  t.same(await counts(db.sql), { inbound: 0, dispenses: 0 });
+});
+
+t.test('a body over INGEST_BODY_LIMIT_BYTES: 413, not stored', async (t) => {
+  const { app, db } = await testApp(t, { INGEST_BODY_LIMIT_BYTES: '1024' });
+  const message = readSample('rds-o13-one-package-two-rx.hl7');
+  t.ok(message.length < 1024, 'the sample itself fits');
+  t.equal((await postDispenses(app, message, 'application/hl7-v2')).statusCode, 200);
+  for (const type of ['application/hl7-v2', 'application/json']) {
+    const response = await postDispenses(app, message.repeat(2), type);
+    t.equal(response.statusCode, 413, type);
+    t.match(response.json(), { statusCode: 413, error: 'Payload Too Large' });
+  }
+  t.same(await counts(db.sql), { inbound: 1, dispenses: 2 });
+});
+
+t.test('content type parameters are accepted', async (t) => {
+  const { app } = await testApp(t);
+  const hl7 = await postDispenses(app, readSample('rds-o13-one-package-two-rx.hl7'), 'application/hl7-v2; charset=utf-8');
+  t.equal(hl7.statusCode, 200);
+  t.same(readAcks(hl7.body).map((a) => a.code), ['AA', 'AA']);
+  const json = await postDispenses(app, JSON.stringify(event()), 'application/json; charset=utf-8');
+  t.equal(json.statusCode, 200);
+  t.match(json.json(), { received: 1, inserted: 1 });
+});
+
+t.test('a single JSON event is stored with its carrier normalised', async (t) => {
+  const { app, db } = await testApp(t);
+  const response = await postDispenses(app, JSON.stringify(event({ carrier: ' FedEx ' })), 'application/json');
+  t.equal(response.statusCode, 200);
+  t.match(response.json(), { received: 1, inserted: 1, duplicates: 0, rejected: 0, errors: [] });
+  const [row] = await db.sql`select carrier, state from medication_dispense`;
+  t.same(row, { carrier: 'FEDEX', state: 'pending' });
+});
+
+t.test('JSON with invalid events: each named by index and field; the valid ones are stored', async (t) => {
+  const { app, db } = await testApp(t);
+  const body = [
+    event({ trackingNumber: 'T-1' }),
+    event({ trackingNumber: 'T-2', patient: { icn: '666001234' } }),
+    event({ trackingNumber: 'T-3', prescription: { rxNumber: '7004999', fillNumber: 'two' } }),
+    event({ trackingNumber: undefined }),
+  ];
+  const response = await postDispenses(app, JSON.stringify(body), 'application/json');
+  t.equal(response.statusCode, 200, 'one event was accepted');
+  const summary = response.json();
+  t.match(summary, { received: 4, inserted: 1, duplicates: 0, rejected: 3 });
+  t.same(
+    summary.errors.map((e: { index: number; field: string }) => [e.index, e.field]),
+    [[1, 'patient.icn'], [2, 'prescription.fillNumber'], [3, 'trackingNumber']],
+  );
+  t.ok(summary.errors.every((e: { message: string }) => e.message.length > 0), 'each error says what is wrong');
+  t.notMatch(response.body, /666001234/, 'the bad value is not echoed');
+
+  const rows = await db.sql`select tracking_number from medication_dispense`;
+  t.same(rows, [{ tracking_number: 'T-1' }]);
+  const [inbound] = await db.sql`select outcome, message_count, error from inbound_message`;
+  t.equal(inbound?.outcome, 'partial');
+  t.equal(inbound?.message_count, 4);
+  t.match(inbound?.error, /event\[1\]\.patient\.icn/);
+});
+
+t.test('JSON where no event is valid: 400 naming each bad field and index, body kept', async (t) => {
+  const { app, db } = await testApp(t);
+  const response = await postDispenses(app, JSON.stringify([event({ stationNumber: '' }), event({ dispensedAt: '14 May 2026' })]), 'application/json');
+  t.equal(response.statusCode, 400);
+  t.match(response.json(), {
+    received: 2,
+    inserted: 0,
+    rejected: 2,
+    errors: [{ index: 0, field: 'stationNumber' }, { index: 1, field: 'dispensedAt' }],
+  });
+  t.same(await counts(db.sql), { inbound: 1, dispenses: 0 });
+  const [inbound] = await db.sql`select outcome from inbound_message`;
+  t.equal(inbound?.outcome, 'rejected');
+});
+
+t.test('a JSON body that does not parse: 400 saying so, body kept', async (t) => {
+  const { app, db } = await testApp(t);
+  const response = await postDispenses(app, '{"stationNumber": "521",', 'application/json');
+  t.equal(response.statusCode, 400);
+  t.match(response.json(), { received: 0, inserted: 0, errors: [{ message: /not valid JSON/ }] });
+  const [inbound] = await db.sql`select body, outcome, error from inbound_message`;
+  t.match(inbound, { body: '{"stationNumber": "521",', outcome: 'rejected', error: /not valid JSON/ });
+
+  const empty = await postDispenses(app, '[]', 'application/json');
+  t.equal(empty.statusCode, 400);
+  t.match(empty.json(), { errors: [{ message: /no dispense event/ }] });
+});
+
+t.test('an empty HL7 body: 400 with an AR ACK', async (t) => {
+  const { app } = await testApp(t);
+  const response = await postDispenses(app, '', 'application/hl7-v2');
+  t.equal(response.statusCode, 400);
+  t.same(readAcks(response.body).map((a) => a.code), ['AR']);
+});
+
+t.test('a 1,000-message body is stored in one request, and its replay stores nothing', async (t) => {
+  const { app, db } = await testApp(t);
+  const message = (n: number) => [
+    `MSH|^~\\&|CMOP|CMOP-LEAVENWORTH|MHV|MHV|20260514160512||RDS^O13^RDS_O13|BULK-${n}|P|2.5`,
+    `PID|||10${String(n).padStart(8, '0')}V123456^^^USVHA^NI~${String(n).padStart(8, '0')}^^^200MHS^PI`,
+    `ORC|RE|521-${8000000 + n}-1`,
+    `RXD|1|00093718098^SIMVASTATIN 40MG TAB^NDC|20260514102210|90|TAB||${8000000 + n}||||||1Z99999903${String(n).padStart(8, '0')}`,
+    `ZR2|UPS|1Z99999903${String(n).padStart(8, '0')}|${8000000 + n}`,
+  ].join('\r');
+  const body = Array.from({ length: 1000 }, (_, n) => message(n)).join('\r');
+
+  const first = await postDispenses(app, body, 'application/hl7-v2');
+  t.equal(first.statusCode, 200);
+  const acks = readAcks(first.body);
+  t.equal(acks.length, 1000);
+  t.ok(acks.every((a, n) => a.code === 'AA' && a.controlId === `BULK-${n}`), 'one AA per message, in order');
+  const [stored] = await db.sql<{ count: number }[]>`select count(*)::int as count from medication_dispense where state = 'pending'`;
+  t.equal(stored?.count, 1000);
+
+  const replay = await postDispenses(app, body, 'application/hl7-v2');
+  t.ok(readAcks(replay.body).every((a) => a.text === 'accepted: already received'));
+  const [after] = await db.sql<{ count: number }[]>`select count(*)::int as count from medication_dispense`;
+  t.equal(after?.count, 1000);
+});

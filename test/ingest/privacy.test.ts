@@ -1,0 +1,71 @@
+// The service never stores an SSN and never logs an ICN, a name, an SSN or a full Rx number.
+import t from 'tap';
+import { testApp, type TestApp } from '../helpers/app.ts';
+import { postDispenses, postSample, readSample, sampleIcns, samples, sampleSsns } from './fixtures.ts';
+
+/** Every row of every table in the database, each as one line of text. */
+async function dumpDatabase(sql: TestApp['db']['sql']): Promise<string> {
+  const tables = await sql<{ schema: string; name: string }[]>`
+    select table_schema as schema, table_name as name from information_schema.tables
+    where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')`;
+  const lines: string[] = [];
+  for (const table of tables) {
+    const rows = await sql<{ line: string }[]>`select t::text as line from ${sql(table.schema)}.${sql(table.name)} t`;
+    lines.push(...rows.map((r) => `${table.name}: ${r.line}`));
+  }
+  return lines.join('\n');
+}
+
+t.test('no SSN from the samples is stored anywhere', async (t) => {
+  const { app, db } = await testApp(t);
+  for (const sample of samples) await postSample(app, sample);
+
+  const dump = await dumpDatabase(db.sql);
+  t.match(dump, /inbound_message: /, 'the dump covers the stored bodies');
+  t.match(dump, /medication_dispense: /, 'and the dispenses');
+  for (const ssn of sampleSsns) {
+    t.ok(readSample('rds-r06-batch.hl7').includes(ssn) || readSample('rds-o13-one-package-two-rx.hl7').includes(ssn), `the samples carry ${ssn}`);
+    t.notOk(dump.includes(ssn), `SSN ${ssn} is in no table`);
+  }
+  t.match(dump, /1098765432V654321\^\^\^USVHA\^NI~XXXXXXXXX\^4\^M11~20987654\^\^\^200MHS\^PI/, 'R06: the untyped SSN repetition is masked, ICN and MHV id kept');
+  t.match(dump, /1000000123V456789~~~USVHA~NI\^XXXXXXXXX~~~USSSA~SS\^7172676~~~USVHA~PI/, 'VistA encoding: masked with its own delimiters');
+});
+
+t.test('SSNs in PID-19, in other PID-3 repetitions and in ddd-dd-dddd form anywhere are masked', async (t) => {
+  const { app, db } = await testApp(t);
+  const message = [
+    'MSH|^~\\&|CMOP|CMOP-LEAVENWORTH|MHV|MHV|20260514160512||RDS^O13|SSN-1|P|2.5',
+    'PID|||1012345678V123456^^^USVHA^NI~666112222^^^USSSA^SS~123456^^^USDOD^EDIPI~7172676^^^USVHA^PI||CMOPTEST^ALPHA||19500101|M|||||||||||666113333',
+    'NTE|1||veteran said SSN is 666-11-4444',
+    'ORC|RE|521-2719043-1',
+    'RXD|1|00093718098^SIMVASTATIN 40MG TAB^NDC|20260514102210|90|TAB||2719043||||||1Z9999990312345678',
+  ].join('\r');
+  const response = await postDispenses(app, message, 'application/hl7-v2');
+  t.equal(response.statusCode, 200);
+  const json = await postDispenses(app, JSON.stringify({ stationNumber: '521', ssn: '666115555', note: 'ssn 666-11-6666' }), 'application/json');
+  t.equal(json.statusCode, 400);
+
+  const dump = await dumpDatabase(db.sql);
+  for (const ssn of ['666112222', '666113333', '666-11-4444', '666114444', '666115555', '666-11-6666']) {
+    t.notOk(dump.includes(ssn), `${ssn} is in no table`);
+  }
+  const [stored] = await db.sql<{ body: string }[]>`select body from inbound_message order by id limit 1`;
+  t.match(stored?.body, /~7172676\^\^\^USVHA\^PI\|\|CMOPTEST/, 'the DFN is kept');
+  t.match(stored?.body, /XXXXXXXXX\^\^\^USDOD\^EDIPI/, 'any other identifier is masked');
+  t.match(stored?.body, /\|XXXXXXXXX\rNTE\|1\|\|veteran said SSN is XXX-XX-XXXX\r/, 'PID-19 and the free-text SSN are masked, the rest as received');
+});
+
+t.test('ingest logs carry no ICN, name, SSN or full Rx number', async (t) => {
+  const { app, logs } = await testApp(t, { LOG_LEVEL: 'trace' });
+  for (const sample of samples) await postSample(app, sample);
+  await postDispenses(app, JSON.stringify([{ stationNumber: '521', patient: { icn: '1099999999V999999' } }]), 'application/json');
+
+  t.match(logs.text, /dispense body ingested/, 'the ingest was logged');
+  t.match(logs.text, /"inboundMessageId":\d+/, 'with the inbound message id');
+  const secrets = [
+    ...sampleIcns, '1099999999V999999', ...sampleSsns,
+    'CMOPTEST', 'ALPHA', 'BRAVO', 'CHARLIE', 'DELTA', 'ECHO',
+    '7004512', '7004520', '7004513', '2719043', '2719100', '3100451', '3100452',
+  ];
+  for (const secret of secrets) t.notOk(logs.text.includes(secret), `${secret} is not in the logs`);
+});
