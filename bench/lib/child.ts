@@ -1,7 +1,7 @@
 // The benchmark's other processes (the service, the sandboxes, a bare Fastify) run as children with
 // an IPC channel: each measures its own resources, and the driver's load never counts as theirs.
 import { fork, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { onInterrupt } from './cleanup.ts';
 
 export interface ChildRequest {
@@ -102,7 +102,17 @@ export function serveParent(handlers: Record<string, (request: ChildRequest) => 
   process.on('disconnect', () => void onStop().finally(() => process.exit(0)));
 }
 
-/** Peak resident set size of this process since it started, in bytes (getrusage ru_maxrss). */
+/**
+ * Peak resident set size of this process since it started, in bytes: the kernel's high-water mark
+ * of its memory (VmHWM). Not getrusage's maxrss: Linux carries that across fork and exec, so a
+ * child would report its parent's (the driver's) size as its own.
+ */
 export function peakRssBytes(): number {
+  try {
+    const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (match) return Number(match[1]) * 1024;
+  } catch {
+    // not Linux: fall through
+  }
   return process.resourceUsage().maxRSS * 1024;
 }

@@ -7,7 +7,9 @@ export interface HttpLoad {
   bodies: string[];
   headers: Record<string, string>;
   connections: number;
-  durationSeconds: number;
+  durationSeconds?: number;
+  /** Stop after this many requests instead of after a duration. */
+  amount?: number;
   /** Requests per second offered across all connections; unset: as fast as answers come. */
   offeredPerSecond?: number;
 }
@@ -22,6 +24,8 @@ export interface HttpLoadResult {
   failures: number;
   /** Bodies handed out (how far into `bodies` the run went). */
   bodiesUsed: number;
+  /** Seconds from the first request to the last answer. */
+  seconds: number;
 }
 
 export async function httpLoad(load: HttpLoad): Promise<HttpLoadResult> {
@@ -29,9 +33,9 @@ export async function httpLoad(load: HttpLoad): Promise<HttpLoadResult> {
   const result = await autocannon({
     url: load.url,
     connections: load.connections,
-    duration: load.durationSeconds,
+    ...(load.amount === undefined ? { duration: load.durationSeconds ?? 10 } : { amount: load.amount }),
     ...(load.offeredPerSecond === undefined ? {} : { overallRate: load.offeredPerSecond }),
-    timeout: 10,
+    timeout: 60,
     requests: [
       {
         method: 'POST',
@@ -52,6 +56,7 @@ export async function httpLoad(load: HttpLoad): Promise<HttpLoadResult> {
     p99Ms: result.latency.p99,
     failures: result.non2xx + result.errors + result.timeouts,
     bodiesUsed: next,
+    seconds: result.duration,
   };
 }
 

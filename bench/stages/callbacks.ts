@@ -22,7 +22,14 @@ function bodies(first: number, n: number): string[] {
 }
 
 /** The callback transaction without HTTP: recordStatusEvent over a pool like the service's. */
-export async function sqlOnlyCallbacks(url: string, payloads: string[], concurrency: number, durationSeconds: number): Promise<{ perSecond: number; done: number }> {
+export async function sqlOnlyCallbacks(
+  url: string,
+  payloads: string[],
+  concurrency: number,
+  durationSeconds: number,
+  /** Stop after this many transactions, even before the duration is over. */
+  limit = Number.POSITIVE_INFINITY,
+): Promise<{ perSecond: number; done: number }> {
   const sql = connect(url, { max: config.DATABASE_POOL_MAX, applicationName: 'rx-bench-sql-only' });
   try {
     let next = 0;
@@ -30,7 +37,7 @@ export async function sqlOnlyCallbacks(url: string, payloads: string[], concurre
     const deadline = performance.now() + durationSeconds * 1000;
     const started = performance.now();
     async function lane() {
-      while (performance.now() < deadline) {
+      while (performance.now() < deadline && next < limit) {
         const body = JSON.parse(payloads[next++ % payloads.length]!) as Record<string, string | null>;
         await recordStatusEvent(
           sql,

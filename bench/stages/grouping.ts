@@ -124,7 +124,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       notes: [
         `emails created: ${count(fresh.emails)} then ${count(withHistory.emails)}; grouping runs (POST /v1/jobs/grouping, GROUPING_BATCH_SIZE 5,000 veterans each): ${fresh.runs} and ${withHistory.runs}`,
         `medication_dispense with history: ${megabytes(sizes!.table_bytes)} with indexes`,
-        'the service runs in its own process; peak RSS is its getrusage maxrss',
+        'the service runs in its own process; peak RSS is its kernel high-water mark (VmHWM)',
         machineNote(db.description),
       ],
     };

@@ -30,17 +30,20 @@ export async function run(options: StageOptions): Promise<ResultTable> {
 
     const tooMany = counts.sendsRejected[429] ?? 0;
     const perMinute = burst / (ms / 60_000);
-    // The bucket holds one second's worth when the burst starts, then refills at the budget's pace.
-    const expectedMs = ((burst - budgetPerMinute / 60) / (budgetPerMinute / 60)) * 1000;
+    // The bucket holds one second's worth when the burst starts, then refills at the budget's pace:
+    // the budget is kept when the rest of the burst takes at least (burst - bucket) / rate.
+    const bucket = budgetPerMinute / 60;
+    const expectedMs = ((burst - bucket) / (budgetPerMinute / 60)) * 1000;
+    const afterBucketPerMinute = (burst - bucket) / (ms / 60_000);
     return {
       title: `Rate: a ${burst}-email burst under a ${budgetPerMinute}/min budget, sandbox VA Notify limited to ${vaNotifyLimitPerMinute}/min`,
       rows: [
         {
-          measure: 'achieved send rate',
-          result: `${count(perMinute)} emails/min`,
+          measure: 'achieved send rate (after the first second\'s bucket)',
+          result: `${count(perMinute)} emails/min (${count(afterBucketPerMinute)}/min)`,
           limit: `configured budget ${budgetPerMinute}/min`,
-          ratio: percent(perMinute / budgetPerMinute),
-          target: verdict('≤ 100% (+ one second\'s burst)', perMinute <= budgetPerMinute * 1.05),
+          ratio: percent(afterBucketPerMinute / budgetPerMinute),
+          target: verdict('≤ 100%', afterBucketPerMinute <= budgetPerMinute * 1.02),
         },
         {
           measure: '429 answers from VA Notify',

@@ -100,7 +100,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       notes: [
         ...notes,
         `sandbox counters: ${count(counts.sendsAccepted)} sends accepted, rejected ${JSON.stringify(counts.sendsRejected)}; service error log lines: ${errorLines}`,
-        'the service, the sandbox and the driver run in three processes; peak RSS is the service process\'s getrusage maxrss',
+        'the service, the sandbox and the driver run in three processes; peak RSS is the service process\'s high-water mark (VmHWM)',
         machineNote(db.description),
       ],
     };
