@@ -60,6 +60,39 @@ export async function httpLoad(load: HttpLoad): Promise<HttpLoadResult> {
   };
 }
 
+/**
+ * Posts every body once, `concurrency` requests in flight, and times it to the millisecond (autocannon's
+ * `amount` runs end on its one-second tick, too coarse for a few hundred large bodies).
+ */
+export async function postAll(load: { url: string; bodies: string[]; headers: Record<string, string>; concurrency: number }): Promise<HttpLoadResult> {
+  const latencies: number[] = [];
+  let answered = 0;
+  let failures = 0;
+  const ms = await concurrently(load.bodies.length, load.concurrency, async (i) => {
+    const started = performance.now();
+    try {
+      const response = await fetch(load.url, { method: 'POST', headers: load.headers, body: load.bodies[i]! });
+      await response.arrayBuffer();
+      if (response.ok) answered += 1;
+      else failures += 1;
+    } catch {
+      failures += 1;
+    }
+    latencies.push(performance.now() - started);
+  });
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  return {
+    perSecond: answered / (ms / 1000),
+    answered,
+    p50Ms: Math.round(at(0.5)),
+    p99Ms: Math.round(at(0.99)),
+    failures,
+    bodiesUsed: load.bodies.length,
+    seconds: ms / 1000,
+  };
+}
+
 /** Runs work(i) for i in [0, total) with `concurrency` in flight; returns the elapsed milliseconds. */
 export async function concurrently(total: number, concurrency: number, work: (i: number) => Promise<unknown>): Promise<number> {
   let next = 0;

@@ -1,5 +1,5 @@
 // How a benchmark speaks: progress on stderr, one result table on stdout.
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 
 const started = performance.now();
 
@@ -62,7 +62,8 @@ export function verdict(target: string, met: boolean): string {
 
 export function machineNote(database: string): string {
   const cpu = cpus();
-  return `machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown CPU'}), ${integer.format(totalmem() / 2 ** 30)} GiB RAM, Node ${process.versions.node}; ${database}`;
+  const load = loadavg().map((n) => n.toFixed(1)).join(' ');
+  return `machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown CPU'}), ${integer.format(totalmem() / 2 ** 30)} GiB RAM, Node ${process.versions.node}, load average ${load} at the end (the machine is shared); ${database}`;
 }
 
 function escapeCell(text: string): string {

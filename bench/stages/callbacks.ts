@@ -69,13 +69,14 @@ export async function run(options: StageOptions): Promise<ResultTable> {
   const saturationConnections = 32;
   const loads = options.small ? [50, 100] : [500, 1_000, 2_000];
   // Each phase gets notifications of its own, so that every callback is a first delivery.
+  const fixedBudget = (load: number) => Math.ceil(load * duration * 1.5) + 200;
   const saturationBudget = options.small ? 5_000 : 40_000;
   const ranges: { name: string; size: number }[] = [
     { name: 'warmup-sql', size: saturationBudget / 4 },
     { name: 'sql', size: saturationBudget },
     { name: 'warmup-http', size: saturationBudget / 4 },
     { name: 'saturation', size: saturationBudget },
-    ...loads.map((load) => ({ name: `load-${load}`, size: Math.ceil(load * duration * 1.2) })),
+    ...loads.map((load) => ({ name: `load-${load}`, size: fixedBudget(load) })),
   ];
   const total = ranges.reduce((sum, r) => sum + r.size, 0);
   const db = await benchDatabase();
@@ -134,7 +135,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const failures = all.reduce((sum, r) => sum + r.failures, 0);
     const wrapped = [
       saturation.bodiesUsed > saturationBudget ? 'saturation' : '',
-      ...fixed.map((f) => (f.result.bodiesUsed > Math.ceil(f.load * duration * 1.2) ? `${f.load}/s` : '')),
+      ...fixed.map((f) => (f.result.bodiesUsed > fixedBudget(f.load) ? `${f.load}/s` : '')),
       sqlOnly.done > saturationBudget ? 'sql-only' : '',
     ].filter((name) => name !== '');
 

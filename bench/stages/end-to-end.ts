@@ -11,7 +11,7 @@ import type { Sql } from '../../src/db/connect.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
-import { httpLoad } from '../lib/load.ts';
+import { postAll } from '../lib/load.ts';
 import { internalHeaders, serviceSettings, startSandboxes, startService, type Service } from '../lib/processes.ts';
 import { count, machineNote, megabytes, percent, progress, rate, seconds, verdict, type ResultTable } from '../lib/report.ts';
 import { directInsert } from './ingest.ts';
@@ -66,12 +66,11 @@ export async function run(options: StageOptions): Promise<ResultTable> {
 
     progress(`pipeline: posting ${count(dispenses)} dispenses in ${bodies} HL7 bodies`);
     const started = performance.now();
-    const posted = await httpLoad({
+    const posted = await postAll({
       url: `${service.url}/v1/dispenses`,
       bodies: hl7Bodies,
       headers: { ...internalHeaders, 'content-type': 'application/hl7-v2' },
-      connections: 4,
-      amount: bodies,
+      concurrency: 4,
     });
     if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
     const ingestedMs = performance.now() - started;

@@ -8,7 +8,7 @@ import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { bodiesOf, dispenseRow, hl7Message, jsonEvent } from '../lib/feeds.ts';
-import { concurrently, httpLoad, type HttpLoadResult } from '../lib/load.ts';
+import { concurrently, httpLoad, postAll, type HttpLoadResult } from '../lib/load.ts';
 import { internalHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';
 import { count, machineNote, megabytes, percent, progress, rate, verdict, type ResultRow, type ResultTable } from '../lib/report.ts';
 
@@ -21,6 +21,22 @@ export async function directInsert(sql: Sql, first: number, batches: number, per
   const rows = bodiesOf(first, batches, perBatch, perVeteran, (ds) => ds.map(dispenseRow), rxBase);
   const ms = await concurrently(batches, concurrency, (b) => sql`insert into medication_dispense ${sql(rows[b]!)}`);
   return { perSecond: (batches * perBatch) / (ms / 1000), ms };
+}
+
+/** The limit for one-message bodies: one row a statement (a commit each), for a duration. */
+async function directInsertFor(sql: Sql, durationSeconds: number, concurrency: number, rxBase: number): Promise<{ perSecond: number }> {
+  let next = 0;
+  const deadline = performance.now() + durationSeconds * 1000;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < deadline) {
+        const [row] = bodiesOf(next++, 1, 1, perVeteran, (ds) => dispenseRow(ds[0]!), rxBase);
+        await sql`insert into medication_dispense ${sql(row!)}`;
+      }
+    }),
+  );
+  return { perSecond: next / ((performance.now() - started) / 1000) };
 }
 
 function checkAnswers(what: string, result: HttpLoadResult): void {
@@ -47,11 +63,14 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     await directInsert(sql, 0, Math.max(2, batchBodies / 10), perBatch, batchConnections, 34_000_000);
     const direct = await directInsert(sql, 0, batchBodies, perBatch, batchConnections, 33_000_000);
 
+    progress(`limit: rows inserted one a statement, ${singleConnections} in flight, for ${duration} s`);
+    const oneByOne = await directInsertFor(sql, duration, singleConnections, 36_000_000);
+
     progress('limit: a bare Fastify answering an empty route');
     const bare = await startBareFastify();
     await httpLoad({ url: bare.url, bodies: singles, headers: hl7Headers, connections: singleConnections, durationSeconds: 1 });
     const bareSingle = await httpLoad({ url: bare.url, bodies: singles, headers: hl7Headers, connections: singleConnections, durationSeconds: duration });
-    const bareBatch = await httpLoad({ url: bare.url, bodies: hl7Batches, headers: hl7Headers, connections: batchConnections, amount: batchBodies });
+    const bareBatch = await postAll({ url: bare.url, bodies: hl7Batches, headers: hl7Headers, concurrency: batchConnections });
     await bare.stop();
 
     service = await startService(serviceSettings(db.url));
@@ -63,10 +82,10 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const single = await httpLoad({ url, bodies: singles, headers: hl7Headers, connections: singleConnections, durationSeconds: duration });
     checkAnswers('one-message HL7', single);
     progress(`service: ${batchBodies} HL7 bodies of ${count(perBatch)} messages, ${batchConnections} connections`);
-    const hl7 = await httpLoad({ url, bodies: hl7Batches, headers: hl7Headers, connections: batchConnections, amount: batchBodies });
+    const hl7 = await postAll({ url, bodies: hl7Batches, headers: hl7Headers, concurrency: batchConnections });
     checkAnswers('HL7 batches', hl7);
     progress(`service: ${batchBodies} JSON bodies of ${count(perBatch)} events, ${batchConnections} connections`);
-    const json = await httpLoad({ url, bodies: jsonBatches, headers: jsonHeaders, connections: batchConnections, amount: batchBodies });
+    const json = await postAll({ url, bodies: jsonBatches, headers: jsonHeaders, concurrency: batchConnections });
     checkAnswers('JSON batches', json);
     const { peakRssBytes, errorLines } = await service.stop();
     service = undefined;
@@ -87,6 +106,12 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const rows: ResultRow[] = [
       {
         measure: `HL7, one message a body (${singleConnections} connections)`,
+        result: rate(singleRate, 'dispenses'),
+        limit: `postgres.js insert, one row a statement, ${singleConnections} in flight: ${rate(oneByOne.perSecond, 'rows')}`,
+        ratio: percent(singleRate / oneByOne.perSecond),
+      },
+      {
+        measure: 'HL7, one message a body, against HTTP alone',
         result: rate(singleRate, 'dispenses'),
         limit: `bare Fastify, same bodies: ${rate(bareSingle.perSecond, 'requests')}`,
         ratio: percent(singleRate / bareSingle.perSecond),

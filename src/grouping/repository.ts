@@ -33,26 +33,55 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  *   lands in two emails.
  * - Packages are ordered by first shipment, then tracking number; prescriptions by Rx number and fill:
  *   the same dispenses always render the same email.
- * - Only the pending-dispense index is read, so the cost follows pending work, not history.
+ * - Only the pending-dispense indexes are read, so the cost follows pending work, not history; and
+ *   with a backlog, only its oldest part: the ready patients whose oldest dispense is oldest are all
+ *   among the patients of the oldest dispenses. Patients outside that window have nothing older than
+ *   the window's last dispense, so when the window yields a full batch (or holds every pending
+ *   dispense) its ready patients are exactly those the whole table would yield; otherwise (a
+ *   window of patients still receiving dispenses) every pending dispense is aggregated instead.
  * - The cost of a run follows its batch: each email's id is drawn before its dispenses are claimed and
  *   travels with them, so no step joins two of the statement's own results (Postgres cannot estimate
  *   their sizes, and a misjudged join of two of them is quadratic in the batch), the claim reaches
  *   the dispenses patient by patient through the pending index, and the update by primary key.
  */
+/** Oldest pending dispenses read per run, per patient of the batch (a patient has a few at a time). */
+const ReadyWindowFactor = 10;
+
 export async function groupReadyDispenses(
   sql: SqlHandle,
   p: GroupingParameters,
 ): Promise<{ emailsCreated: number; dispensesGrouped: number }> {
   const [result] = await sql<{ emails_created: number; dispenses_grouped: number }[]>`
-    with ready as (
-      select patient_icn
+    with oldest as (
+      select patient_icn, created_at
         from medication_dispense
        where state = 'pending' and patient_icn is not null
-       group by patient_icn
-      having max(created_at) <= now() - make_interval(mins => ${p.quietMinutes})
-          or min(created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})
-       order by min(created_at)
+       order by created_at
+       limit ${p.batchSize * ReadyWindowFactor}
+    ),
+    early as (
+      select o.patient_icn, min(o.created_at) as first_created_at
+        from oldest o
+       group by o.patient_icn
+      having min(o.created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})
+          or (select max(d.created_at) from medication_dispense d
+               where d.patient_icn = o.patient_icn and d.state = 'pending') <= now() - make_interval(mins => ${p.quietMinutes})
+       order by min(o.created_at)
        limit ${p.batchSize}
+    ),
+    ready as (
+      select patient_icn from early
+       where (select count(*) from early) = ${p.batchSize} or (select count(*) from oldest) < ${p.batchSize * ReadyWindowFactor}
+      union all
+      (select patient_icn
+         from medication_dispense
+        where state = 'pending' and patient_icn is not null
+          and (select count(*) from early) < ${p.batchSize} and (select count(*) from oldest) = ${p.batchSize * ReadyWindowFactor}
+        group by patient_icn
+       having max(created_at) <= now() - make_interval(mins => ${p.quietMinutes})
+           or min(created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})
+        order by min(created_at)
+        limit ${p.batchSize})
     ),
     recipients as materialized (
       select patient_icn, gen_random_uuid() as email_id from ready
