@@ -23,7 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import type { Logger } from 'pino';
 import { DevelopmentSecrets } from '../config.ts';
-import { enpSignature } from '../sending/enp-signature.ts';
+import { enpSignature } from '../callbacks/signature.ts';
 
 /** Credentials the sandbox accepts unless told otherwise; the service uses them in sandbox mode. */
 export const sandboxDefaults = {
