@@ -10,6 +10,7 @@ import { NON_FINAL_STATUSES } from '../status/notification-status.ts';
  * Holds the sweep lock for the duration of `work`, on one reserved connection: a session-level
  * advisory lock belongs to the connection that took it, and ends with it if this process dies, so
  * a crashed sweeper never blocks the next one. Returns undefined when another sweep holds it.
+ * The work itself runs on the rest of the pool (so the pool needs at least two connections).
  */
 export async function withSweepLock<R>(sql: Sql, work: () => Promise<R>): Promise<{ result: R } | undefined> {
   const connection = await sql.reserve();
@@ -38,9 +39,10 @@ export interface StaleNotification {
 /**
  * Notifications with no final status and no news for `pollAfterMinutes`: the ones whose callbacks
  * may have been lost. Claiming moves last_event_at to now and counts the poll, so a notification
- * that VA Notify cannot answer for (a young 404, an error) is asked again only after another quiet
- * period, never in a tight loop. Oldest news first, so a backlog drains fairly. SKIP LOCKED: a row a
- * callback is updating right now is not silent, and waiting for it would hold up the batch.
+ * that VA Notify cannot answer for (a young 404, an error), or that a stopped run did not reach, is
+ * asked again only after another quiet period, never in a tight loop. Oldest news first, so a
+ * backlog drains fairly. SKIP LOCKED: a row a callback is updating right now is not silent, and
+ * waiting for it would hold up the batch.
  */
 export async function claimStaleNotifications(
   sql: SqlHandle,

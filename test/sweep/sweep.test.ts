@@ -6,7 +6,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { AdvisoryLock } from '../../src/db/locks.ts';
 import type { Sql } from '../../src/db/connect.ts';
+import { createLogger } from '../../src/logger.ts';
+import { createRateBudget } from '../../src/sending/rate-budget.ts';
 import { claimDueEmails } from '../../src/sending/repository.ts';
+import { runSweep } from '../../src/sweep/sweep-job.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
 import {
   PreferencesDeclinedReason,
@@ -311,4 +314,37 @@ t.test('shadow mode: the sweep calls nobody', async (t) => {
   await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
   t.match(await post(app, 'sweep'), { status: 'done', polled: 0 });
   t.equal(vaNotify.state.counters.getsById + vaNotify.state.counters.getsByReference, 0);
+});
+
+t.test('shutdown: a sweep stops between requests and leaves the rest for the next one', async (t) => {
+  const { db, vaNotify, config } = await testApp(t, { SEND_CONCURRENCY: '1' });
+  for (let i = 0; i < 5; i++) await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
+  const shutdown = new AbortController();
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  // The real client; the process "receives SIGTERM" while its first poll is on the way.
+  const vaNotifyClient = {
+    ...client,
+    getNotification: (id: string) => {
+      shutdown.abort(new Error('shutting down'));
+      return client.getNotification(id);
+    },
+  };
+  const result = await runSweep({
+    sql: db.sql,
+    config,
+    vaNotify: vaNotifyClient,
+    budget: createRateBudget(db.sql, 0),
+    log: createLogger('silent'),
+    signal: shutdown.signal,
+  });
+  // The one request made was answered (404: the sandbox never saw these ids), and no other started.
+  t.match(result, { status: 'done', notFound: 1, stopped: true });
+  t.equal(vaNotify.state.counters.getsById, 1, 'no request started after the signal');
+  const [asked] = await db.sql`select count(*)::int as n from notification where poll_count > 0`;
+  t.equal(asked!.n, 5, 'the claimed batch waits a quiet period before it is asked again');
+  const other = await db.sql.reserve();
+  const [lock] = await other`select pg_try_advisory_lock(${AdvisoryLock.sweep}) as acquired`;
+  t.equal(lock!.acquired, true, 'the sweep lock was released');
+  await other`select pg_advisory_unlock(${AdvisoryLock.sweep})`;
+  other.release();
 });
