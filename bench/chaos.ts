@@ -13,7 +13,8 @@
 // As a test: test/sweep/chaos.test.ts runs it small. As a tool:
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres node bench/chaos.ts [veterans]
 // (a fresh database is created on that server and dropped afterwards; without DATABASE_URL an
-// embedded PostgreSQL is started in a temporary folder).
+// embedded PostgreSQL is started in a temporary folder). CHAOS_DEBUG=<text> echoes the instances'
+// log lines that contain <text> to stderr.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -54,6 +55,8 @@ export interface ChaosReport {
   /** Sandbox VA Notify: accepted sends, GETs by id and by reference, callbacks lost and posted. */
   vaNotify: { sendsAccepted: number; sendsRejected: number; getsById: number; getsByReference: number; callbacksDropped: number; callbacksPosted: number };
   aal: { eventsAccepted: number; postsRejected: number };
+  /** How orphaned sends were settled: by the sweep (adopted, released) or by a sender (recovered). */
+  orphans: { sweepAdopted: number; sweepReleased: number; senderRecovered: number };
   /** Summed over the instances alive at the end (the killed instance's first life is not counted). */
   counters: { sends: Record<string, number>; polls: Record<string, number>; callbacks: number };
   /** Broken promises; empty when the run passed. */
@@ -138,12 +141,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const port = await freePort();
     instances.push({ name: `instance-${i}`, port, url: `http://127.0.0.1:${port}` });
   }
-  // Callbacks go to the instance that is killed: those posted while it is down are lost after the
-  // sandbox's retries, and the sweep must make up for them.
-  const victim = instances[0]!;
-  vaNotify.setCallbackUrl(`${victim.url}/v1/va-notify/callbacks`);
+  // VA Notify posts callbacks to one instance; it is pointed at the instance about to be killed, so
+  // that callbacks posted while it is down are lost after the sandbox's retries.
+  const callbacksTo = (instance: Instance) => vaNotify.setCallbackUrl(`${instance.url}/v1/va-notify/callbacks`);
+  callbacksTo(instances[0]!);
 
   const loggedIcns = new Set<string>();
+  // How the orphans of the killed instance were settled, read from the instances' logs.
+  const watched: Record<keyof ChaosReport['orphans'], string> = {
+    sweepAdopted: 'orphaned send: VA Notify already had it',
+    sweepReleased: 'orphaned send: VA Notify does not have it; queued',
+    senderRecovered: 'VA Notify already had this email',
+  };
+  const orphans: ChaosReport['orphans'] = { sweepAdopted: 0, sweepReleased: 0, senderRecovered: 0 };
   async function start(instance: Instance): Promise<void> {
     const child = spawn(process.execPath, ['--no-warnings', 'src/server.ts'], {
       cwd: repositoryRoot,
@@ -154,6 +164,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     instance.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream }).on('line', (line) => {
+        if (process.env.CHAOS_DEBUG && line.includes(process.env.CHAOS_DEBUG)) process.stderr.write(`${instance.name}: ${line}\n`);
+        for (const name of Object.keys(watched) as (keyof typeof watched)[]) if (line.includes(watched[name])) orphans[name] += 1;
         const icn = icnPattern.exec(line);
         if (icn) loggedIcns.add(`${instance.name}: ${line.slice(0, 300)}`);
       });
@@ -210,13 +222,31 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     progress(`three instances ready on ports ${instances.map((i) => i.port).join(', ')}`);
 
     dispenses += await insertWave(0);
-    // Kill while the first wave is being sent, so that claims, sends and callbacks are in flight.
+    // Kill an instance in the middle of a send batch: it holds claims (a sender names its leases
+    // after its pid) and VA Notify already accepted some of them, so there are sends whose outcome
+    // it never records and claims it never used. Failing that, whichever instance holds claims after
+    // a while, or instance 0 once a third of the wave is sent.
     const firstWave = planned.filter((v) => v.wave === 0).length;
-    while (Date.now() < deadline) {
-      const [row] = await sql<{ n: number }[]>`select count(*)::int as n from notification`;
-      if (row!.n >= Math.max(1, Math.floor(firstWave / 3))) break;
-      await sleep(20);
+    let victim = instances[0]!;
+    const watchFrom = Date.now();
+    const killBy = Math.min(deadline, watchFrom + 20_000);
+    while (Date.now() < killBy) {
+      const claims = await sql<{ id: string; leased_by: string }[]>`
+        select id, leased_by from tracking_email where state = 'sending' and lease_until > now()`;
+      const holder = instances.find((i) => claims.some((c) => c.leased_by.startsWith(`${i.child?.pid}-`)));
+      if (holder) {
+        const held = new Set(claims.filter((c) => c.leased_by.startsWith(`${holder.child?.pid}-`)).map((c) => c.id));
+        const midBatch = [...vaNotify.state.notifications.values()].some((n) => n.reference !== null && held.has(n.reference));
+        if (midBatch || Date.now() - watchFrom > 2_000) {
+          victim = holder;
+          break;
+        }
+      }
+      const [row] = await sql<{ sent: number }[]>`select count(*)::int as sent from notification`;
+      if (row!.sent >= Math.max(1, Math.floor(firstWave / 3)) && Date.now() - watchFrom > 2_000) break;
+      await sleep(1);
     }
+    callbacksTo(victim);
     await stop(victim, 'SIGKILL');
     progress(`${victim.name} killed with SIGKILL`);
     dispenses += await insertWave(1);
@@ -280,6 +310,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         callbacksPosted: c.callbacksPosted,
       },
       aal: { eventsAccepted: aal.state.events.length, postsRejected: aal.state.postsRejected },
+      orphans,
       counters,
       violations,
     };
