@@ -19,6 +19,7 @@ import { vaNotifyClientFromConfig } from './sending/va-notify-client.ts';
 import { sandboxDefaults } from './sandbox/va-notify.ts';
 import { aalClientFromConfig } from './aal/aal-client.ts';
 import { runAalPosts } from './aal/aal-worker.ts';
+import { runSweep } from './sweep/sweep-job.ts';
 import { createJobRunner, type JobRunner } from './jobs/runner.ts';
 import { jobRoutes } from './jobs/routes.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -108,6 +109,7 @@ export async function buildApp(options: AppOptions) {
       }),
       aal: (signal) =>
         runAalPosts({ sql, config, aal, log, signal, onOutcome: (outcome) => metrics.aalPosts.inc({ outcome }) }),
+      sweep: (signal) => runSweep({ sql, config, vaNotify, budget, log, signal, metrics, wake: (job) => jobs.wake(job) }),
     },
     log,
   );

@@ -44,7 +44,7 @@ export const ConfigSchema = Type.Object({
   }),
 
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'Postgres connection URL; unset starts an embedded PostgreSQL' })),
-  DATABASE_POOL_MAX: Integer({ default: 10, minimum: 1, description: 'connections per instance' }),
+  DATABASE_POOL_MAX: Integer({ default: 10, minimum: 2, description: 'connections per instance (at least 2: the sweep holds one for its lock)' }),
   EMBEDDED_PG_DIR: Type.String({ default: '.data/postgres', minLength: 1, description: 'data folder of the embedded PostgreSQL, kept between runs' }),
 
   INTERNAL_API_TOKENS: List('bearer tokens accepted on internal endpoints (ingest, jobs, operator views)'),

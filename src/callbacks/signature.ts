@@ -29,6 +29,11 @@ export function pythonUrlencode(body: string | Record<string, unknown>): string 
   return [...value.entries].map(([key, item]) => `${quotePlus(key)}=${quotePlus(pythonStr(item))}`).join('&');
 }
 
+/** The `x-enp-signature` VA Notify puts on a per-notification callback (the sandbox signs with it). */
+export function enpSignature(body: string | Record<string, unknown>, secret: string): string {
+  return createHmac('sha256', secret).update(pythonUrlencode(body), 'utf8').digest('hex');
+}
+
 /**
  * True when `header` is the HMAC of the body under one of `secrets`. Several secrets are accepted so
  * that callbacks for notifications sent with a key that has since been rotated still verify. Every

@@ -37,9 +37,10 @@ const text = (value: string | number | null) => (value === null ? null : String(
 /**
  * Inserts the dispenses in one statement, whatever their number: the columns travel as 15 arrays
  * and unnest turns them back into rows, so a 1,000-message file costs one round trip and stays far
- * below Postgres's 65,535-parameter limit. ON CONFLICT DO NOTHING on the event key makes a replayed
- * event or file a no-op (also for two identical events in one request, and for two requests racing);
- * RETURNING lists only the rows this statement created, so the rest are the duplicates.
+ * below Postgres's 65,535-parameter limit. The conflict clause on the event key makes a replayed
+ * event or file a no-op (also for two requests racing), except that a dispense kept as unprocessable
+ * (no ICN) is replaced by a corrected resend of the same event, which then goes on to be emailed.
+ * RETURNING lists only the rows this statement created or corrected, so the rest are the duplicates.
  */
 export async function insertDispenses(
   sql: SqlHandle,
@@ -48,6 +49,15 @@ export async function insertDispenses(
 ): Promise<{ insertedKeys: Set<string>; insertedByState: Record<DispenseState, number> }> {
   const insertedByState: Record<DispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
   if (dispenses.length === 0) return { insertedKeys: new Set(), insertedByState };
+  // One row per event key: Postgres refuses to update a row twice in one statement, and the second
+  // copy of an event in one request is a duplicate anyway.
+  const seen = new Set<string>();
+  dispenses = dispenses.filter((d) => {
+    const key = dispenseKey(d);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
   const column = (pick: (d: DispenseRecord) => string | number | Date | null) =>
     sql.array(dispenses.map((d) => {
       const value = pick(d);
@@ -72,7 +82,13 @@ export async function insertDispenses(
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
       dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, position)
     order by position
-    on conflict (station_number, rx_number, fill_number, tracking_number) do nothing
+    on conflict (station_number, rx_number, fill_number, tracking_number) do update
+      set carrier = excluded.carrier, drug_name = excluded.drug_name, ndc = excluded.ndc, quantity = excluded.quantity,
+          dispensed_at = excluded.dispensed_at, shipped_at = excluded.shipped_at, patient_icn = excluded.patient_icn,
+          mhv_correlation_id = excluded.mhv_correlation_id, message_control_id = excluded.message_control_id,
+          state = excluded.state, state_reason = excluded.state_reason, inbound_message_id = excluded.inbound_message_id,
+          updated_at = now()
+      where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'
     returning station_number, rx_number, fill_number, tracking_number, state`;
   const insertedKeys = new Set(
     rows.map((r) => dispenseKey({ stationNumber: r.station_number, rxNumber: r.rx_number, fillNumber: r.fill_number, trackingNumber: r.tracking_number })),

@@ -25,6 +25,26 @@ const SendResult = Type.Object({
   paused: Type.Boolean({ description: 'sending is paused because VA Notify rejected our credentials' }),
 });
 
+const SweepDone = Type.Object({
+  status: Type.Literal('done'),
+  polled: Type.Integer({ description: 'notifications asked about at VA Notify (GET by id) and answered' }),
+  statusesApplied: Type.Integer({ description: 'polls whose answer moved a status forward' }),
+  expired: Type.Integer({ description: 'notifications VA Notify no longer has (404 past its retention) that never finished' }),
+  notFound: Type.Integer({ description: '404 for a notification younger than the retention: asked again later' }),
+  errors: Type.Integer({ description: 'polls and lookups VA Notify did not answer (timeouts, 5xx, 429): asked again later' }),
+  adopted: Type.Integer({ description: 'orphaned sends VA Notify had: recorded, not sent again' }),
+  released: Type.Integer({ description: 'orphaned sends VA Notify did not have: queued for sending' }),
+  replayed: Type.Integer({ description: 'temporary failures queued to be sent again' }),
+  failed: Type.Integer({ description: 'emails failed because they had used all their attempts' }),
+  aalReleased: Type.Integer({ description: 'AAL events whose worker claim had expired, made due again' }),
+  vaNotifyRejected: Type.Boolean({ description: 'VA Notify rejected our credentials (401/403): polling stopped for this run' }),
+  stopped: Type.Boolean({ description: 'the run stopped early (shutdown)' }),
+});
+
+const SweepAlreadyRunning = Type.Object({
+  status: Type.Literal('already_running', { description: 'another instance is sweeping; this request did nothing' }),
+});
+
 export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const errors = errorResponses(401, 429, 503);
   app.post('/v1/jobs/grouping', { schema: { response: { 200: GroupingResult, ...errors } } }, () =>
@@ -32,6 +52,10 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   );
   app.post('/v1/jobs/send', { schema: { response: { 200: SendResult, ...errors } } }, () =>
     app.jobs.run<Static<typeof SendResult>>('send'),
+  );
+  // Another instance sweeping is a normal answer, not a conflict: its run covers the same work.
+  app.post('/v1/jobs/sweep', { schema: { response: { 200: Type.Union([SweepDone, SweepAlreadyRunning]), ...errors } } }, () =>
+    app.jobs.run<Static<typeof SweepDone> | Static<typeof SweepAlreadyRunning>>('sweep'),
   );
   app.post('/v1/jobs/aal', { schema: { response: { 200: AalResult, ...errors } } }, () =>
     app.jobs.run<Static<typeof AalResult>>('aal'),

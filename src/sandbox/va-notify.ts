@@ -3,7 +3,8 @@
 // reference, delivery-status callbacks with both mechanisms). The service runs against it when it
 // has no VA Notify credentials, and tests use it as VA Notify. It sends no email.
 //
-// Deterministic outcomes by recipient ICN (sandboxOutcomeFor), so tests and local runs can pick one:
+// Deterministic outcomes by recipient ICN (sandboxOutcomeFor, or state.outcomeOverrides), so tests
+// and local runs can pick one:
 //   ICN ending 000001  → permanent-failure, "Undeliverable - Preferences declined in VA Profile"
 //   ICN ending 000002  → temporary-failure, "Retryable - Notification is unable to be processed at
 //                        this time. Replay the request to VA Notify."
@@ -23,7 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import type { Logger } from 'pino';
 import { DevelopmentSecrets } from '../config.ts';
-import { enpSignature } from '../sending/enp-signature.ts';
+import { enpSignature } from '../callbacks/signature.ts';
 
 /** Credentials the sandbox accepts unless told otherwise; the service uses them in sandbox mode. */
 export const sandboxDefaults = {
@@ -133,6 +134,8 @@ export interface SandboxState {
   counters: SandboxCounters;
   /** Every callback POST attempt, in the order made. */
   callbacks: CallbackAttempt[];
+  /** Outcomes by ICN that replace sandboxOutcomeFor for notifications sent from then on. */
+  outcomeOverrides: Map<string, { status: SandboxStatus; statusReason: string | null }>;
 }
 
 export interface SandboxVaNotifyOptions {
@@ -333,6 +336,7 @@ export async function startSandboxVaNotify(options: SandboxVaNotifyOptions = {})
       callbacksFailed: 0,
     },
     callbacks: [],
+    outcomeOverrides: new Map(),
   };
 
   const closing = new AbortController();
@@ -614,7 +618,7 @@ export async function startSandboxVaNotify(options: SandboxVaNotifyOptions = {})
   async function progress(n: StoredNotification): Promise<void> {
     await sleep(callbackDelayMs, undefined, { signal: closing.signal });
     const outcome = n.recipientIdentifier?.id_type === 'ICN'
-      ? sandboxOutcomeFor(n.recipientIdentifier.id_value)
+      ? (state.outcomeOverrides.get(n.recipientIdentifier.id_value) ?? sandboxOutcomeFor(n.recipientIdentifier.id_value))
       : { status: 'delivered' as const, statusReason: null };
     const mechanism: CallbackAttempt['mechanism'] = n.callbackUrl === null ? 'service' : 'notification';
     const make = (stale: boolean): Callback => ({ notificationId: n.id, mechanism, url: n.callbackUrl, body: callbackBody(n, mechanism), stale });

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { SignJWT } from 'jose';
 import t from 'tap';
 import { createLogger } from '../../src/logger.ts';
-import { enpSignature, enpSignatureMatches, pythonUrlencode } from '../../src/sending/enp-signature.ts';
+import { enpSignature, pythonUrlencode, verifyEnpSignature } from '../../src/callbacks/signature.ts';
 import {
   PreferencesDeclinedReason,
   RetryableReason,
@@ -264,8 +264,8 @@ t.test('a per-notification callback_url gets every status, signed with the API k
     t.equal(body.id, sent.body.id);
     const parsed = JSON.parse(text) as Record<string, unknown>;
     t.equal(headers['x-enp-signature'], enpSignature(parsed, secret));
-    t.ok(enpSignatureMatches(parsed, secret, String(headers['x-enp-signature'])));
-    t.notOk(enpSignatureMatches({ ...parsed, status: 'permanent-failure' }, secret, String(headers['x-enp-signature'])), 'a changed body fails');
+    t.ok(verifyEnpSignature(JSON.stringify(parsed), String(headers['x-enp-signature']), [secret]));
+    t.notOk(verifyEnpSignature(JSON.stringify({ ...parsed, status: 'permanent-failure' }), String(headers['x-enp-signature']), [secret]), 'a changed body fails');
   }
 });
 

@@ -1,0 +1,166 @@
+// The fallback sweep's view of the tables: notifications that went silent, sends whose outcome was
+// never recorded, temporary failures due for a replay. Each step claims a bounded batch in one
+// committed statement, so VA Notify is called outside any transaction and the outcome is recorded
+// afterwards in statements of its own.
+import type { Sql, SqlHandle } from '../db/connect.ts';
+import { AdvisoryLock } from '../db/locks.ts';
+import { NON_FINAL_STATUSES } from '../status/notification-status.ts';
+
+/**
+ * Holds the sweep lock for the duration of `work`, on one reserved connection: a session-level
+ * advisory lock belongs to the connection that took it, and ends with it if this process dies, so
+ * a crashed sweeper never blocks the next one. Returns undefined when another sweep holds it.
+ * The work itself runs on the rest of the pool (so the pool needs at least two connections).
+ */
+export async function withSweepLock<R>(sql: Sql, work: () => Promise<R>): Promise<{ result: R } | undefined> {
+  const connection = await sql.reserve();
+  try {
+    const [row] = await connection<{ acquired: boolean }[]>`select pg_try_advisory_lock(${AdvisoryLock.sweep}) as acquired`;
+    if (!row?.acquired) return undefined;
+    try {
+      return { result: await work() };
+    } finally {
+      await connection`select pg_advisory_unlock(${AdvisoryLock.sweep})`;
+    }
+  } finally {
+    connection.release();
+  }
+}
+
+export interface StaleNotification {
+  id: string;
+  trackingEmailId: string;
+  attempt: number;
+  /** True when VA Notify has moved it to history (GET answers 404 from then on). */
+  pastRetention: boolean;
+  pollCount: number;
+}
+
+/**
+ * Notifications with no final status and no news for `pollAfterMinutes`: the ones whose callbacks
+ * may have been lost. Claiming moves last_event_at to now and counts the poll, so a notification
+ * that VA Notify cannot answer for (a young 404, an error), or that a stopped run did not reach, is
+ * asked again only after another quiet period, never in a tight loop. Oldest news first, so a
+ * backlog drains fairly. SKIP LOCKED: a row a callback is updating right now is not silent, and
+ * waiting for it would hold up the batch.
+ */
+export async function claimStaleNotifications(
+  sql: SqlHandle,
+  p: { batchSize: number; pollAfterMinutes: number; retentionDays: number },
+): Promise<StaleNotification[]> {
+  return sql<StaleNotification[]>`
+    with stale as (
+      select id
+        from notification
+       where status = any(${NON_FINAL_STATUSES as string[]}::text[])
+         and last_event_at < now() - make_interval(mins => ${p.pollAfterMinutes})
+       order by last_event_at
+       limit ${p.batchSize}
+         for update skip locked
+    )
+    update notification n
+       set last_event_at = now(), poll_count = n.poll_count + 1
+      from stale
+     where n.id = stale.id
+    returning n.id, n.tracking_email_id as "trackingEmailId", n.attempt,
+              n.created_at < now() - make_interval(days => ${p.retentionDays}) as "pastRetention",
+              n.poll_count as "pollCount"`;
+}
+
+export interface OrphanedEmail {
+  id: string;
+  attempts: number;
+}
+
+/**
+ * Emails left `sending` by a claim that expired with no outcome: the sender died, or its last try
+ * got no answer. The sweep takes the claim over with a lease of its own (committed before VA Notify
+ * is asked), so neither a sender nor a later sweep acts on the same email while the lookup runs;
+ * if this process dies in between, the lease expires again and the email is an orphan once more.
+ */
+export async function claimOrphanedEmails(
+  sql: SqlHandle,
+  p: { batchSize: number; leaseSeconds: number; sweeperId: string },
+): Promise<OrphanedEmail[]> {
+  return sql<OrphanedEmail[]>`
+    with orphaned as (
+      select id
+        from tracking_email
+       where state = 'sending' and lease_until < now()
+       order by lease_until
+       limit ${p.batchSize}
+         for update skip locked
+    )
+    update tracking_email e
+       set lease_until = now() + make_interval(secs => ${p.leaseSeconds}), leased_by = ${p.sweeperId}, updated_at = now()
+      from orphaned
+     where e.id = orphaned.id
+    returning e.id, e.attempts`;
+}
+
+/**
+ * VA Notify has no notification for this orphaned email: it goes back to the sender's queue, due
+ * now. The attempt its lost claim was charged stays charged (a send may have been under way when the
+ * claim was lost, and an email that keeps crashing its sender must still end); one that has used all
+ * its attempts fails instead. Guarded by the sweep's own lease, so a claim taken over since is left alone.
+ */
+export async function releaseOrphanedEmail(
+  sql: SqlHandle,
+  p: { emailId: string; sweeperId: string; maxAttempts: number },
+): Promise<'queued' | 'failed' | undefined> {
+  const [row] = await sql<{ state: 'queued' | 'failed' }[]>`
+    update tracking_email
+       set state = case when attempts >= ${p.maxAttempts} then 'failed' else 'queued' end,
+           state_reason = case when attempts >= ${p.maxAttempts}
+                               then 'gave up after ' || attempts || ' attempts: the last send was never confirmed and VA Notify has no notification for it'
+                               else state_reason end,
+           next_attempt_at = now(), lease_until = null, leased_by = null, updated_at = now()
+     where id = ${p.emailId} and state = 'sending' and leased_by = ${p.sweeperId}
+    returning state`;
+  return row?.state;
+}
+
+/**
+ * Orphans whose lookup did not settle them (VA Notify could not say, or the sweep stopped first):
+ * the sweep's claim expires at once, so the next sweep, or a sender, looks them up again. Settled
+ * emails no longer match the guard and are left as they are.
+ */
+export async function expireOrphanClaims(sql: SqlHandle, p: { emailIds: string[]; sweeperId: string }): Promise<void> {
+  if (p.emailIds.length === 0) return;
+  await sql`
+    update tracking_email
+       set lease_until = now() - interval '1 second', updated_at = now()
+     where id = any(${p.emailIds}::uuid[]) and state = 'sending' and leased_by = ${p.sweeperId}`;
+}
+
+/**
+ * Temporary failures whose replay time has come go back to the sender's queue, due now; the sender
+ * sends a new notification of the same email and counts the attempt when it claims it. The status
+ * state machine already failed the emails that used all their attempts; the same bound is applied
+ * here for emails whose limit was lowered since. SKIP LOCKED and one statement: a late callback on
+ * the same email waits for nothing and sees either state.
+ */
+export async function requeueTemporaryFailures(
+  sql: SqlHandle,
+  p: { batchSize: number; maxAttempts: number },
+): Promise<{ replayed: string[]; failed: string[] }> {
+  const rows = await sql<{ id: string; state: string }[]>`
+    with due as (
+      select id
+        from tracking_email
+       where state = 'temporary_failure' and next_attempt_at <= now()
+       order by next_attempt_at
+       limit ${p.batchSize}
+         for update skip locked
+    )
+    update tracking_email e
+       set state = case when e.attempts >= ${p.maxAttempts} then 'failed' else 'queued' end,
+           next_attempt_at = now(), updated_at = now()
+      from due
+     where e.id = due.id
+    returning e.id, e.state`;
+  return {
+    replayed: rows.filter((r) => r.state === 'queued').map((r) => r.id),
+    failed: rows.filter((r) => r.state === 'failed').map((r) => r.id),
+  };
+}

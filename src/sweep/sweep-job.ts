@@ -1,0 +1,312 @@
+// The fallback sweep: the safety net under the callbacks. It asks VA Notify about notifications that
+// went silent (a callback can be lost), settles sends whose outcome was never recorded, replays
+// temporary failures (VA Notify does not), and hands back AAL claims whose worker died. One sweep at
+// a time across all instances. When callbacks arrive and no instance crashes, it finds nothing to do
+// and makes no VA Notify request at all.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { releaseExpiredAalLeases } from '../aal/repository.ts';
+import type { Config } from '../config.ts';
+import type { Sql } from '../db/connect.ts';
+import type { JobName } from '../jobs/runner.ts';
+import type { Metrics } from '../metrics.ts';
+import { sendingPausedUntil, type RateBudget } from '../sending/rate-budget.ts';
+import { recordNotificationAccepted, storedNotificationIds } from '../sending/repository.ts';
+import type { VaNotifyClient, VaNotifyNotification } from '../sending/va-notify-client.ts';
+import { applyPendingStatusEvents, recordStatusEvent, type ApplyOptions, type StatusEvent } from '../status/repository.ts';
+import {
+  claimOrphanedEmails,
+  claimStaleNotifications,
+  expireOrphanClaims,
+  releaseOrphanedEmail,
+  requeueTemporaryFailures,
+  withSweepLock,
+  type OrphanedEmail,
+  type StaleNotification,
+} from './repository.ts';
+
+export interface SweepDeps {
+  sql: Sql;
+  config: Config;
+  /** Absent when no VA Notify is configured (shadow and off modes): nothing is polled or looked up. */
+  vaNotify?: VaNotifyClient;
+  /** The VA Notify budget shared with the sender: every poll and lookup takes a token. */
+  budget: RateBudget;
+  log: Logger;
+  /** Aborted at shutdown: no new request starts, and what is claimed but not asked about is left for the next sweep. */
+  signal?: AbortSignal;
+  metrics?: Pick<Metrics, 'polls'>;
+  /** Tells the sender and the AAL worker that the sweep handed them work (the runner's wake). */
+  wake?: (job: Extract<JobName, 'send' | 'aal'>) => void;
+  /** Names this sweeper in the leases it takes, for operators. */
+  instanceId?: string;
+}
+
+export interface SweepCounts {
+  /** Notifications asked about (GET /v2/notifications/{id}) and answered with a status. */
+  polled: number;
+  /** Polls whose answer moved a notification's status forward. */
+  statusesApplied: number;
+  /** Notifications VA Notify no longer has (404 past its retention) and never finished: ended as expired. */
+  expired: number;
+  /** 404 for a notification younger than the retention: asked again after the next quiet period. */
+  notFound: number;
+  /** Polls and lookups VA Notify did not answer (timeouts, 5xx, 429): tried again at a later sweep. */
+  errors: number;
+  /** Orphaned sends VA Notify had: their notification was recorded, nothing was sent again. */
+  adopted: number;
+  /** Orphaned sends VA Notify did not have: back in the sender's queue. */
+  released: number;
+  /** Temporary failures put back in the sender's queue for another send. */
+  replayed: number;
+  /** Emails ended as failed because they had used all their attempts. */
+  failed: number;
+  /** AAL events whose worker's claim had expired, made due again. */
+  aalReleased: number;
+  /** VA Notify rejected our credentials (401/403): no more requests were made in this run. */
+  vaNotifyRejected: boolean;
+  /** The run stopped early (shutdown); what it did not reach waits for the next sweep. */
+  stopped: boolean;
+}
+
+export type SweepResult = ({ status: 'done' } & SweepCounts) | { status: 'already_running' };
+
+/** Why a run stops calling VA Notify before its batches are done. */
+type Halt = 'unauthorized' | 'rate_limited' | 'stopped';
+
+const defaultSweeperId = `sweep-${process.pid}-${randomUUID().slice(0, 8)}`;
+
+/** Only strings reach the status events: VA Notify's timestamps keep their microseconds that way. */
+function text(value: unknown): string | null {
+  return typeof value === 'string' ? value : null;
+}
+
+function statusEventFrom(notificationId: string, n: VaNotifyNotification): StatusEvent {
+  return {
+    notificationId,
+    status: n.status,
+    statusReason: text(n.status_reason),
+    reference: text(n.reference),
+    createdAt: text(n.created_at),
+    sentAt: text(n.sent_at),
+    completedAt: text(n.completed_at),
+    provider: text(n.sent_by),
+  };
+}
+
+export async function runSweep(deps: SweepDeps): Promise<SweepResult> {
+  const locked = await withSweepLock(deps.sql, () => sweep(deps));
+  if (locked === undefined) {
+    deps.log.info('another instance is sweeping; this run did nothing');
+    return { status: 'already_running' };
+  }
+  return { status: 'done', ...locked.result };
+}
+
+async function sweep(deps: SweepDeps): Promise<SweepCounts> {
+  const { sql, config, log, signal } = deps;
+  const counts: SweepCounts = {
+    polled: 0, statusesApplied: 0, expired: 0, notFound: 0, errors: 0, adopted: 0, released: 0,
+    replayed: 0, failed: 0, aalReleased: 0, vaNotifyRejected: false, stopped: false,
+  };
+  const apply: ApplyOptions = {
+    replayDelayMinutes: config.REPLAY_DELAY_MINUTES,
+    sendMaxAttempts: config.SEND_MAX_ATTEMPTS,
+    log,
+  };
+  let halt: Halt | undefined;
+  let aalEventsCreated = 0;
+  const poll = (outcome: string) => deps.metrics?.polls.inc({ outcome });
+  const stopping = () => {
+    if (signal?.aborted) halt ??= 'stopped';
+    return halt !== undefined;
+  };
+
+  /** Runs `work` over the items on a few lanes, until done or halted; the first error is rethrown after every lane ended. */
+  async function lanes<T>(items: T[], work: (item: T) => Promise<void>): Promise<void> {
+    const queue = [...items];
+    let failure: { error: unknown } | undefined;
+    const lane = async () => {
+      for (let item = queue.shift(); item !== undefined && !stopping() && !failure; item = queue.shift()) {
+        try {
+          await work(item);
+        } catch (error) {
+          if (signal?.aborted) halt ??= 'stopped';
+          else failure ??= { error };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(config.SEND_CONCURRENCY, items.length) }, lane));
+    if (failure) throw failure.error;
+  }
+
+  function rejected(status: number, message: string, during: string) {
+    halt = 'unauthorized';
+    counts.vaNotifyRejected = true;
+    // A person must act (key rotation, service id, clock); every later request would fail the same way.
+    log.error(
+      { status, vaNotifyMessage: message, during },
+      'VA Notify rejected our credentials: the sweep stopped polling; check VA_NOTIFY_API_KEY, VA_NOTIFY_SERVICE_ID and the clock',
+    );
+  }
+
+  async function pollOne(notification: StaleNotification): Promise<void> {
+    const ids = { notificationId: notification.id, emailId: notification.trackingEmailId };
+    await deps.budget.take(signal);
+    const answer = await deps.vaNotify!.getNotification(notification.id);
+    switch (answer.kind) {
+      case 'accepted': {
+        counts.polled++;
+        const result = await recordStatusEvent(sql, statusEventFrom(notification.id, answer.body), { ...apply, source: 'poll' });
+        if (result.outcome === 'applied') counts.statusesApplied++;
+        if (result.aalEventCreated) aalEventsCreated++;
+        poll(result.outcome);
+        return;
+      }
+      case 'not_found': {
+        if (!notification.pastRetention) {
+          counts.notFound++;
+          poll('not_found');
+          log.warn({ ...ids, polls: notification.pollCount }, 'VA Notify does not know this notification yet; asked again later');
+          return;
+        }
+        // VA Notify moved it to history without a final status we heard of: it will never answer
+        // again, so it ends here instead of being polled forever.
+        const result = await recordStatusEvent(
+          sql,
+          {
+            notificationId: notification.id,
+            status: 'expired',
+            statusReason: `VA Notify answered 404 after its ${config.VA_NOTIFY_RETENTION_DAYS}-day retention; no final status was received`,
+          },
+          { ...apply, source: 'poll' },
+        );
+        if (result.outcome === 'applied') counts.expired++;
+        poll('expired');
+        log.warn(ids, 'notification expired: VA Notify no longer has it and never reported a final status');
+        return;
+      }
+      case 'unauthorized':
+        poll('unauthorized');
+        rejected(answer.status, answer.message, 'status poll');
+        return;
+      case 'rate_limited':
+        counts.errors++;
+        poll('rate_limited');
+        // The budget keeps us under the limit; a 429 means another client shares it. Back off until the next sweep.
+        halt ??= 'rate_limited';
+        log.warn({ ...ids, vaNotifyMessage: answer.message }, 'VA Notify rate limit reached; polling resumes at the next sweep');
+        return;
+      case 'transient':
+      case 'rejected':
+        counts.errors++;
+        poll(answer.kind === 'transient' ? 'error' : 'rejected');
+        log.warn({ ...ids, reason: answer.kind === 'transient' ? answer.reason : answer.message }, 'status poll failed; asked again later');
+        return;
+    }
+  }
+
+  async function settleOrphan(email: OrphanedEmail, sweeperId: string): Promise<void> {
+    const ids = { emailId: email.id, attempt: email.attempts };
+    await deps.budget.take(signal);
+    const found = await deps.vaNotify!.findByReference(email.id);
+    if (found.kind !== 'accepted') {
+      // Unknown whether VA Notify has it: sending now could send twice, so it stays an orphan (its
+      // claim expires when the step ends).
+      if (found.kind === 'unauthorized') return rejected(found.status, found.message, 'orphan lookup');
+      counts.errors++;
+      if (found.kind === 'rate_limited') halt ??= 'rate_limited';
+      log.warn({ ...ids, reason: found.kind === 'transient' ? found.reason : found.message }, 'orphaned send lookup failed; looked up again later');
+      return;
+    }
+    const known = await storedNotificationIds(sql, email.id);
+    const newest = found.body
+      .filter((n) => !known.has(n.id))
+      .sort((a, b) => String(b.created_at ?? '').localeCompare(String(a.created_at ?? '')))[0];
+    if (newest === undefined) {
+      const state = await releaseOrphanedEmail(sql, { emailId: email.id, sweeperId, maxAttempts: config.SEND_MAX_ATTEMPTS });
+      if (state === 'queued') {
+        counts.released++;
+        log.info(ids, 'orphaned send: VA Notify does not have it; queued for sending');
+      } else if (state === 'failed') {
+        counts.failed++;
+        log.warn(ids, 'orphaned send: VA Notify does not have it and its attempts are used up; failed');
+      }
+      return;
+    }
+    // The send went through and only its answer was lost: record it as the sender would have.
+    await sql.begin(async (tx) => {
+      await recordNotificationAccepted(tx, { emailId: email.id, notificationId: newest.id, attempt: email.attempts });
+      const pending = await applyPendingStatusEvents(tx, newest.id, apply);
+      if (pending.aalEventCreated) aalEventsCreated++;
+    });
+    counts.adopted++;
+    log.warn({ ...ids, notificationId: newest.id }, 'orphaned send: VA Notify already had it; recorded instead of sending again');
+    // The listing already says where the notification stands: no need to poll it later.
+    const result = await recordStatusEvent(sql, statusEventFrom(newest.id, newest), { ...apply, source: 'poll' });
+    if (result.aalEventCreated) aalEventsCreated++;
+  }
+
+  const callsVaNotify = await vaNotifyAvailable(deps);
+
+  // 1. Notifications whose callbacks never came.
+  if (callsVaNotify && !stopping()) {
+    const stale = await claimStaleNotifications(sql, {
+      batchSize: config.SWEEP_BATCH_SIZE,
+      pollAfterMinutes: config.STATUS_POLL_AFTER_MINUTES,
+      retentionDays: config.VA_NOTIFY_RETENTION_DAYS,
+    });
+    await lanes(stale, pollOne);
+  }
+
+  // 2. Sends whose outcome was never recorded.
+  if (callsVaNotify && !stopping()) {
+    const sweeperId = deps.instanceId ?? defaultSweeperId;
+    const orphans = await claimOrphanedEmails(sql, {
+      batchSize: config.SWEEP_BATCH_SIZE,
+      leaseSeconds: config.SEND_LEASE_SECONDS,
+      sweeperId,
+    });
+    try {
+      await lanes(orphans, (email) => settleOrphan(email, sweeperId));
+    } finally {
+      // Orphans not settled are left to the next sweep (or a sender) at once, not held for a lease.
+      await expireOrphanClaims(sql, { emailIds: orphans.map((e) => e.id), sweeperId });
+    }
+  }
+
+  // 3. Temporary failures due for a replay. No request: the sender does the sending.
+  if (!signal?.aborted) {
+    const { replayed, failed } = await requeueTemporaryFailures(sql, {
+      batchSize: config.SWEEP_BATCH_SIZE,
+      maxAttempts: config.SEND_MAX_ATTEMPTS,
+    });
+    counts.replayed = replayed.length;
+    counts.failed += failed.length;
+    for (const emailId of replayed) log.info({ emailId }, 'temporary failure: queued to be sent again');
+    for (const emailId of failed) log.warn({ emailId }, 'temporary failure with all attempts used: failed');
+  }
+
+  // 4. AAL claims whose worker died. Events waiting out a backoff are the AAL worker's own business:
+  //    it claims every pending event whose time has come.
+  if (!signal?.aborted) counts.aalReleased = await releaseExpiredAalLeases(sql);
+
+  counts.stopped = halt === 'stopped' || signal?.aborted === true;
+  if (counts.released > 0 || counts.replayed > 0) deps.wake?.('send');
+  if (counts.aalReleased > 0 || aalEventsCreated > 0) deps.wake?.('aal');
+
+  const { vaNotifyRejected, stopped, ...numbers } = counts;
+  if (Object.values(numbers).some((n) => n > 0) || vaNotifyRejected || stopped) log.info(counts, 'sweep finished');
+  return counts;
+}
+
+/** VA Notify is asked only in live mode, with a client, and while our credentials are not known to be rejected. */
+async function vaNotifyAvailable(deps: SweepDeps): Promise<boolean> {
+  if (deps.vaNotify === undefined || deps.config.DELIVERY_MODE !== 'live') return false;
+  const pause = await sendingPausedUntil(deps.sql);
+  if (pause) {
+    deps.log.warn({ pausedUntil: pause.until }, 'VA Notify rejected our credentials earlier: the sweep does not poll until the pause ends');
+    return false;
+  }
+  return true;
+}

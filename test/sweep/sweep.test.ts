@@ -1,0 +1,350 @@
+// The fallback sweep against the sandbox VA Notify and AAL: lost callbacks are made up for by polls,
+// orphaned sends are settled without a second send, temporary failures are replayed a bounded
+// number of times, and with callbacks flowing the sweep asks VA Notify nothing.
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { AdvisoryLock } from '../../src/db/locks.ts';
+import type { Sql } from '../../src/db/connect.ts';
+import { createLogger } from '../../src/logger.ts';
+import { createRateBudget } from '../../src/sending/rate-budget.ts';
+import { claimDueEmails } from '../../src/sending/repository.ts';
+import { runSweep } from '../../src/sweep/sweep-job.ts';
+import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
+import {
+  PreferencesDeclinedReason,
+  RetryableReason,
+  sandboxDefaults,
+  type SandboxVaNotify,
+} from '../../src/sandbox/va-notify.ts';
+import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
+import { icn, insertDispenses } from '../helpers/fixtures.ts';
+
+type App = TestApp['app'];
+/** A subtest, as tap hands it to a test function. */
+type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+
+const post = async (app: App, job: string) => {
+  const response = await app.inject({ method: 'POST', url: `/v1/jobs/${job}`, headers: internalAuth });
+  if (response.statusCode !== 200) throw new Error(`POST /v1/jobs/${job} answered ${response.statusCode}: ${response.body}`);
+  return response.json();
+};
+const get = (app: App, url: string) => app.inject({ method: 'GET', url, headers: internalAuth });
+
+/** One veteran, one package; the MHV correlation id is derived from the number so AAL events can be told apart. */
+const veteran = (n: number) => ({
+  patient_icn: icn(n),
+  rx_number: `${n}`.padStart(7, '7'),
+  tracking_number: `1Z${String(n).padStart(16, '0')}`,
+  mhv_correlation_id: String(15_000_000 + n),
+});
+
+/** Waits for the sandbox to finish its status changes and callbacks, then (bounded) for the database to show them. */
+async function settle(vaNotify: SandboxVaNotify, sql: Sql, expectOpen = 0): Promise<number> {
+  await vaNotify.whenIdle();
+  let open = -1;
+  for (let i = 0; i < 100; i++) {
+    const [row] = await sql<{ n: number }[]>`
+      select count(*)::int as n from notification where status in ('created', 'sending', 'pending', 'sent')`;
+    open = row!.n;
+    if (open <= expectOpen) break;
+    await sleep(20);
+  }
+  return open;
+}
+
+const sendsTo = (vaNotify: SandboxVaNotify, patientIcn: string) =>
+  [...vaNotify.state.notifications.values()].filter((n) => n.recipientIdentifier?.id_value === patientIcn);
+
+const emailOf = async (sql: Sql, patientIcn: string) => {
+  const [row] = await sql`select id, state, state_reason, attempts from tracking_email where patient_icn = ${patientIcn}`;
+  return row!;
+};
+
+const declined = 1;
+const temporary = 2;
+const deliveredA = 11;
+const deliveredB = 12;
+
+/** Grouping and sending with every callback lost, then a sweep that polls each notification. */
+async function lostCallbackRun(t: Test) {
+  const run = await testApp(t, { STATUS_POLL_AFTER_MINUTES: '0' }, { listen: true, vaNotifyOptions: { faults: { dropCallbackRate: 1 } } });
+  const { app, db, vaNotify } = run;
+  await insertDispenses(db.sql, [declined, temporary, deliveredA, deliveredB].map(veteran));
+  t.match(await post(app, 'grouping'), { emailsCreated: 4 });
+  t.match(await post(app, 'send'), { sent: 4 });
+  t.equal(await settle(vaNotify, db.sql, 4), 4, 'no callback came: every notification is still open');
+  t.equal(vaNotify.state.counters.callbacksDropped, 4);
+  const sweep = await post(app, 'sweep');
+  t.match(sweep, { status: 'done', polled: 4, statusesApplied: 4, expired: 0, adopted: 0, released: 0, replayed: 0, errors: 0 });
+  return run;
+}
+
+t.test('lost callbacks: every email reaches its final state through polls, and each delivery one AAL event', async (t) => {
+  const { app, db, vaNotify, aal, logs } = await lostCallbackRun(t);
+  t.equal(vaNotify.state.counters.getsById, 4, 'one GET per open notification');
+
+  t.match(await emailOf(db.sql, icn(declined)), { state: 'permanent_failure', state_reason: PreferencesDeclinedReason });
+  t.match(await emailOf(db.sql, icn(temporary)), { state: 'temporary_failure', state_reason: RetryableReason });
+  t.match(await emailOf(db.sql, icn(deliveredA)), { state: 'delivered' });
+  t.match(await emailOf(db.sql, icn(deliveredB)), { state: 'delivered' });
+  const sources = await db.sql`select distinct source from notification_status_event`;
+  t.same(sources.map((r) => r.source), ['poll']);
+
+  t.match(await post(app, 'sweep'), { status: 'done', polled: 0 }, 'final notifications are not polled again');
+  t.equal(vaNotify.state.counters.getsById, 4);
+
+  t.match(await post(app, 'aal'), { posted: 2, failed: 0 });
+  t.equal(aal.state.events.length, 2);
+  const byVeteran = new Map<string, number>();
+  for (const event of aal.state.events) byVeteran.set(event.sessionCorrelationId, (byVeteran.get(event.sessionCorrelationId) ?? 0) + 1);
+  t.same(Object.fromEntries(byVeteran), { [veteran(deliveredA).mhv_correlation_id]: 1, [veteran(deliveredB).mhv_correlation_id]: 1 });
+  t.match(await post(app, 'aal'), { posted: 0 }, 'nothing posted twice');
+
+  for (const n of [declined, temporary, deliveredA, deliveredB]) t.notMatch(logs.text, icn(n), 'no ICN in the log');
+});
+
+t.test('metrics, stats and the email view after a lost-callback run', async (t) => {
+  const { app, db } = await lostCallbackRun(t);
+  await post(app, 'aal');
+
+  const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+  t.equal(metrics.statusCode, 200);
+  const value = (series: string) => {
+    const line = metrics.body.split('\n').find((l) => l.startsWith(`${series} `));
+    return line === undefined ? undefined : Number(line.slice(series.length + 1));
+  };
+  t.equal(value('rx_status_polls_total{outcome="applied"}'), 4);
+  t.equal(value('rx_sends_total{outcome="sent"}'), 4);
+  t.equal(value('rx_aal_posts_total{outcome="posted"}'), 2);
+  t.equal(value('rx_rows{table="tracking_email",state="delivered"}'), 2);
+  t.equal(value('rx_rows{table="tracking_email",state="permanent_failure"}'), 1);
+  t.equal(value('rx_rows{table="tracking_email",state="temporary_failure"}'), 1);
+  t.equal(value('rx_rows{table="notification",state="delivered"}'), 2);
+  t.equal(value('rx_rows{table="aal_event",state="posted"}'), 2);
+  t.equal(value('rx_oldest_open_notification_age_seconds'), 0);
+  t.equal(value('rx_callbacks_total{outcome="applied",status="delivered"}'), undefined, 'no callback was received');
+
+  const stats = await get(app, '/v1/stats');
+  t.same(stats.json(), {
+    dispenses: { grouped: 4 },
+    emails: { delivered: 2, permanent_failure: 1, temporary_failure: 1 },
+    notifications: { delivered: 2, 'permanent-failure': 1, 'temporary-failure': 1 },
+    aalEvents: { posted: 2 },
+  });
+
+  const email = await emailOf(db.sql, icn(deliveredA));
+  const detail = await get(app, `/v1/tracking-emails/${email.id}`);
+  t.equal(detail.statusCode, 200);
+  const view = detail.json();
+  t.match(view, { id: email.id, state: 'delivered', attempts: 1, aalEvent: { state: 'posted', attempts: 1 } });
+  t.equal(view.notifications.length, 1);
+  t.match(view.notifications[0], { attempt: 1, status: 'delivered' });
+  t.match(view.notifications[0].history, [{ status: 'delivered', source: 'poll' }]);
+
+  const listing = await get(app, '/v1/tracking-emails');
+  t.equal(listing.json().emails.length, 4);
+  for (const n of [declined, temporary, deliveredA, deliveredB]) t.notMatch(listing.body, icn(n), 'the listing carries no ICN');
+});
+
+t.test('with callbacks flowing, sweeps ask VA Notify nothing', async (t) => {
+  const { app, db, vaNotify, aal } = await testApp(t, { STATUS_POLL_AFTER_MINUTES: '0' }, { listen: true });
+  await insertDispenses(db.sql, [declined, temporary, deliveredA, deliveredB, 13, 14].map(veteran));
+  t.match(await post(app, 'grouping'), { emailsCreated: 6 });
+  t.match(await post(app, 'send'), { sent: 6 });
+  t.equal(await settle(vaNotify, db.sql), 0, 'the callbacks brought every notification to a final status');
+  t.match(await post(app, 'aal'), { posted: 4 });
+  for (let i = 0; i < 3; i++) {
+    t.match(await post(app, 'sweep'), { status: 'done', polled: 0, adopted: 0, released: 0, errors: 0 });
+  }
+  t.equal(vaNotify.state.counters.getsById + vaNotify.state.counters.getsByReference, 0, 'no poll, no lookup');
+  t.equal(aal.state.events.length, 4);
+});
+
+t.test('a temporary failure is replayed, at most SEND_MAX_ATTEMPTS sends, then failed with VA Notify\'s reason', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '3' }, { listen: true });
+  await insertDispenses(db.sql, [veteran(temporary)]);
+  await post(app, 'grouping');
+  const results = [];
+  for (let round = 0; round < 6; round++) {
+    await post(app, 'send');
+    await settle(vaNotify, db.sql);
+    results.push(await post(app, 'sweep'));
+  }
+  t.same(results.map((r) => r.replayed), [1, 1, 0, 0, 0, 0], 'two replays after the first send');
+  t.equal(sendsTo(vaNotify, icn(temporary)).length, 3, 'VA Notify received the email three times');
+  t.match(await emailOf(db.sql, icn(temporary)), { state: 'failed', state_reason: RetryableReason, attempts: 3 });
+  const notifications = await db.sql`select attempt, status from notification order by attempt`;
+  t.same(notifications.map((n) => [n.attempt, n.status]), [[1, 'temporary-failure'], [2, 'temporary-failure'], [3, 'temporary-failure']]);
+  const references = new Set(sendsTo(vaNotify, icn(temporary)).map((n) => n.reference));
+  t.equal(references.size, 1, 'every send is the same email (one reference)');
+});
+
+t.test('a replayed email that is then delivered gets exactly one AAL event', async (t) => {
+  const { app, db, vaNotify, aal } = await testApp(t, { REPLAY_DELAY_MINUTES: '0' }, { listen: true });
+  const patient = veteran(21);
+  vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
+  await insertDispenses(db.sql, [patient]);
+  await post(app, 'grouping');
+  await post(app, 'send');
+  await settle(vaNotify, db.sql);
+  t.match(await emailOf(db.sql, patient.patient_icn), { state: 'temporary_failure' });
+
+  vaNotify.state.outcomeOverrides.delete(patient.patient_icn);
+  t.match(await post(app, 'sweep'), { replayed: 1 });
+  t.match(await post(app, 'send'), { sent: 1 });
+  await settle(vaNotify, db.sql);
+  t.match(await emailOf(db.sql, patient.patient_icn), { state: 'delivered', state_reason: null, attempts: 2 });
+  t.match(await post(app, 'sweep'), { replayed: 0 });
+  t.match(await post(app, 'aal'), { posted: 1 });
+  t.equal(aal.state.events.length, 1);
+  t.equal(sendsTo(vaNotify, patient.patient_icn).length, 2);
+});
+
+/** An email as the sender leaves it after a send, with one notification row VA Notify may not know. */
+async function sentEmailWithNotification(sql: Sql, p: { createdMinutesAgo: number; silentMinutes: number }) {
+  const [email] = await sql<{ id: string }[]>`
+    insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state, attempts)
+    values (${icn(31)}, '15000031', ${sql.json({ tracking_info: 'UPS 1Z0000000000000031' })}, 1, 1, 'sent', 1)
+    returning id`;
+  const id = randomUUID();
+  await sql`
+    insert into notification (id, tracking_email_id, attempt, created_at, last_event_at, status_received_at)
+    values (${id}, ${email!.id}, 1, now() - make_interval(mins => ${p.createdMinutesAgo}),
+            now() - make_interval(mins => ${p.silentMinutes}), now() - make_interval(mins => ${p.createdMinutesAgo}))`;
+  return { emailId: email!.id, notificationId: id };
+}
+
+t.test('404s: past the retention the notification expires; a young one is asked again after the quiet period', async (t) => {
+  const { app, db, vaNotify } = await testApp(t);
+  const old = await sentEmailWithNotification(db.sql, { createdMinutesAgo: 8 * 24 * 60, silentMinutes: 7 * 24 * 60 });
+  const young = await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
+
+  t.match(await post(app, 'sweep'), { status: 'done', polled: 0, expired: 1, notFound: 1 });
+  t.equal(vaNotify.state.counters.getsById, 2);
+  const [expired] = await db.sql`select status, status_reason, completed_at is not null as completed from notification where id = ${old.notificationId}`;
+  t.match(expired, { status: 'expired', status_reason: /404 after its 7-day retention/, completed: true });
+  const [expiredEmail] = await db.sql`select state, state_reason from tracking_email where id = ${old.emailId}`;
+  t.match(expiredEmail, { state: 'expired', state_reason: /404 after its 7-day retention/ });
+  const [event] = await db.sql`select status, source from notification_status_event where notification_id = ${old.notificationId}`;
+  t.same(event, { status: 'expired', source: 'poll' });
+
+  const [waiting] = await db.sql`select status, poll_count, last_event_at > now() - interval '1 minute' as recent from notification where id = ${young.notificationId}`;
+  t.same(waiting, { status: 'created', poll_count: 1, recent: true }, 'a young 404 is left open and marked as just asked');
+
+  t.match(await post(app, 'sweep'), { polled: 0, expired: 0, notFound: 0 }, 'not asked again right away');
+  t.equal(vaNotify.state.counters.getsById, 2);
+
+  await db.sql`update notification set last_event_at = now() - interval '31 minutes' where id = ${young.notificationId}`;
+  t.match(await post(app, 'sweep'), { notFound: 1, expired: 0 }, 'asked again once silent for STATUS_POLL_AFTER_MINUTES');
+  t.equal(vaNotify.state.counters.getsById, 3);
+  const [again] = await db.sql`select status, poll_count from notification where id = ${young.notificationId}`;
+  t.same(again, { status: 'created', poll_count: 2 });
+});
+
+t.test('orphaned sends: adopted when VA Notify has them, released and sent once when it does not', async (t) => {
+  const { app, db, vaNotify, config } = await testApp(t);
+  const had = veteran(41);
+  const lost = veteran(42);
+  await insertDispenses(db.sql, [had, lost]);
+  await post(app, 'grouping');
+  // A sender that claims both, sends one, and dies before recording anything.
+  const claimed = await claimDueEmails(db.sql, { batchSize: 10, leaseSeconds: 60, instanceId: 'crashed' });
+  t.equal(claimed.length, 2);
+  const sent = claimed.find((e) => e.patient_icn === had.patient_icn)!;
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const outcome = await client.sendEmail({ icn: sent.patient_icn, reference: sent.id, personalisation: sent.personalisation });
+  if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
+  await vaNotify.whenIdle();
+
+  t.match(await post(app, 'sweep'), { adopted: 0, released: 0 }, 'a live claim is left alone');
+  t.equal(vaNotify.state.counters.getsByReference, 0);
+  await db.sql`update tracking_email set lease_until = now() - interval '1 second'`;
+  t.match(await post(app, 'sweep'), { status: 'done', adopted: 1, released: 1, errors: 0 });
+  // One listing per orphan; the non-empty one is followed to its (empty) next page, as VA Notify pages.
+  t.equal(vaNotify.state.counters.getsByReference, 3, 'each orphan looked up once');
+
+  const [adopted] = await db.sql`
+    select e.state, e.attempts, e.lease_until, n.id as notification_id, n.attempt, n.status
+      from tracking_email e join notification n on n.tracking_email_id = e.id
+     where e.id = ${sent.id}`;
+  t.match(adopted, { state: 'delivered', attempts: 1, lease_until: null, notification_id: outcome.notificationId, attempt: 1, status: 'delivered' },
+    'recorded with the status the listing showed');
+  t.match(await emailOf(db.sql, lost.patient_icn), { state: 'queued', attempts: 1 }, 'released with its attempt count unchanged');
+
+  t.match(await post(app, 'send'), { sent: 1, recovered: 0 });
+  t.match(await emailOf(db.sql, lost.patient_icn), { state: 'sent', attempts: 2 });
+  t.match(await post(app, 'send'), { sent: 0 });
+  t.equal(sendsTo(vaNotify, had.patient_icn).length, 1, 'the adopted email was not sent again');
+  t.equal(sendsTo(vaNotify, lost.patient_icn).length, 1, 'the released email was sent once');
+  t.equal(vaNotify.state.counters.sendsAccepted, 2);
+});
+
+t.test('two sweeps at once: one runs, the other answers already_running', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, {}, { vaNotifyOptions: { faults: { latencyMs: 400 } } });
+  await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
+  const [first, second] = await Promise.all([post(app, 'sweep'), post(app, 'sweep')]);
+  t.same([first.status, second.status].sort(), ['already_running', 'done']);
+  t.same(first.status === 'done' ? second : first, { status: 'already_running' });
+  t.equal(vaNotify.state.counters.getsById, 1, 'the notification was asked about once');
+
+  // The same while another instance holds the lock.
+  const other = await db.sql.reserve();
+  await other`select pg_advisory_lock(${AdvisoryLock.sweep})`;
+  t.same(await post(app, 'sweep'), { status: 'already_running' });
+  await other`select pg_advisory_unlock(${AdvisoryLock.sweep})`;
+  other.release();
+  t.match(await post(app, 'sweep'), { status: 'done' }, 'runs again once the lock is free');
+});
+
+t.test('VA Notify rejecting our credentials stops polling for the run and says so', async (t) => {
+  const { app, db, vaNotify, logs } = await testApp(t, {}, { vaNotifyOptions: { secret: '0d5e6f70-1111-4222-8333-944455556666' } });
+  await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
+  await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 40 });
+  const result = await post(app, 'sweep');
+  t.match(result, { status: 'done', polled: 0, vaNotifyRejected: true });
+  t.ok(vaNotify.state.counters.getsById <= 2, 'at most the requests already in flight');
+  t.match(logs.text, /VA Notify rejected our credentials: the sweep stopped polling/);
+  const open = await db.sql`select status from notification`;
+  t.same(open.map((n) => n.status), ['created', 'created'], 'nothing changed');
+});
+
+t.test('shadow mode: the sweep calls nobody', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, { DELIVERY_MODE: 'shadow' });
+  await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
+  t.match(await post(app, 'sweep'), { status: 'done', polled: 0 });
+  t.equal(vaNotify.state.counters.getsById + vaNotify.state.counters.getsByReference, 0);
+});
+
+t.test('shutdown: a sweep stops between requests and leaves the rest for the next one', async (t) => {
+  const { db, vaNotify, config } = await testApp(t, { SEND_CONCURRENCY: '1' });
+  for (let i = 0; i < 5; i++) await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
+  const shutdown = new AbortController();
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  // The real client; the process "receives SIGTERM" while its first poll is on the way.
+  const vaNotifyClient = {
+    ...client,
+    getNotification: (id: string) => {
+      shutdown.abort(new Error('shutting down'));
+      return client.getNotification(id);
+    },
+  };
+  const result = await runSweep({
+    sql: db.sql,
+    config,
+    vaNotify: vaNotifyClient,
+    budget: createRateBudget(db.sql, 0),
+    log: createLogger('silent'),
+    signal: shutdown.signal,
+  });
+  // The one request made was answered (404: the sandbox never saw these ids), and no other started.
+  t.match(result, { status: 'done', notFound: 1, stopped: true });
+  t.equal(vaNotify.state.counters.getsById, 1, 'no request started after the signal');
+  const [asked] = await db.sql`select count(*)::int as n from notification where poll_count > 0`;
+  t.equal(asked!.n, 5, 'the claimed batch waits a quiet period before it is asked again');
+  const other = await db.sql.reserve();
+  const [lock] = await other`select pg_try_advisory_lock(${AdvisoryLock.sweep}) as acquired`;
+  t.equal(lock!.acquired, true, 'the sweep lock was released');
+  await other`select pg_advisory_unlock(${AdvisoryLock.sweep})`;
+  other.release();
+});
