@@ -32,6 +32,8 @@ export function serviceSettings(databaseUrl: string, overrides: Record<string, s
     VA_NOTIFY_RATE_LIMIT_PER_MINUTE: '0',
     JOBS_ENABLED: 'false',
     ...overrides,
+    // Experiments: BENCH_SERVICE_ENV='{"LOG_LEVEL":"warn"}' runs every service of a stage with these settings too.
+    ...(JSON.parse(process.env.BENCH_SERVICE_ENV ?? '{}') as Record<string, string>),
   };
 }
 
