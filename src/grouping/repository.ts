@@ -33,68 +33,106 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  *   lands in two emails.
  * - Packages are ordered by first shipment, then tracking number; prescriptions by Rx number and fill:
  *   the same dispenses always render the same email.
- * - Only the pending-dispense index is read, so the cost follows pending work, not history.
+ * - Only the pending-dispense indexes are read, so the cost follows pending work, not history; and
+ *   with a backlog, only its oldest part: the ready patients whose oldest dispense is oldest are all
+ *   among the patients of the oldest dispenses. Patients outside that window have nothing older than
+ *   the window's last dispense, so when the window yields a full batch (or holds every pending
+ *   dispense) its ready patients are exactly those the whole table would yield; otherwise (a
+ *   window of patients still receiving dispenses) every pending dispense is aggregated instead.
+ * - The cost of a run follows its batch: each email's id is drawn before its dispenses are claimed and
+ *   travels with them, so no step joins two of the statement's own results (Postgres cannot estimate
+ *   their sizes, and a misjudged join of two of them is quadratic in the batch), the claim reaches
+ *   the dispenses patient by patient through the pending index, and the update by primary key.
  */
+/** Oldest pending dispenses read per run, per patient of the batch (a patient has a few at a time). */
+const ReadyWindowFactor = 10;
+
 export async function groupReadyDispenses(
   sql: SqlHandle,
   p: GroupingParameters,
 ): Promise<{ emailsCreated: number; dispensesGrouped: number }> {
   const [result] = await sql<{ emails_created: number; dispenses_grouped: number }[]>`
-    with ready as (
-      select patient_icn
+    with oldest as (
+      select patient_icn, created_at
         from medication_dispense
        where state = 'pending' and patient_icn is not null
-       group by patient_icn
-      having max(created_at) <= now() - make_interval(mins => ${p.quietMinutes})
-          or min(created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})
-       order by min(created_at)
+       order by created_at
+       limit ${p.batchSize * ReadyWindowFactor}
+    ),
+    early as (
+      select o.patient_icn, min(o.created_at) as first_created_at
+        from oldest o
+       group by o.patient_icn
+      having min(o.created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})
+          or (select max(d.created_at) from medication_dispense d
+               where d.patient_icn = o.patient_icn and d.state = 'pending') <= now() - make_interval(mins => ${p.quietMinutes})
+       order by min(o.created_at)
        limit ${p.batchSize}
     ),
+    ready as (
+      select patient_icn from early
+       where (select count(*) from early) = ${p.batchSize} or (select count(*) from oldest) < ${p.batchSize * ReadyWindowFactor}
+      union all
+      (select patient_icn
+         from medication_dispense
+        where state = 'pending' and patient_icn is not null
+          and (select count(*) from early) < ${p.batchSize} and (select count(*) from oldest) = ${p.batchSize * ReadyWindowFactor}
+        group by patient_icn
+       having max(created_at) <= now() - make_interval(mins => ${p.quietMinutes})
+           or min(created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})
+        order by min(created_at)
+        limit ${p.batchSize})
+    ),
+    recipients as materialized (
+      select patient_icn, gen_random_uuid() as email_id from ready
+    ),
     claimed as (
-      select d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
+      select r.email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
              d.carrier, d.tracking_number, coalesce(d.shipped_at, d.dispensed_at, d.created_at) as shipped_at
-        from medication_dispense d
-        join ready using (patient_icn)
-       where d.state = 'pending'
-         for update of d skip locked
+        from recipients r
+        cross join lateral (
+          select * from medication_dispense d
+           where d.patient_icn = r.patient_icn and d.state = 'pending'
+             for update skip locked) d
     ),
     packages as (
-      select patient_icn, tracking_number, min(carrier) as carrier, min(shipped_at) as first_shipped_at,
-             count(*) as prescriptions,
+      select email_id, patient_icn, tracking_number, min(carrier) as carrier,
+             min(shipped_at) as first_shipped_at, max(shipped_at) as last_shipped_at,
+             count(*) as prescriptions, max(mhv_correlation_id) as mhv_correlation_id, array_agg(id) as dispense_ids,
              package_heading(min(carrier), tracking_number) || E'\n' ||
                string_agg(prescription_line(rx_number, drug_name, ${p.includeDrugNames}), E'\n'
                           order by rx_number, fill_number) as block
         from claimed
-       group by patient_icn, tracking_number
+       group by email_id, patient_icn, tracking_number
     ),
     emails as (
-      select c.patient_icn,
-             max(c.mhv_correlation_id) as mhv_correlation_id,
-             (select count(*) from packages k where k.patient_icn = c.patient_icn) as package_count,
-             count(*) as prescription_count,
-             max(c.shipped_at) as last_shipped_at
-        from claimed c
-       group by c.patient_icn
+      select email_id, patient_icn,
+             max(mhv_correlation_id) as mhv_correlation_id,
+             count(*)::int as package_count,
+             sum(prescriptions)::int as prescription_count,
+             string_agg(block, E'\n\n' order by first_shipped_at, tracking_number) as tracking_info,
+             max(last_shipped_at) as last_shipped_at
+        from packages
+       group by email_id, patient_icn
     ),
     inserted as (
-      insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state)
-      select e.patient_icn, e.mhv_correlation_id,
+      insert into tracking_email (id, patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state)
+      select e.email_id, e.patient_icn, e.mhv_correlation_id,
              jsonb_build_object(
-               'tracking_info', (select string_agg(k.block, E'\n\n' order by k.first_shipped_at, k.tracking_number)
-                                   from packages k where k.patient_icn = e.patient_icn),
+               'tracking_info', e.tracking_info,
                'package_count', e.package_count::text,
                'prescription_count', e.prescription_count::text,
                -- Calendar date in UTC: CMOP stamps shipments in UTC and the email names a day, not a time.
                'shipped_date', to_char(e.last_shipped_at at time zone 'UTC', 'FMMonth FMDD, YYYY')),
              e.package_count, e.prescription_count, ${p.emailState}
         from emails e
-      returning id, patient_icn
+      returning id
     ),
     grouped as (
       update medication_dispense d
-         set state = 'grouped', tracking_email_id = i.id, updated_at = now()
-        from claimed c join inserted i using (patient_icn)
-       where d.id = c.id
+         set state = 'grouped', tracking_email_id = k.email_id, updated_at = now()
+        from packages k
+       where d.id = any(k.dispense_ids)
       returning d.id
     )
     select (select count(*) from inserted) as emails_created, (select count(*) from grouped) as dispenses_grouped`;

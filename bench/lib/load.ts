@@ -1,0 +1,122 @@
+// Load generators: autocannon for HTTP, and a plain concurrency loop for in-process work.
+import autocannon from 'autocannon';
+
+export interface HttpLoad {
+  url: string;
+  /** Request bodies, used in turn; each request takes the next one. */
+  bodies: string[];
+  headers: Record<string, string>;
+  connections: number;
+  durationSeconds?: number;
+  /** Stop after this many requests instead of after a duration. */
+  amount?: number;
+  /** Requests per second offered across all connections; unset: as fast as answers come. */
+  offeredPerSecond?: number;
+}
+
+export interface HttpLoadResult {
+  /** Requests answered 2xx per second over the run. */
+  perSecond: number;
+  answered: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Anything but a 2xx answer: non-2xx, connection errors, timeouts. */
+  failures: number;
+  /** Bodies handed out (how far into `bodies` the run went). */
+  bodiesUsed: number;
+  /** Seconds from the first request to the last answer. */
+  seconds: number;
+}
+
+export async function httpLoad(load: HttpLoad): Promise<HttpLoadResult> {
+  let next = 0;
+  const result = await autocannon({
+    url: load.url,
+    connections: load.connections,
+    ...(load.amount === undefined ? { duration: load.durationSeconds ?? 10 } : { amount: load.amount }),
+    ...(load.offeredPerSecond === undefined ? {} : { overallRate: load.offeredPerSecond }),
+    timeout: 60,
+    requests: [
+      {
+        method: 'POST',
+        headers: load.headers,
+        setupRequest: (request) => {
+          request.body = load.bodies[next % load.bodies.length]!;
+          next += 1;
+          return request;
+        },
+      },
+    ],
+  });
+  const ok = result['2xx'];
+  return {
+    perSecond: ok / result.duration,
+    answered: ok,
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    failures: result.non2xx + result.errors + result.timeouts,
+    bodiesUsed: next,
+    seconds: result.duration,
+  };
+}
+
+/**
+ * Posts every body once, `concurrency` requests in flight, and times it to the millisecond (autocannon's
+ * `amount` runs end on its one-second tick, too coarse for a few hundred large bodies).
+ */
+export async function postAll(load: { url: string; bodies: string[]; headers: Record<string, string>; concurrency: number }): Promise<HttpLoadResult> {
+  const latencies: number[] = [];
+  let answered = 0;
+  let failures = 0;
+  const ms = await concurrently(load.bodies.length, load.concurrency, async (i) => {
+    const started = performance.now();
+    try {
+      const response = await fetch(load.url, { method: 'POST', headers: load.headers, body: load.bodies[i]! });
+      await response.arrayBuffer();
+      if (response.ok) answered += 1;
+      else failures += 1;
+    } catch {
+      failures += 1;
+    }
+    latencies.push(performance.now() - started);
+  });
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  return {
+    perSecond: answered / (ms / 1000),
+    answered,
+    p50Ms: Math.round(at(0.5)),
+    p99Ms: Math.round(at(0.99)),
+    failures,
+    bodiesUsed: load.bodies.length,
+    seconds: ms / 1000,
+  };
+}
+
+/** Runs work(i) for i in [0, total) with `concurrency` in flight; returns the elapsed milliseconds. */
+export async function concurrently(total: number, concurrency: number, work: (i: number) => Promise<unknown>): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  async function lane() {
+    for (let i = next++; i < total; i = next++) await work(i);
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, total) }, lane));
+  return performance.now() - started;
+}
+
+/** Runs `step` until it reports no more work; returns the elapsed milliseconds. */
+export async function untilDone(step: () => Promise<boolean>): Promise<number> {
+  const started = performance.now();
+  while (await step()) {
+    // keep going
+  }
+  return performance.now() - started;
+}
+
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}

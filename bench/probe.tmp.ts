@@ -1,0 +1,15 @@
+import { connect } from '../src/db/connect.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { insertGroupedHistory, insertPendingDispenses } from './lib/fixtures.ts';
+const admin = connect('postgres://postgres@127.0.0.1:5432/postgres', { max: 1 });
+await admin.unsafe('drop database if exists probe_history with (force)');
+await admin.unsafe('create database probe_history');
+const sql = connect('postgres://postgres@127.0.0.1:5432/probe_history', { max: 2 });
+await migrate(sql);
+let t = performance.now();
+await insertGroupedHistory(sql, { emails: 1_250_000, perEmail: 4, veterans: 250_000 });
+console.log('history', performance.now() - t);
+await insertPendingDispenses(sql, { first: 0, count: 1_000_000, veterans: 250_000, arrivedMinutesAgo: 120 });
+await sql`vacuum analyze medication_dispense`; await sql`vacuum analyze tracking_email`;
+console.log('done', performance.now() - t);
+await sql.end(); await admin.end();
