@@ -59,10 +59,12 @@ export async function startService(
 ): Promise<Service> {
   const logFile = join(logDir, `service-${++serviceCount}.log`);
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  // Experiments: BENCH_SERVICE_NODE_ARGS='--max-old-space-size=160' runs the service's node with these flags.
+  const nodeArgs = (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
   const child: Child<{ url: string }> = await startChild(here('./service-process.ts'), {
     env: { BENCH_SERVICE_SETTINGS: JSON.stringify(settings), BENCH_SANDBOX_URLS: JSON.stringify(sandboxUrls) },
     stdoutFile: logFile,
-    execArgv: profile,
+    execArgv: [...profile, ...nodeArgs],
   });
   const { url } = child.ready;
   progress(`service: pid ${child.pid} at ${url}, logs in ${logFile}`);
