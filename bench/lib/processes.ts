@@ -1,5 +1,5 @@
 // Starting the service, the sandboxes and a bare Fastify as child processes (see child.ts).
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SandboxVaNotifyOptions } from '../../src/sandbox/va-notify.ts';
@@ -14,6 +14,11 @@ export const callbackHeaders = { authorization: `Bearer ${callbackToken}`, 'cont
 
 const here = (file: string) => new URL(file, import.meta.url).pathname;
 const logDir = mkdtempSync(join(tmpdir(), 'rx-bench-logs-'));
+// The service logs are kept only when one of them holds an error line (the run says where).
+let keepLogs = false;
+process.once('exit', () => {
+  if (!keepLogs) rmSync(logDir, { recursive: true, force: true });
+});
 
 /**
  * Settings every benchmark runs the service with: production's defaults except that the driver,
@@ -78,7 +83,10 @@ export async function startService(
       await child.stop();
       const text = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
       const errorLines = text.split('\n').filter((line) => /"level":(50|60)/.test(line)).length;
-      if (errorLines > 0) progress(`service logged ${errorLines} error lines: see ${logFile}`);
+      if (errorLines > 0) {
+        keepLogs = true;
+        progress(`service logged ${errorLines} error lines: see ${logFile}`);
+      }
       return { peakRssBytes, errorLines };
     },
     async trigger<R>(job: string) {
