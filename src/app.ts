@@ -20,7 +20,7 @@ import { sandboxDefaults } from './sandbox/va-notify.ts';
 import { aalClientFromConfig } from './aal/aal-client.ts';
 import { runAalPosts } from './aal/aal-worker.ts';
 import { runSweep } from './sweep/sweep-job.ts';
-import { createJobRunner, type JobRunner } from './jobs/runner.ts';
+import { createJobRunner, type JobName, type JobRunner } from './jobs/runner.ts';
 import { jobRoutes } from './jobs/routes.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { metricsRoute, operatorRoutes } from './operator/routes.ts';
@@ -100,15 +100,26 @@ export async function buildApp(options: AppOptions) {
         });
   const budget = createRateBudget(sql, config.VA_NOTIFY_RATE_LIMIT_PER_MINUTE);
 
-  const jobs = createJobRunner(
+  // A run handles one batch; one that fills its batch asks for the next run at once, so the timers
+  // pace idle polling, never throughput.
+  const moreIf = <R>(full: (result: R) => boolean, name: JobName) => (result: R) => {
+    if (full(result)) jobs.wake(name);
+    return result;
+  };
+  const jobs: JobRunner = createJobRunner(
     {
-      grouping: () => runGrouping({ sql, config, log }),
+      grouping: () =>
+        runGrouping({ sql, config, log }).then(moreIf((r) => r.emailsCreated >= config.GROUPING_BATCH_SIZE, 'grouping')),
       ...(vaNotify && {
         send: (signal: AbortSignal) =>
-          runSend({ sql, config, vaNotify, budget, log, signal, onOutcome: (outcome) => metrics.sends.inc({ outcome }) }),
+          runSend({ sql, config, vaNotify, budget, log, signal, onOutcome: (outcome) => metrics.sends.inc({ outcome }) }).then(
+            moreIf((r) => !r.paused && r.sent + r.recovered + r.retried + r.failed >= config.SEND_BATCH_SIZE, 'send'),
+          ),
       }),
       aal: (signal) =>
-        runAalPosts({ sql, config, aal, log, signal, onOutcome: (outcome) => metrics.aalPosts.inc({ outcome }) }),
+        runAalPosts({ sql, config, aal, log, signal, onOutcome: (outcome) => metrics.aalPosts.inc({ outcome }) }).then(
+          moreIf((r) => r.posted + r.retried + r.failed >= config.AAL_BATCH_SIZE, 'aal'),
+        ),
       sweep: (signal) => runSweep({ sql, config, vaNotify, budget, log, signal, metrics, wake: (job) => jobs.wake(job) }),
     },
     log,

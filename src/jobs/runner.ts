@@ -13,7 +13,10 @@ export interface JobRunner {
   run<R>(name: JobName): Promise<R>;
   /** Starts the timers; `intervals` in seconds. */
   start(intervals: Partial<Record<JobName, number>>): void;
-  /** Runs a job's timer now (a hint that work arrived); ignored when not started or stopping. */
+  /**
+   * Runs a job's timer now (a hint that work arrived, or that a run stopped at its batch size with
+   * more to do); during a run, the next run starts as soon as it ends. Ignored when not started.
+   */
   wake(name: JobName): void;
   /** Stops the timers, aborts the jobs' signal and waits for in-flight runs (at most graceMs). */
   stop(graceMs: number): Promise<void>;
@@ -23,7 +26,7 @@ export interface JobRunner {
 export function createJobRunner(jobs: Partial<Record<JobName, Job>>, log: Logger): JobRunner {
   const shutdown = new AbortController();
   const inFlight = new Set<Promise<unknown>>();
-  const timers = new Map<JobName, { handle?: NodeJS.Timeout; seconds: number; running: boolean }>();
+  const timers = new Map<JobName, { handle?: NodeJS.Timeout; seconds: number; running: boolean; again: boolean }>();
   let started = false;
 
   function run<R>(name: JobName): Promise<R> {
@@ -49,13 +52,14 @@ export function createJobRunner(jobs: Partial<Record<JobName, Job>>, log: Logger
     const timer = timers.get(name);
     if (!timer || timer.running || shutdown.signal.aborted) return;
     timer.running = true;
+    timer.again = false;
     try {
       await run(name);
     } catch (error) {
       if (!shutdown.signal.aborted) log.error({ err: error, job: name }, 'job run failed; the timer tries again');
     } finally {
       timer.running = false;
-      schedule(name, timer.seconds * 1000);
+      schedule(name, timer.again ? 0 : timer.seconds * 1000);
     }
   }
 
@@ -66,14 +70,16 @@ export function createJobRunner(jobs: Partial<Record<JobName, Job>>, log: Logger
       started = true;
       for (const [name, seconds] of Object.entries(intervals) as [JobName, number][]) {
         if (!jobs[name]) continue;
-        timers.set(name, { seconds, running: false });
+        timers.set(name, { seconds, running: false, again: false });
         // Spread the first runs so that instances started together do not run in step.
         schedule(name, Math.floor(Math.random() * Math.min(seconds, 5) * 1000));
       }
     },
     wake(name) {
       const timer = timers.get(name);
-      if (timer && !timer.running) schedule(name, 0);
+      if (!timer) return;
+      if (timer.running) timer.again = true;
+      else schedule(name, 0);
     },
     async stop(graceMs) {
       if (shutdown.signal.aborted) return;
