@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { vaNotifyCredentials, type Config } from './config.ts';
 import type { Sql } from './db/connect.ts';
 import { installErrorHandler } from './http/errors.ts';
+import { RequestLogController } from './http/log-controller.ts';
 import { requireBearerToken } from './http/internal-auth.ts';
 import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
@@ -60,6 +61,7 @@ export async function buildApp(options: AppOptions) {
   const { config, sql } = options;
   const app = Fastify({
     loggerInstance: (options.logger ?? createLogger(config.LOG_LEVEL)) as FastifyBaseLogger,
+    logController: new RequestLogController(),
     trustProxy: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
