@@ -60,6 +60,18 @@ export function verdict(target: string, met: boolean): string {
   return `${target}: ${met ? 'met' : 'MISSED'}`;
 }
 
+/** The row every stage ends with: the service's peak RSS against the 250 MB target. */
+export function peakRssRow(peakRssBytes: number) {
+  const limit = 250 * 2 ** 20;
+  return {
+    measure: 'peak RSS of the service process',
+    result: megabytes(peakRssBytes),
+    limit: '250 MB',
+    ratio: percent(peakRssBytes / limit),
+    target: verdict('< 250 MB', peakRssBytes < limit),
+  };
+}
+
 export function machineNote(database: string): string {
   const cpu = cpus();
   const load = loadavg().map((n) => n.toFixed(1)).join(' ');

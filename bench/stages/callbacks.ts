@@ -11,7 +11,7 @@ import { benchDatabase } from '../lib/database.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
 import { httpLoad, type HttpLoadResult } from '../lib/load.ts';
 import { callbackHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';
-import { count, machineNote, megabytes, millis, percent, progress, rate, verdict, type ResultRow, type ResultTable } from '../lib/report.ts';
+import { count, machineNote, millis, percent, progress, rate, verdict, type ResultRow, type ResultTable, peakRssRow } from '../lib/report.ts';
 
 const config = testConfig();
 
@@ -161,13 +161,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         ratio: percent(result.perSecond / load),
         target: load === 1_000 ? verdict('p99 < 25 ms', result.p99Ms < 25) : '',
       })),
-      {
-        measure: 'peak RSS of the service process',
-        result: megabytes(peakRssBytes),
-        limit: '250 MB',
-        ratio: percent(peakRssBytes / (250 * 2 ** 20)),
-        target: verdict('< 250 MB', peakRssBytes < 250 * 2 ** 20),
-      },
+      peakRssRow(peakRssBytes),
     ];
     return {
       title: 'Callbacks: delivered status callbacks for known notifications',

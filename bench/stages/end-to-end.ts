@@ -13,7 +13,7 @@ import { bodiesOf, hl7Message } from '../lib/feeds.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
 import { postAll } from '../lib/load.ts';
 import { internalHeaders, serviceSettings, startSandboxes, startService, type Service } from '../lib/processes.ts';
-import { count, machineNote, megabytes, percent, progress, rate, seconds, verdict, type ResultTable } from '../lib/report.ts';
+import { count, machineNote, percent, progress, rate, seconds, type ResultTable, peakRssRow } from '../lib/report.ts';
 import { directInsert } from './ingest.ts';
 import { sandboxAloneSends, sendConcurrency } from './send.ts';
 import { sqlOnlyCallbacks } from './callbacks.ts';
@@ -147,13 +147,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         },
         { measure: '… ingest (HL7, 1,000-message bodies)', result: seconds(ingestedMs), limit: `postgres.js insert of the rows: ${seconds(ingestLimit.ms)}` },
         { measure: '… grouping, sending, callbacks and AAL, side by side', result: seconds(totalMs - ingestedMs), limit: `INSERT ... SELECT ${seconds(groupingLimitMs)} + sandbox alone ${seconds(sendLimitMs)} + SQL-only callbacks ${seconds(callbackLimitMs)}` },
-        {
-          measure: 'peak RSS of the service process',
-          result: megabytes(peakRssBytes),
-          limit: '250 MB',
-          ratio: percent(peakRssBytes / (250 * 2 ** 20)),
-          target: verdict('< 250 MB', peakRssBytes < 250 * 2 ** 20),
-        },
+        peakRssRow(peakRssBytes),
       ],
       notes: [
         `${count(emails)} emails, all delivered; ${count(state.aalPosted)} AAL events posted; job runs: ${groupingRuns} grouping, ${sendRuns} send, ${aalRuns} AAL (driver-triggered, back to back; 100 ms rest after a run that found nothing)`,

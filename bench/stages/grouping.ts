@@ -8,7 +8,7 @@ import { benchDatabase } from '../lib/database.ts';
 import { insertGroupedHistory, insertPendingDispenses } from '../lib/fixtures.ts';
 import { untilDone } from '../lib/load.ts';
 import { serviceSettings, startService } from '../lib/processes.ts';
-import { count, machineNote, megabytes, percent, progress, rate, seconds, verdict, type ResultTable } from '../lib/report.ts';
+import { count, machineNote, megabytes, percent, progress, rate, seconds, verdict, type ResultTable, peakRssRow } from '../lib/report.ts';
 
 interface GroupingRun {
   ms: number;
@@ -113,13 +113,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
           ratio: percent(slowdown),
           target: verdict('≤ 120%', slowdown <= 1.2),
         },
-        {
-          measure: 'peak RSS of the service process',
-          result: megabytes(peak),
-          limit: '250 MB',
-          ratio: percent(peak / (250 * 2 ** 20)),
-          target: verdict('< 250 MB', peak < 250 * 2 ** 20),
-        },
+        peakRssRow(peak),
       ],
       notes: [
         `emails created: ${count(fresh.emails)} then ${count(withHistory.emails)}; grouping runs (POST /v1/jobs/grouping, GROUPING_BATCH_SIZE 5,000 veterans each): ${fresh.runs} and ${withHistory.runs}`,

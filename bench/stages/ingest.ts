@@ -10,7 +10,7 @@ import { benchDatabase } from '../lib/database.ts';
 import { bodiesOf, dispenseRow, hl7Message, jsonEvent } from '../lib/feeds.ts';
 import { concurrently, httpLoad, postAll, type HttpLoadResult } from '../lib/load.ts';
 import { internalHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';
-import { count, machineNote, megabytes, percent, progress, rate, verdict, type ResultRow, type ResultTable } from '../lib/report.ts';
+import { count, machineNote, percent, progress, rate, verdict, type ResultRow, type ResultTable, peakRssRow } from '../lib/report.ts';
 
 const perVeteran = 4;
 const hl7Headers = { ...internalHeaders, 'content-type': 'application/hl7-v2' };
@@ -135,13 +135,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         limit: `bare Fastify, same bodies: ${rate(bareBatchRate, 'messages')}`,
         ratio: percent(hl7Rate / bareBatchRate),
       },
-      {
-        measure: 'peak RSS of the service process',
-        result: megabytes(peakRssBytes),
-        limit: '250 MB',
-        ratio: percent(peakRssBytes / (250 * 2 ** 20)),
-        target: verdict('< 250 MB', peakRssBytes < 250 * 2 ** 20),
-      },
+      peakRssRow(peakRssBytes),
     ];
     return {
       title: 'Ingest: CMOP dispenses over HTTP (POST /v1/dispenses)',

@@ -5,7 +5,7 @@ import type { StageOptions } from '../run.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { insertEmails } from '../lib/fixtures.ts';
 import { serviceSettings, startSandboxes, startService, type Service } from '../lib/processes.ts';
-import { count, machineNote, megabytes, percent, progress, seconds, verdict, type ResultTable } from '../lib/report.ts';
+import { count, machineNote, percent, progress, seconds, verdict, type ResultTable, peakRssRow } from '../lib/report.ts';
 import { sendAll } from './send.ts';
 
 export async function run(options: StageOptions): Promise<ResultTable> {
@@ -58,13 +58,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
           ratio: percent(ms / expectedMs),
           target: options.small ? '' : verdict('about 30 s', ms > 25_000 && ms < 35_000),
         },
-        {
-          measure: 'peak RSS of the service process',
-          result: megabytes(peakRssBytes),
-          limit: '250 MB',
-          ratio: percent(peakRssBytes / (250 * 2 ** 20)),
-          target: verdict('< 250 MB', peakRssBytes < 250 * 2 ** 20),
-        },
+        peakRssRow(peakRssBytes),
       ],
       notes: [
         `${count(counts.sendsAccepted)} sends accepted in ${runs} send runs; sandbox answers other than 201: ${JSON.stringify(counts.sendsRejected)}; service error log lines: ${errorLines}`,

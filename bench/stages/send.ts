@@ -12,7 +12,7 @@ import { benchDatabase } from '../lib/database.ts';
 import { insertEmails, veteranIcn } from '../lib/fixtures.ts';
 import { concurrently, untilDone } from '../lib/load.ts';
 import { serviceSettings, startSandboxes, startService, type Sandboxes, type Service } from '../lib/processes.ts';
-import { count, machineNote, megabytes, percent, progress, rate, seconds, verdict, type ResultRow, type ResultTable } from '../lib/report.ts';
+import { count, machineNote, percent, progress, rate, seconds, verdict, type ResultRow, type ResultTable, peakRssRow } from '../lib/report.ts';
 
 /** The service's send concurrency (its default), used for the sandbox-alone limit as well. */
 export const sendConcurrency = testConfig().SEND_CONCURRENCY;
@@ -87,13 +87,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const counts = await sandbox.counts();
     const { peakRssBytes, errorLines } = await service.stop();
     service = undefined;
-    rows.push({
-      measure: 'peak RSS of the service process',
-      result: megabytes(peakRssBytes),
-      limit: '250 MB',
-      ratio: percent(peakRssBytes / (250 * 2 ** 20)),
-      target: verdict('< 250 MB', peakRssBytes < 250 * 2 ** 20),
-    });
+    rows.push(peakRssRow(peakRssBytes));
     return {
       title: 'Sending: queued tracking emails to the sandbox VA Notify, rate budget off',
       rows,
