@@ -1,22 +1,14 @@
 // The configuration schema: defaults, errors that name the variable, VA Notify key forms, and the
 // settings that only make sense together.
 import t from 'tap';
-import { ConfigError, isCombinedApiKey, loadConfig, testConfig, vaNotifyCredentials } from '../../src/config.ts';
+import { configError } from './config-error.ts';
+import { isCombinedApiKey, loadConfig, testConfig, vaNotifyCredentials } from '../../src/config.ts';
 
 const base = { NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001' };
 const serviceId = '6c7d9d2e-7a1b-4c55-9a0e-3f1d2c4b5a69';
 const secret = '3f0c5d1e-9b2a-4e6f-8a7b-1c2d3e4f5a6b';
 const templateId = '0f7a2c3d-1e2f-4a5b-8c9d-0e1f2a3b4c5d';
 
-function configError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof ConfigError) return error.message;
-    throw error;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 t.test('defaults', async (t) => {
   const config = loadConfig({});

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { ConfigError, loadConfig, SecretNames } from '../../src/config.ts';
+import { configError } from './config-error.ts';
+import { loadConfig, SecretNames } from '../../src/config.ts';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -33,15 +34,6 @@ const samples: Record<(typeof SecretNames)[number], { value: string; expected: u
 
 const base = { NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001' };
 
-function configError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof ConfigError) return error.message;
-    throw error;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 t.test('every secret can come from a file; the trailing newline is trimmed', async (t) => {
   const file = secretsDir(t);
