@@ -3,6 +3,8 @@
 // notification and email moved to delivered, AAL outbox row written).
 // Limits beside them: the same transaction run by a postgres.js loop at the same concurrency (no
 // HTTP), and a bare Fastify answering an empty route, both in the same run.
+import type { Static } from '@sinclair/typebox';
+import { statusEventFromCallback, type CallbackBody } from '../../src/callbacks/routes.ts';
 import type { StageOptions } from '../run.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
@@ -38,19 +40,10 @@ export async function sqlOnlyCallbacks(
     const started = performance.now();
     async function lane() {
       while (performance.now() < deadline && next < limit) {
-        const body = JSON.parse(payloads[next++ % payloads.length]!) as Record<string, string | null>;
+        const body = JSON.parse(payloads[next++ % payloads.length]!) as Static<typeof CallbackBody>;
         await recordStatusEvent(
           sql,
-          {
-            notificationId: body.id!,
-            status: body.status!,
-            statusReason: body.status_reason ?? null,
-            reference: body.reference ?? null,
-            createdAt: body.created_at ?? null,
-            sentAt: body.sent_at ?? null,
-            completedAt: body.completed_at ?? null,
-            provider: body.provider ?? null,
-          },
+          statusEventFromCallback(body),
           { source: 'callback', replayDelayMinutes: config.REPLAY_DELAY_MINUTES, sendMaxAttempts: config.SEND_MAX_ATTEMPTS },
         );
         done += 1;

@@ -50,34 +50,37 @@ export async function claimAalEvents(sql: SqlHandle, limit: number, leaseSeconds
   return [...rows];
 }
 
-/** The AAL accepted the event: it is never posted again. */
-export async function markAalEventPosted(sql: SqlHandle, event: ClaimedAalEvent): Promise<boolean> {
+/**
+ * Ends a claim with its outcome. The guard on state and attempts means only the claim that is still
+ * current records anything: a worker whose lease ran out and was taken over cannot overwrite the newer result.
+ */
+async function settleClaim(
+  sql: SqlHandle,
+  event: ClaimedAalEvent,
+  outcome: { state: 'posted' | 'failed' | 'unpostable'; lastError: string | null },
+): Promise<boolean> {
   const rows = await sql`
     update aal_event
-    set state = 'posted', posted_at = now(), lease_until = null, last_error = null, updated_at = now()
+    set state = ${outcome.state}, last_error = ${outcome.lastError}, lease_until = null, updated_at = now(),
+        posted_at = case when ${outcome.state} = 'posted' then now() else posted_at end
     where id = ${event.id} and state = 'posting' and attempts = ${event.attempts}
     returning id`;
   return rows.length === 1;
+}
+
+/** The AAL accepted the event: it is never posted again. */
+export function markAalEventPosted(sql: SqlHandle, event: ClaimedAalEvent): Promise<boolean> {
+  return settleClaim(sql, event, { state: 'posted', lastError: null });
 }
 
 /** The AAL refused the event itself: retrying cannot help, so it stops here with the reason. */
-export async function markAalEventFailed(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
-  const rows = await sql`
-    update aal_event
-    set state = 'failed', last_error = ${reason}, lease_until = null, updated_at = now()
-    where id = ${event.id} and state = 'posting' and attempts = ${event.attempts}
-    returning id`;
-  return rows.length === 1;
+export function markAalEventFailed(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
+  return settleClaim(sql, event, { state: 'failed', lastError: reason });
 }
 
 /** The event cannot be posted at all (no correlation id): kept, with the reason, never retried. */
-export async function markAalEventUnpostable(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
-  const rows = await sql`
-    update aal_event
-    set state = 'unpostable', last_error = ${reason}, lease_until = null, updated_at = now()
-    where id = ${event.id} and state = 'posting' and attempts = ${event.attempts}
-    returning id`;
-  return rows.length === 1;
+export function markAalEventUnpostable(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
+  return settleClaim(sql, event, { state: 'unpostable', lastError: reason });
 }
 
 /**

@@ -2,12 +2,12 @@
 // out; the answer comes as soon as the event is committed. VA Notify retries a callback on any
 // 5xx (and drops it on a 4xx), so only a body that can never be valid gets a 400, a database
 // failure gets a 5xx, and an event for a notification we have not stored yet is a 200 like any other.
-import { Type, type FastifyPluginAsyncTypebox, type TSchema } from '@fastify/type-provider-typebox';
+import { Type, type FastifyPluginAsyncTypebox, type Static, type TSchema } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifyCredentials } from '../config.ts';
 import { bearerToken, matchesAnySecret } from '../http/internal-auth.ts';
 import { errorResponses } from '../http/schemas.ts';
-import { recordStatusEvent, type StatusOutcome } from '../status/repository.ts';
+import { recordStatusEvent, type StatusEvent, type StatusOutcome } from '../status/repository.ts';
 import { verifyEnpSignature } from './signature.ts';
 
 export interface CallbackRoutesOptions {
@@ -46,6 +46,20 @@ export const CallbackBody = Type.Object(
   },
   { additionalProperties: true, description: 'a VA Notify delivery-status callback' },
 );
+
+/** What a callback tells the state machine; `to` (the veteran's address) is left behind. */
+export function statusEventFromCallback(body: Static<typeof CallbackBody>): StatusEvent {
+  return {
+    notificationId: body.id.toLowerCase(),
+    status: body.status,
+    statusReason: body.status_reason ?? null,
+    reference: body.reference ?? null,
+    createdAt: body.created_at ?? null,
+    sentAt: body.sent_at ?? null,
+    completedAt: body.completed_at ?? null,
+    provider: body.provider ?? null,
+  };
+}
 
 const Received = Type.Object({ status: Type.Literal('received') });
 
@@ -126,16 +140,7 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       }
       const result = await recordStatusEvent(
         app.sql,
-        {
-          notificationId: body.id.toLowerCase(),
-          status: body.status,
-          statusReason: body.status_reason ?? null,
-          reference: body.reference ?? null,
-          createdAt: body.created_at ?? null,
-          sentAt: body.sent_at ?? null,
-          completedAt: body.completed_at ?? null,
-          provider: body.provider ?? null,
-        },
+        statusEventFromCallback(body),
         {
           source: 'callback',
           replayDelayMinutes: config.REPLAY_DELAY_MINUTES,
