@@ -1,6 +1,7 @@
 # Production image: Node 24 runs the TypeScript sources directly (type stripping), no build step.
-# Start path is the same as `npm start` (node src/server.ts); NODE_ENV=production turns off every
-# development default, so DATABASE_URL, the secrets and the VA Notify and AAL settings must be given.
+# Start path is the same as `npm start` (test/process/start-path.test.ts keeps them equal); NODE_ENV=production
+# turns off every development default, so DATABASE_URL, the secrets and the VA Notify and AAL settings
+# must be given.
 
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app
@@ -20,4 +21,6 @@ USER node
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/health/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "src/server.ts"]
+# Heap caps: left to itself V8 sizes its heap from the host's memory (gigabytes) and lets garbage pile
+# up under load; live data stays well under these, and the benchmarks run the service with them.
+CMD ["node", "--max-old-space-size=160", "--max-semi-space-size=16", "src/server.ts"]

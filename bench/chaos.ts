@@ -28,6 +28,7 @@ import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { sandboxAalCredentials, startSandboxAal, type SandboxAal } from '../src/sandbox/aal.ts';
 import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../src/sandbox/va-notify.ts';
+import { startCommand } from './lib/start-path.ts';
 
 const repositoryRoot = fileURLToPath(new URL('..', import.meta.url));
 const internalToken = 'chaos-internal-token-0001';
@@ -155,7 +156,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   };
   const orphans: ChaosReport['orphans'] = { sweepAdopted: 0, sweepReleased: 0, senderRecovered: 0 };
   async function start(instance: Instance): Promise<void> {
-    const child = spawn(process.execPath, ['--no-warnings', 'src/server.ts'], {
+    const { nodeFlags, entry } = startCommand();
+    const child = spawn(process.execPath, ['--no-warnings', ...nodeFlags, entry], {
       cwd: repositoryRoot,
       env: instanceEnv(options.databaseUrl, instance.port, vaNotify, aal),
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SandboxVaNotifyOptions } from '../../src/sandbox/va-notify.ts';
 import { startChild, type Child } from './child.ts';
+import { startCommand } from './start-path.ts';
 import { progress } from './report.ts';
 import type { SandboxCounts } from './sandbox-process.ts';
 
@@ -64,8 +65,9 @@ export async function startService(
 ): Promise<Service> {
   const logFile = join(logDir, `service-${++serviceCount}.log`);
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  // Experiments: BENCH_SERVICE_NODE_ARGS='--max-old-space-size=160' runs the service's node with these flags.
-  const nodeArgs = (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
+  // npm start's node flags (the heap caps), then experiments: BENCH_SERVICE_NODE_ARGS='--max-old-space-size=256'
+  // runs the service's node with these flags too (a later flag wins).
+  const nodeArgs = [...startCommand().nodeFlags, ...(process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')];
   const child: Child<{ url: string }> = await startChild(here('./service-process.ts'), {
     env: { BENCH_SERVICE_SETTINGS: JSON.stringify(settings), BENCH_SANDBOX_URLS: JSON.stringify(sandboxUrls) },
     stdoutFile: logFile,

@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { startCommand } from '../../bench/lib/start-path.ts';
 import { freePort } from '../../src/db/embedded.ts';
 import { sandboxDefaults } from '../../src/sandbox/va-notify.ts';
 import { callbackToken, internalToken } from './app.ts';
@@ -29,7 +30,8 @@ export function sandboxVaNotifyEnv(vaNotifyUrl: string): Record<string, string> 
 export async function startServiceProcess(env: Record<string, string>): Promise<ServiceProcess> {
   const port = await freePort();
   let output = '';
-  const child = spawn(process.execPath, ['src/server.ts'], {
+  const { nodeFlags, entry } = startCommand();
+  const child = spawn(process.execPath, [...nodeFlags, entry], {
     cwd: root,
     env: {
       PATH: process.env.PATH ?? '',
