@@ -10,8 +10,13 @@
 -- The effects of one stored event on a stored notification, once the event is marked applied:
 -- the notification's status moves forward only, the tracking email follows its latest attempt, and
 -- the first delivery of an email writes its AAL event. Shared by the two functions below.
+-- Every event counts as news of the notification (last_event_at: the fallback poll only asks about
+-- silent ones). It is set by the status update when there is one, so that an applied event writes
+-- the notification row once (touching last_event_at, an indexed column, writes a whole new row
+-- version with its index entries).
 create function apply_status_event_effects(
   p_event_id bigint,
+  p_notification_id uuid,
   p_email_id uuid,
   p_attempt integer,
   p_status text,                 -- normalised
@@ -33,6 +38,7 @@ declare
 begin
   aal_event_created := false;
   if not p_known then
+    update notification set last_event_at = now() where id = p_notification_id;
     outcome := 'unrecognised';
     return;
   end if;
@@ -48,6 +54,7 @@ begin
     status_received_at = e.received_at,
     sent_at = coalesce(e.sent_at, n.sent_at),
     completed_at = case when p_final then coalesce(e.completed_at, e.received_at) else n.completed_at end,
+    last_event_at = now(),
     updated_at = now()
   from notification_status_event e
   where e.id = p_event_id and n.id = e.notification_id
@@ -57,6 +64,7 @@ begin
          p_ranks[array_position(p_ranked_statuses, n.status)],
          n.status_received_at);
   if not found then
+    update notification set last_event_at = now() where id = p_notification_id;
     outcome := 'stale';
     return;
   end if;
@@ -146,11 +154,8 @@ begin
   -- statement after the lock reads what the sender committed before it was granted.
   perform pg_advisory_xact_lock(p_lock_namespace, hashtext(p_notification_id::text));
 
-  -- Every event counts as news of the notification, duplicates too: the fallback poll only asks
-  -- about silent ones.
-  update notification set last_event_at = now()
-  where id = p_notification_id
-  returning tracking_email_id, attempt into v_email_id, v_attempt;
+  select tracking_email_id, attempt into v_email_id, v_attempt
+  from notification where id = p_notification_id;
   v_stored := found;
 
   -- The unique key (notification_id, status, completed_at) makes a redelivered callback, or a poll
@@ -166,12 +171,14 @@ begin
 
   aal_event_created := false;
   if v_event_id is null then
+    -- A duplicate is news of the notification too.
+    update notification set last_event_at = now() where id = p_notification_id;
     outcome := 'duplicate';
   elsif not v_stored then
     outcome := 'pending_notification';
   else
     select f.outcome, f.aal_event_created into outcome, aal_event_created
-    from apply_status_event_effects(v_event_id, v_email_id, v_attempt, p_status, p_known, p_final, p_rank,
+    from apply_status_event_effects(v_event_id, p_notification_id, v_email_id, v_attempt, p_status, p_known, p_final, p_rank,
                                     p_email_state, p_email_reason, p_replay_delay_minutes, p_send_max_attempts,
                                     p_final_statuses, p_ranked_statuses, p_ranks) f;
   end if;
@@ -197,21 +204,21 @@ create function apply_pending_status_event(
   out aal_event_created boolean
 ) language plpgsql as $$
 declare
+  v_notification_id uuid;
   v_email_id uuid;
   v_attempt integer;
 begin
   aal_event_created := false;
-  update notification n set last_event_at = now()
-  from notification_status_event e
-  where e.id = p_event_id and n.id = e.notification_id
-  returning n.tracking_email_id, n.attempt into v_email_id, v_attempt;
+  select n.id, n.tracking_email_id, n.attempt into v_notification_id, v_email_id, v_attempt
+  from notification n join notification_status_event e on n.id = e.notification_id
+  where e.id = p_event_id;
   if not found then
     outcome := 'pending_notification';
     return;
   end if;
   update notification_status_event set applied_at = now() where id = p_event_id;
   select f.outcome, f.aal_event_created into outcome, aal_event_created
-  from apply_status_event_effects(p_event_id, v_email_id, v_attempt, p_status, p_known, p_final, p_rank,
+  from apply_status_event_effects(p_event_id, v_notification_id, v_email_id, v_attempt, p_status, p_known, p_final, p_rank,
                                   p_email_state, p_email_reason, p_replay_delay_minutes, p_send_max_attempts,
                                   p_final_statuses, p_ranked_statuses, p_ranks) f;
 end

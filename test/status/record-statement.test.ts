@@ -66,6 +66,22 @@ t.test('recording a status event against a real database', async (t) => {
     }
   });
 
+  t.test('every event is news of its notification: applied, stale, duplicate and unrecognised alike', async (t) => {
+    const id = await insertNotification(sql, await insertEmail(sql));
+    const steps: [Partial<StatusEvent>, string][] = [
+      [{}, 'applied'],
+      [{ status: 'sending', completedAt: '2026-05-14T13:22:09.500000Z' }, 'stale'],
+      [{}, 'duplicate'],
+      [{ status: 'virus-scan-failed' }, 'unrecognised'],
+    ];
+    for (const [fields, outcome] of steps) {
+      await sql`update notification set last_event_at = now() - interval '1 day' where id = ${id}`;
+      t.equal((await recordStatusEvent(sql, event(id, fields), callback)).outcome, outcome);
+      const { last_event_at } = await notificationRow(sql, id);
+      t.ok(Date.now() - last_event_at.getTime() < 60_000, `${outcome}: last_event_at is now`);
+    }
+  });
+
   t.test('an unknown notification id: kept, and the same event again is a duplicate', async (t) => {
     const id = randomUUID();
     t.same(await recordStatusEvent(sql, event(id), callback), { outcome: 'pending_notification', aalEventCreated: false });
