@@ -5,7 +5,7 @@
 import { Type, type FastifyPluginAsyncTypebox, type Static, type TSchema } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifyCredentials } from '../config.ts';
-import { bearerToken, matchesAnySecret } from '../http/internal-auth.ts';
+import { bearerToken, secretMatcher } from '../http/internal-auth.ts';
 import { errorResponses } from '../http/schemas.ts';
 import { recordStatusEvent, type StatusEvent, type StatusOutcome } from '../status/repository.ts';
 import { verifyEnpSignature } from './signature.ts';
@@ -67,7 +67,7 @@ const UNAUTHORIZED = 'a valid bearer token or x-enp-signature is required';
 
 export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOptions> = async (app, options) => {
   const { config } = app;
-  const tokens = config.VA_NOTIFY_CALLBACK_TOKENS;
+  const tokenMatches = secretMatcher(config.VA_NOTIFY_CALLBACK_TOKENS);
   const secrets = (options.signatureSecrets ?? [vaNotifyCredentials(config).secret]).filter((s) => s.length > 0);
   const rawBodies = new WeakMap<FastifyRequest, string>();
   const tokenAuthenticated = new WeakSet<FastifyRequest>();
@@ -113,7 +113,7 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       // A bearer token is checked before the body is read. A request without one may still carry
       // a signature, which can only be checked once the body is in.
       onRequest: async (request, reply) => {
-        if (matchesAnySecret(bearerToken(request), tokens)) {
+        if (tokenMatches(bearerToken(request))) {
           tokenAuthenticated.add(request);
           return;
         }

@@ -7,14 +7,18 @@ const digest = (value: string) => createHash('sha256').update(value).digest();
 
 /**
  * Compares a presented secret with every accepted one in constant time: hashing first gives equal
- * lengths, and no early exit tells an attacker which token came close.
+ * lengths, and no early exit tells an attacker which token came close. The accepted secrets are
+ * hashed once, when the check is built, so that a request hashes only the one it presents.
  */
-export function matchesAnySecret(presented: string | undefined, accepted: readonly string[]): boolean {
-  if (presented === undefined) return false;
-  const presentedDigest = digest(presented);
-  let match = false;
-  for (const token of accepted) match = timingSafeEqual(presentedDigest, digest(token)) || match;
-  return match;
+export function secretMatcher(accepted: readonly string[]): (presented: string | undefined) => boolean {
+  const digests = accepted.map(digest);
+  return (presented) => {
+    if (presented === undefined) return false;
+    const presentedDigest = digest(presented);
+    let match = false;
+    for (const acceptedDigest of digests) match = timingSafeEqual(presentedDigest, acceptedDigest) || match;
+    return match;
+  };
 }
 
 export function bearerToken(request: FastifyRequest): string | undefined {
@@ -26,8 +30,9 @@ export function bearerToken(request: FastifyRequest): string | undefined {
 
 /** An onRequest hook that answers 401 unless an accepted bearer token is presented. */
 export function requireBearerToken(accepted: readonly string[]) {
+  const matches = secretMatcher(accepted);
   return async function checkBearerToken(request: FastifyRequest, reply: FastifyReply) {
-    if (!matchesAnySecret(bearerToken(request), accepted)) {
+    if (!matches(bearerToken(request))) {
       reply.header('www-authenticate', 'Bearer');
       throw reply.unauthorized('a valid bearer token is required');
     }

@@ -1,15 +1,18 @@
 // Delivery status events and their effects, one transaction per event: the event is appended
 // (de-duplicated), the notification's status moves forward only, the tracking email follows its
 // latest notification, and the first delivery of an email writes its AAL event (the outbox row).
-// Callbacks, the fallback poll and the sender all come through here.
+// Callbacks, the fallback poll and the sender all come through here. The steps run in Postgres
+// (sql/006_record_status_event.sql), so that an event costs one round trip, not one per step.
 import { AdvisoryLock } from '../db/locks.ts';
 import type { Sql, SqlHandle, TransactionSql } from '../db/connect.ts';
 import {
   FINAL_STATUSES,
+  NotificationStatuses,
   PERMANENT_FAILURES,
   isFinal,
   normaliseStatus,
   progressRank,
+  type NormalisedStatus,
   type NotificationStatus,
 } from './notification-status.ts';
 
@@ -55,10 +58,9 @@ export interface StatusEventResult {
   aalEventCreated: boolean;
 }
 
-/** Timestamps stay in the row (microseconds intact) and are read there by the statements that need them. */
+/** A pending event as stored: its status is normalised again to learn what it means. */
 interface StoredEvent {
   id: number;
-  notification_id: string;
   status: string;
   status_reason: string | null;
 }
@@ -80,40 +82,87 @@ const messages: Record<StatusOutcome, string> = {
 };
 
 /**
- * Records one status event and applies it, all in one transaction (a savepoint when `sql` is
- * already a transaction). Duplicates and late events are harmless and reported as such.
+ * What a status means to the SQL that applies it (sql/006_record_status_event.sql), decided here so
+ * that the status tables live in notification-status.ts only.
+ */
+interface StatusEffects {
+  known: boolean;
+  final: boolean;
+  /** Progress rank of the status; null for a status this service does not know. */
+  rank: number | null;
+  /** The state the tracking email follows to; null for a non-final (or unknown) status. */
+  emailState: 'delivered' | 'expired' | 'temporary_failure' | 'permanent_failure' | null;
+  emailReason: string | null;
+}
+
+function statusEffects({ status, statusReason, known }: NormalisedStatus): StatusEffects {
+  if (!known) return { known, final: false, rank: null, emailState: null, emailReason: null };
+  const value = status as NotificationStatus;
+  const final = isFinal(value);
+  const emailState = !final ? null
+    : value === 'delivered' ? 'delivered'
+    : value === 'expired' ? 'expired'
+    : value === 'temporary-failure' ? 'temporary_failure'
+    : PERMANENT_FAILURES.has(value) ? 'permanent_failure'
+    : null;
+  const emailReason = value === 'delivered' ? statusReason : (statusReason ?? `VA Notify status ${value}`);
+  return { known, final, rank: progressRank(value), emailState, emailReason };
+}
+
+// The status tables the SQL orders a notification's current status by, as the arrays it takes.
+const finalStatuses = [...FINAL_STATUSES] as string[];
+const rankedStatuses = [...NotificationStatuses] as string[];
+const ranks = NotificationStatuses.map(progressRank);
+
+/**
+ * Records one status event and applies it: one statement, so one round trip and one transaction
+ * (a savepoint when `sql` is already a transaction). Duplicates and late events are harmless and
+ * reported as such.
  */
 export async function recordStatusEvent(
   sql: Sql | TransactionSql,
   event: StatusEvent,
   options: RecordOptions,
 ): Promise<StatusEventResult> {
-  const run = (tx: TransactionSql) => recordInTransaction(tx, event, options);
-  const result = 'begin' in sql ? await sql.begin(run) : await sql.savepoint(run);
+  const normalised = normaliseStatus(event.status, event.statusReason);
+  const effects = statusEffects(normalised);
+  // Timestamps go as text (see timestamp()); `to` is never stored.
+  const run = async (handle: SqlHandle) => {
+    const [row] = await handle<{ outcome: StatusOutcome; aal_event_created: boolean }[]>`
+      select outcome, aal_event_created from record_status_event(
+        p_lock_namespace => ${NOTIFICATION_LOCK}::int,
+        p_notification_id => ${event.notificationId}::uuid,
+        p_status => ${normalised.status}::text,
+        p_status_reason => ${normalised.statusReason}::text,
+        p_reference => ${event.reference ?? null}::text,
+        p_notify_created_at => ${timestamp(event.createdAt)}::text::timestamptz,
+        p_sent_at => ${timestamp(event.sentAt)}::text::timestamptz,
+        p_completed_at => ${timestamp(event.completedAt)}::text::timestamptz,
+        p_provider => ${event.provider ?? null}::text,
+        p_source => ${options.source}::text,
+        ${effectArguments(handle, effects, options)})`;
+    return { outcome: row!.outcome, aalEventCreated: row!.aal_event_created };
+  };
+  const result = 'begin' in sql ? await run(sql) : await sql.savepoint(run);
   const details = { notificationId: event.notificationId, status: event.status, outcome: result.outcome, source: options.source };
   if (result.outcome === 'unrecognised') options.log?.warn(details, messages[result.outcome]);
   else options.log?.info(details, messages[result.outcome]);
   return result;
 }
 
-async function recordInTransaction(tx: TransactionSql, event: StatusEvent, options: RecordOptions): Promise<StatusEventResult> {
-  const { status, statusReason } = normaliseStatus(event.status, event.statusReason);
-  await lockNotification(tx, event.notificationId);
-  // The unique key (notification_id, status, completed_at) makes a redelivered callback, or a poll
-  // that reads what a callback already said, a no-op. `to` is never stored.
-  const [stored] = await tx<StoredEvent[]>`
-    insert into notification_status_event
-      (notification_id, status, status_reason, reference, notify_created_at, sent_at, completed_at, provider, source)
-    values (${event.notificationId}, ${status}, ${statusReason}, ${event.reference ?? null},
-            ${timestamp(event.createdAt)}::text::timestamptz, ${timestamp(event.sentAt)}::text::timestamptz,
-            ${timestamp(event.completedAt)}::text::timestamptz, ${event.provider ?? null}, ${options.source})
-    on conflict on constraint notification_status_event_dedup do nothing
-    returning id, notification_id, status, status_reason`;
-  if (stored === undefined) {
-    await touchNotification(tx, event.notificationId);
-    return { outcome: 'duplicate', aalEventCreated: false };
-  }
-  return applyStoredEvent(tx, stored, options);
+/** The arguments both SQL functions take after the event itself, in named notation. */
+function effectArguments(sql: SqlHandle, effects: StatusEffects, options: ApplyOptions) {
+  return sql`
+    p_known => ${effects.known}::boolean,
+    p_final => ${effects.final}::boolean,
+    p_rank => ${effects.rank}::int,
+    p_email_state => ${effects.emailState}::text,
+    p_email_reason => ${effects.emailReason}::text,
+    p_replay_delay_minutes => ${options.replayDelayMinutes}::int,
+    p_send_max_attempts => ${options.sendMaxAttempts}::int,
+    p_final_statuses => ${finalStatuses}::text[],
+    p_ranked_statuses => ${rankedStatuses}::text[],
+    p_ranks => ${ranks}::int[]`;
 }
 
 /**
@@ -126,142 +175,31 @@ export async function applyPendingStatusEvents(
   notificationId: string,
   options: ApplyOptions,
 ): Promise<{ applied: number; stale: number; aalEventCreated: boolean }> {
-  await lockNotification(tx, notificationId);
+  await tx`select pg_advisory_xact_lock(${NOTIFICATION_LOCK}, hashtext(${notificationId}::uuid::text))`;
   // Oldest first, the order VA Notify produced them in; the guard makes the end state the same
   // whatever the order, and this order also replays the intermediate effects (a delivery, then its bounce).
   const events = await tx<StoredEvent[]>`
-    select id, notification_id, status, status_reason
+    select id, status, status_reason
     from notification_status_event
     where notification_id = ${notificationId} and applied_at is null
     order by completed_at nulls first, received_at, id`;
   const summary = { applied: 0, stale: 0, aalEventCreated: false };
   for (const event of events) {
-    const result = await applyStoredEvent(tx, event, options);
-    if (result.outcome === 'applied') summary.applied += 1;
-    if (result.outcome === 'stale') summary.stale += 1;
-    summary.aalEventCreated ||= result.aalEventCreated;
-    if (result.outcome !== 'pending_notification') {
-      options.log?.info({ notificationId, status: event.status, outcome: result.outcome, source: 'pending' }, messages[result.outcome]);
+    const normalised = normaliseStatus(event.status, event.status_reason);
+    const [row] = await tx<{ outcome: StatusOutcome; aal_event_created: boolean }[]>`
+      select outcome, aal_event_created from apply_pending_status_event(
+        p_event_id => ${event.id}::bigint,
+        p_status => ${normalised.status}::text,
+        ${effectArguments(tx, statusEffects(normalised), options)})`;
+    const outcome = row!.outcome;
+    if (outcome === 'applied') summary.applied += 1;
+    if (outcome === 'stale') summary.stale += 1;
+    summary.aalEventCreated ||= row!.aal_event_created;
+    if (outcome !== 'pending_notification') {
+      options.log?.info({ notificationId, status: event.status, outcome, source: 'pending' }, messages[outcome]);
     }
   }
   return summary;
-}
-
-async function lockNotification(tx: SqlHandle, notificationId: string): Promise<void> {
-  await tx`select pg_advisory_xact_lock(${NOTIFICATION_LOCK}, hashtext(${notificationId}::uuid::text))`;
-}
-
-/** Every event counts as news of the notification: the fallback poll only asks about silent ones. */
-async function touchNotification(tx: SqlHandle, notificationId: string) {
-  const [row] = await tx<{ tracking_email_id: string; attempt: number }[]>`
-    update notification set last_event_at = now()
-    where id = ${notificationId}
-    returning tracking_email_id, attempt`;
-  return row;
-}
-
-async function applyStoredEvent(tx: SqlHandle, event: StoredEvent, options: ApplyOptions): Promise<StatusEventResult> {
-  const notification = await touchNotification(tx, event.notification_id);
-  if (notification === undefined) return { outcome: 'pending_notification', aalEventCreated: false };
-
-  await tx`update notification_status_event set applied_at = now() where id = ${event.id}`;
-  const known = normaliseStatus(event.status, event.status_reason);
-  if (!known.known) return { outcome: 'unrecognised', aalEventCreated: false };
-  const status = known.status as NotificationStatus;
-  const final = isFinal(status);
-
-  // Status only moves forward. Events are ordered by (final, completed_at, progress, receipt): a
-  // final status always ends a non-final one and is never replaced by one; between two finals or
-  // two non-finals the later completion wins, so a late `sending` never overwrites `delivered`
-  // while a bounce (`permanent-failure` after `delivered`) is still recorded.
-  const [updated] = await tx`
-    update notification n set
-      status = ${status},
-      status_reason = e.status_reason,
-      status_completed_at = e.completed_at,
-      status_received_at = e.received_at,
-      sent_at = coalesce(e.sent_at, n.sent_at),
-      completed_at = case when ${final}::boolean then coalesce(e.completed_at, e.received_at) else n.completed_at end,
-      updated_at = now()
-    from notification_status_event e
-    where e.id = ${event.id} and n.id = e.notification_id
-      and (${final}::boolean, coalesce(e.completed_at, '-infinity'), ${progressRank(status)}::int, e.received_at)
-        > (n.status = any(${FINAL_STATUSES as string[]}::text[]),
-           coalesce(n.status_completed_at, '-infinity'),
-           case n.status when 'created' then 0 when 'sending' then 1 when 'pending' then 1 when 'sent' then 2 else 3 end,
-           n.status_received_at)
-    returning n.id`;
-  if (updated === undefined) return { outcome: 'stale', aalEventCreated: false };
-
-  if (final) await followOnEmail(tx, notification.tracking_email_id, notification.attempt, status, event.status_reason, options);
-  const aalEventCreated =
-    status === 'delivered' ? await createAalEvent(tx, notification.tracking_email_id, event) : false;
-  return { outcome: 'applied', aalEventCreated };
-}
-
-/**
- * The tracking email shows the final status of its latest send: a late event about an earlier
- * attempt (replayed since) changes that notification only. An email that is queued or being sent
- * belongs to the sender, and a shadowed one was never sent, so neither is touched.
- */
-async function followOnEmail(
-  tx: SqlHandle,
-  emailId: string,
-  attempt: number,
-  status: NotificationStatus,
-  statusReason: string | null,
-  options: ApplyOptions,
-): Promise<void> {
-  const temporary = status === 'temporary-failure';
-  const state = status === 'delivered' ? 'delivered'
-    : status === 'expired' ? 'expired'
-    : temporary ? 'temporary_failure'
-    : PERMANENT_FAILURES.has(status) ? 'permanent_failure'
-    : undefined;
-  if (state === undefined) return;
-  const reason = status === 'delivered' ? statusReason : (statusReason ?? `VA Notify status ${status}`);
-  // A temporary failure is not retried by VA Notify: the sweep replays the email once
-  // next_attempt_at passes, until the email has used all its attempts.
-  await tx`
-    update tracking_email t set
-      state = case when ${temporary}::boolean and t.attempts >= ${options.sendMaxAttempts}::int then 'failed' else ${state} end,
-      state_reason = ${reason},
-      next_attempt_at = case when ${temporary}::boolean and t.attempts < ${options.sendMaxAttempts}::int
-                             then now() + make_interval(mins => ${options.replayDelayMinutes}::int)
-                             else t.next_attempt_at end,
-      updated_at = now()
-    where t.id = ${emailId}
-      and t.state in ('sent', 'delivered', 'permanent_failure', 'temporary_failure', 'failed', 'expired')
-      and ${attempt}::int = (select max(n.attempt) from notification n where n.tracking_email_id = t.id)`;
-}
-
-/**
- * The AAL outbox row, written with the delivery it reports. The unique tracking_email_id makes it
- * exactly one per email, however often or late `delivered` arrives. The detail names packages by
- * carrier and tracking number and prescriptions by the last four digits of the Rx number only:
- * no drug names and no full Rx numbers in an audit log.
- */
-async function createAalEvent(tx: SqlHandle, emailId: string, event: StoredEvent): Promise<boolean> {
-  const inserted = await tx`
-    insert into aal_event (tracking_email_id, notification_id, mhv_correlation_id, completion_time, detail_value, state, last_error)
-    select t.id, e.notification_id, c.correlation_id,
-           coalesce(e.completed_at, e.received_at),
-           (select coalesce('Packages: ' || string_agg(p.package, '; ' order by p.carrier, p.tracking_number), 'Packages: none listed')
-              from (select d.carrier, d.tracking_number,
-                           d.carrier || ' ' || d.tracking_number || ' (Rx ending '
-                             || string_agg(distinct right(d.rx_number, 4), ', ' order by right(d.rx_number, 4)) || ')' as package
-                      from medication_dispense d
-                     where d.tracking_email_id = t.id and d.tracking_number <> ''
-                     group by d.carrier, d.tracking_number) p),
-           case when c.correlation_id is null then 'unpostable' else 'pending' end,
-           case when c.correlation_id is null then 'no MHV correlation id' end
-    from tracking_email t
-    join notification_status_event e on e.id = ${event.id}
-    cross join lateral (select nullif(trim(t.mhv_correlation_id), '') as correlation_id) c
-    where t.id = ${emailId}
-    on conflict (tracking_email_id) do nothing
-    returning id`;
-  return inserted.length > 0;
 }
 
 /**
