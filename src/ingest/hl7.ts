@@ -15,7 +15,9 @@
 // with random encoding characters (VistA's `~^\&` among them), repetitions, components,
 // subcomponents and escape sequences, and checks that every field and component this adapter reads
 // comes out as the library reads it and as exactly the value the generator encoded. Where the two
-// differ on purpose (malformed \X..\ sequences) hl7-reader.ts says why.
+// differ on purpose: malformed \X..\ sequences (hl7-reader.ts says why), and a U+2028 or U+2029
+// inside a segment followed by `MSH|`, which the library took for a second MSH and refused the
+// message over: segments end at CR, LF or CRLF only, so it is now read as text.
 import { Hl7Segment, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
@@ -227,18 +229,21 @@ export function parseHl7Message(lines: string[], index = 0): Hl7MessageResult {
   const read = readEncoding(headerLine);
   if ('error' in read) return reject(index, undefined, read.error);
   const { encoding, characters } = read;
-  const segments = lines.map((line) => new Hl7Segment(line, encoding));
+  // White space at the end of a segment is not part of its last field (as node-hl7-client read it,
+  // so a field of spaces there is absent); the ACK's echo of MSH fields is of the line as sent.
+  const segments = lines.map((line) => new Hl7Segment(line.trimEnd(), encoding));
   const msh = segments[0]!;
+  const mshAsSent = msh.text === headerLine ? msh : new Hl7Segment(headerLine, encoding);
   const header: Hl7Header = {
     encoding,
     encodingCharacters: characters,
-    sendingApplication: msh.raw(3),
-    sendingFacility: msh.raw(4),
+    sendingApplication: mshAsSent.raw(3),
+    sendingFacility: mshAsSent.raw(4),
     messageType: '',
     triggerEvent: '',
-    controlId: msh.raw(10),
-    processingId: msh.raw(11),
-    version: msh.raw(12),
+    controlId: mshAsSent.raw(10),
+    processingId: mshAsSent.raw(11),
+    version: mshAsSent.raw(12),
   };
   try {
     return readDispenseMessage(segments, index, header);

@@ -170,7 +170,8 @@ t.test('every repetition, component and subcomponent reads as the library reads 
     fc.assert(
       fc.property(messageShape, ({ encoding: enc, msh, segments }) => {
         const generated: GeneratedSegment[] = [{ name: 'MSH', fields: msh }, ...segments];
-        const lines = generated.map((g) => segmentLine(g, enc));
+        // The adapter reads segments without their trailing white space, as the library did.
+        const lines = generated.map((g) => segmentLine(g, enc).trimEnd());
         const oracle = librarySegments(lines);
         generated.forEach((g, i) => {
           const ours = new Hl7Segment(lines[i]!, enc);
@@ -180,7 +181,8 @@ t.test('every repetition, component and subcomponent reads as the library reads 
           // One field, repetition, component and subcomponent past the generated ones: absent is ''.
           for (let n = first; n <= first + g.fields.length; n++) {
             const f = g.fields[n - first];
-            if (ours.raw(n) !== (f === undefined ? '' : encodeField(f, enc))) throw new Error(`${g.name}-${n} raw text differs from what was sent`);
+            const sent = f === undefined ? '' : encodeField(f, enc);
+            if (ours.raw(n) !== (n === first + g.fields.length - 1 ? sent.trimEnd() : sent)) throw new Error(`${g.name}-${n} raw text differs from what was sent`);
             if (ours.repetitionCount(n) !== libraryRepetitionCount(theirs, n)) throw new Error(`${g.name}-${n}: repetition count differs from the library's`);
             const reps = f ?? emptyField;
             for (let r = 1; r <= reps.length + 1; r++) {
@@ -234,6 +236,14 @@ t.test('a hex escape that is not pairs of hex digits is refused by name, without
   const result = parseHl7Body(body);
   if (result.kind !== 'hl7') throw new Error(result.reason);
   t.match(result.messages[0], { ack: 'AR', header: { controlId: 'H-1' }, errors: ['the message could not be parsed: RXD-2: a hex escape sequence (\\X…\\) is not pairs of hex digits'] });
+});
+
+t.test('a line separator inside a segment is text, not a second MSH (the library refused the message)', async (t) => {
+  const lines = ['MSH|^~\\&|CMOP|521|MHV|MHV|20260514||RDS^O13|U-1|P|2.5', 'PID|||1012345678V123456^^^USVHA^NI', 'NTE|1||see\u2028MSH|note', 'RXD|1|X^DRUG^L|20260514|1|||701||||||1Z2'];
+  t.throws(() => librarySegments(lines), { message: /Multiple MSH segments/ });
+  const result = parseHl7Body(lines.join('\r'));
+  if (result.kind !== 'hl7') throw new Error(result.reason);
+  t.match(result.messages, [{ ack: 'AA', dispenses: [{ rxNumber: '701', trackingNumber: '1Z2', drugName: 'DRUG' }] }]);
 });
 
 // ---- The adapter's own reads, through parseHl7Body, against the generator and the library
