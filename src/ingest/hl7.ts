@@ -2,24 +2,26 @@
 // reason the message could not be used) and builds the ACKs that answer them. It never throws: a
 // body is data from outside, and every failure becomes a result with a reason.
 //
-// Splitting a body into messages (batch envelopes, CR/LF/CRLF, MLLP framing) is done here, because
-// the library's batch reader refuses FHS-wrapped files and mixed separators. Reading fields, with
-// the encoding characters of each message's MSH-2 and its escape sequences decoded, is done by
-// node-hl7-client: unlike @medplum/core's Hl7Message (which honours MSH-2 but hands back
-// `\F\`-style sequences undecoded), it decodes \F\ \S\ \T\ \R\ \E\ and \Xhh\ with the message's own
-// delimiters, VistA's `~^\&` included.
-import { Message, type HL7Node } from 'node-hl7-client';
+// Splitting a body into messages (batch envelopes, CR/LF/CRLF, MLLP framing) is done here; reading
+// fields, with the encoding characters of each message's MSH-1/MSH-2 and its escape sequences
+// decoded, is done by hl7-reader.ts. The service reads fields itself rather than through an HL7
+// library because of what the library it used (node-hl7-client) cost, measured: importing it added
+// about 110 MB of RSS (its 4 MB module of HL7 tables), past the service's 250 MB budget before any
+// work, and reading a message's fields through its nodes took about 90 µs, which held 1,000-message
+// HL7 bodies to 12% of a direct insert. Ingest reads a dozen components per message; splitting
+// only what is read, with indexOf, costs a few µs.
+//
+// node-hl7-client stays as a test-only oracle: test/ingest/hl7-oracle.test.ts generates messages
+// with random encoding characters (VistA's `~^\&` among them), repetitions, components,
+// subcomponents and escape sequences, and checks that every field and component this adapter reads
+// comes out as the library reads it and as exactly the value the generator encoded. Where the two
+// differ on purpose: malformed \X..\ sequences (hl7-reader.ts says why), and a U+2028 or U+2029
+// inside a segment followed by `MSH|`, which the library took for a second MSH and refused the
+// message over: segments end at CR, LF or CRLF only, so it is now read as text.
+import { Hl7Segment, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
-export interface Hl7Encoding {
-  field: string;
-  component: string;
-  repetition: string;
-  escape: string;
-  subcomponent: string;
-}
-
-export const standardEncoding: Hl7Encoding = { field: '|', component: '^', repetition: '~', escape: '\\', subcomponent: '&' };
+export { readEncoding, standardEncoding, type Hl7Encoding };
 
 export type AckCode = 'AA' | 'AE' | 'AR';
 
@@ -93,23 +95,6 @@ export function splitMessages(body: string): { messages: string[][]; ignoredLine
   return { messages, ignoredLines };
 }
 
-/** Reads MSH-1 and MSH-2; undefined with a reason when they are not usable encoding characters. */
-export function readEncoding(headerLine: string): { encoding: Hl7Encoding; characters: string } | { error: string } {
-  const field = headerLine[3];
-  if (field === undefined || /[A-Za-z0-9\s]/.test(field)) return { error: 'MSH-1 (field separator) is missing' };
-  const end = headerLine.indexOf(field, 4);
-  const characters = end === -1 ? headerLine.slice(4) : headerLine.slice(4, end);
-  if (characters.length < 4 || characters.length > 5) {
-    return { error: 'MSH-2 must hold the four encoding characters (component, repetition, escape, subcomponent)' };
-  }
-  const all = field + characters.slice(0, 4);
-  if (new Set(all).size !== all.length || /[A-Za-z0-9\s]/.test(all)) {
-    return { error: 'MSH-1/MSH-2 encoding characters must be distinct punctuation characters' };
-  }
-  const [component, repetition, escape, subcomponent] = characters as unknown as [string, string, string, string];
-  return { encoding: { field, component, repetition, escape, subcomponent }, characters };
-}
-
 /**
  * Escapes a value for one HL7 field component with the given encoding characters, so that the
  * receiver decodes exactly the value (delimiters as \F\ \S\ \T\ \R\ \E\, line breaks as \X0D\ and
@@ -133,31 +118,9 @@ export function escapeHl7(value: string, encoding: Hl7Encoding = standardEncodin
   return out;
 }
 
-// ---- Reading fields through the library, 1-based like the HL7 spec, never throwing on absence.
-
-function fieldOf(segment: HL7Node | undefined, n: number): HL7Node | undefined {
-  if (segment === undefined) return undefined;
-  return (segment.read([String(n)]) as HL7Node | undefined) ?? undefined;
-}
-
-function repetitions(field: HL7Node | undefined): HL7Node[] {
-  return field === undefined ? [] : field.toArray();
-}
-
-function componentOf(repetition: HL7Node | undefined, component: number, subcomponent = 1): string {
-  const node = repetition?.toArray()[component - 1];
-  const sub = node?.toArray()[subcomponent - 1];
-  return sub === undefined ? '' : sub.toString().trim();
-}
-
-/** Component `component` of the first repetition of field `n`, decoded and trimmed. */
-function value(segment: HL7Node | undefined, n: number, component = 1, subcomponent = 1): string {
-  return componentOf(repetitions(fieldOf(segment, n))[0], component, subcomponent);
-}
-
-/** Raw text of MSH-n (n ≥ 3), still encoded: for echoing back in the ACK. */
-function rawMshField(headerLine: string, encoding: Hl7Encoding, n: number): string {
-  return headerLine.split(encoding.field)[n - 1] ?? '';
+/** Component `component` of field `n`'s first repetition, decoded and trimmed; '' without the segment. */
+function value(segment: Hl7Segment | undefined, n: number, component = 1): string {
+  return segment === undefined ? '' : segment.value(n, component);
 }
 
 // ---- Timestamps
@@ -195,16 +158,16 @@ interface PatientIdentifiers {
   icnProblem: string | null;
 }
 
-function readPatient(pid: HL7Node | undefined): PatientIdentifiers {
+function readPatient(pid: Hl7Segment | undefined): PatientIdentifiers {
   if (pid === undefined) return { icn: null, mhvCorrelationId: null, icnProblem: 'no PID segment, so no ICN' };
   let icn: string | null = null;
   let malformedIcn = false;
   let mhvCorrelationId: string | null = null;
-  for (const rep of repetitions(fieldOf(pid, 3))) {
-    const id = componentOf(rep, 1);
-    const authority = componentOf(rep, 4).toUpperCase();
-    const type = componentOf(rep, 5).toUpperCase();
+  for (let rep = 1, count = pid.repetitionCount(3); rep <= count; rep++) {
+    const id = pid.value(3, 1, 1, rep);
     if (id === '') continue;
+    const authority = pid.value(3, 4, 1, rep).toUpperCase();
+    const type = pid.value(3, 5, 1, rep).toUpperCase();
     if (type === 'NI' && authority === 'USVHA') {
       if (isIcn(id)) icn ??= id;
       else malformedIcn = true;
@@ -236,7 +199,7 @@ const stationPattern = /^\d{3}[A-Z0-9]{0,2}$/;
  * interface sends `521`), else the first part of a CMOP order number `STATION-RX-FILL` in ORC-2
  * whose Rx part is this Rx (CMOP fills put the station there; MSH-4 is CMOP's own name).
  */
-function readStation(msh: HL7Node | undefined, orc: HL7Node | undefined, rxNumber: string): string {
+function readStation(msh: Hl7Segment | undefined, orc: Hl7Segment | undefined, rxNumber: string): string {
   const facility = value(msh, 4);
   if (stationPattern.test(facility)) return facility;
   const order = value(orc, 2).split('-');
@@ -249,9 +212,9 @@ function readStation(msh: HL7Node | undefined, orc: HL7Node | undefined, rxNumbe
 // ---- One message
 
 interface OrderGroup {
-  orc: HL7Node | undefined;
-  rxd: HL7Node;
-  zr2: HL7Node | undefined;
+  orc: Hl7Segment | undefined;
+  rxd: Hl7Segment;
+  zr2: Hl7Segment | undefined;
 }
 
 const supportedMessageCodes = new Set(['RDS', 'RRD']);
@@ -266,29 +229,34 @@ export function parseHl7Message(lines: string[], index = 0): Hl7MessageResult {
   const read = readEncoding(headerLine);
   if ('error' in read) return reject(index, undefined, read.error);
   const { encoding, characters } = read;
+  // White space at the end of a segment is not part of its last field (as node-hl7-client read it,
+  // so a field of spaces there is absent); the ACK's echo of MSH fields is of the line as sent.
+  const segments = lines.map((line) => new Hl7Segment(line.trimEnd(), encoding));
+  const msh = segments[0]!;
+  const mshAsSent = msh.text === headerLine ? msh : new Hl7Segment(headerLine, encoding);
   const header: Hl7Header = {
     encoding,
     encodingCharacters: characters,
-    sendingApplication: rawMshField(headerLine, encoding, 3),
-    sendingFacility: rawMshField(headerLine, encoding, 4),
+    sendingApplication: mshAsSent.raw(3),
+    sendingFacility: mshAsSent.raw(4),
     messageType: '',
     triggerEvent: '',
-    controlId: rawMshField(headerLine, encoding, 10),
-    processingId: rawMshField(headerLine, encoding, 11),
-    version: rawMshField(headerLine, encoding, 12),
+    controlId: mshAsSent.raw(10),
+    processingId: mshAsSent.raw(11),
+    version: mshAsSent.raw(12),
   };
   try {
-    return readDispenseMessage(lines, index, header);
+    return readDispenseMessage(segments, index, header);
   } catch (error) {
-    // The library throws on some malformed text; the sender learns why from the ACK.
+    // Hl7ReadError: a field that is read holds an escape sequence that cannot be decoded, so the
+    // message cannot be read as sent; the ACK names the field, never its text. Anything else is
+    // caught too, because this function must not throw on a body from outside.
     return reject(index, header, `the message could not be parsed: ${error instanceof Error ? error.message : String(error)}`);
   }
 }
 
-function readDispenseMessage(lines: string[], index: number, header: Hl7Header): Hl7MessageResult {
-  const message = new Message({ text: lines.join('\r') });
-  const segments = message.toArray();
-  const msh = segments[0];
+function readDispenseMessage(segments: Hl7Segment[], index: number, header: Hl7Header): Hl7MessageResult {
+  const msh = segments[0]!;
   const code = value(msh, 9, 1).toUpperCase();
   header.triggerEvent = value(msh, 9, 2).toUpperCase();
   header.messageType = [code, header.triggerEvent, value(msh, 9, 3)].filter((p) => p !== '').join('^');
@@ -300,8 +268,8 @@ function readDispenseMessage(lines: string[], index: number, header: Hl7Header):
     return reject(index, header, `message type ${header.messageType} is not a dispense message (expected RDS^R06, RDS^O13 or RRD^O14)`);
   }
 
-  let pid: HL7Node | undefined;
-  let orc: HL7Node | undefined;
+  let pid: Hl7Segment | undefined;
+  let orc: Hl7Segment | undefined;
   const groups: OrderGroup[] = [];
   for (const segment of segments.slice(1)) {
     switch (segment.name) {

@@ -1,7 +1,7 @@
 // The service never stores an SSN. Request bodies are kept "as received, SSNs masked": this module
 // does the masking, on the raw text and before anything is parsed or stored, so that a body that
 // fails to parse is masked too. Everything else in the body is left byte for byte as it came.
-import { readEncoding, standardEncoding, type Hl7Encoding } from './hl7.ts';
+import { readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 
 const MASK = 'XXXXXXXXX';
 

@@ -1,0 +1,181 @@
+// Reads fields out of HL7 v2 segments with each message's own delimiters (MSH-1 and MSH-2), and
+// decodes escape sequences only in the pieces that are read. Ingest reads a dozen components of a
+// handful of segments per message, so nothing is split or decoded ahead of the read that needs it:
+// a segment is split into fields on its first read, and a component is found by scanning its field.
+
+export interface Hl7Encoding {
+  field: string;
+  component: string;
+  repetition: string;
+  escape: string;
+  subcomponent: string;
+}
+
+export const standardEncoding: Hl7Encoding = { field: '|', component: '^', repetition: '~', escape: '\\', subcomponent: '&' };
+
+/** A field holds an escape sequence the reader cannot decode; the message cannot be read as sent. */
+export class Hl7ReadError extends Error {}
+
+/** Reads MSH-1 and MSH-2; an error with a reason when they are not usable encoding characters. */
+export function readEncoding(headerLine: string): { encoding: Hl7Encoding; characters: string } | { error: string } {
+  const field = headerLine[3];
+  if (field === undefined || /[A-Za-z0-9\s]/.test(field)) return { error: 'MSH-1 (field separator) is missing' };
+  const end = headerLine.indexOf(field, 4);
+  const characters = end === -1 ? headerLine.slice(4) : headerLine.slice(4, end);
+  if (characters.length < 4 || characters.length > 5) {
+    return { error: 'MSH-2 must hold the four encoding characters (component, repetition, escape, subcomponent)' };
+  }
+  const all = field + characters.slice(0, 4);
+  if (new Set(all).size !== all.length || /[A-Za-z0-9\s]/.test(all)) {
+    return { error: 'MSH-1/MSH-2 encoding characters must be distinct punctuation characters' };
+  }
+  const [component, repetition, escape, subcomponent] = characters as unknown as [string, string, string, string];
+  return { encoding: { field, component, repetition, escape, subcomponent }, characters };
+}
+
+/** Piece `index` (from 0) of `text` cut at `delimiter`, '' past the last; the rest is not split. */
+function pieceOf(text: string, delimiter: string, index: number): string {
+  let start = 0;
+  for (let i = 0; i < index; i++) {
+    const next = text.indexOf(delimiter, start);
+    if (next === -1) return '';
+    start = next + delimiter.length;
+  }
+  const end = text.indexOf(delimiter, start);
+  return end === -1 ? text.slice(start) : text.slice(start, end);
+}
+
+function countOf(text: string, delimiter: string): number {
+  let count = 0;
+  for (let at = text.indexOf(delimiter); at !== -1; at = text.indexOf(delimiter, at + delimiter.length)) count++;
+  return count;
+}
+
+const hexPairs = /^(?:[0-9A-Fa-f]{2})*$/;
+
+/**
+ * The text one escape sequence stands for, given what lies between its escape characters. What each
+ * sequence becomes is what node-hl7-client (the oracle in test/ingest/hl7-oracle.test.ts) made of it
+ * when it read these fields, so that stored values stay as they were:
+ * - \F\ \S\ \T\ \R\ \E\: the message's own delimiters. Like the library, the first letter decides
+ *   (`\Fxx\` is `|`): HL7 defines no longer forms, and a sender that writes one means the delimiter.
+ * - \Xhh…\: each pair of hex digits is one character of that code (ISO-8859-1, as the library did):
+ *   exact for the ASCII CMOP sends, such as the \X0D\ and \X0A\ our own escapeHl7 writes. A sequence
+ *   that is not pairs of hex digits throws: the library failed on most of them (a RangeError), so
+ *   the message was answered AR, and it still is, now with a reason. (Unlike the library, odd
+ *   lengths and half-hex pairs such as `\X4G\` are refused too, instead of being read by
+ *   parseInt's leniency as a NUL or a truncated code.)
+ * - \H\ \N\ (highlighting), \Zxx\ (locally defined), \Cxxyy\ \Mxxyyzz\ (character-set switches):
+ *   dropped. Highlighting has no meaning in a stored value; no sender has told us what a Z escape
+ *   means; and CMOP sends ASCII, so no text follows a character-set switch that needs converting.
+ * - Anything else, the formatting commands \.br\ \.sp\ \.in\ … among them, stays as written: they
+ *   belong to FT (formatted text) fields, and none of the fields ingest reads is one.
+ */
+function decodeSequence(inner: string, encoding: Hl7Encoding): string | undefined {
+  switch (inner[0]) {
+    case 'F':
+      return encoding.field;
+    case 'S':
+      return encoding.component;
+    case 'T':
+      return encoding.subcomponent;
+    case 'R':
+      return encoding.repetition;
+    case 'E':
+      return encoding.escape;
+    case 'X': {
+      const hex = inner.slice(1);
+      if (!hexPairs.test(hex)) throw new Hl7ReadError('a hex escape sequence (\\X…\\) is not pairs of hex digits');
+      let out = '';
+      for (let i = 0; i < hex.length; i += 2) out += String.fromCharCode(Number.parseInt(hex.slice(i, i + 2), 16));
+      return out;
+    }
+    case 'H':
+    case 'N':
+    case 'Z':
+    case 'C':
+    case 'M':
+      return '';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Decodes the escape sequences of one piece of a field (split already, so it holds no delimiter but
+ * the escape character). A sequence runs from an escape character to the next one; an escape
+ * character with no partner after it is kept as it is.
+ */
+export function decodeEscapes(text: string, encoding: Hl7Encoding): string {
+  const escape = encoding.escape;
+  let open = text.indexOf(escape);
+  if (open === -1) return text;
+  let out = '';
+  let from = 0;
+  while (open !== -1) {
+    const close = text.indexOf(escape, open + escape.length);
+    if (close === -1) break;
+    const decoded = decodeSequence(text.slice(open + escape.length, close), encoding);
+    out += text.slice(from, open) + (decoded ?? text.slice(open, close + escape.length));
+    from = close + escape.length;
+    open = text.indexOf(escape, from);
+  }
+  return out + text.slice(from);
+}
+
+/**
+ * One segment of a message, read with the message's encoding characters. Fields are numbered from 1
+ * as in the HL7 standard; in MSH (and the FHS/BHS batch headers) MSH-1 is the field separator itself
+ * and MSH-2 the encoding characters, so MSH-n is the (n-1)th piece after the name.
+ */
+export class Hl7Segment {
+  /** The first three characters, as HL7 segment names are. */
+  readonly name: string;
+  readonly text: string;
+  readonly encoding: Hl7Encoding;
+  #fields: string[] | undefined;
+  readonly #headerNumbering: boolean;
+
+  constructor(text: string, encoding: Hl7Encoding) {
+    this.text = text;
+    this.encoding = encoding;
+    this.name = text.slice(0, 3);
+    this.#headerNumbering = this.name === 'MSH' || this.name === 'FHS' || this.name === 'BHS';
+  }
+
+  /** Field `n` as sent (still escaped), '' when the segment has no such field. */
+  raw(n: number): string {
+    if (n < 1) return '';
+    if (this.#headerNumbering) {
+      if (n === 1) return this.encoding.field;
+      n--;
+    }
+    this.#fields ??= this.text.split(this.encoding.field);
+    return this.#fields[n] ?? '';
+  }
+
+  /** How many repetitions field `n` holds: 0 when it is empty. */
+  repetitionCount(n: number): number {
+    const field = this.raw(n);
+    return field === '' ? 0 : countOf(field, this.encoding.repetition) + 1;
+  }
+
+  /**
+   * Subcomponent `subcomponent` of component `component` of repetition `repetition` of field `n`
+   * (all from 1), escape sequences decoded, surrounding white space trimmed; '' when absent.
+   * Throws Hl7ReadError when that piece holds an escape sequence that cannot be decoded.
+   */
+  value(n: number, component = 1, subcomponent = 1, repetition = 1): string {
+    const { escape, repetition: r, component: c, subcomponent: s } = this.encoding;
+    const field = this.raw(n);
+    if (field === '') return '';
+    const piece = pieceOf(pieceOf(pieceOf(field, r, repetition - 1), c, component - 1), s, subcomponent - 1);
+    if (!piece.includes(escape)) return piece.trim();
+    try {
+      return decodeEscapes(piece, this.encoding).trim();
+    } catch (error) {
+      if (error instanceof Hl7ReadError) throw new Hl7ReadError(`${this.name}-${n}: ${error.message}`);
+      throw error;
+    }
+  }
+}
