@@ -39,23 +39,41 @@ function maskPid(segment: string, enc: Hl7Encoding): string {
   return fields.join(enc.field);
 }
 
-/** Masks SSNs in HL7 segments, honouring the encoding characters of each MSH (or FHS/BHS) header. */
+const lineBreak = /\r\n|\r|\n/g;
+/** What may precede a segment name on its line: white space, a byte-order mark, MLLP framing. */
+const leadingNoise = /[\s\uFEFF\x0b\x1c]*/y;
+
+/**
+ * Masks SSNs in HL7 segments, honouring the encoding characters of each MSH (or FHS/BHS) header.
+ * Only header and PID lines are cut out of the body; a 1,000-message file is otherwise scanned, not
+ * split, and comes back as the same string when it holds nothing to mask.
+ */
 function maskHl7(body: string): string {
-  const parts = body.split(/(\r\n|\r|\n)/);
   let encoding = standardEncoding;
-  for (let i = 0; i < parts.length; i += 2) {
-    const raw = parts[i]!;
-    const lead = /^[\s\uFEFF\x0b\x1c]*/.exec(raw)![0];
-    const segment = raw.slice(lead.length);
-    const name = segment.slice(0, 3);
-    if (name === 'MSH' || name === 'FHS' || name === 'BHS') {
-      const read = readEncoding(segment);
+  let masked = '';
+  let copiedTo = 0;
+  for (let start = 0; start <= body.length; ) {
+    lineBreak.lastIndex = start;
+    const found = lineBreak.exec(body);
+    const end = found ? found.index : body.length;
+    leadingNoise.lastIndex = start;
+    leadingNoise.exec(body);
+    const at = leadingNoise.lastIndex;
+    if (body.startsWith('PID', at) && body[at + 3] === encoding.field) {
+      const segment = body.slice(at, end);
+      const pid = maskPid(segment, encoding);
+      if (pid !== segment) {
+        masked += body.slice(copiedTo, at) + pid;
+        copiedTo = end;
+      }
+    } else if (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at)) {
+      const read = readEncoding(body.slice(at, end));
       if (!('error' in read)) encoding = read.encoding;
-    } else if (name === 'PID' && segment[3] === encoding.field) {
-      parts[i] = lead + maskPid(segment, encoding);
     }
+    if (!found) break;
+    start = end + found[0].length;
   }
-  return parts.join('');
+  return copiedTo === 0 ? body : masked + body.slice(copiedTo);
 }
 
 /** `ddd-dd-dddd` anywhere, and JSON properties named like an SSN. */
