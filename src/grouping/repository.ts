@@ -30,7 +30,11 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  *   shipment batch is not split across two emails), or the oldest more than the maximum wait ago.
  * - `FOR UPDATE SKIP LOCKED` on the dispenses: a second run at the same moment skips the rows this one
  *   holds, and the state check after locking skips rows another run already grouped, so no dispense
- *   lands in two emails.
+ *   lands in two emails. The job's advisory lock already keeps runs apart; the lock pass stays for the
+ *   other writers of a pending row (an ingest of a duplicate event locks the row it conflicts with
+ *   until its transaction ends, an exclusion updates it): skipping their rows, not waiting for them,
+ *   leaves no lock cycle with them. Claiming by the UPDATE alone (its own recheck of the state) would
+ *   save about a fifth of a run but wait, and could deadlock with a duplicate ingest.
  * - Packages are ordered by first shipment, then tracking number; prescriptions by Rx number and fill:
  *   the same dispenses always render the same email.
  * - Only the pending-dispense indexes are read, so the cost follows pending work, not history; and
@@ -42,7 +46,11 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  * - The cost of a run follows its batch: each email's id is drawn before its dispenses are claimed and
  *   travels with them, so no step joins two of the statement's own results (Postgres cannot estimate
  *   their sizes, and a misjudged join of two of them is quadratic in the batch), the claim reaches
- *   the dispenses patient by patient through the pending index, and the update by primary key.
+ *   the dispenses patient by patient through the pending index, and the update by the row address
+ *   (ctid) the claim locked: the lock keeps that version current until commit, so no index is
+ *   searched twice.
+ * - Email ids are time-ordered (`time_ordered_uuid`, sql/006), so that a run's ids go to the right
+ *   edge of the indexes that hold them rather than to random pages of ever-growing indexes.
  */
 /** Oldest pending dispenses read per run, per patient of the batch (a patient has a few at a time). */
 const ReadyWindowFactor = 10;
@@ -60,13 +68,17 @@ export async function groupReadyDispenses(
        limit ${p.batchSize * ReadyWindowFactor}
     ),
     early as (
-      select o.patient_icn, min(o.created_at) as first_created_at
-        from oldest o
-       group by o.patient_icn
-      having min(o.created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})
+      -- Patients by first pending dispense, probed for readiness in that order only until the batch
+      -- is full: the quiet-period probe (one index lookup a patient) runs for the batch, not the window.
+      select g.patient_icn, g.first_created_at
+        from (select o.patient_icn, min(o.created_at) as first_created_at
+                from oldest o
+               group by o.patient_icn
+               order by min(o.created_at)) g
+       where g.first_created_at <= now() - make_interval(mins => ${p.maxWaitMinutes})
           or (select max(d.created_at) from medication_dispense d
-               where d.patient_icn = o.patient_icn and d.state = 'pending') <= now() - make_interval(mins => ${p.quietMinutes})
-       order by min(o.created_at)
+               where d.patient_icn = g.patient_icn and d.state = 'pending') <= now() - make_interval(mins => ${p.quietMinutes})
+       order by g.first_created_at
        limit ${p.batchSize}
     ),
     ready as (
@@ -84,21 +96,21 @@ export async function groupReadyDispenses(
         limit ${p.batchSize})
     ),
     recipients as materialized (
-      select patient_icn, gen_random_uuid() as email_id from ready
+      select patient_icn, time_ordered_uuid() as email_id from ready
     ),
     claimed as (
-      select r.email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
+      select r.email_id, d.tid, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
              d.carrier, d.tracking_number, coalesce(d.shipped_at, d.dispensed_at, d.created_at) as shipped_at
         from recipients r
         cross join lateral (
-          select * from medication_dispense d
+          select d.ctid as tid, d.* from medication_dispense d
            where d.patient_icn = r.patient_icn and d.state = 'pending'
              for update skip locked) d
     ),
     packages as (
       select email_id, patient_icn, tracking_number, min(carrier) as carrier,
              min(shipped_at) as first_shipped_at, max(shipped_at) as last_shipped_at,
-             count(*) as prescriptions, max(mhv_correlation_id) as mhv_correlation_id, array_agg(id) as dispense_ids,
+             count(*) as prescriptions, max(mhv_correlation_id) as mhv_correlation_id,
              package_heading(min(carrier), tracking_number) || E'\n' ||
                string_agg(prescription_line(rx_number, drug_name, ${p.includeDrugNames}), E'\n'
                           order by rx_number, fill_number) as block
@@ -130,9 +142,9 @@ export async function groupReadyDispenses(
     ),
     grouped as (
       update medication_dispense d
-         set state = 'grouped', tracking_email_id = k.email_id, updated_at = now()
-        from packages k
-       where d.id = any(k.dispense_ids)
+         set state = 'grouped', tracking_email_id = c.email_id, updated_at = now()
+        from claimed c
+       where d.ctid = c.tid
       returning d.id
     )
     select (select count(*) from inserted) as emails_created, (select count(*) from grouped) as dispenses_grouped`;
