@@ -31,10 +31,11 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  * - `FOR UPDATE SKIP LOCKED` on the dispenses: a second run at the same moment skips the rows this one
  *   holds, and the state check after locking skips rows another run already grouped, so no dispense
  *   lands in two emails. The job's advisory lock already keeps runs apart; the lock pass stays for the
- *   other writers of a pending row (an ingest of a duplicate event locks the row it conflicts with
- *   until its transaction ends, an exclusion updates it): skipping their rows, not waiting for them,
- *   leaves no lock cycle with them. Claiming by the UPDATE alone (its own recheck of the state) would
- *   save about a fifth of a run but wait, and could deadlock with a duplicate ingest.
+ *   other writers of a pending row: an ingest of a duplicate event locks the stored row it conflicts
+ *   with until its transaction ends, though it changes nothing. Skipping such rows, not waiting for
+ *   them, leaves no lock cycle with ingest. Claiming by the UPDATE alone (its own recheck of the
+ *   state would still keep a dispense out of two emails) saved about a fifth of a run's CPU, but it
+ *   waits for those locks and can deadlock with a duplicate ingest locking rows in another order.
  * - Packages are ordered by first shipment, then tracking number; prescriptions by Rx number and fill:
  *   the same dispenses always render the same email.
  * - Only the pending-dispense indexes are read, so the cost follows pending work, not history; and
