@@ -47,9 +47,9 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  * - The cost of a run follows its batch: each email's id is drawn before its dispenses are claimed and
  *   travels with them, so no step joins two of the statement's own results (Postgres cannot estimate
  *   their sizes, and a misjudged join of two of them is quadratic in the batch), the claim reaches
- *   the dispenses patient by patient through the pending index, and the update by the row address
- *   (ctid) the claim locked: the lock keeps that version current until commit, so no index is
- *   searched twice.
+ *   the dispenses patient by patient through the pending index, and the update by primary key
+ *   (`= any(dispense_ids)`, which no plan can hash: updating by the claimed rows' ctid instead let
+ *   Postgres, given the work_mem, hash every row of the table by ctid to join 20,000 of them).
  * - Email ids are time-ordered (`time_ordered_uuid`, sql/006), so that a run's ids go to the right
  *   edge of the indexes that hold them rather than to random pages of ever-growing indexes.
  */
@@ -100,18 +100,18 @@ export async function groupReadyDispenses(
       select patient_icn, time_ordered_uuid() as email_id from ready
     ),
     claimed as (
-      select r.email_id, d.tid, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
+      select r.email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
              d.carrier, d.tracking_number, coalesce(d.shipped_at, d.dispensed_at, d.created_at) as shipped_at
         from recipients r
         cross join lateral (
-          select d.ctid as tid, d.* from medication_dispense d
+          select * from medication_dispense d
            where d.patient_icn = r.patient_icn and d.state = 'pending'
              for update skip locked) d
     ),
     packages as (
       select email_id, patient_icn, tracking_number, min(carrier) as carrier,
              min(shipped_at) as first_shipped_at, max(shipped_at) as last_shipped_at,
-             count(*) as prescriptions, max(mhv_correlation_id) as mhv_correlation_id,
+             count(*) as prescriptions, max(mhv_correlation_id) as mhv_correlation_id, array_agg(id) as dispense_ids,
              package_heading(min(carrier), tracking_number) || E'\n' ||
                string_agg(prescription_line(rx_number, drug_name, ${p.includeDrugNames}), E'\n'
                           order by rx_number, fill_number) as block
@@ -143,9 +143,9 @@ export async function groupReadyDispenses(
     ),
     grouped as (
       update medication_dispense d
-         set state = 'grouped', tracking_email_id = c.email_id, updated_at = now()
-        from claimed c
-       where d.ctid = c.tid
+         set state = 'grouped', tracking_email_id = k.email_id, updated_at = now()
+        from packages k
+       where d.id = any(k.dispense_ids)
       returning d.id
     )
     select (select count(*) from inserted) as emails_created, (select count(*) from grouped) as dispenses_grouped`;
