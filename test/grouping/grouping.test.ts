@@ -5,6 +5,7 @@ import { createLogger } from '../../src/logger.ts';
 import { connect } from '../../src/db/connect.ts';
 import { testDatabase } from '../helpers/database.ts';
 import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { insertDispenses as ingestDispenses, insertInboundMessage } from '../../src/ingest/repository.ts';
 
 const log = createLogger('silent');
 const group = (sql: Parameters<typeof runGrouping>[0]['sql'], env: Record<string, string> = {}) =>
@@ -140,4 +141,56 @@ t.test('three instances grouping at once: every dispense in exactly one email, o
            (select count(*) from medication_dispense where state = 'grouped' and tracking_email_id is not null) as grouped,
            (select coalesce(sum(prescription_count), 0) from tracking_email) as listed`;
   t.same(counts, { emails: 500, veterans: 500, grouped: 2000, listed: 2000 });
+});
+
+t.test('a dispense another transaction holds is skipped, not waited for, and grouped by a later run', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1' },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2' },
+  ]);
+  // A resend of an event already stored, still inside its ingest transaction: the conflict clause
+  // locks the stored (pending) row until that transaction ends, though it changes nothing.
+  const ingest = await sql.reserve();
+  t.teardown(() => ingest.release());
+  await ingest`begin`;
+  const inbound = await insertInboundMessage(ingest, { source: 'http', contentType: 'application/json', maskedBody: '{}' });
+  const resend = await ingestDispenses(ingest, inbound, [{
+    stationNumber: '521', rxNumber: '1000002', fillNumber: 0, trackingNumber: 'T2', carrier: 'UPS', drugName: null, ndc: null,
+    quantity: null, dispensedAt: null, shippedAt: null, patientIcn: icn(1), mhvCorrelationId: null, messageControlId: null,
+    state: 'pending', stateReason: null,
+  }]);
+  t.equal(resend.insertedKeys.size, 0, 'the resend is a duplicate');
+
+  const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('grouping waited for the lock')), 5_000).unref());
+  t.same(await Promise.race([group(sql), timeout]), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false });
+  const [first] = await sql`select id, prescription_count, personalisation from tracking_email`;
+  t.equal(first!.prescription_count, 1);
+  t.match(first!.personalisation.tracking_info, /tracknum=T1\)\n- Prescription ending in 0001$/);
+  const rows = await sql`select rx_number, state, tracking_email_id from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.state, r.tracking_email_id]), [['1000001', 'grouped', first!.id], ['1000002', 'pending', null]]);
+
+  await ingest`commit`;
+  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false });
+  const [second] = await sql`select id, personalisation from tracking_email where id <> ${first!.id}`;
+  t.match(second!.personalisation.tracking_info, /tracknum=T2\)\n- Prescription ending in 0002$/);
+  const [grouped] = await sql`select state, tracking_email_id from medication_dispense where rx_number = '1000002'`;
+  t.same(grouped, { state: 'grouped', tracking_email_id: second!.id });
+});
+
+t.test('email ids are time-ordered UUIDs (version 7), later runs after earlier ones', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [{ patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1' }]);
+  const before = Date.now();
+  await group(sql);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  await insertDispenses(sql, [{ patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T2' }]);
+  await group(sql);
+  const emails = await sql<{ id: string; patient_icn: string }[]>`select id::text, patient_icn from tracking_email order by id`;
+  t.same(emails.map((e) => e.patient_icn), [icn(1), icn(2)], 'ordered by creation');
+  for (const { id } of emails) {
+    t.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const ms = parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+    t.ok(ms >= before - 1_000 && ms <= Date.now() + 1_000, 'the first 48 bits are the time in milliseconds');
+  }
 });
