@@ -1,4 +1,6 @@
-// Load generators: autocannon for HTTP, and a plain concurrency loop for in-process work.
+// Load generators: autocannon for closed-loop HTTP load, a paced open-loop sender for offered loads, and a plain concurrency loop for in-process work.
+import { Agent, request as httpRequest } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 
 export interface HttpLoad {
@@ -10,8 +12,6 @@ export interface HttpLoad {
   durationSeconds?: number;
   /** Stop after this many requests instead of after a duration. */
   amount?: number;
-  /** Requests per second offered across all connections; unset: as fast as answers come. */
-  offeredPerSecond?: number;
 }
 
 export interface HttpLoadResult {
@@ -34,7 +34,6 @@ export async function httpLoad(load: HttpLoad): Promise<HttpLoadResult> {
     url: load.url,
     connections: load.connections,
     ...(load.amount === undefined ? { duration: load.durationSeconds ?? 10 } : { amount: load.amount }),
-    ...(load.offeredPerSecond === undefined ? {} : { overallRate: load.offeredPerSecond }),
     timeout: 60,
     requests: [
       {
@@ -119,4 +118,71 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
+}
+
+/**
+ * An open-loop load: request i is due at start + i / ratePerSecond, sent when due whatever the
+ * answers so far, over at most `connections` keep-alive sockets (a request finding them all busy
+ * waits for one, and that wait counts). Latency runs from when a request was due, not from when it
+ * left, so a stalled service cannot hide its backlog (no coordinated omission).
+ *
+ * autocannon's `overallRate` is not this: each connection sends its per-second quota back to back,
+ * as fast as answers come, then pauses until the next second, so a "1,000/s" run is a saturation
+ * burst at the top of every second and its latencies are those of saturation.
+ */
+export async function pacedLoad(load: {
+  url: string;
+  bodies: string[];
+  headers: Record<string, string>;
+  connections: number;
+  ratePerSecond: number;
+  durationSeconds: number;
+}): Promise<HttpLoadResult> {
+  const agent = new Agent({ keepAlive: true, maxSockets: load.connections });
+  const target = new URL(load.url);
+  const total = Math.round(load.ratePerSecond * load.durationSeconds);
+  const latencies: number[] = [];
+  let answered = 0;
+  let failures = 0;
+  let sent = 0;
+  const inFlight = new Set<Promise<void>>();
+  const post = (body: string, dueAt: number) =>
+    new Promise<void>((resolve) => {
+      const request = httpRequest(
+        { agent, method: 'POST', hostname: target.hostname, port: target.port, path: target.pathname, headers: load.headers },
+        (response) => {
+          response.resume();
+          response.on('end', () => {
+            latencies.push(performance.now() - dueAt);
+            if (response.statusCode !== undefined && response.statusCode < 300) answered += 1;
+            else failures += 1;
+            resolve();
+          });
+        },
+      );
+      request.on('error', () => {
+        failures += 1;
+        resolve();
+      });
+      request.end(body);
+    });
+  const started = performance.now();
+  while (sent < total) {
+    const now = performance.now();
+    // Every request due by now goes out now; the timer's granularity (about 1 ms) is all the batching.
+    while (sent < total && started + (sent * 1000) / load.ratePerSecond <= now) {
+      const dueAt = started + (sent * 1000) / load.ratePerSecond;
+      const request = post(load.bodies[sent % load.bodies.length]!, dueAt);
+      inFlight.add(request);
+      void request.then(() => inFlight.delete(request));
+      sent += 1;
+    }
+    await sleep(1);
+  }
+  await Promise.all(inFlight);
+  const seconds = (performance.now() - started) / 1000;
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  return { perSecond: answered / seconds, answered, p50Ms: at(0.5), p99Ms: at(0.99), failures, bodiesUsed: sent, seconds };
 }

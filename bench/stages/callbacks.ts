@@ -11,7 +11,7 @@ import { connect } from '../../src/db/connect.ts';
 import { recordStatusEvent } from '../../src/status/repository.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
-import { httpLoad, type HttpLoadResult } from '../lib/load.ts';
+import { httpLoad, pacedLoad, type HttpLoadResult } from '../lib/load.ts';
 import { callbackHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';
 import { count, machineNote, millis, percent, progress, rate, verdict, type ResultRow, type ResultTable, peakRssRow } from '../lib/report.ts';
 
@@ -107,13 +107,13 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const fixed: { load: number; result: HttpLoadResult }[] = [];
     for (const load of loads) {
       progress(`service: ${load} callbacks/s offered`);
-      const result = await httpLoad({
+      const result = await pacedLoad({
         url: callbackUrl,
         bodies: rangeBodies(`load-${load}`),
         headers: callbackHeaders,
         connections: 64,
         durationSeconds: duration,
-        offeredPerSecond: load,
+        ratePerSecond: load,
       });
       fixed.push({ load, result });
     }
@@ -148,7 +148,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         ratio: percent(saturation.perSecond / empty.perSecond),
       },
       ...fixed.map(({ load, result }): ResultRow => ({
-        measure: `${count(load)} callbacks/s offered (64 connections)`,
+        measure: `${count(load)} callbacks/s offered, paced (up to 64 connections)`,
         result: `${rate(result.perSecond, 'callbacks')}; p50 ${millis(result.p50Ms)}, p99 ${millis(result.p99Ms)}`,
         limit: `SQL-only ${rate(sqlOnly.perSecond, 'transactions')}`,
         ratio: percent(result.perSecond / load),
@@ -162,7 +162,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       notes: [
         `ratio of a fixed load: achieved / offered; every callback is a first delivery (its own notification${wrapped.length > 0 ? `; bodies reused in ${wrapped.join(', ')}: raise the budgets` : ''})`,
         `answers other than 2xx: ${failures}; in the database afterwards: ${count(outcome!.delivered)} notifications delivered, ${count(outcome!.aal_events)} AAL events, ${count(outcome!.events)} status events; service error log lines: ${errorLines}`,
-        `autocannon runs in the driver process; the service and the bare Fastify each in their own; ${warmup} s warm-up before each limit and before the service runs; ${duration} s per run`,
+        `fixed loads: an open-loop sender (bench/lib/load.ts pacedLoad), latency from when each callback was due; saturation: autocannon; both in the driver process; the service and the bare Fastify each in their own; ${warmup} s warm-up before each limit and before the service runs; ${duration} s per run`,
         machineNote(db.description),
       ],
     };
