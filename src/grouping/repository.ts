@@ -51,7 +51,7 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  *   the dispenses patient by patient through the pending index, and the update by primary key
  *   (`= any(dispense_ids)`, which no plan can hash: updating by the claimed rows' ctid instead let
  *   Postgres, given the work_mem, hash every row of the table by ctid to join 20,000 of them).
- * - Email ids are time-ordered (`time_ordered_uuid`, sql/006), so that a run's ids go to the right
+ * - Email ids are time-ordered (`time_ordered_uuid`, sql/007_grouping_cost.sql), so that a run's ids go to the right
  *   edge of the indexes that hold them rather than to random pages of ever-growing indexes.
  */
 /** Oldest pending dispenses read per run, per patient of the batch (a patient has a few at a time). */
