@@ -74,6 +74,7 @@ export class StatusEventBatcher {
     this.#inFlight += 1;
     recordStatusEvents(this.#sql, batch, this.#options).then(
       (results) => {
+        this.#settled();
         results.forEach((result, index) => {
           const { resolve, reject } = batch[index]!;
           if (result instanceof Error) reject(result);
@@ -81,12 +82,18 @@ export class StatusEventBatcher {
         });
       },
       (error: unknown) => {
+        this.#settled();
         for (const { reject } of batch) reject(error);
       },
-    ).finally(() => {
-      this.#inFlight -= 1;
-      // What queued while every slot was busy goes now, in the slot just freed.
-      if (this.#queue.length > 0) this.#send();
-    });
+    );
+  }
+
+  /**
+   * Frees the slot before the batch's callers hear back, so that what they record next finds it
+   * free; what queued while every slot was busy goes now, in the slot just freed.
+   */
+  #settled(): void {
+    this.#inFlight -= 1;
+    if (this.#queue.length > 0) this.#send();
   }
 }
