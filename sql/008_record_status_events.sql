@@ -12,8 +12,10 @@
 -- when applyPendingStatusEvents takes the new notification's lock), can in rare interleavings wait
 -- for each other. Postgres detects such a cycle after deadlock_timeout and raises 40P01 in one of
 -- the waiting statements: in a batch that is one event's block, rolled back alone and reported as
--- failed (its callback answers 5xx and VA Notify retries it); in the sender it is the failure of
--- that transaction, handled as any database error there. No event is lost either way.
+-- failed (its callback answers 5xx and VA Notify retries it); in the sender it fails the
+-- transaction storing the id, like any database error there (the email stays leased, and its
+-- notification is found by reference once the lease expires, pending events applied then).
+-- Either way the events already committed stay, and the refused one is retried.
 --
 -- The events come as one jsonb array of objects (the caller's arguments to record_status_event,
 -- timestamps as text): arrays of mixed nulls are awkward to pass as typed parameters, and the
