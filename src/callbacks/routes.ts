@@ -1,13 +1,14 @@
 // VA Notify's delivery-status callbacks: authenticate, validate, record, answer. Nothing here calls
 // out; the answer comes as soon as the event is committed. VA Notify retries a callback on any
 // 5xx (and drops it on a 4xx), so only a body that can never be valid gets a 400, a database
-// failure gets a 5xx, and an event for a notification we have not stored yet is a 200 like any other.
+// failure gets a 5xx (for a callback recorded in a batch with others, its own event's failure only), and an event for a notification we have not stored yet is a 200 like any other.
 import { Type, type FastifyPluginAsyncTypebox, type Static, type TSchema } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifyCredentials } from '../config.ts';
 import { bearerToken, secretMatcher } from '../http/internal-auth.ts';
 import { errorResponses } from '../http/schemas.ts';
-import { recordStatusEvent, type StatusEvent, type StatusOutcome } from '../status/repository.ts';
+import { type StatusEvent, type StatusOutcome } from '../status/repository.ts';
+import { StatusEventBatcher } from '../status/status-event-batcher.ts';
 import { verifyEnpSignature } from './signature.ts';
 
 export interface CallbackRoutesOptions {
@@ -69,6 +70,12 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
   const { config } = app;
   const tokenMatches = secretMatcher(config.VA_NOTIFY_CALLBACK_TOKENS);
   const secrets = (options.signatureSecrets ?? [vaNotifyCredentials(config).secret]).filter((s) => s.length > 0);
+  // Callbacks arriving together share one statement and one commit; each still gets its own outcome.
+  const batcher = new StatusEventBatcher(app.sql, {
+    source: 'callback',
+    replayDelayMinutes: config.REPLAY_DELAY_MINUTES,
+    sendMaxAttempts: config.SEND_MAX_ATTEMPTS,
+  });
   const rawBodies = new WeakMap<FastifyRequest, string>();
   const tokenAuthenticated = new WeakSet<FastifyRequest>();
   // One answer for every authentication failure: which check failed is not for the caller to know.
@@ -138,16 +145,7 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       for (const field of ['status', 'status_reason', 'reference', 'provider'] as const) {
         if (body[field]?.includes('\u0000')) throw app.httpErrors.badRequest(`body/${field} contains a NUL character`);
       }
-      const result = await recordStatusEvent(
-        app.sql,
-        statusEventFromCallback(body),
-        {
-          source: 'callback',
-          replayDelayMinutes: config.REPLAY_DELAY_MINUTES,
-          sendMaxAttempts: config.SEND_MAX_ATTEMPTS,
-          log: request.log,
-        },
-      );
+      const result = await batcher.record(statusEventFromCallback(body), request.log);
       options.onStatusEvent?.({ status: body.status, ...result });
       return { status: 'received' as const };
     },

@@ -144,10 +144,84 @@ export async function recordStatusEvent(
     return { outcome: row!.outcome, aalEventCreated: row!.aal_event_created };
   };
   const result = 'begin' in sql ? await run(sql) : await sql.savepoint(run);
-  const details = { notificationId: event.notificationId, status: event.status, outcome: result.outcome, source: options.source };
-  if (result.outcome === 'unrecognised') options.log?.warn(details, messages[result.outcome]);
-  else options.log?.info(details, messages[result.outcome]);
+  logOutcome(options.log, event, result.outcome, options.source);
   return result;
+}
+
+function logOutcome(log: StatusLog | undefined, event: StatusEvent, outcome: StatusOutcome, source: RecordOptions['source']) {
+  const details = { notificationId: event.notificationId, status: event.status, outcome, source };
+  if (outcome === 'unrecognised') log?.warn(details, messages[outcome]);
+  else log?.info(details, messages[outcome]);
+}
+
+/** One event of a batch that Postgres refused; the batch's other events were recorded all the same. */
+export class StatusEventFailedError extends Error {
+  override name = 'StatusEventFailedError';
+  /** The SQLSTATE, so that the HTTP error handler tells an unavailable database from other failures. */
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** An event of a batch, and where its caller wants its outcome logged. */
+export interface BatchedStatusEvent {
+  event: StatusEvent;
+  log?: StatusLog;
+}
+
+/**
+ * Records several events in one statement (sql/008_record_status_events.sql): one round trip and,
+ * outside a transaction, one commit for all of them. Each event runs in a block of its own, so one
+ * that Postgres refuses is rolled back alone and comes back as a StatusEventFailedError in its place;
+ * the others are recorded exactly as recordStatusEvent records them. Results are in input order, and
+ * each recorded event is logged to its own logger as recordStatusEvent logs it. The statement as a
+ * whole failing (the database unreachable) rejects the returned promise.
+ */
+export async function recordStatusEvents(
+  sql: SqlHandle,
+  events: readonly BatchedStatusEvent[],
+  options: Omit<RecordOptions, 'log'>,
+): Promise<(StatusEventResult | StatusEventFailedError)[]> {
+  // The arguments record_status_event takes for each event; timestamps as text (see timestamp()).
+  const payload = events.map(({ event }) => {
+    const normalised = normaliseStatus(event.status, event.statusReason);
+    const effects = statusEffects(normalised);
+    return {
+      notification_id: event.notificationId,
+      status: normalised.status,
+      status_reason: normalised.statusReason,
+      reference: event.reference ?? null,
+      created_at: timestamp(event.createdAt),
+      sent_at: timestamp(event.sentAt),
+      completed_at: timestamp(event.completedAt),
+      provider: event.provider ?? null,
+      known: effects.known,
+      final: effects.final,
+      rank: effects.rank,
+      email_state: effects.emailState,
+      email_reason: effects.emailReason,
+    };
+  });
+  // As text, cast in SQL: a parameter inferred as jsonb would be JSON-encoded again by postgres.js.
+  const rows = await sql<{ outcome: StatusOutcome | 'failed'; aal_event_created: boolean; error_code: string | null; error_message: string | null }[]>`
+    select outcome, aal_event_created, error_code, error_message from record_status_events(
+      p_lock_namespace => ${NOTIFICATION_LOCK}::int,
+      p_events => ${JSON.stringify(payload)}::text::jsonb,
+      p_source => ${options.source}::text,
+      p_replay_delay_minutes => ${options.replayDelayMinutes}::int,
+      p_send_max_attempts => ${options.sendMaxAttempts}::int,
+      p_final_statuses => ${finalStatuses}::text[],
+      p_ranked_statuses => ${rankedStatuses}::text[],
+      p_ranks => ${ranks}::int[])
+    order by event_index`;
+  return events.map(({ event, log }, index) => {
+    const row = rows[index]!;
+    if (row.outcome === 'failed') return new StatusEventFailedError(row.error_code ?? 'XX000', row.error_message ?? 'status event not recorded');
+    logOutcome(log, event, row.outcome, options.source);
+    return { outcome: row.outcome, aalEventCreated: row.aal_event_created };
+  });
 }
 
 /** The arguments both SQL functions take after the event itself, in named notation. */

@@ -78,6 +78,23 @@ t.test('VA Notify callbacks', async (t) => {
     t.match(logs.text, /late status event ignored/);
   });
 
+  t.test('callbacks posted together: one Postgres refuses answers 5xx alone, the others 200', async (t) => {
+    const emails = await Promise.all(Array.from({ length: 8 }, () => insertEmail(sql)));
+    const ids = await Promise.all(emails.map((emailId) => insertNotification(sql, emailId)));
+    // An offset the body's pattern admits and Postgres does not: VA Notify retries a 5xx, and the
+    // callbacks recorded beside it must not be retried with it.
+    const refused = ids[3]!;
+    const responses = await Promise.all(ids.map((id) => post(callbackBody(id, id === refused ? { completed_at: '2026-05-14T13:22:41+99:00' } : {}))));
+    t.same(responses.map((r) => r.statusCode), ids.map((id) => (id === refused ? 500 : 200)));
+    t.same(await eventsOf(sql, refused), []);
+    for (const [index, id] of ids.entries()) {
+      if (id === refused) continue;
+      t.equal((await notificationRow(sql, id)).status, 'delivered');
+      t.equal((await aalEventsOf(sql, emails[index]!)).length, 1);
+    }
+    t.notMatch(logs.text, recipient);
+  });
+
   t.test('sending then delivered ends delivered', async (t) => {
     const emailId = await insertEmail(sql);
     const id = await insertNotification(sql, emailId);

@@ -1,0 +1,156 @@
+// Callbacks that arrive together are recorded by one statement (sql/008_record_status_events.sql),
+// each with its own outcome, and one that Postgres refuses fails alone. A callback arriving alone
+// is sent at once.
+import { randomUUID } from 'node:crypto';
+import postgres from 'postgres';
+import t from 'tap';
+import { applyPendingStatusEvents, StatusEventFailedError, type StatusEvent } from '../../src/status/repository.ts';
+import { StatusEventBatcher } from '../../src/status/status-event-batcher.ts';
+import { testDatabase } from '../helpers/database.ts';
+import { aalEventsOf, emailRow, eventsOf, insertEmail, insertNotification, notificationRow } from './fixtures.ts';
+
+const callback = { replayDelayMinutes: 60, sendMaxAttempts: 5, source: 'callback' as const };
+
+const event = (notificationId: string, fields: Partial<StatusEvent> = {}): StatusEvent => ({
+  notificationId,
+  status: 'delivered',
+  completedAt: '2026-05-14T13:22:41.654321Z',
+  ...fields,
+});
+
+t.test('recording callbacks in batches against a real database', async (t) => {
+  const { sql, url } = await testDatabase(t);
+
+  /** A pool whose statements are listed, warmed so that its connections' start-up is not counted. */
+  const tracedPool = async (t: { teardown: (fn: () => unknown) => void }, max: number) => {
+    const statements: string[] = [];
+    const traced = postgres(url, { max, onnotice: () => {}, debug: (_connection, query) => statements.push(query) });
+    t.teardown(() => traced.end({ timeout: 5 }));
+    await Promise.all(Array.from({ length: max }, () => traced`select pg_sleep(0.01)`));
+    statements.length = 0;
+    return { traced, statements };
+  };
+
+  t.test('a callback arriving alone is sent at once, in one statement', async (t) => {
+    const { traced, statements } = await tracedPool(t, 1);
+    const batcher = new StatusEventBatcher(traced, callback);
+    const emailId = await insertEmail(sql);
+    const id = await insertNotification(sql, emailId);
+    const recorded = batcher.record(event(id));
+    // No timer and no wait for company: the statement is under way before record() returns.
+    t.equal(batcher.inFlight, 1);
+    t.same(await recorded, { outcome: 'applied', aalEventCreated: true });
+    t.equal(statements.length, 1, statements.join('\n'));
+    t.match(statements[0], /record_status_events/);
+    t.equal(batcher.inFlight, 0);
+    t.equal((await emailRow(sql, emailId)).state, 'delivered');
+  });
+
+  t.test('callbacks arriving together share a statement, each with its own outcome', async (t) => {
+    const { traced, statements } = await tracedPool(t, 2);
+    const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
+    const emails = await Promise.all(Array.from({ length: 4 }, () => insertEmail(sql)));
+    const ids = await Promise.all(emails.map((emailId) => insertNotification(sql, emailId)));
+    const [a, b, c, d] = ids as [string, string, string, string];
+    await batcher.record(event(c, { status: 'delivered', completedAt: '2026-05-14T13:30:00Z' }));
+    statements.length = 0;
+    const unknown = randomUUID();
+    const cases: [StatusEvent, string, boolean][] = [
+      [event(a), 'applied', true], // sent alone: the batcher was idle
+      [event(b), 'applied', true],
+      [event(b), 'duplicate', false], // the same event again, in the same batch
+      [event(c, { status: 'sending', completedAt: '2026-05-14T13:22:09.500000Z' }), 'stale', false],
+      [event(unknown), 'pending_notification', false],
+      [event(d, { status: 'virus-scan-failed' }), 'unrecognised', false],
+      [event(d, { status: 'delivered' }), 'applied', true],
+    ];
+    const results = await Promise.all(cases.map(([e]) => batcher.record(e)));
+    t.same(results, cases.map(([, outcome, aalEventCreated]) => ({ outcome, aalEventCreated })));
+    t.equal(statements.length, 2, 'the first alone, the six that queued behind it together');
+    t.ok(statements.every((s) => /record_status_events/.test(s)));
+    t.same((await eventsOf(sql, b)).map((e) => e.status), ['delivered']);
+    t.same((await eventsOf(sql, unknown)).map((e) => e.applied_at), [null]);
+    t.equal((await notificationRow(sql, c)).status, 'delivered');
+    t.same((await eventsOf(sql, d)).map((e) => e.status), ['virus-scan-failed', 'delivered']);
+    for (const emailId of [emails[0]!, emails[1]!, emails[3]!]) t.equal((await aalEventsOf(sql, emailId)).length, 1);
+  });
+
+  t.test('an event Postgres refuses fails alone; the rest of its batch is committed', async (t) => {
+    const { traced, statements } = await tracedPool(t, 2);
+    const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
+    const first = await insertNotification(sql, await insertEmail(sql));
+    const emailId = await insertEmail(sql);
+    const good = await insertNotification(sql, emailId);
+    const bad = await insertNotification(sql, await insertEmail(sql));
+    // No 30 February: the route answers 400 for it, but the statement must not trust its callers.
+    const batch = [
+      batcher.record(event(first)),
+      batcher.record(event(bad, { completedAt: '2026-02-30T10:00:00Z' })),
+      batcher.record(event(good)),
+    ];
+    const [a, refused, b] = await Promise.allSettled(batch);
+    t.equal(statements.length, 2);
+    t.same(a, { status: 'fulfilled', value: { outcome: 'applied', aalEventCreated: true } });
+    t.same(b, { status: 'fulfilled', value: { outcome: 'applied', aalEventCreated: true } });
+    t.equal(refused!.status, 'rejected');
+    const error = (refused as PromiseRejectedResult).reason as StatusEventFailedError;
+    t.type(error, StatusEventFailedError);
+    t.equal(error.code, '22008');
+    t.same(await eventsOf(sql, bad), [], 'nothing of the refused event is kept');
+    t.equal((await notificationRow(sql, good)).status, 'delivered');
+    t.equal((await aalEventsOf(sql, emailId)).length, 1);
+  });
+
+  t.test('a statement that fails as a whole rejects every event of its batch, and none is kept', async (t) => {
+    const { traced } = await tracedPool(t, 2);
+    const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
+    const held = await insertNotification(sql, await insertEmail(sql));
+    const other = await insertNotification(sql, await insertEmail(sql));
+    let settled: Promise<PromiseSettledResult<unknown>[]> | undefined;
+    await sql.begin(async (tx) => {
+      // This transaction holds the lock of `held`, so the batch carrying it waits until its
+      // connection is cut: the statement fails as a whole, as when the database goes away.
+      await applyPendingStatusEvents(tx, held, callback);
+      settled = Promise.allSettled([batcher.record(event(randomUUID())), batcher.record(event(held)), batcher.record(event(other))]);
+      for (;;) {
+        const [waiting] = await sql<{ pid: number }[]>`select pid from pg_locks where locktype = 'advisory' and not granted`;
+        if (waiting) {
+          await sql`select pg_terminate_backend(${waiting.pid})`;
+          break;
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    });
+    const [alone, ...batch] = await settled!;
+    t.equal(alone!.status, 'fulfilled', 'the first went alone and committed');
+    t.same(batch.map((r) => r.status), ['rejected', 'rejected']);
+    t.same(await eventsOf(sql, held), []);
+    t.same(await eventsOf(sql, other), []);
+    t.same(await batcher.record(event(other)), { outcome: 'applied', aalEventCreated: true }, 'the batcher goes on');
+  });
+
+  t.test('a batch waits for the sender storing one of its ids, and then applies that event', async (t) => {
+    const { traced } = await tracedPool(t, 2);
+    const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
+    const storedEmail = await insertEmail(sql);
+    const stored = await insertNotification(sql, storedEmail);
+    const sendingEmail = await insertEmail(sql, { state: 'sending' });
+    const sending = randomUUID();
+    let results: Promise<unknown[]> | undefined;
+    await sql.begin(async (tx) => {
+      await insertNotification(tx, sendingEmail, 1, sending);
+      await tx`update tracking_email set state = 'sent' where id = ${sendingEmail}`;
+      t.same(await applyPendingStatusEvents(tx, sending, callback), { applied: 0, stale: 0, aalEventCreated: false });
+      results = Promise.all([batcher.record(event(stored)), batcher.record(event(sending))]);
+      for (;;) {
+        const [waiting] = await sql<{ count: number }[]>`select count(*)::int as count from pg_locks where locktype = 'advisory' and not granted`;
+        if (waiting!.count > 0) break;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    });
+    const outcomes = (await results!) as { outcome: string }[];
+    t.same(outcomes.map((r) => r.outcome), ['applied', 'applied']);
+    t.equal((await emailRow(sql, sendingEmail)).state, 'delivered');
+    t.equal((await emailRow(sql, storedEmail)).state, 'delivered');
+  });
+});
