@@ -1,7 +1,8 @@
 // VA Notify's delivery-status callbacks: authenticate, validate, record, answer. Nothing here calls
 // out; the answer comes as soon as the event is committed. VA Notify retries a callback on any
 // 5xx (and drops it on a 4xx), so only a body that can never be valid gets a 400, a database
-// failure gets a 5xx (for a callback recorded in a batch with others, its own event's failure only), and an event for a notification we have not stored yet is a 200 like any other.
+// failure gets a 5xx (in a batch of callbacks recorded together, only the callback whose own event
+// failed), and an event for a notification we have not stored yet is a 200 like any other.
 import { Type, type FastifyPluginAsyncTypebox, type Static, type TSchema } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifyCredentials } from '../config.ts';
@@ -152,12 +153,17 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
   );
 };
 
-/** The pattern admits 2026-02-30; Postgres would not, and its error would make VA Notify retry for hours. */
+/**
+ * The pattern admits 2026-02-30 and an offset of +99:00; Postgres admits neither, and its error would
+ * make VA Notify retry for hours. Real zone offsets lie within ±14:00.
+ */
 function isRealInstant(value: string): boolean {
   const [, year, month, day, hour, minute, second] = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})/.exec(value) ?? [];
   const parts = [year, month, day, hour, minute, second].map(Number) as [number, number, number, number, number, number];
   const [y, mo, d, h, mi, s] = parts;
   const date = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
-  return date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d
+  const [, offsetHours = '0', offsetMinutes = '0'] = /[+-](\d{2}):?(\d{2})?$/.exec(value.slice(19)) ?? [];
+  const offsetIsReal = Number(offsetMinutes) <= 59 && Number(offsetHours) * 60 + Number(offsetMinutes) <= 14 * 60;
+  return offsetIsReal && date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d
     && date.getUTCHours() === h && date.getUTCMinutes() === mi && date.getUTCSeconds() === s;
 }
