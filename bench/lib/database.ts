@@ -33,6 +33,16 @@ async function serverDescription(sql: Sql, where: string): Promise<string> {
   return `PostgreSQL ${row!.version} (${where}; fsync ${row!.fsync}, synchronous_commit ${row!.synchronous_commit}, shared_buffers ${row!.shared_buffers})`;
 }
 
+/**
+ * Writes out what a stage's setup left in the WAL before a timed part starts, so that the timed part
+ * does not pay for the checkpoint the setup (hundreds of thousands of rows) would otherwise set off in
+ * the middle of it. Measured on grouping: unsettled, its first pass ran 30% slower than the second,
+ * which adds 5,000,000 rows of history.
+ */
+export async function settle(sql: Sql): Promise<void> {
+  await sql`checkpoint`;
+}
+
 export async function benchDatabase(options: { poolMax?: number } = {}): Promise<BenchDatabase> {
   const max = options.poolMax ?? 10;
   const serverUrl = process.env.DATABASE_URL;

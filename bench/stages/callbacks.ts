@@ -9,7 +9,7 @@ import type { StageOptions } from '../run.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
 import { recordStatusEvent } from '../../src/status/repository.ts';
-import { benchDatabase } from '../lib/database.ts';
+import { benchDatabase, settle } from '../lib/database.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
 import { httpLoad, pacedLoad, type HttpLoadResult } from '../lib/load.ts';
 import { callbackHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';
@@ -79,6 +79,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     progress(`inserting ${count(total)} sent emails with their notifications and dispenses`);
     await insertSentNotifications(sql, { first: 0, count: total });
     await sql`vacuum analyze`;
+    await settle(sql);
     const starts = new Map<string, number>();
     let offset = 0;
     for (const range of ranges) {
@@ -89,6 +90,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
 
     progress(`limit: the callback transaction from a postgres.js loop, ${saturationConnections} concurrent, pool ${config.DATABASE_POOL_MAX}`);
     await sqlOnlyCallbacks(db.url, rangeBodies('warmup-sql'), saturationConnections, warmup);
+    await settle(sql);
     const sqlOnly = await sqlOnlyCallbacks(db.url, rangeBodies('sql'), saturationConnections, duration);
 
     progress('limit: a bare Fastify answering an empty route');
@@ -103,10 +105,12 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     progress('service: warm-up');
     await httpLoad({ url: callbackUrl, bodies: rangeBodies('warmup-http'), headers: callbackHeaders, connections: saturationConnections, durationSeconds: warmup });
     progress(`service: saturation, ${saturationConnections} connections`);
+    await settle(sql);
     const saturation = await httpLoad({ url: callbackUrl, bodies: rangeBodies('saturation'), headers: callbackHeaders, connections: saturationConnections, durationSeconds: duration });
     const fixed: { load: number; result: HttpLoadResult }[] = [];
     for (const load of loads) {
       progress(`service: ${load} callbacks/s offered`);
+      await settle(sql);
       const result = await pacedLoad({
         url: callbackUrl,
         bodies: rangeBodies(`load-${load}`),

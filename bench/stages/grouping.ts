@@ -4,7 +4,7 @@
 // medication_dispense (same columns and indexes), i.e. Postgres writing those rows once.
 import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
-import { benchDatabase } from '../lib/database.ts';
+import { benchDatabase, settle } from '../lib/database.ts';
 import { insertGroupedHistory, insertPendingDispenses } from '../lib/fixtures.ts';
 import { untilDone } from '../lib/load.ts';
 import { serviceSettings, startService } from '../lib/processes.ts';
@@ -47,15 +47,6 @@ async function groupEverything(databaseUrl: string, sql: Sql): Promise<GroupingR
   const [left] = await sql<{ pending: number }[]>`select count(*)::int as pending from medication_dispense where state = 'pending'`;
   if (left!.pending !== 0) throw new Error(`${left!.pending} dispenses are still pending after grouping`);
   return { ms, dispenses, emails, runs, peakRssBytes };
-}
-
-/**
- * Writes out what the setup left in the WAL before a timed part starts, so that neither pass pays for
- * the checkpoint its setup (millions of inserted rows) would otherwise set off in the middle of it:
- * unsettled, the first pass ran 30% slower than the second one, which adds 5,000,000 rows of history.
- */
-async function settle(sql: Sql): Promise<void> {
-  await sql`checkpoint`;
 }
 
 export async function run(options: StageOptions): Promise<ResultTable> {
