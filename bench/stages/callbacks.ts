@@ -166,7 +166,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       notes: [
         `ratio of a fixed load: achieved / offered; every callback is a first delivery (its own notification${wrapped.length > 0 ? `; bodies reused in ${wrapped.join(', ')}: raise the budgets` : ''})`,
         `answers other than 2xx: ${failures}; in the database afterwards: ${count(outcome!.delivered)} notifications delivered, ${count(outcome!.aal_events)} AAL events, ${count(outcome!.events)} status events; service error log lines: ${errorLines}`,
-        `fixed loads: an open-loop sender (bench/lib/load.ts pacedLoad), latency from when each callback was due; saturation: autocannon; both in the driver process; the service and the bare Fastify each in their own; ${warmup} s warm-up before each limit and before the service runs; ${duration} s per run`,
+        `fixed loads: an open-loop sender (bench/lib/load.ts pacedLoad), latency from when each callback was due; saturation: autocannon; both in the driver process; the service and the bare Fastify each in their own; ${warmup} s warm-up before each limit and before the service runs, a checkpoint before each timed run; ${duration} s per run`,
         machineNote(db.description),
       ],
     };
