@@ -22,7 +22,11 @@ import {
 } from './repository.ts';
 
 export interface StatusEventBatcherOptions extends Omit<RecordOptions, 'log'> {
-  /** Statements running at once; events queue only while this many are in flight. */
+  /**
+   * Statements running at once; events queue only while this many are in flight. 2 by default:
+   * measured at 1,000 callbacks/s offered, 2 gave p99 23.7 and 23.8 ms and 4 gave 25.5 and 37.3 ms
+   * (fewer backends competing for the cores, and larger batches, so fewer commits).
+   */
   maxInFlight?: number;
   /** Events in one statement at most. */
   maxBatchSize?: number;
@@ -44,7 +48,7 @@ export class StatusEventBatcher {
   #inFlight = 0;
 
   constructor(sql: SqlHandle, options: StatusEventBatcherOptions) {
-    const { maxInFlight = 4, maxBatchSize = 100, ...record } = options;
+    const { maxInFlight = 2, maxBatchSize = 100, ...record } = options;
     if (!(maxInFlight >= 1 && maxBatchSize >= 1)) throw new RangeError('maxInFlight and maxBatchSize must be at least 1');
     this.#sql = sql;
     this.#options = record;
