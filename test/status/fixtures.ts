@@ -1,7 +1,9 @@
 // Rows as the grouping job and the sender leave them, written directly, and a look at every table
 // so a test can tell that a request changed nothing.
 import { randomUUID } from 'node:crypto';
+import postgres from 'postgres';
 import type { SqlHandle } from '../../src/db/connect.ts';
+import type { StatusEvent } from '../../src/status/repository.ts';
 
 export const patientIcn = '1012845631V123456';
 export const recipient = 'veteran@example.com';
@@ -100,4 +102,28 @@ export async function aalEventsOf(sql: SqlHandle, emailId: string) {
   return sql<{ notification_id: string; mhv_correlation_id: string | null; completion_time: Date; detail_value: string; state: string; last_error: string | null }[]>`
     select notification_id, mhv_correlation_id, completion_time, detail_value, state, last_error
     from aal_event where tracking_email_id = ${emailId}`;
+}
+
+/** The options the callback route records with. */
+export const callbackOptions = { replayDelayMinutes: 60, sendMaxAttempts: 5, source: 'callback' as const };
+
+/** A `delivered` event for the notification, with microseconds in its completion time. */
+export const deliveredEvent = (notificationId: string, fields: Partial<StatusEvent> = {}): StatusEvent => ({
+  notificationId,
+  status: 'delivered',
+  completedAt: '2026-05-14T13:22:41.654321Z',
+  ...fields,
+});
+
+/**
+ * A pool whose statements are listed, warmed so that its connections' own start-up is not counted:
+ * for tests of how many statements a piece of work sends.
+ */
+export async function tracedPool(t: { teardown: (fn: () => unknown) => void }, url: string, max: number) {
+  const statements: string[] = [];
+  const traced = postgres(url, { max, onnotice: () => {}, debug: (_connection, query) => statements.push(query) });
+  t.teardown(() => traced.end({ timeout: 5 }));
+  await Promise.all(Array.from({ length: max }, () => traced`select pg_sleep(0.01)`));
+  statements.length = 0;
+  return { traced, statements };
 }

@@ -1,33 +1,29 @@
 // Recording a status event is one statement (sql/006_record_status_event.sql), and that statement
 // orders statuses by the tables in notification-status.ts, which it is given rather than keeps.
 import { randomUUID } from 'node:crypto';
-import postgres from 'postgres';
 import t from 'tap';
 import { NotificationStatuses, isFinal, progressRank } from '../../src/status/notification-status.ts';
 import { recordStatusEvent, type StatusEvent } from '../../src/status/repository.ts';
 import { testDatabase } from '../helpers/database.ts';
-import { aalEventsOf, emailRow, eventsOf, insertEmail, insertNotification, notificationRow } from './fixtures.ts';
-
-const callback = { replayDelayMinutes: 60, sendMaxAttempts: 5, source: 'callback' as const };
-
-const event = (notificationId: string, fields: Partial<StatusEvent> = {}): StatusEvent => ({
-  notificationId,
-  status: 'delivered',
-  completedAt: '2026-05-14T13:22:41.654321Z',
-  ...fields,
-});
+import {
+  aalEventsOf,
+  callbackOptions as callback,
+  deliveredEvent as event,
+  emailRow,
+  eventsOf,
+  insertEmail,
+  insertNotification,
+  notificationRow,
+  tracedPool,
+} from './fixtures.ts';
 
 t.test('recording a status event against a real database', async (t) => {
   const { sql, url } = await testDatabase(t);
 
   t.test('a callback is one statement: no BEGIN, no COMMIT, one round trip', async (t) => {
-    const statements: string[] = [];
-    const traced = postgres(url, { max: 1, onnotice: () => {}, debug: (_connection, query) => statements.push(query) });
-    t.teardown(() => traced.end({ timeout: 5 }));
+    const { traced, statements } = await tracedPool(t, url, 1);
     const emailId = await insertEmail(sql);
     const id = await insertNotification(sql, emailId);
-    await traced`select 1`; // the connection's own start-up is not the callback's
-    statements.length = 0;
     t.same(await recordStatusEvent(traced, event(id), callback), { outcome: 'applied', aalEventCreated: true });
     t.equal(statements.length, 1, statements.join('\n'));
     t.match(statements[0], /record_status_event/);

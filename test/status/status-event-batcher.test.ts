@@ -2,37 +2,28 @@
 // each with its own outcome, and one that Postgres refuses fails alone. A callback arriving alone
 // is sent at once.
 import { randomUUID } from 'node:crypto';
-import postgres from 'postgres';
 import t from 'tap';
 import { applyPendingStatusEvents, StatusEventFailedError, type StatusEvent } from '../../src/status/repository.ts';
 import { StatusEventBatcher } from '../../src/status/status-event-batcher.ts';
 import { testDatabase } from '../helpers/database.ts';
-import { aalEventsOf, emailRow, eventsOf, insertEmail, insertNotification, notificationRow } from './fixtures.ts';
-
-const callback = { replayDelayMinutes: 60, sendMaxAttempts: 5, source: 'callback' as const };
-
-const event = (notificationId: string, fields: Partial<StatusEvent> = {}): StatusEvent => ({
-  notificationId,
-  status: 'delivered',
-  completedAt: '2026-05-14T13:22:41.654321Z',
-  ...fields,
-});
+import {
+  aalEventsOf,
+  callbackOptions as callback,
+  deliveredEvent as event,
+  emailRow,
+  eventsOf,
+  insertEmail,
+  insertNotification,
+  notificationRow,
+  tracedPool,
+} from './fixtures.ts';
 
 t.test('recording callbacks in batches against a real database', async (t) => {
   const { sql, url } = await testDatabase(t);
 
-  /** A pool whose statements are listed, warmed so that its connections' start-up is not counted. */
-  const tracedPool = async (t: { teardown: (fn: () => unknown) => void }, max: number) => {
-    const statements: string[] = [];
-    const traced = postgres(url, { max, onnotice: () => {}, debug: (_connection, query) => statements.push(query) });
-    t.teardown(() => traced.end({ timeout: 5 }));
-    await Promise.all(Array.from({ length: max }, () => traced`select pg_sleep(0.01)`));
-    statements.length = 0;
-    return { traced, statements };
-  };
 
   t.test('a callback arriving alone is sent at once, in one statement', async (t) => {
-    const { traced, statements } = await tracedPool(t, 1);
+    const { traced, statements } = await tracedPool(t, url, 1);
     const batcher = new StatusEventBatcher(traced, callback);
     const emailId = await insertEmail(sql);
     const id = await insertNotification(sql, emailId);
@@ -47,7 +38,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
   });
 
   t.test('callbacks arriving together share a statement, each with its own outcome', async (t) => {
-    const { traced, statements } = await tracedPool(t, 2);
+    const { traced, statements } = await tracedPool(t, url, 2);
     const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
     const emails = await Promise.all(Array.from({ length: 4 }, () => insertEmail(sql)));
     const ids = await Promise.all(emails.map((emailId) => insertNotification(sql, emailId)));
@@ -76,7 +67,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
   });
 
   t.test('an event Postgres refuses fails alone; the rest of its batch is committed', async (t) => {
-    const { traced, statements } = await tracedPool(t, 2);
+    const { traced, statements } = await tracedPool(t, url, 2);
     const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
     const first = await insertNotification(sql, await insertEmail(sql));
     const emailId = await insertEmail(sql);
@@ -102,7 +93,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
   });
 
   t.test('a statement that fails as a whole rejects every event of its batch, and none is kept', async (t) => {
-    const { traced } = await tracedPool(t, 2);
+    const { traced } = await tracedPool(t, url, 2);
     const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
     const held = await insertNotification(sql, await insertEmail(sql));
     const other = await insertNotification(sql, await insertEmail(sql));
@@ -130,7 +121,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
   });
 
   t.test('a batch waits for the sender storing one of its ids, and then applies that event', async (t) => {
-    const { traced } = await tracedPool(t, 2);
+    const { traced } = await tracedPool(t, url, 2);
     const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
     const storedEmail = await insertEmail(sql);
     const stored = await insertNotification(sql, storedEmail);
