@@ -2,7 +2,7 @@
 // an event-bus (Kafka) consumer can call them the same way. Every body is stored (SSNs masked)
 // before it is parsed; then its dispenses are upserted idempotently and the body's fate recorded.
 import type { Sql, SqlHandle } from '../db/connect.ts';
-import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
+import type { DispenseRecord, DispenseState } from './dispense.ts';
 import { buildAck, parseHl7Body, type AckCode, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
 import { maskSsns } from './mask.ts';
@@ -24,8 +24,8 @@ export interface IngestDispensesResult {
   duplicates: number;
   /** The new rows by state. */
   insertedByState: Record<DispenseState, number>;
-  /** {@link dispenseKey} of every dispense this call created (the others were already stored). */
-  insertedKeys: Set<string>;
+  /** The given dispenses this call stored (the others were already stored, or came twice). */
+  stored: ReadonlySet<DispenseRecord>;
 }
 
 /**
@@ -34,10 +34,10 @@ export interface IngestDispensesResult {
  * grouping job. Pass a transaction to make it atomic with the caller's other writes.
  */
 export async function ingestDispenses(sql: SqlHandle, input: IngestDispensesInput): Promise<IngestDispensesResult> {
-  const { insertedKeys, insertedByState } = await insertDispenses(sql, input.inboundMessageId, input.dispenses);
+  const { stored, insertedByState } = await insertDispenses(sql, input.inboundMessageId, input.dispenses);
   if (insertedByState.pending > 0) await notifyDispensePending(sql);
-  const inserted = insertedKeys.size;
-  return { inserted, duplicates: input.dispenses.length - inserted, insertedByState, insertedKeys };
+  const inserted = stored.size;
+  return { inserted, duplicates: input.dispenses.length - inserted, insertedByState, stored };
 }
 
 /** What became of the events of one body, for the `rx_dispenses_ingested_total{outcome}` counter. */
@@ -91,9 +91,9 @@ export interface Hl7IngestResult {
   counts: IngestOutcomeCounts;
 }
 
-function ackText(result: Hl7MessageResult, insertedKeys: Set<string>): string {
+function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord>): string {
   if (result.errors.length > 0) return result.errors.join('; ');
-  const duplicates = result.dispenses.filter((d) => !insertedKeys.has(dispenseKey(d))).length;
+  const duplicates = result.dispenses.filter((d) => !stored.has(d)).length;
   if (duplicates === 0) return 'accepted';
   return duplicates === result.dispenses.length ? 'accepted: already received' : `accepted: ${duplicates} already received`;
 }
@@ -138,7 +138,7 @@ export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()):
   });
 
   const acks = messages
-    .map((m) => buildAck({ header: m.header, code: m.ack, text: ackText(m, stored.insertedKeys), controlId: `${id}-${m.index + 1}`, now }))
+    .map((m) => buildAck({ header: m.header, code: m.ack, text: ackText(m, stored.stored), controlId: `${id}-${m.index + 1}`, now }))
     .join('');
   const acksByCode: Record<AckCode, number> = { AA: 0, AE: 0, AR: 0 };
   for (const m of messages) acksByCode[m.ack]++;

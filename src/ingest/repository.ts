@@ -40,24 +40,24 @@ const text = (value: string | number | null) => (value === null ? null : String(
  * below Postgres's 65,535-parameter limit. The conflict clause on the event key makes a replayed
  * event or file a no-op (also for two requests racing), except that a dispense kept as unprocessable
  * (no ICN) is replaced by a corrected resend of the same event, which then goes on to be emailed.
- * RETURNING lists only the rows this statement created or corrected, so the rest are the duplicates.
+ * RETURNING lists only the rows this statement created or corrected, so the rest are the duplicates:
+ * `stored` holds those of the given records (the first, where one event came twice).
  */
 export async function insertDispenses(
   sql: SqlHandle,
   inboundMessageId: number,
   dispenses: readonly DispenseRecord[],
-): Promise<{ insertedKeys: Set<string>; insertedByState: Record<DispenseState, number> }> {
+): Promise<{ stored: Set<DispenseRecord>; insertedByState: Record<DispenseState, number> }> {
   const insertedByState: Record<DispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
-  if (dispenses.length === 0) return { insertedKeys: new Set(), insertedByState };
+  if (dispenses.length === 0) return { stored: new Set(), insertedByState };
   // One row per event key: Postgres refuses to update a row twice in one statement, and the second
   // copy of an event in one request is a duplicate anyway.
-  const seen = new Set<string>();
-  dispenses = dispenses.filter((d) => {
+  const byKey = new Map<string, DispenseRecord>();
+  for (const d of dispenses) {
     const key = dispenseKey(d);
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
+    if (!byKey.has(key)) byKey.set(key, d);
+  }
+  dispenses = [...byKey.values()];
   const column = (pick: (d: DispenseRecord) => string | number | Date | null) =>
     sql.array(dispenses.map((d) => {
       const value = pick(d);
@@ -90,11 +90,13 @@ export async function insertDispenses(
           updated_at = now()
       where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'
     returning station_number, rx_number, fill_number, tracking_number, state`;
-  const insertedKeys = new Set(
-    rows.map((r) => dispenseKey({ stationNumber: r.station_number, rxNumber: r.rx_number, fillNumber: r.fill_number, trackingNumber: r.tracking_number })),
-  );
-  for (const row of rows) insertedByState[row.state]++;
-  return { insertedKeys, insertedByState };
+  const stored = new Set<DispenseRecord>();
+  for (const row of rows) {
+    const key = dispenseKey({ stationNumber: row.station_number, rxNumber: row.rx_number, fillNumber: row.fill_number, trackingNumber: row.tracking_number });
+    stored.add(byKey.get(key)!);
+    insertedByState[row.state]++;
+  }
+  return { stored, insertedByState };
 }
 
 /**

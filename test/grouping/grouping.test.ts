@@ -160,7 +160,7 @@ t.test('a dispense another transaction holds is skipped, not waited for, and gro
     quantity: null, dispensedAt: null, shippedAt: null, patientIcn: icn(1), mhvCorrelationId: null, messageControlId: null,
     state: 'pending', stateReason: null,
   }]);
-  t.equal(resend.insertedKeys.size, 0, 'the resend is a duplicate');
+  t.equal(resend.stored.size, 0, 'the resend is a duplicate');
 
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('grouping waited for the lock')), 5_000).unref());
   t.same(await Promise.race([group(sql), timeout]), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false });
