@@ -165,3 +165,23 @@ t.test('a 1,000-message body is stored in one request, and its replay stores not
   const [after] = await db.sql<{ count: number }[]>`select count(*)::int as count from medication_dispense`;
   t.equal(after?.count, 1000);
 });
+
+t.test('an event sent twice in one body is stored once, and the second copy is acknowledged as already received', async (t) => {
+  const { app, db } = await testApp(t);
+  const message = (controlId: string) => [
+    `MSH|^~\\&|CMOP|CMOP-LEAVENWORTH|MHV|MHV|20260514160512||RDS^O13^RDS_O13|${controlId}|P|2.5`,
+    'PID|||1012345678V123456^^^USVHA^NI',
+    'ORC|RE|521-8100001-1',
+    'RXD|1|00093718098^SIMVASTATIN 40MG TAB^NDC|20260514102210|90|TAB||8100001||||||1Z9999990381000001',
+    'ZR2|UPS|1Z9999990381000001|8100001',
+  ].join('\r');
+  const response = await postDispenses(app, `${message('FIRST')}\r${message('RESENT')}`, 'application/hl7-v2');
+  t.equal(response.statusCode, 200);
+  t.same(readAcks(response.body).map((a) => [a.controlId, a.code, a.text]), [
+    ['FIRST', 'AA', 'accepted'],
+    ['RESENT', 'AA', 'accepted: already received'],
+  ]);
+  const [stored] = await db.sql<{ count: number; control_id: string }[]>`
+    select count(*)::int as count, min(message_control_id) as control_id from medication_dispense`;
+  t.same(stored, { count: 1, control_id: 'FIRST' }, 'the first copy is the one stored');
+});
