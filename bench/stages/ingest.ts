@@ -6,6 +6,7 @@
 // same bodies.
 import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
+import { cpuAvailable, cpuPer, cpuSnapshot, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { bodiesOf, dispenseRow, hl7Message, jsonEvent } from '../lib/feeds.ts';
 import { concurrently, httpLoad, postAll, type HttpLoadResult } from '../lib/load.ts';
@@ -39,6 +40,15 @@ async function directInsertFor(sql: Sql, durationSeconds: number, concurrency: n
   return { perSecond: next / ((performance.now() - started) / 1000) };
 }
 
+/** `service 30 ms + Postgres 15 ms + driver 5 ms = 50 ms`, leaving out a party that did not take part. */
+function cpuText(cpu: CpuSnapshot, parties: (keyof CpuSnapshot)[]): string {
+  const names: Record<keyof CpuSnapshot, string> = { service: 'service', postgres: 'Postgres', driver: 'driver' };
+  const total = parties.reduce((sum, party) => sum + cpu[party], 0);
+  return `${parties.map((party) => `${names[party]} ${cpu[party].toFixed(1)}`).join(' + ')} = ${total.toFixed(1)} ms`;
+}
+
+const cpuTotal = (cpu: CpuSnapshot) => cpu.service + cpu.postgres + cpu.driver;
+
 function checkAnswers(what: string, result: HttpLoadResult): void {
   if (result.failures > 0) throw new Error(`${what}: ${result.failures} answers were not 2xx`);
 }
@@ -61,7 +71,9 @@ export async function run(options: StageOptions): Promise<ResultTable> {
 
     progress(`limit: ${count(batchBodies * perBatch)} rows inserted by postgres.js, ${count(perBatch)} a statement, ${batchConnections} in flight`);
     await directInsert(sql, 0, Math.max(2, batchBodies / 10), perBatch, batchConnections, 34_000_000);
+    const beforeDirect = cpuSnapshot();
     const direct = await directInsert(sql, 0, batchBodies, perBatch, batchConnections, 33_000_000);
+    const directCpu = cpuPer(beforeDirect, cpuSnapshot(), batchBodies);
 
     progress(`limit: rows inserted one a statement, ${singleConnections} in flight, for ${duration} s`);
     const oneByOne = await directInsertFor(sql, duration, singleConnections, 36_000_000);
@@ -82,7 +94,9 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const single = await httpLoad({ url, bodies: singles, headers: hl7Headers, connections: singleConnections, durationSeconds: duration });
     checkAnswers('one-message HL7', single);
     progress(`service: ${batchBodies} HL7 bodies of ${count(perBatch)} messages, ${batchConnections} connections`);
+    const beforeHl7 = cpuSnapshot(service.pid);
     const hl7 = await postAll({ url, bodies: hl7Batches, headers: hl7Headers, concurrency: batchConnections });
+    const hl7Cpu = cpuPer(beforeHl7, cpuSnapshot(service.pid), batchBodies);
     checkAnswers('HL7 batches', hl7);
     progress(`service: ${batchBodies} JSON bodies of ${count(perBatch)} events, ${batchConnections} connections`);
     const json = await postAll({ url, bodies: jsonBatches, headers: jsonHeaders, concurrency: batchConnections });
@@ -137,6 +151,14 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       },
       peakRssRow(peakRssBytes),
     ];
+    if (cpuAvailable()) {
+      rows.splice(rows.length - 1, 0, {
+        measure: `CPU per ${count(perBatch)} dispenses, HL7 ${count(perBatch)}-message bodies`,
+        result: cpuText(hl7Cpu, ['service', 'postgres', 'driver']),
+        limit: `postgres.js insert: ${cpuText(directCpu, ['postgres', 'driver'])}`,
+        ratio: percent(cpuTotal(directCpu) / cpuTotal(hl7Cpu)),
+      });
+    }
     return {
       title: 'Ingest: CMOP dispenses over HTTP (POST /v1/dispenses)',
       rows,
@@ -145,6 +167,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         `one-message bodies: p50 ${single.p50Ms} ms, p99 ${single.p99Ms} ms; ${count(perBatch)}-message HL7 bodies: p50 ${hl7.p50Ms} ms, p99 ${hl7.p99Ms} ms`,
         'each dispense is new (no duplicates); every message carries an SSN that the service masks before storing the body',
         'autocannon and the postgres.js limit run in the driver process; the service and the bare Fastify in their own',
+        'CPU: user and system time from /proc of the service process (all its threads), of every PostgreSQL process on the machine, and of the driver; on two shared cores the throughput ratio follows the ratio of total CPU per body',
         machineNote(db.description),
       ],
     };
