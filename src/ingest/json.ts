@@ -58,9 +58,13 @@ function fieldName(path: string): string {
 /** Schema errors for one event, one per field (the first message for each). */
 function eventErrors(event: unknown, index: number): EventError[] {
   const byField = new Map<string, string>();
-  for (const error of check.Errors(event)) {
-    const field = fieldName(error.path);
-    if (!byField.has(field)) byField.set(field, error.message);
+  // The compiled check first: walking the schema for error messages cost about 6 µs an event, paid
+  // by every valid event of a 1,000-event body.
+  if (!check.Check(event)) {
+    for (const error of check.Errors(event)) {
+      const field = fieldName(error.path);
+      if (!byField.has(field)) byField.set(field, error.message);
+    }
   }
   const errors = [...byField].map(([field, message]) => ({ index, field, message }));
   if (errors.length > 0) return errors;
