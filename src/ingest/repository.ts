@@ -59,7 +59,8 @@ export function textArrayLiteral(values: readonly (string | null)[]): string {
  * event or file a no-op (also for two requests racing), except that a dispense kept as unprocessable
  * (no ICN) is replaced by a corrected resend of the same event, which then goes on to be emailed.
  * RETURNING lists only the rows this statement created or corrected, so the rest are the duplicates:
- * `stored` holds those of the given records (the first, where one event came twice).
+ * `stored` holds those of the given records (the first, where one event came twice). A stored row's
+ * state is its record's (a correction takes the resend's state).
  */
 export async function insertDispenses(
   sql: SqlHandle,
@@ -81,7 +82,8 @@ export async function insertDispenses(
       const value = pick(d);
       return value instanceof Date ? value.toISOString() : text(value);
     }));
-  const rows = await sql<{ station_number: string; rx_number: string; fill_number: number; tracking_number: string; state: DispenseState }[]>`
+  const [result] = await sql<{ stored: number; stored_keys: [string, string, number, string][] | null }[]>`
+    with stored as (
     insert into medication_dispense (
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
       dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
@@ -107,13 +109,20 @@ export async function insertDispenses(
           state = excluded.state, state_reason = excluded.state_reason, inbound_message_id = excluded.inbound_message_id,
           updated_at = now()
       where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'
-    returning station_number, rx_number, fill_number, tracking_number, state`;
-  const stored = new Set<DispenseRecord>();
-  for (const row of rows) {
-    const key = dispenseKey({ stationNumber: row.station_number, rxNumber: row.rx_number, fillNumber: row.fill_number, trackingNumber: row.tracking_number });
-    stored.add(byKey.get(key)!);
-    insertedByState[row.state]++;
-  }
+    returning station_number, rx_number, fill_number, tracking_number)
+    -- Which rows were stored is sent back only when not all of them were: a body of new events, the
+    -- usual case, answers with one number instead of a row per dispense for the service to read.
+    select (select count(*)::int from stored) as stored,
+           case when (select count(*) from stored) < ${dispenses.length}
+                then (select coalesce(json_agg(json_build_array(station_number, rx_number, fill_number, tracking_number)), '[]')
+                        from stored)
+           end as stored_keys`;
+  const stored = new Set<DispenseRecord>(
+    result!.stored_keys === null
+      ? dispenses
+      : result!.stored_keys.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) => byKey.get(dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }))!),
+  );
+  for (const d of stored) insertedByState[d.state]++;
   return { stored, insertedByState };
 }
 

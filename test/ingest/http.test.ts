@@ -185,3 +185,33 @@ t.test('an event sent twice in one body is stored once, and the second copy is a
     select count(*)::int as count, min(message_control_id) as control_id from medication_dispense`;
   t.same(stored, { count: 1, control_id: 'FIRST' }, 'the first copy is the one stored');
 });
+
+t.test('a body of new and already stored events says which were already received', async (t) => {
+  const { app, db } = await testApp(t);
+  const group = (rx: number) => [
+    `ORC|RE|521-${rx}-1`,
+    `RXD|1|00093718098^SIMVASTATIN 40MG TAB^NDC|20260514102210|90|TAB||${rx}||||||1Z99999903${rx}`,
+    `ZR2|UPS|1Z99999903${rx}|${rx}`,
+  ];
+  const message = (controlId: string, rxNumbers: number[]) => [
+    `MSH|^~\\&|CMOP|CMOP-LEAVENWORTH|MHV|MHV|20260514160512||RDS^O13^RDS_O13|${controlId}|P|2.5`,
+    'PID|||1012345678V123456^^^USVHA^NI',
+    ...rxNumbers.flatMap(group),
+  ].join('\r');
+  const first = await postDispenses(app, [message('A', [8200001]), message('B', [8200002])].join('\r'), 'application/hl7-v2');
+  t.equal(first.statusCode, 200);
+
+  const mixed = [message('A2', [8200001]), message('C', [8200003]), message('D', [8200002, 8200004])].join('\r');
+  const response = await postDispenses(app, mixed, 'application/hl7-v2');
+  t.equal(response.statusCode, 200);
+  t.same(readAcks(response.body).map((a) => [a.controlId, a.text]), [
+    ['A2', 'accepted: already received'],
+    ['C', 'accepted'],
+    ['D', 'accepted: 1 already received'],
+  ]);
+  const rows = await db.sql<{ rx_number: string; message_control_id: string }[]>`
+    select rx_number, message_control_id from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.message_control_id]), [
+    ['8200001', 'A'], ['8200002', 'B'], ['8200003', 'C'], ['8200004', 'D'],
+  ], 'a duplicate keeps the event first stored');
+});
