@@ -54,6 +54,36 @@ export function readEncoding(headerLine: string): EncodingRead {
 }
 
 /**
+ * The line breaks of a text (CR, LF or CRLF), at which its segments end, found in order as the text is
+ * scanned: a body is not split into lines, so that a line becomes a string only where it is read.
+ */
+export class LineBreaks {
+  readonly #text: string;
+  #cr: number;
+  #lf: number;
+
+  constructor(text: string) {
+    this.#text = text;
+    this.#cr = text.indexOf('\r');
+    this.#lf = text.indexOf('\n');
+  }
+
+  /** Where the line that starts at `start` ends: at its line break, or at the end of the text. */
+  lineEnd(start: number): number {
+    if (this.#cr !== -1 && this.#cr < start) this.#cr = this.#text.indexOf('\r', start);
+    if (this.#lf !== -1 && this.#lf < start) this.#lf = this.#text.indexOf('\n', start);
+    const cr = this.#cr;
+    const lf = this.#lf;
+    return cr === -1 ? (lf === -1 ? this.#text.length : lf) : lf === -1 || cr < lf ? cr : lf;
+  }
+
+  /** Where the line after the one that lineEnd just found ending at `end` starts; past the text after the last. */
+  nextStart(end: number): number {
+    return end === this.#cr && this.#lf === end + 1 ? end + 2 : end + 1;
+  }
+}
+
+/**
  * Where piece `index` (from 0) of text[start, end) cut at `delimiter` starts, -1 past the last: the
  * pieces of that range, without cutting it out. A delimiter that runs past `end` is not in the range,
  * and neither is any later one.

@@ -18,7 +18,7 @@
 // differ on purpose: malformed \X..\ sequences (hl7-reader.ts says why), and a U+2028 or U+2029
 // inside a segment followed by `MSH|`, which the library took for a second MSH and refused the
 // message over: segments end at CR, LF or CRLF only, so it is now read as text.
-import { Hl7Segment, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { Hl7Segment, LineBreaks, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
 export { readEncoding, standardEncoding, type Hl7Encoding };
@@ -83,14 +83,11 @@ export function splitMessages(body: string): { messages: string[][]; ignoredLine
   const messages: string[][] = [];
   let current: string[] | undefined;
   let ignoredLines = 0;
-  let cr = text.indexOf('\r');
-  let lf = text.indexOf('\n');
+  const lineBreaks = new LineBreaks(text);
   for (let start = 0; start <= text.length; ) {
-    if (cr !== -1 && cr < start) cr = text.indexOf('\r', start);
-    if (lf !== -1 && lf < start) lf = text.indexOf('\n', start);
-    const end = cr === -1 ? (lf === -1 ? text.length : lf) : lf === -1 || cr < lf ? cr : lf;
+    const end = lineBreaks.lineEnd(start);
     let from = start;
-    start = end === cr && lf === end + 1 ? end + 2 : end + 1;
+    start = lineBreaks.nextStart(end);
     const first = text.charCodeAt(from);
     // Printable ASCII, as segment names are, is not white space; anything else asks the pattern.
     if (!(first > 0x20 && first < 0x80)) {
