@@ -1,7 +1,9 @@
 // Reads fields out of HL7 v2 segments with each message's own delimiters (MSH-1 and MSH-2), and
 // decodes escape sequences only in the pieces that are read. Ingest reads a dozen components of a
 // handful of segments per message, so nothing is split or decoded ahead of the read that needs it:
-// a segment is split into fields on its first read, and a component is found by scanning its field.
+// a piece is found by scanning for its delimiters within the bounds of the piece around it, and only
+// the piece that is read becomes a string (splitting each segment into all its fields on its first
+// read was a fifth of the garbage that parsing a 1,000-message body left behind).
 
 export interface Hl7Encoding {
   field: string;
@@ -16,8 +18,22 @@ export const standardEncoding: Hl7Encoding = { field: '|', component: '^', repet
 /** A field holds an escape sequence the reader cannot decode; the message cannot be read as sent. */
 export class Hl7ReadError extends Error {}
 
-/** Reads MSH-1 and MSH-2; an error with a reason when they are not usable encoding characters. */
-export function readEncoding(headerLine: string): { encoding: Hl7Encoding; characters: string } | { error: string } {
+type EncodingRead = { encoding: Hl7Encoding; characters: string } | { error: string };
+
+/**
+ * The last header read and what it held: the messages of a body (and the bodies of one sender) share
+ * their encoding characters, and a header that starts as the last one did, up to the separator after
+ * MSH-2, holds the same ones. The prefix is at most ten characters, short enough that V8 copies it
+ * rather than pointing into the body it was cut from, so it does not keep that body alive.
+ */
+let lastHeader: { prefix: string; read: EncodingRead } | undefined;
+
+/**
+ * Reads MSH-1 and MSH-2; an error with a reason when they are not usable encoding characters. A
+ * header that starts as the last one read did gets the same object, so callers must not change it.
+ */
+export function readEncoding(headerLine: string): EncodingRead {
+  if (lastHeader !== undefined && headerLine.startsWith(lastHeader.prefix)) return lastHeader.read;
   const field = headerLine[3];
   if (field === undefined || /[A-Za-z0-9\s]/.test(field)) return { error: 'MSH-1 (field separator) is missing' };
   const end = headerLine.indexOf(field, 4);
@@ -30,19 +46,61 @@ export function readEncoding(headerLine: string): { encoding: Hl7Encoding; chara
     return { error: 'MSH-1/MSH-2 encoding characters must be distinct punctuation characters' };
   }
   const [component, repetition, escape, subcomponent] = characters as unknown as [string, string, string, string];
-  return { encoding: { field, component, repetition, escape, subcomponent }, characters };
+  const read = { encoding: { field, component, repetition, escape, subcomponent }, characters };
+  // Without the separator after MSH-2 the characters run to the end of the line, so a longer line
+  // that starts the same would read differently.
+  if (end !== -1) lastHeader = { prefix: headerLine.slice(0, end + 1), read };
+  return read;
 }
 
-/** Piece `index` (from 0) of `text` cut at `delimiter`, '' past the last; the rest is not split. */
-function pieceOf(text: string, delimiter: string, index: number): string {
-  let start = 0;
+/**
+ * The line breaks of a text (CR, LF or CRLF), at which its segments end, found in order as the text is
+ * scanned: a body is not split into lines, so that a line becomes a string only where it is read.
+ */
+export class LineBreaks {
+  readonly #text: string;
+  #cr: number;
+  #lf: number;
+
+  constructor(text: string) {
+    this.#text = text;
+    this.#cr = text.indexOf('\r');
+    this.#lf = text.indexOf('\n');
+  }
+
+  /** Where the line that starts at `start` ends: at its line break, or at the end of the text. */
+  lineEnd(start: number): number {
+    if (this.#cr !== -1 && this.#cr < start) this.#cr = this.#text.indexOf('\r', start);
+    if (this.#lf !== -1 && this.#lf < start) this.#lf = this.#text.indexOf('\n', start);
+    const cr = this.#cr;
+    const lf = this.#lf;
+    return cr === -1 ? (lf === -1 ? this.#text.length : lf) : lf === -1 || cr < lf ? cr : lf;
+  }
+
+  /** Where the line after the one that lineEnd just found ending at `end` starts; past the text after the last. */
+  nextStart(end: number): number {
+    return end === this.#cr && this.#lf === end + 1 ? end + 2 : end + 1;
+  }
+}
+
+/**
+ * Where piece `index` (from 0) of text[start, end) cut at `delimiter` starts, -1 past the last: the
+ * pieces of that range, without cutting it out. A delimiter that runs past `end` is not in the range,
+ * and neither is any later one.
+ */
+export function pieceStart(text: string, delimiter: string, index: number, start: number, end: number): number {
   for (let i = 0; i < index; i++) {
     const next = text.indexOf(delimiter, start);
-    if (next === -1) return '';
+    if (next === -1 || next + delimiter.length > end) return -1;
     start = next + delimiter.length;
   }
-  const end = text.indexOf(delimiter, start);
-  return end === -1 ? text.slice(start) : text.slice(start, end);
+  return start;
+}
+
+/** Where the piece of text[…, end) cut at `delimiter` that starts at `start` ends. */
+export function pieceEnd(text: string, delimiter: string, start: number, end: number): number {
+  const next = text.indexOf(delimiter, start);
+  return next === -1 || next + delimiter.length > end ? end : next;
 }
 
 function countOf(text: string, delimiter: string): number {
@@ -133,7 +191,9 @@ export class Hl7Segment {
   readonly name: string;
   readonly text: string;
   readonly encoding: Hl7Encoding;
-  #fields: string[] | undefined;
+  /** Where the field separators found so far are, in order: separator i ends piece i (the name is piece 0). */
+  readonly #separators: number[] = [];
+  #allSeparatorsFound = false;
   readonly #headerNumbering: boolean;
 
   constructor(text: string, encoding: Hl7Encoding) {
@@ -143,15 +203,34 @@ export class Hl7Segment {
     this.#headerNumbering = this.name === 'MSH' || this.name === 'FHS' || this.name === 'BHS';
   }
 
+  /**
+   * Where the piece (cut at the field separator) that holds field `n` starts, -1 when the segment has
+   * no such field; separators are looked for only as far as a read needs, and once.
+   */
+  #fieldStart(n: number): number {
+    const piece = this.#headerNumbering ? n - 1 : n;
+    const { field } = this.encoding;
+    const separators = this.#separators;
+    while (separators.length < piece && !this.#allSeparatorsFound) {
+      const next = this.text.indexOf(field, separators.length === 0 ? 0 : separators[separators.length - 1]! + field.length);
+      if (next === -1) this.#allSeparatorsFound = true;
+      else separators.push(next);
+    }
+    return piece <= separators.length ? separators[piece - 1]! + field.length : -1;
+  }
+
+  /** Where the field that starts at `start` (from #fieldStart) ends. */
+  #fieldEnd(start: number): number {
+    const next = this.text.indexOf(this.encoding.field, start);
+    return next === -1 ? this.text.length : next;
+  }
+
   /** Field `n` as sent (still escaped), '' when the segment has no such field. */
   raw(n: number): string {
     if (n < 1) return '';
-    if (this.#headerNumbering) {
-      if (n === 1) return this.encoding.field;
-      n--;
-    }
-    this.#fields ??= this.text.split(this.encoding.field);
-    return this.#fields[n] ?? '';
+    if (this.#headerNumbering && n === 1) return this.encoding.field;
+    const start = this.#fieldStart(n);
+    return start === -1 ? '' : this.text.slice(start, this.#fieldEnd(start));
   }
 
   /** How many repetitions field `n` holds: 0 when it is empty. */
@@ -166,13 +245,33 @@ export class Hl7Segment {
    * Throws Hl7ReadError when that piece holds an escape sequence that cannot be decoded.
    */
   value(n: number, component = 1, subcomponent = 1, repetition = 1): string {
-    const { escape, repetition: r, component: c, subcomponent: s } = this.encoding;
-    const field = this.raw(n);
-    if (field === '') return '';
-    const piece = pieceOf(pieceOf(pieceOf(field, r, repetition - 1), c, component - 1), s, subcomponent - 1);
-    if (!piece.includes(escape)) return piece.trim();
+    if (n < 1) return '';
+    const encoding = this.encoding;
+    let text = this.text;
+    let start: number;
+    let end: number;
+    if (this.#headerNumbering && n === 1) {
+      text = encoding.field;
+      start = 0;
+      end = text.length;
+    } else {
+      start = this.#fieldStart(n);
+      if (start === -1) return '';
+      end = this.#fieldEnd(start);
+    }
+    start = pieceStart(text, encoding.repetition, repetition - 1, start, end);
+    if (start === -1) return '';
+    end = pieceEnd(text, encoding.repetition, start, end);
+    start = pieceStart(text, encoding.component, component - 1, start, end);
+    if (start === -1) return '';
+    end = pieceEnd(text, encoding.component, start, end);
+    start = pieceStart(text, encoding.subcomponent, subcomponent - 1, start, end);
+    if (start === -1) return '';
+    end = pieceEnd(text, encoding.subcomponent, start, end);
+    const piece = text.slice(start, end);
+    if (!piece.includes(encoding.escape)) return piece.trim();
     try {
-      return decodeEscapes(piece, this.encoding).trim();
+      return decodeEscapes(piece, encoding).trim();
     } catch (error) {
       if (error instanceof Hl7ReadError) throw new Hl7ReadError(`${this.name}-${n}: ${error.message}`);
       throw error;

@@ -1,7 +1,7 @@
 // The service never stores an SSN. Request bodies are kept "as received, SSNs masked": this module
 // does the masking, on the raw text and before anything is parsed or stored, so that a body that
 // fails to parse is masked too. Everything else in the body is left byte for byte as it came.
-import { readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { LineBreaks, pieceEnd, pieceStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 
 const MASK = 'XXXXXXXXX';
 
@@ -10,68 +10,94 @@ function isKeptIdentifier(type: string, authority: string): boolean {
   return (type === 'NI' && authority === 'USVHA') || (type === 'PI' && (authority === '200MHS' || authority === 'USVHA'));
 }
 
-function maskRepetitions(field: string, enc: Hl7Encoding, shouldMask: (type: string, authority: string) => boolean): string {
-  return field
-    .split(enc.repetition)
-    .map((repetition) => {
-      const components = repetition.split(enc.component);
-      if ((components[0] ?? '') === '') return repetition;
-      const part = (i: number) => (components[i] ?? '').split(enc.subcomponent)[0]!.trim().toUpperCase();
-      if (!shouldMask(part(4), part(3))) return repetition;
-      components[0] = MASK;
-      return components.join(enc.component);
-    })
-    .join(enc.repetition);
+/** Puts the mask in place of body[from, to); calls come in the order of the body. */
+type MaskRange = (from: number, to: number) => void;
+
+/** The first subcomponent of component `index` (from 0) of body[start, end), trimmed and uppercased. */
+function componentCode(body: string, enc: Hl7Encoding, index: number, start: number, end: number): string {
+  const from = pieceStart(body, enc.component, index, start, end);
+  if (from === -1) return '';
+  const to = pieceEnd(body, enc.subcomponent, from, pieceEnd(body, enc.component, from, end));
+  return body.slice(from, to).trim().toUpperCase();
 }
+
+/** Masks the identifier (first component) of each repetition of body[start, end) that `shouldMask`. */
+function maskRepetitions(
+  body: string,
+  start: number,
+  end: number,
+  enc: Hl7Encoding,
+  shouldMask: (type: string, authority: string) => boolean,
+  maskRange: MaskRange,
+): void {
+  for (let from = start; ; from += enc.repetition.length) {
+    const to = pieceEnd(body, enc.repetition, from, end);
+    const idEnd = pieceEnd(body, enc.component, from, to);
+    if (idEnd > from && shouldMask(componentCode(body, enc, 4, from, to), componentCode(body, enc, 3, from, to))) maskRange(from, idEnd);
+    if (to === end) return;
+    from = to;
+  }
+}
+
+const isNotKept = (type: string, authority: string) => !isKeptIdentifier(type, authority);
+const isSsnTyped = (type: string) => type === 'SS';
 
 /**
  * Masks the PID fields that carry SSNs: every PID-3 repetition that is not the ICN (NI/USVHA), the
  * MHV correlation id (PI/200MHS) or the DFN (PI/USVHA), including ones without a type code (R06
- * sends `666009876^4^M11`); PID-2 and PID-4 repetitions typed SS; and PID-19 (SSN).
+ * sends `666009876^4^M11`); PID-2 and PID-4 repetitions typed SS; and PID-19 (SSN). The segment is
+ * body[start, end): its fields are found in place, so a PID with nothing to mask costs no strings
+ * but the type codes and authorities of PID-2 to PID-4.
  */
-function maskPid(segment: string, enc: Hl7Encoding): string {
-  const fields = segment.split(enc.field);
-  if (fields[3] !== undefined) fields[3] = maskRepetitions(fields[3], enc, (type, authority) => !isKeptIdentifier(type, authority));
-  for (const i of [2, 4]) {
-    if (fields[i] !== undefined) fields[i] = maskRepetitions(fields[i]!, enc, (type) => type === 'SS');
+function maskPid(body: string, start: number, end: number, enc: Hl7Encoding, maskRange: MaskRange): void {
+  for (let n = 0, from = start; n <= 19; n++, from += enc.field.length) {
+    const to = pieceEnd(body, enc.field, from, end);
+    if (n === 3) maskRepetitions(body, from, to, enc, isNotKept, maskRange);
+    else if (n === 2 || n === 4) maskRepetitions(body, from, to, enc, isSsnTyped, maskRange);
+    else if (n === 19 && to > from) maskRange(from, to);
+    if (to === end) return;
+    from = to;
   }
-  if (fields[19] !== undefined && fields[19] !== '') fields[19] = MASK;
-  return fields.join(enc.field);
 }
 
-const lineBreak = /\r\n|\r|\n/g;
 /** What may precede a segment name on its line: white space, a byte-order mark, MLLP framing. */
 const leadingNoise = /[\s\uFEFF\x0b\x1c]*/y;
 
 /**
  * Masks SSNs in HL7 segments, honouring the encoding characters of each MSH (or FHS/BHS) header.
- * Only header and PID lines are cut out of the body; a 1,000-message file is otherwise scanned, not
- * split, and comes back as the same string when it holds nothing to mask.
+ * The body is scanned, not split: only header lines are cut out of it, and a 1,000-message file
+ * comes back as the same string when it holds nothing to mask.
  */
 function maskHl7(body: string): string {
   let encoding = standardEncoding;
   let masked = '';
   let copiedTo = 0;
+  const maskRange: MaskRange = (from, to) => {
+    // Masked already: left as it is, so that a body with nothing left to mask comes back unchanged.
+    if (to - from === MASK.length && body.startsWith(MASK, from)) return;
+    masked += body.slice(copiedTo, from) + MASK;
+    copiedTo = to;
+  };
+  const lineBreaks = new LineBreaks(body);
   for (let start = 0; start <= body.length; ) {
-    lineBreak.lastIndex = start;
-    const found = lineBreak.exec(body);
-    const end = found ? found.index : body.length;
-    leadingNoise.lastIndex = start;
-    leadingNoise.exec(body);
-    const at = leadingNoise.lastIndex;
+    const end = lineBreaks.lineEnd(start);
+    let at = start;
+    start = lineBreaks.nextStart(end);
+    const first = body.charCodeAt(at);
+    // Printable ASCII, as segment names are, is none of that noise; anything else asks the pattern.
+    if (!(first > 0x20 && first < 0x80)) {
+      leadingNoise.lastIndex = at;
+      leadingNoise.test(body);
+      at = leadingNoise.lastIndex;
+    }
+    // A line of noise only (the pattern ran on into the next line): nothing to mask or read.
+    if (at >= end) continue;
     if (body.startsWith('PID', at) && body[at + 3] === encoding.field) {
-      const segment = body.slice(at, end);
-      const pid = maskPid(segment, encoding);
-      if (pid !== segment) {
-        masked += body.slice(copiedTo, at) + pid;
-        copiedTo = end;
-      }
+      maskPid(body, at, end, encoding, maskRange);
     } else if (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at)) {
       const read = readEncoding(body.slice(at, end));
       if (!('error' in read)) encoding = read.encoding;
     }
-    if (!found) break;
-    start = end + found[0].length;
   }
   return copiedTo === 0 ? body : masked + body.slice(copiedTo);
 }
