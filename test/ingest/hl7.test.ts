@@ -78,6 +78,17 @@ t.test('timestamps: offsets honoured, MSH-7’s offset as the default, impossibl
   t.equal(parseHl7Timestamp('20260230'), null);
   t.equal(parseHl7Timestamp('tomorrow'), null);
   t.equal(parseHl7Timestamp(''), null);
+  t.equal(parseHl7Timestamp(' 2026 ')?.toISOString(), '2026-01-01T00:00:00.000Z', 'a year alone; white space around is not part of it');
+  t.equal(parseHl7Timestamp('20260514102210.1239+0000')?.toISOString(), '2026-05-14T10:22:10.123Z', 'a fourth fraction digit is below a millisecond');
+  t.equal(parseHl7Timestamp('20260514102210+0000', 'bad')?.toISOString(), '2026-05-14T10:22:10.000Z', 'its own offset wins over the default');
+  t.equal(parseHl7Timestamp('20260101003000+0100')?.toISOString(), '2025-12-31T23:30:00.000Z', 'an offset can move the day and the year');
+  t.equal(parseHl7Timestamp('20240229')?.toISOString(), '2024-02-29T00:00:00.000Z', 'a leap day');
+  t.equal(parseHl7Timestamp('00000229')?.toISOString(), '0000-02-29T00:00:00.000Z', 'year 0 is a leap year too');
+  t.equal(parseHl7Timestamp('00000301000000+0100')?.toISOString(), '0000-02-29T23:00:00.000Z');
+  for (const impossible of ['20230229', '2026051424', '202605141060', '20260514102260', '20261301', '20260500', '202605141', '20260514102210.', '20260514102210.12345', '20260514102210+2400', '20260514102210+0060', '2026-05-14']) {
+    t.equal(parseHl7Timestamp(impossible), null, `${impossible} is refused`);
+  }
+  t.equal(parseHl7Timestamp('20260514', '+99'), null, 'a malformed default offset is refused where it is needed');
 });
 
 t.test('carriers as the email names them', async (t) => {
