@@ -1,8 +1,16 @@
-// The dispense columns travel to Postgres as text[] literals built by the service: every value must
-// come back exactly as it was sent, whatever characters it holds.
+// Ingest's SQL. The dispense columns travel to Postgres as text[] literals built by the service: every
+// value must come back exactly as it was sent, whatever characters it holds. A dispense must name a
+// stored body: sql/010 checks it per statement instead of by a foreign key.
 import t from 'tap';
-import { textArrayLiteral } from '../../src/ingest/repository.ts';
+import { insertDispenses, insertInboundMessage, textArrayLiteral } from '../../src/ingest/repository.ts';
+import type { DispenseRecord } from '../../src/ingest/dispense.ts';
 import { testDatabase } from '../helpers/database.ts';
+
+const dispense = (rxNumber: string, overrides: Partial<DispenseRecord> = {}): DispenseRecord => ({
+  stationNumber: '521', rxNumber, fillNumber: 0, trackingNumber: `1Z${rxNumber}`, carrier: 'UPS', drugName: null, ndc: null,
+  quantity: null, dispensedAt: null, shippedAt: null, patientIcn: '1012345678V123456', mhvCorrelationId: null,
+  messageControlId: null, state: 'pending', stateReason: null, ...overrides,
+});
 
 t.test('a text[] literal reads back as the values it was built from', async (t) => {
   const { sql } = await testDatabase(t);
@@ -16,4 +24,34 @@ t.test('a text[] literal reads back as the values it was built from', async (t) 
   t.same(rows.map((r) => r.value), values);
   const [empty] = await sql<{ length: number }[]>`select cardinality(${textArrayLiteral([])}::text[]) as length`;
   t.equal(empty!.length, 0);
+});
+
+t.test('a dispense must name a stored body, on insert and when a correction renames it', async (t) => {
+  const { sql } = await testDatabase(t);
+  const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/hl7-v2', maskedBody: 'MSH|...' });
+  const stored = await insertDispenses(sql, body, [dispense('1'), dispense('2')]);
+  t.equal(stored.stored.size, 2);
+
+  await t.rejects(insertDispenses(sql, body + 1000, [dispense('3'), dispense('4')]), {
+    code: '23503',
+    message: `medication_dispense names inbound message ${body + 1000}, which is not stored`,
+  });
+  await t.rejects(
+    sql`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, inbound_message_id)
+        values ('521', '5', 0, '1Z5', ${body}), ('521', '6', 0, '1Z6', ${body + 1000})`,
+    { code: '23503' },
+    'a statement naming a stored and a missing body is refused whole',
+  );
+  const [after] = await sql<{ count: number }[]>`select count(*)::int as count from medication_dispense`;
+  t.equal(after!.count, 2, 'nothing of a refused statement is stored');
+
+  // A corrected resend (unprocessable, then with the ICN) renames the dispense's body: checked too.
+  await insertDispenses(sql, body, [dispense('7', { patientIcn: null, state: 'unprocessable', stateReason: 'no ICN' })]);
+  await t.rejects(insertDispenses(sql, body + 1000, [dispense('7')]), { code: '23503' });
+  const corrected = await insertDispenses(sql, body, [dispense('7')]);
+  t.equal(corrected.insertedByState.pending, 1, 'the correction naming a stored body is taken');
+  await t.rejects(sql`update medication_dispense set inbound_message_id = ${body + 1000} where rx_number = '7'`, { code: '23503' });
+  const [grouped] = await sql<{ count: number }[]>`
+    update medication_dispense set state = 'excluded' where rx_number = '1' returning 1 as count`;
+  t.ok(grouped, 'updates that leave the body alone are not checked');
 });
