@@ -55,3 +55,17 @@ t.test('a dispense must name a stored body, on insert and when a correction rena
     update medication_dispense set state = 'excluded' where rx_number = '1' returning 1 as count`;
   t.ok(grouped, 'updates that leave the body alone are not checked');
 });
+
+t.test('dispense times are stored to the millisecond, before 1970 too', async (t) => {
+  const { sql } = await testDatabase(t);
+  const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
+  const times = ['2026-05-14T10:22:10.123Z', '1969-12-31T23:59:59.999Z', '0001-01-01T00:00:00.001Z', '2026-05-14T10:22:10.000Z'];
+  await insertDispenses(sql, body, times.map((time, i) => dispense(`90${i}`, { dispensedAt: new Date(time), shippedAt: new Date(Date.parse(time) + 1) })));
+  // Read as text: postgres.js's own parser takes year 0001 for 2001.
+  const rows = await sql<{ dispensed_at: string; apart: string }[]>`
+    select to_char(dispensed_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as dispensed_at,
+           (shipped_at - dispensed_at)::text as apart
+      from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => r.dispensed_at), times);
+  t.same(rows.map((r) => r.apart), ['00:00:00.001', '00:00:00.001', '00:00:00.001', '00:00:00.001']);
+});
