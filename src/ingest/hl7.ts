@@ -517,13 +517,14 @@ export function buildAck({ header, code, text, controlId, now }: AckInput): stri
   const encoding = header?.encoding ?? standardEncoding;
   const characters = header?.encodingCharacters.slice(0, 4) ?? '^~\\&';
   const f = encoding.field;
-  const messageType = ['ACK', header?.triggerEvent ? escapeHl7(header.triggerEvent, encoding) : '', 'ACK']
-    .filter((part, i) => i !== 1 || part !== '')
-    .join(encoding.component);
-  const msh = [
-    'MSH', characters, 'RX-TRACKING-EMAIL', 'VA', header?.sendingApplication ?? '', header?.sendingFacility ?? '',
-    formatHl7Timestamp(now), '', messageType, escapeHl7(controlId, encoding), header?.processingId || 'P', header?.version || '2.5',
-  ].join(f);
-  const msa = ['MSA', code, header?.controlId ?? '', escapeHl7(text, encoding)].join(f);
+  const c = encoding.component;
+  // ACK^R06^ACK, or ACK^ACK when the message named no trigger event. Written as one template, not
+  // arrays joined: a 1,000-message body builds a thousand of these.
+  const messageType = header?.triggerEvent ? `ACK${c}${escapeHl7(header.triggerEvent, encoding)}${c}ACK` : `ACK${c}ACK`;
+  const msh =
+    `MSH${f}${characters}${f}RX-TRACKING-EMAIL${f}VA${f}${header?.sendingApplication ?? ''}${f}${header?.sendingFacility ?? ''}` +
+    `${f}${formatHl7Timestamp(now)}${f}${f}${messageType}${f}${escapeHl7(controlId, encoding)}${f}${header?.processingId || 'P'}` +
+    `${f}${header?.version || '2.5'}`;
+  const msa = `MSA${f}${code}${f}${header?.controlId ?? ''}${f}${escapeHl7(text, encoding)}`;
   return `${msh}\r${msa}\r`;
 }
