@@ -1,6 +1,7 @@
 // Ingest's SQL. The dispense columns travel to Postgres as text[] literals built by the service: every
 // value must come back exactly as it was sent, whatever characters it holds. A dispense must name a
-// stored body: sql/010 checks it per statement instead of by a foreign key.
+// stored body, and a grouped one a stored tracking email: sql/010 checks both per statement instead
+// of by foreign keys.
 import t from 'tap';
 import { insertDispenses, insertInboundMessage, textArrayLiteral } from '../../src/ingest/repository.ts';
 import type { DispenseRecord } from '../../src/ingest/dispense.ts';
@@ -51,9 +52,34 @@ t.test('a dispense must name a stored body, on insert and when a correction rena
   const corrected = await insertDispenses(sql, body, [dispense('7')]);
   t.equal(corrected.insertedByState.pending, 1, 'the correction naming a stored body is taken');
   await t.rejects(sql`update medication_dispense set inbound_message_id = ${body + 1000} where rx_number = '7'`, { code: '23503' });
-  const [grouped] = await sql<{ count: number }[]>`
+  const [excluded] = await sql<{ count: number }[]>`
     update medication_dispense set state = 'excluded' where rx_number = '1' returning 1 as count`;
-  t.ok(grouped, 'updates that leave the body alone are not checked');
+  t.ok(excluded, 'an update that names stored rows is taken');
+});
+
+t.test('a grouped dispense must name a stored tracking email', async (t) => {
+  const { sql } = await testDatabase(t);
+  const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/hl7-v2', maskedBody: 'MSH|...' });
+  await insertDispenses(sql, body, [dispense('1'), dispense('2')]);
+  const [email] = await sql<{ id: string }[]>`
+    insert into tracking_email (patient_icn, personalisation, package_count, prescription_count)
+    values ('1012345678V123456', '{}', 1, 1) returning id`;
+  const missing = '01890000-0000-7000-8000-000000000000';
+  await t.rejects(
+    sql`update medication_dispense set state = 'grouped', tracking_email_id = ${missing}`,
+    { code: '23503', message: `medication_dispense names tracking email ${missing}, which is not stored` },
+  );
+  await t.rejects(
+    sql`update medication_dispense set state = 'grouped',
+               tracking_email_id = case rx_number when '1' then ${email!.id}::uuid else ${missing}::uuid end`,
+    { code: '23503' },
+    'a statement naming a stored and a missing email is refused whole',
+  );
+  const [before] = await sql<{ grouped: number }[]>`select count(tracking_email_id)::int as grouped from medication_dispense`;
+  t.equal(before!.grouped, 0, 'nothing of a refused statement is stored');
+  await sql`update medication_dispense set state = 'grouped', tracking_email_id = ${email!.id}`;
+  const [after] = await sql<{ grouped: number }[]>`select count(tracking_email_id)::int as grouped from medication_dispense`;
+  t.equal(after!.grouped, 2);
 });
 
 t.test('dispense times are stored to the millisecond, before 1970 too', async (t) => {
