@@ -167,7 +167,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         `one-message bodies: p50 ${single.p50Ms} ms, p99 ${single.p99Ms} ms; ${count(perBatch)}-message HL7 bodies: p50 ${hl7.p50Ms} ms, p99 ${hl7.p99Ms} ms`,
         'each dispense is new (no duplicates); every message carries an SSN that the service masks before storing the body',
         'autocannon and the postgres.js limit run in the driver process; the service and the bare Fastify in their own',
-        'CPU: user and system time from /proc of the service process (all its threads), of every PostgreSQL process on the machine, and of the driver; on two shared cores the throughput ratio follows the ratio of total CPU per body',
+        `CPU: user and system time from /proc of the service process (all its threads), of every PostgreSQL process on the machine, and of the driver; on two shared cores the throughput ratio follows the ratio of total CPU per body${options.small ? ' (counted in 10 ms ticks: a --small run is too short for these figures to mean anything)' : ''}`,
         machineNote(db.description),
       ],
     };
