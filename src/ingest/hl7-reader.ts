@@ -84,6 +84,19 @@ export class LineBreaks {
 }
 
 /**
+ * Where the content of the line text[start, end) begins once what `noise` (a sticky pattern) matches
+ * before it is skipped; `end` for a line of noise only. A line that starts with printable ASCII, as
+ * a segment name does, is not matched against the pattern at all.
+ */
+export function lineContentStart(text: string, start: number, end: number, noise: RegExp): number {
+  const first = text.charCodeAt(start);
+  if (first > 0x20 && first < 0x80) return start;
+  noise.lastIndex = start;
+  noise.test(text);
+  return Math.min(noise.lastIndex, end);
+}
+
+/**
  * Where piece `index` (from 0) of text[start, end) cut at `delimiter` starts, -1 past the last: the
  * pieces of that range, without cutting it out. A delimiter that runs past `end` is not in the range,
  * and neither is any later one.

@@ -18,7 +18,7 @@
 // differ on purpose: malformed \X..\ sequences (hl7-reader.ts says why), and a U+2028 or U+2029
 // inside a segment followed by `MSH|`, which the library took for a second MSH and refused the
 // message over: segments end at CR, LF or CRLF only, so it is now read as text.
-import { Hl7Segment, LineBreaks, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { Hl7Segment, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
 export { readEncoding, standardEncoding, type Hl7Encoding };
@@ -86,15 +86,8 @@ export function splitMessages(body: string): { messages: string[][]; ignoredLine
   const lineBreaks = new LineBreaks(text);
   for (let start = 0; start <= text.length; ) {
     const end = lineBreaks.lineEnd(start);
-    let from = start;
+    const from = lineContentStart(text, start, end, leadingSpace);
     start = lineBreaks.nextStart(end);
-    const first = text.charCodeAt(from);
-    // Printable ASCII, as segment names are, is not white space; anything else asks the pattern.
-    if (!(first > 0x20 && first < 0x80)) {
-      leadingSpace.lastIndex = from;
-      leadingSpace.test(text);
-      from = Math.min(leadingSpace.lastIndex, end);
-    }
     if (from === end) continue;
     const line = text.slice(from, end);
     if (isBatchLine(line)) {

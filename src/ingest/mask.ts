@@ -1,7 +1,7 @@
 // The service never stores an SSN. Request bodies are kept "as received, SSNs masked": this module
 // does the masking, on the raw text and before anything is parsed or stored, so that a body that
 // fails to parse is masked too. Everything else in the body is left byte for byte as it came.
-import { LineBreaks, pieceEnd, pieceStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { LineBreaks, lineContentStart, pieceEnd, pieceStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 
 const MASK = 'XXXXXXXXX';
 
@@ -81,17 +81,10 @@ function maskHl7(body: string): string {
   const lineBreaks = new LineBreaks(body);
   for (let start = 0; start <= body.length; ) {
     const end = lineBreaks.lineEnd(start);
-    let at = start;
+    const at = lineContentStart(body, start, end, leadingNoise);
     start = lineBreaks.nextStart(end);
-    const first = body.charCodeAt(at);
-    // Printable ASCII, as segment names are, is none of that noise; anything else asks the pattern.
-    if (!(first > 0x20 && first < 0x80)) {
-      leadingNoise.lastIndex = at;
-      leadingNoise.test(body);
-      at = leadingNoise.lastIndex;
-    }
-    // A line of noise only (the pattern ran on into the next line): nothing to mask or read.
-    if (at >= end) continue;
+    // A line of noise only: nothing to mask or read.
+    if (at === end) continue;
     if (body.startsWith('PID', at) && body[at + 3] === encoding.field) {
       maskPid(body, at, end, encoding, maskRange);
     } else if (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at)) {
