@@ -131,14 +131,14 @@ export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()):
   const dispenses = messages.flatMap((m) => m.dispenses);
   const accepted = messages.filter((m) => m.ack === 'AA').length;
   const outcome = outcomeOf(messages.length, accepted, dispenses.length);
-  const stored = await sql.begin(async (tx) => {
+  const ingested = await sql.begin(async (tx) => {
     const result = await ingestDispenses(tx, { inboundMessageId: id, dispenses });
     await recordInboundOutcome(tx, id, { outcome, messageCount: messages.length, error: describeHl7Errors(messages, notes) });
     return result;
   });
 
   const acks = messages
-    .map((m) => buildAck({ header: m.header, code: m.ack, text: ackText(m, stored.stored), controlId: `${id}-${m.index + 1}`, now }))
+    .map((m) => buildAck({ header: m.header, code: m.ack, text: ackText(m, ingested.stored), controlId: `${id}-${m.index + 1}`, now }))
     .join('');
   const acksByCode: Record<AckCode, number> = { AA: 0, AE: 0, AR: 0 };
   for (const m of messages) acksByCode[m.ack]++;
@@ -149,10 +149,10 @@ export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()):
     acks,
     messages: messages.length,
     acksByCode,
-    inserted: stored.inserted,
-    duplicates: stored.duplicates,
+    inserted: ingested.inserted,
+    duplicates: ingested.duplicates,
     unprocessable: dispenses.filter((d) => d.state === 'unprocessable').length,
-    counts: outcomeCounts(stored, messages.filter((m) => m.dispenses.length === 0).length),
+    counts: outcomeCounts(ingested, messages.filter((m) => m.dispenses.length === 0).length),
   };
 }
 
