@@ -57,7 +57,7 @@ export function readEncoding(headerLine: string): EncodingRead {
  * The line breaks of a text (CR, LF or CRLF), at which its segments end, found in order as the text is
  * scanned: a body is not split into lines, so that a line becomes a string only where it is read.
  */
-class LineBreaks {
+export class LineBreaks {
   readonly #text: string;
   #cr: number;
   #lf: number;
@@ -88,26 +88,12 @@ class LineBreaks {
  * before it is skipped; `end` for a line of noise only. A line that starts with printable ASCII, as
  * a segment name does, is not matched against the pattern at all.
  */
-function lineContentStart(text: string, start: number, end: number, noise: RegExp): number {
+export function lineContentStart(text: string, start: number, end: number, noise: RegExp): number {
   const first = text.charCodeAt(start);
   if (first > 0x20 && first < 0x80) return start;
   noise.lastIndex = start;
   noise.test(text);
   return Math.min(noise.lastIndex, end);
-}
-
-/**
- * Calls `read` with the bounds of each line's content, once what `noise` (a sticky pattern) matches
- * at its start is skipped; a line of noise only is not read. Splitting and masking scan a body this way.
- */
-export function forEachLine(text: string, noise: RegExp, read: (from: number, end: number) => void): void {
-  const lineBreaks = new LineBreaks(text);
-  for (let start = 0; start <= text.length; ) {
-    const end = lineBreaks.lineEnd(start);
-    const from = lineContentStart(text, start, end, noise);
-    start = lineBreaks.nextStart(end);
-    if (from !== end) read(from, end);
-  }
 }
 
 /**

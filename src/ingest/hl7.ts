@@ -18,7 +18,7 @@
 // differ on purpose: malformed \X..\ sequences (hl7-reader.ts says why), and a U+2028 or U+2029
 // inside a segment followed by `MSH|`, which the library took for a second MSH and refused the
 // message over: segments end at CR, LF or CRLF only, so it is now read as text.
-import { forEachLine, Hl7Segment, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { Hl7Segment, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
 export { readEncoding, standardEncoding, type Hl7Encoding };
@@ -83,7 +83,12 @@ export function splitMessages(body: string): { messages: string[][]; ignoredLine
   const messages: string[][] = [];
   let current: string[] | undefined;
   let ignoredLines = 0;
-  forEachLine(text, leadingSpace, (from, end) => {
+  const lineBreaks = new LineBreaks(text);
+  for (let start = 0; start <= text.length; ) {
+    const end = lineBreaks.lineEnd(start);
+    const from = lineContentStart(text, start, end, leadingSpace);
+    start = lineBreaks.nextStart(end);
+    if (from === end) continue;
     const line = text.slice(from, end);
     if (isBatchLine(line)) {
       current = undefined;
@@ -95,7 +100,7 @@ export function splitMessages(body: string): { messages: string[][]; ignoredLine
     } else {
       ignoredLines++;
     }
-  });
+  }
   return { messages, ignoredLines };
 }
 

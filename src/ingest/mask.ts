@@ -1,7 +1,7 @@
 // The service never stores an SSN. Request bodies are kept "as received, SSNs masked": this module
 // does the masking, on the raw text and before anything is parsed or stored, so that a body that
 // fails to parse is masked too. Everything else in the body is left byte for byte as it came.
-import { forEachLine, pieceEnd, pieceStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { LineBreaks, lineContentStart, pieceEnd, pieceStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 
 const MASK = 'XXXXXXXXX';
 
@@ -78,14 +78,20 @@ function maskHl7(body: string): string {
     masked += body.slice(copiedTo, from) + MASK;
     copiedTo = to;
   };
-  forEachLine(body, leadingNoise, (at, end) => {
+  const lineBreaks = new LineBreaks(body);
+  for (let start = 0; start <= body.length; ) {
+    const end = lineBreaks.lineEnd(start);
+    const at = lineContentStart(body, start, end, leadingNoise);
+    start = lineBreaks.nextStart(end);
+    // A line of noise only: nothing to mask or read.
+    if (at === end) continue;
     if (body.startsWith('PID', at) && body[at + 3] === encoding.field) {
       maskPid(body, at, end, encoding, maskRange);
     } else if (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at)) {
       const read = readEncoding(body.slice(at, end));
       if (!('error' in read)) encoding = read.encoding;
     }
-  });
+  }
   return copiedTo === 0 ? body : masked + body.slice(copiedTo);
 }
 
