@@ -56,6 +56,10 @@ export function readEncoding(headerLine: string): EncodingRead {
 /**
  * The line breaks of a text (CR, LF or CRLF), at which its segments end, found in order as the text is
  * scanned: a body is not split into lines, so that a line becomes a string only where it is read.
+ *
+ * Splitting (hl7.ts) and masking (mask.ts) each write out their own loop over these. One shared loop
+ * that called each of them back per line was tried: the service's CPU per 1,000-message body went
+ * from 19 to 42 ms, nearly all of it inside this class (the ingest benchmark's CPU row and a profile).
  */
 export class LineBreaks {
   readonly #text: string;
