@@ -118,11 +118,12 @@ export async function insertDispenses(
     returning station_number, rx_number, fill_number, tracking_number)
     -- Which rows were stored is sent back only when not all of them were: a body of new events, the
     -- usual case, answers with one number instead of a row per dispense for the service to read.
-    select (select count(*)::int from stored) as stored,
-           case when (select count(*) from stored) < ${dispenses.length}
+    select counted.stored,
+           case when counted.stored < ${dispenses.length}
                 then (select coalesce(json_agg(json_build_array(station_number, rx_number, fill_number, tracking_number)), '[]')
                         from stored)
-           end as stored_keys`;
+           end as stored_keys
+      from (select count(*)::int as stored from stored) counted`;
   const stored = new Set<DispenseRecord>(
     result!.stored_keys === null
       ? dispenses
