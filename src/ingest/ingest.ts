@@ -1,17 +1,25 @@
 // Ingest, independent of the transport: the HTTP route is a thin adapter over these functions, and
 // an event-bus (Kafka) consumer can call them the same way. Every body is stored (SSNs masked)
-// before it is parsed; then its dispenses are upserted idempotently and the body's fate recorded.
+// before it is parsed; then its dispenses are upserted idempotently and the body's fate recorded, in
+// one statement.
+//
+// Between parsing a body and hearing from Postgres, only strings and numbers are kept: the insert's
+// columns, the ACKs and the counts (dispenseRows in repository.ts says why). The records themselves
+// are read again, from the stored text, only when some dispenses turn out to be stored already.
 import type { Sql, SqlHandle } from '../db/connect.ts';
 import type { DispenseRecord, DispenseState } from './dispense.ts';
 import { buildAck, parseHl7Body, type AckCode, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
 import { maskSsns } from './mask.ts';
 import {
-  insertDispenses,
+  dispenseRows,
   insertInboundMessage,
-  notifyDispensePending,
   recordInboundOutcome,
+  storeDispenseRows,
+  storedRecords,
+  type DispenseRows,
   type InboundOutcome,
+  type StoredDispenses,
 } from './repository.ts';
 
 export interface IngestDispensesInput {
@@ -34,22 +42,25 @@ export interface IngestDispensesResult {
  * grouping job. Pass a transaction to make it atomic with the caller's other writes.
  */
 export async function ingestDispenses(sql: SqlHandle, input: IngestDispensesInput): Promise<IngestDispensesResult> {
-  const { stored, insertedByState } = await insertDispenses(sql, input.inboundMessageId, input.dispenses);
-  if (insertedByState.pending > 0) await notifyDispensePending(sql);
-  const inserted = stored.size;
-  return { inserted, duplicates: input.dispenses.length - inserted, insertedByState, stored };
+  const result = await storeDispenseRows(sql, input.inboundMessageId, dispenseRows(input.dispenses), null);
+  return {
+    inserted: result.stored,
+    duplicates: input.dispenses.length - result.stored,
+    insertedByState: result.byState,
+    stored: storedRecords(input.dispenses, result),
+  };
 }
 
 /** What became of the events of one body, for the `rx_dispenses_ingested_total{outcome}` counter. */
 export type IngestOutcome = 'inserted' | 'cancelled' | 'unprocessable' | 'duplicate' | 'rejected';
 export type IngestOutcomeCounts = Record<IngestOutcome, number>;
 
-function outcomeCounts(stored: IngestDispensesResult | undefined, rejected: number): IngestOutcomeCounts {
+function outcomeCounts(events: number, stored: StoredDispenses | undefined, rejected: number): IngestOutcomeCounts {
   return {
-    inserted: stored?.insertedByState.pending ?? 0,
-    cancelled: stored?.insertedByState.cancelled ?? 0,
-    unprocessable: stored?.insertedByState.unprocessable ?? 0,
-    duplicate: stored?.duplicates ?? 0,
+    inserted: stored?.byState.pending ?? 0,
+    cancelled: stored?.byState.cancelled ?? 0,
+    unprocessable: stored?.byState.unprocessable ?? 0,
+    duplicate: events - (stored?.stored ?? 0),
     rejected,
   };
 }
@@ -91,11 +102,20 @@ export interface Hl7IngestResult {
   counts: IngestOutcomeCounts;
 }
 
-function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord>): string {
+function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord> | 'all'): string {
   if (result.errors.length > 0) return result.errors.join('; ');
-  const duplicates = result.dispenses.filter((d) => !stored.has(d)).length;
+  const duplicates = stored === 'all' ? 0 : result.dispenses.filter((d) => !stored.has(d)).length;
   if (duplicates === 0) return 'accepted';
   return duplicates === result.dispenses.length ? 'accepted: already received' : `accepted: ${duplicates} already received`;
+}
+
+/** One ACK per message, in order; `stored` says which dispenses were new ('all': every one). */
+function hl7Acks(inboundMessageId: number, messages: readonly Hl7MessageResult[], stored: ReadonlySet<DispenseRecord> | 'all', now: Date): string {
+  // Joined, not appended one by one: join writes one flat string, where += leaves a tree of pieces
+  // (thousands of objects for a 1,000-message body) that would be kept while Postgres works.
+  return messages
+    .map((m) => buildAck({ header: m.header, code: m.ack, text: ackText(m, stored), controlId: `${inboundMessageId}-${m.index + 1}`, now }))
+    .join('');
 }
 
 function describeHl7Errors(messages: Hl7MessageResult[], notes: string[]): string | null {
@@ -106,53 +126,89 @@ function describeHl7Errors(messages: Hl7MessageResult[], notes: string[]): strin
   return all.length > 0 ? all.join('\n') : null;
 }
 
+/** What the rest of an HL7 ingest needs from a parsed body: strings and numbers only. */
+type ReadHl7Body =
+  | { kind: 'not-hl7'; reason: string }
+  | {
+      kind: 'hl7';
+      rows: DispenseRows;
+      outcome: InboundOutcome;
+      error: string | null;
+      messages: number;
+      acksByCode: Record<AckCode, number>;
+      /** The ACKs as they read when every dispense is new. */
+      acksIfAllNew: string;
+      unprocessable: number;
+      /** Messages that yielded no dispense. */
+      rejected: number;
+    };
+
+function readHl7Body(inboundMessageId: number, maskedBody: string, now: Date): ReadHl7Body {
+  const parsed = parseHl7Body(maskedBody);
+  if (parsed.kind === 'not-hl7') return parsed;
+  const { messages, notes } = parsed;
+  const dispenses = messages.flatMap((m) => m.dispenses);
+  const acksByCode: Record<AckCode, number> = { AA: 0, AE: 0, AR: 0 };
+  for (const m of messages) acksByCode[m.ack]++;
+  return {
+    kind: 'hl7',
+    rows: dispenseRows(dispenses),
+    outcome: outcomeOf(messages.length, acksByCode.AA, dispenses.length),
+    error: describeHl7Errors(messages, notes),
+    messages: messages.length,
+    acksByCode,
+    acksIfAllNew: hl7Acks(inboundMessageId, messages, 'all', now),
+    unprocessable: dispenses.filter((d) => d.state === 'unprocessable').length,
+    rejected: messages.filter((m) => m.dispenses.length === 0).length,
+  };
+}
+
+/**
+ * The ACKs when some dispenses were stored before (a replayed file, or an event sent twice): the
+ * stored text is read again to tell, message by message, which. Replays are rare and each costs
+ * one more parse; the usual body keeps no records while Postgres works.
+ */
+function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result: StoredDispenses, now: Date): string {
+  const parsed = parseHl7Body(maskedBody);
+  if (parsed.kind === 'not-hl7') throw new Error('a stored body read as HL7 once and not the second time');
+  const stored = storedRecords(parsed.messages.flatMap((m) => m.dispenses), result);
+  return hl7Acks(inboundMessageId, parsed.messages, stored, now);
+}
+
 /** Ingests an HL7 v2 body (one or more messages, batch-wrapped or not) and builds its ACKs. */
 export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()): Promise<Hl7IngestResult> {
   const { id, maskedBody } = await keepBody(sql, input);
   // The stored, masked text is what is parsed, so reprocessing a stored body gives the same result.
-  const parsed = parseHl7Body(maskedBody);
-  if (parsed.kind === 'not-hl7') {
-    await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: parsed.reason });
+  const read = readHl7Body(id, maskedBody, now);
+  if (read.kind === 'not-hl7') {
+    await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: read.reason });
     return {
       inboundMessageId: id,
       outcome: 'rejected',
       statusCode: 400,
-      acks: buildAck({ header: undefined, code: 'AR', text: parsed.reason, controlId: `${id}-1`, now }),
+      acks: buildAck({ header: undefined, code: 'AR', text: read.reason, controlId: `${id}-1`, now }),
       messages: 0,
       acksByCode: { AA: 0, AE: 0, AR: 1 },
       inserted: 0,
       duplicates: 0,
       unprocessable: 0,
-      counts: outcomeCounts(undefined, 1),
+      counts: outcomeCounts(0, undefined, 1),
     };
   }
 
-  const { messages, notes } = parsed;
-  const dispenses = messages.flatMap((m) => m.dispenses);
-  const accepted = messages.filter((m) => m.ack === 'AA').length;
-  const outcome = outcomeOf(messages.length, accepted, dispenses.length);
-  const ingested = await sql.begin(async (tx) => {
-    const result = await ingestDispenses(tx, { inboundMessageId: id, dispenses });
-    await recordInboundOutcome(tx, id, { outcome, messageCount: messages.length, error: describeHl7Errors(messages, notes) });
-    return result;
-  });
-
-  const acks = messages
-    .map((m) => buildAck({ header: m.header, code: m.ack, text: ackText(m, ingested.stored), controlId: `${id}-${m.index + 1}`, now }))
-    .join('');
-  const acksByCode: Record<AckCode, number> = { AA: 0, AE: 0, AR: 0 };
-  for (const m of messages) acksByCode[m.ack]++;
+  const { rows, outcome } = read;
+  const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: read.messages, error: read.error });
   return {
     inboundMessageId: id,
     outcome,
     statusCode: outcome === 'rejected' ? 400 : 200,
-    acks,
-    messages: messages.length,
-    acksByCode,
-    inserted: ingested.inserted,
-    duplicates: ingested.duplicates,
-    unprocessable: dispenses.filter((d) => d.state === 'unprocessable').length,
-    counts: outcomeCounts(ingested, messages.filter((m) => m.dispenses.length === 0).length),
+    acks: stored.storedKeys === null ? read.acksIfAllNew : acksWithDuplicates(id, maskedBody, stored, now),
+    messages: read.messages,
+    acksByCode: read.acksByCode,
+    inserted: stored.stored,
+    duplicates: rows.events - stored.stored,
+    unprocessable: read.unprocessable,
+    counts: outcomeCounts(rows.events, stored, read.rejected),
   };
 }
 
@@ -181,36 +237,41 @@ export interface JsonIngestResult {
  */
 export async function ingestJson(sql: Sql, input: InboundBody): Promise<JsonIngestResult> {
   const { id, maskedBody } = await keepBody(sql, input);
-  const parsed = parseJsonBody(maskedBody);
-  if (parsed.kind === 'invalid') {
-    await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: parsed.error });
+  const read = readJsonBody(maskedBody);
+  if (read.kind === 'invalid') {
+    await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: read.error });
     return {
       outcome: 'rejected',
       statusCode: 400,
-      summary: { inboundMessageId: id, received: 0, inserted: 0, duplicates: 0, rejected: 0, errors: [{ message: parsed.error }] },
-      counts: outcomeCounts(undefined, 1),
+      summary: { inboundMessageId: id, received: 0, inserted: 0, duplicates: 0, rejected: 0, errors: [{ message: read.error }] },
+      counts: outcomeCounts(0, undefined, 1),
     };
   }
 
-  const { received, dispenses, errors } = parsed;
-  const outcome = outcomeOf(received, dispenses.length, dispenses.length);
+  const { received, rows, errors } = read;
+  const outcome = outcomeOf(received, rows.events, rows.events);
   const error = errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
-  const stored = await sql.begin(async (tx) => {
-    const result = await ingestDispenses(tx, { inboundMessageId: id, dispenses });
-    await recordInboundOutcome(tx, id, { outcome, messageCount: received, error });
-    return result;
-  });
+  const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: received, error });
   return {
     outcome,
-    statusCode: dispenses.length > 0 ? 200 : 400,
+    statusCode: rows.events > 0 ? 200 : 400,
     summary: {
       inboundMessageId: id,
       received,
-      inserted: stored.inserted,
-      duplicates: stored.duplicates,
-      rejected: received - dispenses.length,
+      inserted: stored.stored,
+      duplicates: rows.events - stored.stored,
+      rejected: received - rows.events,
       errors,
     },
-    counts: outcomeCounts(stored, received - dispenses.length),
+    counts: outcomeCounts(rows.events, stored, received - rows.events),
   };
+}
+
+/** A parsed JSON body as the insert's columns: the records are not kept past this call. */
+function readJsonBody(maskedBody: string):
+  | { kind: 'invalid'; error: string }
+  | { kind: 'events'; received: number; rows: DispenseRows; errors: EventError[] } {
+  const parsed = parseJsonBody(maskedBody);
+  if (parsed.kind === 'invalid') return parsed;
+  return { kind: 'events', received: parsed.received, rows: dispenseRows(parsed.dispenses), errors: parsed.errors };
 }

@@ -56,39 +56,92 @@ export function textArrayLiteral(values: readonly (string | null)[]): string {
   return `${literal}}`;
 }
 
+/** A body's dispenses as the columns of one insert statement. */
+export interface DispenseRows {
+  /** The events given, second copies of one event included. */
+  events: number;
+  /** Distinct events (the first copy of each), in the order given. */
+  distinct: number;
+  /** One text[] literal per inserted column, in the statement's order. */
+  columns: readonly string[];
+}
+
 /**
- * Inserts the dispenses in one statement, whatever their number: the columns travel as 15 arrays
- * and unnest turns them back into rows, so a 1,000-message file costs one round trip and stays far
- * below Postgres's 65,535-parameter limit. The conflict clause on the event key makes a replayed
- * event or file a no-op (also for two requests racing), except that a dispense kept as unprocessable
- * (no ICN) is replaced by a corrected resend of the same event, which then goes on to be emailed.
- * RETURNING lists only the rows this statement created or corrected, so the rest are the duplicates:
- * `stored` holds those of the given records (the first, where one event came twice). A stored row's
- * state is its record's (a correction takes the resend's state).
+ * Builds the columns of a body's dispense insert, one text[] literal each. The records are not kept:
+ * a 1,000-message body's records are some 25,000 objects, and holding them while Postgres works
+ * (four bodies in flight) made V8's young-generation collections copy them, a third of the
+ * service's CPU per body. What the insert needs, and what answering the body needs, is built before
+ * the wait; a few strings survive it instead.
  */
-export async function insertDispenses(
-  sql: SqlHandle,
-  inboundMessageId: number,
-  dispenses: readonly DispenseRecord[],
-): Promise<{ stored: Set<DispenseRecord>; insertedByState: Record<DispenseState, number> }> {
-  const insertedByState: Record<DispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
-  if (dispenses.length === 0) return { stored: new Set(), insertedByState };
+export function dispenseRows(dispenses: readonly DispenseRecord[]): DispenseRows {
   // One row per event key: Postgres refuses to update a row twice in one statement, and the second
   // copy of an event in one request is a duplicate anyway.
-  const byKey = new Map<string, DispenseRecord>();
+  const seen = new Set<string>();
+  const rows: DispenseRecord[] = [];
   for (const d of dispenses) {
     const key = dispenseKey(d);
-    if (!byKey.has(key)) byKey.set(key, d);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    rows.push(d);
   }
-  dispenses = [...byKey.values()];
   // Times travel as milliseconds since the epoch: Postgres reads a number faster than an ISO string,
   // and Node writes one faster.
   const column = (pick: (d: DispenseRecord) => string | number | Date | null) =>
-    textArrayLiteral(dispenses.map((d) => {
+    textArrayLiteral(rows.map((d) => {
       const value = pick(d);
       return value instanceof Date ? String(value.getTime()) : text(value);
     }));
-  const [result] = await sql<{ stored: number; stored_keys: [string, string, number, string][] | null }[]>`
+  return {
+    events: dispenses.length,
+    distinct: rows.length,
+    columns: [
+      column((d) => d.stationNumber), column((d) => d.rxNumber), column((d) => d.fillNumber), column((d) => d.trackingNumber),
+      column((d) => d.carrier), column((d) => d.drugName), column((d) => d.ndc), column((d) => d.quantity),
+      column((d) => d.dispensedAt), column((d) => d.shippedAt), column((d) => d.patientIcn), column((d) => d.mhvCorrelationId),
+      column((d) => d.messageControlId), column((d) => d.state), column((d) => d.stateReason),
+    ],
+  };
+}
+
+export interface StoredDispenses {
+  /** Rows this statement created or corrected. */
+  stored: number;
+  /** The same rows by state (a correction takes the resend's state). */
+  byState: Record<DispenseState, number>;
+  /**
+   * The event key ({@link dispenseKey}) of each of those rows when not every event given was stored
+   * (some were stored before, or came twice); null when every one was.
+   */
+  storedKeys: ReadonlySet<string> | null;
+}
+
+/** What became of a stored body, recorded in the statement that stores its dispenses. */
+export interface InboundOutcomeRecord {
+  outcome: InboundOutcome;
+  messageCount: number;
+  error: string | null;
+}
+
+/**
+ * Stores a body's dispenses in one statement, whatever their number: the columns travel as 15 arrays
+ * and unnest turns them back into rows, so a 1,000-message file costs one round trip and stays far
+ * below Postgres's 65,535-parameter limit. The same statement records the body's outcome (when given)
+ * and wakes the grouping job when new pending dispenses arrived: one round trip and one commit, where
+ * a transaction of these writes took five round trips.
+ *
+ * The conflict clause on the event key makes a replayed event or file a no-op (also for two requests
+ * racing), except that a dispense kept as unprocessable (no ICN) is replaced by a corrected resend of
+ * the same event, which then goes on to be emailed. RETURNING lists only the rows this statement
+ * created or corrected, so the rest are the duplicates.
+ */
+export async function storeDispenseRows(
+  sql: SqlHandle,
+  inboundMessageId: number,
+  rows: DispenseRows,
+  outcome: InboundOutcomeRecord | null,
+): Promise<StoredDispenses> {
+  const column = (i: number) => rows.columns[i]!;
+  const [result] = await sql<{ stored: number; pending: number; cancelled: number; unprocessable: number; stored_keys: [string, string, number, string][] | null }[]>`
     with stored as (
     insert into medication_dispense (
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
@@ -99,11 +152,9 @@ export async function insertDispenses(
       to_timestamp(dispensed_at::bigint / 1000.0), to_timestamp(shipped_at::bigint / 1000.0), patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
       ${inboundMessageId}
     from unnest(
-      ${column((d) => d.stationNumber)}::text[], ${column((d) => d.rxNumber)}::text[], ${column((d) => d.fillNumber)}::text[],
-      ${column((d) => d.trackingNumber)}::text[], ${column((d) => d.carrier)}::text[], ${column((d) => d.drugName)}::text[],
-      ${column((d) => d.ndc)}::text[], ${column((d) => d.quantity)}::text[], ${column((d) => d.dispensedAt)}::text[],
-      ${column((d) => d.shippedAt)}::text[], ${column((d) => d.patientIcn)}::text[], ${column((d) => d.mhvCorrelationId)}::text[],
-      ${column((d) => d.messageControlId)}::text[], ${column((d) => d.state)}::text[], ${column((d) => d.stateReason)}::text[]
+      ${column(0)}::text[], ${column(1)}::text[], ${column(2)}::text[], ${column(3)}::text[], ${column(4)}::text[],
+      ${column(5)}::text[], ${column(6)}::text[], ${column(7)}::text[], ${column(8)}::text[], ${column(9)}::text[],
+      ${column(10)}::text[], ${column(11)}::text[], ${column(12)}::text[], ${column(13)}::text[], ${column(14)}::text[]
     ) with ordinality as d (
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
       dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, position)
@@ -115,28 +166,64 @@ export async function insertDispenses(
           state = excluded.state, state_reason = excluded.state_reason, inbound_message_id = excluded.inbound_message_id,
           updated_at = now()
       where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'
-    returning station_number, rx_number, fill_number, tracking_number)
-    -- Which rows were stored is sent back only when not all of them were: a body of new events, the
-    -- usual case, answers with one number instead of a row per dispense for the service to read.
-    select counted.stored,
-           case when counted.stored < ${dispenses.length}
+    returning station_number, rx_number, fill_number, tracking_number, state)${
+      outcome === null ? sql`` : sql`,
+    outcome as (
+      update inbound_message
+         set outcome = ${outcome.outcome}, message_count = ${outcome.messageCount}, error = ${outcome.error}, processed_at = now()
+       where id = ${inboundMessageId})`}
+    select counted.*,
+           -- Which rows were stored is sent back only when not all of them were: a body of new
+           -- events, the usual case, answers with four numbers instead of a row per dispense.
+           case when counted.stored < ${rows.events}
                 then (select coalesce(json_agg(json_build_array(station_number, rx_number, fill_number, tracking_number)), '[]')
                         from stored)
-           end as stored_keys
-      from (select count(*)::int as stored from stored) counted`;
-  const stored = new Set<DispenseRecord>(
-    result!.stored_keys === null
-      ? dispenses
-      : result!.stored_keys.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) => byKey.get(dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }))!),
-  );
-  for (const d of stored) insertedByState[d.state]++;
-  return { stored, insertedByState };
+           end as stored_keys,
+           -- A hint to the grouping job on every instance listening; delivered at commit.
+           case when counted.pending > 0 then pg_notify('dispense_pending', '') end as notified
+      from (select count(*)::int as stored,
+                   count(*) filter (where state = 'pending')::int as pending,
+                   count(*) filter (where state = 'cancelled')::int as cancelled,
+                   count(*) filter (where state = 'unprocessable')::int as unprocessable
+              from stored) counted`;
+  const { stored, pending, cancelled, unprocessable, stored_keys: keys } = result!;
+  return {
+    stored,
+    byState: { pending, cancelled, unprocessable },
+    storedKeys: keys === null
+      ? null
+      : new Set(keys.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) => dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }))),
+  };
 }
 
 /**
- * Wakes the grouping job (on any instance listening) when new pending dispenses arrived. Only a
- * hint: grouping also runs on its timer. Inside a transaction it is delivered at commit.
+ * The given records a statement stored, from its {@link StoredDispenses}: every one when it stored
+ * every event, else those whose key it stored, the first copy only where one event came twice.
  */
-export async function notifyDispensePending(sql: SqlHandle): Promise<void> {
-  await sql`select pg_notify('dispense_pending', '')`;
+export function storedRecords(dispenses: readonly DispenseRecord[], result: StoredDispenses): Set<DispenseRecord> {
+  if (result.storedKeys === null) return new Set(dispenses);
+  const stored = new Set<DispenseRecord>();
+  const claimed = new Set<string>();
+  for (const d of dispenses) {
+    const key = dispenseKey(d);
+    if (result.storedKeys.has(key) && !claimed.has(key)) {
+      claimed.add(key);
+      stored.add(d);
+    }
+  }
+  return stored;
+}
+
+/**
+ * Inserts dispenses outside any body's outcome (the HTTP ingest records both in one statement): for
+ * other transports, and for tests. `stored` holds the given records this call stored.
+ */
+export async function insertDispenses(
+  sql: SqlHandle,
+  inboundMessageId: number,
+  dispenses: readonly DispenseRecord[],
+): Promise<{ stored: Set<DispenseRecord>; insertedByState: Record<DispenseState, number> }> {
+  if (dispenses.length === 0) return { stored: new Set(), insertedByState: { pending: 0, cancelled: 0, unprocessable: 0 } };
+  const result = await storeDispenseRows(sql, inboundMessageId, dispenseRows(dispenses), null);
+  return { stored: storedRecords(dispenses, result), insertedByState: result.byState };
 }
