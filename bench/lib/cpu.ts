@@ -14,12 +14,19 @@ export interface CpuSnapshot {
 
 const clockTicksPerMs = 100 / 1000; // USER_HZ is 100 on every Linux this runs on.
 
-function processCpuMs(pid: number): number {
+/**
+ * The CPU a process has used; with `children`, also that of its children that have ended. A
+ * PostgreSQL backend that ends between two snapshots (a pool closing its connections) would
+ * otherwise take its CPU out of the sum, and the postmaster, which reaps it, is where it goes.
+ */
+function processCpuMs(pid: number, children = false): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which may itself hold spaces: utime and stime are the 12th and 13th.
+    // Fields after the command name, which may itself hold spaces: utime, stime, cutime and cstime
+    // are the 12th to 15th.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerMs;
+    const own = Number(fields[11]) + Number(fields[12]);
+    return (children ? own + Number(fields[13]) + Number(fields[14]) : own) / clockTicksPerMs;
   } catch {
     return 0; // The process ended between the listing and the read.
   }
@@ -51,7 +58,7 @@ export function cpuSnapshot(servicePid?: number): CpuSnapshot {
   const driver = process.cpuUsage();
   return {
     service: servicePid === undefined ? 0 : processCpuMs(servicePid),
-    postgres: postgresPids().reduce((sum, pid) => sum + processCpuMs(pid), 0),
+    postgres: postgresPids().reduce((sum, pid) => sum + processCpuMs(pid, true), 0),
     driver: (driver.user + driver.system) / 1000,
   };
 }

@@ -3,8 +3,8 @@
 // stored body, and a grouped one a stored tracking email: sql/010 checks both per statement instead
 // of by foreign keys.
 import t from 'tap';
-import { insertDispenses, insertInboundMessage, textArrayLiteral } from '../../src/ingest/repository.ts';
-import type { DispenseRecord } from '../../src/ingest/dispense.ts';
+import { dispenseRows, insertDispenses, insertInboundMessage, storeDispenseRows, textArrayLiteral } from '../../src/ingest/repository.ts';
+import { dispenseKey, type DispenseRecord } from '../../src/ingest/dispense.ts';
 import { testDatabase } from '../helpers/database.ts';
 
 const dispense = (rxNumber: string, overrides: Partial<DispenseRecord> = {}): DispenseRecord => ({
@@ -94,4 +94,30 @@ t.test('dispense times are stored to the millisecond, before 1970 too', async (t
       from medication_dispense order by rx_number`;
   t.same(rows.map((r) => r.dispensed_at), times);
   t.same(rows.map((r) => r.apart), ['00:00:00.001', '00:00:00.001', '00:00:00.001', '00:00:00.001']);
+});
+
+t.test('new events are inserted as they are; an event stored before is a duplicate from the pool and inside a transaction', async (t) => {
+  const { sql } = await testDatabase(t);
+  const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
+  const outcome = { outcome: 'accepted' as const, messageCount: 2, error: null };
+  const first = await storeDispenseRows(sql, body, dispenseRows([dispense('1'), dispense('2', { state: 'cancelled' })]), outcome);
+  t.same(first, { stored: 2, byState: { pending: 1, cancelled: 1, unprocessable: 0 }, storedKeys: null });
+  const [recorded] = await sql<{ outcome: string; message_count: number; processed: boolean }[]>`
+    select outcome, message_count, processed_at is not null as processed from inbound_message where id = ${body}`;
+  t.same(recorded, { outcome: 'accepted', message_count: 2, processed: true }, 'the outcome is written by the same statement');
+
+  // From the pool: the plain insert is refused whole, and the statement that resolves conflicts
+  // stores the new event and leaves the stored one as it was.
+  const replay = await storeDispenseRows(sql, body, dispenseRows([dispense('2', { state: 'cancelled' }), dispense('3')]), outcome);
+  t.same(replay.stored, 1);
+  t.same([...replay.storedKeys!], [dispenseKey(dispense('3'))]);
+  // Inside a caller's transaction the conflict is resolved without aborting it.
+  const inTransaction = await sql.begin(async (tx) => {
+    const result = await storeDispenseRows(tx, body, dispenseRows([dispense('1'), dispense('4')]), null);
+    const [count] = await tx<{ count: number }[]>`select count(*)::int as count from medication_dispense`;
+    return { stored: result.stored, rows: count!.count };
+  });
+  t.same(inTransaction, { stored: 1, rows: 4 });
+  const rows = await sql<{ rx_number: string; state: string }[]>`select rx_number, state from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.state]), [['1', 'pending'], ['2', 'cancelled'], ['3', 'pending'], ['4', 'pending']]);
 });
