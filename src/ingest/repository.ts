@@ -25,7 +25,7 @@ export async function insertInboundMessage(
 export async function recordInboundOutcome(
   sql: SqlHandle,
   id: number,
-  outcome: { outcome: InboundOutcome; messageCount: number; error: string | null },
+  outcome: InboundOutcomeRecord,
 ): Promise<void> {
   await sql`
     update inbound_message
@@ -72,9 +72,9 @@ export interface DispenseRows {
 /**
  * Builds the columns of a body's dispense insert, one text[] literal each. The records are not kept:
  * a 1,000-message body's records are some 25,000 objects, and holding them while Postgres works
- * (four bodies in flight) made V8's young-generation collections copy them, a third of the
- * service's CPU per body. What the insert needs, and what answering the body needs, is built before
- * the wait; a few strings survive it instead.
+ * (four bodies in flight) made V8's young-generation collections copy them and promote them, when the
+ * collector was already a third of the service's CPU per body. What the insert needs, and what
+ * answering the body needs, is built before the wait; a few strings survive it instead.
  */
 export function dispenseRows(dispenses: readonly DispenseRecord[]): DispenseRows {
   // One row per event key: Postgres refuses to update a row twice in one statement, and the second
