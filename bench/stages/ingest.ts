@@ -110,6 +110,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     // them moved the ratio by up to 20 points (30 to 56% over seven runs of one build).
     const rounds = 4;
     const perRound = batchBodies / rounds;
+    if (!Number.isInteger(perRound)) throw new Error(`${batchBodies} batch bodies do not split into ${rounds} rounds`);
     let directMs = 0;
     let directCpu: CpuSnapshot = { service: 0, postgres: 0, driver: 0 };
     const hl7Rounds: HttpLoadResult[] = [];
