@@ -71,3 +71,8 @@ export function cpuPer(before: CpuSnapshot, after: CpuSnapshot, units: number): 
     driver: (after.driver - before.driver) / units,
   };
 }
+
+/** Two parts' CPU as one (the rounds of a stage that alternates with its limit). */
+export function cpuSum(a: CpuSnapshot, b: CpuSnapshot): CpuSnapshot {
+  return { service: a.service + b.service, postgres: a.postgres + b.postgres, driver: a.driver + b.driver };
+}

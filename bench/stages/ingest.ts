@@ -6,7 +6,7 @@
 // same bodies.
 import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
-import { cpuAvailable, cpuPer, cpuSnapshot, type CpuSnapshot } from '../lib/cpu.ts';
+import { cpuAvailable, cpuPer, cpuSnapshot, cpuSum, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { bodiesOf, dispenseRow, hl7Message, jsonEvent } from '../lib/feeds.ts';
 import { concurrently, httpLoad, postAll, type HttpLoadResult } from '../lib/load.ts';
@@ -115,18 +115,15 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     let directCpu: CpuSnapshot = { service: 0, postgres: 0, driver: 0 };
     const hl7Rounds: HttpLoadResult[] = [];
     let hl7Cpu: CpuSnapshot = { service: 0, postgres: 0, driver: 0 };
-    const add = (sum: CpuSnapshot, part: CpuSnapshot): CpuSnapshot => ({
-      service: sum.service + part.service, postgres: sum.postgres + part.postgres, driver: sum.driver + part.driver,
-    });
     for (let round = 0; round < rounds; round++) {
       progress(`round ${round + 1} of ${rounds}: limit, ${count(perRound * perBatch)} rows by postgres.js, ${count(perBatch)} a statement, ${batchConnections} in flight`);
       const beforeDirect = cpuSnapshot();
       directMs += (await directInsert(sql, round * perRound * perBatch, perRound, perBatch, batchConnections, 33_000_000)).ms;
-      directCpu = add(directCpu, cpuPer(beforeDirect, cpuSnapshot(), batchBodies));
+      directCpu = cpuSum(directCpu, cpuPer(beforeDirect, cpuSnapshot(), batchBodies));
       progress(`round ${round + 1} of ${rounds}: service, ${perRound} HL7 bodies of ${count(perBatch)} messages, ${batchConnections} connections`);
       const beforeHl7 = cpuSnapshot(service.pid);
       const part = await postAll({ url, bodies: hl7Batches.slice(round * perRound, (round + 1) * perRound), headers: hl7Headers, concurrency: batchConnections });
-      hl7Cpu = add(hl7Cpu, cpuPer(beforeHl7, cpuSnapshot(service.pid), batchBodies));
+      hl7Cpu = cpuSum(hl7Cpu, cpuPer(beforeHl7, cpuSnapshot(service.pid), batchBodies));
       checkAnswers('HL7 batches', part);
       hl7Rounds.push(part);
     }

@@ -13,6 +13,7 @@ import { parseJsonBody, type EventError } from './json.ts';
 import { maskSsns } from './mask.ts';
 import {
   dispenseRows,
+  insertDispenses,
   insertInboundMessage,
   recordInboundOutcome,
   storeDispenseRows,
@@ -42,13 +43,8 @@ export interface IngestDispensesResult {
  * grouping job. Pass a transaction to make it atomic with the caller's other writes.
  */
 export async function ingestDispenses(sql: SqlHandle, input: IngestDispensesInput): Promise<IngestDispensesResult> {
-  const result = await storeDispenseRows(sql, input.inboundMessageId, dispenseRows(input.dispenses), null);
-  return {
-    inserted: result.stored,
-    duplicates: input.dispenses.length - result.stored,
-    insertedByState: result.byState,
-    stored: storedRecords(input.dispenses, result),
-  };
+  const { stored, insertedByState } = await insertDispenses(sql, input.inboundMessageId, input.dispenses);
+  return { inserted: stored.size, duplicates: input.dispenses.length - stored.size, insertedByState, stored };
 }
 
 /** What became of the events of one body, for the `rx_dispenses_ingested_total{outcome}` counter. */
