@@ -13,7 +13,7 @@ import { requireBearerToken } from './http/internal-auth.ts';
 import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
 import { healthRoutes } from './health/routes.ts';
-import { runGrouping } from './grouping/grouping-job.ts';
+import { groupReadyVeterans } from './grouping/grouping-job.ts';
 import { createRateBudget } from './sending/rate-budget.ts';
 import { runSend } from './sending/sender.ts';
 import { vaNotifyClientFromConfig } from './sending/va-notify-client.ts';
@@ -111,7 +111,7 @@ export async function buildApp(options: AppOptions) {
   const jobs: JobRunner = createJobRunner(
     {
       grouping: () =>
-        runGrouping({ sql, config, log }).then(moreIf((r) => r.emailsCreated >= config.GROUPING_BATCH_SIZE, 'grouping')),
+        groupReadyVeterans({ sql, config, log }).then(moreIf((r) => r.filled, 'grouping')).then((r) => r.result),
       ...(vaNotify && {
         send: (signal: AbortSignal) =>
           runSend({ sql, config, vaNotify, budget, log, signal, onOutcome: (outcome) => metrics.sends.inc({ outcome }) }).then(

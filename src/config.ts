@@ -54,6 +54,7 @@ export const ConfigSchema = Type.Object({
   GROUPING_QUIET_MINUTES: Integer({ default: 60, description: "a patient's dispenses are grouped once the newest is this old" }),
   GROUPING_MAX_WAIT_MINUTES: Integer({ default: 1440, description: '... or once the oldest is this old, even if more keep arriving' }),
   GROUPING_BATCH_SIZE: Integer({ default: 5000, minimum: 1, description: 'patients grouped per grouping run at most' }),
+  GROUPING_CONCURRENCY: Integer({ default: 2, minimum: 1, maximum: 8, description: "a grouping run's transactions at once, each for a share of the patients by ICN hash (the same on every instance)" }),
   EMAIL_INCLUDE_DRUG_NAMES: Bool(false, 'list drug names in the email (PHI; off by default)'),
   DELIVERY_MODE: Type.Union(DeliveryModes.map((m) => Type.Literal(m)), {
     default: 'live',

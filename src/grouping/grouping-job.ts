@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
-import { excludeShippedBefore, groupReadyDispenses } from './repository.ts';
+import { excludeShippedBefore, groupReadyDispenses, type VeteranPartition } from './repository.ts';
 
 export interface GroupingResult {
   emailsCreated: number;
@@ -15,28 +15,81 @@ export interface GroupingResult {
 
 const nothing: GroupingResult = { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, skipped: false };
 
-export async function runGrouping(deps: { sql: Sql; config: Config; log: Logger }): Promise<GroupingResult> {
-  const { sql, config, log } = deps;
-  if (config.DELIVERY_MODE === 'off') return nothing;
-  const result = await sql.begin(async (tx): Promise<GroupingResult> => {
-    const [lock] = await tx<{ acquired: boolean }[]>`select pg_try_advisory_xact_lock(${AdvisoryLock.grouping}) as acquired`;
-    if (!lock?.acquired) return { ...nothing, skipped: true };
+interface PartitionRun {
+  emailsCreated: number;
+  dispensesGrouped: number;
+  dispensesExcluded: number;
+  /** The partition took as many veterans as its share allows: more are probably ready. */
+  filled: boolean;
+}
+
+/**
+ * One run groups up to GROUPING_BATCH_SIZE veterans, split by ICN hash into GROUPING_CONCURRENCY
+ * partitions, each in its own transaction at the same time. A grouping statement is one backend's
+ * work, so one transaction at a time leaves the database's other cores idle: on two cores, two
+ * partitions grouped 1,000,000 dispenses in 21.9 s against 38.2 s (docs/benchmarks.md).
+ *
+ * A veteran always hashes to the same partition, and each partition's transaction holds that
+ * partition's advisory lock, so a veteran's dispenses are never split between two runs of instances
+ * configured alike. (Instances with different GROUPING_CONCURRENCY can run overlapping partitions
+ * for as long as they differ; the claim's `FOR UPDATE SKIP LOCKED` still keeps every dispense in one
+ * email.)
+ */
+async function groupPartitions(
+  deps: { sql: Sql; config: Config },
+): Promise<{ result: GroupingResult; filled: boolean }> {
+  const { sql, config } = deps;
+  // Every partition needs a share of at least one veteran, or its veterans would never be grouped.
+  const count = Math.min(config.GROUPING_CONCURRENCY, config.GROUPING_BATCH_SIZE);
+  const batch = config.GROUPING_BATCH_SIZE;
+  const shareOf = (index: number) => Math.floor(batch / count) + (index < batch % count ? 1 : 0);
+  const runs = await Promise.all(
+    Array.from({ length: count }, (_, index) => groupPartition(sql, config, { index, count }, shareOf(index))),
+  );
+  const result: GroupingResult = { ...nothing, skipped: runs.every((r) => r === null) };
+  for (const run of runs) {
+    if (!run) continue;
+    result.emailsCreated += run.emailsCreated;
+    result.dispensesGrouped += run.dispensesGrouped;
+    result.dispensesExcluded += run.dispensesExcluded;
+  }
+  return { result, filled: runs.some((r) => r?.filled) };
+}
+
+function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, share: number): Promise<PartitionRun | null> {
+  return sql.begin(async (tx) => {
+    const [lock] = await tx<{ acquired: boolean }[]>`
+      select pg_try_advisory_xact_lock(${AdvisoryLock.grouping}, ${partition.index}) as acquired`;
+    if (!lock?.acquired) return null;
     // The grouping statement's estimated cost is far above jit_above_cost, so Postgres compiled it
     // to machine code on every run: about 0.1 s of a run that takes well under a second.
     await tx`set local jit = off`;
-    const dispensesExcluded = config.DELIVERY_START_AT ? await excludeShippedBefore(tx, config.DELIVERY_START_AT) : 0;
+    const dispensesExcluded = config.DELIVERY_START_AT ? await excludeShippedBefore(tx, config.DELIVERY_START_AT, partition) : 0;
     const grouped = await groupReadyDispenses(tx, {
       quietMinutes: config.GROUPING_QUIET_MINUTES,
       maxWaitMinutes: config.GROUPING_MAX_WAIT_MINUTES,
-      batchSize: config.GROUPING_BATCH_SIZE,
+      batchSize: share,
       includeDrugNames: config.EMAIL_INCLUDE_DRUG_NAMES,
       emailState: config.DELIVERY_MODE === 'shadow' ? 'shadowed' : 'queued',
+      partition,
     });
-    return { ...grouped, dispensesExcluded, skipped: false };
+    return { ...grouped, dispensesExcluded, filled: grouped.emailsCreated >= share };
   });
+}
+
+export async function runGrouping(deps: { sql: Sql; config: Config; log: Logger }): Promise<GroupingResult> {
+  return (await groupReadyVeterans(deps)).result;
+}
+
+/** One grouping run; `filled` (a partition took its whole share) asks the job runner for the next at once. */
+export async function groupReadyVeterans(deps: { sql: Sql; config: Config; log: Logger }): Promise<{ result: GroupingResult; filled: boolean }> {
+  const { sql, config, log } = deps;
+  if (config.DELIVERY_MODE === 'off') return { result: nothing, filled: false };
+  const run = await groupPartitions(deps);
+  const { result } = run;
   if (result.emailsCreated > 0 || result.dispensesExcluded > 0) {
     log.info({ emailsCreated: result.emailsCreated, dispensesGrouped: result.dispensesGrouped, dispensesExcluded: result.dispensesExcluded, deliveryMode: config.DELIVERY_MODE }, 'dispenses grouped into tracking emails');
   }
   if (result.emailsCreated > 0 && config.DELIVERY_MODE === 'live') await sql`select pg_notify('tracking_email_queued', '')`;
-  return result;
+  return run;
 }

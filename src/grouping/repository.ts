@@ -1,6 +1,12 @@
 // The grouping of pending dispenses into tracking emails, in SQL.
 import type { SqlHandle } from '../db/connect.ts';
 
+/** The veterans whose ICN hashes to `index` modulo `count`: one of a run's concurrent transactions. */
+export interface VeteranPartition {
+  index: number;
+  count: number;
+}
+
 export interface GroupingParameters {
   quietMinutes: number;
   maxWaitMinutes: number;
@@ -8,17 +14,28 @@ export interface GroupingParameters {
   includeDrugNames: boolean;
   /** 'queued' to send, 'shadowed' to only record what would be sent. */
   emailState: 'queued' | 'shadowed';
+  partition: VeteranPartition;
+}
+
+/**
+ * Whether an ICN falls in the partition. The hash is the server's (`hashtext`), so every instance
+ * agrees on which veteran is whose. A dispense without an ICN is never grouped; excluding it falls
+ * to partition 0.
+ */
+function inPartition(sql: SqlHandle, icn: 'patient_icn' | 'o.patient_icn', partition: VeteranPartition) {
+  return sql`coalesce((hashtext(${sql.unsafe(icn)}) & 2147483647) % ${partition.count}, 0) = ${partition.index}`;
 }
 
 /**
  * Dispenses shipped before the cut-over instant belong to MHV's own emails: set them aside (they stay
  * visible, with the reason) so that they are never grouped here.
  */
-export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promise<number> {
+export async function excludeShippedBefore(sql: SqlHandle, startAt: Date, partition: VeteranPartition): Promise<number> {
   const rows = await sql`
     update medication_dispense
        set state = 'excluded', state_reason = 'shipped before DELIVERY_START_AT (MHV sends these)', updated_at = now()
      where state = 'pending' and coalesce(shipped_at, dispensed_at, created_at) < ${startAt}
+       and ${inPartition(sql, 'patient_icn', partition)}
     returning id`;
   return rows.length;
 }
@@ -30,7 +47,7 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  *   shipment batch is not split across two emails), or the oldest more than the maximum wait ago.
  * - `FOR UPDATE SKIP LOCKED` on the dispenses: a second run at the same moment skips the rows this one
  *   holds, and the state check after locking skips rows another run already grouped, so no dispense
- *   lands in two emails. The job's advisory lock already keeps runs apart; the lock pass stays for the
+ *   lands in two emails. The partition's advisory lock already keeps runs apart; the lock pass stays for the
  *   other writers of a pending row: an ingest of a duplicate event locks the stored row it conflicts
  *   with until its transaction ends, though it changes nothing. Skipping such rows, not waiting for
  *   them, leaves no lock cycle with ingest. Claiming by the UPDATE alone (its own recheck of the
@@ -45,6 +62,11 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  *   the window's last dispense, so when the window yields a full batch (or holds every pending
  *   dispense) its ready patients are exactly those the whole table would yield; otherwise (a
  *   window of patients still receiving dispenses) every pending dispense is aggregated instead.
+ * - With partitions, the window is the run's (the oldest pending dispenses of every partition) and
+ *   each partition takes its own patients from it, so the same holds for each partition: its
+ *   patients outside the window have nothing older than the window's last dispense either. The
+ *   partition is tested after the window is read, not in it: Postgres cannot estimate how many rows
+ *   a hash test keeps, and with it in the window's scan chose to sort every pending dispense.
  * - The cost of a run follows its batch: each email's id is drawn before its dispenses are claimed and
  *   travels with them, so no step joins two of the statement's own results (Postgres cannot estimate
  *   their sizes, and a misjudged join of two of them is quadratic in the batch), the claim reaches
@@ -54,20 +76,21 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date): Promi
  * - Email ids are time-ordered (`time_ordered_uuid`, sql/007_grouping_cost.sql), so that a run's ids go to the right
  *   edge of the indexes that hold them rather than to random pages of ever-growing indexes.
  */
-/** Oldest pending dispenses read per run, per patient of the batch (a patient has a few at a time). */
+/** Oldest pending dispenses read per run, per patient of the run's batch (a patient has a few at a time). */
 const ReadyWindowFactor = 10;
 
 export async function groupReadyDispenses(
   sql: SqlHandle,
   p: GroupingParameters,
 ): Promise<{ emailsCreated: number; dispensesGrouped: number }> {
+  const window = p.batchSize * ReadyWindowFactor * p.partition.count;
   const [result] = await sql<{ emails_created: number; dispenses_grouped: number }[]>`
     with oldest as (
       select patient_icn, created_at
         from medication_dispense
        where state = 'pending' and patient_icn is not null
        order by created_at
-       limit ${p.batchSize * ReadyWindowFactor}
+       limit ${window}
     ),
     early as (
       -- Patients by first pending dispense, probed for readiness in that order only until the batch
@@ -75,6 +98,7 @@ export async function groupReadyDispenses(
       select g.patient_icn, g.first_created_at
         from (select o.patient_icn, min(o.created_at) as first_created_at
                 from oldest o
+               where ${inPartition(sql, 'o.patient_icn', p.partition)}
                group by o.patient_icn
                order by min(o.created_at)) g
        where g.first_created_at <= now() - make_interval(mins => ${p.maxWaitMinutes})
@@ -85,12 +109,13 @@ export async function groupReadyDispenses(
     ),
     ready as (
       select patient_icn from early
-       where (select count(*) from early) = ${p.batchSize} or (select count(*) from oldest) < ${p.batchSize * ReadyWindowFactor}
+       where (select count(*) from early) = ${p.batchSize} or (select count(*) from oldest) < ${window}
       union all
       (select patient_icn
          from medication_dispense
         where state = 'pending' and patient_icn is not null
-          and (select count(*) from early) < ${p.batchSize} and (select count(*) from oldest) = ${p.batchSize * ReadyWindowFactor}
+          and ${inPartition(sql, 'patient_icn', p.partition)}
+          and (select count(*) from early) < ${p.batchSize} and (select count(*) from oldest) = ${window}
         group by patient_icn
        having max(created_at) <= now() - make_interval(mins => ${p.quietMinutes})
            or min(created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})

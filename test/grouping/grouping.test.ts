@@ -1,8 +1,9 @@
 import t from 'tap';
-import { runGrouping } from '../../src/grouping/grouping-job.ts';
+import { groupReadyVeterans, runGrouping } from '../../src/grouping/grouping-job.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { connect } from '../../src/db/connect.ts';
+import { AdvisoryLock } from '../../src/db/locks.ts';
 import { testDatabase } from '../helpers/database.ts';
 import { icn, insertDispenses } from '../helpers/fixtures.ts';
 import { insertDispenses as ingestDispenses, insertInboundMessage } from '../../src/ingest/repository.ts';
@@ -193,4 +194,82 @@ t.test('email ids are time-ordered UUIDs (version 7), later runs after earlier o
     const ms = parseInt(id.replace(/-/g, '').slice(0, 12), 16);
     t.ok(ms >= before - 1_000 && ms <= Date.now() + 1_000, 'the first 48 bits are the time in milliseconds');
   }
+});
+
+/** 60 veterans, three dispenses each in two packages, arriving oldest veteran first. */
+function sixtyVeterans() {
+  const dispenses = [];
+  for (let v = 0; v < 60; v++) {
+    for (let k = 0; k < 3; k++) {
+      dispenses.push({ patient_icn: icn(v), rx_number: `${v}${k}`.padStart(7, '0'), tracking_number: `TRK${v}-${k % 2}`, arrived_minutes_ago: 600 - v });
+    }
+  }
+  return dispenses;
+}
+
+t.test('a run splits its veterans across concurrent transactions: the same emails whatever the split', async (t) => {
+  const emailsWith = async (concurrency: string, batch = '8') => {
+    const { sql } = await testDatabase(t);
+    await insertDispenses(sql, sixtyVeterans());
+    const runs = [];
+    for (;;) {
+      const r = await group(sql, { GROUPING_BATCH_SIZE: batch, GROUPING_CONCURRENCY: concurrency });
+      if (r.emailsCreated === 0) break;
+      runs.push(r.emailsCreated);
+    }
+    const emails = await sql`
+      select patient_icn, personalisation, package_count, prescription_count,
+             (select count(*)::int from medication_dispense d where d.tracking_email_id = e.id) as dispenses
+        from tracking_email e order by patient_icn`;
+    return { runs, emails: emails.map((e) => ({ ...e })) };
+  };
+  const one = await emailsWith('1');
+  t.same(one.runs, [8, 8, 8, 8, 8, 8, 8, 4], 'one transaction: batches of 8 veterans');
+  t.equal(one.emails.length, 60);
+  t.ok(one.emails.every((e) => e.dispenses === 3 && e.prescription_count === 3 && e.package_count === 2));
+  for (const concurrency of ['2', '3', '8']) {
+    const split = await emailsWith(concurrency);
+    t.same(split.emails, one.emails, `${concurrency} transactions: the same 60 emails`);
+    t.ok(split.runs.every((n) => n <= 8), `${concurrency} transactions: no run takes more than its batch (${split.runs.join(', ')})`);
+  }
+  const tiny = await emailsWith('4', '1');
+  t.same(tiny.emails, one.emails, 'a batch of one veteran with 4 transactions allowed: one at a time, every veteran grouped');
+  t.ok(tiny.runs.every((n) => n === 1));
+});
+
+t.test('a partition another instance is grouping is skipped; the others are grouped', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, sixtyVeterans());
+  const other = await sql.reserve();
+  t.teardown(() => other.release());
+  await other`begin`;
+  await other`select pg_advisory_xact_lock(${AdvisoryLock.grouping}, 0)`;
+
+  const config = testConfig({ GROUPING_CONCURRENCY: '2' });
+  const partial = await groupReadyVeterans({ sql, config, log });
+  t.equal(partial.result.skipped, false, 'partition 1 ran');
+  t.equal(partial.filled, false);
+  const grouped = partial.result.emailsCreated;
+  t.ok(grouped > 0 && grouped < 60, `partition 1's veterans only (${grouped} of 60)`);
+  const [held] = await sql`select count(*)::int as pending from medication_dispense where state = 'pending'`;
+  t.equal(held!.pending, (60 - grouped) * 3, "partition 0's dispenses wait, none split");
+
+  const single = await groupReadyVeterans({ sql, config: testConfig({ GROUPING_CONCURRENCY: '1' }), log });
+  t.same(single.result, { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, skipped: true }, 'one partition, held elsewhere: skipped');
+
+  await other`rollback`;
+  const rest = await groupReadyVeterans({ sql, config, log });
+  t.equal(rest.result.emailsCreated, 60 - grouped, 'released: the rest are grouped');
+});
+
+t.test('a run reports whether a partition took its whole share, so that the next starts at once', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, sixtyVeterans());
+  const config = testConfig({ GROUPING_CONCURRENCY: '2', GROUPING_BATCH_SIZE: '40' });
+  const first = await groupReadyVeterans({ sql, config, log });
+  t.equal(first.filled, true, `a partition took its 20 (${first.result.emailsCreated} emails)`);
+  const runs = [first];
+  while (runs.at(-1)!.result.emailsCreated > 0) runs.push(await groupReadyVeterans({ sql, config, log }));
+  t.equal(runs.reduce((n, r) => n + r.result.emailsCreated, 0), 60);
+  t.equal(runs.at(-1)!.filled, false, 'nothing left: the timer paces the next run');
 });
