@@ -4,6 +4,7 @@
 // medication_dispense (same columns and indexes), i.e. Postgres writing those rows once.
 import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
+import { loadConfig } from '../../src/config.ts';
 import { benchDatabase, settle } from '../lib/database.ts';
 import { insertGroupedHistory, insertPendingDispenses } from '../lib/fixtures.ts';
 import { untilDone } from '../lib/load.ts';
@@ -93,6 +94,8 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const historyRatio = rateOf(withHistory, withHistory.dispenses) / rateOf(scratchWithHistory, scratchWithHistory.rows);
     const slowdown = withHistory.ms / fresh.ms;
     const peak = Math.max(fresh.peakRssBytes, withHistory.peakRssBytes);
+    // The settings the service ran with: its defaults, and any BENCH_SERVICE_ENV experiment.
+    const settings = loadConfig(serviceSettings(db.url));
     return {
       title: `Grouping: ${count(pending)} pending dispenses of ${count(veterans)} veterans`,
       rows: [
@@ -120,7 +123,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         peakRssRow(peak),
       ],
       notes: [
-        `emails created: ${count(fresh.emails)} then ${count(withHistory.emails)}; grouping runs (POST /v1/jobs/grouping, GROUPING_BATCH_SIZE 5,000 veterans each): ${fresh.runs} and ${withHistory.runs}`,
+        `emails created: ${count(fresh.emails)} then ${count(withHistory.emails)}; grouping runs (POST /v1/jobs/grouping, GROUPING_BATCH_SIZE ${count(settings.GROUPING_BATCH_SIZE)} veterans each, in GROUPING_CONCURRENCY ${settings.GROUPING_CONCURRENCY} transactions at once): ${fresh.runs} and ${withHistory.runs}`,
         `medication_dispense with history: ${megabytes(sizes!.table_bytes)} with indexes`,
         'the service runs in its own process; peak RSS is its kernel high-water mark (VmHWM)',
         machineNote(db.description),
