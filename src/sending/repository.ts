@@ -31,13 +31,18 @@ export async function claimDueEmails(
        order by next_attempt_at
        limit ${p.batchSize}
          for update skip locked
+    ),
+    claimed as (
+      update tracking_email e
+         set state = 'sending', attempts = e.attempts + 1,
+             lease_until = now() + make_interval(secs => ${p.leaseSeconds}), leased_by = ${p.instanceId}, updated_at = now()
+        from due
+       where e.id = due.id
+      returning e.id, e.patient_icn, e.personalisation, e.attempts, due.previous_state = 'sending' as orphaned, e.next_attempt_at
     )
-    update tracking_email e
-       set state = 'sending', attempts = e.attempts + 1,
-           lease_until = now() + make_interval(secs => ${p.leaseSeconds}), leased_by = ${p.instanceId}, updated_at = now()
-      from due
-     where e.id = due.id
-    returning e.id, e.patient_icn, e.personalisation, e.attempts, due.previous_state = 'sending' as orphaned`;
+    -- An update's RETURNING follows no ORDER BY, only its plan: sorted here, so that the sender
+    -- starts with the email that fell due first.
+    select id, patient_icn, personalisation, attempts, orphaned from claimed order by next_attempt_at, id`;
 }
 
 /**

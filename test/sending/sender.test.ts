@@ -119,7 +119,9 @@ t.test('a crash between the 201 and our commit: after the lease expires the emai
 });
 
 t.test('a 400 fails the email with VA Notify\'s message; a 403 pauses sending without failing any', async (t) => {
-  const { app, db, vaNotify, logs } = await testApp(t);
+  // One request at a time, so that the email due first meets the first forced answer: concurrent
+  // sends reach VA Notify in whatever order their rate-budget round trips come back.
+  const { app, db, vaNotify, logs } = await testApp(t, { SEND_CONCURRENCY: '1' });
   await insertDispenses(db.sql, [
     { patient_icn: icn(6), rx_number: '6000001', tracking_number: 'T6', arrived_minutes_ago: 200 },
     { patient_icn: icn(7), rx_number: '7000001', tracking_number: 'T7' },
@@ -196,4 +198,20 @@ t.test('three instances grouping and sending at once: 500 veterans, 500 emails, 
   t.equal(references.size, 500, 'one send per email');
   const icns = new Set([...sandbox.state.notifications.values()].map((n) => n.recipientIdentifier?.id_value));
   t.equal(icns.size, 500, 'one email per veteran');
+});
+
+t.test('a claim hands emails over in the order they fell due, not the order they were stored', async (t) => {
+  const { sql } = await testDatabase(t);
+  const veterans = Array.from({ length: 300 }, (_, v) => v);
+  await insertDispenses(sql, veterans.map((v) => ({ patient_icn: icn(20 + v), rx_number: `${2000000 + v}`, tracking_number: `T${v}` })));
+  await runGrouping({ sql, config: testConfig(), log: createLogger('silent') });
+  // Due in the reverse of the order the rows were stored (and of their ids).
+  await sql`
+    update tracking_email e set next_attempt_at = now() - make_interval(mins => r.rank::int)
+      from (select id, row_number() over (order by ctid) as rank from tracking_email) r
+     where e.id = r.id`;
+  const stored = await sql<{ patient_icn: string }[]>`select patient_icn from tracking_email order by ctid`;
+  await sql`analyze tracking_email`;
+  const claimed = await claimDueEmails(sql, { batchSize: 300, leaseSeconds: 60, instanceId: 'test' });
+  t.same(claimed.map((e) => e.patient_icn), stored.map((e) => e.patient_icn).reverse());
 });
