@@ -9,7 +9,7 @@ export interface GroupingResult {
   emailsCreated: number;
   dispensesGrouped: number;
   dispensesExcluded: number;
-  /** True when another instance was grouping at that moment (its run covers the same work). */
+  /** True when other instances were grouping every partition at that moment (their runs cover the same work). */
   skipped: boolean;
 }
 

@@ -6,7 +6,7 @@ const GroupingResult = Type.Object({
   emailsCreated: Type.Integer(),
   dispensesGrouped: Type.Integer(),
   dispensesExcluded: Type.Integer({ description: 'shipped before DELIVERY_START_AT, left to MHV' }),
-  skipped: Type.Boolean({ description: 'another instance was grouping at that moment' }),
+  skipped: Type.Boolean({ description: 'other instances were grouping every partition at that moment' }),
 });
 
 const AalResult = Type.Object({
