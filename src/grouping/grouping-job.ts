@@ -15,13 +15,8 @@ export interface GroupingResult {
 
 const nothing: GroupingResult = { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, skipped: false };
 
-interface PartitionRun {
-  emailsCreated: number;
-  dispensesGrouped: number;
-  dispensesExcluded: number;
-  /** The partition took as many veterans as its share allows: more are probably ready. */
-  filled: boolean;
-}
+/** What one partition's transaction did; `filled`: it took its whole share, so more are probably ready. */
+type PartitionRun = Omit<GroupingResult, 'skipped'> & { filled: boolean };
 
 /**
  * One run groups up to GROUPING_BATCH_SIZE veterans, split by ICN hash into GROUPING_CONCURRENCY
@@ -40,9 +35,9 @@ async function groupPartitions(
   deps: { sql: Sql; config: Config },
 ): Promise<{ result: GroupingResult; filled: boolean }> {
   const { sql, config } = deps;
-  // Every partition needs a share of at least one veteran, or its veterans would never be grouped.
-  const count = Math.min(config.GROUPING_CONCURRENCY, config.GROUPING_BATCH_SIZE);
   const batch = config.GROUPING_BATCH_SIZE;
+  // Every partition needs a share of at least one veteran, or its veterans would never be grouped.
+  const count = Math.min(config.GROUPING_CONCURRENCY, batch);
   const shareOf = (index: number) => Math.floor(batch / count) + (index < batch % count ? 1 : 0);
   // Every partition ends before the run does, also when one fails, so that a run never outlives
   // its report; what the others committed stays committed.
