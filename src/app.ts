@@ -5,7 +5,7 @@ import sensible from '@fastify/sensible';
 import rateLimit from '@fastify/rate-limit';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
-import { vaNotifyCredentials, type Config } from './config.ts';
+import { vaNotifySigningSecrets, type Config } from './config.ts';
 import type { Sql } from './db/connect.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { RequestLogController } from './http/log-controller.ts';
@@ -162,7 +162,7 @@ export async function buildApp(options: AppOptions) {
   await app.register(vaNotifyCallbackRoutes, {
     // The sandbox signs per-notification callbacks with its own key.
     ...(config.VA_NOTIFY_BASE_URL === undefined && {
-      signatureSecrets: [vaNotifyCredentials(config).secret, sandboxDefaults.secret],
+      signatureSecrets: [...vaNotifySigningSecrets(config), sandboxDefaults.secret],
     }),
     onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
   });

@@ -69,6 +69,7 @@ export const ConfigSchema = Type.Object({
   VA_NOTIFY_BILLING_CODE: Type.Optional(Type.String({ maxLength: 256, description: 'billing code sent with each email' })),
   VA_NOTIFY_CALLBACK_URL: Type.Optional(Url('per-notification callback_url (https); unset uses the service-level callback')),
   VA_NOTIFY_CALLBACK_TOKENS: List('bearer tokens VA Notify presents on service-level callbacks (each at least 10 characters)'),
+  VA_NOTIFY_PREVIOUS_API_KEYS: List('API keys replaced by VA_NOTIFY_API_KEY, still accepted on the x-enp-signature of per-notification callbacks for what they sent'),
   VA_NOTIFY_TIMEOUT_MS: Integer({ default: 10_000, minimum: 100, description: 'timeout of one VA Notify request' }),
   VA_NOTIFY_RATE_LIMIT_PER_MINUTE: Integer({ default: 2900, description: 'VA Notify requests per minute shared by all instances (0: no pacing, for benchmarks only)' }),
   VA_NOTIFY_RETENTION_DAYS: Integer({ default: 7, minimum: 1, description: 'after this, VA Notify answers 404 for a notification' }),
@@ -80,7 +81,8 @@ export const ConfigSchema = Type.Object({
   SEND_CONCURRENCY: Integer({ default: 10, minimum: 1, description: 'VA Notify requests in flight per instance' }),
   SEND_LEASE_SECONDS: Integer({ default: 120, minimum: 1, description: 'how long a claimed email belongs to one instance' }),
   SEND_RETRY_BASE_SECONDS: Integer({ default: 60, minimum: 1, description: 'first durable retry delay; doubles per attempt, with jitter' }),
-  SEND_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'sending pauses this long after VA Notify rejects our credentials' }),
+  SEND_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'sending pauses this long after VA Notify rejects our credentials or has no send endpoint at its URL' }),
+  SEND_RATE_LIMIT_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'sending pauses this long after VA Notify answers 429 for its per-minute limit' }),
 
   AAL_BASE_URL: Type.Optional(Url('MHV user-management base URL; unset runs the built-in sandbox')),
   AAL_APP_TOKEN: Type.Optional(Type.String({ minLength: 1, description: 'MHV appToken header' })),
@@ -111,6 +113,7 @@ export type Config = StaticDecode<typeof ConfigSchema>;
 export const SecretNames = [
   'VA_NOTIFY_API_KEY',
   'VA_NOTIFY_CALLBACK_TOKENS',
+  'VA_NOTIFY_PREVIOUS_API_KEYS',
   'INTERNAL_API_TOKENS',
   'AAL_APP_TOKEN',
   'AAL_API_KEY',
@@ -204,6 +207,11 @@ function checkCombinations(config: Config): void {
   if (config.VA_NOTIFY_CALLBACK_TOKENS.some((t) => t.length < 10)) {
     problems.push('VA_NOTIFY_CALLBACK_TOKENS: each token needs at least 10 characters (VA Notify requires it)');
   }
+  // A sender renews its lease right before each request; the request and the writes around it must
+  // end inside the lease, or another sender could claim the email mid-request and send it again.
+  if (config.SEND_LEASE_SECONDS * 1000 < 2 * config.VA_NOTIFY_TIMEOUT_MS) {
+    problems.push('SEND_LEASE_SECONDS: must be at least twice VA_NOTIFY_TIMEOUT_MS, so that a send always ends inside its lease');
+  }
   if (config.VA_NOTIFY_BASE_URL !== undefined) {
     if (config.VA_NOTIFY_API_KEY === undefined) problems.push('VA_NOTIFY_API_KEY: required when VA_NOTIFY_BASE_URL is set');
     if (config.VA_NOTIFY_TEMPLATE_ID === undefined) problems.push('VA_NOTIFY_TEMPLATE_ID: required when VA_NOTIFY_BASE_URL is set');
@@ -247,6 +255,17 @@ export function vaNotifyCredentials(config: Pick<Config, 'VA_NOTIFY_API_KEY' | '
   const combined = CombinedKey.exec(key);
   if (combined) return { serviceId: config.VA_NOTIFY_SERVICE_ID ?? combined[1]!, secret: combined[2]! };
   return { serviceId: config.VA_NOTIFY_SERVICE_ID ?? '', secret: key };
+}
+
+/**
+ * The secrets that may have signed a per-notification callback: VA Notify signs each with the key
+ * that sent the notification, so after a rotation the replaced keys still sign callbacks (retries,
+ * and statuses that come days later) for what they sent.
+ */
+export function vaNotifySigningSecrets(config: Pick<Config, 'VA_NOTIFY_API_KEY' | 'VA_NOTIFY_PREVIOUS_API_KEYS' | 'VA_NOTIFY_SERVICE_ID'>): string[] {
+  return [config.VA_NOTIFY_API_KEY, ...config.VA_NOTIFY_PREVIOUS_API_KEYS]
+    .map((key) => vaNotifyCredentials({ VA_NOTIFY_API_KEY: key, VA_NOTIFY_SERVICE_ID: config.VA_NOTIFY_SERVICE_ID }).secret)
+    .filter((secret) => secret.length > 0);
 }
 
 /** A config for tests and tools: the defaults plus the given overrides, validated the same way. */

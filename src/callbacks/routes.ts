@@ -5,7 +5,7 @@
 // failed), and an event for a notification we have not stored yet is a 200 like any other.
 import { Type, type FastifyPluginAsyncTypebox, type Static, type TSchema } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { vaNotifyCredentials } from '../config.ts';
+import { vaNotifySigningSecrets } from '../config.ts';
 import { bearerToken, secretMatcher } from '../http/internal-auth.ts';
 import { errorResponses } from '../http/schemas.ts';
 import { type StatusEvent, type StatusOutcome } from '../status/repository.ts';
@@ -15,7 +15,7 @@ import { verifyEnpSignature } from './signature.ts';
 export interface CallbackRoutesOptions {
   /**
    * Secrets of the API keys whose notifications may call back with an `x-enp-signature`. Defaults
-   * to the configured key's secret; give the previous key's secret too while a rotation settles.
+   * to the secrets of VA_NOTIFY_API_KEY and VA_NOTIFY_PREVIOUS_API_KEYS.
    */
   signatureSecrets?: readonly string[];
   /** Told the outcome of every recorded callback (for metrics). */
@@ -70,7 +70,7 @@ const UNAUTHORIZED = 'a valid bearer token or x-enp-signature is required';
 export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOptions> = async (app, options) => {
   const { config } = app;
   const tokenMatches = secretMatcher(config.VA_NOTIFY_CALLBACK_TOKENS);
-  const secrets = (options.signatureSecrets ?? [vaNotifyCredentials(config).secret]).filter((s) => s.length > 0);
+  const secrets = (options.signatureSecrets ?? vaNotifySigningSecrets(config)).filter((s) => s.length > 0);
   // Callbacks arriving together share one statement and one commit; each still gets its own outcome.
   const batcher = new StatusEventBatcher(app.sql, {
     source: 'callback',

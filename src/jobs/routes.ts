@@ -21,8 +21,8 @@ const SendResult = Type.Object({
   recovered: Type.Integer({ description: 'found already at VA Notify by reference and recorded instead of sent again' }),
   retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
   failed: Type.Integer({ description: 'refused by VA Notify (400), or out of attempts' }),
-  skipped: Type.Integer({ description: 'claimed but handed back unsent (sending paused, or shutdown)' }),
-  paused: Type.Boolean({ description: 'sending is paused because VA Notify rejected our credentials' }),
+  skipped: Type.Integer({ description: "claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed by another sender after this claim's lease ran out" }),
+  paused: Type.Boolean({ description: 'sending is paused on every instance: VA Notify rejected our credentials (401/403), has no send endpoint at the configured URL (404), or is over its rate or daily limit (429)' }),
 });
 
 const SweepDone = Type.Object({

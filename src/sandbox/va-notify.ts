@@ -57,8 +57,8 @@ export function sandboxOutcomeFor(icn: string): { status: SandboxStatus; statusR
  * (authentication and the rate limit included; a forced answer does not count against the limit).
  */
 export type ForcedResponse =
-  /** 4xx: the v2 error body with `message` (a default per status); 5xx: the 500-shape body. */
-  | { status: number; message?: string }
+  /** 4xx: the v2 error body with `error` and `message` (defaults per status); 5xx: the 500-shape body. */
+  | { status: number; message?: string; error?: string }
   /** Never answer: the client's timeout fires. */
   | { hang: true }
   /** Process normally (store, 201 body, callbacks follow) but cut the connection instead of
@@ -397,11 +397,11 @@ export async function startSandboxVaNotify(options: SandboxVaNotifyOptions = {})
     return window.length > rateLimit;
   }
 
-  function forcedAnswer(forced: { status: number; message?: string }): HttpAnswer {
+  function forcedAnswer(forced: { status: number; message?: string; error?: string }): HttpAnswer {
     if (forced.status >= 500) return internalError(forced.status);
     const defaults = DefaultErrorMessages[forced.status] ?? { error: 'BadRequestError', message: `HTTP ${forced.status}` };
     const message = forced.message ?? (forced.status === 429 ? `Exceeded rate limit for key type LIVE of ${rateLimit} requests per 60 seconds` : defaults.message);
-    return v2Error(forced.status, defaults.error, message);
+    return v2Error(forced.status, forced.error ?? defaults.error, message);
   }
 
   function templateUri(): string {

@@ -47,10 +47,16 @@ export function createRateBudget(sql: Sql, perMinute: number, name = 'va-notify'
   };
 }
 
-/** When VA Notify rejects our credentials, every instance stops sending until a person looks. */
+/**
+ * Stops sending on every instance for a while: VA Notify rejected our credentials (until a person
+ * looks), or said we are over its limit. A pause already running longer is kept, with its reason:
+ * a 429 seen a moment after a 403 must not shorten the credentials' pause.
+ */
 export async function pauseSending(sql: Sql, seconds: number, reason: string, name = 'va-notify'): Promise<Date> {
   const [row] = await sql<{ paused_until: Date }[]>`
-    update rate_budget set paused_until = now() + make_interval(secs => ${seconds}), pause_reason = ${reason}
+    update rate_budget
+       set paused_until = greatest(paused_until, now() + make_interval(secs => ${seconds})),
+           pause_reason = case when paused_until > now() + make_interval(secs => ${seconds}) then pause_reason else ${reason} end
      where name = ${name}
     returning paused_until`;
   return row!.paused_until;

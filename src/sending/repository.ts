@@ -11,6 +11,12 @@ export interface ClaimedEmail {
   orphaned: boolean;
 }
 
+/** One send run's claim: the token written on every email it claimed, and the lease's length. */
+export interface SendClaim {
+  token: string;
+  leaseSeconds: number;
+}
+
 /**
  * Claims due emails for this instance. `SKIP LOCKED` lets every instance claim a disjoint batch
  * without waiting; the lease makes a claim expire if this instance dies, and an expired claim comes
@@ -20,7 +26,7 @@ export interface ClaimedEmail {
  */
 export async function claimDueEmails(
   sql: SqlHandle,
-  p: { batchSize: number; leaseSeconds: number; instanceId: string },
+  p: { batchSize: number; claim: SendClaim; instanceId: string },
 ): Promise<ClaimedEmail[]> {
   return sql<ClaimedEmail[]>`
     with due as (
@@ -35,7 +41,8 @@ export async function claimDueEmails(
     claimed as (
       update tracking_email e
          set state = 'sending', attempts = e.attempts + 1,
-             lease_until = now() + make_interval(secs => ${p.leaseSeconds}), leased_by = ${p.instanceId}, updated_at = now()
+             lease_until = now() + make_interval(secs => ${p.claim.leaseSeconds}), leased_by = ${p.instanceId},
+             lease_token = ${p.claim.token}, updated_at = now()
         from due
        where e.id = due.id
       returning e.id, e.patient_icn, e.personalisation, e.attempts, due.previous_state = 'sending' as orphaned, e.next_attempt_at
@@ -43,6 +50,21 @@ export async function claimDueEmails(
     -- An update's RETURNING follows no ORDER BY, only its plan: sorted here, so that the sender
     -- starts with the email that fell due first.
     select id, patient_icn, personalisation, attempts, orphaned from claimed order by next_attempt_at, id`;
+}
+
+/**
+ * Extends the claim's lease, right before a request to VA Notify, if the email still carries the
+ * claim's token. False means another sender or the sweep has claimed it since (this claim's lease ran
+ * out): the request must not be made. A request lasts at most VA_NOTIFY_TIMEOUT_MS, well inside the
+ * renewed lease (the configuration checks it), so no one else can claim the email while it is under way.
+ */
+export async function renewLease(sql: SqlHandle, emailId: string, claim: SendClaim): Promise<boolean> {
+  const rows = await sql`
+    update tracking_email
+       set lease_until = now() + make_interval(secs => ${claim.leaseSeconds}), updated_at = now()
+     where id = ${emailId} and state = 'sending' and lease_token = ${claim.token}
+    returning 1`;
+  return rows.length === 1;
 }
 
 /**
@@ -59,17 +81,20 @@ export async function recordNotificationAccepted(
     on conflict do nothing`;
   await sql`
     update tracking_email
-       set state = 'sent', lease_until = null, leased_by = null, last_error = null, state_reason = null, updated_at = now()
+       set state = 'sent', lease_until = null, leased_by = null, lease_token = null, last_error = null, state_reason = null, updated_at = now()
      where id = ${p.emailId} and state = 'sending'`;
 }
 
-/** VA Notify said the request can never succeed (a 400): the email fails at once with its message. */
-export async function recordEmailFailed(sql: SqlHandle, emailId: string, reason: string): Promise<void> {
+/**
+ * VA Notify said the request can never succeed (a 400), or the email used all its attempts: it fails
+ * with the reason, if it still belongs to this claim.
+ */
+export async function recordEmailFailed(sql: SqlHandle, emailId: string, claim: SendClaim, reason: string): Promise<void> {
   await sql`
     update tracking_email
        set state = 'failed', state_reason = ${reason}, last_error = ${reason},
-           lease_until = null, leased_by = null, updated_at = now()
-     where id = ${emailId} and state = 'sending'`;
+           lease_until = null, leased_by = null, lease_token = null, updated_at = now()
+     where id = ${emailId} and state = 'sending' and lease_token = ${claim.token}`;
 }
 
 /**
@@ -79,7 +104,7 @@ export async function recordEmailFailed(sql: SqlHandle, emailId: string, reason:
  */
 export async function recordRetryLater(
   sql: SqlHandle,
-  p: { emailId: string; error: string; maxAttempts: number; baseSeconds: number },
+  p: { emailId: string; claim: SendClaim; error: string; maxAttempts: number; baseSeconds: number },
 ): Promise<'retry' | 'failed'> {
   const [row] = await sql<{ state: string }[]>`
     update tracking_email
@@ -88,23 +113,23 @@ export async function recordRetryLater(
                                then 'gave up after ' || attempts || ' attempts: ' || ${p.error} end,
            last_error = ${p.error},
            next_attempt_at = now() + make_interval(secs => ${p.baseSeconds} * power(2, greatest(attempts - 1, 0)) * (0.5 + random())),
-           lease_until = null, leased_by = null, updated_at = now()
-     where id = ${p.emailId} and state = 'sending'
+           lease_until = null, leased_by = null, lease_token = null, updated_at = now()
+     where id = ${p.emailId} and state = 'sending' and lease_token = ${p.claim.token}
     returning state`;
   return row?.state === 'failed' ? 'failed' : 'retry';
 }
 
 /**
  * Hands claimed emails back untouched (shutdown, or sending paused): the attempt they were charged
- * is given back, since nothing was sent.
+ * is given back, since nothing was sent. Emails claimed by someone else since are left alone.
  */
-export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], notBefore?: Date): Promise<number> {
+export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], claim: SendClaim, notBefore?: Date): Promise<number> {
   if (emailIds.length === 0) return 0;
   const rows = await sql`
     update tracking_email
-       set state = 'queued', attempts = greatest(attempts - 1, 0), lease_until = null, leased_by = null,
+       set state = 'queued', attempts = greatest(attempts - 1, 0), lease_until = null, leased_by = null, lease_token = null,
            next_attempt_at = greatest(now(), ${notBefore ?? null}::timestamptz), updated_at = now()
-     where id = any(${emailIds}::uuid[]) and state = 'sending'
+     where id = any(${emailIds}::uuid[]) and state = 'sending' and lease_token = ${claim.token}
     returning id`;
   return rows.length;
 }

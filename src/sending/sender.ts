@@ -1,6 +1,8 @@
 // The sender: claims due tracking emails, sends each through VA Notify by the veteran's ICN, and
-// records VA Notify's notification id. Exactly-once towards the veteran rests on three rules:
+// records VA Notify's notification id. Exactly-once towards the veteran rests on these rules:
 // - the claim is committed before the request, and the outcome recorded after it, outside any transaction;
+// - each claim has its own token, and the lease is renewed with it right before every request, so a
+//   sender whose lease ran out makes no request for an email someone else has claimed since;
 // - an email whose claim expired with no outcome (a crash, or an answer that never came) is looked up
 //   by reference at VA Notify before anything is sent again;
 // - every VA Notify request takes a token from the budget shared by all instances.
@@ -17,8 +19,10 @@ import {
   recordNotificationAccepted,
   recordRetryLater,
   releaseClaimedEmails,
+  renewLease,
   storedNotificationIds,
   type ClaimedEmail,
+  type SendClaim,
 } from './repository.ts';
 import type { SendOutcome, VaNotifyClient } from './va-notify-client.ts';
 
@@ -28,7 +32,8 @@ export interface SendResult {
   recovered: number;
   retried: number;
   failed: number;
-  /** Claimed but handed back unsent: sending paused, or shutdown. */
+  /** Claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed again
+   *  by another sender after this claim's lease ran out. */
   skipped: number;
   paused: boolean;
 }
@@ -49,16 +54,29 @@ export interface SenderDeps {
   quickRetry?: { retries: number; minTimeoutMs: number };
 }
 
-/** A send VA Notify refused for good (400), or refused our credentials (401/403). */
+/** A send VA Notify refused for good (a 400, or another 4xx that is about the email itself). */
 class PermanentSendError extends Error {
-  readonly outcome: Extract<SendOutcome, { kind: 'rejected' | 'unauthorized' | 'not_found' }>;
+  readonly outcome: Extract<SendOutcome, { kind: 'rejected' }>;
   constructor(outcome: PermanentSendError['outcome']) {
     super(outcome.message);
     this.outcome = outcome;
   }
 }
 
-/** A send that may succeed later: 5xx, 429, timeouts, connection errors. */
+/**
+ * VA Notify refused the request for a reason that is no email's fault and that every instance would
+ * meet: our credentials (401/403), no send endpoint at the configured URL (404), or its per-minute or
+ * daily limit (429). Sending pauses everywhere; no email is charged an attempt or failed for it.
+ */
+class SendingHalted extends Error {
+  readonly outcome: Extract<SendOutcome, { kind: 'unauthorized' | 'not_found' | 'rate_limited' }>;
+  constructor(outcome: SendingHalted['outcome']) {
+    super(outcome.message);
+    this.outcome = outcome;
+  }
+}
+
+/** A send that may succeed later: 5xx, timeouts, connection errors. */
 class TransientSendError extends Error {
   /** True when the request may have reached VA Notify although no answer came back. */
   readonly ambiguous: boolean;
@@ -71,7 +89,21 @@ class TransientSendError extends Error {
 /** Shutdown came before this email's request was made: nothing was sent, the claim can go back. */
 class StoppedBeforeSend extends Error {}
 
+/** The email no longer carries this run's claim: its lease ran out and someone else claimed it. */
+class ClaimLost extends Error {}
+
+/** An orphan VA Notify has no notification for, whose claims have used every attempt. */
+class AttemptsUsedUp extends Error {}
+
 const defaultInstanceId = `${process.pid}-${randomUUID().slice(0, 8)}`;
+
+/**
+ * A gateway's 502 or 504 answers for an upstream that may have accepted the email before the gateway
+ * gave up on it, as a timeout does; other statuses come from VA Notify itself, which did not take it.
+ */
+function mayHaveBeenAccepted(status: number | undefined): boolean {
+  return status === undefined || status === 502 || status === 504;
+}
 
 export async function runSend(deps: SenderDeps): Promise<SendResult> {
   const { sql, config, log } = deps;
@@ -81,9 +113,10 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   const pause = await sendingPausedUntil(sql);
   if (pause) return { ...result, paused: true };
 
+  const claim: SendClaim = { token: randomUUID(), leaseSeconds: config.SEND_LEASE_SECONDS };
   const claimed = await claimDueEmails(sql, {
     batchSize: config.SEND_BATCH_SIZE,
-    leaseSeconds: config.SEND_LEASE_SECONDS,
+    claim,
     instanceId: deps.instanceId ?? defaultInstanceId,
   });
   if (claimed.length === 0) return result;
@@ -104,19 +137,19 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
         queue.unshift(email);
         return;
       }
-      const label = await sendOne(deps, email).catch(async (error: unknown) => {
-        if (error instanceof PermanentSendError && error.outcome.kind === 'unauthorized') {
-          pausedUntil = await pauseSending(sql, config.SEND_PAUSE_SECONDS, error.message);
-          // An operator must act: new or rotated credentials, or a clock fix. No email is failed for it.
-          log.error(
-            { status: error.outcome.status, vaNotifyMessage: error.message, pausedUntil },
-            'VA Notify rejected our credentials: sending is paused on every instance; check VA_NOTIFY_API_KEY, VA_NOTIFY_SERVICE_ID and the clock',
-          );
-          await releaseClaimedEmails(sql, [email.id], pausedUntil);
+      const label = await sendOne(deps, claim, email).catch(async (error: unknown) => {
+        if (error instanceof SendingHalted) {
+          pausedUntil = await pauseSending(sql, pauseSeconds(config, error.outcome), error.message);
+          logHalt(log, error.outcome, pausedUntil);
+          await releaseClaimedEmails(sql, [email.id], claim, pausedUntil);
           return 'released' as const;
         }
         if (error instanceof StoppedBeforeSend) {
-          await releaseClaimedEmails(sql, [email.id]);
+          await releaseClaimedEmails(sql, [email.id], claim);
+          return 'released' as const;
+        }
+        if (error instanceof ClaimLost) {
+          log.warn({ emailId: email.id }, 'send claim lost: the lease ran out and the email was claimed again; left to that claim');
           return 'released' as const;
         }
         throw error;
@@ -130,7 +163,7 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   } finally {
     // Claims no worker started (shutdown or pause) go back as they were, attempt refunded.
     const leftOver = unstarted();
-    const released = await releaseClaimedEmails(sql, leftOver, pausedUntil);
+    const released = await releaseClaimedEmails(sql, leftOver, claim, pausedUntil);
     for (let i = 0; i < released; i++) count('released');
   }
   result.paused = pausedUntil !== undefined;
@@ -138,19 +171,58 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   return result;
 }
 
-async function sendOne(deps: SenderDeps, email: ClaimedEmail): Promise<SendOutcomeLabel> {
-  const { sql, config, log } = deps;
-  if (email.orphaned && (await recoverFromVaNotify(deps, email))) return 'recovered';
+/** How long a halt pauses sending: the day's limit lasts until VA Notify's day ends (UTC). */
+function pauseSeconds(config: Config, outcome: SendingHalted['outcome']): number {
+  if (outcome.kind !== 'rate_limited') return config.SEND_PAUSE_SECONDS;
+  if (!outcome.daily) return config.SEND_RATE_LIMIT_PAUSE_SECONDS;
+  const now = new Date();
+  const nextUtcDay = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
+  return Math.ceil((nextUtcDay - now.getTime()) / 1000);
+}
 
-  let lastWasAmbiguous = false;
+function logHalt(log: Logger, outcome: SendingHalted['outcome'], pausedUntil: Date): void {
+  const fields = { status: outcome.status, vaNotifyMessage: outcome.message, pausedUntil };
+  switch (outcome.kind) {
+    case 'unauthorized':
+      // An operator must act: new or rotated credentials, or a clock fix.
+      log.error(fields, 'VA Notify rejected our credentials: sending is paused on every instance; check VA_NOTIFY_API_KEY, VA_NOTIFY_SERVICE_ID and the clock');
+      break;
+    case 'not_found':
+      // The send endpoint's path names no email: a 404 means the URL is wrong, not the email.
+      log.error(fields, 'VA Notify has no send endpoint at the configured URL: sending is paused on every instance; check VA_NOTIFY_BASE_URL');
+      break;
+    case 'rate_limited':
+      if (outcome.daily) log.error(fields, 'VA Notify\'s daily send limit is reached: sending is paused on every instance until the next UTC day');
+      else log.warn(fields, 'VA Notify\'s rate limit was exceeded: sending is paused on every instance; VA_NOTIFY_RATE_LIMIT_PER_MINUTE may be above this service\'s limit');
+      break;
+  }
+}
+
+async function sendOne(deps: SenderDeps, claim: SendClaim, email: ClaimedEmail): Promise<SendOutcomeLabel> {
+  const { sql, config, log } = deps;
+
+  /** Every request takes a budget token, then renews the claim: no request once the claim is lost. */
+  async function beforeRequest(): Promise<void> {
+    await deps.budget.take(deps.signal).catch((error: unknown) => {
+      throw deps.signal?.aborted ? new AbortError(new StoppedBeforeSend()) : error;
+    });
+    if (!(await renewLease(sql, email.id, claim))) throw new AbortError(new ClaimLost());
+  }
+
+  // An orphan's last send may have been accepted, and so may a send whose answer was lost: find it
+  // at VA Notify rather than send twice.
+  let lookUpFirst = email.orphaned;
   try {
     const notificationId = await pRetry(
       async () => {
-        // A send whose answer was lost may have been accepted: find it rather than send twice.
-        if (lastWasAmbiguous && (await recoverFromVaNotify(deps, email))) return null;
-        await deps.budget.take(deps.signal).catch((error: unknown) => {
-          throw deps.signal?.aborted ? new AbortError(new StoppedBeforeSend()) : error;
-        });
+        if (lookUpFirst) {
+          await beforeRequest();
+          if (await recoverFromVaNotify(deps, email)) return null;
+          // Nothing was sent. Each lost claim was charged an attempt, so an email whose sends never
+          // get an answer still ends.
+          if (email.attempts > config.SEND_MAX_ATTEMPTS) throw new AbortError(new AttemptsUsedUp());
+        }
+        await beforeRequest();
         const outcome = await deps.vaNotify.sendEmail({
           icn: email.patient_icn,
           reference: email.id,
@@ -160,14 +232,14 @@ async function sendOne(deps: SenderDeps, email: ClaimedEmail): Promise<SendOutco
           case 'accepted':
             return outcome.notificationId;
           case 'rejected':
+            throw new AbortError(new PermanentSendError(outcome));
           case 'unauthorized':
           case 'not_found':
-            throw new AbortError(new PermanentSendError(outcome));
           case 'rate_limited':
-            throw new TransientSendError(`VA Notify rate limit: ${outcome.message}`, false);
+            // Another try now would meet the same answer, and a 429 counts against the limit too.
+            throw new AbortError(new SendingHalted(outcome));
           case 'transient':
-            // Without a status, no answer came: the request may still have been processed.
-            throw new TransientSendError(outcome.reason, outcome.status === undefined);
+            throw new TransientSendError(outcome.reason, mayHaveBeenAccepted(outcome.status));
         }
       },
       {
@@ -179,7 +251,7 @@ async function sendOne(deps: SenderDeps, email: ClaimedEmail): Promise<SendOutco
         // answer must be recorded. Shutdown only stops further attempts.
         shouldRetry: () => !deps.signal?.aborted,
         onFailedAttempt: ({ error }) => {
-          lastWasAmbiguous = error instanceof TransientSendError && error.ambiguous;
+          lookUpFirst = error instanceof TransientSendError && error.ambiguous;
         },
       },
     );
@@ -188,10 +260,16 @@ async function sendOne(deps: SenderDeps, email: ClaimedEmail): Promise<SendOutco
     log.info({ emailId: email.id, notificationId, attempt: email.attempts }, 'tracking email sent');
     return 'sent';
   } catch (error) {
-    if (error instanceof PermanentSendError && error.outcome.kind !== 'unauthorized') {
+    if (error instanceof PermanentSendError) {
       const reason = `VA Notify answered ${error.outcome.status}: ${error.message}`;
-      await recordEmailFailed(sql, email.id, reason);
+      await recordEmailFailed(sql, email.id, claim, reason);
       log.warn({ emailId: email.id, status: error.outcome.status, reason }, 'tracking email failed: VA Notify refused it');
+      return 'failed';
+    }
+    if (error instanceof AttemptsUsedUp) {
+      const reason = `gave up after ${email.attempts - 1} attempts: the last send was never confirmed and VA Notify has no notification for it`;
+      await recordEmailFailed(sql, email.id, claim, reason);
+      log.warn({ emailId: email.id, attempts: email.attempts - 1 }, 'orphaned send: VA Notify does not have it and its attempts are used up; failed');
       return 'failed';
     }
     if (error instanceof TransientSendError) {
@@ -203,6 +281,7 @@ async function sendOne(deps: SenderDeps, email: ClaimedEmail): Promise<SendOutco
       }
       const next = await recordRetryLater(sql, {
         emailId: email.id,
+        claim,
         error: error.message,
         maxAttempts: config.SEND_MAX_ATTEMPTS,
         baseSeconds: config.SEND_RETRY_BASE_SECONDS,
@@ -220,9 +299,8 @@ async function sendOne(deps: SenderDeps, email: ClaimedEmail): Promise<SendOutco
  * TransientSendError when VA Notify cannot tell us (sending now could send twice).
  */
 async function recoverFromVaNotify(deps: SenderDeps, email: ClaimedEmail): Promise<boolean> {
-  await deps.budget.take(deps.signal);
   const found = await deps.vaNotify.findByReference(email.id);
-  if (found.kind === 'unauthorized') throw new AbortError(new PermanentSendError(found));
+  if (found.kind === 'unauthorized' || found.kind === 'rate_limited') throw new AbortError(new SendingHalted(found));
   if (found.kind !== 'accepted') {
     throw new TransientSendError(`looking up the email by reference: ${found.kind === 'transient' ? found.reason : found.message}`, true);
   }

@@ -59,7 +59,8 @@ export type VaNotifyOutcome<Body = unknown, Id extends string | null = string> =
   | { kind: 'rejected'; status: number; message: string }
   | { kind: 'unauthorized'; status: 401 | 403; message: string }
   | { kind: 'not_found'; status: 404; message: string }
-  | { kind: 'rate_limited'; status: 429; message: string }
+  /** `daily`: the day's send limit (TooManyRequestsError), not the per-minute rate limit. */
+  | { kind: 'rate_limited'; status: 429; message: string; daily: boolean }
   | { kind: 'transient'; status?: number; reason: string };
 
 export type OutcomeKind = VaNotifyOutcome['kind'];
@@ -104,6 +105,12 @@ function errorMessage(body: unknown): string | undefined {
   if (Array.isArray(errors) && isObject(errors[0]) && typeof errors[0].message === 'string') return errors[0].message;
   if (typeof body.message === 'string') return body.message;
   return undefined;
+}
+
+/** The v2 error body's error class, e.g. `RateLimitError` or `TooManyRequestsError`. */
+function errorName(body: unknown): string | undefined {
+  if (!isObject(body) || !Array.isArray(body.errors) || !isObject(body.errors[0])) return undefined;
+  return typeof body.errors[0].error === 'string' ? body.errors[0].error : undefined;
 }
 
 function clip(text: string): string {
@@ -158,7 +165,7 @@ export function classifyOutcome(operation: VaNotifyOperation, result: HttpResult
   }
   if (status === 401 || status === 403) return { kind: 'unauthorized', status, message };
   if (status === 404) return { kind: 'not_found', status, message };
-  if (status === 429) return { kind: 'rate_limited', status, message };
+  if (status === 429) return { kind: 'rate_limited', status, message, daily: errorName(body) === 'TooManyRequestsError' };
   // A gateway's 408 means the request did not get through in time: like a timeout.
   if (status === 408 || status >= 500) return { kind: 'transient', status, reason: vaMessage === undefined ? `HTTP ${status}` : `HTTP ${status}: ${message}` };
   if (status >= 400) return { kind: 'rejected', status, message };

@@ -92,7 +92,8 @@ export async function claimOrphanedEmails(
          for update skip locked
     )
     update tracking_email e
-       set lease_until = now() + make_interval(secs => ${p.leaseSeconds}), leased_by = ${p.sweeperId}, updated_at = now()
+       -- No send token: a sender whose claim this was can no longer renew it or record anything on it.
+       set lease_until = now() + make_interval(secs => ${p.leaseSeconds}), leased_by = ${p.sweeperId}, lease_token = null, updated_at = now()
       from orphaned
      where e.id = orphaned.id
     returning e.id, e.attempts`;

@@ -2,7 +2,7 @@
 // settings that only make sense together.
 import t from 'tap';
 import { configError } from './config-error.ts';
-import { isCombinedApiKey, loadConfig, testConfig, vaNotifyCredentials } from '../../src/config.ts';
+import { isCombinedApiKey, loadConfig, testConfig, vaNotifyCredentials, vaNotifySigningSecrets } from '../../src/config.ts';
 
 const base = { NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001' };
 const serviceId = '6c7d9d2e-7a1b-4c55-9a0e-3f1d2c4b5a69';
@@ -79,6 +79,18 @@ t.test('VA Notify keys: a bare secret with a service id, or one combined key', a
 
   const config = loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'https://staging.api.notifications.va.gov', VA_NOTIFY_API_KEY: combined, VA_NOTIFY_TEMPLATE_ID: templateId, VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001' });
   t.same(vaNotifyCredentials(config), { serviceId, secret }, 'a combined key needs no VA_NOTIFY_SERVICE_ID');
+});
+
+t.test('callback signatures: the current key and every previous key, in either form', async (t) => {
+  const previous = '8e7d6c5b-4a39-4281-9f0e-1d2c3b4a5968';
+  const config = loadConfig({ ...base, VA_NOTIFY_API_KEY: `rx-tracking-${serviceId}-${secret}`, VA_NOTIFY_PREVIOUS_API_KEYS: `old-${serviceId}-${previous}, ${'c'.repeat(86)}` });
+  t.same(vaNotifySigningSecrets(config), [secret, previous, 'c'.repeat(86)]);
+  t.same(vaNotifySigningSecrets(loadConfig(base)), [], 'none configured: none accepted');
+});
+
+t.test('a send lease must outlast a VA Notify request with room to spare', async (t) => {
+  t.match(configError(() => loadConfig({ ...base, SEND_LEASE_SECONDS: '15', VA_NOTIFY_TIMEOUT_MS: '10000' })), 'SEND_LEASE_SECONDS: must be at least twice VA_NOTIFY_TIMEOUT_MS');
+  t.equal(loadConfig({ ...base, SEND_LEASE_SECONDS: '20', VA_NOTIFY_TIMEOUT_MS: '10000' }).SEND_LEASE_SECONDS, 20);
 });
 
 t.test('VA_NOTIFY_BASE_URL set requires the rest of the VA Notify settings', async (t) => {

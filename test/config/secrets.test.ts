@@ -26,6 +26,7 @@ function secretsDir(t: { teardown(fn: () => unknown): void }): (name: string, co
 const samples: Record<(typeof SecretNames)[number], { value: string; expected: unknown }> = {
   VA_NOTIFY_API_KEY: { value: 'rx-tracking-key-0123456789abcdef', expected: 'rx-tracking-key-0123456789abcdef' },
   VA_NOTIFY_CALLBACK_TOKENS: { value: 'callback-token-current,callback-token-next', expected: ['callback-token-current', 'callback-token-next'] },
+  VA_NOTIFY_PREVIOUS_API_KEYS: { value: 'rx-tracking-key-retired-0123456789', expected: ['rx-tracking-key-retired-0123456789'] },
   INTERNAL_API_TOKENS: { value: 'internal-token-0000000001', expected: ['internal-token-0000000001'] },
   AAL_APP_TOKEN: { value: 'mhv-app-token-value', expected: 'mhv-app-token-value' },
   AAL_API_KEY: { value: 'mhv-gateway-api-key', expected: 'mhv-gateway-api-key' },

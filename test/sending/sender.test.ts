@@ -1,4 +1,6 @@
 // The sender against the sandbox VA Notify: one email per veteran, exactly once, whatever fails.
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
 import { testConfig } from '../../src/config.ts';
@@ -73,14 +75,19 @@ t.test('transient failures are retried until VA Notify takes the email', async (
 
   await insertDispenses(db.sql, [{ patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T2' }]);
   await post(app, 'grouping');
-  vaNotify.state.forcedResponses.push({ status: 429 }, { status: 429 }, { status: 429 });
-  t.match(await post(app, 'send'), { sent: 0, retried: 1 }, 'a 429 three times: retried later');
-  const [waiting] = await db.sql`select state, attempts, next_attempt_at > now() as later, last_error from tracking_email where patient_icn = ${icn(2)}`;
-  t.match(waiting, { state: 'queued', attempts: 1, later: true, last_error: /rate limit/ });
+  vaNotify.state.forcedResponses.push({ status: 429 });
+  t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 1, paused: true }, 'a 429: no quick retry, sending paused');
+  t.equal(vaNotify.state.forcedResponses.length, 0, 'one request, not three');
+  const [waiting] = await db.sql`select state, attempts, next_attempt_at > now() as later from tracking_email where patient_icn = ${icn(2)}`;
+  t.same(waiting, { state: 'queued', attempts: 0, later: true }, 'handed back with its attempt refunded, due after the pause');
+  const [pause] = await db.sql`select pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
+  t.match(pause, { pause_reason: /Exceeded rate limit/, a_minute: true }, 'SEND_RATE_LIMIT_PAUSE_SECONDS on every instance');
+  t.match(await post(app, 'send'), { paused: true, sent: 0 });
+  await resumeSending(db.sql);
   await db.sql`update tracking_email set next_attempt_at = now() where patient_icn = ${icn(2)}`;
   t.match(await post(app, 'send'), { sent: 1 });
   const [sent] = await db.sql`select state, attempts from tracking_email where patient_icn = ${icn(2)}`;
-  t.same(sent, { state: 'sent', attempts: 2 });
+  t.same(sent, { state: 'sent', attempts: 1 });
 
   await insertDispenses(db.sql, [{ patient_icn: icn(3), rx_number: '3000001', tracking_number: 'T3' }]);
   await post(app, 'grouping');
@@ -106,7 +113,7 @@ t.test('a crash between the 201 and our commit: after the lease expires the emai
   await insertDispenses(db.sql, [{ patient_icn: icn(5), rx_number: '5000001', tracking_number: 'T5' }]);
   await post(app, 'grouping');
   // The "crashed" sender: it claims and sends, and dies before recording anything.
-  const [claimed] = await claimDueEmails(db.sql, { batchSize: 10, leaseSeconds: 60, instanceId: 'crashed' });
+  const [claimed] = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), leaseSeconds: 60 }, instanceId: 'crashed' });
   const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
   const outcome = await client.sendEmail({ icn: claimed!.patient_icn, reference: claimed!.id, personalisation: claimed!.personalisation });
   t.equal(outcome.kind, 'accepted');
@@ -212,6 +219,136 @@ t.test('a claim hands emails over in the order they fell due, not the order they
      where e.id = r.id`;
   const stored = await sql<{ patient_icn: string }[]>`select patient_icn from tracking_email order by ctid`;
   await sql`analyze tracking_email`;
-  const claimed = await claimDueEmails(sql, { batchSize: 300, leaseSeconds: 60, instanceId: 'test' });
+  const claimed = await claimDueEmails(sql, { batchSize: 300, claim: { token: randomUUID(), leaseSeconds: 60 }, instanceId: 'test' });
   t.same(claimed.map((e) => e.patient_icn), stored.map((e) => e.patient_icn).reverse());
+});
+
+t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses it; neither fails an email', async (t) => {
+  const { app, db, vaNotify, logs } = await testApp(t, { SEND_CONCURRENCY: '1' });
+  await insertDispenses(db.sql, [{ patient_icn: icn(30), rx_number: '3000030', tracking_number: 'T30' }]);
+  await post(app, 'grouping');
+
+  vaNotify.state.forcedResponses.push({ status: 429, error: 'TooManyRequestsError', message: 'Exceeded send limits (1000) for today' });
+  t.match(await post(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
+  const [daily] = await db.sql`
+    select abs(extract(epoch from paused_until - (date_trunc('day', now() at time zone 'UTC') + interval '1 day') at time zone 'UTC')) < 2 as next_utc_day,
+           pause_reason from rate_budget`;
+  t.match(daily, { next_utc_day: true, pause_reason: 'Exceeded send limits (1000) for today' });
+  t.match(logs.text, /daily send limit is reached: sending is paused on every instance until the next UTC day/);
+
+  await resumeSending(db.sql);
+  await db.sql`update tracking_email set next_attempt_at = now()`;
+  vaNotify.state.forcedResponses.push({ status: 404, message: 'The requested URL was not found on the server.' });
+  t.match(await post(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
+  const [pause] = await db.sql`select paused_until - now() > interval '200 seconds' as long from rate_budget`;
+  t.same(pause, { long: true }, 'SEND_PAUSE_SECONDS, as for refused credentials');
+  t.match(logs.text, /no send endpoint at the configured URL: sending is paused on every instance; check VA_NOTIFY_BASE_URL/);
+
+  const [email] = await db.sql`select state, attempts from tracking_email`;
+  t.same(email, { state: 'queued', attempts: 0 }, 'never charged, never failed');
+  await resumeSending(db.sql);
+  await db.sql`update tracking_email set next_attempt_at = now()`;
+  t.match(await post(app, 'send'), { sent: 1 });
+  t.equal(vaNotify.state.counters.sendsAccepted, 1);
+});
+
+t.test('a gateway 502 may hide an accepted send: looked up before the next try; a 500 is not', async (t) => {
+  const { app, db, vaNotify } = await testApp(t);
+  await insertDispenses(db.sql, [{ patient_icn: icn(31), rx_number: '3000031', tracking_number: 'T31' }]);
+  await post(app, 'grouping');
+  vaNotify.state.forcedResponses.push({ status: 502 });
+  t.match(await post(app, 'send'), { sent: 1 });
+  t.equal(vaNotify.state.counters.getsByReference, 1, 'one lookup after the 502');
+
+  await insertDispenses(db.sql, [{ patient_icn: icn(32), rx_number: '3000032', tracking_number: 'T32' }]);
+  await post(app, 'grouping');
+  vaNotify.state.forcedResponses.push({ status: 500 });
+  t.match(await post(app, 'send'), { sent: 1 });
+  t.equal(vaNotify.state.counters.getsByReference, 1, 'none after the 500');
+  t.equal(vaNotify.state.counters.sendsAccepted, 2);
+});
+
+/** An email whose sender claimed it and vanished: its lease has run out with nothing recorded. */
+async function orphan(sql: Parameters<typeof insertDispenses>[0], attempts?: number) {
+  const [claimed] = await claimDueEmails(sql, { batchSize: 1, claim: { token: randomUUID(), leaseSeconds: 60 }, instanceId: 'crashed' });
+  await sql`update tracking_email set lease_until = now() - interval '1 second', attempts = coalesce(${attempts ?? null}::int, attempts)
+             where id = ${claimed!.id}`;
+  return claimed!;
+}
+
+t.test('an orphan VA Notify cannot be asked about stays an orphan, without failing the run', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '300' });
+  await insertDispenses(db.sql, [{ patient_icn: icn(33), rx_number: '3000033', tracking_number: 'T33' }]);
+  await post(app, 'grouping');
+  const lost = await orphan(db.sql);
+  vaNotify.state.faults.latencyMs = 1_000;
+  const response = await app.inject({ method: 'POST', url: '/v1/jobs/send', headers: internalAuth });
+  t.equal(response.statusCode, 200, 'the run ends normally');
+  t.match(response.json(), { sent: 0, retried: 1 });
+  vaNotify.state.faults.latencyMs = 0;
+  const [email] = await db.sql`select state, lease_until > now() as leased from tracking_email where id = ${lost.id}`;
+  t.same(email, { state: 'sending', leased: true }, 'its claim expires, and it is looked up again');
+  t.equal(vaNotify.state.counters.sendsAccepted, 0, 'never sent without an answer to the lookup');
+  await vaNotify.whenIdle();
+});
+
+t.test('a 403 on an orphan\'s lookup pauses sending like a 403 on a send', async (t) => {
+  const { db, vaNotify, config } = await testApp(t);
+  await insertDispenses(db.sql, [{ patient_icn: icn(34), rx_number: '3000034', tracking_number: 'T34' }]);
+  await runGrouping({ sql: db.sql, config, log: createLogger('silent') });
+  await orphan(db.sql);
+  const refused = vaNotifyClientFromConfig(config, vaNotify.url, { ...sandboxDefaults, secret: 'not-the-sandbox-secret-0001' });
+  const result = await runSend({ sql: db.sql, config, vaNotify: refused, budget: createRateBudget(db.sql, 0), log: createLogger('silent') });
+  t.match(result, { paused: true, skipped: 1, failed: 0 });
+  const [email] = await db.sql`select state, attempts from tracking_email`;
+  t.same(email, { state: 'queued', attempts: 1 }, 'handed back; the lost claim keeps its attempt, this one is refunded');
+});
+
+t.test('an orphan VA Notify has no notification for, with every attempt used, fails unsent', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, { SEND_MAX_ATTEMPTS: '3' });
+  await insertDispenses(db.sql, [{ patient_icn: icn(35), rx_number: '3000035', tracking_number: 'T35' }]);
+  await post(app, 'grouping');
+  await orphan(db.sql, 3);
+  t.match(await post(app, 'send'), { sent: 0, failed: 1 });
+  const [email] = await db.sql`select state, state_reason from tracking_email`;
+  t.same(email, { state: 'failed', state_reason: 'gave up after 3 attempts: the last send was never confirmed and VA Notify has no notification for it' });
+  t.equal(vaNotify.state.counters.getsByReference, 1);
+  t.equal(vaNotify.state.counters.sendsAccepted, 0);
+});
+
+t.test('a sender whose lease ran out mid-run does not send what another sender claimed since', async (t) => {
+  // One request at a time, each answered after 1 s: the run's fifth email comes up about 4 s after
+  // its claim, past the claim's 3 s lease. A second sender claims the expired emails in between.
+  const { db, vaNotify, config } = await testApp(t, {
+    SEND_CONCURRENCY: '1',
+    SEND_LEASE_SECONDS: '3',
+    VA_NOTIFY_TIMEOUT_MS: '1500',
+    VA_NOTIFY_RATE_LIMIT_PER_MINUTE: '0',
+  });
+  const veterans = [40, 41, 42, 43, 44];
+  await insertDispenses(db.sql, veterans.map((v) => ({ patient_icn: icn(v), rx_number: `${4000000 + v}`, tracking_number: `T${v}` })));
+  const log = createLogger('silent');
+  await runGrouping({ sql: db.sql, config, log });
+  vaNotify.state.faults.latencyMs = 1_000;
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const budget = createRateBudget(db.sql, 0);
+
+  const first = runSend({ sql: db.sql, config, vaNotify: client, budget, log, instanceId: 'first' });
+  // Wait for the first run's claim to expire (measured from the claim itself, not from a clock here).
+  for (;;) {
+    const [row] = await db.sql`select count(*)::int as expired from tracking_email where state = 'sending' and leased_by = 'first' and lease_until < now()`;
+    if (row!.expired > 0) break;
+    await sleep(50);
+  }
+  const second = await runSend({ sql: db.sql, config, vaNotify: client, budget, log, instanceId: 'second' });
+  const firstResult = await first;
+  t.ok(second.sent + second.recovered >= 1, 'the second sender took over what the first had not started');
+  t.ok(firstResult.skipped >= 1, 'the first sender left those alone');
+  t.equal(firstResult.sent + second.sent + second.recovered, veterans.length);
+  await vaNotify.whenIdle();
+  const icns = [...vaNotify.state.notifications.values()].map((n) => n.recipientIdentifier?.id_value);
+  t.equal(icns.length, veterans.length, 'one send per email');
+  t.equal(new Set(icns).size, veterans.length, 'each veteran got one email');
+  const [states] = await db.sql`select count(*) filter (where state = 'sent')::int as sent, count(*)::int as emails from tracking_email`;
+  t.same(states, { sent: veterans.length, emails: veterans.length });
 });

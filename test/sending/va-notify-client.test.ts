@@ -112,7 +112,7 @@ t.test('classification of every answer VA Notify gives', async (t) => {
     { kind: 'rejected', status: 400, message: 'Missing personalisation: tracking_info' },
     { kind: 'unauthorized', status: 401, message: 'Unauthorized: authentication token must be provided' },
     { kind: 'unauthorized', status: 403, message: 'Invalid token: API key expired' },
-    { kind: 'rate_limited', status: 429, message: 'Exceeded rate limit for key type LIVE of 3000 requests per 60 seconds' },
+    { kind: 'rate_limited', status: 429, message: 'Exceeded rate limit for key type LIVE of 3000 requests per 60 seconds', daily: false },
     { kind: 'transient', status: 500, reason: 'HTTP 500: Internal server error' },
     { kind: 'transient', status: 503, reason: 'HTTP 503: Internal server error' },
   ]);
@@ -205,7 +205,7 @@ t.test('over the per-minute limit: rate_limited, retryable', async (t) => {
   t.equal((await client.sendEmail(email())).kind, 'accepted');
   t.equal((await client.sendEmail(email())).kind, 'accepted');
   const limited = await client.sendEmail(email());
-  t.same(limited, { kind: 'rate_limited', status: 429, message: 'Exceeded rate limit for key type LIVE of 2 requests per 60 seconds' });
+  t.same(limited, { kind: 'rate_limited', status: 429, message: 'Exceeded rate limit for key type LIVE of 2 requests per 60 seconds', daily: false });
   t.ok(isRetryable(limited));
 });
 
@@ -217,7 +217,7 @@ t.test('classifyOutcome on answers the sandbox does not give', async (t) => {
   t.same(classifyOutcome('send', { status: 408, text: '' }), { kind: 'transient', status: 408, reason: 'HTTP 408' });
   t.same(classifyOutcome('send', { status: 302, text: '' }), { kind: 'transient', status: 302, reason: 'unexpected HTTP 302' });
   t.same(classifyOutcome('send', { status: 429, text: '{"status_code":429,"errors":[{"error":"TooManyRequestsError","message":"Exceeded send limits (1000) for today"}]}' }), {
-    kind: 'rate_limited', status: 429, message: 'Exceeded send limits (1000) for today',
+    kind: 'rate_limited', status: 429, message: 'Exceeded send limits (1000) for today', daily: true,
   });
   t.same(classifyOutcome('list', { status: 200, text: '{"notifications":[],"links":{}}' }), {
     kind: 'accepted', status: 200, notificationId: null, body: { notifications: [], links: {} },
