@@ -28,7 +28,7 @@ export type AckCode = 'AA' | 'AE' | 'AR';
 /** What the ACK needs from a message's MSH, as raw (still encoded) field text. */
 export interface Hl7Header {
   encoding: Hl7Encoding;
-  /** MSH-2 exactly as sent (four or five characters). */
+  /** MSH-2 exactly as sent (four or five characters); `^~\&` when MSH-2 cannot be read. */
   encodingCharacters: string;
   sendingApplication: string;
   sendingFacility: string;
@@ -44,7 +44,10 @@ export interface Hl7Header {
 export interface Hl7MessageResult {
   /** Position of the message in the body, from 0. */
   index: number;
-  /** Undefined when the MSH itself could not be read. */
+  /**
+   * Undefined when MSH-1 could not be read. When only MSH-2 could not, what the ACK echoes, read by
+   * splitting on MSH-1, in the standard encoding characters ({@link unreadableEncodingHeader}).
+   */
   header: Hl7Header | undefined;
   dispenses: DispenseRecord[];
   /** Why the message (or one of its dispenses) could not be used; empty when all is well. */
@@ -330,11 +333,36 @@ function reject(index: number, header: Hl7Header | undefined, error: string): Hl
   return { index, header, dispenses: [], errors: [error], ack: 'AR' };
 }
 
+/**
+ * The header of a message whose MSH-2 cannot be read, for its AR: MSH-1 is known (the splitter takes
+ * a line for a header only then), so MSH-10 is found by splitting on it, and the sender can match
+ * the AR to its message. The message's own encoding characters are not known, so the ACK is written
+ * in the standard ones, each echoed field escaped for them: the sender reads back the text it sent
+ * between its separators. Undefined when MSH-1 is not usable either.
+ */
+function unreadableEncodingHeader(headerLine: string): Hl7Header | undefined {
+  if (!isHeaderLine(headerLine, 'MSH')) return undefined;
+  const fields = headerLine.split(headerLine[3]!, 12);
+  // fields[0] is `MSH` and MSH-1 is the separator itself, so MSH-n is fields[n - 1].
+  const asSent = (n: number) => escapeHl7(fields[n - 1] ?? '', standardEncoding);
+  return {
+    encoding: standardEncoding,
+    encodingCharacters: '^~\\&',
+    sendingApplication: asSent(3),
+    sendingFacility: asSent(4),
+    messageType: '',
+    triggerEvent: '',
+    controlId: asSent(10),
+    processingId: asSent(11),
+    version: asSent(12),
+  };
+}
+
 /** Parses one message's segment lines; `times` carries MSH-7 from a body's previous message. Never throws. */
 export function parseHl7Message(lines: string[], index = 0, times = new MessageTimes()): Hl7MessageResult {
   const headerLine = lines[0] ?? '';
   const read = readEncoding(headerLine);
-  if ('error' in read) return reject(index, undefined, read.error);
+  if ('error' in read) return reject(index, unreadableEncodingHeader(headerLine), read.error);
   const { encoding, characters } = read;
   const msh = new Hl7Segment(headerLine.trimEnd(), encoding);
   // The ACK's echo of MSH fields is of the line as sent.

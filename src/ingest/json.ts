@@ -69,6 +69,10 @@ function eventErrors(event: unknown, index: number): EventError[] {
   const errors = [...byField].map(([field, message]) => ({ index, field, message }));
   if (errors.length > 0) return errors;
   const valid = event as DispenseEvent;
+  // Both are trimmed when stored, and both identify the event: one of spaces only passes minLength
+  // but would be stored as '' and emailed as "Prescription ending in ".
+  if (valid.prescription.rxNumber.trim() === '') errors.push({ index, field: 'prescription.rxNumber', message: 'blank: white space only' });
+  if (valid.trackingNumber.trim() === '') errors.push({ index, field: 'trackingNumber', message: 'blank: white space only' });
   for (const field of ['dispensedAt', 'shippedAt'] as const) {
     const text = valid[field];
     if (text !== undefined && Number.isNaN(Date.parse(text))) errors.push({ index, field, message: 'not a real date and time' });

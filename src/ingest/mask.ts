@@ -60,16 +60,41 @@ function maskPid(body: string, start: number, end: number, enc: Hl7Encoding, mas
   }
 }
 
+/**
+ * Masks every run of nine or more digits in body[start, end): the PID lines under a header whose
+ * encoding characters cannot be read. Such a header's delimiters are not known, and neither is its
+ * MSH-1 to be trusted: `MSH^~\&|…` (MSH-1 left out) reads as field separator `^`, and PID fields cut
+ * at `^` would miss the SSN in `PID|||666001234^^^USSSA^SS`. An SSN is nine digits whichever
+ * delimiters the sender meant; a longer run is masked whole, in case the broken header made a digit
+ * a delimiter beside it; written `ddd-dd-dddd` it is masked anywhere by maskPatterns. What else this
+ * masks (an ICN's ten digits, a phone number, a date and time) is in a message that is answered AR
+ * and yields no dispense, so nothing the service uses is lost.
+ */
+function maskDigitRuns(body: string, start: number, end: number, maskRange: MaskRange): void {
+  let runStart = -1;
+  for (let i = start; i <= end; i++) {
+    const code = i < end ? body.charCodeAt(i) : -1;
+    if (code >= 48 && code <= 57) {
+      if (runStart === -1) runStart = i;
+    } else if (runStart !== -1) {
+      if (i - runStart >= 9) maskRange(runStart, i);
+      runStart = -1;
+    }
+  }
+}
+
 /** What may precede a segment name on its line: white space, a byte-order mark, MLLP framing. */
 const leadingNoise = /[\s\uFEFF\x0b\x1c]*/y;
 
 /**
- * Masks SSNs in HL7 segments, honouring the encoding characters of each MSH (or FHS/BHS) header.
+ * Masks SSNs in HL7 segments, honouring the encoding characters of each MSH (or FHS/BHS) header;
+ * under a header whose encoding characters cannot be read, by {@link maskDigitRuns}.
  * The body is scanned, not split: only header lines are cut out of it, and a 1,000-message file
  * comes back as the same string when it holds nothing to mask.
  */
 function maskHl7(body: string): string {
-  let encoding = standardEncoding;
+  // Undefined after a header whose encoding characters cannot be read, until one that can be.
+  let encoding: Hl7Encoding | undefined = standardEncoding;
   let masked = '';
   let copiedTo = 0;
   const maskRange: MaskRange = (from, to) => {
@@ -85,11 +110,15 @@ function maskHl7(body: string): string {
     start = lineBreaks.nextStart(end);
     // A line of noise only: nothing to mask or read.
     if (at === end) continue;
-    if (body.startsWith('PID', at) && body[at + 3] === encoding.field) {
-      maskPid(body, at, end, encoding, maskRange);
+    if (body.startsWith('PID', at)) {
+      if (encoding === undefined) maskDigitRuns(body, at, end, maskRange);
+      else if (body[at + 3] === encoding.field) maskPid(body, at, end, encoding, maskRange);
     } else if (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at)) {
+      // Also when MSH-1 is a letter, a digit or a space, which the parser reads as a segment of the
+      // message before, not as a header: the delimiters of the PID lines that follow are as unknown,
+      // and in a message that malformed, masking too much is the safe way to be wrong.
       const read = readEncoding(body.slice(at, end));
-      if (!('error' in read)) encoding = read.encoding;
+      encoding = 'error' in read ? undefined : read.encoding;
     }
   }
   return copiedTo === 0 ? body : masked + body.slice(copiedTo);

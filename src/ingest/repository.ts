@@ -57,11 +57,40 @@ export function textArrayLiteral(values: readonly (string | null)[]): string {
   return `${literal}}`;
 }
 
+/**
+ * One copy of each event of a body, in the order each event first came: Postgres refuses to update
+ * a row twice in one statement. The copy is the first, unless a later copy corrects it by the rule
+ * {@link upsertDispenses} applies to a stored row (it was unprocessable, the later copy is not), so a
+ * correction later in the same body is taken as it would be from a later request; every other later
+ * copy is a duplicate. Both the insert and the reading of what it stored ({@link storedRecords}) pick
+ * copies here, so that each message is credited with the copy that was stored.
+ */
+function distinctEvents(dispenses: readonly DispenseRecord[]): DispenseRecord[] {
+  const at = new Map<string, number>();
+  const kept: DispenseRecord[] = [];
+  for (const d of dispenses) {
+    const key = dispenseKey(d);
+    const i = at.get(key);
+    if (i === undefined) {
+      at.set(key, kept.length);
+      kept.push(d);
+    } else if (corrects(d, kept[i]!)) {
+      kept[i] = d;
+    }
+  }
+  return kept;
+}
+
+/** The upsert's conflict rule, for two copies of an event in one body. */
+function corrects(later: DispenseRecord, kept: DispenseRecord): boolean {
+  return kept.state === 'unprocessable' && later.state !== 'unprocessable';
+}
+
 /** A body's dispenses as the columns of one insert statement. */
 export interface DispenseRows {
   /** The events given, second copies of one event included. */
   events: number;
-  /** Distinct events (the first copy of each), in the order given. */
+  /** Distinct events (one copy of each, as {@link distinctEvents} picks it), in the order first given. */
   distinct: number;
   /** The distinct events by state. */
   byState: Record<DispenseState, number>;
@@ -77,18 +106,9 @@ export interface DispenseRows {
  * answering the body needs, is built before the wait; a few strings survive it instead.
  */
 export function dispenseRows(dispenses: readonly DispenseRecord[]): DispenseRows {
-  // One row per event key: Postgres refuses to update a row twice in one statement, and the second
-  // copy of an event in one request is a duplicate anyway.
-  const seen = new Set<string>();
-  const rows: DispenseRecord[] = [];
+  const rows = distinctEvents(dispenses);
   const byState: Record<DispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
-  for (const d of dispenses) {
-    const key = dispenseKey(d);
-    if (seen.has(key)) continue;
-    seen.add(key);
-    rows.push(d);
-    byState[d.state]++;
-  }
+  for (const d of rows) byState[d.state]++;
   // Times travel as milliseconds since the epoch: Postgres reads a number faster than an ISO string,
   // and Node writes one faster.
   const column = (pick: (d: DispenseRecord) => string | number | Date | null) =>
@@ -211,7 +231,8 @@ async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows
 /**
  * The same rows, each conflict with a stored event resolved: left alone, or taken as the correction
  * of an unprocessable one. RETURNING lists only the rows this statement created or corrected, so
- * the rest are the duplicates.
+ * the rest are the duplicates. The conflict rule is also {@link corrects}, for copies in one body:
+ * the two change together.
  */
 async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<StoredDispenses> {
   const [result] = await sql<{ stored: number; pending: number; cancelled: number; unprocessable: number; stored_keys: [string, string, number, string][] | null }[]>`
@@ -250,20 +271,13 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
 
 /**
  * The given records a statement stored, from its {@link StoredDispenses}: every one when it stored
- * every event, else those whose key it stored, the first copy only where one event came twice.
+ * every event, else those whose key it stored, only the copy {@link distinctEvents} put in the
+ * statement where one event came twice.
  */
 export function storedRecords(dispenses: readonly DispenseRecord[], result: StoredDispenses): Set<DispenseRecord> {
   if (result.storedKeys === null) return new Set(dispenses);
-  const stored = new Set<DispenseRecord>();
-  const claimed = new Set<string>();
-  for (const d of dispenses) {
-    const key = dispenseKey(d);
-    if (result.storedKeys.has(key) && !claimed.has(key)) {
-      claimed.add(key);
-      stored.add(d);
-    }
-  }
-  return stored;
+  const keys = result.storedKeys;
+  return new Set(distinctEvents(dispenses).filter((d) => keys.has(dispenseKey(d))));
 }
 
 /**

@@ -63,7 +63,8 @@ t.test('what is not a usable dispense message is answered AR or AE with the reas
     msh('R-5'), pid, 'ORC|RE|1', rxd('108', '1Z6'),
   ].join('\r'));
   if (result.kind !== 'hl7') throw new Error('expected HL7');
-  t.same(result.messages.map((m) => [m.ack, m.header?.controlId ?? null]), [['AR', 'R-1'], ['AE', 'R-2'], ['AR', null], ['AE', 'R-4'], ['AA', 'R-5']]);
+  // The third has no MSH-10 to echo: its header is read by MSH-1 alone, and holds nothing there.
+  t.same(result.messages.map((m) => [m.ack, m.header?.controlId ?? null]), [['AR', 'R-1'], ['AE', 'R-2'], ['AR', ''], ['AE', 'R-4'], ['AA', 'R-5']]);
   t.match(result.messages[0]?.errors, [/ADT\^A08 is not a dispense message/]);
   t.match(result.messages[1]?.errors, [/no RXD segment/]);
   t.match(result.messages[2]?.errors, [/encoding characters/]);
@@ -104,4 +105,22 @@ t.test('an ACK echoes the message type’s trigger, the control id and the versi
   const [message] = messagesOf([msh('A^1', 'RDS^O13^RDS_O13'), pid, rxd('109', '1Z7')].join('\r'));
   const ack = buildAck({ header: message?.header, code: 'AE', text: 'a|b', controlId: '9-1', now: new Date('2026-05-14T16:05:12Z') });
   t.equal(ack, 'MSH|^~\\&|RX-TRACKING-EMAIL|VA|CMOP|521|20260514160512+0000||ACK^O13^ACK|9-1|P|2.5\rMSA|AE|A^1|a\\F\\b\r');
+});
+
+t.test('an AR for a message whose MSH-2 cannot be read echoes its MSH-10, read by splitting on MSH-1', async (t) => {
+  const now = new Date('2026-05-14T16:05:12Z');
+  const ackOf = (body: string) => {
+    const [message] = messagesOf(body);
+    t.equal(message?.ack, 'AR');
+    return buildAck({ header: message?.header, code: 'AR', text: message?.errors.join('; ') ?? '', controlId: '9-1', now });
+  };
+  t.equal(
+    ackOf('MSH|~^&|PSO|521|MHV|MHV|20260514||RRD~O14|BAD-1|T|2.4\rPID|||1000000123V456789~~~USVHA~NI'),
+    'MSH|^~\\&|RX-TRACKING-EMAIL|VA|PSO|521|20260514160512+0000||ACK^ACK|9-1|T|2.4\r' +
+      'MSA|AR|BAD-1|MSH-2 must hold the four encoding characters (component, repetition, escape, subcomponent)\r',
+    'three encoding characters: answered in the standard ones, MSH-10 in MSA-2',
+  );
+  t.match(ackOf('MSH#^~\\#CMOP#521#MHV#MHV#20260514##RDS^O13#BAD-2#P#2.5\rPID###1012345678V123456^^^USVHA^NI'), /\rMSA\|AR\|BAD-2\|MSH-2 must hold/, '`#` as MSH-1');
+  t.match(ackOf('MSH|^^\\&|CMOP|521|MHV|MHV|20260514||RDS^O13|BAD-3|P|2.5'), /\rMSA\|AR\|BAD-3\|MSH-1\/MSH-2 encoding characters must be distinct/, 'encoding characters repeated');
+  t.match(ackOf('MSH#^~\\#CMOP#521#MHV#MHV#20260514##RDS^O13#B|4^x\\y&z#P#2.5'), /\rMSA\|AR\|B\\F\\4\\S\\x\\E\\y\\T\\z\|/, 'MSH-10 as sent, escaped for the ACK');
 });

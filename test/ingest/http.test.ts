@@ -215,3 +215,54 @@ t.test('a body of new and already stored events says which were already received
     ['8200001', 'A'], ['8200002', 'B'], ['8200003', 'C'], ['8200004', 'D'],
   ], 'a duplicate keeps the event first stored');
 });
+
+t.test('JSON with an Rx number or tracking number of white space only: rejected naming the field, body kept', async (t) => {
+  const { app, db } = await testApp(t);
+  const body = [
+    event({ trackingNumber: '   ' }),
+    event({ trackingNumber: 'T-2', prescription: { rxNumber: ' ', fillNumber: 1 } }),
+    event({ trackingNumber: '\t', prescription: { rxNumber: '\n', fillNumber: 1 } }),
+    event({ trackingNumber: ' T-4 ', prescription: { rxNumber: ' 7004999 ', fillNumber: 1 } }),
+  ];
+  const response = await postDispenses(app, JSON.stringify(body), 'application/json');
+  t.equal(response.statusCode, 200, 'the last event was accepted');
+  const summary = response.json();
+  t.match(summary, { received: 4, inserted: 1, duplicates: 0, rejected: 3 });
+  t.same(
+    summary.errors.map((e: { index: number; field: string; message: string }) => [e.index, e.field, e.message]),
+    [
+      [0, 'trackingNumber', 'blank: white space only'],
+      [1, 'prescription.rxNumber', 'blank: white space only'],
+      [2, 'prescription.rxNumber', 'blank: white space only'],
+      [2, 'trackingNumber', 'blank: white space only'],
+    ],
+  );
+  const rows = await db.sql`select rx_number, tracking_number from medication_dispense`;
+  t.same([...rows], [{ rx_number: '7004999', tracking_number: 'T-4' }], 'values around white space are trimmed, as before');
+  const [inbound] = await db.sql`select body, outcome, message_count, error from inbound_message`;
+  t.match(inbound, { body: JSON.stringify(body), outcome: 'partial', message_count: 4 });
+  t.match(inbound?.error, /event\[0\]\.trackingNumber: blank[\s\S]*event\[1\]\.prescription\.rxNumber: blank/);
+
+  const alone = await postDispenses(app, JSON.stringify(event({ trackingNumber: '   ' })), 'application/json');
+  t.equal(alone.statusCode, 400, 'a body with no other event is refused');
+  t.match(alone.json(), { received: 1, inserted: 0, rejected: 1, errors: [{ index: 0, field: 'trackingNumber' }] });
+  t.same(await counts(db.sql), { inbound: 2, dispenses: 1 });
+});
+
+t.test('a message whose MSH-2 cannot be read is answered AR with its MSH-10 in MSA-2', async (t) => {
+  const { app, db } = await testApp(t);
+  const body = [
+    'MSH|~^&|PSO|521|MHV|MHV|20260514||RRD~O14|BAD-1|P|2.4',
+    'PID|||1000000123V456789~~~USVHA~NI',
+    'MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|GOOD-1|P|2.5',
+    'PID|||1012345678V123456^^^USVHA^NI',
+    'ORC|RE|521-8400001-1',
+    'RXD|1|00093718098^SIMVASTATIN 40MG TAB^NDC|20260514102210|90|TAB||8400001||||||1Z9999990384000001',
+  ].join('\r');
+  const response = await postDispenses(app, body, 'application/hl7-v2');
+  t.equal(response.statusCode, 200);
+  t.same(readAcks(response.body).map((a) => [a.controlId, a.code]), [['BAD-1', 'AR'], ['GOOD-1', 'AA']]);
+  t.match(response.body, /^MSH\|\^~\\&\|RX-TRACKING-EMAIL\|VA\|PSO\|521\|\d{14}\+0000\|\|ACK\^ACK\|\d+-1\|P\|2\.4\r/, 'answered in the standard encoding characters');
+  const [inbound] = await db.sql`select outcome, error from inbound_message`;
+  t.match(inbound, { outcome: 'partial', error: /^message 1 \(BAD-1\) AR: MSH-2 must hold/ });
+});

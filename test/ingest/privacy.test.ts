@@ -69,3 +69,33 @@ t.test('ingest logs carry no ICN, name, SSN or full Rx number', async (t) => {
   ];
   for (const secret of secrets) t.notOk(logs.text.includes(secret), `${secret} is not in the logs`);
 });
+
+t.test('under a header whose encoding characters cannot be read, no SSN is stored', async (t) => {
+  const { app, db } = await testApp(t);
+  const bodies = [
+    // Three encoding characters: the PID's delimiters are VistA's, the header's cannot be known.
+    'MSH|~^&|PSO|521|MHV|MHV|20260514||RRD~O14|BAD-1|P|2.4\rPID|||1000000123V456789~~~USVHA~NI^666001234~~~USSSA~SS\rRXD|1|X~Y~L|20260514||||200||||||94001',
+    // `#` as the field separator, and three encoding characters.
+    'MSH#^~\\#CMOP#521#MHV#MHV#20260514##RDS^O13#BAD-2#P#2.5\rPID###666001234^^^USSSA^SS\rRXD#1#X^Y^L#20260514####201######94002',
+    // MSH-1 left out: `^` reads as the field separator, so PID fields cut at it would miss the SSN.
+    'MSH^~\\&|CMOP|521|MHV|MHV|20260514||RDS^O13|BAD-3|P|2.5\rPID|||666009876^^^USSSA^SS||||||||||||||||666004321',
+    // A readable header after a bad one: masked by its own encoding again, the DFN kept.
+    'MSH|^~\\&&|CMOP|521\rPID|||666001234^^^USSSA^SS\r' +
+      'MSH|^~\\&|CMOP|521|MHV|MHV|20260514||RDS^O13|GOOD-1|P|2.5\rPID|||1012345678V123456^^^USVHA^NI~666009876^^^USSSA^SS~7172676^^^USVHA^PI\r' +
+      'ORC|RE|521-202-1\rRXD|1|X^Y^L|20260514|1|||202||||||94003',
+  ];
+  for (const body of bodies) {
+    const response = await postDispenses(app, body, 'application/hl7-v2');
+    t.ok(response.statusCode === 200 || response.statusCode === 400, `answered (${response.statusCode})`);
+  }
+  const stored = await db.sql<{ body: string }[]>`select body from inbound_message order by id`;
+  t.equal(stored.length, bodies.length, 'every body is kept');
+  const dump = await dumpDatabase(db.sql);
+  for (const ssn of sampleSsns) t.notOk(dump.includes(ssn), `SSN ${ssn} is in no table`);
+  t.equal(stored[0]?.body, bodies[0]!.replace('1000000123V456789', 'XXXXXXXXXV456789').replace('^666001234~', '^XXXXXXXXX~'), 'every run of nine or more digits in the PID is masked, the rest as received');
+  t.match(stored[1]?.body, /\rPID###XXXXXXXXX\^\^\^USSSA\^SS\r/, 'with `#` as the field separator too');
+  t.match(stored[2]?.body, /\rPID\|\|\|XXXXXXXXX\^\^\^USSSA\^SS\|{16}XXXXXXXXX$/);
+  t.match(stored[3]?.body, /1012345678V123456\^\^\^USVHA\^NI~XXXXXXXXX\^\^\^USSSA\^SS~7172676\^\^\^USVHA\^PI\r/, 'the readable message is masked as usual');
+  const [dispense] = await db.sql`select patient_icn, state from medication_dispense`;
+  t.same(dispense, { patient_icn: '1012345678V123456', state: 'pending' }, 'and its dispense is stored');
+});

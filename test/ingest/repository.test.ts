@@ -121,3 +121,20 @@ t.test('new events are inserted as they are; an event stored before is a duplica
   const rows = await sql<{ rx_number: string; state: string }[]>`select rx_number, state from medication_dispense order by rx_number`;
   t.same(rows.map((r) => [r.rx_number, r.state]), [['1', 'pending'], ['2', 'cancelled'], ['3', 'pending'], ['4', 'pending']]);
 });
+
+t.test('two copies of an event in one call: a later copy that corrects an unprocessable one is the copy stored', async (t) => {
+  const { sql } = await testDatabase(t);
+  const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
+  const noIcn = dispense('1', { patientIcn: null, state: 'unprocessable', stateReason: 'no ICN', messageControlId: 'first' });
+  const corrected = dispense('1', { messageControlId: 'second' });
+  const late = dispense('1', { patientIcn: null, state: 'unprocessable', stateReason: 'no ICN', messageControlId: 'third' });
+  const again = dispense('1', { messageControlId: 'fourth' });
+  const rows = dispenseRows([noIcn, corrected, late, again]);
+  t.same({ events: rows.events, distinct: rows.distinct, byState: rows.byState }, { events: 4, distinct: 1, byState: { pending: 1, cancelled: 0, unprocessable: 0 } });
+
+  const result = await insertDispenses(sql, body, [noIcn, corrected, late, again]);
+  t.same([...result.stored], [corrected], 'the stored copy is the one credited');
+  t.same(result.insertedByState, { pending: 1, cancelled: 0, unprocessable: 0 });
+  const stored = await sql<{ state: string; message_control_id: string }[]>`select state, message_control_id from medication_dispense`;
+  t.same(stored.map((r) => [r.state, r.message_control_id]), [['pending', 'second']]);
+});
