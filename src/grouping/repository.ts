@@ -135,10 +135,14 @@ export async function groupReadyDispenses(
              for update skip locked) d
     ),
     packages as (
-      select email_id, patient_icn, tracking_number, min(carrier) as carrier,
+      -- A package's carrier is the one its fills name: fills of one package can come in different
+      -- messages, one of them without a carrier (UNK), which must not hide the carrier's name and
+      -- tracking link ('UNK' sorts before 'UPS' and 'USPS'). The same choice as the AAL detail's
+      -- (sql/012_aal_event_late_delivery_and_carrier.sql); Postgres computes the aggregate once.
+      select email_id, patient_icn, tracking_number, coalesce(min(carrier) filter (where carrier <> 'UNK'), 'UNK') as carrier,
              min(shipped_at) as first_shipped_at, max(shipped_at) as last_shipped_at,
              count(*) as prescriptions, max(mhv_correlation_id) as mhv_correlation_id, array_agg(id) as dispense_ids,
-             package_heading(min(carrier), tracking_number) || E'\n' ||
+             package_heading(coalesce(min(carrier) filter (where carrier <> 'UNK'), 'UNK'), tracking_number) || E'\n' ||
                string_agg(prescription_line(rx_number, drug_name, ${p.includeDrugNames}), E'\n'
                           order by rx_number, fill_number) as block
         from claimed

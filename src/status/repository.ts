@@ -76,7 +76,7 @@ const NOTIFICATION_LOCK = AdvisoryLock.notification;
 const messages: Record<StatusOutcome, string> = {
   applied: 'notification status applied',
   duplicate: 'duplicate status event ignored',
-  stale: 'late status event ignored',
+  stale: 'late status event: the newer status stays',
   pending_notification: 'status event kept until its notification is stored',
   unrecognised: 'unrecognised notification status kept, not applied',
 };

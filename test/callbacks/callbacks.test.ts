@@ -75,7 +75,7 @@ t.test('VA Notify callbacks', async (t) => {
     t.equal((await notificationRow(sql, id)).status, 'delivered');
     t.equal((await emailRow(sql, emailId)).state, 'delivered');
     t.equal((await eventsOf(sql, id)).length, 2, 'the late event is kept');
-    t.match(logs.text, /late status event ignored/);
+    t.match(logs.text, /late status event: the newer status stays/);
   });
 
   t.test('callbacks posted together: one refused answers alone, the others 200', async (t) => {
@@ -122,6 +122,32 @@ t.test('VA Notify callbacks', async (t) => {
     const email = await emailRow(sql, emailId);
     t.same([email.state, email.state_reason], ['permanent_failure', 'Undeliverable - Unable to deliver']);
     t.equal((await aalEventsOf(sql, emailId)).length, 1);
+  });
+
+  // The reverse order of the test above: the delivered callback was answered 5xx and VA Notify
+  // retried it after the bounce had arrived. The end is the same, AAL event included.
+  t.test('a delivered retried after its bounce: the bounce stays, the AAL event is written once', async (t) => {
+    const emailId = await insertEmail(sql);
+    await insertDispenses(sql, emailId, [{ rxNumber: '2719099', trackingNumber: '1Z9999990399999999', carrier: 'UPS' }]);
+    const id = await insertNotification(sql, emailId);
+    const bounce = await post(callbackBody(id, {
+      status: 'permanent-failure',
+      completed_at: '2026-05-14T13:40:02.000001Z',
+      status_reason: 'Undeliverable - Unable to deliver',
+    }));
+    t.equal(bounce.statusCode, 200);
+    t.equal((await aalEventsOf(sql, emailId)).length, 0, 'a bounce alone is no delivery');
+    t.equal((await post(callbackBody(id))).statusCode, 200);
+    t.equal((await post(callbackBody(id))).statusCode, 200, 'retried once more');
+    const notification = await notificationRow(sql, id);
+    t.same([notification.status, notification.status_reason], ['permanent-failure', 'Undeliverable - Unable to deliver']);
+    const email = await emailRow(sql, emailId);
+    t.same([email.state, email.state_reason], ['permanent_failure', 'Undeliverable - Unable to deliver']);
+    const aal = await aalEventsOf(sql, emailId);
+    t.same(
+      aal.map((a) => [a.notification_id, a.completion_time.toISOString(), a.detail_value, a.state]),
+      [[id, '2026-05-14T13:22:41.654Z', 'Packages: UPS 1Z9999990399999999 (Rx ending 9099)', 'pending']],
+    );
   });
 
   t.test('a callback before the notification id is stored is kept and applied with it', async (t) => {

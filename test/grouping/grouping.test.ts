@@ -75,6 +75,32 @@ t.test('USPS and DHL links; drug names only when configured', async (t) => {
   );
 });
 
+// A package's fills can come from different messages, one naming the carrier and one not (a missing
+// ZR2 is UNK): the package is its known carrier's, with that carrier's tracking link.
+t.test('a package named by its known carrier when another of its fills came without one', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: '1Z9999990312345678', carrier: 'UNK' },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: '1Z9999990312345678', carrier: 'UPS' },
+    { patient_icn: icn(1), rx_number: '1000003', tracking_number: '9400100000000000000012', carrier: 'USPS' },
+    { patient_icn: icn(1), rx_number: '1000004', tracking_number: '9400100000000000000012', carrier: 'UNK' },
+    { patient_icn: icn(1), rx_number: '1000005', tracking_number: 'ABC123', carrier: 'UNK' },
+  ]);
+  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 5, dispensesExcluded: 0, skipped: false });
+  const [email] = await sql`select package_count, prescription_count, personalisation from tracking_email`;
+  t.equal(email!.package_count, 3);
+  t.equal(email!.prescription_count, 5);
+  t.equal(
+    email!.personalisation.tracking_info,
+    // Same shipment time: ordered by tracking number.
+    '**UPS** tracking number: [1Z9999990312345678](https://www.ups.com/track?tracknum=1Z9999990312345678)\n' +
+      '- Prescription ending in 0001\n- Prescription ending in 0002\n\n' +
+      '**USPS** tracking number: [9400100000000000000012](https://tools.usps.com/go/TrackConfirmAction?tLabels=9400100000000000000012)\n' +
+      '- Prescription ending in 0003\n- Prescription ending in 0004\n\n' +
+      '**Carrier not provided** tracking number: ABC123\n- Prescription ending in 0005',
+  );
+});
+
 t.test('waits for a quiet period, but not longer than the maximum wait', async (t) => {
   const { sql } = await testDatabase(t);
   await insertDispenses(sql, [

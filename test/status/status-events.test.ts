@@ -7,7 +7,7 @@ import {
   PREFERENCES_DECLINED_REASON,
   normaliseStatus,
 } from '../../src/status/notification-status.ts';
-import { applyPendingStatusEvents, recordStatusEvent, type StatusEvent } from '../../src/status/repository.ts';
+import { applyPendingStatusEvents, recordStatusEvent, recordStatusEvents, type StatusEvent } from '../../src/status/repository.ts';
 import { testDatabase } from '../helpers/database.ts';
 import {
   aalEventsOf,
@@ -75,6 +75,83 @@ t.test('status events against a real database', async (t) => {
     const [time] = await sql<{ completion: string }[]>`
       select to_char(completion_time at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as completion from aal_event where tracking_email_id = ${emailId}`;
     t.equal(time?.completion, '2026-05-14T13:22:41.654321', "completion_time is VA Notify's completed_at, to the microsecond");
+  });
+
+  // VA Notify orders nothing: a `delivered` callback answered 5xx is retried, and its hard bounce
+  // can be recorded first. Whichever arrives first, the email was delivered once and its AAL event
+  // is written once; the notification and the email end with the bounce.
+  t.test('a delivery and its later bounce give one AAL event in either arrival order', async (t) => {
+    const bounceReason = 'Undeliverable - Unable to deliver';
+    const bounce = (id: string) => delivered(id, { status: 'permanent-failure', statusReason: bounceReason, completedAt: '2026-05-14T13:40:02.000001Z' });
+    const endState = async (emailId: string, id: string) => {
+      const notification = await notificationRow(sql, id);
+      const email = await emailRow(sql, emailId);
+      const aal = await aalEventsOf(sql, emailId);
+      return {
+        notification: [notification.status, notification.status_reason, notification.completed_at?.toISOString()],
+        email: [email.state, email.state_reason],
+        aal: aal.map((a) => [a.notification_id === id, a.completion_time.toISOString(), a.detail_value, a.state]),
+      };
+    };
+    // Each email its own fill: a dispense event is unique across emails.
+    const emailWithPackage = async (rxNumber: string) => {
+      const emailId = await insertEmail(sql);
+      await insertDispenses(sql, emailId, [{ rxNumber, trackingNumber: '1Z9999990312345678', carrier: 'UPS' }]);
+      return { emailId, id: await insertNotification(sql, emailId) };
+    };
+    const expected = (rxNumber: string) => ({
+      notification: ['permanent-failure', bounceReason, '2026-05-14T13:40:02.000Z'],
+      email: ['permanent_failure', bounceReason],
+      aal: [[true, '2026-05-14T13:22:41.654Z', `Packages: UPS 1Z9999990312345678 (Rx ending ${rxNumber.slice(-4)})`, 'pending']],
+    });
+
+    const inOrder = await emailWithPackage('4410001');
+    t.same(await recordStatusEvent(sql, delivered(inOrder.id), callback), { outcome: 'applied', aalEventCreated: true });
+    t.same(await recordStatusEvent(sql, bounce(inOrder.id), callback), { outcome: 'applied', aalEventCreated: false });
+    t.same(await endState(inOrder.emailId, inOrder.id), expected('4410001'), 'delivered, then the bounce');
+
+    const reversed = await emailWithPackage('4410002');
+    t.same(await recordStatusEvent(sql, bounce(reversed.id), callback), { outcome: 'applied', aalEventCreated: false });
+    t.same(await recordStatusEvent(sql, delivered(reversed.id), callback), { outcome: 'stale', aalEventCreated: true },
+      'the late delivered leaves the status to the bounce and writes the AAL event');
+    t.same(await endState(reversed.emailId, reversed.id), expected('4410002'), 'the bounce, then the retried delivered: the same end');
+
+    // Callbacks that arrive together go through record_status_events (sql/008), in arrival order
+    // for one notification.
+    const batched = await emailWithPackage('4410003');
+    const results = await recordStatusEvents(sql, [{ event: bounce(batched.id) }, { event: delivered(batched.id) }], callback);
+    t.same(results, [{ outcome: 'applied', aalEventCreated: false }, { outcome: 'stale', aalEventCreated: true }]);
+    t.same(await endState(batched.emailId, batched.id), expected('4410003'), 'both in one batch, the bounce first: the same end');
+  });
+
+  t.test('after a bounce, a delivered arriving again or reported twice still gives exactly one AAL event', async (t) => {
+    const emailId = await insertEmail(sql);
+    const id = await insertNotification(sql, emailId);
+    await recordStatusEvent(sql, delivered(id, { status: 'permanent-failure', completedAt: '2026-05-14T13:40:02.000001Z' }), callback);
+    t.same(await recordStatusEvent(sql, delivered(id), callback), { outcome: 'stale', aalEventCreated: true });
+    t.same(await recordStatusEvent(sql, delivered(id), callback), { outcome: 'duplicate', aalEventCreated: false }, 'VA Notify retries it once more');
+    t.same(await recordStatusEvent(sql, delivered(id), poll), { outcome: 'duplicate', aalEventCreated: false }, 'the poll reads it too');
+    // Another delivered report with its own completion time, also older than the bounce: stale again,
+    // and the email's one AAL event is already written.
+    t.same(await recordStatusEvent(sql, delivered(id, { completedAt: '2026-05-14T13:23:00Z' }), callback), { outcome: 'stale', aalEventCreated: false });
+    const aal = await aalEventsOf(sql, emailId);
+    t.equal(aal.length, 1);
+    t.equal(aal[0]?.completion_time.toISOString(), '2026-05-14T13:22:41.654Z', 'the first delivered report names the completion time');
+    t.equal((await notificationRow(sql, id)).status, 'permanent-failure');
+    t.equal((await emailRow(sql, emailId)).state, 'permanent_failure');
+  });
+
+  t.test('a package with a known carrier on one fill and UNK on another is listed once, by its carrier', async (t) => {
+    const emailId = await insertEmail(sql);
+    await insertDispenses(sql, emailId, [
+      { rxNumber: '5520100', trackingNumber: '1Z9999990312345678', carrier: 'UNK' },
+      { rxNumber: '5520043', trackingNumber: '1Z9999990312345678', carrier: 'UPS' },
+      { rxNumber: '5504512', trackingNumber: 'ABC123', carrier: 'UNK' },
+    ]);
+    const id = await insertNotification(sql, emailId);
+    await recordStatusEvent(sql, delivered(id), callback);
+    const [aal] = await aalEventsOf(sql, emailId);
+    t.equal(aal?.detail_value, 'Packages: UNK ABC123 (Rx ending 4512); UPS 1Z9999990312345678 (Rx ending 0043, 0100)');
   });
 
   t.test('the same event from the poll after the callback is a duplicate', async (t) => {
