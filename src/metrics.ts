@@ -63,7 +63,12 @@ export function createMetrics(sql: Sql) {
   });
   const sendingPaused = new Gauge({
     name: 'rx_sending_paused',
-    help: '1 while sending is paused because VA Notify rejected our credentials',
+    help: '1 while sending is paused: VA Notify rejected our credentials, has no send endpoint at the configured URL, or is over its limit',
+    registers: [registry],
+  });
+  const aalPaused = new Gauge({
+    name: 'rx_aal_paused',
+    help: '1 while AAL posting is paused because MHV refused our credentials',
     registers: [registry],
   });
 
@@ -74,15 +79,17 @@ export function createMetrics(sql: Sql) {
     for (const [table, states] of Object.entries(counts)) {
       for (const [state, count] of Object.entries(states)) rowsByState.set({ table, state }, count);
     }
-    const [ages] = await sql<{ dispense_age: number; notification_age: number; paused: boolean }[]>`
+    const [ages] = await sql<{ dispense_age: number; notification_age: number; paused: boolean; aal_paused: boolean }[]>`
       select
         coalesce(extract(epoch from now() - (select min(created_at) from medication_dispense where state = 'pending')), 0)::float8 as dispense_age,
         coalesce(extract(epoch from now() - (select min(created_at) from notification
                                               where status in ('created', 'sending', 'pending', 'sent'))), 0)::float8 as notification_age,
-        exists (select 1 from rate_budget where paused_until > now()) as paused`;
+        exists (select 1 from rate_budget where paused_until > now()) as paused,
+        exists (select 1 from aal_pause where paused_until > now()) as aal_paused`;
     oldestPendingDispense.set(ages?.dispense_age ?? 0);
     oldestOpenNotification.set(ages?.notification_age ?? 0);
     sendingPaused.set(ages?.paused ? 1 : 0);
+    aalPaused.set(ages?.aal_paused ? 1 : 0);
   }
 
   return { registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, aalPosts, collectFromDatabase };

@@ -1,7 +1,7 @@
 // The MHV Account Activity Log client: an MHV session per veteran (correlation id), cached until
 // shortly before it expires, and one activity post per delivered tracking email. Every answer is
-// turned into one of three outcomes by classifyAalOutcome, the single place that says what is
-// worth retrying.
+// turned into one of four outcomes by classifyAalOutcome, the single place that says what is
+// worth retrying and what is not the event's fault.
 import type { Config } from '../config.ts';
 import { sandboxAalCredentials } from '../sandbox/aal.ts';
 
@@ -34,6 +34,12 @@ export type AalOutcome =
   | { kind: 'posted' }
   /** The AAL refused the event itself: retrying cannot help. */
   | { kind: 'permanent'; status?: number; reason: string }
+  /**
+   * The gateway refused our credentials (403 on the session or the post: a bad, expired or rotated
+   * x-api-key or appToken). Not the event's fault, and no event will pass until a person fixes the
+   * credentials: the caller stops posting rather than fail or retry the event.
+   */
+  | { kind: 'unauthorized'; status: number; reason: string }
   /** The AAL or the path to it failed: the same post may succeed later. */
   | { kind: 'transient'; status?: number; reason: string };
 
@@ -51,8 +57,10 @@ const reasonLimit = 500;
 /**
  * The one rule for AAL answers: 2xx is posted; 5xx, 408, 429, timeouts and connection errors are
  * transient; 401 is transient too (the session expired or was refused: renewed and retried);
- * every other 4xx, 403 included, is permanent, with the AAL's own message as the reason, so that a
- * request the AAL will never take does not cause a retry storm.
+ * 403 is unauthorized: MHV's API gateway, keyed by x-api-key, answers it for a bad, expired or
+ * rotated key, which is no fault of the event, so the event is neither failed nor charged and
+ * posting pauses instead; every other 4xx is permanent, with the AAL's own message as the reason,
+ * so that a request the AAL will never take does not cause a retry storm.
  */
 export function classifyAalOutcome(exchange: AalExchange): AalOutcome {
   if ('error' in exchange) return { kind: 'transient', reason: describeError(exchange.error) };
@@ -60,6 +68,7 @@ export function classifyAalOutcome(exchange: AalExchange): AalOutcome {
   if (status >= 200 && status < 300) return { kind: 'posted' };
   const reason = `AAL answered ${status}${messageOf(body) ? `: ${messageOf(body)}` : ''}`;
   if (status >= 500 || [401, 408, 429].includes(status)) return { kind: 'transient', status, reason };
+  if (status === 403) return { kind: 'unauthorized', status, reason };
   if (status >= 400) return { kind: 'permanent', status, reason };
   return { kind: 'transient', status, reason };
 }

@@ -1,24 +1,28 @@
 // The AAL worker: posts every due aal_event to the MHV Account Activity Log exactly once. It claims
 // a batch (committed), posts outside any transaction with a few quick in-process retries, and
 // records each outcome in its own statement: posted, failed (the AAL refused the event), or pending
-// again after a durable backoff. Safe to run on any number of instances at once.
+// again after a durable backoff. When MHV refuses our credentials instead (403), no event is at
+// fault: posting pauses on every instance and the claims go back uncharged. Safe to run on any
+// number of instances at once.
 import pRetry from 'p-retry';
 import type { BaseLogger } from 'pino';
 import type { Config } from '../config.ts';
 import type { SqlHandle } from '../db/connect.ts';
 import type { AalClient, AalOutcome } from './aal-client.ts';
 import {
+  aalPostingPausedUntil,
   claimAalEvents,
   markAalEventFailed,
   markAalEventPosted,
   markAalEventUnpostable,
+  pauseAalPosting,
   releaseAalEvents,
   scheduleAalRetry,
   type AalBackoff,
   type ClaimedAalEvent,
 } from './repository.ts';
 
-export { releaseExpiredAalLeases } from './repository.ts';
+export { aalPostingPausedUntil, releaseExpiredAalLeases, resumeAalPosting } from './repository.ts';
 
 /** What became of one claimed event in a run. */
 export type AalRunOutcome = 'posted' | 'retried' | 'failed' | 'released';
@@ -27,8 +31,10 @@ export interface AalRunResult {
   posted: number;
   retried: number;
   failed: number;
-  /** Claimed but handed back unposted because the run was stopped. */
+  /** Claimed but handed back unposted, attempt refunded: the run was stopped, or posting paused. */
   released: number;
+  /** AAL posting is paused because MHV refused our credentials: found paused, or paused by this run. */
+  paused: boolean;
 }
 
 export interface QuickRetry {
@@ -40,7 +46,7 @@ export interface QuickRetry {
 
 export interface AalWorkerDeps {
   sql: SqlHandle;
-  config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_MAX_ATTEMPTS' | 'AAL_TIMEOUT_MS' | 'AAL_INTERVAL_SECONDS'>;
+  config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_MAX_ATTEMPTS' | 'AAL_TIMEOUT_MS' | 'AAL_INTERVAL_SECONDS' | 'AAL_PAUSE_SECONDS'>;
   aal: AalClient;
   log: Pick<BaseLogger, 'info' | 'warn' | 'error'>;
   /** Aborted on shutdown: no new post starts, and unposted claims are released. */
@@ -76,6 +82,15 @@ export function aalLeaseSeconds(
   return Math.ceil((waves * worstPostMs) / 1000) + 30;
 }
 
+/**
+ * MHV's message for a refused key, as it is logged and stored with the pause. A 403 is about our
+ * credentials, never a veteran, and unlike an event's last_error it is shown apart from the event
+ * whose id the client already scrubbed: any long number left in it (an echoed id) is masked too.
+ */
+function pauseReason(reason: string): string {
+  return reason.replace(/\d{6,}/g, '[number]');
+}
+
 class TransientAalFailure extends Error {
   override name = 'TransientAalFailure';
   readonly outcome: Extract<AalOutcome, { kind: 'transient' }>;
@@ -89,8 +104,11 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   const { sql, config, aal, log, signal } = deps;
   const concurrency = deps.concurrency ?? defaultAalConcurrency;
   const quickRetry = deps.quickRetry ?? defaultQuickRetry;
-  const result: AalRunResult = { posted: 0, retried: 0, failed: 0, released: 0 };
+  const result: AalRunResult = { posted: 0, retried: 0, failed: 0, released: 0, paused: false };
   if (signal?.aborted) return result;
+  // Checked before claiming, so a paused instance takes no claim at all; once the pause has passed
+  // this run is the probe.
+  if (await aalPostingPausedUntil(sql)) return { ...result, paused: true };
 
   const claimed = await claimAalEvents(sql, config.AAL_BATCH_SIZE, aalLeaseSeconds(config, concurrency, quickRetry));
   if (claimed.length === 0) return result;
@@ -100,6 +118,23 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
     result[outcome] += n;
     for (let i = 0; i < n; i += 1) deps.onOutcome?.(outcome);
   };
+
+  // Set by the first post MHV refused for our credentials: no new post starts after it. The pause is
+  // written, and the error logged, once per run however many posts in flight are refused with it.
+  let pausing: Promise<Date> | undefined;
+  function pauseOnce(outcome: Extract<AalOutcome, { kind: 'unauthorized' }>, ids: { aalEventId: number; emailId: string }): Promise<Date> {
+    const reason = pauseReason(outcome.reason);
+    pausing ??= pauseAalPosting(sql, config.AAL_PAUSE_SECONDS, reason).then((pausedUntil) => {
+      // An operator must act; no event is failed or charged for it. The settings named are where
+      // the credentials live.
+      log.error(
+        { ...ids, status: outcome.status, aalMessage: reason, pausedUntil },
+        'MHV refused our AAL credentials (403): AAL posting is paused on every instance; check AAL_API_KEY (the MHV API gateway x-api-key), AAL_APP_TOKEN and that both are for AAL_BASE_URL',
+      );
+      return pausedUntil;
+    });
+    return pausing;
+  }
 
   async function postOne(event: ClaimedAalEvent): Promise<void> {
     const ids = { aalEventId: event.id, emailId: event.trackingEmailId };
@@ -140,6 +175,10 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
       } else {
         log.warn(ids, 'AAL event posted after its claim was taken over');
       }
+    } else if (outcome.kind === 'unauthorized') {
+      // Not the event's fault: it goes back as it was, attempt refunded, and waits out the pause.
+      await pauseOnce(outcome, ids);
+      count('released', await releaseAalEvents(sql, [event]));
     } else if (outcome.kind === 'permanent') {
       if (await markAalEventFailed(sql, event, outcome.reason)) {
         log.warn({ ...ids, status: outcome.status }, 'AAL refused the event; not retried');
@@ -161,7 +200,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   const failures: unknown[] = [];
   async function lane(): Promise<void> {
     for (let event = queue.shift(); event !== undefined; event = queue.shift()) {
-      if (signal?.aborted) {
+      if (signal?.aborted || pausing !== undefined) {
         queue.unshift(event);
         return;
       }
@@ -176,9 +215,13 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, claimed.length) }, lane));
 
+  // Set only once the pause is written: a pause that could not be written pauses nothing.
+  const pausedUntil = await pausing?.catch(() => undefined);
+  result.paused = pausedUntil !== undefined;
   if (queue.length > 0) {
     const released = await releaseAalEvents(sql, queue);
-    log.info({ released }, 'AAL run stopped; unposted events released');
+    if (pausedUntil !== undefined) log.info({ released, pausedUntil }, 'AAL posting paused; unposted events released');
+    else log.info({ released }, 'AAL run stopped; unposted events released');
     count('released', released);
   }
   if (failures.length > 0 && failures.length === claimed.length) throw failures[0];

@@ -1,7 +1,7 @@
 // The AAL outbox (aal_event): claiming due events, recording what the AAL answered, releasing
-// claims. Every outcome update is guarded by `state = 'posting' and attempts = <the claim's
-// attempts>`, so a worker whose lease ran out and was reclaimed by another can never overwrite the
-// newer claim's result.
+// claims; and the posting pause (aal_pause) taken when MHV refuses our credentials. Every outcome
+// update is guarded by `state = 'posting' and attempts = <the claim's attempts>`, so a worker whose
+// lease ran out and was reclaimed by another can never overwrite the newer claim's result.
 import type { SqlHandle } from '../db/connect.ts';
 
 export interface ClaimedAalEvent {
@@ -114,8 +114,10 @@ export async function scheduleAalRetry(
 }
 
 /**
- * Gives back claimed events that were never posted (shutdown came first): due again at once, and
- * the attempt they were charged at claim time is returned to them.
+ * Gives back claimed events that were never posted (shutdown came first), or whose post was refused
+ * for our credentials rather than for the event (posting paused): the attempt they were charged at
+ * claim time is returned to them and they are due again at once. During a pause the pause itself
+ * keeps them waiting, so clearing it resumes posting at once, oldest first.
  */
 export async function releaseAalEvents(sql: SqlHandle, events: readonly ClaimedAalEvent[]): Promise<number> {
   if (events.length === 0) return 0;
@@ -143,4 +145,32 @@ export async function releaseExpiredAalLeases(sql: SqlHandle): Promise<number> {
     where state = 'posting' and lease_until < now()
     returning id`;
   return rows.length;
+}
+
+/**
+ * Stops AAL posting on every instance for `seconds`: MHV refused our credentials, which only a
+ * person can fix. A pause already running longer is kept (set by hand, or with a longer setting on
+ * another instance); the reason is always the latest refusal. Returns when posting may be tried again.
+ */
+export async function pauseAalPosting(sql: SqlHandle, seconds: number, reason: string): Promise<Date> {
+  const [row] = await sql<{ pausedUntil: Date }[]>`
+    insert into aal_pause (singleton, paused_until, pause_reason, paused_at)
+    values (true, now() + make_interval(secs => ${seconds}), ${reason}, now())
+    on conflict (singleton) do update
+      set paused_until = greatest(aal_pause.paused_until, excluded.paused_until),
+          pause_reason = excluded.pause_reason, paused_at = excluded.paused_at
+    returning paused_until as "pausedUntil"`;
+  return row!.pausedUntil;
+}
+
+/** The pause in force, if any; a pause whose time has passed is no pause (the next run probes). */
+export async function aalPostingPausedUntil(sql: SqlHandle): Promise<{ until: Date; reason: string } | undefined> {
+  const [row] = await sql<{ until: Date; reason: string }[]>`
+    select paused_until as until, pause_reason as reason from aal_pause where paused_until > now()`;
+  return row;
+}
+
+/** Ends a pause at once (an operator fixed the credentials and does not want to wait). */
+export async function resumeAalPosting(sql: SqlHandle): Promise<void> {
+  await sql`delete from aal_pause`;
 }

@@ -13,7 +13,8 @@ const AalResult = Type.Object({
   posted: Type.Integer(),
   retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
   failed: Type.Integer({ description: 'refused by the AAL, or out of attempts' }),
-  released: Type.Integer({ description: 'claimed but handed back unposted (shutdown)' }),
+  released: Type.Integer({ description: 'claimed but handed back unposted, attempt refunded (shutdown, or posting paused)' }),
+  paused: Type.Boolean({ description: 'AAL posting is paused on every instance because MHV refused our credentials (403)' }),
 });
 
 const SendResult = Type.Object({

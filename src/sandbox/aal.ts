@@ -58,6 +58,11 @@ export interface SandboxAalState {
   failRate: number;
   /** Every activity post is answered with this status and message while set. */
   forceStatus: { status: number; message: string } | undefined;
+  /**
+   * Every session request is answered with this status and message while set, before any header is
+   * checked, as MHV's API gateway answers a refused x-api-key (403) before the request reaches MHV.
+   */
+  forceSessionStatus: { status: number; message: string } | undefined;
   /** Requests are left unanswered while set (until close), to exercise client timeouts. */
   hang: boolean;
   /** Makes every issued session expired, as if MHV had ended them. */
@@ -129,6 +134,7 @@ export async function startSandboxAal(options: SandboxAalOptions = {}): Promise<
     failNext: 0,
     failRate: 0,
     forceStatus: undefined,
+    forceSessionStatus: undefined,
     hang: false,
     expireAllSessions() {
       const past = Date.now() - 1;
@@ -159,6 +165,8 @@ export async function startSandboxAal(options: SandboxAalOptions = {}): Promise<
   function handleSession(req: IncomingMessage, res: ServerResponse, request: SandboxAalRequest): void {
     const correlationId = header(req, 'mhvcorrelationid');
     if (correlationId !== undefined) request.correlationId = correlationId;
+    const forced = state.forceSessionStatus;
+    if (forced !== undefined) return answer(res, request, forced.status, error(forced.status, forced.message));
     if (header(req, 'apptoken') !== appToken) return answer(res, request, 401, error(401, 'invalid appToken'));
     if (header(req, 'x-api-key') !== apiKey) return answer(res, request, 401, error(401, 'invalid x-api-key'));
     if (correlationId === undefined || correlationId.trim() === '') {

@@ -106,6 +106,28 @@ t.test('a 400 is permanent, with the AAL message as the reason, after one reques
   t.equal(aal.state.postsRejected, 1);
 });
 
+t.test('a 403 on the post is unauthorized, after one request, and the session is kept', async (t) => {
+  const aal = await sandbox(t);
+  const aalClient = client(aal);
+  aal.state.forceStatus = { status: 403, message: 'Invalid API key for user 3003' };
+  t.same(await aalClient.post(activity('3003')), { kind: 'unauthorized', status: 403, reason: 'AAL answered 403: Invalid API key for user [userProfileId]' });
+  t.same(aal.state.requests.map((r) => `${r.path} ${r.status}`), ['/v1/usermgmt/auth/session 200', '/v1/usermgmt/activity 403'], 'no session renewal, no second post');
+  aal.state.forceStatus = undefined;
+  t.same(await aalClient.post(activity('3003')), { kind: 'posted' });
+  t.equal(aal.state.sessionsFor('3003'), 1);
+});
+
+t.test('a 403 on the session call is unauthorized and nothing is posted', async (t) => {
+  const aal = await sandbox(t);
+  const aalClient = client(aal);
+  aal.state.forceSessionStatus = { status: 403, message: 'Forbidden' };
+  t.same(await aalClient.post(activity('3004')), { kind: 'unauthorized', status: 403, reason: 'session: AAL answered 403: Forbidden' });
+  t.equal(aal.state.postsAccepted + aal.state.postsRejected, 0, 'no activity post without a session');
+  t.equal(aalClient.cachedSessions, 0, 'a refused session is not cached');
+  aal.state.forceSessionStatus = undefined;
+  t.same(await aalClient.post(activity('3004')), { kind: 'posted' }, 'the next post asks for a session again');
+});
+
 t.test('5xx, down, unreachable and timeouts are transient', async (t) => {
   const aal = await sandbox(t);
   const aalClient = client(aal, { timeoutMs: 200 });
@@ -136,7 +158,9 @@ t.test('classification rule', async (t) => {
   t.equal(kind(200), 'posted');
   t.equal(kind(201), 'posted');
   for (const status of [401, 408, 429, 500, 502, 503, 504]) t.equal(kind(status), 'transient', `${status}`);
-  for (const status of [400, 403, 404, 409, 413, 415, 422]) t.equal(kind(status), 'permanent', `${status}`);
+  for (const status of [400, 404, 409, 413, 415, 422]) t.equal(kind(status), 'permanent', `${status}`);
+  t.equal(kind(403), 'unauthorized', 'a gateway 403 is our credentials, not the event');
+  t.same(classifyAalOutcome({ status: 403, body: '{"message":"Forbidden"}' }), { kind: 'unauthorized', status: 403, reason: 'AAL answered 403: Forbidden' });
   t.equal(classifyAalOutcome({ error: new TypeError('fetch failed', { cause: { code: 'ECONNRESET' } }) }).kind, 'transient');
   t.same(classifyAalOutcome({ status: 422, body: '{"developerMessage":"bad action"}' }), {
     kind: 'permanent',

@@ -102,8 +102,15 @@ t.test('fault knobs', async (t) => {
   aal.state.forceStatus = { status: 422, message: 'activity type not allowed' };
   t.same(await postActivity(aal.url, token, validBody), { status: 422, body: { errorCode: 422, message: 'activity type not allowed' } });
   aal.state.forceStatus = undefined;
+  // A gateway refusal comes before any header is looked at, even good ones.
+  aal.state.forceSessionStatus = { status: 403, message: 'Forbidden' };
+  const refused = await openSession(aal.url, { appToken: aalCredentials.appToken, 'x-api-key': aalCredentials.apiKey, mhvCorrelationId: '15176497' });
+  t.same([refused.status, refused.headers.get('token'), await refused.json()], [403, null, { errorCode: 403, message: 'Forbidden' }]);
+  t.equal((await postActivity(aal.url, token, validBody)).status, 200, 'activity posts are not affected');
+  aal.state.forceSessionStatus = undefined;
+  t.equal((await openSession(aal.url, { appToken: aalCredentials.appToken, 'x-api-key': aalCredentials.apiKey, mhvCorrelationId: '15176497' })).status, 200);
   aal.state.down = true;
   t.equal((await postActivity(aal.url, token, validBody)).status, 503);
   t.equal((await openSession(aal.url, {})).status, 503);
-  t.equal(aal.state.events.length, 1);
+  t.equal(aal.state.events.length, 2);
 });
