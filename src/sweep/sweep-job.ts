@@ -10,7 +10,7 @@ import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import type { JobName } from '../jobs/runner.ts';
 import type { Metrics } from '../metrics.ts';
-import { sendingPausedUntil, type RateBudget } from '../sending/rate-budget.ts';
+import { pauseSending, sendingPausedUntil, type RateBudget } from '../sending/rate-budget.ts';
 import { recordNotificationAccepted, storedNotificationIds } from '../sending/repository.ts';
 import type { VaNotifyClient, VaNotifyNotification } from '../sending/va-notify-client.ts';
 import { applyPendingStatusEvents, recordStatusEvent, type ApplyOptions, type StatusEvent } from '../status/repository.ts';
@@ -140,13 +140,15 @@ async function sweep(deps: SweepDeps): Promise<SweepCounts> {
     if (failure) throw failure.error;
   }
 
-  function rejected(status: number, message: string, during: string) {
+  async function rejected(status: number, message: string, during: string) {
     halt = 'unauthorized';
     counts.vaNotifyRejected = true;
-    // A person must act (key rotation, service id, clock); every later request would fail the same way.
+    // A person must act (key rotation, service id, clock); every later request would fail the same
+    // way, the senders' too: they pause as if they had met it themselves.
+    const pausedUntil = await pauseSending(sql, config.SEND_PAUSE_SECONDS, message);
     log.error(
-      { status, vaNotifyMessage: message, during },
-      'VA Notify rejected our credentials: the sweep stopped polling; check VA_NOTIFY_API_KEY, VA_NOTIFY_SERVICE_ID and the clock',
+      { status, vaNotifyMessage: message, during, pausedUntil },
+      'VA Notify rejected our credentials: the sweep stopped polling and sending is paused on every instance; check VA_NOTIFY_API_KEY, VA_NOTIFY_SERVICE_ID and the clock',
     );
   }
 
@@ -188,7 +190,7 @@ async function sweep(deps: SweepDeps): Promise<SweepCounts> {
       }
       case 'unauthorized':
         poll('unauthorized');
-        rejected(answer.status, answer.message, 'status poll');
+        await rejected(answer.status, answer.message, 'status poll');
         return;
       case 'rate_limited':
         counts.errors++;
@@ -305,7 +307,7 @@ async function vaNotifyAvailable(deps: SweepDeps): Promise<boolean> {
   if (deps.vaNotify === undefined || deps.config.DELIVERY_MODE !== 'live') return false;
   const pause = await sendingPausedUntil(deps.sql);
   if (pause) {
-    deps.log.warn({ pausedUntil: pause.until }, 'VA Notify rejected our credentials earlier: the sweep does not poll until the pause ends');
+    deps.log.warn({ pausedUntil: pause.until, reason: pause.reason }, 'sending is paused: the sweep asks VA Notify nothing until the pause ends');
     return false;
   }
   return true;

@@ -297,16 +297,23 @@ t.test('two sweeps at once: one runs, the other answers already_running', async 
   t.match(await post(app, 'sweep'), { status: 'done' }, 'runs again once the lock is free');
 });
 
-t.test('VA Notify rejecting our credentials stops polling for the run and says so', async (t) => {
+t.test('VA Notify rejecting our credentials stops polling, pauses sending everywhere, and says so', async (t) => {
   const { app, db, vaNotify, logs } = await testApp(t, {}, { vaNotifyOptions: { secret: '0d5e6f70-1111-4222-8333-944455556666' } });
   await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
   await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 40 });
   const result = await post(app, 'sweep');
   t.match(result, { status: 'done', polled: 0, vaNotifyRejected: true });
   t.ok(vaNotify.state.counters.getsById <= 2, 'at most the requests already in flight');
-  t.match(logs.text, /VA Notify rejected our credentials: the sweep stopped polling/);
+  t.match(logs.text, /VA Notify rejected our credentials: the sweep stopped polling and sending is paused on every instance/);
   const open = await db.sql`select status from notification`;
   t.same(open.map((n) => n.status), ['created', 'created'], 'nothing changed');
+  const [pause] = await db.sql`select paused_until > now() + interval '200 seconds' as paused, pause_reason from rate_budget`;
+  t.match(pause, { paused: true, pause_reason: /Invalid token/ }, 'SEND_PAUSE_SECONDS, as a sender would have set');
+  const getsBefore = vaNotify.state.counters.getsById;
+  t.match(await post(app, 'send'), { paused: true });
+  t.match(await post(app, 'sweep'), { status: 'done', polled: 0 });
+  t.equal(vaNotify.state.counters.getsById, getsBefore, 'neither asks VA Notify during the pause');
+  t.match(logs.text, /sending is paused: the sweep asks VA Notify nothing until the pause ends/);
 });
 
 t.test('shadow mode: the sweep calls nobody', async (t) => {
