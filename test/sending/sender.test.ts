@@ -212,12 +212,12 @@ t.test('a claim hands emails over in the order they fell due, not the order they
   const veterans = Array.from({ length: 300 }, (_, v) => v);
   await insertDispenses(sql, veterans.map((v) => ({ patient_icn: icn(20 + v), rx_number: `${2000000 + v}`, tracking_number: `T${v}` })));
   await runGrouping({ sql, config: testConfig(), log: createLogger('silent') });
-  // Due in the reverse of the order the rows were stored (and of their ids).
+  // Due in the reverse of the order the rows were stored, read before the update moves them.
+  const stored = await sql<{ id: string; patient_icn: string }[]>`select id, patient_icn from tracking_email order by ctid`;
   await sql`
     update tracking_email e set next_attempt_at = now() - make_interval(mins => r.rank::int)
-      from (select id, row_number() over (order by ctid) as rank from tracking_email) r
+      from unnest(${stored.map((e) => e.id)}::uuid[]) with ordinality as r(id, rank)
      where e.id = r.id`;
-  const stored = await sql<{ patient_icn: string }[]>`select patient_icn from tracking_email order by ctid`;
   await sql`analyze tracking_email`;
   const claimed = await claimDueEmails(sql, { batchSize: 300, claim: { token: randomUUID(), leaseSeconds: 60 }, instanceId: 'test' });
   t.same(claimed.map((e) => e.patient_icn), stored.map((e) => e.patient_icn).reverse());
