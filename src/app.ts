@@ -62,7 +62,9 @@ export async function buildApp(options: AppOptions) {
   const app = Fastify({
     loggerInstance: (options.logger ?? createLogger(config.LOG_LEVEL)) as FastifyBaseLogger,
     logController: new RequestLogController(),
-    trustProxy: true,
+    // The client address (rate limits, logs) is the one the last trusted proxy saw: trusting every
+    // hop would let a client choose its address by sending X-Forwarded-For itself.
+    trustProxy: config.TRUST_PROXY.includes('none') ? false : config.TRUST_PROXY,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
@@ -160,8 +162,9 @@ export async function buildApp(options: AppOptions) {
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.
   await app.register(vaNotifyCallbackRoutes, {
-    // The sandbox signs per-notification callbacks with its own key.
-    ...(config.VA_NOTIFY_BASE_URL === undefined && {
+    // The sandbox signs per-notification callbacks with its own key, which is public: accepted only
+    // while this process sends to a sandbox it started, never merely because VA Notify is unset.
+    ...(config.VA_NOTIFY_BASE_URL === undefined && options.sandboxUrls?.vaNotify !== undefined && {
       signatureSecrets: [...vaNotifySigningSecrets(config), sandboxDefaults.secret],
     }),
     onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),

@@ -1,6 +1,7 @@
 // The service's whole configuration: one TypeBox schema over the environment, validated once at
 // startup. The Config type is derived from the schema, so the two can never drift apart.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Type, type StaticDecode, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 
@@ -14,8 +15,8 @@ const Bool = (defaultValue: boolean, description: string) =>
  * A comma-separated list in the environment, a trimmed array in the config. Line breaks separate
  * items too: a secret file (`<NAME>_FILE`) often holds one token per line.
  */
-const List = (description: string) =>
-  Type.Transform(Type.String({ default: '', description }))
+const List = (description: string, defaultValue = '') =>
+  Type.Transform(Type.String({ default: defaultValue, description }))
     .Decode((value) => value.split(/[,\r\n]/).map((item) => item.trim()).filter((item) => item.length > 0))
     .Encode((items) => items.join(','));
 
@@ -49,6 +50,7 @@ export const ConfigSchema = Type.Object({
 
   INTERNAL_API_TOKENS: List('bearer tokens accepted on internal endpoints (ingest, jobs, operator views)'),
   RATE_LIMIT_PER_MINUTE: Integer({ default: 6000, minimum: 1, description: 'requests per minute per client address on internal routes' }),
+  TRUST_PROXY: List('addresses or CIDR ranges of the reverse proxies in front of the service, whose X-Forwarded-For is trusted (also loopback, linklocal, uniquelocal); none when clients connect directly', 'loopback,uniquelocal'),
   INGEST_BODY_LIMIT_BYTES: Integer({ default: 5 * 1024 * 1024, minimum: 1024, description: 'largest ingest body accepted (413 above)' }),
 
   GROUPING_QUIET_MINUTES: Integer({ default: 60, description: "a patient's dispenses are grouped once the newest is this old" }),
@@ -208,6 +210,9 @@ function checkCombinations(config: Config): void {
   if (config.VA_NOTIFY_CALLBACK_TOKENS.some((t) => t.length < 10)) {
     problems.push('VA_NOTIFY_CALLBACK_TOKENS: each token needs at least 10 characters (VA Notify requires it)');
   }
+  const badProxies = config.TRUST_PROXY.filter((entry) => !isProxyAddress(entry));
+  if (badProxies.length > 0) problems.push(`TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: ${badProxies.join(', ')}`);
+  if (config.TRUST_PROXY.includes('none') && config.TRUST_PROXY.length > 1) problems.push('TRUST_PROXY: none trusts no proxy, so it stands alone');
   // A sender renews its lease right before each request; the request and the writes around it must
   // end inside the lease, or another sender could claim the email mid-request and send it again.
   if (config.SEND_LEASE_SECONDS * 1000 < 2 * config.VA_NOTIFY_TIMEOUT_MS) {
@@ -235,6 +240,16 @@ function checkCombinations(config: Config): void {
     problems.push('DATABASE_URL: required in production (the embedded PostgreSQL is for development)');
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+}
+
+/** What Fastify's trustProxy (proxy-addr) takes: an address, an address/prefix, or a named range. */
+function isProxyAddress(entry: string): boolean {
+  if (['none', 'loopback', 'linklocal', 'uniquelocal'].includes(entry)) return true;
+  const [address = '', prefix, ...rest] = entry.split('/');
+  const version = isIP(address);
+  if (version === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128);
 }
 
 const UUID = '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}';

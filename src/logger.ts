@@ -10,6 +10,8 @@ export const sensitiveKeys = [
   'mhvCorrelationId', 'mhv_correlation_id', 'userProfileId',
   'personalisation', 'tracking_info',
   'authorization', 'token', 'apiKey', 'secret', 'password',
+  // A Postgres error's `detail` quotes the row or key it is about ("Key (…, rx_number, …)=(…)").
+  'detail',
 ];
 
 /** Header names that carry credentials, censored like the keys above. */

@@ -65,6 +65,19 @@ t.test("an error's own fields are censored; its message and type are kept", asyn
   t.equal(err.recipient_identifier, '[redacted]');
 });
 
+t.test("a Postgres error's detail, which quotes the row or key it is about, is censored", async (t) => {
+  const { lines, stream } = capture();
+  const error = Object.assign(new Error('duplicate key value violates unique constraint "medication_dispense_event_key"'), {
+    code: '23505',
+    detail: 'Key (station_number, rx_number, fill_number, tracking_number)=(521, 2719043, 1, 1Z9999990312345678) already exists.',
+    constraint_name: 'medication_dispense_event_key',
+  });
+  createLogger('info', stream).error({ err: error }, 'insert failed');
+  const err = lines[0]!.err as Record<string, unknown>;
+  t.match(err, { code: '23505', detail: '[redacted]', constraint_name: 'medication_dispense_event_key' });
+  t.notMatch(JSON.stringify(lines), /2719043/);
+});
+
 t.test('the logged object itself is left as it was', async (t) => {
   const { stream } = capture();
   const details = { patientIcn: '1012345678V123456', nested: { to: 'veteran@example.com' } };

@@ -9,6 +9,7 @@ import { vaNotifySigningSecrets } from '../config.ts';
 import { bearerToken, secretMatcher } from '../http/internal-auth.ts';
 import { errorResponses } from '../http/schemas.ts';
 import { type StatusEvent, type StatusOutcome } from '../status/repository.ts';
+import { normaliseStatus } from '../status/notification-status.ts';
 import { StatusEventBatcher } from '../status/status-event-batcher.ts';
 import { verifyEnpSignature } from './signature.ts';
 
@@ -147,7 +148,10 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
         if (body[field]?.includes('\u0000')) throw app.httpErrors.badRequest(`body/${field} contains a NUL character`);
       }
       const result = await batcher.record(statusEventFromCallback(body), request.log);
-      options.onStatusEvent?.({ status: body.status, ...result });
+      // The metric's label is a status this service knows, or `unrecognised`: a label per string a
+      // caller sends would grow the metrics without bound.
+      const { status, known } = normaliseStatus(body.status, null);
+      options.onStatusEvent?.({ status: known ? status : 'unrecognised', ...result });
       return { status: 'received' as const };
     },
   );

@@ -88,6 +88,14 @@ t.test('callback signatures: the current key and every previous key, in either f
   t.same(vaNotifySigningSecrets(loadConfig(base)), [], 'none configured: none accepted');
 });
 
+t.test('TRUST_PROXY: addresses, CIDR ranges and the named ranges; anything else names itself', async (t) => {
+  t.same(loadConfig(base).TRUST_PROXY, ['loopback', 'uniquelocal']);
+  t.same(loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/16, 192.0.2.10, fd00::/8, linklocal' }).TRUST_PROXY, ['10.0.0.0/16', '192.0.2.10', 'fd00::/8', 'linklocal']);
+  t.same(loadConfig({ ...base, TRUST_PROXY: 'none' }).TRUST_PROXY, ['none']);
+  t.match(configError(() => loadConfig({ ...base, TRUST_PROXY: 'none,loopback' })), 'TRUST_PROXY: none trusts no proxy, so it stands alone');
+  t.match(configError(() => loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/33,alb.internal,10.1.2' })), 'TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: 10.0.0.0/33, alb.internal, 10.1.2');
+});
+
 t.test('a send lease must outlast a VA Notify request with room to spare', async (t) => {
   t.match(configError(() => loadConfig({ ...base, SEND_LEASE_SECONDS: '15', VA_NOTIFY_TIMEOUT_MS: '10000' })), 'SEND_LEASE_SECONDS: must be at least twice VA_NOTIFY_TIMEOUT_MS');
   t.equal(loadConfig({ ...base, SEND_LEASE_SECONDS: '20', VA_NOTIFY_TIMEOUT_MS: '10000' }).SEND_LEASE_SECONDS, 20);
