@@ -147,6 +147,14 @@ export async function buildApp(options: AppOptions) {
     await wakeListener?.unlisten().catch(() => {});
     await jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000);
   });
+  // The server's close ends the connections idle at that moment; one whose request (a job trigger
+  // whose run outlasted the grace period) is still being answered would then be kept alive after
+  // its answer and hold the close open until the client let go. Answers while shutting down close
+  // their connection instead.
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (jobs.stopping) reply.header('connection', 'close');
+    done(null, payload);
+  });
 
   await app.register(healthRoutes);
   await app.register(metricsRoute);

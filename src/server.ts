@@ -21,9 +21,13 @@ const database = await openDatabase(config, log);
 const sandboxes = await startSandboxesFor(config, log);
 const app = await buildApp({ config, sql: database.sql, logger: log, sandboxUrls: sandboxes.urls });
 
+// In-flight runs get SHUTDOWN_GRACE_SECONDS (the job runner's wait); what follows them (claims handed
+// back, the server and Postgres closed) gets this much more before close-with-grace gives up and exits 1.
+const closeAfterGraceMs = 10_000;
+
 closeWithGrace(
   {
-    delay: config.SHUTDOWN_GRACE_SECONDS * 1000,
+    delay: config.SHUTDOWN_GRACE_SECONDS * 1000 + closeAfterGraceMs,
     logger: { error: (message: unknown) => log.error({ err: message }, 'shutdown') },
   },
   async ({ signal, err }) => {
