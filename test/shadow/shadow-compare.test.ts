@@ -259,6 +259,11 @@ t.test('POST /v1/shadow/compare refuses what it cannot compare', async (t) => {
   const reversed = await post(internalAuth, mhvExport, '/v1/shadow/compare?from=2026-05-15&to=2026-05-14T00:00:00Z');
   t.equal(reversed.statusCode, 400);
   t.match(reversed.json().message, 'from must be before to');
+
+  // More than fits the service's capped heap: the CLI takes it.
+  const row = `${Veterans.alpha},1Z9999990312345678,UPS,2026-05-14\n`;
+  const tooLarge = await post(internalAuth, `icn,tracking_number,carrier,sent_date\n${row.repeat(Math.ceil((1024 * 1024) / row.length))}`);
+  t.equal(tooLarge.statusCode, 413);
 });
 
 t.test('why MHV emailed a package the service did not, from the dispenses it holds', async (t) => {
