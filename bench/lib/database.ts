@@ -27,10 +27,11 @@ function withDatabase(url: string, name: string): string {
 }
 
 async function serverDescription(sql: Sql, where: string): Promise<string> {
-  const [row] = await sql<{ version: string; fsync: string; shared_buffers: string; synchronous_commit: string }[]>`
+  const [row] = await sql<{ version: string; fsync: string; shared_buffers: string; synchronous_commit: string; autovacuum: string }[]>`
     select current_setting('server_version') as version, current_setting('fsync') as fsync,
-           current_setting('shared_buffers') as shared_buffers, current_setting('synchronous_commit') as synchronous_commit`;
-  return `PostgreSQL ${row!.version} (${where}; fsync ${row!.fsync}, synchronous_commit ${row!.synchronous_commit}, shared_buffers ${row!.shared_buffers})`;
+           current_setting('shared_buffers') as shared_buffers, current_setting('synchronous_commit') as synchronous_commit,
+           current_setting('autovacuum') as autovacuum`;
+  return `PostgreSQL ${row!.version} (${where}; fsync ${row!.fsync}, synchronous_commit ${row!.synchronous_commit}, shared_buffers ${row!.shared_buffers}, autovacuum ${row!.autovacuum})`;
 }
 
 /**
