@@ -35,7 +35,7 @@ export type AalOutcome =
   /** The AAL refused the event itself: retrying cannot help. */
   | { kind: 'permanent'; status?: number; reason: string }
   /**
-   * The gateway refused our credentials (403 on the session or the post: a bad, expired or rotated
+   * MHV refused our credentials (403 on the session or the post, 401 on the session: a bad, expired or rotated
    * x-api-key or appToken). Not the event's fault, and no event will pass until a person fixes the
    * credentials: the caller stops posting rather than fail or retry the event.
    */
@@ -148,7 +148,10 @@ export function createAalClient(options: AalClientOptions): AalClient {
     }
     const body = await readBody(response);
     if ('error' in body) throw new SessionError(classifyAalOutcome(body));
-    const outcome = classifyAalOutcome({ status: response.status, body: body.text });
+    const classified = classifyAalOutcome({ status: response.status, body: body.text });
+    // A 401 elsewhere is a session that lapsed; this request carries none, so it is our appToken or
+    // key that was refused, as with a 403: no retry helps until a person fixes them.
+    const outcome: AalOutcome = classified.kind === 'transient' && classified.status === 401 ? { ...classified, kind: 'unauthorized', status: 401 } : classified;
     if (outcome.kind !== 'posted') {
       throw new SessionError({ ...outcome, reason: `session: ${scrub(outcome.reason, correlationId)}` });
     }

@@ -1,9 +1,9 @@
 // The AAL worker: posts every due aal_event to the MHV Account Activity Log exactly once. It claims
 // a batch (committed), posts outside any transaction with a few quick in-process retries, and
 // records each outcome in its own statement: posted, failed (the AAL refused the event), or pending
-// again after a durable backoff. When MHV refuses our credentials instead (403), no event is at
-// fault: posting pauses on every instance and the claims go back uncharged. Safe to run on any
-// number of instances at once.
+// again after a durable backoff. When MHV refuses our credentials instead (a 403, or a 401 to the
+// session request), no event is at fault: posting pauses on every instance and the claims go back
+// uncharged. Safe to run on any number of instances at once.
 import pRetry from 'p-retry';
 import type { BaseLogger } from 'pino';
 import type { Config } from '../config.ts';
@@ -129,7 +129,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
       // the credentials live.
       log.error(
         { ...ids, status: outcome.status, aalMessage: reason, pausedUntil },
-        'MHV refused our AAL credentials (403): AAL posting is paused on every instance; check AAL_API_KEY (the MHV API gateway x-api-key), AAL_APP_TOKEN and that both are for AAL_BASE_URL',
+        'MHV refused our AAL credentials: AAL posting is paused on every instance; check AAL_API_KEY (the MHV API gateway x-api-key), AAL_APP_TOKEN and that both are for AAL_BASE_URL',
       );
       return pausedUntil;
     });

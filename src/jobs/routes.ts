@@ -14,7 +14,7 @@ const AalResult = Type.Object({
   retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
   failed: Type.Integer({ description: 'refused by the AAL, or out of attempts' }),
   released: Type.Integer({ description: 'claimed but handed back unposted, attempt refunded (shutdown, or posting paused)' }),
-  paused: Type.Boolean({ description: 'AAL posting is paused on every instance because MHV refused our credentials (403)' }),
+  paused: Type.Boolean({ description: 'AAL posting is paused on every instance because MHV refused our credentials (a 403, or a 401 to the session request)' }),
 });
 
 const SendResult = Type.Object({

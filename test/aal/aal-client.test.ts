@@ -91,10 +91,10 @@ t.test('a session refused mid-use is renewed once and the post succeeds', async 
   t.equal(aal.state.events.length, 2);
 });
 
-t.test('rejected credentials are transient and nothing is posted', async (t) => {
+t.test('credentials refused on the session request (401) are unauthorized, and nothing is posted', async (t) => {
   const aal = await sandbox(t);
   const outcome = await client(aal, { appToken: 'wrong-app-token' }).post(activity('3001'));
-  t.match(outcome, { kind: 'transient', status: 401, reason: /session: AAL answered 401: invalid appToken/ });
+  t.match(outcome, { kind: 'unauthorized', status: 401, reason: /session: AAL answered 401: invalid appToken/ });
   t.equal(aal.state.postsAccepted + aal.state.postsRejected, 0, 'no activity post without a session');
 });
 

@@ -184,7 +184,7 @@ async function pauseEnds(sql: SqlHandle): Promise<void> {
 
 const errorLines = (lines: string[]) => lines.filter((line) => (JSON.parse(line) as { level: number }).level >= 50);
 const activityRequests = (aal: { state: { requests: { path: string }[] } }) => aal.state.requests.filter((r) => r.path.endsWith('/activity')).length;
-const credentialAdvice = /MHV refused our AAL credentials \(403\).*paused on every instance.*check AAL_API_KEY.*AAL_APP_TOKEN/;
+const credentialAdvice = /MHV refused our AAL credentials: .*paused on every instance.*check AAL_API_KEY.*AAL_APP_TOKEN/;
 
 t.test('a 403 on the post fails and charges nothing, pauses posting on every instance, and logs one error line', async (t) => {
   const db = await testDatabase(t);
@@ -250,6 +250,17 @@ t.test('posting resumes by itself when the pause ends; a probe still refused pau
   t.same(await run(), { posted: 2, retried: 0, failed: 0, released: 0, paused: false }, 'the next probe posts');
   for (const { aalEventId } of events) t.match(await aalEvent(db.sql, aalEventId), { state: 'posted', attempts: 1 }, 'refused claims were never charged');
   t.equal(aal.state.events.length, 2, 'each event posted once');
+});
+
+t.test('a 401 to the session request (a wrong appToken) pauses posting as a 403 does', async (t) => {
+  const db = await testDatabase(t);
+  const aal = await sandbox(t);
+  const { aalEventId } = await insertDeliveredEmail(db.sql, { correlationId: '61001' });
+  const { run, logs } = worker(db, client(aal, { appToken: 'not-the-app-token' }));
+  t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 1, paused: true });
+  t.match(await aalEvent(db.sql, aalEventId), { state: 'pending', attempts: 0 });
+  t.match(await pauseRow(db.sql), { reason: 'session: AAL answered 401: invalid appToken' });
+  t.match(errorLines(logs.lines)[0], credentialAdvice);
 });
 
 t.test('a 403 on the session call is handled the same; clearing the pause resumes at once', async (t) => {
