@@ -63,7 +63,10 @@ export type ForcedResponse =
   | { hang: true }
   /** Process normally (store, 201 body, callbacks follow) but cut the connection instead of
    *  answering: VA Notify accepted the email and the caller never learned its id. */
-  | { acceptThenDrop: true };
+  | { acceptThenDrop: true }
+  /** Process normally, but answer 201 with a body that is not JSON (a proxy's page, a truncated
+   *  answer): VA Notify accepted the email and the caller cannot read its id. */
+  | { acceptWithUnreadableBody: true };
 
 export interface SandboxFaults {
   /** Share of callbacks not posted at all (the status still moves). */
@@ -679,6 +682,11 @@ export async function startSandboxVaNotify(options: SandboxVaNotifyOptions = {})
     }
     if (forced !== undefined && 'acceptThenDrop' in forced) {
       req.socket.destroy();
+      return;
+    }
+    if (forced !== undefined && 'acceptWithUnreadableBody' in forced) {
+      res.writeHead(201, { 'content-type': 'text/html' });
+      res.end('<html><body>Created</body></html>');
       return;
     }
     answer(res, result.answer);

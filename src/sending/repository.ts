@@ -11,9 +11,15 @@ export interface ClaimedEmail {
   orphaned: boolean;
 }
 
-/** One send run's claim: the token written on every email it claimed, and the lease's length. */
+/**
+ * One send run's claim: the token written on every email it claimed, the instance named in
+ * `leased_by`, and the lease's length. Both the token and the instance must still be on an email for
+ * the claim to renew it or record anything on it: a claim taken since by another run, the sweep, or
+ * an instance of an earlier version (which writes `leased_by` but no token) changes one of them.
+ */
 export interface SendClaim {
   token: string;
+  instanceId: string;
   leaseSeconds: number;
 }
 
@@ -26,7 +32,7 @@ export interface SendClaim {
  */
 export async function claimDueEmails(
   sql: SqlHandle,
-  p: { batchSize: number; claim: SendClaim; instanceId: string },
+  p: { batchSize: number; claim: SendClaim },
 ): Promise<ClaimedEmail[]> {
   return sql<ClaimedEmail[]>`
     with due as (
@@ -41,7 +47,7 @@ export async function claimDueEmails(
     claimed as (
       update tracking_email e
          set state = 'sending', attempts = e.attempts + 1,
-             lease_until = now() + make_interval(secs => ${p.claim.leaseSeconds}), leased_by = ${p.instanceId},
+             lease_until = now() + make_interval(secs => ${p.claim.leaseSeconds}), leased_by = ${p.claim.instanceId},
              lease_token = ${p.claim.token}, updated_at = now()
         from due
        where e.id = due.id
@@ -62,7 +68,7 @@ export async function renewLease(sql: SqlHandle, emailId: string, claim: SendCla
   const rows = await sql`
     update tracking_email
        set lease_until = now() + make_interval(secs => ${claim.leaseSeconds}), updated_at = now()
-     where id = ${emailId} and state = 'sending' and lease_token = ${claim.token}
+     where id = ${emailId} and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
     returning 1`;
   return rows.length === 1;
 }
@@ -94,7 +100,7 @@ export async function recordEmailFailed(sql: SqlHandle, emailId: string, claim: 
     update tracking_email
        set state = 'failed', state_reason = ${reason}, last_error = ${reason},
            lease_until = null, leased_by = null, lease_token = null, updated_at = now()
-     where id = ${emailId} and state = 'sending' and lease_token = ${claim.token}`;
+     where id = ${emailId} and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}`;
 }
 
 /**
@@ -114,22 +120,40 @@ export async function recordRetryLater(
            last_error = ${p.error},
            next_attempt_at = now() + make_interval(secs => ${p.baseSeconds} * power(2, greatest(attempts - 1, 0)) * (0.5 + random())),
            lease_until = null, leased_by = null, lease_token = null, updated_at = now()
-     where id = ${p.emailId} and state = 'sending' and lease_token = ${p.claim.token}
+     where id = ${p.emailId} and state = 'sending' and lease_token = ${p.claim.token} and leased_by = ${p.claim.instanceId}
     returning state`;
   return row?.state === 'failed' ? 'failed' : 'retry';
 }
 
 /**
  * Hands claimed emails back untouched (shutdown, or sending paused): the attempt they were charged
- * is given back, since nothing was sent. Emails claimed by someone else since are left alone.
+ * is given back, since nothing was sent, and they are due at once; a pause holds every email back
+ * by itself, so one cleared early lets them go at once. Emails claimed by someone else since are
+ * left alone. Only for emails VA Notify cannot already have: see {@link releaseClaimedOrphans}.
  */
-export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], claim: SendClaim, notBefore?: Date): Promise<number> {
+export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], claim: SendClaim): Promise<number> {
   if (emailIds.length === 0) return 0;
   const rows = await sql`
     update tracking_email
        set state = 'queued', attempts = greatest(attempts - 1, 0), lease_until = null, leased_by = null, lease_token = null,
-           next_attempt_at = greatest(now(), ${notBefore ?? null}::timestamptz), updated_at = now()
-     where id = any(${emailIds}::uuid[]) and state = 'sending' and lease_token = ${claim.token}
+           next_attempt_at = now(), updated_at = now()
+     where id = any(${emailIds}::uuid[]) and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
+    returning id`;
+  return rows.length;
+}
+
+/**
+ * Hands back claimed emails that VA Notify may already have (an orphan not yet looked up, or a send
+ * whose answer was lost) as orphans still: left `sending` with the lease run out, so that the next
+ * claim, a sender's or the sweep's, looks each up by reference before anything is sent. Queued
+ * again, the next claim would send without looking. The attempt is given back, as above.
+ */
+export async function releaseClaimedOrphans(sql: SqlHandle, emailIds: string[], claim: SendClaim): Promise<number> {
+  if (emailIds.length === 0) return 0;
+  const rows = await sql`
+    update tracking_email
+       set attempts = greatest(attempts - 1, 0), lease_until = now(), leased_by = null, lease_token = null, updated_at = now()
+     where id = any(${emailIds}::uuid[]) and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
     returning id`;
   return rows.length;
 }

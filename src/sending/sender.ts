@@ -19,6 +19,7 @@ import {
   recordNotificationAccepted,
   recordRetryLater,
   releaseClaimedEmails,
+  releaseClaimedOrphans,
   renewLease,
   storedNotificationIds,
   type ClaimedEmail,
@@ -98,11 +99,12 @@ class AttemptsUsedUp extends Error {}
 const defaultInstanceId = `${process.pid}-${randomUUID().slice(0, 8)}`;
 
 /**
- * A gateway's 502 or 504 answers for an upstream that may have accepted the email before the gateway
- * gave up on it, as a timeout does; other statuses come from VA Notify itself, which did not take it.
+ * A transient outcome after which VA Notify may hold the email: no answer at all, a gateway's 502 or
+ * 504 (the upstream may have accepted it before the gateway gave up), or a 2xx whose body could not
+ * be read (it did accept it). Other statuses come from VA Notify itself, which did not take it.
  */
 function mayHaveBeenAccepted(status: number | undefined): boolean {
-  return status === undefined || status === 502 || status === 504;
+  return status === undefined || status === 502 || status === 504 || (status >= 200 && status < 300);
 }
 
 export async function runSend(deps: SenderDeps): Promise<SendResult> {
@@ -113,17 +115,21 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   const pause = await sendingPausedUntil(sql);
   if (pause) return { ...result, paused: true };
 
-  const claim: SendClaim = { token: randomUUID(), leaseSeconds: config.SEND_LEASE_SECONDS };
-  const claimed = await claimDueEmails(sql, {
-    batchSize: config.SEND_BATCH_SIZE,
-    claim,
-    instanceId: deps.instanceId ?? defaultInstanceId,
-  });
+  const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? defaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
+  const claimed = await claimDueEmails(sql, { batchSize: config.SEND_BATCH_SIZE, claim });
   if (claimed.length === 0) return result;
 
   const queue = [...claimed];
   const unstarted = () => queue.splice(0).map((email) => email.id);
   let pausedUntil: Date | undefined;
+  // Emails VA Notify may already have: orphans until a lookup finds nothing, and any email after a
+  // send whose answer was lost. Handed back, they stay orphans, so that they are looked up first.
+  const mayBeAtVaNotify = new Set(claimed.filter((email) => email.orphaned).map((email) => email.id));
+  const handBack = async (emailIds: string[]) => {
+    const orphans = emailIds.filter((id) => mayBeAtVaNotify.has(id));
+    const others = emailIds.filter((id) => !mayBeAtVaNotify.has(id));
+    return (await releaseClaimedOrphans(sql, orphans, claim)) + (await releaseClaimedEmails(sql, others, claim));
+  };
 
   const count = (label: SendOutcomeLabel) => {
     deps.onOutcome?.(label);
@@ -137,15 +143,15 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
         queue.unshift(email);
         return;
       }
-      const label = await sendOne(deps, claim, email).catch(async (error: unknown) => {
+      const label = await sendOne(deps, claim, email, mayBeAtVaNotify).catch(async (error: unknown) => {
         if (error instanceof SendingHalted) {
           pausedUntil = await pauseSending(sql, pauseSeconds(config, error.outcome), error.message);
           logHalt(log, error.outcome, pausedUntil);
-          await releaseClaimedEmails(sql, [email.id], claim, pausedUntil);
+          await handBack([email.id]);
           return 'released' as const;
         }
         if (error instanceof StoppedBeforeSend) {
-          await releaseClaimedEmails(sql, [email.id], claim);
+          await handBack([email.id]);
           return 'released' as const;
         }
         if (error instanceof ClaimLost) {
@@ -162,8 +168,7 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
     await Promise.all(Array.from({ length: Math.min(config.SEND_CONCURRENCY, claimed.length) }, worker));
   } finally {
     // Claims no worker started (shutdown or pause) go back as they were, attempt refunded.
-    const leftOver = unstarted();
-    const released = await releaseClaimedEmails(sql, leftOver, claim, pausedUntil);
+    const released = await handBack(unstarted());
     for (let i = 0; i < released; i++) count('released');
   }
   result.paused = pausedUntil !== undefined;
@@ -198,7 +203,7 @@ function logHalt(log: Logger, outcome: SendingHalted['outcome'], pausedUntil: Da
   }
 }
 
-async function sendOne(deps: SenderDeps, claim: SendClaim, email: ClaimedEmail): Promise<SendOutcomeLabel> {
+async function sendOne(deps: SenderDeps, claim: SendClaim, email: ClaimedEmail, mayBeAtVaNotify: Set<string>): Promise<SendOutcomeLabel> {
   const { sql, config, log } = deps;
 
   /** Every request takes a budget token, then renews the claim: no request once the claim is lost. */
@@ -209,15 +214,15 @@ async function sendOne(deps: SenderDeps, claim: SendClaim, email: ClaimedEmail):
     if (!(await renewLease(sql, email.id, claim))) throw new AbortError(new ClaimLost());
   }
 
-  // An orphan's last send may have been accepted, and so may a send whose answer was lost: find it
-  // at VA Notify rather than send twice.
-  let lookUpFirst = email.orphaned;
   try {
     const notificationId = await pRetry(
       async () => {
-        if (lookUpFirst) {
+        // An orphan's last send may have been accepted, and so may a send whose answer was lost:
+        // find it at VA Notify rather than send twice. Only a lookup that finds nothing clears this.
+        if (mayBeAtVaNotify.has(email.id)) {
           await beforeRequest();
           if (await recoverFromVaNotify(deps, email)) return null;
+          mayBeAtVaNotify.delete(email.id);
           // Nothing was sent. Each lost claim was charged an attempt, so an email whose sends never
           // get an answer still ends.
           if (email.attempts > config.SEND_MAX_ATTEMPTS) throw new AbortError(new AttemptsUsedUp());
@@ -251,7 +256,7 @@ async function sendOne(deps: SenderDeps, claim: SendClaim, email: ClaimedEmail):
         // answer must be recorded. Shutdown only stops further attempts.
         shouldRetry: () => !deps.signal?.aborted,
         onFailedAttempt: ({ error }) => {
-          lookUpFirst = error instanceof TransientSendError && error.ambiguous;
+          if (error instanceof TransientSendError && error.ambiguous) mayBeAtVaNotify.add(email.id);
         },
       },
     );

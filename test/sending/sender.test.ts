@@ -6,8 +6,8 @@ import { connect } from '../../src/db/connect.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { runGrouping } from '../../src/grouping/grouping-job.ts';
-import { createRateBudget, resumeSending } from '../../src/sending/rate-budget.ts';
-import { claimDueEmails } from '../../src/sending/repository.ts';
+import { createRateBudget, resumeSending, type RateBudget } from '../../src/sending/rate-budget.ts';
+import { claimDueEmails, releaseClaimedEmails, renewLease } from '../../src/sending/repository.ts';
 import { runSend } from '../../src/sending/sender.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
 import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../../src/sandbox/va-notify.ts';
@@ -78,14 +78,13 @@ t.test('transient failures are retried until VA Notify takes the email', async (
   vaNotify.state.forcedResponses.push({ status: 429 });
   t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 1, paused: true }, 'a 429: no quick retry, sending paused');
   t.equal(vaNotify.state.forcedResponses.length, 0, 'one request, not three');
-  const [waiting] = await db.sql`select state, attempts, next_attempt_at > now() as later from tracking_email where patient_icn = ${icn(2)}`;
-  t.same(waiting, { state: 'queued', attempts: 0, later: true }, 'handed back with its attempt refunded, due after the pause');
+  const [waiting] = await db.sql`select state, attempts, next_attempt_at <= now() as due from tracking_email where patient_icn = ${icn(2)}`;
+  t.same(waiting, { state: 'queued', attempts: 0, due: true }, 'handed back with its attempt refunded; the pause alone holds it');
   const [pause] = await db.sql`select pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
   t.match(pause, { pause_reason: /Exceeded rate limit/, a_minute: true }, 'SEND_RATE_LIMIT_PAUSE_SECONDS on every instance');
   t.match(await post(app, 'send'), { paused: true, sent: 0 });
   await resumeSending(db.sql);
-  await db.sql`update tracking_email set next_attempt_at = now() where patient_icn = ${icn(2)}`;
-  t.match(await post(app, 'send'), { sent: 1 });
+  t.match(await post(app, 'send'), { sent: 1 }, 'sent at once when the pause is cleared');
   const [sent] = await db.sql`select state, attempts from tracking_email where patient_icn = ${icn(2)}`;
   t.same(sent, { state: 'sent', attempts: 1 });
 
@@ -113,7 +112,7 @@ t.test('a crash between the 201 and our commit: after the lease expires the emai
   await insertDispenses(db.sql, [{ patient_icn: icn(5), rx_number: '5000001', tracking_number: 'T5' }]);
   await post(app, 'grouping');
   // The "crashed" sender: it claims and sends, and dies before recording anything.
-  const [claimed] = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), leaseSeconds: 60 }, instanceId: 'crashed' });
+  const [claimed] = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
   const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
   const outcome = await client.sendEmail({ icn: claimed!.patient_icn, reference: claimed!.id, personalisation: claimed!.personalisation });
   t.equal(outcome.kind, 'accepted');
@@ -139,14 +138,13 @@ t.test('a 400 fails the email with VA Notify\'s message; a 403 pauses sending wi
   vaNotify.state.forcedResponses.push({ status: 403, message: 'Invalid token: API key expired' });
   const result = await post(app, 'send');
   t.match(result, { sent: 0, failed: 1, skipped: 1, paused: true });
-  const rows = await db.sql`select patient_icn, state, state_reason, attempts, next_attempt_at > now() as later from tracking_email order by patient_icn`;
+  const rows = await db.sql`select patient_icn, state, state_reason, attempts from tracking_email order by patient_icn`;
   t.match(rows[0], { state: 'failed', state_reason: 'VA Notify answered 400: Missing personalisation: tracking_info' });
-  t.match(rows[1], { state: 'queued', attempts: 0, later: true }, 'released untouched until the pause ends');
+  t.match(rows[1], { state: 'queued', attempts: 0 }, 'released untouched; the pause holds it');
   t.match(logs.text, /VA Notify rejected our credentials: sending is paused/);
   t.match(await post(app, 'send'), { paused: true, sent: 0 });
   t.equal(vaNotify.state.counters.sendsAccepted, 0);
   await resumeSending(db.sql);
-  await db.sql`update tracking_email set next_attempt_at = now() where state = 'queued'`;
   t.match(await post(app, 'send'), { sent: 1, paused: false });
 });
 
@@ -219,7 +217,7 @@ t.test('a claim hands emails over in the order they fell due, not the order they
       from unnest(${stored.map((e) => e.id)}::uuid[]) with ordinality as r(id, rank)
      where e.id = r.id`;
   await sql`analyze tracking_email`;
-  const claimed = await claimDueEmails(sql, { batchSize: 300, claim: { token: randomUUID(), leaseSeconds: 60 }, instanceId: 'test' });
+  const claimed = await claimDueEmails(sql, { batchSize: 300, claim: { token: randomUUID(), instanceId: 'test', leaseSeconds: 60 } });
   t.same(claimed.map((e) => e.patient_icn), stored.map((e) => e.patient_icn).reverse());
 });
 
@@ -237,7 +235,6 @@ t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses
   t.match(logs.text, /daily send limit is reached: sending is paused on every instance until the next UTC day/);
 
   await resumeSending(db.sql);
-  await db.sql`update tracking_email set next_attempt_at = now()`;
   vaNotify.state.forcedResponses.push({ status: 404, message: 'The requested URL was not found on the server.' });
   t.match(await post(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
   const [pause] = await db.sql`select paused_until - now() > interval '200 seconds' as long from rate_budget`;
@@ -247,7 +244,6 @@ t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses
   const [email] = await db.sql`select state, attempts from tracking_email`;
   t.same(email, { state: 'queued', attempts: 0 }, 'never charged, never failed');
   await resumeSending(db.sql);
-  await db.sql`update tracking_email set next_attempt_at = now()`;
   t.match(await post(app, 'send'), { sent: 1 });
   t.equal(vaNotify.state.counters.sendsAccepted, 1);
 });
@@ -270,7 +266,7 @@ t.test('a gateway 502 may hide an accepted send: looked up before the next try; 
 
 /** An email whose sender claimed it and vanished: its lease has run out with nothing recorded. */
 async function orphan(sql: Parameters<typeof insertDispenses>[0], attempts?: number) {
-  const [claimed] = await claimDueEmails(sql, { batchSize: 1, claim: { token: randomUUID(), leaseSeconds: 60 }, instanceId: 'crashed' });
+  const [claimed] = await claimDueEmails(sql, { batchSize: 1, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
   await sql`update tracking_email set lease_until = now() - interval '1 second', attempts = coalesce(${attempts ?? null}::int, attempts)
              where id = ${claimed!.id}`;
   return claimed!;
@@ -292,16 +288,69 @@ t.test('an orphan VA Notify cannot be asked about stays an orphan, without faili
   await vaNotify.whenIdle();
 });
 
-t.test('a 403 on an orphan\'s lookup pauses sending like a 403 on a send', async (t) => {
+t.test('an orphan handed back unlooked-up (a 403 on its lookup) stays an orphan: looked up, not sent, after the pause', async (t) => {
   const { db, vaNotify, config } = await testApp(t);
   await insertDispenses(db.sql, [{ patient_icn: icn(34), rx_number: '3000034', tracking_number: 'T34' }]);
   await runGrouping({ sql: db.sql, config, log: createLogger('silent') });
-  await orphan(db.sql);
+  // The crashed sender's request reached VA Notify: the veteran already has the email.
+  const lost = await orphan(db.sql);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  t.equal((await client.sendEmail({ icn: lost.patient_icn, reference: lost.id, personalisation: lost.personalisation })).kind, 'accepted');
+
   const refused = vaNotifyClientFromConfig(config, vaNotify.url, { ...sandboxDefaults, secret: 'not-the-sandbox-secret-0001' });
-  const result = await runSend({ sql: db.sql, config, vaNotify: refused, budget: createRateBudget(db.sql, 0), log: createLogger('silent') });
-  t.match(result, { paused: true, skipped: 1, failed: 0 });
-  const [email] = await db.sql`select state, attempts from tracking_email`;
-  t.same(email, { state: 'queued', attempts: 1 }, 'handed back; the lost claim keeps its attempt, this one is refunded');
+  const budget = createRateBudget(db.sql, 0);
+  const log = createLogger('silent');
+  t.match(await runSend({ sql: db.sql, config, vaNotify: refused, budget, log }), { paused: true, skipped: 1, failed: 0 });
+  const [email] = await db.sql`select state, attempts, lease_until <= now() as expired, lease_token from tracking_email`;
+  t.same(email, { state: 'sending', attempts: 1, expired: true, lease_token: null }, 'an orphan still; the lost claim keeps its attempt, this one is refunded');
+
+  await resumeSending(db.sql);
+  t.match(await runSend({ sql: db.sql, config, vaNotify: client, budget, log }), { sent: 0, recovered: 1 });
+  t.equal(vaNotify.state.counters.sendsAccepted, 1, 'the veteran got one email');
+});
+
+t.test('a database error between the tries of an orphan does not skip its lookup', async (t) => {
+  const { db, vaNotify, config } = await testApp(t);
+  await insertDispenses(db.sql, [{ patient_icn: icn(36), rx_number: '3000036', tracking_number: 'T36' }]);
+  await runGrouping({ sql: db.sql, config, log: createLogger('silent') });
+  const lost = await orphan(db.sql);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  t.equal((await client.sendEmail({ icn: lost.patient_icn, reference: lost.id, personalisation: lost.personalisation })).kind, 'accepted');
+  // The budget's first round trip fails as a dropped connection would; the retry follows.
+  let failNext = true;
+  const budget: RateBudget = {
+    async take() {
+      if (failNext) {
+        failNext = false;
+        throw new Error('Connection terminated unexpectedly');
+      }
+    },
+  };
+  const result = await runSend({ sql: db.sql, config, vaNotify: client, budget, log: createLogger('silent'), quickRetry: { retries: 2, minTimeoutMs: 10 } });
+  t.match(result, { sent: 0, recovered: 1 });
+  t.equal(vaNotify.state.counters.sendsAccepted, 1, 'the veteran got one email');
+});
+
+t.test('a 201 whose body cannot be read is looked up, not sent again', async (t) => {
+  const { app, db, vaNotify } = await testApp(t);
+  await insertDispenses(db.sql, [{ patient_icn: icn(37), rx_number: '3000037', tracking_number: 'T37' }]);
+  await post(app, 'grouping');
+  vaNotify.state.forcedResponses.push({ acceptWithUnreadableBody: true });
+  t.match(await post(app, 'send'), { sent: 0, recovered: 1 });
+  t.equal(vaNotify.state.counters.sendsAccepted, 1, 'the veteran got one email');
+});
+
+t.test('a claim taken over by an instance that writes no token is not renewed by the one that lost it', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [{ patient_icn: icn(38), rx_number: '3000038', tracking_number: 'T38' }]);
+  await runGrouping({ sql, config: testConfig(), log: createLogger('silent') });
+  const claim = { token: randomUUID(), instanceId: 'new-version', leaseSeconds: 60 };
+  const [claimed] = await claimDueEmails(sql, { batchSize: 1, claim });
+  t.ok(await renewLease(sql, claimed!.id, claim));
+  // An instance of the previous version claims the expired email: leased_by changes, the token stays.
+  await sql`update tracking_email set leased_by = 'old-version', lease_until = now() + interval '60 seconds'`;
+  t.notOk(await renewLease(sql, claimed!.id, claim), 'no request may be made under the lost claim');
+  t.equal(await releaseClaimedEmails(sql, [claimed!.id], claim), 0, 'nor is the email handed back');
 });
 
 t.test('an orphan VA Notify has no notification for, with every attempt used, fails unsent', async (t) => {

@@ -249,7 +249,7 @@ t.test('orphaned sends: adopted when VA Notify has them, released and sent once 
   await insertDispenses(db.sql, [had, lost]);
   await post(app, 'grouping');
   // A sender that claims both, sends one, and dies before recording anything.
-  const claimed = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), leaseSeconds: 60 }, instanceId: 'crashed' });
+  const claimed = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
   t.equal(claimed.length, 2);
   const sent = claimed.find((e) => e.patient_icn === had.patient_icn)!;
   const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
