@@ -272,6 +272,21 @@ async function orphan(sql: Parameters<typeof insertDispenses>[0], attempts?: num
   return claimed!;
 }
 
+/**
+ * One veteran's email whose sender sent it, VA Notify accepting it, and died before recording
+ * anything: an orphan the veteran already has. Returns a client for the sandbox VA Notify.
+ */
+async function acceptedOrphan(app: Pick<Awaited<ReturnType<typeof testApp>>, 'db' | 'vaNotify' | 'config'>, veteran: number) {
+  const { db, vaNotify, config } = app;
+  await insertDispenses(db.sql, [{ patient_icn: icn(veteran), rx_number: `${3000000 + veteran}`, tracking_number: `T${veteran}` }]);
+  await runGrouping({ sql: db.sql, config, log: createLogger('silent') });
+  const lost = await orphan(db.sql);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const outcome = await client.sendEmail({ icn: lost.patient_icn, reference: lost.id, personalisation: lost.personalisation });
+  if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
+  return client;
+}
+
 t.test('an orphan VA Notify cannot be asked about stays an orphan, without failing the run', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '300' });
   await insertDispenses(db.sql, [{ patient_icn: icn(33), rx_number: '3000033', tracking_number: 'T33' }]);
@@ -290,12 +305,7 @@ t.test('an orphan VA Notify cannot be asked about stays an orphan, without faili
 
 t.test('an orphan handed back unlooked-up (a 403 on its lookup) stays an orphan: looked up, not sent, after the pause', async (t) => {
   const { db, vaNotify, config } = await testApp(t);
-  await insertDispenses(db.sql, [{ patient_icn: icn(34), rx_number: '3000034', tracking_number: 'T34' }]);
-  await runGrouping({ sql: db.sql, config, log: createLogger('silent') });
-  // The crashed sender's request reached VA Notify: the veteran already has the email.
-  const lost = await orphan(db.sql);
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
-  t.equal((await client.sendEmail({ icn: lost.patient_icn, reference: lost.id, personalisation: lost.personalisation })).kind, 'accepted');
+  const client = await acceptedOrphan({ db, vaNotify, config }, 34);
 
   const refused = vaNotifyClientFromConfig(config, vaNotify.url, { ...sandboxDefaults, secret: 'not-the-sandbox-secret-0001' });
   const budget = createRateBudget(db.sql, 0);
@@ -311,11 +321,7 @@ t.test('an orphan handed back unlooked-up (a 403 on its lookup) stays an orphan:
 
 t.test('a database error between the tries of an orphan does not skip its lookup', async (t) => {
   const { db, vaNotify, config } = await testApp(t);
-  await insertDispenses(db.sql, [{ patient_icn: icn(36), rx_number: '3000036', tracking_number: 'T36' }]);
-  await runGrouping({ sql: db.sql, config, log: createLogger('silent') });
-  const lost = await orphan(db.sql);
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
-  t.equal((await client.sendEmail({ icn: lost.patient_icn, reference: lost.id, personalisation: lost.personalisation })).kind, 'accepted');
+  const client = await acceptedOrphan({ db, vaNotify, config }, 36);
   // The budget's first round trip fails as a dropped connection would; the retry follows.
   let failNext = true;
   const budget: RateBudget = {
