@@ -69,10 +69,19 @@ function eventErrors(event: unknown, index: number): EventError[] {
   const errors = [...byField].map(([field, message]) => ({ index, field, message }));
   if (errors.length > 0) return errors;
   const valid = event as DispenseEvent;
-  // Both are trimmed when stored, and both identify the event: one of spaces only passes minLength
-  // but would be stored as '' and emailed as "Prescription ending in ".
-  if (valid.prescription.rxNumber.trim() === '') errors.push({ index, field: 'prescription.rxNumber', message: 'blank: white space only' });
-  if (valid.trackingNumber.trim() === '') errors.push({ index, field: 'trackingNumber', message: 'blank: white space only' });
+  // Text is trimmed when stored, so a value of spaces only passes minLength but would be stored as
+  // '': an Rx number emailed as "Prescription ending in ", a drug name of nothing, a correlation id
+  // that no AAL event can use. An optional field with no value is left out, never sent blank.
+  const texts: [string, string | undefined][] = [
+    ['messageId', valid.messageId],
+    ['patient.mhvCorrelationId', valid.patient.mhvCorrelationId],
+    ['prescription.rxNumber', valid.prescription.rxNumber],
+    ['prescription.drugName', valid.prescription.drugName],
+    ['trackingNumber', valid.trackingNumber],
+  ];
+  for (const [field, text] of texts) {
+    if (text !== undefined && text.trim() === '') errors.push({ index, field, message: 'blank: white space only' });
+  }
   for (const field of ['dispensedAt', 'shippedAt'] as const) {
     const text = valid[field];
     if (text !== undefined && Number.isNaN(Date.parse(text))) errors.push({ index, field, message: 'not a real date and time' });
@@ -87,14 +96,14 @@ export function toDispenseRecord(event: DispenseEvent): DispenseRecord {
     fillNumber: event.prescription.fillNumber,
     trackingNumber: event.trackingNumber.trim(),
     carrier: normaliseCarrier(event.carrier),
-    drugName: event.prescription.drugName ?? null,
+    drugName: event.prescription.drugName?.trim() ?? null,
     ndc: event.prescription.ndc ?? null,
     quantity: event.prescription.quantity ?? null,
     dispensedAt: event.dispensedAt === undefined ? null : new Date(event.dispensedAt),
     shippedAt: event.shippedAt === undefined ? null : new Date(event.shippedAt),
     patientIcn: event.patient.icn,
-    mhvCorrelationId: event.patient.mhvCorrelationId ?? null,
-    messageControlId: event.messageId ?? null,
+    mhvCorrelationId: event.patient.mhvCorrelationId?.trim() ?? null,
+    messageControlId: event.messageId?.trim() ?? null,
     state: 'pending',
     stateReason: null,
   };

@@ -249,6 +249,37 @@ t.test('JSON with an Rx number or tracking number of white space only: rejected 
   t.same(await counts(db.sql), { inbound: 2, dispenses: 1 });
 });
 
+t.test('JSON optional text of white space only: rejected naming the field; values around spaces trimmed', async (t) => {
+  const { app, db } = await testApp(t);
+  const body = [
+    event({ messageId: '  ', trackingNumber: 'T-1' }),
+    event({ trackingNumber: 'T-2', patient: { icn: '1012345678V123456', mhvCorrelationId: ' \t' } }),
+    event({ trackingNumber: 'T-3', prescription: { rxNumber: '7004003', fillNumber: 1, drugName: '   ' } }),
+    event({
+      messageId: ' json-9004 ',
+      trackingNumber: 'T-4',
+      patient: { icn: '1012345678V123456', mhvCorrelationId: ' 12345678 ' },
+      prescription: { rxNumber: '7004004', fillNumber: 1, drugName: ' LISINOPRIL 10MG TAB ' },
+    }),
+  ];
+  const response = await postDispenses(app, JSON.stringify(body), 'application/json');
+  t.equal(response.statusCode, 200, 'the last event was accepted');
+  const summary = response.json();
+  t.match(summary, { received: 4, inserted: 1, duplicates: 0, rejected: 3 });
+  t.same(
+    summary.errors.map((e: { index: number; field: string; message: string }) => [e.index, e.field, e.message]),
+    [
+      [0, 'messageId', 'blank: white space only'],
+      [1, 'patient.mhvCorrelationId', 'blank: white space only'],
+      [2, 'prescription.drugName', 'blank: white space only'],
+    ],
+  );
+  const rows = await db.sql`select message_control_id, mhv_correlation_id, drug_name from medication_dispense`;
+  t.same([...rows], [{ message_control_id: 'json-9004', mhv_correlation_id: '12345678', drug_name: 'LISINOPRIL 10MG TAB' }]);
+  const [inbound] = await db.sql`select body, outcome from inbound_message`;
+  t.match(inbound, { body: JSON.stringify(body), outcome: 'partial' }, 'the body is kept as sent');
+});
+
 t.test('a message whose MSH-2 cannot be read is answered AR with its MSH-10 in MSA-2', async (t) => {
   const { app, db } = await testApp(t);
   const body = [
