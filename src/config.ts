@@ -85,6 +85,7 @@ export const ConfigSchema = Type.Object({
   SEND_RETRY_BASE_SECONDS: Integer({ default: 60, minimum: 1, description: 'first durable retry delay; doubles per attempt, with jitter' }),
   SEND_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'sending pauses this long after VA Notify rejects our credentials or has no send endpoint at its URL' }),
   SEND_RATE_LIMIT_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'sending pauses this long after VA Notify answers 429 for its per-minute limit' }),
+  SEND_UNAVAILABLE_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'sending pauses this long when VA Notify looks down (sends in a row with no usable answer); one email then probes it' }),
 
   AAL_BASE_URL: Type.Optional(Url('MHV user-management base URL; unset runs the built-in sandbox')),
   AAL_APP_TOKEN: Type.Optional(Type.String({ minLength: 1, description: 'MHV appToken header' })),

@@ -63,7 +63,7 @@ export function createMetrics(sql: Sql) {
   });
   const sendingPaused = new Gauge({
     name: 'rx_sending_paused',
-    help: '1 while sending is paused: VA Notify rejected our credentials, has no send endpoint at the configured URL, or is over its limit',
+    help: '1 while sending is paused: VA Notify rejected our credentials, has no send endpoint at the configured URL, is over its limit, or is not answering',
     registers: [registry],
   });
   const aalPaused = new Gauge({

@@ -68,6 +68,21 @@ export async function sendingPausedUntil(sql: Sql, name = 'va-notify'): Promise<
   return row ? { until: row.paused_until, reason: row.pause_reason } : undefined;
 }
 
+/**
+ * Whether the last pause has ended without a send accepted since: the run after it probes VA Notify,
+ * and pauses again on the first send that gets no usable answer.
+ */
+export async function sendingPauseUnconfirmed(sql: Sql, name = 'va-notify'): Promise<boolean> {
+  const [row] = await sql<{ unconfirmed: boolean }[]>`
+    select pause_reason is not null and paused_until <= now() as unconfirmed from rate_budget where name = ${name}`;
+  return row?.unconfirmed ?? false;
+}
+
+/** A send was accepted after a pause ended: forget the pause. One started since is left alone. */
+export async function confirmSendingResumed(sql: Sql, name = 'va-notify'): Promise<void> {
+  await sql`update rate_budget set pause_reason = null where name = ${name} and paused_until <= now()`;
+}
+
 export async function resumeSending(sql: Sql, name = 'va-notify'): Promise<void> {
   await sql`update rate_budget set paused_until = null, pause_reason = null where name = ${name}`;
 }

@@ -128,15 +128,17 @@ export async function recordRetryLater(
 /**
  * Hands claimed emails back untouched (shutdown, or sending paused): the attempt they were charged
  * is given back, since nothing was sent, and they are due at once; a pause holds every email back
- * by itself, so one cleared early lets them go at once. Emails claimed by someone else since are
- * left alone. Only for emails VA Notify cannot already have: see {@link releaseClaimedOrphans}.
+ * by itself, so one cleared early lets them go at once. `delaySeconds` makes them due later instead
+ * (an email that met a VA Notify outage must not be the first to probe it again, in case the fault
+ * is its own). Emails claimed by someone else since are left alone. Only for emails VA Notify cannot
+ * already have: see {@link releaseClaimedOrphans}.
  */
-export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], claim: SendClaim): Promise<number> {
+export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], claim: SendClaim, delaySeconds = 0): Promise<number> {
   if (emailIds.length === 0) return 0;
   const rows = await sql`
     update tracking_email
        set state = 'queued', attempts = greatest(attempts - 1, 0), lease_until = null, leased_by = null, lease_token = null,
-           next_attempt_at = now(), updated_at = now()
+           next_attempt_at = now() + make_interval(secs => ${delaySeconds}), updated_at = now()
      where id = any(${emailIds}::uuid[]) and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
     returning id`;
   return rows.length;
@@ -144,15 +146,17 @@ export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], c
 
 /**
  * Hands back claimed emails that VA Notify may already have (an orphan not yet looked up, or a send
- * whose answer was lost) as orphans still: left `sending` with the lease run out, so that the next
- * claim, a sender's or the sweep's, looks each up by reference before anything is sent. Queued
- * again, the next claim would send without looking. The attempt is given back, as above.
+ * whose answer was lost) as orphans still: left `sending` with the lease run out (or running out
+ * after `delaySeconds`), so that the next claim, a sender's or the sweep's, looks each up by
+ * reference before anything is sent. Queued again, the next claim would send without looking. The
+ * attempt is given back, as above.
  */
-export async function releaseClaimedOrphans(sql: SqlHandle, emailIds: string[], claim: SendClaim): Promise<number> {
+export async function releaseClaimedOrphans(sql: SqlHandle, emailIds: string[], claim: SendClaim, delaySeconds = 0): Promise<number> {
   if (emailIds.length === 0) return 0;
   const rows = await sql`
     update tracking_email
-       set attempts = greatest(attempts - 1, 0), lease_until = now(), leased_by = null, lease_token = null, updated_at = now()
+       set attempts = greatest(attempts - 1, 0), lease_until = now() + make_interval(secs => ${delaySeconds}),
+           leased_by = null, lease_token = null, updated_at = now()
      where id = any(${emailIds}::uuid[]) and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
     returning id`;
   return rows.length;

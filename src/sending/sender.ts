@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import { applyPendingStatusEvents } from '../status/repository.ts';
-import { pauseSending, sendingPausedUntil, type RateBudget } from './rate-budget.ts';
+import { confirmSendingResumed, pauseSending, sendingPausedUntil, sendingPauseUnconfirmed, type RateBudget } from './rate-budget.ts';
 import {
   claimDueEmails,
   recordEmailFailed,
@@ -96,6 +96,49 @@ class ClaimLost extends Error {}
 /** An orphan VA Notify has no notification for, whose claims have used every attempt. */
 class AttemptsUsedUp extends Error {}
 
+/** A send that got no usable answer while VA Notify looks down: no email's fault, so none is charged. */
+class VaNotifyUnavailable extends Error {
+  readonly ambiguous: boolean;
+  constructor(cause: TransientSendError) {
+    super(cause.message);
+    this.ambiguous = cause.ambiguous;
+  }
+}
+
+/** Emails in a row whose tries all got no usable answer (5xx, timeouts, refused connections). */
+const UnavailableAfterFailures = 3;
+
+/**
+ * Tells a VA Notify outage from one email's bad luck. An email's quick retries span a few seconds;
+ * when emails one after another use them all with no answer from VA Notify in between, VA Notify is
+ * down, and charging each email an attempt would fail every queued email within the quarter hour
+ * its durable retries span. So from the third such email on, sending pauses on every instance and
+ * the emails go back uncharged. Right after a pause, until a send is accepted, the first such email
+ * is enough: an outage costs at most two emails an attempt each on each instance, not two per probe.
+ */
+class AvailabilityWatch {
+  #failuresInARow = 0;
+  #afterPause: boolean;
+  readonly #sql: Sql;
+  constructor(sql: Sql, afterPause: boolean) {
+    this.#sql = sql;
+    this.#afterPause = afterPause;
+  }
+  /** VA Notify answered (accepted, or refused the email itself): it is up. */
+  async answered(): Promise<void> {
+    this.#failuresInARow = 0;
+    if (this.#afterPause) {
+      this.#afterPause = false;
+      await confirmSendingResumed(this.#sql);
+    }
+  }
+  /** An email's tries all went unanswered; true when VA Notify now looks down. */
+  failed(): boolean {
+    this.#failuresInARow += 1;
+    return this.#afterPause || this.#failuresInARow >= UnavailableAfterFailures;
+  }
+}
+
 const defaultInstanceId = `${process.pid}-${randomUUID().slice(0, 8)}`;
 
 /**
@@ -118,6 +161,7 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? defaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
   const claimed = await claimDueEmails(sql, { batchSize: config.SEND_BATCH_SIZE, claim });
   if (claimed.length === 0) return result;
+  const watch = new AvailabilityWatch(sql, await sendingPauseUnconfirmed(sql));
 
   const queue = [...claimed];
   const unstarted = () => queue.splice(0).map((email) => email.id);
@@ -125,11 +169,12 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   // Emails VA Notify may already have: orphans until a lookup finds nothing, and any email after a
   // send whose answer was lost. Handed back, they stay orphans, so that they are looked up first.
   const mayBeAtVaNotify = new Set(claimed.filter((email) => email.orphaned).map((email) => email.id));
-  const handBack = async (emailIds: string[]) => {
+  const handBack = async (emailIds: string[], delaySeconds = 0) => {
     const orphans = emailIds.filter((id) => mayBeAtVaNotify.has(id));
     const others = emailIds.filter((id) => !mayBeAtVaNotify.has(id));
-    return (await releaseClaimedOrphans(sql, orphans, claim)) + (await releaseClaimedEmails(sql, others, claim));
+    return (await releaseClaimedOrphans(sql, orphans, claim, delaySeconds)) + (await releaseClaimedEmails(sql, others, claim, delaySeconds));
   };
+  let unavailablePauseTaken = false;
 
   const count = (label: SendOutcomeLabel) => {
     deps.onOutcome?.(label);
@@ -143,7 +188,18 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
         queue.unshift(email);
         return;
       }
-      const label = await sendOne(deps, claim, email, mayBeAtVaNotify).catch(async (error: unknown) => {
+      const label = await sendOne(deps, claim, email, mayBeAtVaNotify, watch).catch(async (error: unknown) => {
+        if (error instanceof VaNotifyUnavailable) {
+          if (!unavailablePauseTaken) {
+            unavailablePauseTaken = true;
+            pausedUntil = await pauseSending(sql, config.SEND_UNAVAILABLE_PAUSE_SECONDS, `VA Notify unavailable: ${error.message}`);
+            log.error({ reason: error.message, pausedUntil }, 'VA Notify is not answering: sending is paused on every instance; no email is charged for it');
+          }
+          // Due after the first retry delay rather than at once, so that the next probe is another
+          // email: if the fault was this email's own, it does not hold every other email back.
+          await handBack([email.id], config.SEND_RETRY_BASE_SECONDS);
+          return 'released' as const;
+        }
         if (error instanceof SendingHalted) {
           pausedUntil = await pauseSending(sql, pauseSeconds(config, error.outcome), error.message);
           logHalt(log, error.outcome, pausedUntil);
@@ -203,7 +259,13 @@ function logHalt(log: Logger, outcome: SendingHalted['outcome'], pausedUntil: Da
   }
 }
 
-async function sendOne(deps: SenderDeps, claim: SendClaim, email: ClaimedEmail, mayBeAtVaNotify: Set<string>): Promise<SendOutcomeLabel> {
+async function sendOne(
+  deps: SenderDeps,
+  claim: SendClaim,
+  email: ClaimedEmail,
+  mayBeAtVaNotify: Set<string>,
+  watch: AvailabilityWatch,
+): Promise<SendOutcomeLabel> {
   const { sql, config, log } = deps;
 
   /** Every request takes a budget token, then renews the claim: no request once the claim is lost. */
@@ -260,12 +322,14 @@ async function sendOne(deps: SenderDeps, claim: SendClaim, email: ClaimedEmail, 
         },
       },
     );
+    await watch.answered();
     if (notificationId === null) return 'recovered';
     await storeNotification(sql, config, email.id, notificationId, email.attempts);
     log.info({ emailId: email.id, notificationId, attempt: email.attempts }, 'tracking email sent');
     return 'sent';
   } catch (error) {
     if (error instanceof PermanentSendError) {
+      await watch.answered();
       const reason = `VA Notify answered ${error.outcome.status}: ${error.message}`;
       await recordEmailFailed(sql, email.id, claim, reason);
       log.warn({ emailId: email.id, status: error.outcome.status, reason }, 'tracking email failed: VA Notify refused it');
@@ -278,6 +342,7 @@ async function sendOne(deps: SenderDeps, claim: SendClaim, email: ClaimedEmail, 
       return 'failed';
     }
     if (error instanceof TransientSendError) {
+      if (watch.failed()) throw new VaNotifyUnavailable(error);
       // An unanswered last try leaves the claim to expire instead: it comes back as an orphan and is
       // looked up by reference before it is sent again.
       if (error.ambiguous) {

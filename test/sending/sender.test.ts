@@ -96,6 +96,86 @@ t.test('transient failures are retried until VA Notify takes the email', async (
   t.equal(toThree.length, 1, 'the veteran got one email');
 });
 
+t.test('a VA Notify outage pauses sending on every instance and fails no email, however long it lasts', async (t) => {
+  const { app, db, vaNotify, logs } = await testApp(t, { SEND_MAX_ATTEMPTS: '3' });
+  await insertDispenses(db.sql, Array.from({ length: 6 }, (_, i) => ({ patient_icn: icn(40 + i), rx_number: `${4000040 + i}`, tracking_number: `T${40 + i}` })));
+  await post(app, 'grouping');
+  const attempts = async () =>
+    (await db.sql<{ attempts: number }[]>`select attempts from tracking_email order by attempts desc, id`).map((r) => r.attempts);
+  // The pause ends and every email is due, as if the pause and the retry delays had passed.
+  const timePasses = () => db.sql`
+    update rate_budget set paused_until = now() - interval '1 second' where paused_until > now();
+    update tracking_email set next_attempt_at = now(), lease_until = case when state = 'sending' then now() end`.simple();
+
+  vaNotify.state.faults.sendFailureRate = 1;
+  t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 2, failed: 0, skipped: 4, paused: true },
+    'two emails in a row without an answer are one email\'s bad luck; the third is an outage');
+  t.same(await attempts(), [1, 1, 0, 0, 0, 0], 'only the first two were charged an attempt');
+  const [pause] = await db.sql`select pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
+  t.match(pause, { pause_reason: /^VA Notify unavailable: .*503/, a_minute: true }, 'SEND_UNAVAILABLE_PAUSE_SECONDS on every instance');
+  const [waiting] = await db.sql`select count(*)::int as n from tracking_email where state = 'queued' and attempts = 0 and next_attempt_at > now() + interval '50 seconds'`;
+  t.equal(waiting!.n, 4, 'handed back uncharged, due after the first retry delay');
+  t.match(logs.text, /VA Notify is not answering: sending is paused on every instance/);
+  t.match(await post(app, 'send'), { paused: true, sent: 0 }, 'held while the pause lasts');
+
+  for (let probe = 1; probe <= 3; probe++) {
+    await timePasses();
+    t.match(await post(app, 'send'), { sent: 0, retried: 0, failed: 0, paused: true }, `probe ${probe} after the pause: the first unanswered email pauses again`);
+  }
+  t.same(await attempts(), [1, 1, 0, 0, 0, 0], 'three probes later, enough to use up SEND_MAX_ATTEMPTS, no email was charged again');
+  const [states] = await db.sql`select count(*) filter (where state = 'failed')::int as failed from tracking_email`;
+  t.equal(states!.failed, 0);
+
+  vaNotify.state.faults.sendFailureRate = 0;
+  await timePasses();
+  t.match(await post(app, 'send'), { sent: 6, paused: false }, 'VA Notify is back: every email goes');
+  t.same(await attempts(), [2, 2, 1, 1, 1, 1]);
+  const [after] = await db.sql`select pause_reason from rate_budget`;
+  t.equal(after!.pause_reason, null, 'an accepted send ends the probing');
+  t.equal(vaNotify.state.counters.sendsAccepted, 6, 'each veteran got one email');
+
+  await insertDispenses(db.sql, [{ patient_icn: icn(46), rx_number: '4000046', tracking_number: 'T46' }]);
+  await post(app, 'grouping');
+  vaNotify.state.forcedResponses.push({ status: 500 }, { status: 500 }, { status: 500 });
+  t.match(await post(app, 'send'), { retried: 1, skipped: 0, paused: false }, 'one email without an answer, once confirmed up, is retried later as before');
+});
+
+t.test('an outage of no answers at all: the emails VA Notify may have go back as orphans, uncharged', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '200' });
+  await insertDispenses(db.sql, Array.from({ length: 3 }, (_, i) => ({ patient_icn: icn(60 + i), rx_number: `${4000060 + i}`, tracking_number: `T${60 + i}` })));
+  await post(app, 'grouping');
+  vaNotify.state.faults.latencyMs = 1_000;
+  t.match(await post(app, 'send'), { sent: 0, retried: 2, skipped: 1, paused: true });
+  vaNotify.state.faults.latencyMs = 0;
+  const emails = await db.sql`
+    select state, attempts, leased_by is null as unleased,
+           lease_until between now() + interval '50 seconds' and now() + interval '60 seconds' as due_in_a_minute
+      from tracking_email order by attempts desc`;
+  t.same([...emails], [
+    { state: 'sending', attempts: 1, unleased: false, due_in_a_minute: false },
+    { state: 'sending', attempts: 1, unleased: false, due_in_a_minute: false },
+    { state: 'sending', attempts: 0, unleased: true, due_in_a_minute: true },
+  ], 'the first two left to expire with their lease, as before; the third handed back uncharged, an orphan still, looked up after the first retry delay');
+});
+
+t.test('one email VA Notify never answers, among others it takes, pauses nothing and fails in the end', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, { SEND_MAX_ATTEMPTS: '2', SEND_CONCURRENCY: '1' });
+  await insertDispenses(db.sql, Array.from({ length: 4 }, (_, i) => ({ patient_icn: icn(50 + i), rx_number: `${4000050 + i}`, tracking_number: `T${50 + i}` })));
+  await post(app, 'grouping');
+  const [first] = await db.sql<{ id: string }[]>`select id from tracking_email order by next_attempt_at, id limit 1`;
+  for (let round = 1; round <= 2; round++) {
+    // One request at a time: the first email due meets the three 500s of its quick retries.
+    vaNotify.state.forcedResponses.push({ status: 500 }, { status: 500 }, { status: 500 });
+    const result = await post(app, 'send');
+    t.match(result, { paused: false, skipped: 0 }, `round ${round}: not an outage`);
+    await db.sql`update tracking_email set next_attempt_at = now() where state = 'queued'`;
+  }
+  const [poisoned] = await db.sql`select state, attempts, state_reason from tracking_email where id = ${first!.id}`;
+  t.match(poisoned, { state: 'failed', attempts: 2, state_reason: /gave up after 2 attempts/ });
+  const [others] = await db.sql`select count(*)::int as sent from tracking_email where state = 'sent'`;
+  t.equal(others!.sent, 3);
+});
+
 t.test('an answer lost after VA Notify accepted: recovered by reference, never sent twice', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '300' });
   await insertDispenses(db.sql, [{ patient_icn: icn(4), rx_number: '4000001', tracking_number: 'T4' }]);
