@@ -97,6 +97,7 @@ export const ConfigSchema = Type.Object({
   AAL_MAX_ATTEMPTS: Integer({ default: 10, minimum: 1, description: 'posts of one AAL event before it is failed' }),
   AAL_BATCH_SIZE: Integer({ default: 100, minimum: 1, description: 'AAL events claimed per run' }),
   AAL_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'AAL posting pauses this long after MHV refuses our credentials (a 403, or a 401 to the session request)' }),
+  AAL_UNAVAILABLE_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'AAL posting pauses this long when the AAL looks down (events in a row with no usable answer); one event then probes it' }),
 
   JOBS_ENABLED: Bool(true, 'run the jobs on timers in this instance'),
   GROUPING_INTERVAL_SECONDS: Integer({ default: 60, minimum: 1, description: 'grouping timer' }),

@@ -68,7 +68,7 @@ export function createMetrics(sql: Sql) {
   });
   const aalPaused = new Gauge({
     name: 'rx_aal_paused',
-    help: '1 while AAL posting is paused because MHV refused our credentials',
+    help: '1 while AAL posting is paused: MHV refused our credentials, or the AAL is not answering',
     registers: [registry],
   });
 

@@ -8,10 +8,13 @@ import pRetry from 'p-retry';
 import type { BaseLogger } from 'pino';
 import type { Config } from '../config.ts';
 import type { SqlHandle } from '../db/connect.ts';
+import { AvailabilityWatch } from '../jobs/availability-watch.ts';
 import type { AalClient, AalOutcome } from './aal-client.ts';
 import {
+  aalPauseUnconfirmed,
   aalPostingPausedUntil,
   claimAalEvents,
+  confirmAalPostingResumed,
   markAalEventFailed,
   markAalEventPosted,
   markAalEventUnpostable,
@@ -33,7 +36,7 @@ export interface AalRunResult {
   failed: number;
   /** Claimed but handed back unposted, attempt refunded: the run was stopped, or posting paused. */
   released: number;
-  /** AAL posting is paused because MHV refused our credentials: found paused, or paused by this run. */
+  /** AAL posting is paused (MHV refused our credentials, or the AAL is not answering): found paused, or paused by this run. */
   paused: boolean;
 }
 
@@ -46,7 +49,7 @@ export interface QuickRetry {
 
 export interface AalWorkerDeps {
   sql: SqlHandle;
-  config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_MAX_ATTEMPTS' | 'AAL_TIMEOUT_MS' | 'AAL_INTERVAL_SECONDS' | 'AAL_PAUSE_SECONDS'>;
+  config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_MAX_ATTEMPTS' | 'AAL_TIMEOUT_MS' | 'AAL_INTERVAL_SECONDS' | 'AAL_PAUSE_SECONDS' | 'AAL_UNAVAILABLE_PAUSE_SECONDS'>;
   aal: AalClient;
   log: Pick<BaseLogger, 'info' | 'warn' | 'error'>;
   /** Aborted on shutdown: no new post starts, and unposted claims are released. */
@@ -112,6 +115,8 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
 
   const claimed = await claimAalEvents(sql, config.AAL_BATCH_SIZE, aalLeaseSeconds(config, concurrency, quickRetry));
   if (claimed.length === 0) return result;
+  // The AAL looks down after events in a row get no answer (src/jobs/availability-watch.ts).
+  const watch = new AvailabilityWatch(await aalPauseUnconfirmed(sql), () => confirmAalPostingResumed(sql));
 
   const count = (outcome: AalRunOutcome, n = 1) => {
     if (n === 0) return;
@@ -122,6 +127,18 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   // Set by the first post MHV refused for our credentials: no new post starts after it. The pause is
   // written, and the error logged, once per run however many posts in flight are refused with it.
   let pausing: Promise<Date> | undefined;
+  // The same for the first event that finds the AAL down.
+  let pausingUnavailable: Promise<Date> | undefined;
+  function pauseUnavailableOnce(outcome: Extract<AalOutcome, { kind: 'transient' }>): Promise<Date> {
+    pausingUnavailable ??= pauseAalPosting(sql, config.AAL_UNAVAILABLE_PAUSE_SECONDS, `AAL unavailable: ${pauseReason(outcome.reason)}`).then((pausedUntil) => {
+      log.error(
+        { status: outcome.status, reason: pauseReason(outcome.reason), pausedUntil },
+        'the AAL is not answering: AAL posting is paused on every instance; no event is charged for it',
+      );
+      return pausedUntil;
+    });
+    return pausingUnavailable;
+  }
   function pauseOnce(outcome: Extract<AalOutcome, { kind: 'unauthorized' }>, ids: { aalEventId: number; emailId: string }): Promise<Date> {
     const reason = pauseReason(outcome.reason);
     pausing ??= pauseAalPosting(sql, config.AAL_PAUSE_SECONDS, reason).then((pausedUntil) => {
@@ -168,6 +185,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
       outcome = error.outcome;
     }
 
+    if (outcome.kind === 'posted' || outcome.kind === 'permanent') await watch.answered();
     if (outcome.kind === 'posted') {
       if (await markAalEventPosted(sql, event)) {
         log.info(ids, 'AAL event posted');
@@ -184,6 +202,11 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
         log.warn({ ...ids, status: outcome.status }, 'AAL refused the event; not retried');
         count('failed');
       }
+    } else if (watch.failed()) {
+      // Not the event's fault either: back uncharged, due after the first retry delay, so that the
+      // next probe is another event in case the fault was this one's own.
+      await pauseUnavailableOnce(outcome);
+      count('released', await releaseAalEvents(sql, [event], aalBackoff(config).baseSeconds));
     } else {
       const state = await scheduleAalRetry(sql, event, outcome.reason, config.AAL_MAX_ATTEMPTS, aalBackoff(config));
       if (state === 'pending') {
@@ -200,7 +223,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   const failures: unknown[] = [];
   async function lane(): Promise<void> {
     for (let event = queue.shift(); event !== undefined; event = queue.shift()) {
-      if (signal?.aborted || pausing !== undefined) {
+      if (signal?.aborted || pausing !== undefined || pausingUnavailable !== undefined) {
         queue.unshift(event);
         return;
       }
@@ -216,7 +239,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   await Promise.all(Array.from({ length: Math.min(concurrency, claimed.length) }, lane));
 
   // Set only once the pause is written: a pause that could not be written pauses nothing.
-  const pausedUntil = await pausing?.catch(() => undefined);
+  const pausedUntil = (await pausing?.catch(() => undefined)) ?? (await pausingUnavailable?.catch(() => undefined));
   result.paused = pausedUntil !== undefined;
   if (queue.length > 0) {
     const released = await releaseAalEvents(sql, queue);

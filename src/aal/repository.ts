@@ -1,5 +1,6 @@
 // The AAL outbox (aal_event): claiming due events, recording what the AAL answered, releasing
-// claims; and the posting pause (aal_pause) taken when MHV refuses our credentials. Every outcome
+// claims; and the posting pause (aal_pause) taken when MHV refuses our credentials or the AAL is not
+// answering. Every outcome
 // update is guarded by `state = 'posting' and attempts = <the claim's attempts>`, so a worker whose
 // lease ran out and was reclaimed by another can never overwrite the newer claim's result.
 import type { SqlHandle } from '../db/connect.ts';
@@ -117,15 +118,17 @@ export async function scheduleAalRetry(
  * Gives back claimed events that were never posted (shutdown came first), or whose post was refused
  * for our credentials rather than for the event (posting paused): the attempt they were charged at
  * claim time is returned to them and they are due again at once. During a pause the pause itself
- * keeps them waiting, so clearing it resumes posting at once, oldest first.
+ * keeps them waiting, so clearing it resumes posting at once, oldest first. `delaySeconds` makes
+ * them due later instead (an event that met an AAL outage must not be the first to probe it again,
+ * in case the fault is its own).
  */
-export async function releaseAalEvents(sql: SqlHandle, events: readonly ClaimedAalEvent[]): Promise<number> {
+export async function releaseAalEvents(sql: SqlHandle, events: readonly ClaimedAalEvent[], delaySeconds = 0): Promise<number> {
   if (events.length === 0) return 0;
   const ids = events.map((e) => e.id);
   const attempts = events.map((e) => e.attempts);
   const rows = await sql`
     update aal_event a
-    set state = 'pending', lease_until = null, next_attempt_at = now(),
+    set state = 'pending', lease_until = null, next_attempt_at = now() + make_interval(secs => ${delaySeconds}),
         attempts = greatest(a.attempts - 1, 0), updated_at = now()
     from unnest(${ids}::bigint[], ${attempts}::int[]) as claim(id, attempts)
     where a.id = claim.id and a.attempts = claim.attempts and a.state = 'posting'
@@ -168,6 +171,17 @@ export async function aalPostingPausedUntil(sql: SqlHandle): Promise<{ until: Da
   const [row] = await sql<{ until: Date; reason: string }[]>`
     select paused_until as until, pause_reason as reason from aal_pause where paused_until > now()`;
   return row;
+}
+
+/** Whether the last pause has ended with nothing posted since: the run after it probes the AAL. */
+export async function aalPauseUnconfirmed(sql: SqlHandle): Promise<boolean> {
+  const [row] = await sql<{ unconfirmed: boolean }[]>`select paused_until <= now() as unconfirmed from aal_pause`;
+  return row?.unconfirmed ?? false;
+}
+
+/** An event was posted after a pause ended: forget the pause. One started since is left alone. */
+export async function confirmAalPostingResumed(sql: SqlHandle): Promise<void> {
+  await sql`delete from aal_pause where paused_until <= now()`;
 }
 
 /** Ends a pause at once (an operator fixed the credentials and does not want to wait). */

@@ -14,7 +14,7 @@ const AalResult = Type.Object({
   retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
   failed: Type.Integer({ description: 'refused by the AAL, or out of attempts' }),
   released: Type.Integer({ description: 'claimed but handed back unposted, attempt refunded (shutdown, or posting paused)' }),
-  paused: Type.Boolean({ description: 'AAL posting is paused on every instance because MHV refused our credentials (a 403, or a 401 to the session request)' }),
+  paused: Type.Boolean({ description: 'AAL posting is paused on every instance: MHV refused our credentials (a 403, or a 401 to the session request), or the AAL is not answering' }),
 });
 
 const SendResult = Type.Object({
@@ -23,7 +23,7 @@ const SendResult = Type.Object({
   retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
   failed: Type.Integer({ description: 'refused by VA Notify (400), or out of attempts' }),
   skipped: Type.Integer({ description: "claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed by another sender after this claim's lease ran out" }),
-  paused: Type.Boolean({ description: 'sending is paused on every instance: VA Notify rejected our credentials (401/403), has no send endpoint at the configured URL (404), or is over its rate or daily limit (429)' }),
+  paused: Type.Boolean({ description: 'sending is paused on every instance: VA Notify rejected our credentials (401/403), has no send endpoint at the configured URL (404), is over its rate or daily limit (429), or is not answering (5xx, timeouts)' }),
 });
 
 const SweepDone = Type.Object({

@@ -11,6 +11,7 @@ import pRetry, { AbortError } from 'p-retry';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
+import { AvailabilityWatch } from '../jobs/availability-watch.ts';
 import { applyPendingStatusEvents } from '../status/repository.ts';
 import { confirmSendingResumed, pauseSending, sendingPausedUntil, sendingPauseUnconfirmed, type RateBudget } from './rate-budget.ts';
 import {
@@ -105,40 +106,6 @@ class VaNotifyUnavailable extends Error {
   }
 }
 
-/** Emails in a row whose tries all got no usable answer (5xx, timeouts, refused connections). */
-const UnavailableAfterFailures = 3;
-
-/**
- * Tells a VA Notify outage from one email's bad luck. An email's quick retries span a few seconds;
- * when emails one after another use them all with no answer from VA Notify in between, VA Notify is
- * down, and charging each email an attempt would fail every queued email within the quarter hour
- * its durable retries span. So from the third such email on, sending pauses on every instance and
- * the emails go back uncharged. Right after a pause, until a send is accepted, the first such email
- * is enough: an outage costs at most two emails an attempt each on each instance, not two per probe.
- */
-class AvailabilityWatch {
-  #failuresInARow = 0;
-  #afterPause: boolean;
-  readonly #sql: Sql;
-  constructor(sql: Sql, afterPause: boolean) {
-    this.#sql = sql;
-    this.#afterPause = afterPause;
-  }
-  /** VA Notify answered (accepted, or refused the email itself): it is up. */
-  async answered(): Promise<void> {
-    this.#failuresInARow = 0;
-    if (this.#afterPause) {
-      this.#afterPause = false;
-      await confirmSendingResumed(this.#sql);
-    }
-  }
-  /** An email's tries all went unanswered; true when VA Notify now looks down. */
-  failed(): boolean {
-    this.#failuresInARow += 1;
-    return this.#afterPause || this.#failuresInARow >= UnavailableAfterFailures;
-  }
-}
-
 const defaultInstanceId = `${process.pid}-${randomUUID().slice(0, 8)}`;
 
 /**
@@ -161,7 +128,8 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? defaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
   const claimed = await claimDueEmails(sql, { batchSize: config.SEND_BATCH_SIZE, claim });
   if (claimed.length === 0) return result;
-  const watch = new AvailabilityWatch(sql, await sendingPauseUnconfirmed(sql));
+  // VA Notify looks down after emails in a row get no answer (src/jobs/availability-watch.ts).
+  const watch = new AvailabilityWatch(await sendingPauseUnconfirmed(sql), () => confirmSendingResumed(sql));
 
   const queue = [...claimed];
   const unstarted = () => queue.splice(0).map((email) => email.id);

@@ -77,38 +77,45 @@ t.test('one post per event, with the right headers and body', async (t) => {
   t.match(logs.text, /AAL event posted/);
 });
 
-t.test('AAL down for a while, then up: every event posted exactly once', async (t) => {
+t.test('AAL down for a while, then up: posting pauses, no event is charged past the first two, every event posted once', async (t) => {
   const db = await testDatabase(t);
   const aal = await sandbox(t);
   const events = await Promise.all(['111', '222', '333'].map((id) => insertDeliveredEmail(db.sql, { correlationId: id })));
-  const { run } = worker(db, client(aal), { AAL_INTERVAL_SECONDS: '60' });
+  const { run, logs } = worker(db, client(aal), {}, { config: { ...testConfig(), AAL_INTERVAL_SECONDS: 60, AAL_UNAVAILABLE_PAUSE_SECONDS: 1 } });
+  const rows = () => Promise.all(events.map(({ aalEventId }) => aalEvent(db.sql, aalEventId)));
 
   aal.state.down = true;
-  t.same(await run(), { posted: 0, retried: 3, failed: 0, released: 0, paused: false });
+  t.same(await run(), { posted: 0, retried: 2, failed: 0, released: 1, paused: true },
+    'two events in a row without an answer are bad luck; the third is an outage');
   t.equal(aal.state.requests.length, 9, 'three quick attempts per event, no more');
-  for (const { aalEventId } of events) {
-    const row = await aalEvent(db.sql, aalEventId);
+  const first = (await rows()).sort((a, b) => b.attempts - a.attempts);
+  for (const row of first.slice(0, 2)) {
     t.match(row, { state: 'pending', attempts: 1, lease_until: null, last_error: /AAL answered 503/ });
-    t.ok(row.due_in_seconds > 40 && row.due_in_seconds <= 75, `first backoff is about one interval with jitter (${row.due_in_seconds.toFixed(1)} s)`);
+    t.ok(row.due_in_seconds > 25 && row.due_in_seconds <= 95, `first backoff is about one interval with jitter (${row.due_in_seconds.toFixed(1)} s)`);
   }
-  t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: false }, 'nothing is due during the backoff');
-  t.equal(aal.state.requests.length, 9);
+  t.match(first[2], { state: 'pending', attempts: 0, lease_until: null }, 'the third goes back uncharged');
+  t.ok(first[2]!.due_in_seconds > 55 && first[2]!.due_in_seconds <= 60, 'due after the first retry delay, so that another event probes next');
+  t.match(await aalPostingPausedUntil(db.sql), { reason: /^AAL unavailable: .*503/ });
+  t.match(logs.text, /the AAL is not answering: AAL posting is paused on every instance/);
+  t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: true }, 'nothing during the pause');
 
-  await backoffElapses(db.sql);
-  t.same(await run(), { posted: 0, retried: 3, failed: 0, released: 0, paused: false }, 'still down');
-  for (const { aalEventId } of events) {
-    const row = await aalEvent(db.sql, aalEventId);
-    t.ok(row.due_in_seconds > 85 && row.due_in_seconds <= 150, `second backoff doubles (${row.due_in_seconds.toFixed(1)} s)`);
+  for (let probe = 1; probe <= 3; probe++) {
+    await pauseEnds(db.sql);
+    await backoffElapses(db.sql);
+    t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 3, paused: true }, `probe ${probe}: the first unanswered event pauses again`);
   }
+  t.same((await rows()).map((r) => r.attempts).sort(), [0, 1, 1], 'no event charged by the probes');
 
   aal.state.down = false;
+  await pauseEnds(db.sql);
   await backoffElapses(db.sql);
   t.same(await run(), { posted: 3, retried: 0, failed: 0, released: 0, paused: false });
+  const [pause] = await db.sql`select count(*)::int as n from aal_pause`;
+  t.equal(pause!.n, 0, 'a posted event ends the probing');
   await backoffElapses(db.sql);
   t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: false });
-  t.equal(aal.state.events.length, 3);
   t.same(aal.state.events.map((e) => e.body.userProfileId).sort(), [111, 222, 333], 'each event once');
-  for (const { aalEventId } of events) t.match(await aalEvent(db.sql, aalEventId), { state: 'posted', attempts: 3, last_error: null });
+  t.same((await rows()).map((r) => [r.state, r.attempts]).sort(), [['posted', 1], ['posted', 2], ['posted', 2]]);
 });
 
 t.test('a flaky AAL is absorbed by the quick retries', async (t) => {
