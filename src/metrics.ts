@@ -47,7 +47,7 @@ export function createMetrics(sql: Sql) {
 
   const rowsByState = new Gauge({
     name: 'rx_rows',
-    help: 'Rows by table and state: medication_dispense, tracking_email, notification (status), aal_event',
+    help: 'Rows in the states that are work in progress or need a person, by table and state: medication_dispense pending; tracking_email queued, sending, temporary_failure, failed; notification (status) created, sending, pending, sent; aal_event pending, posting, failed. Every state: GET /v1/stats',
     labelNames: ['table', 'state'] as const,
     registers: [registry],
   });
@@ -74,22 +74,15 @@ export function createMetrics(sql: Sql) {
 
   /** Reads the whole-service gauges; called at each scrape. */
   async function collectFromDatabase(): Promise<void> {
-    const counts = await stateCounts(sql);
+    const gauges = await gaugeReadings(sql);
     rowsByState.reset();
-    for (const [table, states] of Object.entries(counts)) {
+    for (const [table, states] of Object.entries(gauges.counts)) {
       for (const [state, count] of Object.entries(states)) rowsByState.set({ table, state }, count);
     }
-    const [ages] = await sql<{ dispense_age: number; notification_age: number; paused: boolean; aal_paused: boolean }[]>`
-      select
-        coalesce(extract(epoch from now() - (select min(created_at) from medication_dispense where state = 'pending')), 0)::float8 as dispense_age,
-        coalesce(extract(epoch from now() - (select min(created_at) from notification
-                                              where status in ('created', 'sending', 'pending', 'sent'))), 0)::float8 as notification_age,
-        exists (select 1 from rate_budget where paused_until > now()) as paused,
-        exists (select 1 from aal_pause where paused_until > now()) as aal_paused`;
-    oldestPendingDispense.set(ages?.dispense_age ?? 0);
-    oldestOpenNotification.set(ages?.notification_age ?? 0);
-    sendingPaused.set(ages?.paused ? 1 : 0);
-    aalPaused.set(ages?.aal_paused ? 1 : 0);
+    oldestPendingDispense.set(gauges.dispenseAge);
+    oldestOpenNotification.set(gauges.notificationAge);
+    sendingPaused.set(gauges.sendingPaused ? 1 : 0);
+    aalPaused.set(gauges.aalPaused ? 1 : 0);
   }
 
   return { registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, aalPosts, collectFromDatabase };
@@ -99,7 +92,64 @@ export type Metrics = ReturnType<typeof createMetrics>;
 
 export type StateCounts = Record<'medication_dispense' | 'tracking_email' | 'notification' | 'aal_event', Record<string, number>>;
 
-/** Row counts by state for the four tables an operator watches (GET /v1/stats and the gauges). */
+/**
+ * What a scrape reads from Postgres. Only work in progress and what needs a person, each through the
+ * partial index that holds it, so that a scrape reads the work and not the history: counting every
+ * state read the four tables whole (0.7 to 1.7 s a scrape beside 400,000 emails). With sequential
+ * scans off, Postgres takes those indexes whatever its statistics say; statistics taken while the
+ * tables held mostly work in progress made it scan whole tables for these counts too.
+ */
+async function gaugeReadings(sql: Sql): Promise<{
+  counts: StateCounts;
+  dispenseAge: number;
+  notificationAge: number;
+  sendingPaused: boolean;
+  aalPaused: boolean;
+}> {
+  return sql.begin(async (tx) => {
+    await tx`set local enable_seqscan = off`;
+    const [row] = await tx<{
+      dispense_pending: number; email_queued: number; email_sending: number; email_temporary_failure: number; email_failed: number;
+      aal_pending: number; aal_posting: number; aal_failed: number;
+      dispense_age: number; notification_age: number; paused: boolean; aal_paused: boolean;
+    }[]>`
+      select
+        (select count(*) from medication_dispense where state = 'pending')::int as dispense_pending,
+        (select count(*) from tracking_email where state = 'queued')::int as email_queued,
+        (select count(*) from tracking_email where state = 'sending')::int as email_sending,
+        (select count(*) from tracking_email where state = 'temporary_failure')::int as email_temporary_failure,
+        (select count(*) from tracking_email where state = 'failed')::int as email_failed,
+        (select count(*) from aal_event where state = 'pending')::int as aal_pending,
+        (select count(*) from aal_event where state = 'posting')::int as aal_posting,
+        (select count(*) from aal_event where state = 'failed')::int as aal_failed,
+        -- Every pending dispense has an ICN (ingest keeps one without as unprocessable): the condition
+        -- lets the oldest be read off the pending-age index, one entry.
+        coalesce(extract(epoch from now() - (select min(created_at) from medication_dispense
+                                              where state = 'pending' and patient_icn is not null)), 0)::float8 as dispense_age,
+        coalesce(extract(epoch from now() - (select min(created_at) from notification
+                                              where status in ('created', 'sending', 'pending', 'sent'))), 0)::float8 as notification_age,
+        exists (select 1 from rate_budget where paused_until > now()) as paused,
+        exists (select 1 from aal_pause where paused_until > now()) as aal_paused`;
+    const open = await tx<{ status: string; count: number }[]>`
+      select status, count(*)::int as count from notification
+       where status in ('created', 'sending', 'pending', 'sent') group by status`;
+    const r = row!;
+    return {
+      counts: {
+        medication_dispense: { pending: r.dispense_pending },
+        tracking_email: { queued: r.email_queued, sending: r.email_sending, temporary_failure: r.email_temporary_failure, failed: r.email_failed },
+        notification: { created: 0, sending: 0, pending: 0, sent: 0, ...Object.fromEntries(open.map((o) => [o.status, o.count])) },
+        aal_event: { pending: r.aal_pending, posting: r.aal_posting, failed: r.aal_failed },
+      },
+      dispenseAge: r.dispense_age,
+      notificationAge: r.notification_age,
+      sendingPaused: r.paused,
+      aalPaused: r.aal_paused,
+    };
+  });
+}
+
+/** Row counts of every state for the four tables an operator watches (GET /v1/stats, on demand: it reads the tables whole). */
 export async function stateCounts(sql: Sql): Promise<StateCounts> {
   const rows = await sql<{ table_name: keyof StateCounts; state: string; count: number }[]>`
     select 'medication_dispense' as table_name, state, count(*)::int as count from medication_dispense group by state
