@@ -7,7 +7,7 @@
 import pRetry from 'p-retry';
 import type { BaseLogger } from 'pino';
 import type { Config } from '../config.ts';
-import type { SqlHandle } from '../db/connect.ts';
+import type { Sql } from '../db/connect.ts';
 import { AvailabilityWatch } from '../jobs/availability-watch.ts';
 import type { AalClient, AalOutcome } from './aal-client.ts';
 import {
@@ -48,7 +48,8 @@ export interface QuickRetry {
 }
 
 export interface AalWorkerDeps {
-  sql: SqlHandle;
+  /** The pool: each claim runs in its own transaction. */
+  sql: Sql;
   config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_MAX_ATTEMPTS' | 'AAL_TIMEOUT_MS' | 'AAL_INTERVAL_SECONDS' | 'AAL_PAUSE_SECONDS' | 'AAL_UNAVAILABLE_PAUSE_SECONDS'>;
   aal: AalClient;
   log: Pick<BaseLogger, 'info' | 'warn' | 'error'>;

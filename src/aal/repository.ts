@@ -3,7 +3,7 @@
 // answering. Every outcome
 // update is guarded by `state = 'posting' and attempts = <the claim's attempts>`, so a worker whose
 // lease ran out and was reclaimed by another can never overwrite the newer claim's result.
-import type { SqlHandle } from '../db/connect.ts';
+import { planForWorkInProgress, type Sql, type SqlHandle } from '../db/connect.ts';
 
 export interface ClaimedAalEvent {
   id: number;
@@ -28,8 +28,10 @@ export interface AalBackoff {
  * claim at once without waiting on, or taking, each other's rows; the claim commits before any post
  * so no transaction stays open across an HTTP call. Oldest due first, so a backlog drains in order.
  */
-export async function claimAalEvents(sql: SqlHandle, limit: number, leaseSeconds: number): Promise<ClaimedAalEvent[]> {
-  const rows = await sql<ClaimedAalEvent[]>`
+export async function claimAalEvents(sql: Sql, limit: number, leaseSeconds: number): Promise<ClaimedAalEvent[]> {
+  const rows = await sql.begin(async (tx) => {
+    await planForWorkInProgress(tx);
+    return tx<ClaimedAalEvent[]>`
     with c as (
       select id from aal_event
       where (state = 'pending' and next_attempt_at <= now())
@@ -48,6 +50,7 @@ export async function claimAalEvents(sql: SqlHandle, limit: number, leaseSeconds
     returning a.id, a.tracking_email_id as "trackingEmailId", a.notification_id as "notificationId",
               a.mhv_correlation_id as "mhvCorrelationId", a.completion_time as "completionTime",
               a.detail_value as "detailValue", a.attempts`;
+  });
   return [...rows];
 }
 

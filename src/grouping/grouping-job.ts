@@ -1,7 +1,7 @@
 // The grouping job: pending dispenses → one tracking email per ready veteran.
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
-import type { Sql } from '../db/connect.ts';
+import { planForWorkInProgress, type Sql } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
 import { excludeShippedBefore, groupReadyDispenses, type VeteranPartition } from './repository.ts';
 
@@ -65,6 +65,7 @@ function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, s
     // The grouping statement's estimated cost is far above jit_above_cost, so Postgres compiled it
     // to machine code on every run: about 0.1 s of a run that takes well under a second.
     await tx`set local jit = off`;
+    await planForWorkInProgress(tx);
     const dispensesExcluded = config.DELIVERY_START_AT ? await excludeShippedBefore(tx, config.DELIVERY_START_AT, partition) : 0;
     const grouped = await groupReadyDispenses(tx, {
       quietMinutes: config.GROUPING_QUIET_MINUTES,

@@ -1,5 +1,5 @@
 // Tracking emails as the sender sees them: claimed with a lease, then settled by one outcome.
-import type { SqlHandle } from '../db/connect.ts';
+import { planForWorkInProgress, type Sql, type SqlHandle } from '../db/connect.ts';
 
 export interface ClaimedEmail {
   id: string;
@@ -31,10 +31,12 @@ export interface SendClaim {
  * SEND_MAX_ATTEMPTS.
  */
 export async function claimDueEmails(
-  sql: SqlHandle,
+  sql: Sql,
   p: { batchSize: number; claim: SendClaim },
 ): Promise<ClaimedEmail[]> {
-  return sql<ClaimedEmail[]>`
+  return sql.begin(async (tx) => {
+    await planForWorkInProgress(tx);
+    return tx<ClaimedEmail[]>`
     with due as (
       select id, state as previous_state
         from tracking_email
@@ -56,6 +58,7 @@ export async function claimDueEmails(
     -- An update's RETURNING follows no ORDER BY, only its plan: sorted here, so that the sender
     -- starts with the email that fell due first.
     select id, patient_icn, personalisation, attempts, orphaned from claimed order by next_attempt_at, id`;
+  });
 }
 
 /**

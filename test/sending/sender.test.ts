@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { connect } from '../../src/db/connect.ts';
+import { connect, type Sql } from '../../src/db/connect.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { runGrouping } from '../../src/grouping/grouping-job.ts';
@@ -345,7 +345,7 @@ t.test('a gateway 502 may hide an accepted send: looked up before the next try; 
 });
 
 /** An email whose sender claimed it and vanished: its lease has run out with nothing recorded. */
-async function orphan(sql: Parameters<typeof insertDispenses>[0], attempts?: number) {
+async function orphan(sql: Sql, attempts?: number) {
   const [claimed] = await claimDueEmails(sql, { batchSize: 1, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
   await sql`update tracking_email set lease_until = now() - interval '1 second', attempts = coalesce(${attempts ?? null}::int, attempts)
              where id = ${claimed!.id}`;
