@@ -33,10 +33,17 @@ export function connect(url: string, options: ConnectOptions = {}): Sql {
  * sequential scans off Postgres takes it whatever its statistics say. Statistics taken while a
  * table held mostly work in progress (the first analyze after a cut-over backlog) otherwise make a
  * claim read the whole table once it has grown: 100 to 450 ms a statement beside 400,000 emails or
- * 1,200,000 dispenses, measured. Custom plans, so that a batch's LIMIT is planned as the number it is.
+ * 1,200,000 dispenses, measured. Also:
+ * - custom plans, so that a batch's LIMIT is planned as the number it is;
+ * - no JIT: a table with no index for a condition (the one-row pause tables) is still scanned, at a
+ *   cost so inflated that Postgres compiled the statement, about 200 ms for a 1 ms query;
+ * - no parallel workers: starting them cost more than the work (parallel bitmap scans of a few
+ *   hundred rows took a scrape from 60 to 300 ms).
  */
 export async function planForWorkInProgress(tx: SqlHandle): Promise<void> {
-  await tx`select set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)`;
+  await tx`
+    select set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true),
+           set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`;
 }
 
 /** True when the error is Postgres saying it could not serve us (down, restarting, unreachable). */

@@ -62,9 +62,9 @@ function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, s
     const [lock] = await tx<{ acquired: boolean }[]>`
       select pg_try_advisory_xact_lock(${AdvisoryLock.grouping}, ${partition.index}) as acquired`;
     if (!lock?.acquired) return null;
-    // The grouping statement's estimated cost is far above jit_above_cost, so Postgres compiled it
-    // to machine code on every run: about 0.1 s of a run that takes well under a second.
-    await tx`set local jit = off`;
+    // Pending dispenses through their partial indexes whatever the statistics say. This also turns
+    // JIT off: the grouping statement's estimated cost is far above jit_above_cost, so Postgres
+    // compiled it to machine code on every run, about 0.1 s of a run that takes well under a second.
     await planForWorkInProgress(tx);
     const dispensesExcluded = config.DELIVERY_START_AT ? await excludeShippedBefore(tx, config.DELIVERY_START_AT, partition) : 0;
     const grouped = await groupReadyDispenses(tx, {
