@@ -147,6 +147,19 @@ t.test('metrics, stats and the email view after a lost-callback run', async (t) 
   const listing = await get(app, '/v1/tracking-emails');
   t.equal(listing.json().emails.length, 4);
   for (const n of [declined, temporary, deliveredA, deliveredB]) t.notMatch(listing.body, icn(n), 'the listing carries no ICN');
+
+  // Paging and filters: newest first, each condition alone and together.
+  await db.sql`update tracking_email set created_at = now() - make_interval(mins => n::int)
+                 from (select id, row_number() over (order by id) as n from tracking_email) o where o.id = tracking_email.id`;
+  const ids = async (query: string) => (await get(app, `/v1/tracking-emails${query}`)).json().emails.map((e: { id: string }) => e.id);
+  const newestFirst = (await db.sql<{ id: string; state: string; created_at: Date }[]>`
+    select id, state, created_at from tracking_email order by created_at desc`).map((r) => r);
+  t.same(await ids(''), newestFirst.map((r) => r.id));
+  t.same(await ids('?limit=2'), newestFirst.slice(0, 2).map((r) => r.id));
+  const before = newestFirst[1]!.created_at.toISOString();
+  t.same(await ids(`?before=${before}`), newestFirst.slice(2).map((r) => r.id), 'the page after the second email');
+  t.same(await ids('?state=delivered'), newestFirst.filter((r) => r.state === 'delivered').map((r) => r.id));
+  t.same(await ids(`?state=delivered&before=${before}`), newestFirst.slice(2).filter((r) => r.state === 'delivered').map((r) => r.id));
 });
 
 t.test('with callbacks flowing, sweeps ask VA Notify nothing', async (t) => {
