@@ -1,6 +1,6 @@
 // What a producer sees at the HTTP door: authentication, content types, size limit, and JSON
 // validation errors that name the event and the field.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { internalAuth, testApp } from '../helpers/app.ts';
 import { postDispenses, readAcks, readSample } from './fixtures.ts';
 
@@ -20,6 +20,15 @@ async function counts(sql: Awaited<ReturnType<typeof testApp>>['db']['sql']) {
   const [row] = await sql<{ inbound: number; dispenses: number }[]>`
     select (select count(*)::int from inbound_message) as inbound, (select count(*)::int from medication_dispense) as dispenses`;
   return row!;
+}
+
+/** Posts JSON events of which only the last is valid; answers the errors as [index, field, message]. */
+async function acceptedOnlyTheLast(t: Test, app: Awaited<ReturnType<typeof testApp>>['app'], body: unknown[]) {
+  const response = await postDispenses(app, JSON.stringify(body), 'application/json');
+  t.equal(response.statusCode, 200, 'the last event was accepted');
+  const summary = response.json();
+  t.match(summary, { received: body.length, inserted: 1, duplicates: 0, rejected: body.length - 1 });
+  return summary.errors.map((e: { index: number; field: string; message: string }) => [e.index, e.field, e.message]);
 }
 
 t.test('without a valid internal token: 401, nothing stored', async (t) => {
@@ -224,12 +233,8 @@ t.test('JSON with an Rx number or tracking number of white space only: rejected 
     event({ trackingNumber: '\t', prescription: { rxNumber: '\n', fillNumber: 1 } }),
     event({ trackingNumber: ' T-4 ', prescription: { rxNumber: ' 7004999 ', fillNumber: 1 } }),
   ];
-  const response = await postDispenses(app, JSON.stringify(body), 'application/json');
-  t.equal(response.statusCode, 200, 'the last event was accepted');
-  const summary = response.json();
-  t.match(summary, { received: 4, inserted: 1, duplicates: 0, rejected: 3 });
   t.same(
-    summary.errors.map((e: { index: number; field: string; message: string }) => [e.index, e.field, e.message]),
+    await acceptedOnlyTheLast(t, app, body),
     [
       [0, 'trackingNumber', 'blank: white space only'],
       [1, 'prescription.rxNumber', 'blank: white space only'],
@@ -262,12 +267,8 @@ t.test('JSON optional text of white space only: rejected naming the field; value
       prescription: { rxNumber: '7004004', fillNumber: 1, drugName: ' LISINOPRIL 10MG TAB ' },
     }),
   ];
-  const response = await postDispenses(app, JSON.stringify(body), 'application/json');
-  t.equal(response.statusCode, 200, 'the last event was accepted');
-  const summary = response.json();
-  t.match(summary, { received: 4, inserted: 1, duplicates: 0, rejected: 3 });
   t.same(
-    summary.errors.map((e: { index: number; field: string; message: string }) => [e.index, e.field, e.message]),
+    await acceptedOnlyTheLast(t, app, body),
     [
       [0, 'messageId', 'blank: white space only'],
       [1, 'patient.mhvCorrelationId', 'blank: white space only'],
