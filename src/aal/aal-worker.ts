@@ -186,7 +186,6 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
       outcome = error.outcome;
     }
 
-    if (outcome.kind === 'posted' || outcome.kind === 'permanent') await watch.answered();
     if (outcome.kind === 'posted') {
       if (await markAalEventPosted(sql, event)) {
         log.info(ids, 'AAL event posted');
@@ -194,6 +193,8 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
       } else {
         log.warn(ids, 'AAL event posted after its claim was taken over');
       }
+      // After the post is recorded: the AAL has it, whatever happens to this write.
+      await watch.answered();
     } else if (outcome.kind === 'unauthorized') {
       // Not the event's fault: it goes back as it was, attempt refunded, and waits out the pause.
       await pauseOnce(outcome, ids);
@@ -203,6 +204,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
         log.warn({ ...ids, status: outcome.status }, 'AAL refused the event; not retried');
         count('failed');
       }
+      await watch.answered();
     } else if (watch.failed()) {
       // Not the event's fault either: back uncharged, due after the first retry delay, so that the
       // next probe is another event in case the fault was this one's own.

@@ -290,16 +290,17 @@ async function sendOne(
         },
       },
     );
+    // The outcome is recorded before anything else is written: VA Notify has the email.
+    if (notificationId !== null) await storeNotification(sql, config, email.id, notificationId, email.attempts);
     await watch.answered();
     if (notificationId === null) return 'recovered';
-    await storeNotification(sql, config, email.id, notificationId, email.attempts);
     log.info({ emailId: email.id, notificationId, attempt: email.attempts }, 'tracking email sent');
     return 'sent';
   } catch (error) {
     if (error instanceof PermanentSendError) {
-      await watch.answered();
       const reason = `VA Notify answered ${error.outcome.status}: ${error.message}`;
       await recordEmailFailed(sql, email.id, claim, reason);
+      await watch.answered();
       log.warn({ emailId: email.id, status: error.outcome.status, reason }, 'tracking email failed: VA Notify refused it');
       return 'failed';
     }
