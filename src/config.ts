@@ -85,7 +85,7 @@ export const ConfigSchema = Type.Object({
   SEND_RETRY_BASE_SECONDS: Integer({ default: 60, minimum: 1, description: 'first durable retry delay; doubles per attempt, with jitter' }),
   SEND_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'sending pauses this long after VA Notify rejects our credentials or has no send endpoint at its URL' }),
   SEND_RATE_LIMIT_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'sending pauses this long after VA Notify answers 429 for its per-minute limit' }),
-  SEND_UNAVAILABLE_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'sending pauses this long when VA Notify looks down (sends in a row with no usable answer); one email then probes it' }),
+  SEND_UNAVAILABLE_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'sending pauses this long when VA Notify looks down (sends in a row with no usable answer); the next run then probes it' }),
 
   AAL_BASE_URL: Type.Optional(Url('MHV user-management base URL; unset runs the built-in sandbox')),
   AAL_APP_TOKEN: Type.Optional(Type.String({ minLength: 1, description: 'MHV appToken header' })),
@@ -97,7 +97,7 @@ export const ConfigSchema = Type.Object({
   AAL_MAX_ATTEMPTS: Integer({ default: 10, minimum: 1, description: 'posts of one AAL event before it is failed' }),
   AAL_BATCH_SIZE: Integer({ default: 100, minimum: 1, description: 'AAL events claimed per run' }),
   AAL_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'AAL posting pauses this long after MHV refuses our credentials (a 403, or a 401 to the session request)' }),
-  AAL_UNAVAILABLE_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'AAL posting pauses this long when the AAL looks down (events in a row with no usable answer); one event then probes it' }),
+  AAL_UNAVAILABLE_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'AAL posting pauses this long when the AAL looks down (events in a row with no usable answer); the next run then probes it' }),
 
   JOBS_ENABLED: Bool(true, 'run the jobs on timers in this instance'),
   GROUPING_INTERVAL_SECONDS: Integer({ default: 60, minimum: 1, description: 'grouping timer' }),

@@ -114,10 +114,11 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   // this run is the probe.
   if (await aalPostingPausedUntil(sql)) return { ...result, paused: true };
 
+  // The AAL looks down after events in a row get no answer (src/jobs/availability-watch.ts). Read
+  // before the claim, so that a failed read leaves no event claimed (and charged) for nothing.
+  const watch = new AvailabilityWatch(await aalPauseUnconfirmed(sql), () => confirmAalPostingResumed(sql));
   const claimed = await claimAalEvents(sql, config.AAL_BATCH_SIZE, aalLeaseSeconds(config, concurrency, quickRetry));
   if (claimed.length === 0) return result;
-  // The AAL looks down after events in a row get no answer (src/jobs/availability-watch.ts).
-  const watch = new AvailabilityWatch(await aalPauseUnconfirmed(sql), () => confirmAalPostingResumed(sql));
 
   const count = (outcome: AalRunOutcome, n = 1) => {
     if (n === 0) return;
@@ -205,7 +206,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
         count('failed');
       }
       await watch.answered();
-    } else if (watch.failed()) {
+    } else if (watch.failedUnlessStopping(signal?.aborted === true)) {
       // Not the event's fault either: back uncharged, due after the first retry delay, so that the
       // next probe is another event in case the fault was this one's own.
       await pauseUnavailableOnce(outcome);

@@ -28,8 +28,18 @@ export class AvailabilityWatch {
     this.#failuresInARow = 0;
     if (this.#afterPause) {
       this.#afterPause = false;
-      await this.#onConfirmedUp();
+      // Forgetting the pause only spares the next run its probe: a failed write costs nothing more,
+      // and must not fail the item whose outcome is already recorded.
+      await this.#onConfirmedUp().catch(() => {});
     }
+  }
+
+  /**
+   * An item's tries all went unanswered; true when the service now looks down. Tries cut short by a
+   * shutdown say nothing about the service: pass `stopping` and they are not counted.
+   */
+  failedUnlessStopping(stopping: boolean): boolean {
+    return !stopping && this.failed();
   }
 
   /** An item's tries all went unanswered; true when the service now looks down. */

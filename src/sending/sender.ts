@@ -126,10 +126,11 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   if (pause) return { ...result, paused: true };
 
   const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? defaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
+  // VA Notify looks down after emails in a row get no answer (src/jobs/availability-watch.ts). Read
+  // before the claim, so that a failed read leaves no email claimed for nothing.
+  const watch = new AvailabilityWatch(await sendingPauseUnconfirmed(sql), () => confirmSendingResumed(sql));
   const claimed = await claimDueEmails(sql, { batchSize: config.SEND_BATCH_SIZE, claim });
   if (claimed.length === 0) return result;
-  // VA Notify looks down after emails in a row get no answer (src/jobs/availability-watch.ts).
-  const watch = new AvailabilityWatch(await sendingPauseUnconfirmed(sql), () => confirmSendingResumed(sql));
 
   const queue = [...claimed];
   const unstarted = () => queue.splice(0).map((email) => email.id);
@@ -311,7 +312,7 @@ async function sendOne(
       return 'failed';
     }
     if (error instanceof TransientSendError) {
-      if (watch.failed()) throw new VaNotifyUnavailable(error);
+      if (watch.failedUnlessStopping(deps.signal?.aborted === true)) throw new VaNotifyUnavailable(error);
       // An unanswered last try leaves the claim to expire instead: it comes back as an orphan and is
       // looked up by reference before it is sent again.
       if (error.ambiguous) {

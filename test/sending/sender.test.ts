@@ -158,6 +158,29 @@ t.test('an outage of no answers at all: the emails VA Notify may have go back as
   ], 'the first two left to expire with their lease, as before; the third handed back uncharged, an orphan still, looked up after the first retry delay');
 });
 
+t.test('a shutdown that cuts an email\'s tries short says nothing of VA Notify: no pause, also right after one', async (t) => {
+  const db = await testDatabase(t);
+  const vaNotify = await startSandboxVaNotify({ callbackDelayMs: 0 });
+  t.teardown(() => vaNotify.close());
+  const config = testConfig({ VA_NOTIFY_RATE_LIMIT_PER_MINUTE: '0', SEND_CONCURRENCY: '1' });
+  const log = createLogger('silent');
+  await insertDispenses(db.sql, [{ patient_icn: icn(71), rx_number: '7000071', tracking_number: 'T71' }]);
+  await runGrouping({ sql: db.sql, config, log });
+  // A pause that ended a while ago, nothing sent since: the next unanswered email would pause again.
+  await db.sql`update rate_budget set paused_until = now() - interval '5 minutes', pause_reason = 'Exceeded rate limit'`;
+  vaNotify.state.faults.latencyMs = 300;
+  vaNotify.state.forcedResponses.push({ status: 503 });
+  const stopping = new AbortController();
+  setTimeout(() => stopping.abort(), 100);
+  const result = await runSend({
+    sql: db.sql, config, log, signal: stopping.signal,
+    vaNotify: vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults), budget: createRateBudget(db.sql, 0),
+  });
+  t.match(result, { paused: false, sent: 0 });
+  const [pause] = await db.sql`select paused_until > now() as paused from rate_budget`;
+  t.equal(pause!.paused, false, 'one 503 met while stopping, which the quick retries would have absorbed, pauses no instance');
+});
+
 t.test('one email VA Notify never answers, among others it takes, pauses nothing and fails in the end', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { SEND_MAX_ATTEMPTS: '2', SEND_CONCURRENCY: '1' });
   await insertDispenses(db.sql, Array.from({ length: 4 }, (_, i) => ({ patient_icn: icn(50 + i), rx_number: `${4000050 + i}`, tracking_number: `T${50 + i}` })));
