@@ -12,21 +12,40 @@ const summaryColumns = (sql: Sql) => sql`
   e.prescription_count as "prescriptionCount", e.next_attempt_at as "nextAttemptAt", e.last_error as "lastError",
   e.created_at as "createdAt", e.updated_at as "updatedAt"`;
 
-export async function listTrackingEmails(sql: Sql, p: { state?: string; limit: number; before?: Date }): Promise<EmailSummaryRow[]> {
+/** Where a page of the list ends: the last email's exact created_at (UTC, to the microsecond) and id. */
+export interface ListPosition {
+  createdAt: string;
+  id: string;
+}
+
+/**
+ * Emails newest first, in a total order (created_at, then id: a grouping run's emails share one
+ * created_at), a page at a time: `after` is where the previous page ended, `before` an instant to
+ * start below. Answers the page and where it ends, when a next page may follow.
+ */
+export async function listTrackingEmails(
+  sql: Sql,
+  p: { state?: string; limit: number; before?: Date; after?: ListPosition },
+): Promise<{ emails: EmailSummaryRow[]; end?: ListPosition }> {
   // Only the conditions given, so that the plan is a walk down one index (tracking_email_state for a
   // state, tracking_email_created_at without), a page long; `(x is null or ...)` left the planner
-  // unable to use either, and every email ever created was sorted for each page.
+  // unable to use either, and every email ever created was sorted for each page. The position goes
+  // as text: a timestamptz parameter passes through a JS Date, which keeps milliseconds only.
   const conditions = [
     ...(p.state === undefined ? [] : [sql`e.state = ${p.state}`]),
     ...(p.before === undefined ? [] : [sql`e.created_at < ${p.before}`]),
+    ...(p.after === undefined ? [] : [sql`(e.created_at, e.id) < (${p.after.createdAt}::text::timestamptz, ${p.after.id}::uuid)`]),
   ];
   const where = conditions.length === 0 ? sql`` : sql`where ${conditions.reduce((all, c) => sql`${all} and ${c}`)}`;
-  return sql<EmailSummaryRow[]>`
-    select ${summaryColumns(sql)}
+  const rows = await sql<(EmailSummaryRow & { position: string })[]>`
+    select ${summaryColumns(sql)}, to_char(e.created_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US"+00"') as position
       from tracking_email e
      ${where}
-     order by e.created_at desc
+     order by e.created_at desc, e.id desc
      limit ${p.limit}`;
+  const emails = rows.map(({ position: _, ...email }) => email);
+  const last = rows.at(-1);
+  return { emails, end: rows.length === p.limit && last ? { createdAt: last.position, id: last.id } : undefined };
 }
 
 export async function getTrackingEmail(sql: Sql, id: string): Promise<EmailDetailView | undefined> {

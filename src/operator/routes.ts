@@ -2,8 +2,25 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { errorResponses } from '../http/schemas.ts';
 import { stateCounts } from '../metrics.ts';
-import { getTrackingEmail, listTrackingEmails, TrackingEmailStates } from './repository.ts';
+import { getTrackingEmail, listTrackingEmails, TrackingEmailStates, type ListPosition } from './repository.ts';
 import { EmailDetail, EmailSummary, Stats } from './schemas.ts';
+
+// A page's end, opaque to the caller: the last created_at to the microsecond (a JSON date would round
+// it to the millisecond) and the last id.
+const writeCursor = (end: ListPosition): string => Buffer.from(JSON.stringify([end.createdAt, end.id])).toString('base64url');
+
+function readCursor(cursor: string): ListPosition | undefined {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (!Array.isArray(value) || value.length !== 2) return undefined;
+    const [createdAt, id] = value as unknown[];
+    if (typeof createdAt !== 'string' || !/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}\+00$/.test(createdAt)) return undefined;
+    if (typeof id !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return undefined;
+    return { createdAt, id };
+  } catch {
+    return undefined;
+  }
+}
 
 export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
@@ -13,18 +30,25 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
         querystring: Type.Object({
           state: Type.Optional(Type.Union(TrackingEmailStates.map((s) => Type.Literal(s)))),
           limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
-          before: Type.Optional(Type.String({ format: 'date-time', description: 'page: emails created before this instant' })),
+          before: Type.Optional(Type.String({ format: 'date-time', description: 'emails created before this instant' })),
+          cursor: Type.Optional(Type.String({ maxLength: 200, description: 'the next page: nextCursor of the page before' })),
         }),
-        response: { 200: Type.Object({ emails: Type.Array(EmailSummary) }), ...errorResponses(400, 401, 429) },
+        response: {
+          200: Type.Object({
+            emails: Type.Array(EmailSummary),
+            nextCursor: Type.Optional(Type.String({ description: 'present when the page is full: pass it as cursor for the next page' })),
+          }),
+          ...errorResponses(400, 401, 429),
+        },
       },
     },
-    async (request) => ({
-      emails: await listTrackingEmails(app.sql, {
-        state: request.query.state,
-        limit: request.query.limit,
-        before: request.query.before ? new Date(request.query.before) : undefined,
-      }),
-    }),
+    async (request) => {
+      const { state, limit, before, cursor } = request.query;
+      const after = cursor === undefined ? undefined : readCursor(cursor);
+      if (cursor !== undefined && after === undefined) throw app.httpErrors.badRequest('querystring/cursor is not a cursor this list gave');
+      const page = await listTrackingEmails(app.sql, { state, limit, before: before ? new Date(before) : undefined, after });
+      return { emails: page.emails, ...(page.end ? { nextCursor: writeCursor(page.end) } : {}) };
+    },
   );
 
   app.get(

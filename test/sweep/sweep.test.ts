@@ -151,15 +151,33 @@ t.test('metrics, stats and the email view after a lost-callback run', async (t) 
   // Paging and filters: newest first, each condition alone and together.
   await db.sql`update tracking_email set created_at = now() - make_interval(mins => n::int)
                  from (select id, row_number() over (order by id) as n from tracking_email) o where o.id = tracking_email.id`;
-  const ids = async (query: string) => (await get(app, `/v1/tracking-emails${query}`)).json().emails.map((e: { id: string }) => e.id);
-  const newestFirst = (await db.sql<{ id: string; state: string; created_at: Date }[]>`
-    select id, state, created_at from tracking_email order by created_at desc`).map((r) => r);
+  const page = async (query: string) => (await get(app, `/v1/tracking-emails${query}`)).json() as { emails: { id: string }[]; nextCursor?: string };
+  const ids = async (query: string) => (await page(query)).emails.map((e) => e.id);
+  const newestFirst = await db.sql<{ id: string; state: string; created_at: Date }[]>`
+    select id, state, created_at from tracking_email order by created_at desc`;
   t.same(await ids(''), newestFirst.map((r) => r.id));
   t.same(await ids('?limit=2'), newestFirst.slice(0, 2).map((r) => r.id));
   const before = newestFirst[1]!.created_at.toISOString();
-  t.same(await ids(`?before=${before}`), newestFirst.slice(2).map((r) => r.id), 'the page after the second email');
+  t.same(await ids(`?before=${before}`), newestFirst.slice(2).map((r) => r.id), 'the emails created before the second');
   t.same(await ids('?state=delivered'), newestFirst.filter((r) => r.state === 'delivered').map((r) => r.id));
   t.same(await ids(`?state=delivered&before=${before}`), newestFirst.slice(2).filter((r) => r.state === 'delivered').map((r) => r.id));
+
+  // One grouping run's emails share one created_at, to the microsecond: the cursor still walks every
+  // email exactly once, a page at a time.
+  await db.sql`update tracking_email set created_at = '2026-05-14 16:00:00.123456+00'`;
+  const walked: string[] = [];
+  let cursor: string | undefined;
+  for (let pages = 0; pages < 10; pages++) {
+    const next = await page(`?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+    walked.push(...next.emails.map((e) => e.id));
+    cursor = next.nextCursor;
+    if (!cursor) break;
+  }
+  const all = await db.sql<{ id: string }[]>`select id from tracking_email order by id desc`;
+  t.same(walked, all.map((r) => r.id), 'pages of 3: every email once, newest first, then by id');
+  const bad = await get(app, '/v1/tracking-emails?cursor=bm90LWEtY3Vyc29y');
+  t.equal(bad.statusCode, 400);
+  t.match(bad.json(), { message: /cursor/ });
 });
 
 t.test('with callbacks flowing, sweeps ask VA Notify nothing', async (t) => {
