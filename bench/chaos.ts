@@ -24,7 +24,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { connect, type Sql } from '../src/db/connect.ts';
-import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { freePortBelowEphemeralRange, startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { sandboxAalCredentials, startSandboxAal, type SandboxAal } from '../src/sandbox/aal.ts';
 import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../src/sandbox/va-notify.ts';
@@ -139,7 +139,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
   const instances: Instance[] = [];
   for (let i = 0; i < 3; i++) {
-    const port = await freePort();
+    const port = await freePortBelowEphemeralRange();
     instances.push({ name: `instance-${i}`, port, url: `http://127.0.0.1:${port}` });
   }
   // VA Notify posts callbacks to one instance; it is pointed at the instance about to be killed, so

@@ -23,6 +23,29 @@ export function freePort(): Promise<number> {
   });
 }
 
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A free port below Linux's ephemeral range (32768 and up), for a process that binds it later. A
+ * port from {@link freePort} is itself ephemeral, so the kernel may give it to any socket bound to
+ * port 0 meanwhile: a service's own sandbox took its service's port so, and the service failed to
+ * start with EADDRINUSE. Tests and benchmarks give it to the service processes they start.
+ */
+export async function freePortBelowEphemeralRange(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await canListen(port)) return port;
+  }
+  return freePort();
+}
+
 export async function startEmbeddedPostgres(options: { dir: string; persistent?: boolean; onLog?: (message: unknown) => void }): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(options.dir);
   const port = await freePort();

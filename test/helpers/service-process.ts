@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { startCommand } from '../../bench/lib/start-path.ts';
-import { freePort } from '../../src/db/embedded.ts';
+import { freePortBelowEphemeralRange } from '../../src/db/embedded.ts';
 import { sandboxDefaults } from '../../src/sandbox/va-notify.ts';
 import { callbackToken, internalToken } from './app.ts';
 
@@ -28,7 +28,7 @@ export function sandboxVaNotifyEnv(vaNotifyUrl: string): Record<string, string> 
 }
 
 export async function startServiceProcess(env: Record<string, string>): Promise<ServiceProcess> {
-  const port = await freePort();
+  const port = await freePortBelowEphemeralRange();
   let output = '';
   const { nodeFlags, entry } = startCommand();
   const child = spawn(process.execPath, [...nodeFlags, entry], {
