@@ -11,8 +11,7 @@ import type { Sql } from '../db/connect.ts';
 import { AvailabilityWatch } from '../jobs/availability-watch.ts';
 import type { AalClient, AalOutcome } from './aal-client.ts';
 import {
-  aalPauseUnconfirmed,
-  aalPostingPausedUntil,
+  aalPauseState,
   claimAalEvents,
   confirmAalPostingResumed,
   markAalEventFailed,
@@ -110,13 +109,12 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   const quickRetry = deps.quickRetry ?? defaultQuickRetry;
   const result: AalRunResult = { posted: 0, retried: 0, failed: 0, released: 0, paused: false };
   if (signal?.aborted) return result;
-  // Checked before claiming, so a paused instance takes no claim at all; once the pause has passed
-  // this run is the probe.
-  if (await aalPostingPausedUntil(sql)) return { ...result, paused: true };
-
-  // The AAL looks down after events in a row get no answer (src/jobs/availability-watch.ts). Read
-  // before the claim, so that a failed read leaves no event claimed (and charged) for nothing.
-  const watch = new AvailabilityWatch(await aalPauseUnconfirmed(sql), () => confirmAalPostingResumed(sql));
+  // Checked before claiming, so a paused instance takes no claim at all, and a failed read leaves no
+  // event claimed (and charged) for nothing; once the pause has passed this run is the probe.
+  const pause = await aalPauseState(sql);
+  if (pause === 'paused') return { ...result, paused: true };
+  // The AAL looks down after events in a row get no answer (src/jobs/availability-watch.ts).
+  const watch = new AvailabilityWatch(pause === 'ended', () => confirmAalPostingResumed(sql));
   const claimed = await claimAalEvents(sql, config.AAL_BATCH_SIZE, aalLeaseSeconds(config, concurrency, quickRetry));
   if (claimed.length === 0) return result;
 
@@ -206,7 +204,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
         count('failed');
       }
       await watch.answered();
-    } else if (watch.failedUnlessStopping(signal?.aborted === true)) {
+    } else if (watch.failed(signal?.aborted === true)) {
       // Not the event's fault either: back uncharged, due after the first retry delay, so that the
       // next probe is another event in case the fault was this one's own.
       await pauseUnavailableOnce(outcome);

@@ -176,10 +176,14 @@ export async function aalPostingPausedUntil(sql: SqlHandle): Promise<{ until: Da
   return row;
 }
 
-/** Whether the last pause has ended with nothing posted since: the run after it probes the AAL. */
-export async function aalPauseUnconfirmed(sql: SqlHandle): Promise<boolean> {
-  const [row] = await sql<{ unconfirmed: boolean }[]>`select paused_until <= now() as unconfirmed from aal_pause`;
-  return row?.unconfirmed ?? false;
+/**
+ * Where an AAL run starts, in one read: `paused` (a pause is in force), `ended` (the last pause has
+ * ended with nothing posted since: the run probes the AAL), or `none`.
+ */
+export async function aalPauseState(sql: SqlHandle): Promise<'paused' | 'ended' | 'none'> {
+  const [row] = await sql<{ state: 'paused' | 'ended' }[]>`
+    select case when paused_until > now() then 'paused' else 'ended' end as state from aal_pause`;
+  return row?.state ?? 'none';
 }
 
 /** An event was posted after a pause ended: forget the pause. One started since is left alone. */

@@ -7,7 +7,7 @@
 // an outage of any length costs at most two items an attempt on each instance, not two per probe.
 
 /** Items in a row whose tries all went unanswered (5xx, timeouts, refused connections). */
-export const UnavailableAfterFailures = 3;
+const UnavailableAfterFailures = 3;
 
 export class AvailabilityWatch {
   #failuresInARow = 0;
@@ -36,14 +36,10 @@ export class AvailabilityWatch {
 
   /**
    * An item's tries all went unanswered; true when the service now looks down. Tries cut short by a
-   * shutdown say nothing about the service: pass `stopping` and they are not counted.
+   * shutdown (`stopping`) say nothing about the service and are not counted.
    */
-  failedUnlessStopping(stopping: boolean): boolean {
-    return !stopping && this.failed();
-  }
-
-  /** An item's tries all went unanswered; true when the service now looks down. */
-  failed(): boolean {
+  failed(stopping: boolean): boolean {
+    if (stopping) return false;
     this.#failuresInARow += 1;
     return this.#afterPause || this.#failuresInARow >= UnavailableAfterFailures;
   }

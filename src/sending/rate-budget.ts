@@ -69,13 +69,15 @@ export async function sendingPausedUntil(sql: Sql, name = 'va-notify'): Promise<
 }
 
 /**
- * Whether the last pause has ended without a send accepted since: the run after it probes VA Notify,
- * and pauses again on the first send that gets no usable answer.
+ * Where a send run starts, in one read: `paused` (a pause is in force), `ended` (the last pause has
+ * ended with no send accepted since: the run probes VA Notify, and pauses again on the first send
+ * that gets no usable answer), or `none`.
  */
-export async function sendingPauseUnconfirmed(sql: Sql, name = 'va-notify'): Promise<boolean> {
-  const [row] = await sql<{ unconfirmed: boolean }[]>`
-    select pause_reason is not null and paused_until <= now() as unconfirmed from rate_budget where name = ${name}`;
-  return row?.unconfirmed ?? false;
+export async function sendingPauseState(sql: Sql, name = 'va-notify'): Promise<'paused' | 'ended' | 'none'> {
+  const [row] = await sql<{ state: 'paused' | 'ended' | 'none' }[]>`
+    select case when paused_until > now() then 'paused' when pause_reason is not null then 'ended' else 'none' end as state
+      from rate_budget where name = ${name}`;
+  return row?.state ?? 'none';
 }
 
 /** A send was accepted after a pause ended: forget the pause. One started since is left alone. */

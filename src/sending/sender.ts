@@ -13,7 +13,7 @@ import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import { AvailabilityWatch } from '../jobs/availability-watch.ts';
 import { applyPendingStatusEvents } from '../status/repository.ts';
-import { confirmSendingResumed, pauseSending, sendingPausedUntil, sendingPauseUnconfirmed, type RateBudget } from './rate-budget.ts';
+import { confirmSendingResumed, pauseSending, sendingPauseState, type RateBudget } from './rate-budget.ts';
 import {
   claimDueEmails,
   recordEmailFailed,
@@ -122,13 +122,13 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   const result: SendResult = { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false };
   // shadow records emails at grouping and off never groups: neither mode calls VA Notify.
   if (config.DELIVERY_MODE !== 'live') return result;
-  const pause = await sendingPausedUntil(sql);
-  if (pause) return { ...result, paused: true };
+  // Read before the claim: a paused instance claims nothing, and a failed read leaves nothing claimed.
+  const pause = await sendingPauseState(sql);
+  if (pause === 'paused') return { ...result, paused: true };
+  // VA Notify looks down after emails in a row get no answer (src/jobs/availability-watch.ts).
+  const watch = new AvailabilityWatch(pause === 'ended', () => confirmSendingResumed(sql));
 
   const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? defaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
-  // VA Notify looks down after emails in a row get no answer (src/jobs/availability-watch.ts). Read
-  // before the claim, so that a failed read leaves no email claimed for nothing.
-  const watch = new AvailabilityWatch(await sendingPauseUnconfirmed(sql), () => confirmSendingResumed(sql));
   const claimed = await claimDueEmails(sql, { batchSize: config.SEND_BATCH_SIZE, claim });
   if (claimed.length === 0) return result;
 
@@ -312,7 +312,7 @@ async function sendOne(
       return 'failed';
     }
     if (error instanceof TransientSendError) {
-      if (watch.failedUnlessStopping(deps.signal?.aborted === true)) throw new VaNotifyUnavailable(error);
+      if (watch.failed(deps.signal?.aborted === true)) throw new VaNotifyUnavailable(error);
       // An unanswered last try leaves the claim to expire instead: it comes back as an orphan and is
       // looked up by reference before it is sent again.
       if (error.ambiguous) {
