@@ -111,7 +111,7 @@ async function gaugeReadings(sql: Sql): Promise<{
     const [row] = await tx<{
       dispense_pending: number; email_queued: number; email_sending: number; email_temporary_failure: number;
       aal_pending: number; aal_posting: number;
-      dispense_age: number; notification_age: number; paused: boolean; aal_paused: boolean;
+      dispense_age: number; paused: boolean; aal_paused: boolean;
     }[]>`
       select
         (select count(*) from medication_dispense where state = 'pending')::int as dispense_pending,
@@ -124,12 +124,12 @@ async function gaugeReadings(sql: Sql): Promise<{
         -- lets the oldest be read off the pending-age index, one entry.
         coalesce(extract(epoch from now() - (select min(created_at) from medication_dispense
                                               where state = 'pending' and patient_icn is not null)), 0)::float8 as dispense_age,
-        coalesce(extract(epoch from now() - (select min(created_at) from notification
-                                              where status in ('created', 'sending', 'pending', 'sent'))), 0)::float8 as notification_age,
         exists (select 1 from rate_budget where paused_until > now()) as paused,
         exists (select 1 from aal_pause where paused_until > now()) as aal_paused`;
-    const open = await tx<{ status: string; count: number }[]>`
-      select status, count(*)::int as count from notification
+    // Open notifications, counted and aged in one pass (the list is the notification_open index's).
+    const open = await tx<{ status: string; count: number; age: number }[]>`
+      select status, count(*)::int as count, extract(epoch from now() - min(created_at))::float8 as age
+        from notification
        where status in ('created', 'sending', 'pending', 'sent') group by status`;
     const r = row!;
     return {
@@ -140,7 +140,7 @@ async function gaugeReadings(sql: Sql): Promise<{
         aal_event: { pending: r.aal_pending, posting: r.aal_posting },
       },
       dispenseAge: r.dispense_age,
-      notificationAge: r.notification_age,
+      notificationAge: Math.max(0, ...open.map((o) => o.age)),
       sendingPaused: r.paused,
       aalPaused: r.aal_paused,
     };

@@ -178,6 +178,15 @@ t.test('metrics, stats and the email view after a lost-callback run', async (t) 
   const bad = await get(app, '/v1/tracking-emails?cursor=bm90LWEtY3Vyc29y');
   t.equal(bad.statusCode, 400);
   t.match(bad.json(), { message: /cursor/ });
+
+  // An open notification is counted and aged by the gauges.
+  await db.sql`update notification set status = 'sending', created_at = now() - interval '90 seconds'
+                 where id = (select id from notification order by id limit 1)`;
+  const scrape = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  const gauge = (series: string) => Number(scrape.split('\n').find((l) => l.startsWith(`${series} `))?.slice(series.length + 1));
+  t.equal(gauge('rx_rows{table="notification",state="sending"}'), 1);
+  const age = gauge('rx_oldest_open_notification_age_seconds');
+  t.ok(age >= 90 && age < 120, `the oldest open notification's age (${age} s)`);
 });
 
 t.test('with callbacks flowing, sweeps ask VA Notify nothing', async (t) => {
