@@ -25,6 +25,7 @@ import { createJobRunner, type JobName, type JobRunner } from './jobs/runner.ts'
 import { jobRoutes } from './jobs/routes.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { metricsRoute, operatorRoutes } from './operator/routes.ts';
+import { operatorActionRoutes } from './operator/action-routes.ts';
 import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
 import { shadowRoutes } from './shadow/routes.ts';
 import { ingestRoutes } from './ingest/routes.ts';
@@ -159,12 +160,13 @@ export async function buildApp(options: AppOptions) {
   await app.register(healthRoutes);
   await app.register(metricsRoute);
 
-  // Internal endpoints: ingest, job triggers, operator views. Each domain adds its routes here.
+  // Internal endpoints: ingest, job triggers, operator views and actions. Each domain adds its routes here.
   await app.register(async (internal) => {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
     await internal.register(ingestRoutes, { onOutcome: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count) });
     await internal.register(jobRoutes);
     await internal.register(operatorRoutes);
+    await internal.register(operatorActionRoutes);
     await internal.register(shadowRoutes);
   });
 

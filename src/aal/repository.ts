@@ -89,7 +89,8 @@ export function markAalEventUnpostable(sql: SqlHandle, event: ClaimedAalEvent, r
 
 /**
  * A transient failure: back to pending after an exponential backoff with jitter (computed here, so
- * every instance follows one clock and one rule), or failed once the attempts are used up.
+ * every instance follows one clock and one rule), or failed once the attempts are used up (counted
+ * since an operator's last retry, if any).
  * Returns the state the event ended in, or undefined when the claim was no longer ours.
  */
 export async function scheduleAalRetry(
@@ -101,15 +102,15 @@ export async function scheduleAalRetry(
 ): Promise<'pending' | 'failed' | undefined> {
   const rows = await sql<{ state: 'pending' | 'failed' }[]>`
     update aal_event
-    set state = case when attempts >= ${maxAttempts} then 'failed' else 'pending' end,
+    set state = case when attempts - attempts_before_retry >= ${maxAttempts} then 'failed' else 'pending' end,
         next_attempt_at = case
-          when attempts >= ${maxAttempts} then next_attempt_at
+          when attempts - attempts_before_retry >= ${maxAttempts} then next_attempt_at
           else now() + make_interval(secs =>
-            least(${backoff.baseSeconds}::float8 * power(2, greatest(attempts - 1, 0)), ${backoff.maxSeconds}::float8)
+            least(${backoff.baseSeconds}::float8 * power(2, greatest(attempts - attempts_before_retry - 1, 0)), ${backoff.maxSeconds}::float8)
             * (0.75 + random() * 0.5))
         end,
-        last_error = case when attempts >= ${maxAttempts}
-          then ${reason} || ' (gave up after ' || attempts || ' attempts)' else ${reason} end,
+        last_error = case when attempts - attempts_before_retry >= ${maxAttempts}
+          then ${reason} || ' (gave up after ' || (attempts - attempts_before_retry) || ' attempts)' else ${reason} end,
         lease_until = null,
         updated_at = now()
     where id = ${event.id} and state = 'posting' and attempts = ${event.attempts}

@@ -1,4 +1,4 @@
-// Read-only views of tracking emails for operators. The listing never carries an ICN; the single
+// Read-only views of tracking emails for operators (what they may change is in actions.ts). The listing never carries an ICN; the single
 // view does, because the on-call engineer asked about one veteran's email by its id.
 import type { Sql } from '../db/connect.ts';
 import type { EmailDetailView, EmailSummaryRow } from './schemas.ts';
@@ -10,7 +10,7 @@ export const TrackingEmailStates = [
 const summaryColumns = (sql: Sql) => sql`
   e.id, e.state, e.state_reason as "stateReason", e.attempts, e.package_count as "packageCount",
   e.prescription_count as "prescriptionCount", e.next_attempt_at as "nextAttemptAt", e.last_error as "lastError",
-  e.created_at as "createdAt", e.updated_at as "updatedAt"`;
+  e.created_at as "createdAt", e.updated_at as "updatedAt", e.resent_from as "resentFrom"`;
 
 /** Where a page of the list ends: the last email's exact created_at (UTC, to the microsecond) and id. */
 export interface ListPosition {
@@ -25,7 +25,7 @@ export interface ListPosition {
  */
 export async function listTrackingEmails(
   sql: Sql,
-  p: { state?: string; limit: number; before?: Date; after?: ListPosition },
+  p: { state?: string; aalState?: string; limit: number; before?: Date; after?: ListPosition },
 ): Promise<{ emails: EmailSummaryRow[]; end?: ListPosition }> {
   // Only the conditions given, so that the plan is a walk down one index (tracking_email_state for a
   // state, tracking_email_created_at without), a page long; `(x is null or ...)` left the planner
@@ -33,6 +33,8 @@ export async function listTrackingEmails(
   // as text: a timestamptz parameter passes through a JS Date, which keeps milliseconds only.
   const conditions = [
     ...(p.state === undefined ? [] : [sql`e.state = ${p.state}`]),
+    // The few emails whose AAL event needs attention, by their own index (aal_event_needs_attention).
+    ...(p.aalState === undefined ? [] : [sql`e.id = any(array(select a.tracking_email_id from aal_event a where a.state = ${p.aalState}))`]),
     ...(p.before === undefined ? [] : [sql`e.created_at < ${p.before}`]),
     ...(p.after === undefined ? [] : [sql`(e.created_at, e.id) < (${p.after.createdAt}::text::timestamptz, ${p.after.id}::uuid)`]),
   ];
@@ -54,7 +56,8 @@ export async function getTrackingEmail(sql: Sql, id: string): Promise<EmailDetai
   type Event = EmailDetailView['notifications'][number]['history'][number] & { notification_id: string };
   const [email] = await sql<Head[]>`
     select ${summaryColumns(sql)}, e.patient_icn as "patientIcn",
-           e.mhv_correlation_id is not null as "hasMhvCorrelationId", e.personalisation
+           e.mhv_correlation_id is not null as "hasMhvCorrelationId", e.personalisation,
+           e.resend_reason as "resendReason", (select r.id from tracking_email r where r.resent_from = e.id) as "resentAs"
       from tracking_email e where e.id = ${id}`;
   if (!email) return undefined;
   const [dispenses, notifications, events, aal] = await Promise.all([

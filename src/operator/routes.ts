@@ -29,6 +29,7 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         querystring: Type.Object({
           state: Type.Optional(Type.Union(TrackingEmailStates.map((s) => Type.Literal(s)))),
+          aalState: Type.Optional(Type.Union([Type.Literal('failed'), Type.Literal('unpostable')], { description: 'emails whose AAL event is in this state' })),
           limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
           before: Type.Optional(Type.String({ format: 'date-time', description: 'emails created before this instant' })),
           cursor: Type.Optional(Type.String({ maxLength: 200, description: 'the next page: nextCursor of the page before' })),
@@ -43,10 +44,10 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const { state, limit, before, cursor } = request.query;
+      const { state, aalState, limit, before, cursor } = request.query;
       const after = cursor === undefined ? undefined : readCursor(cursor);
       if (cursor !== undefined && after === undefined) throw app.httpErrors.badRequest('querystring/cursor is not a cursor this list gave');
-      const page = await listTrackingEmails(app.sql, { state, limit, before: before ? new Date(before) : undefined, after });
+      const page = await listTrackingEmails(app.sql, { state, aalState, limit, before: before ? new Date(before) : undefined, after });
       return { emails: page.emails, ...(page.end ? { nextCursor: writeCursor(page.end) } : {}) };
     },
   );

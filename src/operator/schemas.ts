@@ -15,6 +15,7 @@ export const EmailSummary = Type.Object({
   lastError: Type.Union([Type.String(), Type.Null()]),
   createdAt: Timestamp,
   updatedAt: Timestamp,
+  resentFrom: Type.Union([Type.String({ format: 'uuid' }), Type.Null()], { description: 'the email an operator resent as this one' }),
 });
 
 export const StatusEvent = Type.Object({
@@ -31,6 +32,8 @@ export const EmailDetail = Type.Composite([
     patientIcn: Type.String({ description: 'shown only in this single view, for the on-call engineer' }),
     hasMhvCorrelationId: Type.Boolean(),
     personalisation: Type.Record(Type.String(), Type.Unknown()),
+    resentAs: Type.Union([Type.String({ format: 'uuid' }), Type.Null()], { description: 'the email an operator resent this one as: its dispenses are listed there' }),
+    resendReason: Type.Union([Type.String(), Type.Null()], { description: "the operator's reason, on an email that is a resend" }),
     dispenses: Type.Array(
       Type.Object({
         stationNumber: Type.String(),

@@ -1,0 +1,20 @@
+-- Operators resend an email that did not reach its veteran, and retry an AAL event that failed
+-- (POST /v1/tracking-emails/resend, POST /v1/aal-events/retry), instead of editing rows by hand.
+
+-- A resend is a new tracking email: a copy of the failed one's recipient and text with its own id,
+-- so VA Notify gets a new reference (an orphan lookup can never take the old send for the new one),
+-- the new email gets a full budget of attempts, and the old one keeps its history untouched. The
+-- dispenses move to the new email, so that its AAL event and its view list them. At most one resend
+-- of an email: a repeated request answers the resend that exists. The operator's reason is kept on
+-- the copy (state_reason is the sender's, and is cleared once the email is sent).
+alter table tracking_email add column resent_from uuid unique references tracking_email (id);
+alter table tracking_email add column resend_reason text;
+
+-- An AAL event's attempts are also its claims' fencing token, so a retry cannot set them back to
+-- zero: a worker still holding an old claim could then match a new one. The retry records how many
+-- were spent before it, and the attempt limit counts from there.
+alter table aal_event add column attempts_before_retry integer not null default 0;
+
+-- The operator's list of emails whose AAL event needs attention (GET /v1/tracking-emails?aalState=):
+-- few rows, read by this index instead of every AAL event ever posted.
+create index aal_event_needs_attention on aal_event (state) where state in ('failed', 'unpostable');
