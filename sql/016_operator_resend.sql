@@ -7,8 +7,13 @@
 -- dispenses move to the new email, so that its AAL event and its view list them. At most one resend
 -- of an email: a repeated request answers the resend that exists. The operator's reason is kept on
 -- the copy (state_reason is the sender's, and is cleared once the email is sent).
-alter table tracking_email add column resent_from uuid unique references tracking_email (id);
+-- No foreign key and a partial index, so that grouping's inserts (every email, none of them a resend)
+-- pay for neither: a foreign key queues a trigger event per inserted row even when the column is null
+-- (sql/010 says the same of the dispenses). Only resendTrackingEmails writes the column, naming an
+-- email it has just read and locked, and nothing deletes emails.
+alter table tracking_email add column resent_from uuid;
 alter table tracking_email add column resend_reason text;
+create unique index tracking_email_resent_from on tracking_email (resent_from) where resent_from is not null;
 
 -- An AAL event's attempts are also its claims' fencing token, so a retry cannot set them back to
 -- zero: a worker still holding an old claim could then match a new one. The retry records how many

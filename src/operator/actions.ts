@@ -44,7 +44,7 @@ export async function resendTrackingEmails(sql: Sql, ids: readonly string[], rea
         from tracking_email e
        where e.id = any(${resendable.map((row) => row.id)}::uuid[])
        order by e.id
-          on conflict (resent_from) do nothing
+          on conflict (resent_from) where resent_from is not null do nothing
       returning id, resent_from`;
     if (copies.length > 0) {
       await tx`
