@@ -25,7 +25,7 @@ const AalRetryResult = Type.Object({
     Type.Object({
       trackingEmailId: Type.String({ format: 'uuid' }),
       outcome: Type.Union([Type.Literal('retried'), Type.Literal('not_retryable'), Type.Literal('not_found')]),
-      state: Type.Optional(Type.String({ description: "the AAL event's state (not_retryable)" })),
+      state: Type.Optional(Type.String({ description: "the AAL event's state (not_retryable, when there is an event)" })),
       reason: Type.Optional(Type.String({ description: 'why it was not retried (not_retryable)' })),
     }),
   ),
@@ -39,7 +39,7 @@ export const operatorActionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         body: Type.Object(
           {
             ids: EmailIds(`tracking emails to send again, each in ${ResendableStates.join(', ')}`),
-            reason: Type.String({ minLength: 1, maxLength: 500, pattern: '\\S', description: 'why, kept on each new email for whoever looks at it later' }),
+            reason: Type.String({ minLength: 1, maxLength: 500, pattern: '\\S', description: 'why (not only white space), kept on each new email for whoever looks at it later; not logged' }),
           },
           { additionalProperties: false },
         ),

@@ -8,104 +8,128 @@ import { FINAL_STATUSES } from '../status/notification-status.ts';
 /** The email states a resend may start from: the send failed for good, or VA Notify could not deliver it. */
 export const ResendableStates = ['failed', 'permanent_failure', 'expired'] as const;
 
+/**
+ * How long after the last news of an email's sends a resend waits. VA Notify retries a callback
+ * with a backoff capped at 300 s, up to 60 times: about five hours in which a `delivered` answered
+ * with a 5xx can still arrive after the failure that ended the email (sql/012), and the veteran would
+ * then get the email twice.
+ */
+export const ResendSettleHours = 6;
+
 export type ResendOutcome =
   | { id: string; outcome: 'resent' | 'already_resent'; resentAs: string }
   | { id: string; outcome: 'not_resendable'; state: string; reason: string }
   | { id: string; outcome: 'not_found' };
 
+/** Why an email found by a resend request is not resent; undefined when it is. */
+function refusal(row: { state: string; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean }): string | undefined {
+  if (row.delivered) return 'VA Notify reported it delivered (its AAL event is recorded): a resend would email the veteran twice';
+  if (!(ResendableStates as readonly string[]).includes(row.state)) return `only an email in ${ResendableStates.join(', ')} is resent`;
+  if (row.open_sends > 0) return 'a send of this email is still open at VA Notify: wait for its final status';
+  if (row.settling) {
+    return `VA Notify may still report on its last send (it retries a callback for about five hours): resend from ${row.settled_at?.toISOString()}`;
+  }
+  return undefined;
+}
+
 /**
- * Resends each named email that is in a resendable state and has no send still open: a new queued
- * email with the same recipient and text, the dispenses moved to it, `resent_from` naming the old.
- * An email already resent answers the resend that exists, so a repeated request sends nothing more.
- * One transaction; the emails are locked in id order, so two requests naming the same emails wait
- * for each other instead of deadlocking.
+ * Resends each named email that is in a resendable state, was never reported delivered, and has
+ * had no news of its sends for ResendSettleHours: a new queued email with the same recipient and
+ * text, the dispenses moved to it, `resent_from` naming the old, which ends `resent`. An email
+ * already resent answers the resend that exists, so a repeated request sends nothing more. One
+ * transaction; the emails are locked in id order, so two requests naming the same emails wait for
+ * each other instead of deadlocking, and the second then reads the first's `resent`.
  */
 export async function resendTrackingEmails(sql: Sql, ids: readonly string[], reason: string): Promise<ResendOutcome[]> {
-  const outcomes = await sql.begin(async (tx) => {
-    const found = await tx<{ id: string; state: string; resent_as: string | null; open_sends: number }[]>`
+  return sql.begin(async (tx) => {
+    type Found = { id: string; state: string; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean };
+    const found = await tx<Found[]>`
       select e.id, e.state,
-             (select r.id from tracking_email r where r.resent_from = e.id) as resent_as,
-             (select count(*)::int from notification n where n.tracking_email_id = e.id and n.status <> all(${FINAL_STATUSES as string[]})) as open_sends
+             exists (select 1 from aal_event a where a.tracking_email_id = e.id) as delivered,
+             sends.open_sends, sends.settled_at, coalesce(sends.settled_at > now(), false) as settling
         from tracking_email e
+       cross join lateral (
+             select count(*) filter (where n.status <> all(${FINAL_STATUSES as string[]}))::int as open_sends,
+                    max(n.last_event_at) + make_interval(hours => ${ResendSettleHours}) as settled_at
+               from notification n where n.tracking_email_id = e.id) sends
        where e.id = any(${ids as string[]}::uuid[])
        order by e.id
          for update of e`;
-    const byId = new Map(found.map((row) => [row.id, row]));
-    const resendable = found.filter(
-      (row) => row.resent_as === null && row.open_sends === 0 && (ResendableStates as readonly string[]).includes(row.state),
-    );
+    const resendable = found.filter((row) => refusal(row) === undefined).map((row) => row.id);
 
-    // ON CONFLICT: a concurrent request may have resent one of them since this statement's snapshot.
     const copies = resendable.length === 0 ? [] : await tx<{ id: string; resent_from: string }[]>`
       insert into tracking_email (id, patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count,
                                   state, resent_from, resend_reason)
       select time_ordered_uuid(), e.patient_icn, e.mhv_correlation_id, e.personalisation, e.package_count, e.prescription_count,
              'queued', e.id, ${reason}
         from tracking_email e
-       where e.id = any(${resendable.map((row) => row.id)}::uuid[])
+       where e.id = any(${resendable}::uuid[])
        order by e.id
-          on conflict (resent_from) where resent_from is not null do nothing
       returning id, resent_from`;
     if (copies.length > 0) {
+      const [newIds, oldIds] = [copies.map((c) => c.id), copies.map((c) => c.resent_from)];
       await tx`
         update medication_dispense d set tracking_email_id = c.id, updated_at = now()
-          from (select unnest(${copies.map((c) => c.id)}::uuid[]) as id, unnest(${copies.map((c) => c.resent_from)}::uuid[]) as resent_from) c
+          from (select unnest(${newIds}::uuid[]) as id, unnest(${oldIds}::uuid[]) as resent_from) c
          where d.tracking_email_id = c.resent_from`;
+      await tx`update tracking_email set state = 'resent', updated_at = now() where id = any(${oldIds}::uuid[])`;
       await tx`select pg_notify('tracking_email_queued', '')`;
     }
     const copyOf = new Map(copies.map((c) => [c.resent_from, c.id]));
-    const raced = resendable.filter((row) => !copyOf.has(row.id));
-    const racedCopies = raced.length === 0 ? [] : await tx<{ id: string; resent_from: string }[]>`
-      select id, resent_from from tracking_email where resent_from = any(${raced.map((row) => row.id)}::uuid[])`;
-    const existingCopyOf = new Map(racedCopies.map((c) => [c.resent_from, c.id]));
+    const earlier = await tx<{ id: string; resent_from: string }[]>`
+      select id, resent_from from tracking_email
+       where resent_from = any(${found.filter((row) => row.state === 'resent').map((row) => row.id)}::uuid[])`;
+    const earlierCopyOf = new Map(earlier.map((c) => [c.resent_from, c.id]));
+    const byId = new Map(found.map((row) => [row.id, row]));
 
     return ids.map((id): ResendOutcome => {
       const row = byId.get(id);
       if (!row) return { id, outcome: 'not_found' };
       const resentAs = copyOf.get(id);
       if (resentAs) return { id, outcome: 'resent', resentAs };
-      const earlier = row.resent_as ?? existingCopyOf.get(id);
-      if (earlier) return { id, outcome: 'already_resent', resentAs: earlier };
-      if (row.open_sends > 0) {
-        return { id, outcome: 'not_resendable', state: row.state, reason: 'a send of this email is still open at VA Notify: wait for its final status' };
-      }
-      return { id, outcome: 'not_resendable', state: row.state, reason: `only an email in ${ResendableStates.join(', ')} is resent` };
+      const earlierCopy = earlierCopyOf.get(id);
+      if (earlierCopy) return { id, outcome: 'already_resent', resentAs: earlierCopy };
+      // Every email found and not copied was refused: the copies are exactly the unrefused.
+      return { id, outcome: 'not_resendable', state: row.state, reason: refusal(row)! };
     });
   });
-  return outcomes;
 }
 
 export type AalRetryOutcome =
   | { trackingEmailId: string; outcome: 'retried' }
-  | { trackingEmailId: string; outcome: 'not_retryable'; state: string; reason: string }
+  | { trackingEmailId: string; outcome: 'not_retryable'; state?: string; reason: string }
   | { trackingEmailId: string; outcome: 'not_found' };
 
 /**
  * Makes the failed AAL event of each named email due again, with a full budget of attempts counted
  * from here. An event in any other state is left alone: pending and posting ones are already on
  * their way, a posted one must not be posted twice, and an unpostable one has no MHV correlation id
- * to post with.
+ * to post with. An email with no AAL event was never reported delivered.
  */
 export async function retryAalEvents(sql: Sql, trackingEmailIds: readonly string[]): Promise<AalRetryOutcome[]> {
   const ids = trackingEmailIds as string[];
-  const [retried, others] = await sql.begin(async (tx) => [
-    await tx<{ tracking_email_id: string }[]>`
+  const rows = await sql.begin(async (tx) => {
+    const retried = await tx<{ tracking_email_id: string }[]>`
       update aal_event
          set state = 'pending', attempts_before_retry = attempts, next_attempt_at = now(), updated_at = now()
        where tracking_email_id = any(${ids}::uuid[]) and state = 'failed'
-      returning tracking_email_id`,
-    await tx<{ tracking_email_id: string; state: string }[]>`
-      select tracking_email_id, state from aal_event where tracking_email_id = any(${ids}::uuid[]) and state <> 'failed'`,
-  ] as const);
-  const done = new Set(retried.map((row) => row.tracking_email_id));
-  const stateOf = new Map(others.map((row) => [row.tracking_email_id, row.state]));
+      returning tracking_email_id`;
+    const found = await tx<{ id: string; email_state: string; aal_state: string | null }[]>`
+      select e.id, e.state as email_state, a.state as aal_state
+        from tracking_email e left join aal_event a on a.tracking_email_id = e.id
+       where e.id = any(${ids}::uuid[])`;
+    return { retried: new Set(retried.map((row) => row.tracking_email_id)), found: new Map(found.map((row) => [row.id, row])) };
+  });
   return trackingEmailIds.map((trackingEmailId): AalRetryOutcome => {
-    if (done.has(trackingEmailId)) return { trackingEmailId, outcome: 'retried' };
-    const state = stateOf.get(trackingEmailId);
-    if (state === undefined) return { trackingEmailId, outcome: 'not_found' };
-    const reason = state === 'posted' ? 'already posted: posting it again would log the email twice'
-      : state === 'unpostable' ? 'it has no MHV correlation id to post with'
+    if (rows.retried.has(trackingEmailId)) return { trackingEmailId, outcome: 'retried' };
+    const row = rows.found.get(trackingEmailId);
+    if (!row) return { trackingEmailId, outcome: 'not_found' };
+    if (row.aal_state === null) {
+      return { trackingEmailId, outcome: 'not_retryable', reason: `the email has no AAL event: it is ${row.email_state}, and was never reported delivered` };
+    }
+    const reason = row.aal_state === 'posted' ? 'already posted: posting it again would log the email twice'
+      : row.aal_state === 'unpostable' ? 'it has no MHV correlation id to post with'
       : 'it is already due, or being posted';
-    return { trackingEmailId, outcome: 'not_retryable', state, reason };
+    return { trackingEmailId, outcome: 'not_retryable', state: row.aal_state, reason };
   });
 }

@@ -4,7 +4,7 @@ import type { Sql } from '../db/connect.ts';
 import type { EmailDetailView, EmailSummaryRow } from './schemas.ts';
 
 export const TrackingEmailStates = [
-  'queued', 'sending', 'sent', 'delivered', 'permanent_failure', 'temporary_failure', 'failed', 'expired', 'shadowed',
+  'queued', 'sending', 'sent', 'delivered', 'permanent_failure', 'temporary_failure', 'failed', 'expired', 'shadowed', 'resent',
 ] as const;
 
 const summaryColumns = (sql: Sql) => sql`
@@ -74,7 +74,7 @@ export async function getTrackingEmail(sql: Sql, id: string): Promise<EmailDetai
           from notification_status_event s
          where s.notification_id = any(array(select id from notification where tracking_email_id = ${id}))
          order by s.received_at, s.id`,
-    sql<NonNullable<EmailDetailView['aalEvent']>[]>`select state, attempts, last_error as "lastError", completion_time as "completionTime", posted_at as "postedAt"
+    sql<NonNullable<EmailDetailView['aalEvent']>[]>`select state, attempts, attempts_before_retry as "attemptsBeforeRetry", last_error as "lastError", completion_time as "completionTime", posted_at as "postedAt"
           from aal_event where tracking_email_id = ${id}`,
   ]);
   return {

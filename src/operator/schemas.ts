@@ -60,6 +60,7 @@ export const EmailDetail = Type.Composite([
       Type.Object({
         state: Type.String(),
         attempts: Type.Integer(),
+        attemptsBeforeRetry: Type.Integer({ description: "attempts spent before an operator's last retry; AAL_MAX_ATTEMPTS counts from there" }),
         lastError: Type.Union([Type.String(), Type.Null()]),
         completionTime: Timestamp,
         postedAt: Timestamp,

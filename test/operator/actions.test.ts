@@ -6,8 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import type { Sql } from '../../src/db/connect.ts';
 import { PreferencesDeclinedReason, type SandboxVaNotify } from '../../src/sandbox/va-notify.ts';
-import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
+import { callbackToken, internalAuth, testApp, type TestApp } from '../helpers/app.ts';
 import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { callbackBody } from '../status/fixtures.ts';
 
 type App = TestApp['app'];
 
@@ -75,12 +76,18 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   // The template is mended, and the declining veteran has changed their preferences.
   vaNotify.state.outcomeOverrides.set(icn(declined), { status: 'delivered', statusReason: null });
   const unknown = randomUUID();
+  type Result = { id: string; outcome: string; resentAs?: string; state?: string; reason?: string };
   const response = await resend(app, { ids: [a.id, b.id, c.id, d.id, unknown], reason: 'template mended, ticket OPS-4821' });
   t.equal(response.statusCode, 200, response.body);
-  const results = response.json().results as { id: string; outcome: string; resentAs?: string; state?: string; reason?: string }[];
-  t.same(results.map((r) => [r.id, r.outcome]), [[a.id, 'resent'], [b.id, 'resent'], [c.id, 'not_resendable'], [d.id, 'resent'], [unknown, 'not_found']]);
-  t.match(results[2], { state: 'delivered', reason: /only an email in failed, permanent_failure, expired/ });
-  const copies = new Map(results.filter((r) => r.resentAs).map((r) => [r.id, r.resentAs!]));
+  const results = response.json().results as Result[];
+  t.same(results.map((r) => [r.id, r.outcome]), [[a.id, 'resent'], [b.id, 'resent'], [c.id, 'not_resendable'], [d.id, 'not_resendable'], [unknown, 'not_found']]);
+  t.match(results[2], { state: 'delivered', reason: /reported it delivered/ });
+  // VA Notify reported on the declined send moments ago: a delayed `delivered` could still come.
+  t.match(results[3], { state: 'permanent_failure', reason: /may still report on its last send.*resend from \d{4}-/ });
+  await db.sql`update notification set last_event_at = now() - interval '7 hours' where tracking_email_id = ${d.id}`;
+  const later = (await resend(app, { ids: [d.id], reason: 'template mended, ticket OPS-4821' })).json().results as Result[];
+  t.match(later, [{ id: d.id, outcome: 'resent' }], 'resent once its last news is older than the callback retries');
+  const copies = new Map([...results, ...later].filter((r) => r.resentAs).map((r) => [r.id, r.resentAs!]));
 
   // Each copy: queued, the same recipient and text, its dispenses moved over, the old one untouched.
   const rows = await db.sql<{ id: string; resent_from: string; state: string; same: boolean; dispenses: number; left: number; old_state: string }[]>`
@@ -93,12 +100,11 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   t.equal(rows.length, 3);
   for (const row of rows) {
     t.equal(copies.get(row.resent_from), row.id);
-    t.match(row, { state: 'queued', same: true, dispenses: 1, left: 0 });
-    t.not(row.old_state, 'queued', 'the old email keeps its state');
+    t.match(row, { state: 'queued', same: true, dispenses: 1, left: 0, old_state: 'resent' });
   }
 
   const oldView = (await get(app, `/v1/tracking-emails/${a.id}`)).json();
-  t.match(oldView, { state: 'failed', resentAs: copies.get(a.id), resentFrom: null, dispenses: [] });
+  t.match(oldView, { state: 'resent', stateReason: /Missing personalisation: pharmacy_phone/, resentAs: copies.get(a.id), resentFrom: null, dispenses: [] });
   const newView = (await get(app, `/v1/tracking-emails/${copies.get(a.id)}`)).json();
   t.match(newView, { state: 'queued', resentFrom: a.id, resentAs: null, resendReason: 'template mended, ticket OPS-4821', attempts: 0 });
   t.equal(newView.dispenses.length, 1);
@@ -119,7 +125,10 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
 
   // Asked again: the resend that exists, nothing sent; and a delivered copy is not resent.
   const again = (await resend(app, { ids: [a.id, copies.get(a.id)], reason: 'asked twice' })).json().results;
-  t.match(again, [{ id: a.id, outcome: 'already_resent', resentAs: copies.get(a.id) }, { id: copies.get(a.id), outcome: 'not_resendable', state: 'delivered' }]);
+  t.match(again, [
+    { id: a.id, outcome: 'already_resent', resentAs: copies.get(a.id) },
+    { id: copies.get(a.id), outcome: 'not_resendable', state: 'delivered', reason: /reported it delivered/ },
+  ]);
   const [emails] = await db.sql<{ count: number }[]>`select count(*)::int as count from tracking_email`;
   t.equal(emails?.count, 7);
   t.match(await job(app, 'send'), { sent: 0 });
@@ -127,6 +136,52 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   t.match(logs.text, /tracking emails resent by an operator/);
   t.notMatch(logs.text, /OPS-4821/, "the operator's free text stays out of the log");
   for (const n of [faultA, faultB, delivered, declined]) t.notMatch(logs.text, icn(n), 'no ICN in the log');
+});
+
+t.test('an email delivered, then bounced, is not resent; a resent email stays resent whatever VA Notify says late', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, { REPLAY_DELAY_MINUTES: '0' }, { listen: true });
+  const callback = (body: Record<string, unknown>) =>
+    app.inject({ method: 'POST', url: '/v1/va-notify/callbacks', headers: { authorization: `Bearer ${callbackToken}` }, payload: body });
+  const [bounced, declined] = [41, 1];
+  await insertDispenses(db.sql, [veteran(bounced), veteran(declined)]);
+  await job(app, 'grouping');
+  await job(app, 'send');
+  await settle(vaNotify, db.sql);
+  const notificationOf = async (emailId: string) =>
+    (await db.sql<{ id: string; completed: Date }[]>`select id, status_completed_at as completed from notification where tracking_email_id = ${emailId}`)[0]!;
+
+  // Delivered, then a hard bounce: the email was delivered (sql/012), and has its AAL event.
+  const first = await emailOf(db.sql, bounced);
+  const delivery = await notificationOf(first.id);
+  const bounce = callbackBody(delivery.id, {
+    reference: first.id, status: 'permanent-failure', status_reason: 'Hard bounce', completed_at: new Date(delivery.completed.getTime() + 60_000).toISOString(),
+  });
+  t.equal((await callback(bounce)).statusCode, 200);
+  t.equal((await emailOf(db.sql, bounced)).state, 'permanent_failure');
+  const second = await emailOf(db.sql, declined);
+  const declinedSend = await notificationOf(second.id);
+  await db.sql`update notification set last_event_at = now() - interval '7 hours'`;
+  vaNotify.state.outcomeOverrides.set(icn(declined), { status: 'delivered', statusReason: null });
+  const results = (await resend(app, { ids: [first.id, second.id], reason: 'checking' })).json().results;
+  t.match(results, [
+    { id: first.id, outcome: 'not_resendable', state: 'permanent_failure', reason: /reported it delivered/ },
+    { id: second.id, outcome: 'resent' },
+  ]);
+  t.match(await job(app, 'send'), { sent: 1 });
+  await settle(vaNotify, db.sql);
+
+  // A status completed later than the decline, about the old send: it moves that notification only.
+  const late = callbackBody(declinedSend.id, {
+    reference: second.id, status: 'temporary-failure', status_reason: 'Retryable', completed_at: new Date(declinedSend.completed.getTime() + 60_000).toISOString(),
+  });
+  t.equal((await callback(late)).statusCode, 200);
+  t.match(await db.sql`select status from notification where id = ${declinedSend.id}`, [{ status: 'temporary-failure' }]);
+  t.match(await db.sql`select state from tracking_email where id = ${second.id}`, [{ state: 'resent' }], 'no late status moves a resent email');
+  t.match(await job(app, 'sweep'), { replayed: 0 });
+  t.match(await job(app, 'send'), { sent: 0 });
+  const sends = (n: number) => [...vaNotify.state.notifications.values()].filter((x) => x.recipientIdentifier?.id_value === icn(n)).length;
+  t.equal(sends(bounced), 1, 'the delivered veteran is emailed once');
+  t.equal(sends(declined), 2, 'the declined veteran: the declined send and the resend, no third');
 });
 
 t.test('a resend is refused while a send is open, outside live mode, and for a malformed request', async (t) => {
@@ -152,6 +207,8 @@ t.test('a resend is refused while a send is open, outside live mode, and for a m
   await bad({ ids: [email.id], reason: '   ' }, /reason/);
   await bad({ ids: [email.id], reason: 'x', state: 'failed' }, /state|additional/);
   t.equal((await retryAal(app, { trackingEmailIds: [] })).statusCode, 400);
+  const notDelivered = (await retryAal(app, { trackingEmailIds: [email.id] })).json().results;
+  t.match(notDelivered, [{ trackingEmailId: email.id, outcome: 'not_retryable', reason: /no AAL event: it is failed, and was never reported delivered/ }]);
 
   const unauthorised = await app.inject({ method: 'POST', url: '/v1/tracking-emails/resend', payload: { ids: [email.id], reason: 'x' } });
   t.equal(unauthorised.statusCode, 401);
@@ -199,6 +256,7 @@ t.test('a failed AAL event is posted again with a fresh budget of attempts; a po
   t.match(await job(app, 'aal'), { failed: 1 });
   const [spent] = await db.sql`select state, attempts, attempts_before_retry, last_error from aal_event where tracking_email_id = ${failing.id}`;
   t.match(spent, { state: 'failed', attempts: 4, attempts_before_retry: 2, last_error: /gave up after 2 attempts/ });
+  t.match((await get(app, `/v1/tracking-emails/${failing.id}`)).json(), { aalEvent: { state: 'failed', attempts: 4, attemptsBeforeRetry: 2 } });
 
   // MHV is back: retried once more, posted once.
   aal.state.failRate = 0;
