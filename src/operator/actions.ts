@@ -76,9 +76,9 @@ export async function resendTrackingEmails(sql: Sql, ids: readonly string[], rea
       await tx`select pg_notify('tracking_email_queued', '')`;
     }
     const copyOf = new Map(copies.map((c) => [c.resent_from, c.id]));
-    const earlier = await tx<{ id: string; resent_from: string }[]>`
-      select id, resent_from from tracking_email
-       where resent_from = any(${found.filter((row) => row.state === 'resent').map((row) => row.id)}::uuid[])`;
+    const resentBefore = found.filter((row) => row.state === 'resent').map((row) => row.id);
+    const earlier = resentBefore.length === 0 ? [] : await tx<{ id: string; resent_from: string }[]>`
+      select id, resent_from from tracking_email where resent_from = any(${resentBefore}::uuid[])`;
     const earlierCopyOf = new Map(earlier.map((c) => [c.resent_from, c.id]));
     const byId = new Map(found.map((row) => [row.id, row]));
 
