@@ -2,7 +2,7 @@
 // never recorded, temporary failures due for a replay. Each step claims a bounded batch in one
 // committed statement, so VA Notify is called outside any transaction and the outcome is recorded
 // afterwards in statements of its own.
-import type { Sql, SqlHandle } from '../db/connect.ts';
+import { planForWorkInProgress, type Sql, type SqlHandle } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
 import { NON_FINAL_STATUSES } from '../status/notification-status.ts';
 
@@ -45,10 +45,14 @@ export interface StaleNotification {
  * waiting for it would hold up the batch.
  */
 export async function claimStaleNotifications(
-  sql: SqlHandle,
+  sql: Sql,
   p: { batchSize: number; pollAfterMinutes: number; retentionDays: number },
 ): Promise<StaleNotification[]> {
-  return sql<StaleNotification[]>`
+  // The open statuses come as a parameter, which a generic plan cannot match to the partial index
+  // notification_open: planned as work in progress, so that a sweep never reads the history.
+  const rows = await sql.begin(async (tx) => {
+    await planForWorkInProgress(tx);
+    return tx<StaleNotification[]>`
     with stale as (
       select id
         from notification
@@ -65,6 +69,8 @@ export async function claimStaleNotifications(
     returning n.id, n.tracking_email_id as "trackingEmailId", n.attempt,
               n.created_at < now() - make_interval(days => ${p.retentionDays}) as "pastRetention",
               n.poll_count as "pollCount"`;
+  });
+  return [...rows];
 }
 
 export interface OrphanedEmail {
