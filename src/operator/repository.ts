@@ -50,6 +50,15 @@ export async function listTrackingEmails(
   return { emails, end: rows.length === p.limit && last ? { createdAt: last.position, id: last.id } : undefined };
 }
 
+/** A veteran's emails, newest first: the ones that list their dispenses and the ones resent since. */
+export function findVeteranEmails(sql: Sql, patientIcn: string, limit: number): Promise<EmailSummaryRow[]> {
+  return sql<EmailSummaryRow[]>`
+    select ${summaryColumns(sql)} from tracking_email e
+     where e.patient_icn = ${patientIcn}
+     order by e.created_at desc, e.id desc
+     limit ${limit}`;
+}
+
 export async function getTrackingEmail(sql: Sql, id: string): Promise<EmailDetailView | undefined> {
   type Head = Omit<EmailDetailView, 'dispenses' | 'notifications' | 'aalEvent'>;
   type Notification = Omit<EmailDetailView['notifications'][number], 'history'>;

@@ -2,7 +2,8 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { errorResponses } from '../http/schemas.ts';
 import { stateCounts } from '../metrics.ts';
-import { getTrackingEmail, listTrackingEmails, TrackingEmailStates, type ListPosition } from './repository.ts';
+import { IcnPattern } from '../ingest/dispense.ts';
+import { findVeteranEmails, getTrackingEmail, listTrackingEmails, TrackingEmailStates, type ListPosition } from './repository.ts';
 import { EmailDetail, EmailSummary, Stats } from './schemas.ts';
 
 // A page's end, opaque to the caller: the last created_at to the microsecond (a JSON date would round
@@ -50,6 +51,24 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const page = await listTrackingEmails(app.sql, { state, aalState, limit, before: before ? new Date(before) : undefined, after });
       return { emails: page.emails, ...(page.end ? { nextCursor: writeCursor(page.end) } : {}) };
     },
+  );
+
+  // A POST, so that the ICN travels in the body and never in a URL that proxies and access logs keep.
+  app.post(
+    '/v1/tracking-emails/search',
+    {
+      schema: {
+        body: Type.Object(
+          {
+            patientIcn: Type.String({ pattern: IcnPattern, description: "the veteran's ICN, e.g. 1012345678V123456" }),
+            limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ emails: Type.Array(EmailSummary) }), ...errorResponses(400, 401, 429) },
+      },
+    },
+    async (request) => ({ emails: await findVeteranEmails(app.sql, request.body.patientIcn, request.body.limit) }),
   );
 
   app.get(
