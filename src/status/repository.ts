@@ -205,10 +205,14 @@ export async function recordStatusEvents(
     };
   });
   // As text, cast in SQL: a parameter inferred as jsonb would be JSON-encoded again by postgres.js.
+  // Every string is made well-formed first: JSON.stringify writes a lone surrogate (valid JSON from
+  // VA Notify, e.g. "\ud800" in a status_reason) as that escape, which Postgres's jsonb input refuses,
+  // failing the whole statement, every event of the batch with it, and on each of VA Notify's retries.
+  // U+FFFD in its place is what recordStatusEvent stores too (postgres.js encodes parameters as UTF-8).
   const rows = await sql<{ outcome: StatusOutcome | 'failed'; aal_event_created: boolean; error_code: string | null; error_message: string | null }[]>`
     select outcome, aal_event_created, error_code, error_message from record_status_events(
       p_lock_namespace => ${NOTIFICATION_LOCK}::int,
-      p_events => ${JSON.stringify(payload)}::text::jsonb,
+      p_events => ${JSON.stringify(payload, wellFormed)}::text::jsonb,
       p_source => ${options.source}::text,
       p_replay_delay_minutes => ${options.replayDelayMinutes}::int,
       p_send_max_attempts => ${options.sendMaxAttempts}::int,
@@ -222,6 +226,11 @@ export async function recordStatusEvents(
     logOutcome(log, event, row.outcome, options.source);
     return { outcome: row.outcome, aalEventCreated: row.aal_event_created };
   });
+}
+
+/** A JSON.stringify replacer: lone surrogates in strings become U+FFFD (see recordStatusEvents). */
+function wellFormed(_key: string, value: unknown): unknown {
+  return typeof value === 'string' ? value.toWellFormed() : value;
 }
 
 /** The arguments both SQL functions take after the event itself, in named notation. */

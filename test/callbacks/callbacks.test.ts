@@ -96,6 +96,26 @@ t.test('VA Notify callbacks', async (t) => {
     t.notMatch(logs.text, recipient);
   });
 
+  // JSON lets a string hold a lone surrogate ("\ud800"); Postgres's jsonb input does not. Such a
+  // callback must not be answered 5xx on every one of VA Notify's retries, nor fail the callbacks
+  // recorded in the same statement.
+  t.test('a lone surrogate in a field is stored as U+FFFD and answered 200', async (t) => {
+    const emails = await Promise.all(Array.from({ length: 4 }, () => insertEmail(sql)));
+    const ids = await Promise.all(emails.map((emailId) => insertNotification(sql, emailId)));
+    const odd = ids[1]!;
+    // JSON.stringify writes it as the escape, as Python's json.dumps (VA Notify) does.
+    const body = (id: string) => (id === odd ? JSON.stringify(callbackBody(id, { status_reason: 'Undeliverable - x\ud800y' })) : callbackBody(id));
+    const responses = await Promise.all(ids.map((id) => post(body(id))));
+    t.same(responses.map((r) => r.statusCode), ids.map(() => 200));
+    t.same((await eventsOf(sql, odd)).map((e) => e.status_reason), ['Undeliverable - x\ufffdy']);
+    for (const [index, id] of ids.entries()) {
+      t.equal((await notificationRow(sql, id)).status, 'delivered');
+      t.equal((await aalEventsOf(sql, emails[index]!)).length, 1);
+    }
+    t.equal((await post(body(odd))).statusCode, 200, "VA Notify's retry is a duplicate");
+    t.equal((await eventsOf(sql, odd)).length, 1);
+  });
+
   t.test('sending then delivered ends delivered', async (t) => {
     const emailId = await insertEmail(sql);
     const id = await insertNotification(sql, emailId);

@@ -3,7 +3,7 @@
 // is sent at once.
 import { randomUUID } from 'node:crypto';
 import t from 'tap';
-import { applyPendingStatusEvents, StatusEventFailedError, type StatusEvent } from '../../src/status/repository.ts';
+import { applyPendingStatusEvents, recordStatusEvent, StatusEventFailedError, type StatusEvent } from '../../src/status/repository.ts';
 import { StatusEventBatcher } from '../../src/status/status-event-batcher.ts';
 import { testDatabase } from '../helpers/database.ts';
 import {
@@ -90,6 +90,35 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     t.same(await eventsOf(sql, bad), [], 'nothing of the refused event is kept');
     t.equal((await notificationRow(sql, good)).status, 'delivered');
     t.equal((await aalEventsOf(sql, emailId)).length, 1);
+  });
+
+  // A lone surrogate is valid JSON ("\ud800") and so can come in a callback, but Postgres's jsonb
+  // input refuses it: sent as it is, it failed the whole statement, every other event of its batch
+  // with it, and again on each of VA Notify's retries.
+  t.test('a lone surrogate in a text field is stored as U+FFFD, and its batch is committed', async (t) => {
+    const { traced, statements } = await tracedPool(t, url, 2);
+    const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
+    const first = await insertNotification(sql, await insertEmail(sql));
+    const emailId = await insertEmail(sql);
+    const good = await insertNotification(sql, emailId);
+    const odd = await insertNotification(sql, await insertEmail(sql));
+    const results = await Promise.all([
+      batcher.record(event(first)),
+      batcher.record(event(odd, { statusReason: 'x\ud800y', reference: '\udfffz', provider: 'ses\ud83d' })),
+      batcher.record(event(good)),
+    ]);
+    t.equal(statements.length, 2, 'the last two shared a statement');
+    t.same(results, [1, 2, 3].map(() => ({ outcome: 'applied', aalEventCreated: true })));
+    t.same((await eventsOf(sql, odd)).map((e) => e.status_reason), ['x\ufffdy']);
+    const [stored] = await sql<{ reference: string; provider: string }[]>`
+      select reference, provider from notification_status_event where notification_id = ${odd}`;
+    t.same(stored, { reference: '\ufffdz', provider: 'ses\ufffd' });
+    t.equal((await notificationRow(sql, good)).status, 'delivered');
+    t.equal((await aalEventsOf(sql, emailId)).length, 1);
+    // What the one-event path stores for the same text.
+    const other = await insertNotification(sql, await insertEmail(sql));
+    await recordStatusEvent(sql, event(other, { statusReason: 'x\ud800y' }), callback);
+    t.same((await eventsOf(sql, other)).map((e) => e.status_reason), ['x\ufffdy']);
   });
 
   t.test('a statement that fails as a whole rejects every event of its batch, and none is kept', async (t) => {
