@@ -13,7 +13,7 @@ import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import { AvailabilityWatch } from '../jobs/availability-watch.ts';
 import { applyPendingStatusEvents } from '../status/repository.ts';
-import { confirmSendingResumed, pauseSending, sendingPauseState, type RateBudget } from './rate-budget.ts';
+import { confirmSendingResumed, pauseSending, sendingPauseState, type RateBudget, type SendingPauseKind } from './rate-budget.ts';
 import {
   claimDueEmails,
   recordEmailFailed,
@@ -161,7 +161,7 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
         if (error instanceof VaNotifyUnavailable) {
           if (!unavailablePauseTaken) {
             unavailablePauseTaken = true;
-            pausedUntil = await pauseSending(sql, config.SEND_UNAVAILABLE_PAUSE_SECONDS, `VA Notify unavailable: ${error.message}`);
+            pausedUntil = await pauseSending(sql, config.SEND_UNAVAILABLE_PAUSE_SECONDS, 'unavailable', `VA Notify unavailable: ${error.message}`);
             log.error({ reason: error.message, pausedUntil }, 'VA Notify is not answering: sending is paused on every instance; no email is charged for it');
           }
           // Due after the first retry delay rather than at once, so that the next probe is another
@@ -170,7 +170,7 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
           return 'released' as const;
         }
         if (error instanceof SendingHalted) {
-          pausedUntil = await pauseSending(sql, pauseSeconds(config, error.outcome), error.message);
+          pausedUntil = await pauseSending(sql, pauseSeconds(config, error.outcome), pauseKind(error.outcome), error.message);
           logHalt(log, error.outcome, pausedUntil);
           await handBack([email.id]);
           return 'released' as const;
@@ -208,6 +208,18 @@ function pauseSeconds(config: Config, outcome: SendingHalted['outcome']): number
   const now = new Date();
   const nextUtcDay = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
   return Math.ceil((nextUtcDay - now.getTime()) / 1000);
+}
+
+/** What the halt says of VA Notify's other endpoints: the sweep asks on through a limit's pause only. */
+function pauseKind(outcome: SendingHalted['outcome']): SendingPauseKind {
+  switch (outcome.kind) {
+    case 'unauthorized':
+      return 'credentials';
+    case 'not_found':
+      return 'no_endpoint';
+    case 'rate_limited':
+      return outcome.daily ? 'daily_limit' : 'rate_limit';
+  }
 }
 
 function logHalt(log: Logger, outcome: SendingHalted['outcome'], pausedUntil: Date): void {

@@ -145,7 +145,7 @@ async function sweep(deps: SweepDeps): Promise<SweepCounts> {
     counts.vaNotifyRejected = true;
     // A person must act (key rotation, service id, clock); every later request would fail the same
     // way, the senders' too: they pause as if they had met it themselves.
-    const pausedUntil = await pauseSending(sql, config.SEND_PAUSE_SECONDS, message);
+    const pausedUntil = await pauseSending(sql, config.SEND_PAUSE_SECONDS, 'credentials', message);
     log.error(
       { status, vaNotifyMessage: message, during, pausedUntil },
       'VA Notify rejected our credentials: the sweep stopped polling and sending is paused on every instance; check VA_NOTIFY_API_KEY, VA_NOTIFY_SERVICE_ID and the clock',

@@ -1,9 +1,12 @@
 // Two instances starting together against one empty database: both migration runs succeed and
 // every migration is applied exactly once.
 import { randomBytes } from 'node:crypto';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
-import { listMigrations, migrate } from '../../src/db/migrate.ts';
+import { listMigrations, migrate, migrationsDir } from '../../src/db/migrate.ts';
 import { testDatabase } from '../helpers/database.ts';
 import { startServiceProcess } from '../helpers/service-process.ts';
 
@@ -67,4 +70,42 @@ t.test('two service processes started at once on one empty database both come up
   t.ok(rows.every((r) => r.n === 1), 'each once');
   const applied = instances.map((i) => (i.output().match(/"msg":"migration applied"/g) ?? []).length);
   t.equal(applied[0]! + applied[1]!, rows.length, 'each migration applied by exactly one of the two');
+});
+
+// The sweep reads a sending pause's kind (sql/018): a pause in force while 018 is applied gets one
+// from its reason, the only record of it until then.
+t.test('a sending pause recorded before pause_kind existed gets its kind from its reason', async (t) => {
+  const server = await testDatabase(t, { max: 1 });
+  const name = `rx_test_empty_${randomBytes(6).toString('hex')}`;
+  await server.sql.unsafe(`create database ${name}`);
+  const url = new URL(server.url);
+  url.pathname = `/${name}`;
+  const db = connect(url.toString(), { max: 1 });
+  const before = await mkdtemp(join(tmpdir(), 'rx-migrations-'));
+  t.teardown(async () => {
+    await db.end({ timeout: 5 });
+    await server.sql.unsafe(`drop database if exists ${name} with (force)`);
+    await rm(before, { recursive: true, force: true });
+  });
+  for (const m of (await listMigrations()).filter((m) => m.version < 18)) await copyFile(join(migrationsDir, m.file), join(before, m.file));
+  await migrate(db, before);
+  await db`update rate_budget set paused_until = now() + interval '1 hour', pause_reason = 'Exceeded send limits (1000) for today'`;
+  await db`
+    insert into rate_budget (name, tokens, paused_until, pause_reason) values
+      ('outage', 0, now() + interval '1 minute', 'VA Notify unavailable: HTTP 503'),
+      ('minute', 0, now() + interval '1 minute', 'Exceeded rate limit for key type LIVE of 3000 requests per 60 seconds'),
+      ('key', 0, now() + interval '5 minutes', 'Invalid token: API key expired'),
+      ('ended', 0, now() - interval '1 minute', 'VA Notify unavailable: HTTP 503'),
+      ('none', 0, null, null)`;
+  t.same((await migrate(db)).map((m) => m.version), [18]);
+  const rows = await db<{ name: string; pause_kind: string | null }[]>`select name, pause_kind from rate_budget order by name`;
+  t.same(Object.fromEntries(rows.map((r) => [r.name, r.pause_kind])), {
+    ended: 'unavailable', // the probe after an outage's pause still knows what it probes for
+    key: 'credentials',
+    minute: 'rate_limit',
+    none: null,
+    outage: 'unavailable',
+    'va-notify': 'daily_limit',
+  });
+  await t.rejects(db`update rate_budget set pause_reason = 'x' where name = 'none'`, /rate_budget_pause_kind_with_reason/, 'a reason without a kind is refused');
 });

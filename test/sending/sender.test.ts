@@ -80,8 +80,8 @@ t.test('transient failures are retried until VA Notify takes the email', async (
   t.equal(vaNotify.state.forcedResponses.length, 0, 'one request, not three');
   const [waiting] = await db.sql`select state, attempts, next_attempt_at <= now() as due from tracking_email where patient_icn = ${icn(2)}`;
   t.same(waiting, { state: 'queued', attempts: 0, due: true }, 'handed back with its attempt refunded; the pause alone holds it');
-  const [pause] = await db.sql`select pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
-  t.match(pause, { pause_reason: /Exceeded rate limit/, a_minute: true }, 'SEND_RATE_LIMIT_PAUSE_SECONDS on every instance');
+  const [pause] = await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
+  t.match(pause, { pause_kind: 'rate_limit', pause_reason: /Exceeded rate limit/, a_minute: true }, 'SEND_RATE_LIMIT_PAUSE_SECONDS on every instance');
   t.match(await post(app, 'send'), { paused: true, sent: 0 });
   await resumeSending(db.sql);
   t.match(await post(app, 'send'), { sent: 1 }, 'sent at once when the pause is cleared');
@@ -111,8 +111,8 @@ t.test('a VA Notify outage pauses sending on every instance and fails no email, 
   t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 2, failed: 0, skipped: 4, paused: true },
     'two emails in a row without an answer are one email\'s bad luck; the third is an outage');
   t.same(await attempts(), [1, 1, 0, 0, 0, 0], 'only the first two were charged an attempt');
-  const [pause] = await db.sql`select pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
-  t.match(pause, { pause_reason: /^VA Notify unavailable: .*503/, a_minute: true }, 'SEND_UNAVAILABLE_PAUSE_SECONDS on every instance');
+  const [pause] = await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
+  t.match(pause, { pause_kind: 'unavailable', pause_reason: /^VA Notify unavailable: .*503/, a_minute: true }, 'SEND_UNAVAILABLE_PAUSE_SECONDS on every instance');
   const [waiting] = await db.sql`select count(*)::int as n from tracking_email where state = 'queued' and attempts = 0 and next_attempt_at > now() + interval '50 seconds'`;
   t.equal(waiting!.n, 4, 'handed back uncharged, due after the first retry delay');
   t.match(logs.text, /VA Notify is not answering: sending is paused on every instance/);
@@ -130,8 +130,8 @@ t.test('a VA Notify outage pauses sending on every instance and fails no email, 
   await timePasses();
   t.match(await post(app, 'send'), { sent: 6, paused: false }, 'VA Notify is back: every email goes');
   t.same(await attempts(), [2, 2, 1, 1, 1, 1]);
-  const [after] = await db.sql`select pause_reason from rate_budget`;
-  t.equal(after!.pause_reason, null, 'an accepted send ends the probing');
+  const [after] = await db.sql`select pause_kind, pause_reason from rate_budget`;
+  t.same(after, { pause_kind: null, pause_reason: null }, 'an accepted send ends the probing');
   t.equal(vaNotify.state.counters.sendsAccepted, 6, 'each veteran got one email');
 
   await insertDispenses(db.sql, [{ patient_icn: icn(46), rx_number: '4000046', tracking_number: 'T46' }]);
@@ -167,7 +167,7 @@ t.test('a shutdown that cuts an email\'s tries short says nothing of VA Notify: 
   await insertDispenses(db.sql, [{ patient_icn: icn(71), rx_number: '7000071', tracking_number: 'T71' }]);
   await runGrouping({ sql: db.sql, config, log });
   // A pause that ended a while ago, nothing sent since: the next unanswered email would pause again.
-  await db.sql`update rate_budget set paused_until = now() - interval '5 minutes', pause_reason = 'Exceeded rate limit'`;
+  await db.sql`update rate_budget set paused_until = now() - interval '5 minutes', pause_reason = 'Exceeded rate limit', pause_kind = 'rate_limit'`;
   vaNotify.state.faults.latencyMs = 300;
   vaNotify.state.forcedResponses.push({ status: 503 });
   const stopping = new AbortController();
@@ -245,6 +245,8 @@ t.test('a 400 fails the email with VA Notify\'s message; a 403 pauses sending wi
   t.match(rows[0], { state: 'failed', state_reason: 'VA Notify answered 400: Missing personalisation: tracking_info' });
   t.match(rows[1], { state: 'queued', attempts: 0 }, 'released untouched; the pause holds it');
   t.match(logs.text, /VA Notify rejected our credentials: sending is paused/);
+  const [pause] = await db.sql`select pause_kind from rate_budget`;
+  t.equal(pause!.pause_kind, 'credentials');
   t.match(await post(app, 'send'), { paused: true, sent: 0 });
   t.equal(vaNotify.state.counters.sendsAccepted, 0);
   await resumeSending(db.sql);
@@ -333,15 +335,15 @@ t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses
   t.match(await post(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
   const [daily] = await db.sql`
     select abs(extract(epoch from paused_until - (date_trunc('day', now() at time zone 'UTC') + interval '1 day') at time zone 'UTC')) < 2 as next_utc_day,
-           pause_reason from rate_budget`;
-  t.match(daily, { next_utc_day: true, pause_reason: 'Exceeded send limits (1000) for today' });
+           pause_kind, pause_reason from rate_budget`;
+  t.match(daily, { next_utc_day: true, pause_kind: 'daily_limit', pause_reason: 'Exceeded send limits (1000) for today' });
   t.match(logs.text, /daily send limit is reached: sending is paused on every instance until the next UTC day/);
 
   await resumeSending(db.sql);
   vaNotify.state.forcedResponses.push({ status: 404, message: 'The requested URL was not found on the server.' });
   t.match(await post(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
-  const [pause] = await db.sql`select paused_until - now() > interval '200 seconds' as long from rate_budget`;
-  t.same(pause, { long: true }, 'SEND_PAUSE_SECONDS, as for refused credentials');
+  const [pause] = await db.sql`select paused_until - now() > interval '200 seconds' as long, pause_kind from rate_budget`;
+  t.same(pause, { long: true, pause_kind: 'no_endpoint' }, 'SEND_PAUSE_SECONDS, as for refused credentials');
   t.match(logs.text, /no send endpoint at the configured URL: sending is paused on every instance; check VA_NOTIFY_BASE_URL/);
 
   const [email] = await db.sql`select state, attempts from tracking_email`;
