@@ -10,7 +10,7 @@ import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import type { JobName } from '../jobs/runner.ts';
 import type { Metrics } from '../metrics.ts';
-import { pauseSending, sendingPausedUntil, type RateBudget } from '../sending/rate-budget.ts';
+import { pauseSending, pauseStopsEveryRequest, sendingPausedUntil, type RateBudget } from '../sending/rate-budget.ts';
 import { recordNotificationAccepted, storedNotificationIds } from '../sending/repository.ts';
 import type { VaNotifyClient, VaNotifyNotification } from '../sending/va-notify-client.ts';
 import { applyPendingStatusEvents, recordStatusEvent, type ApplyOptions, type StatusEvent } from '../status/repository.ts';
@@ -302,12 +302,17 @@ async function sweep(deps: SweepDeps): Promise<SweepCounts> {
   return counts;
 }
 
-/** VA Notify is asked only in live mode, with a client, and while our credentials are not known to be rejected. */
+/**
+ * VA Notify is asked only in live mode, with a client, and while no pause says every request would
+ * fail: refused credentials or a wrong URL. A pause for VA Notify's rate or daily send limit, or for
+ * an outage, holds the sends only: a lost callback is still polled, not left until the pause ends
+ * (for the daily limit, the next UTC day).
+ */
 async function vaNotifyAvailable(deps: SweepDeps): Promise<boolean> {
   if (deps.vaNotify === undefined || deps.config.DELIVERY_MODE !== 'live') return false;
   const pause = await sendingPausedUntil(deps.sql);
-  if (pause) {
-    deps.log.warn({ pausedUntil: pause.until, reason: pause.reason }, 'sending is paused: the sweep asks VA Notify nothing until the pause ends');
+  if (pause && pauseStopsEveryRequest(pause.kind)) {
+    deps.log.warn({ pausedUntil: pause.until, kind: pause.kind, reason: pause.reason }, 'sending is paused: the sweep asks VA Notify nothing until the pause ends');
     return false;
   }
   return true;

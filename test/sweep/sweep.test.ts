@@ -7,7 +7,7 @@ import t from 'tap';
 import { AdvisoryLock } from '../../src/db/locks.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { createLogger } from '../../src/logger.ts';
-import { createRateBudget } from '../../src/sending/rate-budget.ts';
+import { createRateBudget, pauseSending, resumeSending, type SendingPauseKind } from '../../src/sending/rate-budget.ts';
 import { claimDueEmails } from '../../src/sending/repository.ts';
 import { runSweep } from '../../src/sweep/sweep-job.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
@@ -349,13 +349,78 @@ t.test('VA Notify rejecting our credentials stops polling, pauses sending everyw
   t.match(logs.text, /VA Notify rejected our credentials: the sweep stopped polling and sending is paused on every instance/);
   const open = await db.sql`select status from notification`;
   t.same(open.map((n) => n.status), ['created', 'created'], 'nothing changed');
-  const [pause] = await db.sql`select paused_until > now() + interval '200 seconds' as paused, pause_reason from rate_budget`;
-  t.match(pause, { paused: true, pause_reason: /Invalid token/ }, 'SEND_PAUSE_SECONDS, as a sender would have set');
+  const [pause] = await db.sql`select paused_until > now() + interval '200 seconds' as paused, pause_kind, pause_reason from rate_budget`;
+  t.match(pause, { paused: true, pause_kind: 'credentials', pause_reason: /Invalid token/ }, 'SEND_PAUSE_SECONDS, as a sender would have set');
   const getsBefore = vaNotify.state.counters.getsById;
   t.match(await post(app, 'send'), { paused: true });
   t.match(await post(app, 'sweep'), { status: 'done', polled: 0 });
   t.equal(vaNotify.state.counters.getsById, getsBefore, 'neither asks VA Notify during the pause');
   t.match(logs.text, /sending is paused: the sweep asks VA Notify nothing until the pause ends/);
+});
+
+// VA Notify's daily limit is on sends: the pause until the next UTC day must not keep a lost
+// callback's email from its final state (and its AAL event) until then, since GETs still answer.
+t.test('the daily send limit pauses sending only: the sweep still polls lost callbacks and looks up orphans', async (t) => {
+  // One send at a time, so that the 429 stops the run before the other email goes.
+  const settings = { STATUS_POLL_AFTER_MINUTES: '0', SEND_CONCURRENCY: '1' };
+  const { app, db, vaNotify, logs } = await testApp(t, settings, { listen: true, vaNotifyOptions: { faults: { dropCallbackRate: 1 } } });
+  await insertDispenses(db.sql, [veteran(51)]);
+  await post(app, 'grouping');
+  t.match(await post(app, 'send'), { sent: 1 });
+  t.equal(await settle(vaNotify, db.sql, 1), 1, 'its callback was lost');
+
+  await insertDispenses(db.sql, [veteran(52), veteran(53)]);
+  await post(app, 'grouping');
+  vaNotify.state.forcedResponses.push({ status: 429, error: 'TooManyRequestsError', message: 'Exceeded send limits (1) for today' });
+  t.match(await post(app, 'send'), { sent: 0, paused: true });
+  const [pause] = await db.sql`select paused_until > now() + interval '1 minute' as long, pause_kind from rate_budget`;
+  t.same(pause, { long: true, pause_kind: 'daily_limit' });
+  // A sender that claimed the third veteran's email before the pause and died without an outcome.
+  const [orphan] = await db.sql`
+    update tracking_email set state = 'sending', attempts = 1, lease_until = now() - interval '1 second'
+     where patient_icn = ${icn(53)} returning id`;
+
+  const sweep = await post(app, 'sweep');
+  t.match(sweep, { status: 'done', polled: 1, statusesApplied: 1, released: 1, vaNotifyRejected: false });
+  t.equal(vaNotify.state.counters.getsById, 1, 'the silent notification was asked about');
+  t.equal(vaNotify.state.counters.getsByReference, 1, 'the orphan was looked up');
+  t.match(await emailOf(db.sql, icn(51)), { state: 'delivered' }, 'final today, not on the next UTC day');
+  t.match(await emailOf(db.sql, icn(53)), { id: orphan!.id, state: 'queued' }, 'VA Notify does not have it: queued, for after the pause');
+  const [aal] = await db.sql`select count(*)::int as n from aal_event`;
+  t.equal(aal!.n, 1, 'its AAL event is written');
+  t.match(await post(app, 'send'), { paused: true, sent: 0 }, 'sending stays paused');
+  t.notMatch(logs.text, /the sweep asks VA Notify nothing/);
+});
+
+t.test('which sending pauses stop the sweep asking VA Notify', async (t) => {
+  const { app, db, vaNotify } = await testApp(t);
+  const cases: [SendingPauseKind, boolean][] = [
+    ['credentials', false], // every request would be refused as well
+    ['no_endpoint', false], // a wrong URL: a GET's 404 would read as a notification VA Notify no longer has
+    ['rate_limit', true], // the limits are on sends; the shared budget paces the GETs
+    ['daily_limit', true],
+    ['unavailable', true], // sends went unanswered; the sweep's own requests fail (or not) on their own
+  ];
+  const nothingStale = () => db.sql`update notification set last_event_at = now()`;
+  for (const [kind, asks] of cases) {
+    await nothingStale();
+    await resumeSending(db.sql);
+    await pauseSending(db.sql, 3600, kind, `a ${kind} pause`);
+    await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
+    const before = vaNotify.state.counters.getsById;
+    t.match(await post(app, 'sweep'), { status: 'done', notFound: asks ? 1 : 0 }, kind);
+    t.equal(vaNotify.state.counters.getsById - before, asks ? 1 : 0, `${kind}: ${asks ? 'polled' : 'nothing asked'}`);
+  }
+
+  // A shorter pause met during a longer one keeps the longer one's kind, as it keeps its reason.
+  await nothingStale();
+  await resumeSending(db.sql);
+  await pauseSending(db.sql, 300, 'credentials', 'Invalid token: API key expired');
+  await pauseSending(db.sql, 60, 'rate_limit', 'Exceeded rate limit for key type LIVE of 3000 requests per 60 seconds');
+  await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
+  const before = vaNotify.state.counters.getsById;
+  t.match(await post(app, 'sweep'), { status: 'done', notFound: 0 });
+  t.equal(vaNotify.state.counters.getsById, before, 'the credentials still stop the sweep');
 });
 
 t.test('shadow mode: the sweep calls nobody', async (t) => {
