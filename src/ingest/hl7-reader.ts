@@ -54,22 +54,37 @@ export function readEncoding(headerLine: string): EncodingRead {
 }
 
 /**
- * The line breaks of a text (CR, LF or CRLF), at which its segments end, found in order as the text is
- * scanned: a body is not split into lines, so that a line becomes a string only where it is read.
+ * The line breaks of a text (CR, LF or CRLF, and MLLP's frame bytes VT and FS), at which its segments
+ * end, found in order as the text is scanned: a body is not split into lines, so that a line becomes
+ * a string only where it is read.
  *
- * Splitting (hl7.ts) and masking (mask.ts) each write out their own loop over these. One shared loop
- * that called each of them back per line was tried: the service's CPU per 1,000-message body went
- * from 19 to 42 ms, nearly all of it inside this class (the ingest benchmark's CPU row and a profile).
+ * VT (0x0B) starts an MLLP frame and FS (0x1C) ends one; neither may appear inside a message. They
+ * break lines, rather than being deleted, because frames sent back to back need not put a CR after
+ * FS (`<VT>msg1<FS><VT>msg2<FS><CR>`): deleted, msg2's MSH was glued to msg1's last segment, and msg2
+ * was read as part of msg1, its dispense under msg1's patient. A frame byte also ends the message
+ * ({@link isFrameBreak}): what follows belongs to the next frame.
+ *
+ * Splitting (hl7.ts) and masking (mask.ts) each write out their own loop over these, and must break
+ * lines and messages alike: a PID the masker read under another header than the splitter did would
+ * be masked with the wrong delimiters. One shared loop that called each of them back per line was
+ * tried: the service's CPU per 1,000-message body went from 19 to 42 ms, nearly all of it inside this
+ * class (the ingest benchmark's CPU row and a profile).
  */
 export class LineBreaks {
   readonly #text: string;
   #cr: number;
   #lf: number;
+  // -1 for good after the first look in a text without frames (nearly every body), so that they
+  // cost a comparison per line.
+  #vt: number;
+  #fs: number;
 
   constructor(text: string) {
     this.#text = text;
     this.#cr = text.indexOf('\r');
     this.#lf = text.indexOf('\n');
+    this.#vt = text.indexOf('\x0b');
+    this.#fs = text.indexOf('\x1c');
   }
 
   /** Where the line that starts at `start` ends: at its line break, or at the end of the text. */
@@ -78,13 +93,25 @@ export class LineBreaks {
     if (this.#lf !== -1 && this.#lf < start) this.#lf = this.#text.indexOf('\n', start);
     const cr = this.#cr;
     const lf = this.#lf;
-    return cr === -1 ? (lf === -1 ? this.#text.length : lf) : lf === -1 || cr < lf ? cr : lf;
+    const end = cr === -1 ? (lf === -1 ? this.#text.length : lf) : lf === -1 || cr < lf ? cr : lf;
+    if (this.#vt === -1 && this.#fs === -1) return end;
+    if (this.#vt !== -1 && this.#vt < start) this.#vt = this.#text.indexOf('\x0b', start);
+    if (this.#fs !== -1 && this.#fs < start) this.#fs = this.#text.indexOf('\x1c', start);
+    const vt = this.#vt;
+    const fs = this.#fs;
+    return Math.min(end, vt === -1 ? end : vt, fs === -1 ? end : fs);
   }
 
   /** Where the line after the one that lineEnd just found ending at `end` starts; past the text after the last. */
   nextStart(end: number): number {
     return end === this.#cr && this.#lf === end + 1 ? end + 2 : end + 1;
   }
+}
+
+/** True when the line that ends at `end` (from {@link LineBreaks.lineEnd}) ends at an MLLP frame byte, VT or FS: the message ends with it. */
+export function isFrameBreak(text: string, end: number): boolean {
+  const code = text.charCodeAt(end);
+  return code === 0x0b || code === 0x1c;
 }
 
 /**

@@ -2,7 +2,7 @@
 // reason the message could not be used) and builds the ACKs that answer them. It never throws: a
 // body is data from outside, and every failure becomes a result with a reason.
 //
-// Splitting a body into messages (batch envelopes, CR/LF/CRLF, MLLP framing) is done here; reading
+// Splitting a body into messages (batch envelopes, CR/LF/CRLF, MLLP frames) is done here; reading
 // fields, with the encoding characters of each message's MSH-1/MSH-2 and its escape sequences
 // decoded, is done by hl7-reader.ts. The service reads fields itself rather than through an HL7
 // library because of what the library it used (node-hl7-client) cost, measured: importing it added
@@ -18,7 +18,7 @@
 // differ on purpose: malformed \X..\ sequences (hl7-reader.ts says why), and a U+2028 or U+2029
 // inside a segment followed by `MSH|`, which the library took for a second MSH and refused the
 // message over: segments end at CR, LF or CRLF only, so it is now read as text.
-import { Hl7Segment, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
 export { readEncoding, standardEncoding, type Hl7Encoding };
@@ -76,33 +76,36 @@ function isBatchLine(line: string): boolean {
 const leadingSpace = /\s*/y;
 
 /**
- * Splits a body into its messages' segment lines: accepts CR, LF or CRLF between segments, an MLLP
- * frame around the body, a byte-order mark, and FHS/BHS/BTS/FTS batch envelopes (dropped: their
- * content describes the file, not a dispense). The body is scanned, not split: each line is cut
- * out once, without its leading white space, and blank lines not at all.
+ * Splits a body into its messages' segment lines: accepts CR, LF or CRLF between segments, MLLP
+ * frames (one around the body, or several back to back, with or without a CR after each FS), a
+ * byte-order mark, and FHS/BHS/BTS/FTS batch envelopes (dropped: their content describes the file,
+ * not a dispense). A frame byte ends the message it is in (LineBreaks says why): lines after it and
+ * before the next MSH are ignored, as lines before the first MSH are. The body is scanned, not split:
+ * each line is cut out once, without its leading white space, and blank lines not at all.
  */
 export function splitMessages(body: string): { messages: string[][]; ignoredLines: number } {
-  const text = body.includes('\x0b') || body.includes('\x1c') ? body.replace(/[\x0b\x1c]/g, '') : body;
   const messages: string[][] = [];
   let current: string[] | undefined;
   let ignoredLines = 0;
-  const lineBreaks = new LineBreaks(text);
-  for (let start = 0; start <= text.length; ) {
+  const lineBreaks = new LineBreaks(body);
+  for (let start = 0; start <= body.length; ) {
     const end = lineBreaks.lineEnd(start);
-    const from = lineContentStart(text, start, end, leadingSpace);
+    const from = lineContentStart(body, start, end, leadingSpace);
     start = lineBreaks.nextStart(end);
-    if (from === end) continue;
-    const line = text.slice(from, end);
-    if (isBatchLine(line)) {
-      current = undefined;
-    } else if (isHeaderLine(line, 'MSH')) {
-      current = [line];
-      messages.push(current);
-    } else if (current) {
-      current.push(line);
-    } else {
-      ignoredLines++;
+    if (from !== end) {
+      const line = body.slice(from, end);
+      if (isBatchLine(line)) {
+        current = undefined;
+      } else if (isHeaderLine(line, 'MSH')) {
+        current = [line];
+        messages.push(current);
+      } else if (current) {
+        current.push(line);
+      } else {
+        ignoredLines++;
+      }
     }
+    if (isFrameBreak(body, end)) current = undefined;
   }
   return { messages, ignoredLines };
 }

@@ -1,7 +1,7 @@
 // The service never stores an SSN. Request bodies are kept "as received, SSNs masked": this module
 // does the masking, on the raw text and before anything is parsed or stored, so that a body that
 // fails to parse is masked too. Everything else in the body is left byte for byte as it came.
-import { LineBreaks, lineContentStart, pieceEnd, pieceStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { isFrameBreak, LineBreaks, lineContentStart, pieceEnd, pieceStart, readEncoding, type Hl7Encoding } from './hl7-reader.ts';
 
 const MASK = 'XXXXXXXXX';
 
@@ -62,13 +62,14 @@ function maskPid(body: string, start: number, end: number, enc: Hl7Encoding, mas
 
 /**
  * Masks every run of nine or more digits in body[start, end): the PID lines under a header whose
- * encoding characters cannot be read. Such a header's delimiters are not known, and neither is its
+ * encoding characters cannot be read, or under no header (maskHl7 says where that is). Such a
+ * header's delimiters are not known, and neither is its
  * MSH-1 to be trusted: `MSH^~\&|…` (MSH-1 left out) reads as field separator `^`, and PID fields cut
  * at `^` would miss the SSN in `PID|||666001234^^^USSSA^SS`. An SSN is nine digits whichever
  * delimiters the sender meant; a longer run is masked whole, in case the broken header made a digit
  * a delimiter beside it; written `ddd-dd-dddd` it is masked anywhere by maskPatterns. What else this
- * masks (an ICN's ten digits, a phone number, a date and time) is in a message that is answered AR
- * and yields no dispense, so nothing the service uses is lost.
+ * masks (an ICN's ten digits, a phone number, a date and time) is in a message that is answered AR,
+ * or in lines the splitter ignores, and yields no dispense, so nothing the service uses is lost.
  */
 function maskDigitRuns(body: string, start: number, end: number, maskRange: MaskRange): void {
   let runStart = -1;
@@ -83,18 +84,24 @@ function maskDigitRuns(body: string, start: number, end: number, maskRange: Mask
   }
 }
 
-/** What may precede a segment name on its line: white space, a byte-order mark, MLLP framing. */
-const leadingNoise = /[\s\uFEFF\x0b\x1c]*/y;
+/** What may precede a segment name on its line: white space and a byte-order mark, as for the splitter. */
+const leadingNoise = /\s*/y;
 
 /**
  * Masks SSNs in HL7 segments, honouring the encoding characters of each MSH (or FHS/BHS) header;
- * under a header whose encoding characters cannot be read, by {@link maskDigitRuns}.
- * The body is scanned, not split: only header lines are cut out of it, and a 1,000-message file
- * comes back as the same string when it holds nothing to mask.
+ * under a header whose encoding characters cannot be read, or under none, by {@link maskDigitRuns}.
+ * Lines and messages end where the splitter (splitMessages in hl7.ts) ends them, at CR, LF, CRLF
+ * and MLLP's VT and FS, so that each PID is masked with the delimiters of the header it is parsed
+ * under. The body is scanned, not split: only header lines are cut out of it, and a 1,000-message
+ * file comes back as the same string when it holds nothing to mask.
  */
 function maskHl7(body: string): string {
-  // Undefined after a header whose encoding characters cannot be read, until one that can be.
-  let encoding: Hl7Encoding | undefined = standardEncoding;
+  // Undefined before the first header, after an MLLP frame ends, and after a header whose encoding
+  // characters cannot be read, until a header that can be read. A PID line in the first two places
+  // is ignored by the splitter, and its delimiters are as unknown as under an unreadable header: one
+  // in a frame of its own after a VistA message is `PID|||…~~~USVHA~NI^666001234~~~USSSA~SS`, whose
+  // SSN the standard delimiters would not find.
+  let encoding: Hl7Encoding | undefined;
   let masked = '';
   let copiedTo = 0;
   const maskRange: MaskRange = (from, to) => {
@@ -108,18 +115,18 @@ function maskHl7(body: string): string {
     const end = lineBreaks.lineEnd(start);
     const at = lineContentStart(body, start, end, leadingNoise);
     start = lineBreaks.nextStart(end);
-    // A line of noise only: nothing to mask or read.
-    if (at === end) continue;
-    if (body.startsWith('PID', at)) {
+    // A line of noise only has nothing to mask or read.
+    if (at !== end && body.startsWith('PID', at)) {
       if (encoding === undefined) maskDigitRuns(body, at, end, maskRange);
       else if (body[at + 3] === encoding.field) maskPid(body, at, end, encoding, maskRange);
-    } else if (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at)) {
+    } else if (at !== end && (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at))) {
       // Also when MSH-1 is a letter, a digit or a space, which the parser reads as a segment of the
       // message before, not as a header: the delimiters of the PID lines that follow are as unknown,
       // and in a message that malformed, masking too much is the safe way to be wrong.
       const read = readEncoding(body.slice(at, end));
       encoding = 'error' in read ? undefined : read.encoding;
     }
+    if (isFrameBreak(body, end)) encoding = undefined;
   }
   return copiedTo === 0 ? body : masked + body.slice(copiedTo);
 }

@@ -34,6 +34,26 @@ t.test('CR, LF and CRLF separators, MLLP framing, a byte-order mark and blank li
   }
 });
 
+t.test('MLLP frames back to back are separate messages, with or without a CR after FS', async (t) => {
+  const first = [msh('F-1'), pid, 'ORC|RE|1', rxd('110', '1Z10'), 'ZR2|UPS|1Z10|110'].join('\r');
+  const second = 'MSH|~^\\&|PSO|521|MHV|MHV|20260514||RRD~O14|F-2|P|2.4\rPID|||1000000123V456789~~~USVHA~NI\rORC|OR|111\rRXD|1|D1~DIGOXIN~L|20260514||||111||||||94111';
+  for (const [name, body] of [
+    ['no CR after FS, none before it', `\x0b${first}\x1c\x0b${second}\x1c\r`],
+    ['CR after FS', `\x0b${first}\r\x1c\r\x0b${second}\r\x1c\r`],
+    ['no VT', `${first}\x1c${second}\x1c`],
+  ] as const) {
+    const messages = messagesOf(body);
+    t.same(
+      messages.map((m) => [m.header?.controlId, m.ack, m.dispenses.map((d) => [d.rxNumber, d.patientIcn, d.trackingNumber])]),
+      [['F-1', 'AA', [['110', '1012345678V123456', '1Z10']]], ['F-2', 'AA', [['111', '1000000123V456789', '94111']]]],
+      name,
+    );
+  }
+  // A frame ends its message: a frame that holds no MSH adds nothing to the message before it.
+  const result = parseHl7Body(`\x0b${[msh('F-3'), pid, 'ORC|RE|1'].join('\r')}\x1c\x0b${rxd('112', '1Z12')}\x1c\r`);
+  t.match(result, { kind: 'hl7', messages: [{ ack: 'AE', errors: [/no RXD segment/] }], notes: ['1 line(s) before the first MSH were ignored'] });
+});
+
 t.test('the ICN from PID-17 when PID-3 has none; a malformed ICN is no ICN', async (t) => {
   const legacy = messagesOf([msh('L-1'), 'PID|||7172676^^^USVHA^PI||CMOPTEST^OLD||||||||||||1011111111V222333', rxd('102', '1Z3')].join('\r'));
   t.match(legacy[0], { ack: 'AA', dispenses: [{ patientIcn: '1011111111V222333', state: 'pending' }] });

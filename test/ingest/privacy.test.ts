@@ -1,7 +1,7 @@
 // The service never stores an SSN and never logs an ICN, a name, an SSN or a full Rx number.
 import t from 'tap';
 import { testApp, type TestApp } from '../helpers/app.ts';
-import { postDispenses, postSample, readSample, sampleIcns, samples, sampleSsns } from './fixtures.ts';
+import { postDispenses, postSample, readAcks, readSample, sampleIcns, samples, sampleSsns } from './fixtures.ts';
 
 /** Every row of every table in the database, each as one line of text. */
 async function dumpDatabase(sql: TestApp['db']['sql']): Promise<string> {
@@ -98,4 +98,31 @@ t.test('under a header whose encoding characters cannot be read, no SSN is store
   t.match(stored[3]?.body, /1012345678V123456\^\^\^USVHA\^NI~XXXXXXXXX\^\^\^USSSA\^SS~7172676\^\^\^USVHA\^PI\r/, 'the readable message is masked as usual');
   const [dispense] = await db.sql`select patient_icn, state from medication_dispense`;
   t.same(dispense, { patient_icn: '1012345678V123456', state: 'pending' }, 'and its dispense is stored');
+});
+
+t.test('MLLP frames back to back without a CR after FS: each PID masked with its own message\'s delimiters', async (t) => {
+  const { app, db } = await testApp(t);
+  const first = [
+    'MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|F-1|P|2.5',
+    'PID|||1012345678V123456^^^USVHA^NI',
+    'ORC|RE|521-400-1',
+    'RXD|1|00093718098^SIMVASTATIN^NDC|20260514|90|||400||||||1Z400',
+    'ZR2|UPS|1Z400|400',
+  ].join('\r');
+  const second = [
+    'MSH|~^\\&|PSO|521|MHV|MHV|20260514160512||RRD~O14|F-2|P|2.4',
+    'PID|||1000000123V456789~~~USVHA~NI^666001234~~~USSSA~SS',
+    'ORC|OR|401',
+    'RXD|1|D1~DIGOXIN~L|20260514||||401||||||9400100000000000000401',
+  ].join('\r');
+  // A frame of its own holding only a PID (in VistA's delimiters): under no header, so masked by its digits.
+  const stray = 'PID|||1000000123V456789~~~USVHA~NI^666009876~~~USSSA~SS';
+  const response = await postDispenses(app, `\x0b${first}\x1c\x0b${second}\x1c\x0b${stray}\x1c\r`, 'application/hl7-v2');
+  t.equal(response.statusCode, 200);
+  t.same(readAcks(response.body).map((a) => [a.code, a.controlId]), [['AA', 'F-1'], ['AA', 'F-2']], 'one ACK per message');
+  const rows = await db.sql<{ rx_number: string; patient_icn: string }[]>`select rx_number, patient_icn from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.patient_icn]), [['400', '1012345678V123456'], ['401', '1000000123V456789']], 'each dispense under its own patient');
+  const dump = await dumpDatabase(db.sql);
+  for (const ssn of sampleSsns) t.notOk(dump.includes(ssn), `SSN ${ssn} is in no table`);
+  t.match(dump, /1000000123V456789~~~USVHA~NI\^XXXXXXXXX~~~USSSA~SS\rORC/, 'the second message masked with its own delimiters, its ICN kept');
 });
