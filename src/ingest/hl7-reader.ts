@@ -166,7 +166,8 @@ const hexPairs = /^(?:[0-9A-Fa-f]{2})*$/;
  *   that is not pairs of hex digits throws: the library failed on most of them (a RangeError), so
  *   the message was answered AR, and it still is, now with a reason. (Unlike the library, odd
  *   lengths and half-hex pairs such as `\X4G\` are refused too, instead of being read by
- *   parseInt's leniency as a NUL or a truncated code.)
+ *   parseInt's leniency as a NUL or a truncated code.) A pair that stands for NUL (`\X00\`) throws
+ *   too: Postgres text cannot hold a NUL, and one in a stored value failed the whole body's insert.
  * - \H\ \N\ (highlighting), \Zxx\ (locally defined), \Cxxyy\ \Mxxyyzz\ (character-set switches):
  *   dropped. Highlighting has no meaning in a stored value; no sender has told us what a Z escape
  *   means; and CMOP sends ASCII, so no text follows a character-set switch that needs converting.
@@ -189,7 +190,11 @@ function decodeSequence(inner: string, encoding: Hl7Encoding): string | undefine
       const hex = inner.slice(1);
       if (!hexPairs.test(hex)) throw new Hl7ReadError('a hex escape sequence (\\X…\\) is not pairs of hex digits');
       let out = '';
-      for (let i = 0; i < hex.length; i += 2) out += String.fromCharCode(Number.parseInt(hex.slice(i, i + 2), 16));
+      for (let i = 0; i < hex.length; i += 2) {
+        const code = Number.parseInt(hex.slice(i, i + 2), 16);
+        if (code === 0) throw new Hl7ReadError('a hex escape sequence (\\X…\\) stands for a NUL character (U+0000), which cannot be stored');
+        out += String.fromCharCode(code);
+      }
       return out;
     }
     case 'H':

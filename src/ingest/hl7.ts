@@ -15,9 +15,10 @@
 // with random encoding characters (VistA's `~^\&` among them), repetitions, components,
 // subcomponents and escape sequences, and checks that every field and component this adapter reads
 // comes out as the library reads it and as exactly the value the generator encoded. Where the two
-// differ on purpose: malformed \X..\ sequences (hl7-reader.ts says why), and a U+2028 or U+2029
-// inside a segment followed by `MSH|`, which the library took for a second MSH and refused the
-// message over: segments end at CR, LF or CRLF only, so it is now read as text.
+// differ on purpose: malformed \X..\ sequences and \X00\ (hl7-reader.ts says why), and a U+2028 or
+// U+2029 inside a segment followed by `MSH|`, which the library took for a second MSH and refused
+// the message over: segments end at CR, LF, CRLF or an MLLP frame byte only, so it is now read as
+// text.
 import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
@@ -361,8 +362,24 @@ function unreadableEncodingHeader(headerLine: string): Hl7Header | undefined {
   };
 }
 
-/** Parses one message's segment lines; `times` carries MSH-7 from a body's previous message. Never throws. */
-export function parseHl7Message(lines: string[], index = 0, times = new MessageTimes()): Hl7MessageResult {
+/**
+ * Where the message's first segment with a raw NUL (U+0000) is, as the reason to refuse it; null
+ * when none has one. Postgres text cannot hold a NUL: one in a stored value failed the insert of
+ * the whole body, so the message is refused on its own, whichever segment holds it (the sender's
+ * text is not what it meant to send).
+ */
+function nulProblem(lines: readonly string[]): string | null {
+  const at = lines.findIndex((line) => line.includes('\0'));
+  if (at === -1) return null;
+  const name = lines[at]!.slice(0, 3);
+  return `segment ${at + 1}${/^[A-Z][A-Z0-9]{2}$/.test(name) ? ` (${name})` : ''} holds a NUL character (U+0000), which cannot be stored`;
+}
+
+/**
+ * Parses one message's segment lines; `times` carries MSH-7 from a body's previous message. Never
+ * throws. `mayHoldNul` false says the body holds no NUL, so its lines are not searched for one.
+ */
+export function parseHl7Message(lines: string[], index = 0, times = new MessageTimes(), mayHoldNul = true): Hl7MessageResult {
   const headerLine = lines[0] ?? '';
   const read = readEncoding(headerLine);
   if ('error' in read) return reject(index, unreadableEncodingHeader(headerLine), read.error);
@@ -381,6 +398,8 @@ export function parseHl7Message(lines: string[], index = 0, times = new MessageT
     processingId: mshAsSent.raw(11),
     version: mshAsSent.raw(12),
   };
+  const nul = mayHoldNul ? nulProblem(lines) : null;
+  if (nul !== null) return reject(index, header, nul);
   try {
     return readDispenseMessage(msh, lines, index, header, times);
   } catch (error) {
@@ -503,7 +522,9 @@ export function parseHl7Body(body: string): Hl7BodyResult {
     }
     const notes = ignoredLines > 0 ? [`${ignoredLines} line(s) before the first MSH were ignored`] : [];
     const times = new MessageTimes();
-    return { kind: 'hl7', messages: messages.map((lines, index) => parseHl7Message(lines, index, times)), notes };
+    // One search of the body, rather than of each of its lines: a NUL is rare.
+    const mayHoldNul = body.includes('\0');
+    return { kind: 'hl7', messages: messages.map((lines, index) => parseHl7Message(lines, index, times, mayHoldNul)), notes };
   } catch (error) {
     return { kind: 'not-hl7', reason: `the body could not be read as HL7 v2: ${error instanceof Error ? error.message : String(error)}` };
   }

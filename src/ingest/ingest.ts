@@ -174,7 +174,8 @@ function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result
 /** Ingests an HL7 v2 body (one or more messages, batch-wrapped or not) and builds its ACKs. */
 export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()): Promise<Hl7IngestResult> {
   const { id, maskedBody } = await keepBody(sql, input);
-  // The stored, masked text is what is parsed, so reprocessing a stored body gives the same result.
+  // The stored, masked text is what is parsed, so reprocessing a stored body gives the same result
+  // (but for a NUL, which is parsed, and refused, as sent, and stored as U+FFFD: storableText).
   const read = readHl7Body(id, maskedBody, now);
   if (read.kind === 'not-hl7') {
     await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: read.reason });

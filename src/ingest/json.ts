@@ -82,6 +82,11 @@ function eventErrors(event: unknown, index: number): EventError[] {
   for (const [field, text] of texts) {
     if (text !== undefined && text.trim() === '') errors.push({ index, field, message: 'blank: white space only' });
   }
+  // Postgres text cannot hold a NUL (`\u0000`), and one in a stored value failed the insert of the
+  // whole body. The fields with a pattern cannot hold one; the carrier is free text too.
+  for (const [field, text] of [...texts, ['carrier', valid.carrier] as [string, string | undefined]]) {
+    if (text?.includes('\0')) errors.push({ index, field, message: 'holds a NUL character (U+0000), which cannot be stored' });
+  }
   for (const field of ['dispensedAt', 'shippedAt'] as const) {
     const text = valid[field];
     if (text !== undefined && Number.isNaN(Date.parse(text))) errors.push({ index, field, message: 'not a real date and time' });

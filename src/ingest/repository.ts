@@ -7,8 +7,20 @@ export const InboundOutcomes = ['received', 'accepted', 'partial', 'rejected'] a
 export type InboundOutcome = (typeof InboundOutcomes)[number];
 
 /**
+ * Text as inbound_message can hold it: each NUL (U+0000) replaced by U+FFFD, the replacement
+ * character. Postgres text cannot hold a NUL and refuses the whole statement over one, so a body
+ * with a NUL in it (a raw byte, or a JSON `\u0000`) was not kept at all, nor was an error that
+ * quoted one (a JSON parse error echoes part of the body). The parsers still see the NUL and refuse
+ * the message or event that holds it; only the stored copy, which an operator reads, has the stand-in.
+ */
+export function storableText<T extends string | null>(text: T): T {
+  return (text === null || !text.includes('\0') ? text : text.replaceAll('\0', '\uFFFD')) as T;
+}
+
+/**
  * Keeps a request body before anything is parsed, so a body that later fails to parse (or a crash
- * mid-request) still leaves it on record. The caller passes the body as received, SSNs masked.
+ * mid-request) still leaves it on record. The caller passes the body as received, SSNs masked; it is
+ * stored with each NUL as U+FFFD ({@link storableText}).
  */
 export async function insertInboundMessage(
   sql: SqlHandle,
@@ -16,7 +28,7 @@ export async function insertInboundMessage(
 ): Promise<number> {
   const [row] = await sql<{ id: number }[]>`
     insert into inbound_message (source, content_type, body)
-    values (${message.source}, ${message.contentType}, ${message.maskedBody})
+    values (${message.source}, ${message.contentType}, ${storableText(message.maskedBody)})
     returning id`;
   return row!.id;
 }
@@ -29,7 +41,7 @@ export async function recordInboundOutcome(
 ): Promise<void> {
   await sql`
     update inbound_message
-    set outcome = ${outcome.outcome}, message_count = ${outcome.messageCount}, error = ${outcome.error}, processed_at = now()
+    set outcome = ${outcome.outcome}, message_count = ${outcome.messageCount}, error = ${storableText(outcome.error)}, processed_at = now()
     where id = ${id}`;
 }
 
@@ -214,7 +226,7 @@ function outcomeUpdate(sql: SqlHandle, inboundMessageId: number, outcome: Inboun
     : sql`,
     outcome as (
       update inbound_message
-         set outcome = ${outcome.outcome}, message_count = ${outcome.messageCount}, error = ${outcome.error}, processed_at = now()
+         set outcome = ${outcome.outcome}, message_count = ${outcome.messageCount}, error = ${storableText(outcome.error)}, processed_at = now()
        where id = ${inboundMessageId})`;
 }
 

@@ -16,7 +16,7 @@ const sampleBodies = [
 ].map(readSample);
 
 /** Characters that upset HL7 readers: every delimiter, escape starts, separators, framing. */
-const nasty = ['|', '^', '~', '\\', '&', '\r', '\n', '\r\n', '\x0b', '\x1c', 'MSH|', 'MSH|^~\\&|', 'PID|', 'RXD|', 'ZR2|', 'FHS|', '\\X0D\\', '\\E\\', '\\F', 'é', '\u0000'];
+const nasty = ['|', '^', '~', '\\', '&', '\r', '\n', '\r\n', '\x0b', '\x1c', 'MSH|', 'MSH|^~\\&|', 'PID|', 'RXD|', 'ZR2|', 'FHS|', '\\X0D\\', '\\X00\\', '\\E\\', '\\F', 'é', '\u0000'];
 
 type Mutation = { kind: 'insert'; at: number; text: string } | { kind: 'delete'; at: number; length: number } | { kind: 'truncate'; at: number };
 
@@ -52,6 +52,8 @@ function runAdapter(body: string): void {
     for (const d of message.dispenses) {
       if (!Number.isInteger(d.fillNumber) || d.rxNumber === '') throw new Error('a dispense without its identity');
       if (d.state === 'pending' && (d.patientIcn === null || d.trackingNumber === '')) throw new Error('a pending dispense that cannot be emailed');
+      // Postgres text cannot hold a NUL: one in any value would fail the whole body's insert.
+      if (Object.values(d).some((v) => typeof v === 'string' && v.includes('\0'))) throw new Error('a dispense value with a NUL');
     }
     const ack = buildAck({ header: message.header, code: message.ack, text: message.errors.join('; '), controlId: '1-1', now: new Date() });
     if (/[\n]|\r(?!MSA|$)/.test(ack)) throw new Error('an ACK with a line break inside a segment');

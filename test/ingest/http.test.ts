@@ -298,3 +298,70 @@ t.test('a message whose MSH-2 cannot be read is answered AR with its MSH-10 in M
   const [inbound] = await db.sql`select outcome, error from inbound_message`;
   t.match(inbound, { outcome: 'partial', error: /^message 1 \(BAD-1\) AR: MSH-2 must hold/ });
 });
+
+t.test('a NUL in an HL7 message, escaped (\\X00\\) or raw: that message is answered AR naming it, the others are stored, the body kept', async (t) => {
+  const { app, db } = await testApp(t);
+  const message = (controlId: string, rx: number, drug = 'SIMVASTATIN 40MG TAB', note = 'note') => [
+    `MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|${controlId}|P|2.5`,
+    'PID|||1012345678V123456^^^USVHA^NI',
+    `NTE|1||${note}`,
+    `ORC|RE|521-${rx}-1`,
+    `RXD|1|00093718098^${drug}^NDC|20260514102210|90|TAB||${rx}||||||1Z99999903${rx}`,
+  ].join('\r');
+  const body = [
+    message('OK-1', 8500001),
+    message('ESCAPED-2', 8500002, 'DRUG\\X00\\NAME'),
+    message('RAW-3', 8500003, undefined, 'a raw \u0000 here'),
+    message('OK-4', 8500004),
+  ].join('\r');
+  const response = await postDispenses(app, body, 'application/hl7-v2');
+  t.equal(response.statusCode, 200, 'answered with ACKs, not a 500');
+  t.same(readAcks(response.body).map((a) => [a.controlId, a.code, a.text]), [
+    ['OK-1', 'AA', 'accepted'],
+    ['ESCAPED-2', 'AR', 'the message could not be parsed: RXD-2: a hex escape sequence (\\E\\X…\\E\\) stands for a NUL character (U+0000), which cannot be stored'],
+    ['RAW-3', 'AR', 'segment 3 (NTE) holds a NUL character (U+0000), which cannot be stored'],
+    ['OK-4', 'AA', 'accepted'],
+  ]);
+  const rows = await db.sql<{ rx_number: string }[]>`select rx_number from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => r.rx_number), ['8500001', '8500004'], 'the messages beside them are stored');
+  const [inbound] = await db.sql<{ body: string; outcome: string; error: string }[]>`select body, outcome, error from inbound_message`;
+  t.equal(inbound?.body, body.replace('\u0000', '\uFFFD'), 'the body is kept, its NUL as U+FFFD');
+  t.equal(inbound?.outcome, 'partial');
+  t.match(inbound?.error, /message 2 \(ESCAPED-2\) AR: .*NUL[\s\S]*message 3 \(RAW-3\) AR: .*NUL/);
+
+  // A NUL in the MSH-10 that the stored error quotes.
+  const alone = await postDispenses(app, message('RAW\u00005', 8500005), 'application/hl7-v2');
+  t.equal(alone.statusCode, 400, 'its only message refused');
+  t.match(readAcks(alone.body), [{ code: 'AR', text: 'segment 1 (MSH) holds a NUL character (U+0000), which cannot be stored' }]);
+  const [kept] = await db.sql<{ body: string; error: string }[]>`select body, error from inbound_message order by id desc limit 1`;
+  t.match(kept, { body: /\|RAW\uFFFD5\|/, error: /^message 1 \(RAW\uFFFD5\) AR/ }, 'the body and the error are kept, the NUL as U+FFFD');
+});
+
+t.test('JSON: an event with a NUL in a text field is refused naming the field; the others are stored; a raw NUL byte: body kept', async (t) => {
+  const { app, db } = await testApp(t);
+  const body = [
+    event({ trackingNumber: 'T-1', prescription: { rxNumber: '7004001', fillNumber: 1, drugName: 'A\u0000B' } }),
+    event({ trackingNumber: 'T-2\u0000', carrier: 'U\u0000PS', messageId: 'm\u0000' }),
+    event({ trackingNumber: 'T-3', patient: { icn: '1012345678V123456', mhvCorrelationId: '\u0000' } }),
+    event({ trackingNumber: 'T-4' }),
+  ];
+  const nul = 'holds a NUL character (U+0000), which cannot be stored';
+  t.same(await acceptedOnlyTheLast(t, app, body), [
+    [0, 'prescription.drugName', nul],
+    [1, 'messageId', nul],
+    [1, 'trackingNumber', nul],
+    [1, 'carrier', nul],
+    [2, 'patient.mhvCorrelationId', nul],
+  ]);
+  const rows = await db.sql`select tracking_number from medication_dispense`;
+  t.same([...rows], [{ tracking_number: 'T-4' }]);
+  const [inbound] = await db.sql<{ body: string }[]>`select body from inbound_message`;
+  t.equal(inbound?.body, JSON.stringify(body), 'the body is kept (JSON writes the NUL as \\u0000)');
+
+  // A raw NUL byte is not JSON; the body and the parse error, which may quote it, are kept.
+  const raw = await postDispenses(app, `{"stationNumber": "52\u00001"}`, 'application/json');
+  t.equal(raw.statusCode, 400);
+  t.match(raw.json(), { errors: [{ message: /not valid JSON/ }] });
+  const [kept] = await db.sql<{ body: string; outcome: string }[]>`select body, outcome from inbound_message order by id desc limit 1`;
+  t.same(kept, { body: '{"stationNumber": "52\uFFFD1"}', outcome: 'rejected' }, 'the body is kept, its NUL as U+FFFD');
+});
