@@ -20,7 +20,7 @@
 // the message over: segments end at CR, LF, CRLF or an MLLP frame byte only, so it is now read as
 // text.
 import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
-import { isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
+import { daysInMonth, isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
 export { readEncoding, standardEncoding, type Hl7Encoding };
 
@@ -205,11 +205,6 @@ export function parseHl7Timestamp(text: string, defaultOffset = '+0000'): Date |
 
 function digitAt(text: string, at: number): number {
   return text.charCodeAt(at) - 48;
-}
-
-function daysInMonth(year: number, month: number): number {
-  if (month !== 2) return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
-  return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
 }
 
 function allDigits(text: string, from: number, to: number): boolean {

@@ -365,3 +365,23 @@ t.test('JSON: an event with a NUL in a text field is refused naming the field; t
   const [kept] = await db.sql<{ body: string; outcome: string }[]>`select body, outcome from inbound_message order by id desc limit 1`;
   t.same(kept, { body: '{"stationNumber": "52\uFFFD1"}', outcome: 'rejected' }, 'the body is kept, its NUL as U+FFFD');
 });
+
+t.test('JSON dates that do not exist (Feb 30, T24:00) are refused naming the field, not stored as another day', async (t) => {
+  const { app, db } = await testApp(t);
+  const body = [
+    event({ trackingNumber: 'T-1', dispensedAt: '2026-02-30T10:00:00Z', shippedAt: '2026-02-28T24:00:00Z' }),
+    event({ trackingNumber: 'T-2', dispensedAt: '2023-02-29T10:00Z', shippedAt: '2026-04-31T10:00:00+01:00' }),
+    event({ trackingNumber: 'T-3', dispensedAt: '2026-13-01T10:00:00Z', shippedAt: '2026-05-14T10:60:00Z' }),
+    event({ trackingNumber: 'T-4', dispensedAt: '2026-05-00T10:00:00Z', shippedAt: '2026-05-14T10:00:00+24:00' }),
+    event({ trackingNumber: 'T-5', dispensedAt: '2024-02-29T23:59:59.999+0530', shippedAt: '2026-05-14T16:00Z' }),
+  ];
+  const notReal = 'not a real date and time';
+  t.same(await acceptedOnlyTheLast(t, app, body), [
+    [0, 'dispensedAt', notReal], [0, 'shippedAt', notReal],
+    [1, 'dispensedAt', notReal], [1, 'shippedAt', notReal],
+    [2, 'dispensedAt', notReal], [2, 'shippedAt', notReal],
+    [3, 'dispensedAt', notReal], [3, 'shippedAt', notReal],
+  ]);
+  const rows = await db.sql<{ dispensed_at: Date; shipped_at: Date }[]>`select dispensed_at, shipped_at from medication_dispense`;
+  t.same(rows.map((r) => [r.dispensed_at.toISOString(), r.shipped_at.toISOString()]), [['2024-02-29T18:29:59.999Z', '2026-05-14T16:00:00.000Z']], 'a leap day, an offset without a colon and a time without seconds are real');
+});
