@@ -212,7 +212,7 @@ export async function recordStatusEvents(
   const rows = await sql<{ outcome: StatusOutcome | 'failed'; aal_event_created: boolean; error_code: string | null; error_message: string | null }[]>`
     select outcome, aal_event_created, error_code, error_message from record_status_events(
       p_lock_namespace => ${NOTIFICATION_LOCK}::int,
-      p_events => ${JSON.stringify(payload, wellFormed)}::text::jsonb,
+      p_events => ${eventsJson(payload)}::text::jsonb,
       p_source => ${options.source}::text,
       p_replay_delay_minutes => ${options.replayDelayMinutes}::int,
       p_send_max_attempts => ${options.sendMaxAttempts}::int,
@@ -228,9 +228,16 @@ export async function recordStatusEvents(
   });
 }
 
-/** A JSON.stringify replacer: lone surrogates in strings become U+FFFD (see recordStatusEvents). */
-function wellFormed(_key: string, value: unknown): unknown {
-  return typeof value === 'string' ? value.toWellFormed() : value;
+/**
+ * The batch as JSON, lone surrogates in its strings as U+FFFD (see recordStatusEvents). JSON.stringify
+ * writes a lone surrogate as a lowercase `\udXXX` escape and nothing else with `\ud`, barring a
+ * string holding that text itself: so the batch is written once, and a second time with every string
+ * made well-formed only when that text appears, which a callback's fields almost never hold.
+ */
+function eventsJson(payload: unknown): string {
+  const json = JSON.stringify(payload);
+  if (!json.includes('\\ud')) return json;
+  return JSON.stringify(payload, (_key, value: unknown) => (typeof value === 'string' ? value.toWellFormed() : value));
 }
 
 /** The arguments both SQL functions take after the event itself, in named notation. */
