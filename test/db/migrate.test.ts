@@ -10,19 +10,28 @@ import { listMigrations, migrate, migrationsDir } from '../../src/db/migrate.ts'
 import { testDatabase } from '../helpers/database.ts';
 import { startServiceProcess } from '../helpers/service-process.ts';
 
-t.test('two concurrent migration runs on one empty database', async (t) => {
-  // A migrated database gives a connection to the server; the empty one is created beside it.
+
+/**
+ * An empty database beside the test database (whose connection reaches the server): its URL, and
+ * how to drop it, once the test has closed its own connections to it.
+ */
+async function emptyDatabase(t: Parameters<typeof testDatabase>[0]) {
   const server = await testDatabase(t, { max: 1 });
   const name = `rx_test_empty_${randomBytes(6).toString('hex')}`;
   await server.sql.unsafe(`create database ${name}`);
   const url = new URL(server.url);
   url.pathname = `/${name}`;
-  const first = connect(url.toString(), { max: 1, applicationName: 'instance-a' });
-  const second = connect(url.toString(), { max: 1, applicationName: 'instance-b' });
+  return { url: url.toString(), drop: () => server.sql.unsafe(`drop database if exists ${name} with (force)`) };
+}
+
+t.test('two concurrent migration runs on one empty database', async (t) => {
+  const { url, drop } = await emptyDatabase(t);
+  const first = connect(url, { max: 1, applicationName: 'instance-a' });
+  const second = connect(url, { max: 1, applicationName: 'instance-b' });
   t.teardown(async () => {
     await first.end({ timeout: 5 });
     await second.end({ timeout: 5 });
-    await server.sql.unsafe(`drop database if exists ${name} with (force)`);
+    await drop();
   });
 
   const [appliedByFirst, appliedBySecond] = await Promise.all([migrate(first), migrate(second)]);
@@ -45,21 +54,17 @@ t.test('two concurrent migration runs on one empty database', async (t) => {
 });
 
 t.test('two service processes started at once on one empty database both come up', async (t) => {
-  const server = await testDatabase(t, { max: 1 });
-  const name = `rx_test_empty_${randomBytes(6).toString('hex')}`;
-  await server.sql.unsafe(`create database ${name}`);
-  const url = new URL(server.url);
-  url.pathname = `/${name}`;
+  const { url, drop } = await emptyDatabase(t);
   const instances = await Promise.all([
-    startServiceProcess({ DATABASE_URL: url.toString(), JOBS_ENABLED: 'false' }),
-    startServiceProcess({ DATABASE_URL: url.toString(), JOBS_ENABLED: 'false' }),
+    startServiceProcess({ DATABASE_URL: url, JOBS_ENABLED: 'false' }),
+    startServiceProcess({ DATABASE_URL: url, JOBS_ENABLED: 'false' }),
   ]);
-  const db = connect(url.toString(), { max: 1 });
+  const db = connect(url, { max: 1 });
   t.teardown(async () => {
     for (const instance of instances) instance.child.kill('SIGKILL');
     await Promise.all(instances.map((i) => i.exited));
     await db.end({ timeout: 5 });
-    await server.sql.unsafe(`drop database if exists ${name} with (force)`);
+    await drop();
   });
   for (const instance of instances) {
     const ready = await fetch(`${instance.url}/health/ready`);
@@ -75,16 +80,12 @@ t.test('two service processes started at once on one empty database both come up
 // The sweep reads a sending pause's kind (sql/018): a pause in force while 018 is applied gets one
 // from its reason, the only record of it until then.
 t.test('a sending pause recorded before pause_kind existed gets its kind from its reason', async (t) => {
-  const server = await testDatabase(t, { max: 1 });
-  const name = `rx_test_empty_${randomBytes(6).toString('hex')}`;
-  await server.sql.unsafe(`create database ${name}`);
-  const url = new URL(server.url);
-  url.pathname = `/${name}`;
-  const db = connect(url.toString(), { max: 1 });
+  const { url, drop } = await emptyDatabase(t);
+  const db = connect(url, { max: 1 });
   const before = await mkdtemp(join(tmpdir(), 'rx-migrations-'));
   t.teardown(async () => {
     await db.end({ timeout: 5 });
-    await server.sql.unsafe(`drop database if exists ${name} with (force)`);
+    await drop();
     await rm(before, { recursive: true, force: true });
   });
   for (const m of (await listMigrations()).filter((m) => m.version < 18)) await copyFile(join(migrationsDir, m.file), join(before, m.file));
