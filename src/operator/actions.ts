@@ -83,11 +83,13 @@ export async function resendTrackingEmails(sql: Sql, ids: readonly string[], rea
     const byId = new Map(found.map((row) => [row.id, row]));
 
     return ids.map((id): ResendOutcome => {
-      const row = byId.get(id);
+      // Postgres answers ids in lower case, whatever case the request named them in.
+      const key = id.toLowerCase();
+      const row = byId.get(key);
       if (!row) return { id, outcome: 'not_found' };
-      const resentAs = copyOf.get(id);
+      const resentAs = copyOf.get(key);
       if (resentAs) return { id, outcome: 'resent', resentAs };
-      const earlierCopy = earlierCopyOf.get(id);
+      const earlierCopy = earlierCopyOf.get(key);
       if (earlierCopy) return { id, outcome: 'already_resent', resentAs: earlierCopy };
       // Every email found and not copied was refused: the copies are exactly the unrefused.
       return { id, outcome: 'not_resendable', state: row.state, reason: refusal(row)! };
@@ -121,8 +123,10 @@ export async function retryAalEvents(sql: Sql, trackingEmailIds: readonly string
     return { retried: new Set(retried.map((row) => row.tracking_email_id)), found: new Map(found.map((row) => [row.id, row])) };
   });
   return trackingEmailIds.map((trackingEmailId): AalRetryOutcome => {
-    if (rows.retried.has(trackingEmailId)) return { trackingEmailId, outcome: 'retried' };
-    const row = rows.found.get(trackingEmailId);
+    // As for a resend: the rows name the ids in lower case.
+    const key = trackingEmailId.toLowerCase();
+    if (rows.retried.has(key)) return { trackingEmailId, outcome: 'retried' };
+    const row = rows.found.get(key);
     if (!row) return { trackingEmailId, outcome: 'not_found' };
     if (row.aal_state === null) {
       return { trackingEmailId, outcome: 'not_retryable', reason: `the email has no AAL event: it is ${row.email_state}, and was never reported delivered` };

@@ -267,3 +267,30 @@ t.test('a failed AAL event is posted again with a fresh budget of attempts; a po
   const byEmail = aal.state.events.map((e) => e.sessionCorrelationId).sort();
   t.same(byEmail, [veteran(31).mhv_correlation_id, veteran(32).mhv_correlation_id].sort(), 'each event reached MHV once');
 });
+
+t.test('an id written in capitals names the same email: the answer says what was done to it', async (t) => {
+  const { app, db, logs } = await testApp(t);
+  await insertDispenses(db.sql, [veteran(51), veteran(52)]);
+  await job(app, 'grouping');
+  const failed = await emailOf(db.sql, 51);
+  const delivered = await emailOf(db.sql, 52);
+  // A send VA Notify refused (no notification), and a delivered email whose AAL event MHV refused.
+  await db.sql`update tracking_email set state = 'failed', state_reason = 'VA Notify answered 400' where id = ${failed.id}`;
+  await db.sql`update tracking_email set state = 'delivered' where id = ${delivered.id}`;
+  await db.sql`
+    insert into aal_event (tracking_email_id, notification_id, mhv_correlation_id, completion_time, detail_value, state, attempts)
+    values (${delivered.id}, ${randomUUID()}, ${veteran(52).mhv_correlation_id}, now(), 'Packages: none listed', 'failed', 10)`;
+
+  const resent = (await resend(app, { ids: [failed.id.toUpperCase()], reason: 'template mended' })).json().results;
+  const [copy] = await db.sql<{ id: string }[]>`select id from tracking_email where resent_from = ${failed.id}`;
+  t.ok(copy, 'the email was resent');
+  t.same(resent, [{ id: failed.id.toUpperCase(), outcome: 'resent', resentAs: copy!.id }], 'and the answer says so');
+  t.match(logs.text, /tracking emails resent by an operator/);
+  t.same((await resend(app, { ids: [failed.id.toUpperCase()], reason: 'again' })).json().results, [
+    { id: failed.id.toUpperCase(), outcome: 'already_resent', resentAs: copy!.id },
+  ]);
+
+  const retried = (await retryAal(app, { trackingEmailIds: [delivered.id.toUpperCase()] })).json().results;
+  t.match(await db.sql`select state from aal_event where tracking_email_id = ${delivered.id}`, [{ state: 'pending' }], 'the AAL event was made due');
+  t.same(retried, [{ trackingEmailId: delivered.id.toUpperCase(), outcome: 'retried' }], 'and the answer says so');
+});
