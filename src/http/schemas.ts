@@ -10,3 +10,9 @@ export const ErrorBody = Type.Object(
 export function errorResponses(...codes: number[]) {
   return Object.fromEntries(codes.map((code) => [code, ErrorBody]));
 }
+
+/**
+ * A uuid as a request may give it: the `uuid` format alone also passes RFC 4122's URN form
+ * (`urn:uuid:...`), which Postgres refuses to read, so such an id failed its query with a 500.
+ */
+export const UuidPattern = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';

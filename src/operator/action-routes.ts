@@ -2,11 +2,11 @@
 // posts an AAL event again, once the cause of the failure is mended. Each answers, per id named, what
 // was done and, when nothing was, why.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { errorResponses } from '../http/schemas.ts';
+import { errorResponses, UuidPattern } from '../http/schemas.ts';
 import { ResendableStates, resendTrackingEmails, retryAalEvents } from './actions.ts';
 
 const EmailIds = (description: string) =>
-  Type.Array(Type.String({ format: 'uuid' }), { minItems: 1, maxItems: 500, uniqueItems: true, description });
+  Type.Array(Type.String({ format: 'uuid', pattern: UuidPattern }), { minItems: 1, maxItems: 500, uniqueItems: true, description });
 
 const ResendResult = Type.Object({
   results: Type.Array(
@@ -39,7 +39,12 @@ export const operatorActionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         body: Type.Object(
           {
             ids: EmailIds(`tracking emails to send again, each in ${ResendableStates.join(', ')}`),
-            reason: Type.String({ minLength: 1, maxLength: 500, pattern: '\\S', description: 'why (not only white space), kept on each new email for whoever looks at it later; not logged' }),
+            // Not only white space, and no NUL character, which no Postgres text holds. Linear in the
+            // length, so that a long body of spaces costs no more than reading it.
+            reason: Type.String({
+              minLength: 1, maxLength: 500, pattern: '^\\s*[^\\s\\u0000][^\\u0000]*$',
+              description: 'why (not only white space, no NUL character), kept on each new email for whoever looks at it later; not logged',
+            }),
           },
           { additionalProperties: false },
         ),

@@ -1,6 +1,6 @@
 // What an on-call engineer needs to answer "did this veteran get their email?", and the metrics.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { errorResponses } from '../http/schemas.ts';
+import { errorResponses, UuidPattern } from '../http/schemas.ts';
 import { stateCounts } from '../metrics.ts';
 import { IcnPattern } from '../ingest/dispense.ts';
 import { findVeteranEmails, getTrackingEmail, listTrackingEmails, TrackingEmailStates, type ListPosition } from './repository.ts';
@@ -75,7 +75,7 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/tracking-emails/:id',
     {
       schema: {
-        params: Type.Object({ id: Type.String({ format: 'uuid' }) }),
+        params: Type.Object({ id: Type.String({ format: 'uuid', pattern: UuidPattern }) }),
         response: { 200: EmailDetail, ...errorResponses(400, 401, 404, 429) },
       },
     },

@@ -294,3 +294,29 @@ t.test('an id written in capitals names the same email: the answer says what was
   t.match(await db.sql`select state from aal_event where tracking_email_id = ${delivered.id}`, [{ state: 'pending' }], 'the AAL event was made due');
   t.same(retried, [{ trackingEmailId: delivered.id.toUpperCase(), outcome: 'retried' }], 'and the answer says so');
 });
+
+t.test('an id or a reason Postgres cannot take is refused as a bad request, not a server error', async (t) => {
+  const { app, db } = await testApp(t);
+  await insertDispenses(db.sql, [veteran(53)]);
+  await job(app, 'grouping');
+  const email = await emailOf(db.sql, 53);
+  await db.sql`update tracking_email set state = 'failed' where id = ${email.id}`;
+
+  // RFC 4122's URN form passes a plain `uuid` format check; Postgres does not read it.
+  const urn = `urn:uuid:${email.id}`;
+  const resendUrn = await resend(app, { ids: [urn], reason: 'x' });
+  t.equal(resendUrn.statusCode, 400, resendUrn.body);
+  t.match(resendUrn.json(), { message: /ids/ });
+  const retryUrn = await retryAal(app, { trackingEmailIds: [urn] });
+  t.equal(retryUrn.statusCode, 400, retryUrn.body);
+  t.match(retryUrn.json(), { message: /trackingEmailIds/ });
+  const view = await get(app, `/v1/tracking-emails/${urn}`);
+  t.equal(view.statusCode, 400, view.body);
+
+  // A NUL character is valid JSON and not white space, but no Postgres text holds it.
+  const nul = await resend(app, { ids: [email.id], reason: 'ticket\u0000OPS-1' });
+  t.equal(nul.statusCode, 400, nul.body);
+  t.match(nul.json(), { message: /reason/ });
+  t.match(await db.sql`select state from tracking_email where id = ${email.id}`, [{ state: 'failed' }], 'nothing was resent');
+  t.match((await resend(app, { ids: [email.id], reason: 'ticket OPS-1' })).json().results, [{ outcome: 'resent' }]);
+});
