@@ -23,7 +23,7 @@ export type ResendOutcome =
 
 /** Why an email found by a resend request is not resent; undefined when it is. */
 function refusal(row: { state: string; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean }): string | undefined {
-  if (row.delivered) return 'VA Notify reported it delivered (its AAL event is recorded): a resend would email the veteran twice';
+  if (row.delivered) return 'VA Notify reported it delivered: a resend would email the veteran twice';
   if (!(ResendableStates as readonly string[]).includes(row.state)) return `only an email in ${ResendableStates.join(', ')} is resent`;
   if (row.open_sends > 0) return 'a send of this email is still open at VA Notify: wait for its final status';
   if (row.settling) {
@@ -43,14 +43,19 @@ function refusal(row: { state: string; delivered: boolean; open_sends: number; s
 export async function resendTrackingEmails(sql: Sql, ids: readonly string[], reason: string): Promise<ResendOutcome[]> {
   return sql.begin(async (tx) => {
     type Found = { id: string; state: string; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean };
+    // Delivered: an AAL event, or a `delivered` report about any of its sends. Before sql/012 a
+    // delivery that reached us after a later bounce wrote no AAL event, and such an email still
+    // stands in permanent_failure.
     const found = await tx<Found[]>`
       select e.id, e.state,
-             exists (select 1 from aal_event a where a.tracking_email_id = e.id) as delivered,
+             exists (select 1 from aal_event a where a.tracking_email_id = e.id) or sends.delivered as delivered,
              sends.open_sends, sends.settled_at, coalesce(sends.settled_at > now(), false) as settling
         from tracking_email e
        cross join lateral (
              select count(*) filter (where n.status <> all(${FINAL_STATUSES as string[]}))::int as open_sends,
-                    max(n.last_event_at) + make_interval(hours => ${ResendSettleHours}) as settled_at
+                    max(n.last_event_at) + make_interval(hours => ${ResendSettleHours}) as settled_at,
+                    coalesce(bool_or(exists (select 1 from notification_status_event s
+                                              where s.notification_id = n.id and s.status = 'delivered')), false) as delivered
                from notification n where n.tracking_email_id = e.id) sends
        where e.id = any(${ids as string[]}::uuid[])
        order by e.id

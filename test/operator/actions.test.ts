@@ -320,3 +320,25 @@ t.test('an id or a reason Postgres cannot take is refused as a bad request, not 
   t.match(await db.sql`select state from tracking_email where id = ${email.id}`, [{ state: 'failed' }], 'nothing was resent');
   t.match((await resend(app, { ids: [email.id], reason: 'ticket OPS-1' })).json().results, [{ outcome: 'resent' }]);
 });
+
+t.test('an email whose delivery was recorded before deliveries always wrote an AAL event is not resent', async (t) => {
+  const { app, db } = await testApp(t);
+  await insertDispenses(db.sql, [veteran(54)]);
+  await job(app, 'grouping');
+  const email = await emailOf(db.sql, 54);
+  // As sql/006 recorded it, before sql/012: a hard bounce completed after the delivery and reached us
+  // first, so the delivery was stale and wrote no AAL event. The email ended permanent_failure.
+  const notificationId = randomUUID();
+  await db.sql`update tracking_email set state = 'permanent_failure', state_reason = 'Hard bounce', attempts = 1 where id = ${email.id}`;
+  await db.sql`
+    insert into notification (id, tracking_email_id, attempt, status, status_reason, status_completed_at, completed_at, last_event_at)
+    values (${notificationId}, ${email.id}, 1, 'permanent-failure', 'Hard bounce', now() - interval '2 days', now() - interval '2 days', now() - interval '2 days')`;
+  await db.sql`
+    insert into notification_status_event (notification_id, status, status_reason, reference, completed_at, source, received_at, applied_at)
+    values (${notificationId}, 'permanent-failure', 'Hard bounce', ${email.id}, now() - interval '2 days', 'callback', now() - interval '2 days', now() - interval '2 days'),
+           (${notificationId}, 'delivered', null, ${email.id}, now() - interval '2 days 1 minute', 'callback', now() - interval '2 days', now() - interval '2 days')`;
+
+  const results = (await resend(app, { ids: [email.id], reason: 'bounces mended' })).json().results;
+  t.match(results, [{ id: email.id, outcome: 'not_resendable', state: 'permanent_failure', reason: /reported it delivered/ }]);
+  t.match(await db.sql`select count(*)::int as n from tracking_email where resent_from = ${email.id}`, [{ n: 0 }], 'no second email');
+});
