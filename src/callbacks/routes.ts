@@ -7,7 +7,7 @@ import { Type, type FastifyPluginAsyncTypebox, type Static, type TSchema } from 
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifySigningSecrets } from '../config.ts';
 import { bearerToken, secretMatcher } from '../http/internal-auth.ts';
-import { errorResponses } from '../http/schemas.ts';
+import { errorResponses, UuidPattern } from '../http/schemas.ts';
 import { type StatusEvent, type StatusOutcome } from '../status/repository.ts';
 import { normaliseStatus } from '../status/notification-status.ts';
 import { StatusEventBatcher } from '../status/status-event-batcher.ts';
@@ -33,7 +33,7 @@ const Timestamp = Type.String({
 export const CallbackBody = Type.Object(
   {
     id: Type.String({
-      pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$',
+      pattern: UuidPattern,
       description: "VA Notify's notification id",
     }),
     status: Type.String({ minLength: 1, maxLength: 64 }),
