@@ -128,6 +128,28 @@ export async function releaseOrphanedEmail(
 }
 
 /**
+ * The attempt an orphan's send found at VA Notify was, charged to the email, under the sweep's own
+ * lease (undefined when the claim was taken over since). A sender that met VA Notify looking down
+ * hands an unanswered send back with its attempt given back (releaseClaimedOrphans), so the email's
+ * count can be one short of the sends VA Notify has: recorded under that count, the send would take
+ * an earlier send's attempt number (and be dropped by the notification insert, the email left `sent`
+ * with nothing open to poll), or attempt 0, and its temporary failure be replayed past
+ * SEND_MAX_ATTEMPTS. The send VA Notify had is after every send already stored.
+ */
+export async function chargeAdoptedSend(
+  sql: SqlHandle,
+  p: { emailId: string; sweeperId: string },
+): Promise<number | undefined> {
+  const [row] = await sql<{ attempts: number }[]>`
+    update tracking_email e
+       set attempts = greatest(e.attempts, 1 + (select coalesce(max(n.attempt), 0) from notification n where n.tracking_email_id = e.id)),
+           updated_at = now()
+     where e.id = ${p.emailId} and e.state = 'sending' and e.leased_by = ${p.sweeperId}
+    returning e.attempts`;
+  return row?.attempts;
+}
+
+/**
  * Orphans whose lookup did not settle them (VA Notify could not say, or the sweep stopped first):
  * the sweep's claim expires at once, so the next sweep, or a sender, looks them up again. Settled
  * emails no longer match the guard and are left as they are.

@@ -15,6 +15,7 @@ import { recordNotificationAccepted, storedNotificationIds } from '../sending/re
 import type { VaNotifyClient, VaNotifyNotification } from '../sending/va-notify-client.ts';
 import { applyPendingStatusEvents, recordStatusEvent, type ApplyOptions, type StatusEvent } from '../status/repository.ts';
 import {
+  chargeAdoptedSend,
   claimOrphanedEmails,
   claimStaleNotifications,
   expireOrphanClaims,
@@ -237,13 +238,20 @@ async function sweep(deps: SweepDeps): Promise<SweepCounts> {
       return;
     }
     // The send went through and only its answer was lost: record it as the sender would have.
-    await sql.begin(async (tx) => {
-      await recordNotificationAccepted(tx, { emailId: email.id, notificationId: newest.id, attempt: email.attempts });
+    const attempt = await sql.begin(async (tx) => {
+      const charged = await chargeAdoptedSend(tx, { emailId: email.id, sweeperId });
+      if (charged === undefined) return undefined;
+      await recordNotificationAccepted(tx, { emailId: email.id, notificationId: newest.id, attempt: charged });
       const pending = await applyPendingStatusEvents(tx, newest.id, apply);
       if (pending.aalEventCreated) aalEventsCreated++;
+      return charged;
     });
+    if (attempt === undefined) {
+      log.info(ids, 'orphaned send: claimed again since the lookup; left to that claim');
+      return;
+    }
     counts.adopted++;
-    log.warn({ ...ids, notificationId: newest.id }, 'orphaned send: VA Notify already had it; recorded instead of sending again');
+    log.warn({ ...ids, attempt, notificationId: newest.id }, 'orphaned send: VA Notify already had it; recorded instead of sending again');
     // The listing already says where the notification stands: no need to poll it later.
     const result = await recordStatusEvent(sql, statusEventFrom(newest.id, newest), { ...apply, source: 'poll' });
     if (result.aalEventCreated) aalEventsCreated++;

@@ -8,7 +8,7 @@ import { AdvisoryLock } from '../../src/db/locks.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createRateBudget, pauseSending, resumeSending, type SendingPauseKind } from '../../src/sending/rate-budget.ts';
-import { claimDueEmails } from '../../src/sending/repository.ts';
+import { claimDueEmails, releaseClaimedOrphans } from '../../src/sending/repository.ts';
 import { runSweep } from '../../src/sweep/sweep-job.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
 import {
@@ -320,6 +320,65 @@ t.test('orphaned sends: adopted when VA Notify has them, released and sent once 
   t.equal(sendsTo(vaNotify, had.patient_icn).length, 1, 'the adopted email was not sent again');
   t.equal(sendsTo(vaNotify, lost.patient_icn).length, 1, 'the released email was sent once');
   t.equal(vaNotify.state.counters.sendsAccepted, 2);
+});
+
+// A send whose answer never came, met while VA Notify looks down, is handed back as an orphan with
+// its attempt given back (releaseClaimedOrphans). When the sweep then finds that VA Notify had it,
+// that send happened and counts: recorded under the attempt it was, never one an earlier send holds.
+t.test('an orphan whose attempt was given back: adopted as the send it was, and counted against SEND_MAX_ATTEMPTS', async (t) => {
+  const { app, db, vaNotify, config } = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '2' }, { listen: true });
+  const patient = veteran(61);
+  vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
+  await insertDispenses(db.sql, [patient]);
+  await post(app, 'grouping');
+  t.match(await post(app, 'send'), { sent: 1 });
+  await settle(vaNotify, db.sql);
+  t.match(await post(app, 'sweep'), { replayed: 1 });
+
+  // The replay: VA Notify accepts it, the answer is lost, and the claim goes back uncharged.
+  const claim = { token: randomUUID(), instanceId: 'outage', leaseSeconds: 60 };
+  const [replay] = await claimDueEmails(db.sql, { batchSize: 10, claim });
+  t.equal(replay!.attempts, 2);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const outcome = await client.sendEmail({ icn: replay!.patient_icn, reference: replay!.id, personalisation: replay!.personalisation });
+  if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
+  t.equal(await releaseClaimedOrphans(db.sql, [replay!.id], claim), 1);
+  await settle(vaNotify, db.sql);
+
+  t.match(await post(app, 'sweep'), { status: 'done', adopted: 1, released: 0 });
+  const notifications = await db.sql`select id, attempt, status from notification order by attempt`;
+  t.same(notifications.map((n) => [n.attempt, n.status]), [[1, 'temporary-failure'], [2, 'temporary-failure']],
+    'the adopted send is stored beside the first, under the next attempt');
+  t.equal(notifications[1]!.id, outcome.notificationId);
+  t.match(await emailOf(db.sql, patient.patient_icn), { state: 'failed', state_reason: RetryableReason, attempts: 2 },
+    'two sends of two allowed: failed, not left sent');
+
+  t.match(await post(app, 'sweep'), { replayed: 0 });
+  t.match(await post(app, 'send'), { sent: 0 });
+  t.equal(sendsTo(vaNotify, patient.patient_icn).length, 2, 'VA Notify received the email twice, SEND_MAX_ATTEMPTS');
+});
+
+t.test('a first send whose attempt was given back: adopted as attempt 1, so no replay goes past SEND_MAX_ATTEMPTS', async (t) => {
+  const { app, db, vaNotify, config } = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '1' }, { listen: true });
+  const patient = veteran(62);
+  vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
+  await insertDispenses(db.sql, [patient]);
+  await post(app, 'grouping');
+  const claim = { token: randomUUID(), instanceId: 'outage', leaseSeconds: 60 };
+  const [email] = await claimDueEmails(db.sql, { batchSize: 10, claim });
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const outcome = await client.sendEmail({ icn: email!.patient_icn, reference: email!.id, personalisation: email!.personalisation });
+  if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
+  t.equal(await releaseClaimedOrphans(db.sql, [email!.id], claim), 1);
+  await settle(vaNotify, db.sql);
+
+  t.match(await post(app, 'sweep'), { status: 'done', adopted: 1 });
+  const [notification] = await db.sql`select attempt, status from notification`;
+  t.match(notification, { attempt: 1, status: 'temporary-failure' });
+  t.match(await emailOf(db.sql, patient.patient_icn), { state: 'failed', attempts: 1 });
+  t.match(await post(app, 'sweep'), { replayed: 0 });
+  t.match(await post(app, 'send'), { sent: 0 });
+  t.equal(sendsTo(vaNotify, patient.patient_icn).length, 1, 'sent once, as SEND_MAX_ATTEMPTS allows');
 });
 
 t.test('two sweeps at once: one runs, the other answers already_running', async (t) => {
