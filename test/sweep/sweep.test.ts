@@ -325,8 +325,26 @@ t.test('orphaned sends: adopted when VA Notify has them, released and sent once 
 // A send whose answer never came, met while VA Notify looks down, is handed back as an orphan with
 // its attempt given back (releaseClaimedOrphans). When the sweep then finds that VA Notify had it,
 // that send happened and counts: recorded under the attempt it was, never one an earlier send holds.
+/**
+ * What a sender does when VA Notify looks down mid-send: it claims the due email, VA Notify accepts
+ * the send but the answer is lost, and the claim goes back with its attempt given back. Answers the
+ * claimed email and the notification VA Notify created.
+ */
+async function sendGivenBack({ db, vaNotify, config }: TestApp) {
+  const claim = { token: randomUUID(), instanceId: 'outage', leaseSeconds: 60 };
+  const [email] = await claimDueEmails(db.sql, { batchSize: 10, claim });
+  if (!email) throw new Error('no email was due');
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const outcome = await client.sendEmail({ icn: email.patient_icn, reference: email.id, personalisation: email.personalisation });
+  if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
+  if ((await releaseClaimedOrphans(db.sql, [email.id], claim)) !== 1) throw new Error('the claim was not given back');
+  await settle(vaNotify, db.sql);
+  return { email, notificationId: outcome.notificationId };
+}
+
 t.test('an orphan whose attempt was given back: adopted as the send it was, and counted against SEND_MAX_ATTEMPTS', async (t) => {
-  const { app, db, vaNotify, config } = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '2' }, { listen: true });
+  const service = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '2' }, { listen: true });
+  const { app, db, vaNotify } = service;
   const patient = veteran(61);
   vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
   await insertDispenses(db.sql, [patient]);
@@ -336,20 +354,14 @@ t.test('an orphan whose attempt was given back: adopted as the send it was, and 
   t.match(await post(app, 'sweep'), { replayed: 1 });
 
   // The replay: VA Notify accepts it, the answer is lost, and the claim goes back uncharged.
-  const claim = { token: randomUUID(), instanceId: 'outage', leaseSeconds: 60 };
-  const [replay] = await claimDueEmails(db.sql, { batchSize: 10, claim });
-  t.equal(replay!.attempts, 2);
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
-  const outcome = await client.sendEmail({ icn: replay!.patient_icn, reference: replay!.id, personalisation: replay!.personalisation });
-  if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
-  t.equal(await releaseClaimedOrphans(db.sql, [replay!.id], claim), 1);
-  await settle(vaNotify, db.sql);
+  const { email: replay, notificationId } = await sendGivenBack(service);
+  t.equal(replay.attempts, 2);
 
   t.match(await post(app, 'sweep'), { status: 'done', adopted: 1, released: 0 });
   const notifications = await db.sql`select id, attempt, status from notification order by attempt`;
   t.same(notifications.map((n) => [n.attempt, n.status]), [[1, 'temporary-failure'], [2, 'temporary-failure']],
     'the adopted send is stored beside the first, under the next attempt');
-  t.equal(notifications[1]!.id, outcome.notificationId);
+  t.equal(notifications[1]!.id, notificationId);
   t.match(await emailOf(db.sql, patient.patient_icn), { state: 'failed', state_reason: RetryableReason, attempts: 2 },
     'two sends of two allowed: failed, not left sent');
 
@@ -359,18 +371,13 @@ t.test('an orphan whose attempt was given back: adopted as the send it was, and 
 });
 
 t.test('a first send whose attempt was given back: adopted as attempt 1, so no replay goes past SEND_MAX_ATTEMPTS', async (t) => {
-  const { app, db, vaNotify, config } = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '1' }, { listen: true });
+  const service = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '1' }, { listen: true });
+  const { app, db, vaNotify } = service;
   const patient = veteran(62);
   vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
   await insertDispenses(db.sql, [patient]);
   await post(app, 'grouping');
-  const claim = { token: randomUUID(), instanceId: 'outage', leaseSeconds: 60 };
-  const [email] = await claimDueEmails(db.sql, { batchSize: 10, claim });
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
-  const outcome = await client.sendEmail({ icn: email!.patient_icn, reference: email!.id, personalisation: email!.personalisation });
-  if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
-  t.equal(await releaseClaimedOrphans(db.sql, [email!.id], claim), 1);
-  await settle(vaNotify, db.sql);
+  await sendGivenBack(service);
 
   t.match(await post(app, 'sweep'), { status: 'done', adopted: 1 });
   const [notification] = await db.sql`select attempt, status from notification`;
