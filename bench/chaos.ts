@@ -28,6 +28,7 @@ import { freePortBelowEphemeralRange, startEmbeddedPostgres } from '../src/db/em
 import { migrate } from '../src/db/migrate.ts';
 import { sandboxAalCredentials, startSandboxAal, type SandboxAal } from '../src/sandbox/aal.ts';
 import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../src/sandbox/va-notify.ts';
+import { withDrafts } from './lib/drafts.ts';
 import { startCommand } from './lib/start-path.ts';
 
 const repositoryRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -214,7 +215,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           state: 'pending',
         })),
       );
-    for (let i = 0; i < rows.length; i += 500) await sql`insert into medication_dispense ${sql(rows.slice(i, i + 500))}`;
+    for (let i = 0; i < rows.length; i += 500) await sql`insert into medication_dispense ${sql(await withDrafts(sql, rows.slice(i, i + 500)))}`;
     return rows.length;
   }
 

@@ -114,16 +114,20 @@ async function gaugeReadings(sql: Sql): Promise<{
       dispense_age: number; paused: boolean; aal_paused: boolean;
     }[]>`
       select
-        (select count(*) from medication_dispense where state = 'pending')::int as dispense_pending,
+        -- Pending dispenses are those of the tracking email drafts (sql/019), read by the email index.
+        (select count(*) from tracking_email_draft r
+           join medication_dispense d on d.tracking_email_id = r.id and d.state = 'pending')::int as dispense_pending,
         (select count(*) from tracking_email where state = 'queued')::int as email_queued,
         (select count(*) from tracking_email where state = 'sending')::int as email_sending,
         (select count(*) from tracking_email where state = 'temporary_failure')::int as email_temporary_failure,
         (select count(*) from aal_event where state = 'pending')::int as aal_pending,
         (select count(*) from aal_event where state = 'posting')::int as aal_posting,
-        -- Every pending dispense has an ICN (ingest keeps one without as unprocessable): the condition
-        -- lets the oldest be read off the pending-age index, one entry.
-        coalesce(extract(epoch from now() - (select min(created_at) from medication_dispense
-                                              where state = 'pending' and patient_icn is not null)), 0)::float8 as dispense_age,
+        -- The oldest draft's first arrival, off the draft age index: a draft left with no pending
+        -- dispense (its dispenses excluded at cut-over) waits for grouping to delete it, unnamed here.
+        coalesce(extract(epoch from now() - (
+          select r.first_arrival_at from tracking_email_draft r
+           where exists (select 1 from medication_dispense d where d.tracking_email_id = r.id and d.state = 'pending')
+           order by r.first_arrival_at limit 1)), 0)::float8 as dispense_age,
         exists (select 1 from rate_budget where paused_until > now()) as paused,
         exists (select 1 from aal_pause where paused_until > now()) as aal_paused`;
     // Open notifications, counted and aged in one pass (the list is the notification_open index's).

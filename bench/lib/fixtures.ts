@@ -42,18 +42,37 @@ export async function insertPendingDispenses(
   const spreadMs = 20 * 60_000;
   for (let start = p.first; start < p.first + p.count; start += slice) {
     const end = Math.min(start + slice, p.first + p.count) - 1;
+    // Each veteran's dispenses name their tracking email draft, as ingest stores them (sql/019).
     await sql.unsafe(`
+      with rows as materialized (
+        select '521' as station_number, (10000000 + g)::text as rx_number, 0 as fill_number,
+               ${trackingNumber('v', `(g - ${int(p.first)}) % ${int(perVeteran)} / 2`)} as tracking_number, 'UPS' as carrier,
+               'SIMVASTATIN 40MG TAB' as drug_name, '00093-7155-98' as ndc, 30 as quantity,
+               now() - interval '26 hours' as dispensed_at, now() - interval '25 hours' as shipped_at,
+               ${icn('v')} as patient_icn, (10000000 + v)::text as mhv_correlation_id, 'CMOP' || g as message_control_id,
+               now() - make_interval(mins => ${int(p.arrivedMinutesAgo)})
+                 - make_interval(secs => ${int(spreadMs)} / 1000.0 * (${int(p.first + p.count)} - g) / ${int(p.count)}) as created_at,
+               g
+          from generate_series(${int(start)}, ${int(end)}) g
+          cross join lateral (select ((g - ${int(p.first)}) / ${int(perVeteran)}) % ${int(p.veterans)} as v) x
+      ),
+      drafts as (
+        insert into tracking_email_draft as r (patient_icn, first_arrival_at, last_arrival_at)
+        select patient_icn, min(created_at), max(created_at) from rows group by patient_icn order by patient_icn
+        on conflict (patient_icn) do update
+          set first_arrival_at = least(r.first_arrival_at, excluded.first_arrival_at),
+              last_arrival_at = greatest(r.last_arrival_at, excluded.last_arrival_at)
+        returning id, patient_icn
+      )
       insert into medication_dispense
         (station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
-         dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, created_at, updated_at)
-      select '521', (10000000 + g)::text, 0, ${trackingNumber('v', `(g - ${int(p.first)}) % ${int(perVeteran)} / 2`)}, 'UPS',
-             'SIMVASTATIN 40MG TAB', '00093-7155-98', 30, now() - interval '26 hours', now() - interval '25 hours',
-             ${icn('v')}, (10000000 + v)::text, 'CMOP' || g, 'pending',
-             now() - make_interval(mins => ${int(p.arrivedMinutesAgo)})
-               - make_interval(secs => ${int(spreadMs)} / 1000.0 * (${int(p.first + p.count)} - g) / ${int(p.count)}),
-             now()
-        from generate_series(${int(start)}, ${int(end)}) g
-        cross join lateral (select ((g - ${int(p.first)}) / ${int(perVeteran)}) % ${int(p.veterans)} as v) x`);
+         dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, created_at, updated_at,
+         tracking_email_id)
+      select w.station_number, w.rx_number, w.fill_number, w.tracking_number, w.carrier, w.drug_name, w.ndc, w.quantity,
+             w.dispensed_at, w.shipped_at, w.patient_icn, w.mhv_correlation_id, w.message_control_id, 'pending', w.created_at, now(),
+             d.id
+        from rows w join drafts d on d.patient_icn = w.patient_icn
+       order by w.g`);
   }
 }
 

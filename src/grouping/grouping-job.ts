@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { planForWorkInProgress, type Sql } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
-import { excludeShippedBefore, groupReadyDispenses, type VeteranPartition } from './repository.ts';
+import { excludeShippedBefore, groupDrafts, takeReadyDrafts, type VeteranPartition } from './repository.ts';
 
 export interface GroupingResult {
   emailsCreated: number;
@@ -28,8 +28,8 @@ type PartitionRun = Omit<GroupingResult, 'skipped'> & { filled: boolean };
  * A veteran always hashes to the same partition, and each partition's transaction holds that
  * partition's advisory lock, so a veteran's dispenses are never split between two runs of instances
  * configured alike. (Instances with different GROUPING_CONCURRENCY can run overlapping partitions
- * for as long as they differ; the claim's `FOR UPDATE SKIP LOCKED` still keeps every dispense in one
- * email.)
+ * for as long as they differ; a draft is taken by deleting it, so every dispense still goes out in
+ * one email.)
  */
 async function groupPartitions(
   deps: { sql: Sql; config: Config },
@@ -62,20 +62,22 @@ function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, s
     const [lock] = await tx<{ acquired: boolean }[]>`
       select pg_try_advisory_xact_lock(${AdvisoryLock.grouping}, ${partition.index}) as acquired`;
     if (!lock?.acquired) return null;
-    // Pending dispenses through their partial indexes whatever the statistics say. This also turns
-    // JIT off: the grouping statement's estimated cost is far above jit_above_cost, so Postgres
+    // Drafts and dispenses through their indexes whatever the statistics say. This also turns JIT
+    // off: the grouping statement's estimated cost is far above jit_above_cost, so Postgres
     // compiled it to machine code on every run, about 0.1 s of a run that takes well under a second.
     await planForWorkInProgress(tx);
     const dispensesExcluded = config.DELIVERY_START_AT ? await excludeShippedBefore(tx, config.DELIVERY_START_AT, partition) : 0;
-    const grouped = await groupReadyDispenses(tx, {
+    const parameters = {
       quietMinutes: config.GROUPING_QUIET_MINUTES,
       maxWaitMinutes: config.GROUPING_MAX_WAIT_MINUTES,
       batchSize: share,
       includeDrugNames: config.EMAIL_INCLUDE_DRUG_NAMES,
       emailState: config.DELIVERY_MODE === 'shadow' ? 'shadowed' : 'queued',
       partition,
-    });
-    return { ...grouped, dispensesExcluded, filled: grouped.emailsCreated >= share };
+    } as const;
+    const drafts = await takeReadyDrafts(tx, parameters);
+    const grouped = await groupDrafts(tx, drafts, parameters);
+    return { ...grouped, dispensesExcluded, filled: drafts.length >= share };
   });
 }
 

@@ -19,120 +19,86 @@ export interface GroupingParameters {
 
 /**
  * Whether an ICN falls in the partition. The hash is the server's (`hashtext`), so every instance
- * agrees on which veteran is whose. A dispense without an ICN is never grouped; excluding it falls
- * to partition 0.
+ * agrees on which veteran is whose.
  */
-function inPartition(sql: SqlHandle, icn: 'patient_icn' | 'o.patient_icn', partition: VeteranPartition) {
-  return sql`coalesce((hashtext(${sql.unsafe(icn)}) & 2147483647) % ${partition.count}, 0) = ${partition.index}`;
+function inPartition(sql: SqlHandle, icn: 'r.patient_icn', partition: VeteranPartition) {
+  return sql`(hashtext(${sql.unsafe(icn)}) & 2147483647) % ${partition.count} = ${partition.index}`;
 }
 
 /**
  * Dispenses shipped before the cut-over instant belong to MHV's own emails: set them aside (they stay
- * visible, with the reason) so that they are never grouped here.
+ * visible, with the reason) so that they are never grouped here. They no longer name their draft,
+ * whose id becomes an email's; a draft left with no pending dispense is deleted by grouping.
  */
 export async function excludeShippedBefore(sql: SqlHandle, startAt: Date, partition: VeteranPartition): Promise<number> {
   const rows = await sql`
-    update medication_dispense
-       set state = 'excluded', state_reason = 'shipped before DELIVERY_START_AT (MHV sends these)', updated_at = now()
-     where state = 'pending' and coalesce(shipped_at, dispensed_at, created_at) < ${startAt}
-       and ${inPartition(sql, 'patient_icn', partition)}
-    returning id`;
+    update medication_dispense d
+       set state = 'excluded', state_reason = 'shipped before DELIVERY_START_AT (MHV sends these)',
+           tracking_email_id = null, updated_at = now()
+      from tracking_email_draft r
+     where d.tracking_email_id = r.id and d.state = 'pending'
+       and coalesce(d.shipped_at, d.dispensed_at, d.created_at) < ${startAt}
+       and ${inPartition(sql, 'r.patient_icn', partition)}
+    returning d.id`;
   return rows.length;
 }
 
 /**
- * Groups every ready patient's pending dispenses into one tracking email each, in one statement.
+ * Takes the partition's ready tracking email drafts, oldest first, up to `batchSize`, deleting them,
+ * and returns their ids: the ids of the emails they become.
  *
- * - A patient is ready when the newest pending dispense arrived more than the quiet period ago (one
- *   shipment batch is not split across two emails), or the oldest more than the maximum wait ago.
- * - `FOR UPDATE SKIP LOCKED` on the dispenses: a second run at the same moment skips the rows this one
- *   holds, and the state check after locking skips rows another run already grouped, so no dispense
- *   lands in two emails. The partition's advisory lock already keeps runs apart; the lock pass stays for the
- *   other writers of a pending row: an ingest of a duplicate event locks the stored row it conflicts
- *   with until its transaction ends, though it changes nothing. Skipping such rows, not waiting for
- *   them, leaves no lock cycle with ingest. Claiming by the UPDATE alone (its own recheck of the
- *   state would still keep a dispense out of two emails) saved 8% of the statement's CPU (1,000,000
- *   dispenses, runs interleaved with this version's), but it waits for those locks and can deadlock
- *   with a duplicate ingest that locks the same rows in another order.
+ * A veteran is ready when their newest pending dispense arrived more than the quiet period ago (one
+ * shipment batch is not split across two emails), or their first more than the maximum wait ago.
+ * `SKIP LOCKED` passes by a draft an ingest holds: its dispenses are not all committed yet, and it is
+ * ready again at the next run at the earliest. Once a draft is deleted, an ingest for the veteran
+ * waits for this transaction to end and then makes them a new draft (sql/019_tracking_email_draft.sql),
+ * so the dispenses under a taken draft are exactly those committed before it was taken.
+ */
+export async function takeReadyDrafts(sql: SqlHandle, p: GroupingParameters): Promise<string[]> {
+  const rows = await sql<{ id: string }[]>`
+    delete from tracking_email_draft
+     where id in (
+       select r.id from tracking_email_draft r
+        where ${inPartition(sql, 'r.patient_icn', p.partition)}
+          and (r.last_arrival_at <= now() - make_interval(mins => ${p.quietMinutes})
+               or r.first_arrival_at <= now() - make_interval(mins => ${p.maxWaitMinutes}))
+        order by r.first_arrival_at
+        limit ${p.batchSize}
+          for update skip locked)
+    returning id`;
+  return rows.map((row) => row.id);
+}
+
+/**
+ * Groups the pending dispenses of the taken drafts into one tracking email per draft, with the
+ * draft's id, in one statement; a draft with no pending dispense left (every one excluded, or made
+ * by a replayed body) becomes no email.
+ *
+ * - Run after {@link takeReadyDrafts}, as a statement of its own: its snapshot sees every dispense
+ *   committed under the drafts taken.
+ * - Each dispense's update sets `state` and `updated_at`, which no index holds, on a table that keeps
+ *   half of each page free, so that Postgres writes it as a heap-only (HOT) update: no index entry,
+ *   and a small WAL record instead of a new row with three (sql/019_tracking_email_draft.sql).
  * - Packages are ordered by first shipment, then tracking number; prescriptions by Rx number and fill:
  *   the same dispenses always render the same email.
- * - Only the pending-dispense indexes are read, so the cost follows pending work, not history; and
- *   with a backlog, only its oldest part: the ready patients whose oldest dispense is oldest are all
- *   among the patients of the oldest dispenses. Patients outside that window have nothing older than
- *   the window's last dispense, so when the window yields a full batch (or holds every pending
- *   dispense) its ready patients are exactly those the whole table would yield; otherwise (a
- *   window of patients still receiving dispenses) every pending dispense is aggregated instead.
- * - With partitions, the window is the run's (the oldest pending dispenses of every partition) and
- *   each partition takes its own patients from it, so the same holds for each partition: its
- *   patients outside the window have nothing older than the window's last dispense either. The
- *   partition is tested after the window is read, not in it: Postgres cannot estimate how many rows
- *   a hash test keeps, and with it in the window's scan chose to sort every pending dispense.
- * - The cost of a run follows its batch: each email's id is drawn before its dispenses are claimed and
- *   travels with them, so no step joins two of the statement's own results (Postgres cannot estimate
- *   their sizes, and a misjudged join of two of them is quadratic in the batch), the claim reaches
- *   the dispenses patient by patient through the pending index, and the update by primary key
- *   (`= any(dispense_ids)`, which no plan can hash: updating by the claimed rows' ctid instead let
- *   Postgres, given the work_mem, hash every row of the table by ctid to join 20,000 of them).
- * - Email ids are time-ordered (`time_ordered_uuid`, sql/007_grouping_cost.sql), so that a run's ids go to the right
- *   edge of the indexes that hold them rather than to random pages of ever-growing indexes.
+ * - Dispenses are found by the email index, which holds each pending dispense under its draft: the
+ *   cost follows the run's batch, not the table's history.
+ * - Draft ids, and so email ids, are time-ordered (`time_ordered_uuid`, sql/007_grouping_cost.sql), so
+ *   that a run's ids go to the right edge of the indexes that hold them rather than to random pages
+ *   of ever-growing indexes.
  */
-/** Oldest pending dispenses read per run, per patient of the run's batch (a patient has a few at a time). */
-const ReadyWindowFactor = 10;
-
-export async function groupReadyDispenses(
+export async function groupDrafts(
   sql: SqlHandle,
-  p: GroupingParameters,
+  draftIds: readonly string[],
+  p: Pick<GroupingParameters, 'includeDrugNames' | 'emailState'>,
 ): Promise<{ emailsCreated: number; dispensesGrouped: number }> {
-  const window = p.batchSize * ReadyWindowFactor * p.partition.count;
+  if (draftIds.length === 0) return { emailsCreated: 0, dispensesGrouped: 0 };
   const [result] = await sql<{ emails_created: number; dispenses_grouped: number }[]>`
-    with oldest as (
-      select patient_icn, created_at
-        from medication_dispense
-       where state = 'pending' and patient_icn is not null
-       order by created_at
-       limit ${window}
-    ),
-    early as (
-      -- Patients by first pending dispense, probed for readiness in that order only until the batch
-      -- is full: the quiet-period probe (one index lookup a patient) runs for the batch, not the window.
-      select g.patient_icn, g.first_created_at
-        from (select o.patient_icn, min(o.created_at) as first_created_at
-                from oldest o
-               where ${inPartition(sql, 'o.patient_icn', p.partition)}
-               group by o.patient_icn
-               order by min(o.created_at)) g
-       where g.first_created_at <= now() - make_interval(mins => ${p.maxWaitMinutes})
-          or (select max(d.created_at) from medication_dispense d
-               where d.patient_icn = g.patient_icn and d.state = 'pending') <= now() - make_interval(mins => ${p.quietMinutes})
-       order by g.first_created_at
-       limit ${p.batchSize}
-    ),
-    ready as (
-      select patient_icn from early
-       where (select count(*) from early) = ${p.batchSize} or (select count(*) from oldest) < ${window}
-      union all
-      (select patient_icn
-         from medication_dispense
-        where state = 'pending' and patient_icn is not null
-          and ${inPartition(sql, 'patient_icn', p.partition)}
-          and (select count(*) from early) < ${p.batchSize} and (select count(*) from oldest) = ${window}
-        group by patient_icn
-       having max(created_at) <= now() - make_interval(mins => ${p.quietMinutes})
-           or min(created_at) <= now() - make_interval(mins => ${p.maxWaitMinutes})
-        order by min(created_at)
-        limit ${p.batchSize})
-    ),
-    recipients as materialized (
-      select patient_icn, time_ordered_uuid() as email_id from ready
-    ),
-    claimed as (
-      select r.email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
+    with claimed as (
+      select d.tracking_email_id as email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
              d.carrier, d.tracking_number, coalesce(d.shipped_at, d.dispensed_at, d.created_at) as shipped_at
-        from recipients r
-        cross join lateral (
-          select * from medication_dispense d
-           where d.patient_icn = r.patient_icn and d.state = 'pending'
-             for update skip locked) d
+        from medication_dispense d
+       where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending'
     ),
     packages as (
       -- A package's carrier is the one its fills name: fills of one package can come in different
@@ -173,11 +139,10 @@ export async function groupReadyDispenses(
     ),
     grouped as (
       update medication_dispense d
-         set state = 'grouped', tracking_email_id = k.email_id, updated_at = now()
-        from packages k
-       where d.id = any(k.dispense_ids)
+         set state = 'grouped', updated_at = now()
+       where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending'
       returning d.id
     )
-    select (select count(*) from inserted) as emails_created, (select count(*) from grouped) as dispenses_grouped`;
+    select (select count(*) from inserted)::int as emails_created, (select count(*) from grouped)::int as dispenses_grouped`;
   return { emailsCreated: result?.emails_created ?? 0, dispensesGrouped: result?.dispenses_grouped ?? 0 };
 }

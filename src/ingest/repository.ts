@@ -1,6 +1,6 @@
 // Ingest's SQL: the raw inbound message and the dispense rows it produced.
 import postgres from 'postgres';
-import type { SqlHandle } from '../db/connect.ts';
+import type { Sql, SqlHandle } from '../db/connect.ts';
 import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
 
 export const InboundOutcomes = ['received', 'accepted', 'partial', 'rejected'] as const;
@@ -199,26 +199,39 @@ function isStoredEventConflict(error: unknown): boolean {
   return error instanceof postgres.PostgresError && error.code === '23505' && error.constraint_name === 'medication_dispense_event_key';
 }
 
-/** The unnest of a body's columns into rows, as the two insert statements below read them. */
+/**
+ * The unnest of a body's columns into rows, as the two insert statements below read them: the
+ * inserted columns but the draft, and each row's position in the body.
+ */
 function dispenseSource(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows) {
   const column = (i: number) => rows.columns[i]!;
   return sql`
     select
       station_number, rx_number, fill_number::integer, tracking_number, carrier, drug_name, ndc, quantity::numeric,
-      to_timestamp(dispensed_at::bigint / 1000.0), to_timestamp(shipped_at::bigint / 1000.0), patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
-      ${inboundMessageId}::bigint
+      to_timestamp(dispensed_at::bigint / 1000.0) as dispensed_at, to_timestamp(shipped_at::bigint / 1000.0) as shipped_at,
+      patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
+      ${inboundMessageId}::bigint as inbound_message_id, position
     from unnest(
       ${column(0)}::text[], ${column(1)}::text[], ${column(2)}::text[], ${column(3)}::text[], ${column(4)}::text[],
       ${column(5)}::text[], ${column(6)}::text[], ${column(7)}::text[], ${column(8)}::text[], ${column(9)}::text[],
       ${column(10)}::text[], ${column(11)}::text[], ${column(12)}::text[], ${column(13)}::text[], ${column(14)}::text[]
     ) with ordinality as d (
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
-      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, position)
-    order by position`;
+      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, position)`;
 }
 
 const insertedColumns = `station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
-      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, inbound_message_id`;
+      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, inbound_message_id, tracking_email_id`;
+
+/** The body's rows with their drafts (`drafts`: id and patient_icn), in the order given. */
+function draftedSource(sql: SqlHandle, drafts: string) {
+  return sql`
+    select s.station_number, s.rx_number, s.fill_number, s.tracking_number, s.carrier, s.drug_name, s.ndc, s.quantity,
+           s.dispensed_at, s.shipped_at, s.patient_icn, s.mhv_correlation_id, s.message_control_id, s.state, s.state_reason,
+           s.inbound_message_id, r.id
+      from source s left join ${sql.unsafe(drafts)} r on s.state = 'pending' and r.patient_icn = s.patient_icn
+     order by s.position`;
+}
 
 function outcomeUpdate(sql: SqlHandle, inboundMessageId: number, outcome: InboundOutcomeRecord | null) {
   return outcome === null
@@ -230,11 +243,25 @@ function outcomeUpdate(sql: SqlHandle, inboundMessageId: number, outcome: Inboun
        where id = ${inboundMessageId})`;
 }
 
-/** Every row new: a plain insert, which Postgres refuses whole if any event is stored already. */
+/**
+ * Every row new: a plain insert, which Postgres refuses whole if any event is stored already.
+ *
+ * Each veteran of the body's pending dispenses gets their tracking email draft (sql/019), created
+ * or, with its newest arrival moved to now, locked, in ICN order, so that two bodies lock drafts in
+ * the same order. The body's new rows are the only dispenses this statement locks, so whatever
+ * order Postgres runs the two inserts in, it never holds a dispense another writer waits for.
+ */
 async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<void> {
   await sql`
-    with stored as (
-      insert into medication_dispense (${sql.unsafe(insertedColumns)}) ${dispenseSource(sql, inboundMessageId, rows)}
+    with source as materialized (${dispenseSource(sql, inboundMessageId, rows)}),
+    drafts as (
+      insert into tracking_email_draft (patient_icn)
+      select distinct patient_icn from source where state = 'pending' order by patient_icn
+      on conflict (patient_icn) do update set last_arrival_at = excluded.last_arrival_at
+      returning id, patient_icn
+    ),
+    stored as (
+      insert into medication_dispense (${sql.unsafe(insertedColumns)}) ${draftedSource(sql, 'drafts')}
     )${outcomeUpdate(sql, inboundMessageId, outcome)}
     -- A hint to the grouping job on every instance listening; delivered at commit.
     select pg_notify('dispense_pending', '') where ${rows.byState.pending > 0}`;
@@ -245,32 +272,54 @@ async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows
  * of an unprocessable one. RETURNING lists only the rows this statement created or corrected, so
  * the rest are the duplicates. The conflict rule is also {@link corrects}, for copies in one body:
  * the two change together.
+ *
+ * A conflict locks the stored dispense, also when it is left alone, and grouping updates the
+ * pending dispenses of the drafts it took. So the drafts of every veteran of the body's pending
+ * rows are created or locked first, in a statement of their own: either grouping took a draft
+ * first (and this waits for it before it touches a dispense), or this holds the draft and
+ * grouping passes it by. Only the drafts of rows this stores have their newest arrival moved to
+ * now: a replayed body does not hold back its veterans' emails.
  */
 async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<StoredDispenses> {
-  const [result] = await sql<{ stored: number; pending: number; cancelled: number; unprocessable: number; stored_keys: [string, string, number, string][] | null }[]>`
-    with stored as (
-      insert into medication_dispense (${sql.unsafe(insertedColumns)}) ${dispenseSource(sql, inboundMessageId, rows)}
-      on conflict (station_number, rx_number, fill_number, tracking_number) do update
-        set carrier = excluded.carrier, drug_name = excluded.drug_name, ndc = excluded.ndc, quantity = excluded.quantity,
-            dispensed_at = excluded.dispensed_at, shipped_at = excluded.shipped_at, patient_icn = excluded.patient_icn,
-            mhv_correlation_id = excluded.mhv_correlation_id, message_control_id = excluded.message_control_id,
-            state = excluded.state, state_reason = excluded.state_reason, inbound_message_id = excluded.inbound_message_id,
-            updated_at = now()
-        where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'
-      returning station_number, rx_number, fill_number, tracking_number, state
-    )${outcomeUpdate(sql, inboundMessageId, outcome)}
-    select counted.*,
-           -- Which rows were stored is sent back only when not all of them were.
-           case when counted.stored < ${rows.events}
-                then (select coalesce(json_agg(json_build_array(station_number, rx_number, fill_number, tracking_number)), '[]')
-                        from stored)
-           end as stored_keys,
-           case when counted.pending > 0 then pg_notify('dispense_pending', '') end as notified
-      from (select count(*)::int as stored,
-                   count(*) filter (where state = 'pending')::int as pending,
-                   count(*) filter (where state = 'cancelled')::int as cancelled,
-                   count(*) filter (where state = 'unprocessable')::int as unprocessable
-              from stored) counted`;
+  const store = async (tx: SqlHandle) => {
+    await tx`
+      insert into tracking_email_draft as r (patient_icn)
+      select distinct patient_icn
+        from unnest(${rows.columns[10]!}::text[], ${rows.columns[13]!}::text[]) as d (patient_icn, state)
+       where state = 'pending'
+       order by patient_icn
+      on conflict (patient_icn) do update set last_arrival_at = r.last_arrival_at`;
+    return tx<{ stored: number; pending: number; cancelled: number; unprocessable: number; stored_keys: [string, string, number, string][] | null }[]>`
+      with source as materialized (${dispenseSource(tx, inboundMessageId, rows)}),
+      stored as (
+        insert into medication_dispense (${tx.unsafe(insertedColumns)}) ${draftedSource(tx, 'tracking_email_draft')}
+        on conflict (station_number, rx_number, fill_number, tracking_number) do update
+          set carrier = excluded.carrier, drug_name = excluded.drug_name, ndc = excluded.ndc, quantity = excluded.quantity,
+              dispensed_at = excluded.dispensed_at, shipped_at = excluded.shipped_at, patient_icn = excluded.patient_icn,
+              mhv_correlation_id = excluded.mhv_correlation_id, message_control_id = excluded.message_control_id,
+              state = excluded.state, state_reason = excluded.state_reason, inbound_message_id = excluded.inbound_message_id,
+              tracking_email_id = excluded.tracking_email_id, updated_at = now()
+          where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'
+        returning station_number, rx_number, fill_number, tracking_number, state, tracking_email_id
+      ),
+      arrived as (
+        update tracking_email_draft set last_arrival_at = now()
+         where id in (select tracking_email_id from stored where state = 'pending')
+      )${outcomeUpdate(tx, inboundMessageId, outcome)}
+      select counted.*,
+             -- Which rows were stored is sent back only when not all of them were.
+             case when counted.stored < ${rows.events}
+                  then (select coalesce(json_agg(json_build_array(station_number, rx_number, fill_number, tracking_number)), '[]')
+                          from stored)
+             end as stored_keys,
+             case when counted.pending > 0 then pg_notify('dispense_pending', '') end as notified
+        from (select count(*)::int as stored,
+                     count(*) filter (where state = 'pending')::int as pending,
+                     count(*) filter (where state = 'cancelled')::int as cancelled,
+                     count(*) filter (where state = 'unprocessable')::int as unprocessable
+                from stored) counted`;
+  };
+  const [result] = 'begin' in sql ? await (sql as Sql).begin(store) : await store(sql);
   const { stored, pending, cancelled, unprocessable, stored_keys: keys } = result!;
   return {
     stored,

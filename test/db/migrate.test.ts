@@ -24,6 +24,12 @@ async function emptyDatabase(t: Parameters<typeof testDatabase>[0]) {
   return { url: url.toString(), drop: () => server.sql.unsafe(`drop database if exists ${name} with (force)`) };
 }
 
+/** Applies the migrations before `version` only, as a database deployed before it would have them. */
+async function migrateBefore(db: ReturnType<typeof connect>, dir: string, version: number): Promise<void> {
+  for (const m of (await listMigrations()).filter((m) => m.version < version)) await copyFile(join(migrationsDir, m.file), join(dir, m.file));
+  await migrate(db, dir);
+}
+
 t.test('two concurrent migration runs on one empty database', async (t) => {
   const { url, drop } = await emptyDatabase(t);
   const first = connect(url, { max: 1, applicationName: 'instance-a' });
@@ -88,8 +94,7 @@ t.test('a sending pause recorded before pause_kind existed gets its kind from it
     await drop();
     await rm(before, { recursive: true, force: true });
   });
-  for (const m of (await listMigrations()).filter((m) => m.version < 18)) await copyFile(join(migrationsDir, m.file), join(before, m.file));
-  await migrate(db, before);
+  await migrateBefore(db, before, 18);
   await db`update rate_budget set paused_until = now() + interval '1 hour', pause_reason = 'Exceeded send limits (1000) for today'`;
   await db`
     insert into rate_budget (name, tokens, paused_until, pause_reason) values
@@ -98,7 +103,7 @@ t.test('a sending pause recorded before pause_kind existed gets its kind from it
       ('key', 0, now() + interval '5 minutes', 'Invalid token: API key expired'),
       ('ended', 0, now() - interval '1 minute', 'VA Notify unavailable: HTTP 503'),
       ('none', 0, null, null)`;
-  t.same((await migrate(db)).map((m) => m.version), [18]);
+  t.same((await migrate(db)).map((m) => m.version)[0], 18);
   const rows = await db<{ name: string; pause_kind: string | null }[]>`select name, pause_kind from rate_budget order by name`;
   t.same(Object.fromEntries(rows.map((r) => [r.name, r.pause_kind])), {
     ended: 'unavailable', // the probe after an outage's pause still knows what it probes for
@@ -109,4 +114,43 @@ t.test('a sending pause recorded before pause_kind existed gets its kind from it
     'va-notify': 'daily_limit',
   });
   await t.rejects(db`update rate_budget set pause_reason = 'x' where name = 'none'`, /rate_budget_pause_kind_with_reason/, 'a reason without a kind is refused');
+});
+
+// Grouping reads pending dispenses through their drafts (sql/019): the pending dispenses of a
+// database deployed before drafts existed get theirs, and are grouped as before.
+t.test('pending dispenses stored before drafts existed get their veterans\' drafts', async (t) => {
+  const { url, drop } = await emptyDatabase(t);
+  const db = connect(url, { max: 1 });
+  const before = await mkdtemp(join(tmpdir(), 'rx-migrations-'));
+  t.teardown(async () => {
+    await db.end({ timeout: 5 });
+    await drop();
+    await rm(before, { recursive: true, force: true });
+  });
+  await migrateBefore(db, before, 19);
+  const [email] = await db<{ id: string }[]>`
+    insert into tracking_email (patient_icn, personalisation, package_count, prescription_count, state)
+    values ('1012345678V123456', '{}', 1, 1, 'delivered') returning id`;
+  await db`
+    insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, state, tracking_email_id, created_at)
+    values ('521', '1', 0, '1ZA', '1012345678V123456', 'grouped', ${email!.id}, now() - interval '2 days'),
+           ('521', '2', 0, '1ZB', '1012345678V123456', 'pending', null, now() - interval '30 minutes'),
+           ('521', '3', 0, '1ZB', '1012345678V123456', 'pending', null, now() - interval '20 minutes'),
+           ('521', '4', 0, '1ZC', '1098765432V654321', 'pending', null, now() - interval '10 minutes'),
+           ('521', '5', 0, '1ZD', null, 'unprocessable', null, now())`;
+  t.same((await migrate(db)).map((m) => m.version)[0], 19);
+
+  const drafts = await db<{ patient_icn: string; first: number; last: number; dispenses: number }[]>`
+    select r.patient_icn, round(extract(epoch from now() - r.first_arrival_at) / 60)::int as first,
+           round(extract(epoch from now() - r.last_arrival_at) / 60)::int as last,
+           (select count(*)::int from medication_dispense d where d.tracking_email_id = r.id and d.state = 'pending') as dispenses
+      from tracking_email_draft r order by r.patient_icn`;
+  t.same(drafts, [
+    { patient_icn: '1012345678V123456', first: 30, last: 20, dispenses: 2 },
+    { patient_icn: '1098765432V654321', first: 10, last: 10, dispenses: 1 },
+  ], 'one draft a veteran with pending dispenses, spanning their arrivals');
+  const others = await db`select rx_number, tracking_email_id from medication_dispense where state <> 'pending' order by rx_number`;
+  t.same(others.map((r) => [r.rx_number, r.tracking_email_id]), [['1', email!.id], ['5', null]], 'other dispenses are left as they were');
+  const [table] = await db<{ options: string[] }[]>`select reloptions as options from pg_class where relname = 'medication_dispense'`;
+  t.same(table!.options, ['fillfactor=50']);
 });

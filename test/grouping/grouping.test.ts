@@ -133,6 +133,10 @@ t.test('DELIVERY_START_AT leaves earlier shipments to MHV', async (t) => {
   const [email] = await sql`select personalisation from tracking_email`;
   t.notMatch(email!.personalisation.tracking_info, /ending in 0001\b.*\n.*T1/s);
   t.match(email!.personalisation.tracking_info, /T2/);
+  const excluded = await sql`select tracking_email_id from medication_dispense where state = 'excluded'`;
+  t.same(excluded.map((r) => r.tracking_email_id), [null, null], 'an excluded dispense names no draft, so no email');
+  const [left] = await sql`select count(*)::int as drafts from tracking_email_draft`;
+  t.equal(left!.drafts, 0, 'the draft left with nothing pending is gone, and became no email');
 });
 
 t.test('shadow records what would be sent; off groups nothing', async (t) => {
@@ -170,14 +174,16 @@ t.test('three instances grouping at once: every dispense in exactly one email, o
   t.same(counts, { emails: 500, veterans: 500, grouped: 2000, listed: 2000 });
 });
 
-t.test('a dispense another transaction holds is skipped, not waited for, and grouped by a later run', async (t) => {
+t.test('a veteran whose draft an ingest holds is passed by, not waited for, and grouped whole by a later run', async (t) => {
   const { sql } = await testDatabase(t);
   await insertDispenses(sql, [
     { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1' },
     { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2' },
   ]);
-  // A resend of an event already stored, still inside its ingest transaction: the conflict clause
-  // locks the stored (pending) row until that transaction ends, though it changes nothing.
+  await insertDispenses(sql, [{ patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T3' }]);
+  // A resend of an event already stored, still inside its ingest transaction: it holds the
+  // veteran's draft, and the conflict clause locks the stored (pending) row, until that
+  // transaction ends, though it changes nothing.
   const ingest = await sql.reserve();
   t.teardown(() => ingest.release());
   await ingest`begin`;
@@ -190,19 +196,21 @@ t.test('a dispense another transaction holds is skipped, not waited for, and gro
   t.equal(resend.stored.size, 0, 'the resend is a duplicate');
 
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('grouping waited for the lock')), 5_000).unref());
-  t.same(await Promise.race([group(sql), timeout]), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false });
-  const [first] = await sql`select id, prescription_count, personalisation from tracking_email`;
-  t.equal(first!.prescription_count, 1);
-  t.match(first!.personalisation.tracking_info, /tracknum=T1\)\n- Prescription ending in 0001$/);
-  const rows = await sql`select rx_number, state, tracking_email_id from medication_dispense order by rx_number`;
-  t.same(rows.map((r) => [r.rx_number, r.state, r.tracking_email_id]), [['1000001', 'grouped', first!.id], ['1000002', 'pending', null]]);
+  t.same(await Promise.race([group(sql), timeout]), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false },
+    'the other veteran is grouped');
+  const [first] = await sql`select patient_icn from tracking_email`;
+  t.equal(first!.patient_icn, icn(2));
+  const held = await sql`select state, tracking_email_id from medication_dispense where patient_icn = ${icn(1)}`;
+  t.same(held.map((r) => r.state), ['pending', 'pending'], 'the held veteran waits, whole');
 
   await ingest`commit`;
-  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false });
-  const [second] = await sql`select id, personalisation from tracking_email where id <> ${first!.id}`;
-  t.match(second!.personalisation.tracking_info, /tracknum=T2\)\n- Prescription ending in 0002$/);
-  const [grouped] = await sql`select state, tracking_email_id from medication_dispense where rx_number = '1000002'`;
-  t.same(grouped, { state: 'grouped', tracking_email_id: second!.id });
+  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 2, dispensesExcluded: 0, skipped: false });
+  const [second] = await sql`select id, prescription_count, personalisation from tracking_email where patient_icn = ${icn(1)}`;
+  t.equal(second!.prescription_count, 2, 'one email for both dispenses');
+  t.match(second!.personalisation.tracking_info, /tracknum=T1\)\n- Prescription ending in 0001\n\n.*tracknum=T2\)\n- Prescription ending in 0002$/s);
+  const grouped = await sql`select state, tracking_email_id from medication_dispense where patient_icn = ${icn(1)}`;
+  t.same(grouped.map((r) => [r.state, r.tracking_email_id]), [['grouped', second!.id], ['grouped', second!.id]]);
+  t.same(held.map((r) => r.tracking_email_id), [second!.id, second!.id], 'the email has the id the pending dispenses named');
 });
 
 t.test('email ids are time-ordered UUIDs (version 7), later runs after earlier ones', async (t) => {
@@ -298,4 +306,67 @@ t.test('a run reports whether a partition took its whole share, so that the next
   while (runs.at(-1)!.result.emailsCreated > 0) runs.push(await groupReadyVeterans({ sql, config, log }));
   t.equal(runs.reduce((n, r) => n + r.result.emailsCreated, 0), 60);
   t.equal(runs.at(-1)!.filled, false, 'nothing left: the timer paces the next run');
+});
+
+/** A dispense as CMOP sends it, for a veteran, through the ingest's repository. */
+function cmopDispense(patientIcn: string, rxNumber: string, trackingNumber: string) {
+  return {
+    stationNumber: '521', rxNumber, fillNumber: 0, trackingNumber, carrier: 'UPS', drugName: null, ndc: null,
+    quantity: null, dispensedAt: null, shippedAt: null, patientIcn, mhvCorrelationId: null, messageControlId: null,
+    state: 'pending' as const, stateReason: null,
+  };
+}
+
+t.test('a dispense that arrives while grouping takes its veteran waits for the run and goes out in the next email', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [{ patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1' }]);
+  const [draft] = await sql<{ id: string }[]>`select id from tracking_email_draft`;
+
+  // The run's transaction, held open after it took the draft: the ingest of a new dispense for
+  // the same veteran waits for it rather than joining an email already being written.
+  const run = await sql.reserve();
+  t.teardown(() => run.release());
+  await run`begin`;
+  const taken = await run`delete from tracking_email_draft returning id`;
+  t.same(taken.map((r) => r.id), [draft!.id]);
+  const inbound = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
+  let arrived = false;
+  const ingest = ingestDispenses(sql, inbound, [cmopDispense(icn(1), '1000002', 'T2')]).then((r) => {
+    arrived = true;
+    return r;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.notOk(arrived, 'the ingest waits for the run');
+  await run`
+    insert into tracking_email (id, patient_icn, personalisation, package_count, prescription_count)
+    values (${draft!.id}, ${icn(1)}, '{}', 1, 1)`;
+  await run`update medication_dispense set state = 'grouped' where tracking_email_id = ${draft!.id}`;
+  await run`commit`;
+  t.equal((await ingest).stored.size, 1, 'the new dispense is stored');
+
+  const rows = await sql<{ rx_number: string; state: string; tracking_email_id: string }[]>`
+    select rx_number, state, tracking_email_id from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.state]), [['1000001', 'grouped'], ['1000002', 'pending']]);
+  t.equal(rows[0]!.tracking_email_id, draft!.id);
+  const [next] = await sql<{ id: string }[]>`select id from tracking_email_draft where patient_icn = ${icn(1)}`;
+  t.ok(next && next.id !== draft!.id, 'the veteran has a new draft');
+  t.equal(rows[1]!.tracking_email_id, next!.id, 'the new dispense names it, not the email being sent');
+});
+
+t.test('a replayed body neither holds back its veterans\' emails nor leaves a dispense without its draft', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [{ patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', arrived_minutes_ago: 120 }]);
+  const [before] = await sql`select id, last_arrival_at from tracking_email_draft`;
+  const inbound = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
+  // The stored event again, beside a new one for a veteran with nothing pending.
+  const replay = await ingestDispenses(sql, inbound, [
+    { ...cmopDispense(icn(1), '1000001', 'T1'), stationNumber: '521' },
+    cmopDispense(icn(2), '2000001', 'T2'),
+  ]);
+  t.equal(replay.stored.size, 1, 'only the new event is stored');
+  const [after] = await sql`select id, last_arrival_at from tracking_email_draft where patient_icn = ${icn(1)}`;
+  t.same(after, before, 'the replayed veteran\'s draft keeps its newest arrival');
+  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false }, 'the replayed veteran is ready');
+  const [second] = await sql`select d.tracking_email_id = r.id as named from medication_dispense d join tracking_email_draft r on r.patient_icn = d.patient_icn where d.rx_number = '2000001'`;
+  t.ok(second?.named, 'the new veteran\'s dispense names their new draft');
 });

@@ -1,5 +1,6 @@
 // Rows as the ingest would have written them, for tests of the later stages.
 import type { SqlHandle } from '../../src/db/connect.ts';
+import { withDrafts } from '../../bench/lib/drafts.ts';
 
 export interface DispenseFixture {
   station_number?: string;
@@ -30,7 +31,7 @@ export async function insertDispenses(sql: SqlHandle, dispenses: DispenseFixture
     state: d.state ?? 'pending',
     created_at: new Date(Date.now() - (d.arrived_minutes_ago ?? 120) * 60_000),
   }));
-  const inserted = await sql<{ id: number }[]>`insert into medication_dispense ${sql(rows)} returning id`;
+  const inserted = await sql<{ id: number }[]>`insert into medication_dispense ${sql(await withDrafts(sql, rows))} returning id`;
   return inserted.map((r) => r.id);
 }
 

@@ -38,8 +38,8 @@ t.test('a dispense must name a stored body, on insert and when a correction rena
     message: `medication_dispense names inbound message ${body + 1000}, which is not stored`,
   });
   await t.rejects(
-    sql`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, inbound_message_id)
-        values ('521', '5', 0, '1Z5', ${body}), ('521', '6', 0, '1Z6', ${body + 1000})`,
+    sql`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, inbound_message_id, state)
+        values ('521', '5', 0, '1Z5', ${body}, 'cancelled'), ('521', '6', 0, '1Z6', ${body + 1000}, 'cancelled')`,
     { code: '23503' },
     'a statement naming a stored and a missing body is refused whole',
   );
@@ -53,11 +53,11 @@ t.test('a dispense must name a stored body, on insert and when a correction rena
   t.equal(corrected.insertedByState.pending, 1, 'the correction naming a stored body is taken');
   await t.rejects(sql`update medication_dispense set inbound_message_id = ${body + 1000} where rx_number = '7'`, { code: '23503' });
   const [excluded] = await sql<{ count: number }[]>`
-    update medication_dispense set state = 'excluded' where rx_number = '1' returning 1 as count`;
+    update medication_dispense set state = 'excluded', tracking_email_id = null where rx_number = '1' returning 1 as count`;
   t.ok(excluded, 'an update that names stored rows is taken');
 });
 
-t.test('a grouped dispense must name a stored tracking email', async (t) => {
+t.test('a pending dispense must name a stored draft, a grouped one a stored tracking email', async (t) => {
   const { sql } = await testDatabase(t);
   const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/hl7-v2', maskedBody: 'MSH|...' });
   await insertDispenses(sql, body, [dispense('1'), dispense('2')]);
@@ -65,6 +65,20 @@ t.test('a grouped dispense must name a stored tracking email', async (t) => {
     insert into tracking_email (patient_icn, personalisation, package_count, prescription_count)
     values ('1012345678V123456', '{}', 1, 1) returning id`;
   const missing = '01890000-0000-7000-8000-000000000000';
+  await t.rejects(
+    sql`update medication_dispense set tracking_email_id = ${missing} where rx_number = '1'`,
+    { code: '23503', message: `medication_dispense names tracking email draft ${missing}, which is not stored` },
+  );
+  await t.rejects(
+    sql`update medication_dispense set tracking_email_id = null where rx_number = '1'`,
+    { code: '23514', constraint_name: 'medication_dispense_pending_draft' },
+    'a pending dispense names a draft',
+  );
+  await t.rejects(
+    sql`update medication_dispense set tracking_email_id = ${email!.id} where rx_number = '1'`,
+    { code: '23503' },
+    'a pending dispense names a draft, not an email',
+  );
   await t.rejects(
     sql`update medication_dispense set state = 'grouped', tracking_email_id = ${missing}`,
     { code: '23503', message: `medication_dispense names tracking email ${missing}, which is not stored` },
@@ -75,10 +89,10 @@ t.test('a grouped dispense must name a stored tracking email', async (t) => {
     { code: '23503' },
     'a statement naming a stored and a missing email is refused whole',
   );
-  const [before] = await sql<{ grouped: number }[]>`select count(tracking_email_id)::int as grouped from medication_dispense`;
+  const [before] = await sql<{ grouped: number }[]>`select count(*) filter (where state = 'grouped')::int as grouped from medication_dispense`;
   t.equal(before!.grouped, 0, 'nothing of a refused statement is stored');
   await sql`update medication_dispense set state = 'grouped', tracking_email_id = ${email!.id}`;
-  const [after] = await sql<{ grouped: number }[]>`select count(tracking_email_id)::int as grouped from medication_dispense`;
+  const [after] = await sql<{ grouped: number }[]>`select count(*) filter (where state = 'grouped')::int as grouped from medication_dispense`;
   t.equal(after!.grouped, 2);
 });
 
