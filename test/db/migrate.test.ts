@@ -24,10 +24,22 @@ async function emptyDatabase(t: Parameters<typeof testDatabase>[0]) {
   return { url: url.toString(), drop: () => server.sql.unsafe(`drop database if exists ${name} with (force)`) };
 }
 
-/** Applies the migrations before `version` only, as a database deployed before it would have them. */
-async function migrateBefore(db: ReturnType<typeof connect>, dir: string, version: number): Promise<void> {
-  for (const m of (await listMigrations()).filter((m) => m.version < version)) await copyFile(join(migrationsDir, m.file), join(dir, m.file));
-  await migrate(db, dir);
+/**
+ * A new database with the migrations before `version` applied, as a database deployed before it
+ * would have them; dropped after the test.
+ */
+async function databaseBefore(t: Parameters<typeof testDatabase>[0], version: number) {
+  const { url, drop } = await emptyDatabase(t);
+  const db = connect(url, { max: 1 });
+  const before = await mkdtemp(join(tmpdir(), 'rx-migrations-'));
+  t.teardown(async () => {
+    await db.end({ timeout: 5 });
+    await drop();
+    await rm(before, { recursive: true, force: true });
+  });
+  for (const m of (await listMigrations()).filter((m) => m.version < version)) await copyFile(join(migrationsDir, m.file), join(before, m.file));
+  await migrate(db, before);
+  return db;
 }
 
 t.test('two concurrent migration runs on one empty database', async (t) => {
@@ -86,15 +98,7 @@ t.test('two service processes started at once on one empty database both come up
 // The sweep reads a sending pause's kind (sql/018): a pause in force while 018 is applied gets one
 // from its reason, the only record of it until then.
 t.test('a sending pause recorded before pause_kind existed gets its kind from its reason', async (t) => {
-  const { url, drop } = await emptyDatabase(t);
-  const db = connect(url, { max: 1 });
-  const before = await mkdtemp(join(tmpdir(), 'rx-migrations-'));
-  t.teardown(async () => {
-    await db.end({ timeout: 5 });
-    await drop();
-    await rm(before, { recursive: true, force: true });
-  });
-  await migrateBefore(db, before, 18);
+  const db = await databaseBefore(t, 18);
   await db`update rate_budget set paused_until = now() + interval '1 hour', pause_reason = 'Exceeded send limits (1000) for today'`;
   await db`
     insert into rate_budget (name, tokens, paused_until, pause_reason) values
@@ -119,15 +123,7 @@ t.test('a sending pause recorded before pause_kind existed gets its kind from it
 // Grouping reads pending dispenses through their drafts (sql/019): the pending dispenses of a
 // database deployed before drafts existed get theirs, and are grouped as before.
 t.test('pending dispenses stored before drafts existed get their veterans\' drafts', async (t) => {
-  const { url, drop } = await emptyDatabase(t);
-  const db = connect(url, { max: 1 });
-  const before = await mkdtemp(join(tmpdir(), 'rx-migrations-'));
-  t.teardown(async () => {
-    await db.end({ timeout: 5 });
-    await drop();
-    await rm(before, { recursive: true, force: true });
-  });
-  await migrateBefore(db, before, 19);
+  const db = await databaseBefore(t, 19);
   const [email] = await db<{ id: string }[]>`
     insert into tracking_email (patient_icn, personalisation, package_count, prescription_count, state)
     values ('1012345678V123456', '{}', 1, 1, 'delivered') returning id`;
