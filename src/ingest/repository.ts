@@ -275,18 +275,47 @@ async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows
  *
  * A conflict locks the stored dispense, also when it is left alone, and grouping updates the
  * pending dispenses of the drafts it took. So the drafts of every veteran of the body's pending
- * rows are created or locked first, in a statement of their own: either grouping took a draft
+ * rows, and of the stored pending dispenses it names, are created or locked first, in a statement
+ * of their own: either grouping took a draft
  * first (and this waits for it before it touches a dispense), or this holds the draft and
  * grouping passes it by. Only the drafts of rows this stores have their newest arrival moved to
  * now: a replayed body does not hold back its veterans' emails.
  */
+const DeadlockAttempts = 3;
+
+/**
+ * Runs `work` in a transaction of its own, again when Postgres ended it to break a deadlock (which
+ * rolled all of it back). The replay's drafts leave one deadlock with grouping possible: a stored
+ * dispense that became pending under a veteran's draft between its two statements.
+ */
+async function inOwnTransaction<T>(sql: Sql, work: (tx: SqlHandle) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await sql.begin(work) as T;
+    } catch (error) {
+      if (attempt >= DeadlockAttempts || !(error instanceof postgres.PostgresError && error.code === '40P01')) throw error;
+    }
+  }
+}
+
 async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<StoredDispenses> {
   const store = async (tx: SqlHandle) => {
     await tx`
       insert into tracking_email_draft as r (patient_icn)
-      select distinct patient_icn
-        from unnest(${rows.columns[10]!}::text[], ${rows.columns[13]!}::text[]) as d (patient_icn, state)
-       where state = 'pending'
+      select patient_icn from (
+        select d.patient_icn
+          from unnest(${rows.columns[10]!}::text[], ${rows.columns[13]!}::text[]) as d (patient_icn, state)
+         where d.state = 'pending'
+        union
+        -- The veterans of the stored pending dispenses the body names, under whatever ICN or state
+        -- its copies carry: the conflict clause locks those dispenses too.
+        select m.patient_icn
+          from unnest(${rows.columns[0]!}::text[], ${rows.columns[1]!}::text[], ${rows.columns[2]!}::text[], ${rows.columns[3]!}::text[])
+                 as k (station_number, rx_number, fill_number, tracking_number)
+          join medication_dispense m
+            on m.station_number = k.station_number and m.rx_number = k.rx_number
+           and m.fill_number = k.fill_number::integer and m.tracking_number = k.tracking_number
+         where m.state = 'pending') veterans
        order by patient_icn
       on conflict (patient_icn) do update set last_arrival_at = r.last_arrival_at`;
     return tx<{ stored: number; pending: number; cancelled: number; unprocessable: number; stored_keys: [string, string, number, string][] | null }[]>`
@@ -319,7 +348,7 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
                      count(*) filter (where state = 'unprocessable')::int as unprocessable
                 from stored) counted`;
   };
-  const [result] = 'begin' in sql ? await (sql as Sql).begin(store) : await store(sql);
+  const [result] = 'begin' in sql ? await inOwnTransaction(sql as Sql, store) : await store(sql);
   const { stored, pending, cancelled, unprocessable, stored_keys: keys } = result!;
   return {
     stored,

@@ -370,3 +370,42 @@ t.test('a replayed body neither holds back its veterans\' emails nor leaves a di
   const [second] = await sql`select d.tracking_email_id = r.id as named from medication_dispense d join tracking_email_draft r on r.patient_icn = d.patient_icn where d.rx_number = '2000001'`;
   t.ok(second?.named, 'the new veteran\'s dispense names their new draft');
 });
+
+/** Waits until `count` backends of the test's database wait for a lock. */
+async function lockWaiters(sql: Parameters<typeof runGrouping>[0]['sql'], count: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const [row] = await sql<{ waiting: number }[]>`
+      select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`;
+    if (row!.waiting >= count) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`never saw ${count} backends waiting for a lock`);
+}
+
+t.test('a replay naming a veteran\'s pending events without their ICN waits for grouping, and neither fails', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'TX' },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'TY' },
+  ]);
+  // Holds the first dispense so that the run, once it took the draft, waits for it: the moment a
+  // replay that locks the same dispenses in the other order would make a lock cycle.
+  const blocker = await sql.reserve();
+  t.teardown(() => blocker.release());
+  await blocker`begin`;
+  await blocker`select id from medication_dispense where rx_number = '1000001' for update`;
+  const outcome = (p: Promise<unknown>) => p.then(() => 'ok', (error: { code?: string; message: string }) => `${error.code}: ${error.message}`);
+  const grouping = outcome(group(sql));
+  await lockWaiters(sql, 1);
+  const inbound = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
+  // Both events again, second first, without an ICN: unprocessable copies of stored pending events.
+  const replay = outcome(ingestDispenses(sql, inbound, [
+    { ...cmopDispense(icn(1), '1000002', 'TY'), patientIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
+    { ...cmopDispense(icn(1), '1000001', 'TX'), patientIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
+  ]));
+  await lockWaiters(sql, 2);
+  await blocker`commit`;
+  t.same({ grouping: await grouping, replay: await replay }, { grouping: 'ok', replay: 'ok' });
+  const rows = await sql`select state from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => r.state), ['grouped', 'grouped'], 'the run grouped both; the replay changed nothing');
+});
