@@ -21,6 +21,9 @@
 -- grouping deleted was committed before it, and an ingest that comes after the delete makes the
 -- veteran a new draft.
 
+-- No dispense is written while the pending ones get their drafts, until the constraint holds.
+lock table medication_dispense in share row exclusive mode;
+
 create table tracking_email_draft (
   id uuid primary key default time_ordered_uuid(),   -- the id of the tracking email it becomes
   patient_icn text not null unique,
@@ -63,6 +66,37 @@ begin
   return null;
 end
 $$;
+
+-- While instances of the version before drafts run beside this one (a rolling deployment), their
+-- ingest writes pending dispenses that name no draft: this trigger gives each its veteran's
+-- draft, as this version's ingest does. This version's inserts never meet its WHEN condition, so
+-- all they pay is the test. (A BEFORE UPDATE trigger would cover the earlier version's
+-- corrections and exclusions too, but Postgres locks every row an UPDATE changes before it tests
+-- such a trigger's condition, grouping's heap-only updates included. So during the deployment
+-- an earlier instance's correction of an unprocessable dispense is refused by
+-- medication_dispense_pending_draft, its body kept with the error, and its exclusion at cut-over
+-- by the reference check; this version's instances do both.) A later migration drops it, once no
+-- earlier instance is left.
+create function dispense_draft_for_earlier_version() returns trigger
+language plpgsql as $$
+begin
+  insert into tracking_email_draft as r (patient_icn) values (new.patient_icn)
+  on conflict (patient_icn) do update set last_arrival_at = excluded.last_arrival_at
+  returning r.id into new.tracking_email_id;
+  return new;
+end
+$$;
+
+create trigger medication_dispense_pending_without_draft
+  before insert on medication_dispense
+  for each row when (new.state = 'pending' and new.tracking_email_id is null and new.patient_icn is not null)
+  execute function dispense_draft_for_earlier_version();
+
+-- A pending dispense without an ICN could never be emailed: ingest keeps such a dispense as
+-- unprocessable, and so does this.
+update medication_dispense
+   set state = 'unprocessable', state_reason = 'no patient ICN (found pending when drafts were introduced)', updated_at = now()
+ where state = 'pending' and patient_icn is null;
 
 -- The pending dispenses stored before drafts existed get theirs.
 insert into tracking_email_draft (patient_icn, first_arrival_at, last_arrival_at)

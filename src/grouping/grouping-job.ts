@@ -66,7 +66,7 @@ function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, s
     // off: the grouping statement's estimated cost is far above jit_above_cost, so Postgres
     // compiled it to machine code on every run, about 0.1 s of a run that takes well under a second.
     await planForWorkInProgress(tx);
-    const dispensesExcluded = config.DELIVERY_START_AT ? await excludeShippedBefore(tx, config.DELIVERY_START_AT, partition) : 0;
+    const excluded = config.DELIVERY_START_AT ? await excludeShippedBefore(tx, config.DELIVERY_START_AT, partition) : 0;
     const parameters = {
       quietMinutes: config.GROUPING_QUIET_MINUTES,
       maxWaitMinutes: config.GROUPING_MAX_WAIT_MINUTES,
@@ -74,10 +74,11 @@ function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, s
       includeDrugNames: config.EMAIL_INCLUDE_DRUG_NAMES,
       emailState: config.DELIVERY_MODE === 'shadow' ? 'shadowed' : 'queued',
       partition,
+      deliveryStartAt: config.DELIVERY_START_AT ?? null,
     } as const;
     const drafts = await takeReadyDrafts(tx, parameters);
     const grouped = await groupDrafts(tx, drafts, parameters);
-    return { ...grouped, dispensesExcluded, filled: drafts.length >= share };
+    return { ...grouped, dispensesExcluded: excluded + grouped.dispensesExcluded, filled: drafts.length >= share };
   });
 }
 

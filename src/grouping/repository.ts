@@ -15,6 +15,8 @@ export interface GroupingParameters {
   /** 'queued' to send, 'shadowed' to only record what would be sent. */
   emailState: 'queued' | 'shadowed';
   partition: VeteranPartition;
+  /** DELIVERY_START_AT: dispenses shipped before it are MHV's to email, never grouped here. */
+  deliveryStartAt: Date | null;
 }
 
 /**
@@ -25,20 +27,34 @@ function inPartition(sql: SqlHandle, icn: 'r.patient_icn', partition: VeteranPar
   return sql`(hashtext(${sql.unsafe(icn)}) & 2147483647) % ${partition.count} = ${partition.index}`;
 }
 
+/** Whether dispense `d` shipped before the cut-over instant (false when there is none). */
+function shippedBefore(sql: SqlHandle, startAt: Date | null) {
+  return sql`coalesce(coalesce(d.shipped_at, d.dispensed_at, d.created_at) < ${startAt}::timestamptz, false)`;
+}
+
+const ExcludedReason = 'shipped before DELIVERY_START_AT (MHV sends these)';
+
 /**
  * Dispenses shipped before the cut-over instant belong to MHV's own emails: set them aside (they stay
  * visible, with the reason) so that they are never grouped here. They no longer name their draft,
  * whose id becomes an email's; a draft left with no pending dispense is deleted by grouping.
+ *
+ * Only through drafts it locks, passing by those another transaction holds: an ingest (its
+ * dispenses wait for the next run), or a grouping run of an instance whose partitions overlap
+ * this one's, which excludes them itself ({@link groupDrafts}), so that no dispense is both
+ * excluded and listed in an email. Every run reads the drafts of the partition, and their
+ * dispenses, which is pending work, never history.
  */
 export async function excludeShippedBefore(sql: SqlHandle, startAt: Date, partition: VeteranPartition): Promise<number> {
   const rows = await sql`
     update medication_dispense d
-       set state = 'excluded', state_reason = 'shipped before DELIVERY_START_AT (MHV sends these)',
-           tracking_email_id = null, updated_at = now()
-      from tracking_email_draft r
-     where d.tracking_email_id = r.id and d.state = 'pending'
-       and coalesce(d.shipped_at, d.dispensed_at, d.created_at) < ${startAt}
-       and ${inPartition(sql, 'r.patient_icn', partition)}
+       set state = 'excluded', state_reason = ${ExcludedReason}, tracking_email_id = null, updated_at = now()
+      from (select r.id from tracking_email_draft r
+             where ${inPartition(sql, 'r.patient_icn', partition)}
+               and exists (select 1 from medication_dispense d
+                            where d.tracking_email_id = r.id and d.state = 'pending' and ${shippedBefore(sql, startAt)})
+               for update of r skip locked) r
+     where d.tracking_email_id = r.id and d.state = 'pending' and ${shippedBefore(sql, startAt)}
     returning d.id`;
   return rows.length;
 }
@@ -90,15 +106,15 @@ export async function takeReadyDrafts(sql: SqlHandle, p: GroupingParameters): Pr
 export async function groupDrafts(
   sql: SqlHandle,
   draftIds: readonly string[],
-  p: Pick<GroupingParameters, 'includeDrugNames' | 'emailState'>,
-): Promise<{ emailsCreated: number; dispensesGrouped: number }> {
-  if (draftIds.length === 0) return { emailsCreated: 0, dispensesGrouped: 0 };
-  const [result] = await sql<{ emails_created: number; dispenses_grouped: number }[]>`
+  p: Pick<GroupingParameters, 'includeDrugNames' | 'emailState' | 'deliveryStartAt'>,
+): Promise<{ emailsCreated: number; dispensesGrouped: number; dispensesExcluded: number }> {
+  if (draftIds.length === 0) return { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0 };
+  const [result] = await sql<{ emails_created: number; dispenses_grouped: number; dispenses_excluded: number }[]>`
     with claimed as (
       select d.tracking_email_id as email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
              d.carrier, d.tracking_number, coalesce(d.shipped_at, d.dispensed_at, d.created_at) as shipped_at
         from medication_dispense d
-       where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending'
+       where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending' and not ${shippedBefore(sql, p.deliveryStartAt)}
     ),
     packages as (
       -- A package's carrier is the one its fills name: fills of one package can come in different
@@ -138,11 +154,22 @@ export async function groupDrafts(
       returning id
     ),
     grouped as (
+      -- A dispense shipped before the cut-over that arrived after this run's exclusion is set aside
+      -- here; for every other one, the tracking email id stays what it was, so the update is HOT.
       update medication_dispense d
-         set state = 'grouped', updated_at = now()
+         set state = case when ${shippedBefore(sql, p.deliveryStartAt)} then 'excluded' else 'grouped' end,
+             state_reason = case when ${shippedBefore(sql, p.deliveryStartAt)} then ${ExcludedReason} else d.state_reason end,
+             tracking_email_id = case when ${shippedBefore(sql, p.deliveryStartAt)} then null else d.tracking_email_id end,
+             updated_at = now()
        where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending'
-      returning d.id
+      returning d.state
     )
-    select (select count(*) from inserted)::int as emails_created, (select count(*) from grouped)::int as dispenses_grouped`;
-  return { emailsCreated: result?.emails_created ?? 0, dispensesGrouped: result?.dispenses_grouped ?? 0 };
+    select (select count(*) from inserted)::int as emails_created,
+           (select count(*) from grouped where state = 'grouped')::int as dispenses_grouped,
+           (select count(*) from grouped where state = 'excluded')::int as dispenses_excluded`;
+  return {
+    emailsCreated: result?.emails_created ?? 0,
+    dispensesGrouped: result?.dispenses_grouped ?? 0,
+    dispensesExcluded: result?.dispenses_excluded ?? 0,
+  };
 }

@@ -133,7 +133,8 @@ t.test('pending dispenses stored before drafts existed get their veterans\' draf
            ('521', '2', 0, '1ZB', '1012345678V123456', 'pending', null, now() - interval '30 minutes'),
            ('521', '3', 0, '1ZB', '1012345678V123456', 'pending', null, now() - interval '20 minutes'),
            ('521', '4', 0, '1ZC', '1098765432V654321', 'pending', null, now() - interval '10 minutes'),
-           ('521', '5', 0, '1ZD', null, 'unprocessable', null, now())`;
+           ('521', '5', 0, '1ZD', null, 'unprocessable', null, now()),
+           ('521', '6', 0, '1ZE', null, 'pending', null, now())`;
   t.same((await migrate(db)).map((m) => m.version)[0], 19);
 
   const drafts = await db<{ patient_icn: string; first: number; last: number; dispenses: number }[]>`
@@ -145,8 +146,47 @@ t.test('pending dispenses stored before drafts existed get their veterans\' draf
     { patient_icn: '1012345678V123456', first: 30, last: 20, dispenses: 2 },
     { patient_icn: '1098765432V654321', first: 10, last: 10, dispenses: 1 },
   ], 'one draft a veteran with pending dispenses, spanning their arrivals');
-  const others = await db`select rx_number, tracking_email_id from medication_dispense where state <> 'pending' order by rx_number`;
-  t.same(others.map((r) => [r.rx_number, r.tracking_email_id]), [['1', email!.id], ['5', null]], 'other dispenses are left as they were');
+  const others = await db`select rx_number, state, tracking_email_id from medication_dispense where state <> 'pending' order by rx_number`;
+  t.same(others.map((r) => [r.rx_number, r.state, r.tracking_email_id]), [['1', 'grouped', email!.id], ['5', 'unprocessable', null], ['6', 'unprocessable', null]],
+    'other dispenses are left as they were; a pending one without an ICN is unprocessable, as ingest keeps it');
   const [table] = await db<{ options: string[] }[]>`select reloptions as options from pg_class where relname = 'medication_dispense'`;
   t.same(table!.options, ['fillfactor=50']);
+});
+
+// A rolling deployment runs the version before drafts beside this one for a while: its ingest
+// writes pending dispenses naming no draft, which the database gives their veterans' drafts.
+// Its correction of an unprocessable dispense, and its exclusion of a pending one, are refused
+// rather than leave a dispense that no grouping would find or that names a draft.
+t.test('the version before drafts, running beside this one, never leaves a pending dispense without its draft', async (t) => {
+  const { sql } = await testDatabase(t);
+  const [body] = await sql<{ id: number }[]>`
+    insert into inbound_message (content_type, body) values ('application/json', '[]') returning id`;
+  const earlierInsert = (rx: string, icn: string | null, state = 'pending') => sql`
+    insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, state, inbound_message_id)
+    values ('521', ${rx}, 0, ${'1Z' + rx}, ${icn}, ${state}, ${body!.id})
+    on conflict (station_number, rx_number, fill_number, tracking_number) do update
+      set patient_icn = excluded.patient_icn, state = excluded.state
+      where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'`;
+  await earlierInsert('1', '1012345678V123456');
+  await earlierInsert('2', '1012345678V123456');
+  await earlierInsert('3', '1098765432V654321');
+  await earlierInsert('4', null, 'unprocessable');
+  const rows = await sql<{ rx_number: string; state: string; draft_icn: string | null }[]>`
+    select d.rx_number, d.state, r.patient_icn as draft_icn
+      from medication_dispense d left join tracking_email_draft r on r.id = d.tracking_email_id order by d.rx_number`;
+  t.same(rows, [
+    { rx_number: '1', state: 'pending', draft_icn: '1012345678V123456' },
+    { rx_number: '2', state: 'pending', draft_icn: '1012345678V123456' },
+    { rx_number: '3', state: 'pending', draft_icn: '1098765432V654321' },
+    { rx_number: '4', state: 'unprocessable', draft_icn: null },
+  ], 'the earlier version\'s new pending dispenses name their veterans\' drafts');
+  const [drafts] = await sql<{ count: number }[]>`select count(*)::int as count from tracking_email_draft`;
+  t.equal(drafts!.count, 2, 'one draft a veteran');
+
+  await t.rejects(earlierInsert('4', '1055555555V111222'), { code: '23514', constraint_name: 'medication_dispense_pending_draft' },
+    'the earlier version\'s correction is refused');
+  await t.rejects(sql`update medication_dispense set state = 'excluded', state_reason = 'shipped before DELIVERY_START_AT' where rx_number = '1'`,
+    { code: '23503' }, 'the earlier version\'s exclusion is refused');
+  const states = await sql`select state from medication_dispense order by rx_number`;
+  t.same(states.map((r) => r.state), ['pending', 'pending', 'pending', 'unprocessable'], 'both left the dispenses as they were');
 });

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { groupReadyVeterans, runGrouping } from '../../src/grouping/grouping-job.ts';
+import { groupDrafts, takeReadyDrafts } from '../../src/grouping/repository.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { connect } from '../../src/db/connect.ts';
@@ -408,4 +409,25 @@ t.test('a replay naming a veteran\'s pending events without their ICN waits for 
   t.same({ grouping: await grouping, replay: await replay }, { grouping: 'ok', replay: 'ok' });
   const rows = await sql`select state from medication_dispense order by rx_number`;
   t.same(rows.map((r) => r.state), ['grouped', 'grouped'], 'the run grouped both; the replay changed nothing');
+});
+
+t.test('a dispense shipped before DELIVERY_START_AT that the run\'s exclusion did not see is set aside when its draft is grouped', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', shipped_at: new Date('2026-06-01T11:59:59Z') },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2', shipped_at: new Date('2026-06-01T12:00:00Z') },
+  ]);
+  // As if it committed between the run's exclusion and its taking of the drafts.
+  const parameters = {
+    quietMinutes: 60, maxWaitMinutes: 240, batchSize: 10, includeDrugNames: false, emailState: 'queued' as const,
+    partition: { index: 0, count: 1 }, deliveryStartAt: new Date('2026-06-01T12:00:00Z'),
+  };
+  const result = await sql.begin(async (tx) => groupDrafts(tx, await takeReadyDrafts(tx, parameters), parameters));
+  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1 });
+  const rows = await sql`select rx_number, state, state_reason, tracking_email_id is null as unnamed from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.state, r.unnamed]), [['1000001', 'excluded', true], ['1000002', 'grouped', false]]);
+  t.match(rows[0]!.state_reason, /DELIVERY_START_AT/);
+  const [email] = await sql`select prescription_count, personalisation from tracking_email`;
+  t.equal(email!.prescription_count, 1);
+  t.notMatch(email!.personalisation.tracking_info, /T1/);
 });

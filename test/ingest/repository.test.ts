@@ -70,7 +70,7 @@ t.test('a pending dispense must name a stored draft, a grouped one a stored trac
     { code: '23503', message: `medication_dispense names tracking email draft ${missing}, which is not stored` },
   );
   await t.rejects(
-    sql`update medication_dispense set tracking_email_id = null where rx_number = '1'`,
+    sql`update medication_dispense set tracking_email_id = null, patient_icn = null where rx_number = '1'`,
     { code: '23514', constraint_name: 'medication_dispense_pending_draft' },
     'a pending dispense names a draft',
   );
