@@ -20,11 +20,11 @@ export interface GroupingParameters {
 }
 
 /**
- * Whether an ICN falls in the partition. The hash is the server's (`hashtext`), so every instance
- * agrees on which veteran is whose.
+ * Whether draft `r`'s veteran falls in the partition. The hash is the server's (`hashtext`), so
+ * every instance agrees on which veteran is whose.
  */
-function inPartition(sql: SqlHandle, icn: 'r.patient_icn', partition: VeteranPartition) {
-  return sql`(hashtext(${sql.unsafe(icn)}) & 2147483647) % ${partition.count} = ${partition.index}`;
+function inPartition(sql: SqlHandle, partition: VeteranPartition) {
+  return sql`(hashtext(r.patient_icn) & 2147483647) % ${partition.count} = ${partition.index}`;
 }
 
 /** Whether dispense `d` shipped before the cut-over instant (false when there is none). */
@@ -50,7 +50,7 @@ export async function excludeShippedBefore(sql: SqlHandle, startAt: Date, partit
     update medication_dispense d
        set state = 'excluded', state_reason = ${ExcludedReason}, tracking_email_id = null, updated_at = now()
       from (select r.id from tracking_email_draft r
-             where ${inPartition(sql, 'r.patient_icn', partition)}
+             where ${inPartition(sql, partition)}
                and exists (select 1 from medication_dispense d
                             where d.tracking_email_id = r.id and d.state = 'pending' and ${shippedBefore(sql, startAt)})
                for update of r skip locked) r
@@ -75,7 +75,7 @@ export async function takeReadyDrafts(sql: SqlHandle, p: GroupingParameters): Pr
     delete from tracking_email_draft
      where id in (
        select r.id from tracking_email_draft r
-        where ${inPartition(sql, 'r.patient_icn', p.partition)}
+        where ${inPartition(sql, p.partition)}
           and (r.last_arrival_at <= now() - make_interval(mins => ${p.quietMinutes})
                or r.first_arrival_at <= now() - make_interval(mins => ${p.maxWaitMinutes}))
         order by r.first_arrival_at

@@ -141,6 +141,9 @@ export function dispenseRows(dispenses: readonly DispenseRecord[]): DispenseRows
   };
 }
 
+/** Positions in {@link DispenseRows.columns} of the columns read on their own. */
+const ColumnAt = { stationNumber: 0, rxNumber: 1, fillNumber: 2, trackingNumber: 3, patientIcn: 10, state: 13 } as const;
+
 export interface StoredDispenses {
   /** Rows this statement created or corrected. */
   stored: number;
@@ -220,15 +223,16 @@ function dispenseSource(sql: SqlHandle, inboundMessageId: number, rows: Dispense
       dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, position)`;
 }
 
-const insertedColumns = `station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
-      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, inbound_message_id, tracking_email_id`;
+/** The columns {@link dispenseSource} gives, in the order the insert statements write them. */
+const sourceColumns = ['station_number', 'rx_number', 'fill_number', 'tracking_number', 'carrier', 'drug_name', 'ndc', 'quantity',
+  'dispensed_at', 'shipped_at', 'patient_icn', 'mhv_correlation_id', 'message_control_id', 'state', 'state_reason', 'inbound_message_id'];
+const insertedColumns = [...sourceColumns, 'tracking_email_id'].join(', ');
+const draftedColumns = sourceColumns.map((name) => `s.${name}`).join(', ');
 
 /** The body's rows with their drafts (`drafts`: id and patient_icn), in the order given. */
 function draftedSource(sql: SqlHandle, drafts: string) {
   return sql`
-    select s.station_number, s.rx_number, s.fill_number, s.tracking_number, s.carrier, s.drug_name, s.ndc, s.quantity,
-           s.dispensed_at, s.shipped_at, s.patient_icn, s.mhv_correlation_id, s.message_control_id, s.state, s.state_reason,
-           s.inbound_message_id, r.id
+    select ${sql.unsafe(draftedColumns)}, r.id
       from source s left join ${sql.unsafe(drafts)} r on s.state = 'pending' and r.patient_icn = s.patient_icn
      order by s.position`;
 }
@@ -267,20 +271,6 @@ async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows
     select pg_notify('dispense_pending', '') where ${rows.byState.pending > 0}`;
 }
 
-/**
- * The same rows, each conflict with a stored event resolved: left alone, or taken as the correction
- * of an unprocessable one. RETURNING lists only the rows this statement created or corrected, so
- * the rest are the duplicates. The conflict rule is also {@link corrects}, for copies in one body:
- * the two change together.
- *
- * A conflict locks the stored dispense, also when it is left alone, and grouping updates the
- * pending dispenses of the drafts it took. So the drafts of every veteran of the body's pending
- * rows, and of the stored pending dispenses it names, are created or locked first, in a statement
- * of their own: either grouping took a draft
- * first (and this waits for it before it touches a dispense), or this holds the draft and
- * grouping passes it by. Only the drafts of rows this stores have their newest arrival moved to
- * now: a replayed body does not hold back its veterans' emails.
- */
 const DeadlockAttempts = 3;
 
 /**
@@ -298,19 +288,35 @@ async function inOwnTransaction<T>(sql: Sql, work: (tx: SqlHandle) => Promise<T>
   }
 }
 
+/**
+ * The same rows, each conflict with a stored event resolved: left alone, or taken as the correction
+ * of an unprocessable one. RETURNING lists only the rows this statement created or corrected, so
+ * the rest are the duplicates. The conflict rule is also {@link corrects}, for copies in one body:
+ * the two change together.
+ *
+ * A conflict locks the stored dispense, also when it is left alone, and grouping updates the
+ * pending dispenses of the drafts it took. So the drafts of every veteran of the body's pending
+ * rows, and of the stored pending dispenses it names, are created or locked first, in a statement
+ * of their own: either grouping took a draft first (and this waits for it before it touches a
+ * dispense), or this holds the draft and grouping passes it by. Only the drafts of rows this
+ * stores have their newest arrival moved to now: a replayed body does not hold back its veterans'
+ * emails.
+ */
 async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<StoredDispenses> {
+  const column = (at: number) => rows.columns[at]!;
   const store = async (tx: SqlHandle) => {
     await tx`
       insert into tracking_email_draft as r (patient_icn)
       select patient_icn from (
         select d.patient_icn
-          from unnest(${rows.columns[10]!}::text[], ${rows.columns[13]!}::text[]) as d (patient_icn, state)
+          from unnest(${column(ColumnAt.patientIcn)}::text[], ${column(ColumnAt.state)}::text[]) as d (patient_icn, state)
          where d.state = 'pending'
         union
         -- The veterans of the stored pending dispenses the body names, under whatever ICN or state
         -- its copies carry: the conflict clause locks those dispenses too.
         select m.patient_icn
-          from unnest(${rows.columns[0]!}::text[], ${rows.columns[1]!}::text[], ${rows.columns[2]!}::text[], ${rows.columns[3]!}::text[])
+          from unnest(${column(ColumnAt.stationNumber)}::text[], ${column(ColumnAt.rxNumber)}::text[],
+                      ${column(ColumnAt.fillNumber)}::text[], ${column(ColumnAt.trackingNumber)}::text[])
                  as k (station_number, rx_number, fill_number, tracking_number)
           join medication_dispense m
             on m.station_number = k.station_number and m.rx_number = k.rx_number
