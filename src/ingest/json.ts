@@ -3,7 +3,7 @@
 // bad event does not cost the good ones; every problem is reported with its index and field.
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { daysInMonth, IcnPattern, normaliseCarrier, type DispenseRecord } from './dispense.ts';
+import { daysInMonth, FieldLimits, IcnPattern, normaliseCarrier, type DispenseRecord } from './dispense.ts';
 
 const Instant = (description: string) =>
   Type.String({
@@ -16,23 +16,23 @@ const Text = (maxLength: number, description: string) => Type.String({ minLength
 
 export const DispenseEvent = Type.Object(
   {
-    messageId: Type.Optional(Text(200, "the producer's id of this event, kept for tracing")),
-    stationNumber: Type.String({ pattern: '^[0-9A-Za-z]{1,10}$', description: 'VA station number, e.g. 521' }),
+    messageId: Type.Optional(Text(FieldLimits.messageControlId, "the producer's id of this event, kept for tracing")),
+    stationNumber: Type.String({ pattern: `^[0-9A-Za-z]{1,${FieldLimits.stationNumber}}$`, description: 'VA station number, e.g. 521' }),
     patient: Type.Object({
       icn: Type.String({ pattern: IcnPattern, description: 'ICN, e.g. 1012345678V123456' }),
-      mhvCorrelationId: Type.Optional(Text(40, 'MHV correlation id, needed for the Account Activity Log')),
+      mhvCorrelationId: Type.Optional(Text(FieldLimits.mhvCorrelationId, 'MHV correlation id, needed for the Account Activity Log')),
     }),
     prescription: Type.Object({
-      rxNumber: Text(40, 'Rx number'),
+      rxNumber: Text(FieldLimits.rxNumber, 'Rx number'),
       fillNumber: Type.Integer({ minimum: 0, maximum: 9999, description: '0 for the original fill' }),
-      drugName: Type.Optional(Text(200, 'drug print name')),
+      drugName: Type.Optional(Text(FieldLimits.drugName, 'drug print name')),
       ndc: Type.Optional(Type.String({ pattern: '^[0-9]{4,5}-?[0-9]{3,4}-?[0-9]{1,2}$', description: 'NDC, 10 or 11 digits' })),
       quantity: Type.Optional(Type.Number({ minimum: 0 })),
     }),
     dispensedAt: Type.Optional(Instant('when the fill was dispensed')),
     shippedAt: Type.Optional(Instant('when the package shipped')),
-    carrier: Type.Optional(Type.String({ maxLength: 40, description: 'UPS, USPS, FEDEX, DHL; blank or absent means unknown (UNK)' })),
-    trackingNumber: Text(60, 'package tracking number'),
+    carrier: Type.Optional(Type.String({ maxLength: FieldLimits.carrier, description: 'UPS, USPS, FEDEX, DHL; blank or absent means unknown (UNK)' })),
+    trackingNumber: Text(FieldLimits.trackingNumber, 'package tracking number'),
   },
   { $id: 'DispenseEvent', description: 'one CMOP medication dispense, already parsed' },
 );
