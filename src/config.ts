@@ -58,6 +58,12 @@ export const ConfigSchema = Type.Object({
   GROUPING_BATCH_SIZE: Integer({ default: 5000, minimum: 1, description: 'patients grouped per grouping run at most' }),
   GROUPING_CONCURRENCY: Integer({ default: 2, minimum: 1, maximum: 8, description: "a grouping run's transactions at once, each for a share of the patients by ICN hash (the same on every instance)" }),
   EMAIL_INCLUDE_DRUG_NAMES: Bool(false, 'list drug names in the email (PHI; off by default)'),
+  EMAIL_MAX_PACKAGES_LISTED: Integer({
+    default: 50,
+    minimum: 1,
+    maximum: 100,
+    description: 'packages one email lists at most (each with up to 20 prescriptions); the rest are counted ("and N more packages"), so the email stays under VA Notify\'s 1 MiB',
+  }),
   DELIVERY_MODE: Type.Union(DeliveryModes.map((m) => Type.Literal(m)), {
     default: 'live',
     description: 'live sends through VA Notify; shadow groups and records what would be sent; off only ingests',

@@ -72,6 +72,7 @@ function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, s
       maxWaitMinutes: config.GROUPING_MAX_WAIT_MINUTES,
       batchSize: share,
       includeDrugNames: config.EMAIL_INCLUDE_DRUG_NAMES,
+      maxPackagesListed: config.EMAIL_MAX_PACKAGES_LISTED,
       emailState: config.DELIVERY_MODE === 'shadow' ? 'shadowed' : 'queued',
       partition,
       deliveryStartAt: config.DELIVERY_START_AT ?? null,

@@ -12,6 +12,8 @@ export interface GroupingParameters {
   maxWaitMinutes: number;
   batchSize: number;
   includeDrugNames: boolean;
+  /** EMAIL_MAX_PACKAGES_LISTED (50 when not given): the packages after these are counted, not listed. */
+  maxPackagesListed?: number;
   /** 'queued' to send, 'shadowed' to only record what would be sent. */
   emailState: 'queued' | 'shadowed';
   partition: VeteranPartition;
@@ -31,6 +33,13 @@ function inPartition(sql: SqlHandle, partition: VeteranPartition) {
 function shippedBefore(sql: SqlHandle, startAt: Date | null) {
   return sql`coalesce(coalesce(d.shipped_at, d.dispensed_at, d.created_at) < ${startAt}::timestamptz, false)`;
 }
+
+/**
+ * Prescriptions one package lists at most. With EMAIL_MAX_PACKAGES_LISTED at its maximum (100), the
+ * longest email is about 100 × (a 250-character heading + 20 × a 430-character line: a 200-character
+ * drug name, every character escaped), some 900 kB: under VA Notify's 1 MiB request body.
+ */
+const MaxPrescriptionsListed = 20;
 
 const ExcludedReason = 'shipped before DELIVERY_START_AT (MHV sends these)';
 
@@ -106,13 +115,15 @@ export async function takeReadyDrafts(sql: SqlHandle, p: GroupingParameters): Pr
 export async function groupDrafts(
   sql: SqlHandle,
   draftIds: readonly string[],
-  p: Pick<GroupingParameters, 'includeDrugNames' | 'emailState' | 'deliveryStartAt'>,
+  p: Pick<GroupingParameters, 'includeDrugNames' | 'emailState' | 'deliveryStartAt' | 'maxPackagesListed'>,
 ): Promise<{ emailsCreated: number; dispensesGrouped: number; dispensesExcluded: number }> {
   if (draftIds.length === 0) return { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0 };
+  const maxPackages = p.maxPackagesListed ?? 50;
   const [result] = await sql<{ emails_created: number; dispenses_grouped: number; dispenses_excluded: number }[]>`
     with claimed as (
       select d.tracking_email_id as email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
-             d.carrier, d.tracking_number, coalesce(d.shipped_at, d.dispensed_at, d.created_at) as shipped_at
+             d.carrier, d.tracking_number, coalesce(d.shipped_at, d.dispensed_at, d.created_at) as shipped_at,
+             row_number() over (partition by d.tracking_email_id, d.tracking_number order by d.rx_number, d.fill_number) as line
         from medication_dispense d
        where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending' and not ${shippedBefore(sql, p.deliveryStartAt)}
     ),
@@ -126,7 +137,14 @@ export async function groupDrafts(
              count(*) as prescriptions, max(mhv_correlation_id) as mhv_correlation_id, array_agg(id) as dispense_ids,
              package_heading(coalesce(min(carrier) filter (where carrier <> 'UNK'), 'UNK'), tracking_number) || E'\n' ||
                string_agg(prescription_line(rx_number, drug_name, ${p.includeDrugNames}), E'\n'
-                          order by rx_number, fill_number) as block
+                          order by rx_number, fill_number) filter (where line <= ${MaxPrescriptionsListed}) ||
+               case when count(*) > ${MaxPrescriptionsListed}
+                    then E'\n- and ' || (count(*) - ${MaxPrescriptionsListed}) || ' more prescription' ||
+                         case when count(*) - ${MaxPrescriptionsListed} = 1 then '' else 's' end
+                    else '' end as block,
+             -- One email lists a veteran's first packages and counts the rest: a body VA Notify
+             -- refuses (over 1 MiB: 20,000 packages made one) would leave the veteran no email.
+             row_number() over (partition by email_id order by min(shipped_at), tracking_number) as rank
         from claimed
        group by email_id, patient_icn, tracking_number
     ),
@@ -135,7 +153,11 @@ export async function groupDrafts(
              max(mhv_correlation_id) as mhv_correlation_id,
              count(*)::int as package_count,
              sum(prescriptions)::int as prescription_count,
-             string_agg(block, E'\n\n' order by first_shipped_at, tracking_number) as tracking_info,
+             string_agg(block, E'\n\n' order by first_shipped_at, tracking_number) filter (where rank <= ${maxPackages}) ||
+               case when count(*) > ${maxPackages}
+                    then E'\n\nand ' || (count(*) - ${maxPackages}) || ' more package' ||
+                         case when count(*) - ${maxPackages} = 1 then '' else 's' end
+                    else '' end as tracking_info,
              max(last_shipped_at) as last_shipped_at
         from packages
        group by email_id, patient_icn

@@ -25,6 +25,23 @@ export interface DispenseRecord {
   stateReason: string | null;
 }
 
+/**
+ * The longest value each stored text field may hold, whichever feed it came on: the key's values
+ * must fit the unique index on (station, Rx number, fill, tracking number) (Postgres refuses a key
+ * over about 2,700 bytes, and the whole statement with it), and every value must stay readable in
+ * an email. The JSON schema and the HL7 reader both refuse a longer value, event by event.
+ */
+export const FieldLimits = {
+  stationNumber: 10,
+  rxNumber: 40,
+  trackingNumber: 60,
+  carrier: 40,
+  drugName: 200,
+  mhvCorrelationId: 40,
+  messageControlId: 200,
+  stateReason: 500,
+} as const;
+
 /** Ten digits, `V`, six-digit checksum: the VA's Integration Control Number. */
 export const IcnPattern = '^[0-9]{10}V[0-9]{6}$';
 const icn = new RegExp(IcnPattern);

@@ -20,7 +20,7 @@
 // the message over: segments end at CR, LF, CRLF or an MLLP frame byte only, so it is now read as
 // text.
 import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
-import { daysInMonth, isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
+import { daysInMonth, FieldLimits, isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
 export { readEncoding, standardEncoding, type Hl7Encoding };
 
@@ -265,13 +265,16 @@ interface PatientIdentifiers {
   icn: string | null;
   mhvCorrelationId: string | null;
   icnProblem: string | null;
+  /** Why the message's dispenses cannot be stored as sent: an identifier longer than it may be. */
+  tooLong: string | null;
 }
 
 function readPatient(pid: Hl7Segment | undefined): PatientIdentifiers {
-  if (pid === undefined) return { icn: null, mhvCorrelationId: null, icnProblem: 'no PID segment, so no ICN' };
+  if (pid === undefined) return { icn: null, mhvCorrelationId: null, icnProblem: 'no PID segment, so no ICN', tooLong: null };
   let icn: string | null = null;
   let malformedIcn = false;
   let mhvCorrelationId: string | null = null;
+  let tooLong: string | null = null;
   for (let rep = 1, count = pid.repetitionCount(3); rep <= count; rep++) {
     const id = pid.value(3, 1, 1, rep);
     if (id === '') continue;
@@ -281,7 +284,8 @@ function readPatient(pid: Hl7Segment | undefined): PatientIdentifiers {
       if (isIcn(id)) icn ??= id;
       else malformedIcn = true;
     } else if (type === 'PI' && authority === '200MHS') {
-      mhvCorrelationId ??= id;
+      if (id.length <= FieldLimits.mhvCorrelationId) mhvCorrelationId ??= id;
+      else tooLong = `PID-3 (MHV correlation id, PI/200MHS) is longer than ${FieldLimits.mhvCorrelationId} characters`;
     }
   }
   // Older CMOP orders carry the ICN in PID-17 instead of PID-3.
@@ -295,7 +299,7 @@ function readPatient(pid: Hl7Segment | undefined): PatientIdentifiers {
       ? 'the ICN in PID-3 (NI/USVHA) is not in the form 1234567890V123456'
       : 'no ICN (PID-3 with type NI and authority USVHA, or PID-17): VA Notify is addressed by ICN';
   }
-  return { icn, mhvCorrelationId, icnProblem };
+  return { icn, mhvCorrelationId, icnProblem, tooLong };
 }
 
 // ---- Station
@@ -312,7 +316,10 @@ function readStation(msh: Hl7Segment | undefined, orc: Hl7Segment | undefined, r
   const facility = value(msh, 4);
   if (stationPattern.test(facility)) return facility;
   const order = value(orc, 2).split('-');
-  if (order.length >= 2 && order[0] !== '' && /^[A-Za-z0-9]+$/.test(order[0]!) && (rxNumber === '' || order[1] === rxNumber)) {
+  if (
+    order.length >= 2 && order[0] !== '' && order[0]!.length <= FieldLimits.stationNumber && /^[A-Za-z0-9]+$/.test(order[0]!) &&
+    (rxNumber === '' || order[1] === rxNumber)
+  ) {
     return order[0]!;
   }
   return '';
@@ -413,6 +420,9 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
   if (code === '') missing.push('MSH-9 (message type)');
   if (header.controlId.trim() === '') missing.push('MSH-10 (message control id)');
   if (missing.length > 0) return reject(index, header, `${missing.join(' and ')} missing: the message is incomplete`);
+  if (value(msh, 10).length > FieldLimits.messageControlId) {
+    return { index, header, dispenses: [], errors: [`MSH-10 (message control id) is longer than ${FieldLimits.messageControlId} characters`], ack: 'AE' };
+  }
   if (!supportedMessageCodes.has(code)) {
     return reject(index, header, `message type ${header.messageType} is not a dispense message (expected RDS^R06, RDS^O13 or RRD^O14)`);
   }
@@ -458,16 +468,31 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
     const problems: string[] = [];
     if (rxNumber === '') problems.push('RXD-7 (Rx number) is missing');
     if (!/^\d{1,4}$/.test(fillText)) problems.push('RXD-1 (fill number) is missing or not a number');
+    // R06 carries the tracking number in ZR2-2; the pharmacy interface's O13/O14 in RXD-13.
+    const tracking = isR06 ? value(group.zr2, 2) || value(group.rxd, 13) : value(group.rxd, 13) || value(group.zr2, 2);
+    const carrierText = value(group.zr2, 1);
+    const drugName = value(group.rxd, 2, 2);
+    // Each value is bounded as the JSON schema bounds it (FieldLimits says why); the reason names
+    // the field, never its text.
+    const bounds: [string, string, number][] = [
+      ['RXD-7 (Rx number)', rxNumber, FieldLimits.rxNumber],
+      [isR06 ? 'ZR2-2 (tracking number)' : 'RXD-13 (tracking number)', tracking, FieldLimits.trackingNumber],
+      ['ZR2-1 (carrier)', carrierText, FieldLimits.carrier],
+      ['RXD-2.2 (drug name)', drugName, FieldLimits.drugName],
+    ];
+    for (const [field, text, limit] of bounds) {
+      if (text.length > limit) problems.push(`${field} is longer than ${limit} characters`);
+    }
+    if (patient.tooLong !== null) problems.push(patient.tooLong);
     if (problems.length > 0) {
       errors.push(where + problems.join('; '));
       return;
     }
     const orderControl = value(group.orc, 1).toUpperCase();
     const cancelled = cancelledOrderControls.has(orderControl);
-    // R06 carries the tracking number in ZR2-2; the pharmacy interface's O13/O14 in RXD-13.
-    const tracking = isR06 ? value(group.zr2, 2) || value(group.rxd, 13) : value(group.rxd, 13) || value(group.zr2, 2);
     const quantityText = value(group.rxd, 4);
-    const quantity = /^\d+(\.\d+)?$/.test(quantityText) ? Number(quantityText) : null;
+    // A quantity is a count of units: a longer number is no quantity anyone dispensed.
+    const quantity = quantityText.length <= 12 && /^\d+(\.\d+)?$/.test(quantityText) ? Number(quantityText) : null;
     const codingSystem = value(group.rxd, 2, 3).toUpperCase();
     const stationNumber = readStation(msh, group.orc, rxNumber);
 
@@ -476,8 +501,8 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
       rxNumber,
       fillNumber: Number(fillText),
       trackingNumber: tracking,
-      carrier: normaliseCarrier(value(group.zr2, 1)),
-      drugName: value(group.rxd, 2, 2) || null,
+      carrier: normaliseCarrier(carrierText),
+      drugName: drugName || null,
       ndc: codingSystem === 'NDC' ? normaliseNdc(value(group.rxd, 2, 1)) : null,
       quantity,
       dispensedAt: parseHl7Timestamp(value(group.rxd, 3), zone),
@@ -491,7 +516,8 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
     if (cancelled) {
       const reason = value(group.rxd, 9);
       dispense.state = 'cancelled';
-      dispense.stateReason = `cancelled by CMOP (ORC-1 ${orderControl})${reason === '' ? '' : `: ${reason}`}`;
+      const shown = reason.length > FieldLimits.drugName ? `${reason.slice(0, FieldLimits.drugName)}…` : reason;
+      dispense.stateReason = `cancelled by CMOP (ORC-1 ${orderControl.slice(0, 10)})${shown === '' ? '' : `: ${shown}`}`;
     } else {
       const unusable: string[] = [];
       if (patient.icnProblem) unusable.push(patient.icnProblem);

@@ -3,7 +3,7 @@
 // bad event does not cost the good ones; every problem is reported with its index and field.
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { daysInMonth, IcnPattern, normaliseCarrier, type DispenseRecord } from './dispense.ts';
+import { daysInMonth, FieldLimits, IcnPattern, normaliseCarrier, type DispenseRecord } from './dispense.ts';
 
 const Instant = (description: string) =>
   Type.String({
@@ -16,23 +16,23 @@ const Text = (maxLength: number, description: string) => Type.String({ minLength
 
 export const DispenseEvent = Type.Object(
   {
-    messageId: Type.Optional(Text(200, "the producer's id of this event, kept for tracing")),
-    stationNumber: Type.String({ pattern: '^[0-9A-Za-z]{1,10}$', description: 'VA station number, e.g. 521' }),
+    messageId: Type.Optional(Text(FieldLimits.messageControlId, "the producer's id of this event, kept for tracing")),
+    stationNumber: Type.String({ pattern: `^[0-9A-Za-z]{1,${FieldLimits.stationNumber}}$`, description: 'VA station number, e.g. 521' }),
     patient: Type.Object({
       icn: Type.String({ pattern: IcnPattern, description: 'ICN, e.g. 1012345678V123456' }),
-      mhvCorrelationId: Type.Optional(Text(40, 'MHV correlation id, needed for the Account Activity Log')),
+      mhvCorrelationId: Type.Optional(Text(FieldLimits.mhvCorrelationId, 'MHV correlation id, needed for the Account Activity Log')),
     }),
     prescription: Type.Object({
-      rxNumber: Text(40, 'Rx number'),
+      rxNumber: Text(FieldLimits.rxNumber, 'Rx number'),
       fillNumber: Type.Integer({ minimum: 0, maximum: 9999, description: '0 for the original fill' }),
-      drugName: Type.Optional(Text(200, 'drug print name')),
+      drugName: Type.Optional(Text(FieldLimits.drugName, 'drug print name')),
       ndc: Type.Optional(Type.String({ pattern: '^[0-9]{4,5}-?[0-9]{3,4}-?[0-9]{1,2}$', description: 'NDC, 10 or 11 digits' })),
       quantity: Type.Optional(Type.Number({ minimum: 0 })),
     }),
     dispensedAt: Type.Optional(Instant('when the fill was dispensed')),
     shippedAt: Type.Optional(Instant('when the package shipped')),
-    carrier: Type.Optional(Type.String({ maxLength: 40, description: 'UPS, USPS, FEDEX, DHL; blank or absent means unknown (UNK)' })),
-    trackingNumber: Text(60, 'package tracking number'),
+    carrier: Type.Optional(Type.String({ maxLength: FieldLimits.carrier, description: 'UPS, USPS, FEDEX, DHL; blank or absent means unknown (UNK)' })),
+    trackingNumber: Text(FieldLimits.trackingNumber, 'package tracking number'),
   },
   { $id: 'DispenseEvent', description: 'one CMOP medication dispense, already parsed' },
 );
@@ -142,8 +142,10 @@ export function parseJsonBody(body: string): JsonBodyResult {
   let value: unknown;
   try {
     value = JSON.parse(body);
-  } catch (error) {
-    return { kind: 'invalid', error: `the body is not valid JSON: ${error instanceof Error ? error.message : String(error)}` };
+  } catch {
+    // JSON.parse's own message quotes the body (`Unexpected token 'C', "CMOPTEST A"... is not
+    // valid JSON`), which may hold a veteran's name or identifiers: the answer says where instead.
+    return { kind: 'invalid', error: `the body is not valid JSON: ${describeSyntaxError(body)}` };
   }
   const events = Array.isArray(value) ? value : [value];
   if (events.length === 0) return { kind: 'invalid', error: 'the array holds no dispense event' };
@@ -158,4 +160,142 @@ export function parseJsonBody(body: string): JsonBodyResult {
     else dispenses.push(toDispenseRecord(event as DispenseEvent));
   });
   return { kind: 'events', received: events.length, dispenses, errors };
+}
+
+/** Where a text that JSON.parse refused stops being JSON, as line, column and character (from 1). */
+function describeSyntaxError(text: string): string {
+  const at = syntaxErrorAt(text);
+  let line = 1;
+  let lineStart = 0;
+  for (let i = 0; i < at; i++) {
+    if (text.charCodeAt(i) === 10) {
+      line++;
+      lineStart = i + 1;
+    }
+  }
+  const where = `line ${line}, column ${at - lineStart + 1}`;
+  return at >= text.length
+    ? `the body ends before the JSON does (${where}, character ${at + 1})`
+    : `unexpected character at ${where} (character ${at + 1})`;
+}
+
+const isJsonSpace = (code: number) => code === 32 || code === 9 || code === 10 || code === 13;
+const isDigit = (code: number) => code >= 48 && code <= 57;
+const isHex = (code: number) => isDigit(code) || (code >= 65 && code <= 70) || (code >= 97 && code <= 102);
+
+/**
+ * The offset of the first character at which `text` stops being JSON (RFC 8259, as JSON.parse reads
+ * it); its length when it ends too soon; -1 when it is JSON. Run only on a body JSON.parse refused;
+ * nesting is kept in an array, not on the call stack, so a deep body cannot overflow it.
+ */
+export function syntaxErrorAt(text: string): number {
+  const n = text.length;
+  const open: number[] = [];
+  let i = 0;
+  let mode: 'value' | 'key' | 'after' = 'value';
+  const skipSpace = () => {
+    while (i < n && isJsonSpace(text.charCodeAt(i))) i++;
+  };
+  /** Reads the string at text[i] ('"'); false, with i at the fault, when it is not one. */
+  const string = (): boolean => {
+    for (i++; i < n; ) {
+      const code = text.charCodeAt(i);
+      if (code === 34) {
+        i++;
+        return true;
+      }
+      if (code < 32) return false;
+      if (code !== 92) {
+        i++;
+        continue;
+      }
+      const escaped = text[i + 1];
+      if (escaped !== undefined && '"\\/bfnrt'.includes(escaped)) {
+        i += 2;
+      } else if (escaped === 'u') {
+        for (let k = 2; k < 6; k++) {
+          if (!isHex(text.charCodeAt(i + k))) {
+            i += Math.min(k, n - i);
+            return false;
+          }
+        }
+        i += 6;
+      } else {
+        i = Math.min(i + 1, n);
+        return false;
+      }
+    }
+    return false;
+  };
+  const digits = (): boolean => {
+    if (!isDigit(text.charCodeAt(i))) return false;
+    while (isDigit(text.charCodeAt(i))) i++;
+    return true;
+  };
+  const number = (): boolean => {
+    if (text[i] === '-') i++;
+    if (text[i] === '0') i++;
+    else if (!digits()) return false;
+    if (text[i] === '.') {
+      i++;
+      if (!digits()) return false;
+    }
+    if (text[i] === 'e' || text[i] === 'E') {
+      i++;
+      if (text[i] === '+' || text[i] === '-') i++;
+      if (!digits()) return false;
+    }
+    return true;
+  };
+  for (;;) {
+    skipSpace();
+    if (mode === 'after') {
+      if (open.length === 0) return i < n ? i : -1;
+      const closer = open.at(-1) === 123 ? '}' : ']';
+      if (text[i] === ',') {
+        i++;
+        mode = open.at(-1) === 123 ? 'key' : 'value';
+      } else if (text[i] === closer) {
+        i++;
+        open.pop();
+      } else {
+        return i;
+      }
+      continue;
+    }
+    if (i >= n) return n;
+    if (mode === 'key') {
+      if (text[i] !== '"' || !string()) return i;
+      skipSpace();
+      if (text[i] !== ':') return i;
+      i++;
+      mode = 'value';
+      continue;
+    }
+    const ch = text[i]!;
+    if (ch === '{' || ch === '[') {
+      i++;
+      skipSpace();
+      if (text[i] === (ch === '{' ? '}' : ']')) {
+        i++;
+        mode = 'after';
+      } else {
+        open.push(ch.charCodeAt(0));
+        mode = ch === '{' ? 'key' : 'value';
+      }
+      continue;
+    }
+    if (ch === '"') {
+      if (!string()) return i;
+    } else if (ch === '-' || isDigit(ch.charCodeAt(0))) {
+      if (!number()) return i;
+    } else {
+      const literal = ['true', 'false', 'null'].find((word) => word[0] === ch);
+      if (literal === undefined) return i;
+      for (let k = 0; k < literal.length; k++, i++) {
+        if (text[i] !== literal[k]) return i;
+      }
+    }
+    mode = 'after';
+  }
 }
