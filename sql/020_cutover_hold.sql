@@ -34,20 +34,22 @@ create index cutover_dispense_held on cutover_dispense (set_aside_at) where set_
 -- - while it is held, every fill is held with it;
 -- - a fill whose shipped-at says "this service's" while a fill of its package was excluded is held:
 --   the package's fills disagree, so MHV's export decides the package, the excluded fill with it;
--- - otherwise the fill's shipped-at decides: before p_exclude_before (T minus the hold) it is MHV's,
---   from p_hold_until (T plus the hold) on it is this service's, in between it is held.
--- Callers ask only for fills shipped before T plus twice the hold: later fills are this service's.
--- Fills of one package set aside by one statement do not see each other here; the caller holds a
--- package whose fills it places differently (src/grouping/repository.ts).
-create function cutover_set_aside(p_tracking_number text, p_shipped_at timestamptz,
+-- - otherwise the fill's times decide (p_first and p_last: its earliest and latest of dispensed-at
+--   and shipped-at, src/grouping/repository.ts says why both): both before p_exclude_before (T minus
+--   the hold) and it is MHV's, both from p_hold_until (T plus the hold) on and it is this service's,
+--   anything else is held.
+-- Callers ask only for fills whose earliest time is before T plus twice the hold: later fills are
+-- this service's. Fills of one package set aside by one statement do not see each other here; the
+-- caller holds a package whose fills it places differently (src/grouping/repository.ts).
+create function cutover_set_aside(p_tracking_number text, p_first timestamptz, p_last timestamptz,
                                   p_exclude_before timestamptz, p_hold_until timestamptz) returns text
 language sql stable as $$
   select case
            when bool_or(c.decision = 'released') then null
            when bool_or(c.decision = 'emailed_by_mhv') then 'excluded_with_package'
            when bool_or(c.set_aside = 'held' and c.decision is null) then 'held_with_package'
-           when p_shipped_at >= p_hold_until then case when bool_or(c.set_aside = 'excluded') then 'held_with_package' end
-           when p_shipped_at < p_exclude_before then 'excluded'
+           when p_first >= p_hold_until then case when bool_or(c.set_aside = 'excluded') then 'held_with_package' end
+           when p_last < p_exclude_before then 'excluded'
            else 'held'
          end
     from cutover_dispense c

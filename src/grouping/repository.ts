@@ -31,13 +31,21 @@ export interface CutoverBounds {
   excludeBefore: Date;
   holdUntil: Date;
   scanUntil: Date;
+  /**
+   * With a hold, a dispense's times are its dispensed-at and its shipped-at both: CMOP's HL7 gives
+   * no ship time, so shipped-at is the message time (MSH-7), which in an RDS^R06 batch can come a day
+   * after the fill was completed (RXD-3), and MHV's shipped date may follow either. A fill is
+   * MHV's only when both times are before the window, this service's only when both are after it.
+   * Without a hold, shipped-at alone decides, at the instant.
+   */
+  bothTimes: boolean;
 }
 
 export function cutoverBounds(deliveryStartAt: Date | null, holdHours = 0): CutoverBounds | null {
   if (deliveryStartAt === null) return null;
   const hold = holdHours * 3_600_000;
   const at = deliveryStartAt.getTime();
-  return { excludeBefore: new Date(at - hold), holdUntil: new Date(at + hold), scanUntil: new Date(at + 2 * hold) };
+  return { excludeBefore: new Date(at - hold), holdUntil: new Date(at + hold), scanUntil: new Date(at + 2 * hold), bothTimes: hold > 0 };
 }
 
 /**
@@ -53,14 +61,23 @@ function shippedAt(sql: SqlHandle) {
   return sql`coalesce(d.shipped_at, d.dispensed_at, d.created_at)`;
 }
 
-/** Whether dispense `d` shipped before the instant (false when there is none). */
-function shippedBefore(sql: SqlHandle, instant: Date | null) {
-  return sql`coalesce(${shippedAt(sql)} < ${instant}::timestamptz, false)`;
+/** The earliest and the latest of dispense `d`'s times, as the cut-over reads them ({@link CutoverBounds.bothTimes}). */
+function firstTime(sql: SqlHandle, bounds: CutoverBounds) {
+  return bounds.bothTimes ? sql`coalesce(least(d.shipped_at, d.dispensed_at), d.created_at)` : shippedAt(sql);
+}
+function lastTime(sql: SqlHandle, bounds: CutoverBounds) {
+  return bounds.bothTimes ? sql`coalesce(greatest(d.shipped_at, d.dispensed_at), d.created_at)` : shippedAt(sql);
+}
+
+/** Whether dispense `d`'s earliest time is before the instant. */
+function firstBefore(sql: SqlHandle, bounds: CutoverBounds, instant: Date) {
+  return sql`${firstTime(sql, bounds)} < ${instant}::timestamptz`;
 }
 
 /** Where the cut-over puts pending dispense `d` ('excluded', 'held', ..., or null: this service's); see sql/020. */
 function cutoverPlace(sql: SqlHandle, bounds: CutoverBounds) {
-  return sql`cutover_set_aside(d.tracking_number, ${shippedAt(sql)}, ${bounds.excludeBefore}::timestamptz, ${bounds.holdUntil}::timestamptz)`;
+  return sql`cutover_set_aside(d.tracking_number, ${firstTime(sql, bounds)}, ${lastTime(sql, bounds)},
+                               ${bounds.excludeBefore}::timestamptz, ${bounds.holdUntil}::timestamptz)`;
 }
 
 const ExcludedReason = 'shipped before DELIVERY_START_AT (MHV sends these)';
@@ -99,9 +116,9 @@ export async function setAsideForCutover(sql: SqlHandle, bounds: CutoverBounds, 
         from (select r.id from tracking_email_draft r
                where ${inPartition(sql, partition)}
                  and exists (select 1 from medication_dispense d
-                              where d.tracking_email_id = r.id and d.state = 'pending' and ${shippedBefore(sql, bounds.scanUntil)})
+                              where d.tracking_email_id = r.id and d.state = 'pending' and ${firstBefore(sql, bounds, bounds.scanUntil)})
                  for update of r skip locked) r
-        join medication_dispense d on d.tracking_email_id = r.id and d.state = 'pending' and ${shippedBefore(sql, bounds.scanUntil)}
+        join medication_dispense d on d.tracking_email_id = r.id and d.state = 'pending' and ${firstBefore(sql, bounds, bounds.scanUntil)}
     ),
     placed as (
       -- A package whose fills are placed differently is held whole: MHV's export decides it.
@@ -186,7 +203,7 @@ export async function groupDrafts(
   // one shipped before the end of the hold is looked up; for every other one this is the one
   // comparison the instant always cost.
   const place = bounds === null ? null : cutoverPlace(sql, bounds);
-  const setAside = bounds === null ? sql`false` : sql`(${shippedBefore(sql, bounds.holdUntil)} and ${place} is not null)`;
+  const setAside = bounds === null ? sql`false` : sql`(${firstBefore(sql, bounds, bounds.holdUntil)} and ${place} is not null)`;
   const [result] = await sql<{ emails_created: number; dispenses_grouped: number; dispenses_excluded: number; dispenses_held: number }[]>`
     with claimed as (
       select d.tracking_email_id as email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,

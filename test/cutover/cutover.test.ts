@@ -188,3 +188,33 @@ t.test('a release refuses what it cannot decide on, and changes nothing', async 
   t.match((await release(app, mhvExport(packages))).json(), { released: { packages: 1 }, emailedByMhv: { packages: 1 }, stillHeld: { packages: 0 } });
   t.equal(await held(), 0);
 });
+
+t.test('an HL7 R06 package whose message time is a day after its fill: held by its dispensed time, emailed once', async (t) => {
+  const { app, vaNotify } = await testApp(t, settings);
+  // CMOP's HL7 has no ship time: shipped-at is MSH-7, here 18 and 25 hours after T, while the fills
+  // were completed (RXD-3) 2 hours before and 1 hour after T, close to MHV's own shipped date.
+  const message = (control: string, msh7: string, rx: string, rxd3: string, tracking: string, veteran: number) => [
+    `MSH|^~\\&|VistA||MHV||${msh7}||RDS^R06|${control}|P|2.3.1||||AL|AL`,
+    `PID|||${icn(veteran)}^^^USVHA^NI~${20_000_000 + veteran}^^^200MHS^PI||^CMOPTEST^HOTEL`,
+    `ORC|OK|0124-${rx}-0`,
+    `RXD|0|S0022^SIMVASTATIN 40MG TAB^L|${rxd3}|90|||${rx}`,
+    `ZR2|UPS|${tracking}|${rx}`,
+  ].join('\r');
+  const body = [
+    message('CUT-HL7-1', '20260603080000', '9000001', '20260602120000', '1Z0000000000000010', 20),
+    message('CUT-HL7-2', '20260603150000', '9000002', '20260602150000', '1Z0000000000000011', 21),
+  ].join('\r') + '\r';
+  const answer = await app.inject({ method: 'POST', url: '/v1/dispenses', headers: { ...internalAuth, 'content-type': 'application/hl7-v2' }, payload: body });
+  t.equal(answer.statusCode, 200);
+  t.match(await job(app, 'grouping'), { emailsCreated: 0, dispensesHeld: 2 });
+
+  // MHV's shipped date follows the fill: it emailed the first package (before T), not the second.
+  const csv = `icn,tracking_number,carrier,sent_date\r\n${icn(20)},1Z0000000000000010,UPS,2026-06-02T13:00:00Z\r\n`;
+  t.match((await release(app, csv)).json(), { released: { trackingNumbers: ['1Z0000000000000011'] }, emailedByMhv: { trackingNumbers: ['1Z0000000000000010'] } });
+  await job(app, 'grouping');
+  await job(app, 'send');
+  const infos = [...vaNotify.state.notifications.values()].map((n) => String((n.request.personalisation as Record<string, string>).tracking_info));
+  t.equal(infos.length, 1);
+  t.match(infos[0], /1Z0000000000000011/);
+  t.notMatch(infos.join('\n'), /1Z0000000000000010/, 'the package MHV emailed is not emailed again');
+});
