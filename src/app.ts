@@ -28,6 +28,7 @@ import { metricsRoute, operatorRoutes } from './operator/routes.ts';
 import { operatorActionRoutes } from './operator/action-routes.ts';
 import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
 import { shadowRoutes } from './shadow/routes.ts';
+import { cutoverRoutes } from './cutover/routes.ts';
 import { ingestRoutes } from './ingest/routes.ts';
 
 export interface AppOptions {
@@ -168,6 +169,7 @@ export async function buildApp(options: AppOptions) {
     await internal.register(operatorRoutes);
     await internal.register(operatorActionRoutes);
     await internal.register(shadowRoutes);
+    await internal.register(cutoverRoutes);
   });
 
   // VA Notify's delivery-status callbacks authenticate with their own tokens or signature.

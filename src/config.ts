@@ -24,6 +24,22 @@ const Url = (description: string) => Type.String({ pattern: '^https?://[^\\s/]+'
 const Uuid = (description: string) =>
   Type.String({ pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$', description });
 
+const InstantPattern = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):?(\d{2}))$/;
+
+/**
+ * Whether an ISO 8601 instant names a real calendar date and time: JavaScript's Date reads
+ * `2026-02-30T00:00Z` as March 2 and `T24:00` as the next midnight, so a cut-over instant with a typo
+ * would silently move by days.
+ */
+export function isRealInstant(value: string): boolean {
+  const m = InstantPattern.exec(value);
+  if (!m) return false;
+  const [year, month, day, hour, minute, second = '0', offsetHours = '0', offsetMinutes = '0'] = m.slice(1).map((part) => part ?? '0');
+  const date = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
+  return date.getUTCFullYear() === Number(year) && date.getUTCMonth() === Number(month) - 1 && date.getUTCDate() === Number(day)
+    && Number(hour) <= 23 && Number(minute) <= 59 && Number(second) <= 59 && Number(offsetHours) <= 14 && Number(offsetMinutes) <= 59;
+}
+
 /** An ISO 8601 instant in the environment, a Date in the config. */
 const Instant = (description: string) =>
   Type.Transform(Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:?\\d{2})$', description }))
@@ -31,6 +47,9 @@ const Instant = (description: string) =>
     .Encode((date) => date.toISOString());
 
 export const DeliveryModes = ['live', 'shadow', 'off'] as const;
+
+/** The settings read as instants ({@link Instant}). */
+const InstantSettings = ['DELIVERY_START_AT'] as const;
 
 export const ConfigSchema = Type.Object({
   NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('test'), Type.Literal('production')], {
@@ -68,7 +87,8 @@ export const ConfigSchema = Type.Object({
     default: 'live',
     description: 'live sends through VA Notify; shadow groups and records what would be sent; off only ingests',
   }),
-  DELIVERY_START_AT: Type.Optional(Instant('dispenses shipped before this instant are left to MHV (cut-over)')),
+  DELIVERY_START_AT: Type.Optional(Instant('the cut-over instant T: dispenses shipped before it are left to MHV; required in production with DELIVERY_MODE=live')),
+  CUTOVER_HOLD_HOURS: Integer({ default: 12, maximum: 168, description: 'packages shipped within this many hours of DELIVERY_START_AT are held until MHV\'s export is compared (0: no hold, the instant alone decides)' }),
 
   VA_NOTIFY_BASE_URL: Type.Optional(Url('VA Notify API base URL; unset runs the built-in sandbox')),
   VA_NOTIFY_SERVICE_ID: Type.Optional(Uuid('VA Notify service id (JWT iss)')),
@@ -203,8 +223,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const text = withSecrets[key];
     if ((schema as TSchema).type === 'integer' && text !== undefined && text !== '' && !/^\s*-?\d+\s*$/.test(text)) converted[key] = text;
   }
-  if (!Value.Check(ConfigSchema, converted)) {
-    throw new ConfigError(`invalid configuration: ${describeErrors(ConfigSchema, converted)}`);
+  // The schema's pattern checks an instant's shape; a date JavaScript would roll over is refused here.
+  const unreal = InstantSettings.filter((key) => typeof converted[key] === 'string' && InstantPattern.test(converted[key] as string) && !isRealInstant(converted[key] as string))
+    .map((key) => `${key}: not a real date and time (got ${JSON.stringify(converted[key])})`);
+  if (!Value.Check(ConfigSchema, converted) || unreal.length > 0) {
+    const schemaErrors = Value.Check(ConfigSchema, converted) ? [] : [describeErrors(ConfigSchema, converted)];
+    throw new ConfigError(`invalid configuration: ${[...schemaErrors, ...unreal].join('; ')}`);
   }
   const config = Value.Decode(ConfigSchema, converted);
   checkCombinations(config);
@@ -213,6 +237,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 
 function checkCombinations(config: Config): void {
   const problems: string[] = [];
+  // Without the instant a live instance emails every pending dispense, MHV's included: two emails.
+  if (config.NODE_ENV === 'production' && config.DELIVERY_MODE === 'live' && config.DELIVERY_START_AT === undefined) {
+    problems.push('DELIVERY_START_AT: required in production with DELIVERY_MODE=live (the cut-over instant; without it every package MHV emails is emailed again)');
+  }
   if (config.INTERNAL_API_TOKENS.length === 0) problems.push('INTERNAL_API_TOKENS: required outside development');
   if (config.INTERNAL_API_TOKENS.some((t) => t.length < 16)) problems.push('INTERNAL_API_TOKENS: each token needs at least 16 characters');
   if (config.VA_NOTIFY_CALLBACK_TOKENS.some((t) => t.length < 10)) {

@@ -61,6 +61,21 @@ export function createMetrics(sql: Sql) {
     help: 'Age of the oldest notification without a final status (0 when none)',
     registers: [registry],
   });
+  const cutoverHeldDispenses = new Gauge({
+    name: 'rx_cutover_held_dispenses',
+    help: 'Dispenses held at the cut-over (CUTOVER_HOLD_HOURS) until MHV\'s export is compared: POST /v1/cutover/release decides them',
+    registers: [registry],
+  });
+  const cutoverHeldPackages = new Gauge({
+    name: 'rx_cutover_held_packages',
+    help: 'Packages (tracking numbers) held at the cut-over until MHV\'s export is compared',
+    registers: [registry],
+  });
+  const cutoverOldestHeld = new Gauge({
+    name: 'rx_cutover_oldest_held_age_seconds',
+    help: 'How long the oldest dispense held at the cut-over has waited for MHV\'s export to be compared (0 when none): alarm on it, a held package is emailed by nobody',
+    registers: [registry],
+  });
   const sendingPaused = new Gauge({
     name: 'rx_sending_paused',
     help: '1 while sending is paused: VA Notify rejected our credentials, has no send endpoint at the configured URL, is over its limit, or is not answering',
@@ -83,6 +98,9 @@ export function createMetrics(sql: Sql) {
     oldestOpenNotification.set(gauges.notificationAge);
     sendingPaused.set(gauges.sendingPaused ? 1 : 0);
     aalPaused.set(gauges.aalPaused ? 1 : 0);
+    cutoverHeldDispenses.set(gauges.cutoverHeld.dispenses);
+    cutoverHeldPackages.set(gauges.cutoverHeld.packages);
+    cutoverOldestHeld.set(gauges.cutoverHeld.oldestAge);
   }
 
   return { registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, aalPosts, collectFromDatabase };
@@ -105,6 +123,7 @@ async function gaugeReadings(sql: Sql): Promise<{
   notificationAge: number;
   sendingPaused: boolean;
   aalPaused: boolean;
+  cutoverHeld: { dispenses: number; packages: number; oldestAge: number };
 }> {
   return sql.begin(async (tx) => {
     await planForWorkInProgress(tx);
@@ -112,6 +131,7 @@ async function gaugeReadings(sql: Sql): Promise<{
       dispense_pending: number; email_queued: number; email_sending: number; email_temporary_failure: number;
       aal_pending: number; aal_posting: number;
       dispense_age: number; paused: boolean; aal_paused: boolean;
+      held_dispenses: number; held_packages: number; held_age: number;
     }[]>`
       select
         -- Pending dispenses are those of the tracking email drafts (sql/019), read by the email index.
@@ -129,7 +149,12 @@ async function gaugeReadings(sql: Sql): Promise<{
            where exists (select 1 from medication_dispense d where d.tracking_email_id = r.id and d.state = 'pending')
            order by r.first_arrival_at limit 1)), 0)::float8 as dispense_age,
         exists (select 1 from rate_budget where paused_until > now()) as paused,
-        exists (select 1 from aal_pause where paused_until > now()) as aal_paused`;
+        exists (select 1 from aal_pause where paused_until > now()) as aal_paused,
+        -- Held at the cut-over and not yet decided, off the cutover_dispense_held index (sql/020).
+        (select count(*) from cutover_dispense where set_aside = 'held' and decision is null)::int as held_dispenses,
+        (select count(distinct tracking_number) from cutover_dispense where set_aside = 'held' and decision is null)::int as held_packages,
+        coalesce(extract(epoch from now() - (
+          select min(set_aside_at) from cutover_dispense where set_aside = 'held' and decision is null)), 0)::float8 as held_age`;
     // Open notifications, counted and aged in one pass (the list is the notification_open index's).
     const open = await tx<{ status: string; count: number; age: number }[]>`
       select status, count(*)::int as count, extract(epoch from now() - min(created_at))::float8 as age
@@ -147,6 +172,7 @@ async function gaugeReadings(sql: Sql): Promise<{
       notificationAge: Math.max(0, ...open.map((o) => o.age)),
       sendingPaused: r.paused,
       aalPaused: r.aal_paused,
+      cutoverHeld: { dispenses: r.held_dispenses, packages: r.held_packages, oldestAge: r.held_age },
     };
   });
 }

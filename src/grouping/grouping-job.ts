@@ -3,17 +3,19 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { planForWorkInProgress, type Sql } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
-import { excludeShippedBefore, groupDrafts, takeReadyDrafts, type VeteranPartition } from './repository.ts';
+import { cutoverBounds, groupDrafts, setAsideForCutover, takeReadyDrafts, type VeteranPartition } from './repository.ts';
 
 export interface GroupingResult {
   emailsCreated: number;
   dispensesGrouped: number;
   dispensesExcluded: number;
+  /** Shipped near DELIVERY_START_AT: held until MHV's export is compared (CUTOVER_HOLD_HOURS). */
+  dispensesHeld: number;
   /** True when other instances were grouping every partition at that moment (their runs cover the same work). */
   skipped: boolean;
 }
 
-const nothing: GroupingResult = { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, skipped: false };
+const nothing: GroupingResult = { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: false };
 
 /** What one partition's transaction did; `filled`: it took its whole share, so more are probably ready. */
 type PartitionRun = Omit<GroupingResult, 'skipped'> & { filled: boolean };
@@ -53,6 +55,7 @@ async function groupPartitions(
     result.emailsCreated += run.emailsCreated;
     result.dispensesGrouped += run.dispensesGrouped;
     result.dispensesExcluded += run.dispensesExcluded;
+    result.dispensesHeld += run.dispensesHeld;
   }
   return { result, filled: runs.some((r) => r?.filled) };
 }
@@ -66,7 +69,8 @@ function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, s
     // off: the grouping statement's estimated cost is far above jit_above_cost, so Postgres
     // compiled it to machine code on every run, about 0.1 s of a run that takes well under a second.
     await planForWorkInProgress(tx);
-    const excluded = config.DELIVERY_START_AT ? await excludeShippedBefore(tx, config.DELIVERY_START_AT, partition) : 0;
+    const bounds = cutoverBounds(config.DELIVERY_START_AT ?? null, config.CUTOVER_HOLD_HOURS);
+    const setAside = bounds ? await setAsideForCutover(tx, bounds, partition) : { excluded: 0, held: 0 };
     const parameters = {
       quietMinutes: config.GROUPING_QUIET_MINUTES,
       maxWaitMinutes: config.GROUPING_MAX_WAIT_MINUTES,
@@ -76,10 +80,16 @@ function groupPartition(sql: Sql, config: Config, partition: VeteranPartition, s
       emailState: config.DELIVERY_MODE === 'shadow' ? 'shadowed' : 'queued',
       partition,
       deliveryStartAt: config.DELIVERY_START_AT ?? null,
+      holdHours: config.CUTOVER_HOLD_HOURS,
     } as const;
     const drafts = await takeReadyDrafts(tx, parameters);
     const grouped = await groupDrafts(tx, drafts, parameters);
-    return { ...grouped, dispensesExcluded: excluded + grouped.dispensesExcluded, filled: drafts.length >= share };
+    return {
+      ...grouped,
+      dispensesExcluded: setAside.excluded + grouped.dispensesExcluded,
+      dispensesHeld: setAside.held + grouped.dispensesHeld,
+      filled: drafts.length >= share,
+    };
   });
 }
 
@@ -93,8 +103,8 @@ export async function groupReadyVeterans(deps: { sql: Sql; config: Config; log: 
   if (config.DELIVERY_MODE === 'off') return { result: nothing, filled: false };
   const run = await groupPartitions(deps);
   const { result } = run;
-  if (result.emailsCreated > 0 || result.dispensesExcluded > 0) {
-    log.info({ emailsCreated: result.emailsCreated, dispensesGrouped: result.dispensesGrouped, dispensesExcluded: result.dispensesExcluded, deliveryMode: config.DELIVERY_MODE }, 'dispenses grouped into tracking emails');
+  if (result.emailsCreated > 0 || result.dispensesExcluded > 0 || result.dispensesHeld > 0) {
+    log.info({ emailsCreated: result.emailsCreated, dispensesGrouped: result.dispensesGrouped, dispensesExcluded: result.dispensesExcluded, dispensesHeld: result.dispensesHeld, deliveryMode: config.DELIVERY_MODE }, 'dispenses grouped into tracking emails');
   }
   if (result.emailsCreated > 0 && config.DELIVERY_MODE === 'live') await sql`select pg_notify('tracking_email_queued', '')`;
   return run;

@@ -19,6 +19,35 @@ export interface GroupingParameters {
   partition: VeteranPartition;
   /** DELIVERY_START_AT: dispenses shipped before it are MHV's to email, never grouped here. */
   deliveryStartAt: Date | null;
+  /** CUTOVER_HOLD_HOURS: packages shipped this close to DELIVERY_START_AT are held (0 when absent). */
+  holdHours?: number;
+}
+
+/**
+ * The cut-over's bounds on a dispense's shipped-at: before `excludeBefore` MHV's, from `holdUntil`
+ * on this service's, in between held until MHV's export is compared. A fill shipped before
+ * `scanUntil` can still belong to a package held or decided at the cut-over, so only those are
+ * looked up (sql/020_cutover_hold.sql); later ones are this service's.
+ */
+export interface CutoverBounds {
+  excludeBefore: Date;
+  holdUntil: Date;
+  scanUntil: Date;
+  /**
+   * With a hold, a dispense's times are its dispensed-at and its shipped-at both: CMOP's HL7 gives
+   * no ship time, so shipped-at is the message time (MSH-7), which in an RDS^R06 batch can come a day
+   * after the fill was completed (RXD-3), and MHV's shipped date may follow either. A fill is
+   * MHV's only when both times are before the window, this service's only when both are after it.
+   * Without a hold, shipped-at alone decides, at the instant.
+   */
+  bothTimes: boolean;
+}
+
+export function cutoverBounds(deliveryStartAt: Date | null, holdHours = 0): CutoverBounds | null {
+  if (deliveryStartAt === null) return null;
+  const hold = holdHours * 3_600_000;
+  const at = deliveryStartAt.getTime();
+  return { excludeBefore: new Date(at - hold), holdUntil: new Date(at + hold), scanUntil: new Date(at + 2 * hold), bothTimes: hold > 0 };
 }
 
 /**
@@ -29,9 +58,28 @@ function inPartition(sql: SqlHandle, partition: VeteranPartition) {
   return sql`(hashtext(r.patient_icn) & 2147483647) % ${partition.count} = ${partition.index}`;
 }
 
-/** Whether dispense `d` shipped before the cut-over instant (false when there is none). */
-function shippedBefore(sql: SqlHandle, startAt: Date | null) {
-  return sql`coalesce(coalesce(d.shipped_at, d.dispensed_at, d.created_at) < ${startAt}::timestamptz, false)`;
+/** Dispense `d`'s shipped-at as grouping reads it. */
+function shippedAt(sql: SqlHandle) {
+  return sql`coalesce(d.shipped_at, d.dispensed_at, d.created_at)`;
+}
+
+/** The earliest and the latest of dispense `d`'s times, as the cut-over reads them ({@link CutoverBounds.bothTimes}). */
+function firstTime(sql: SqlHandle, bounds: CutoverBounds) {
+  return bounds.bothTimes ? sql`coalesce(least(d.shipped_at, d.dispensed_at), d.created_at)` : shippedAt(sql);
+}
+function lastTime(sql: SqlHandle, bounds: CutoverBounds) {
+  return bounds.bothTimes ? sql`coalesce(greatest(d.shipped_at, d.dispensed_at), d.created_at)` : shippedAt(sql);
+}
+
+/** Whether dispense `d`'s earliest time is before the instant. */
+function firstBefore(sql: SqlHandle, bounds: CutoverBounds, instant: Date) {
+  return sql`${firstTime(sql, bounds)} < ${instant}::timestamptz`;
+}
+
+/** Where the cut-over puts pending dispense `d` ('excluded', 'held', ..., or null: this service's); see sql/020. */
+function cutoverPlace(sql: SqlHandle, bounds: CutoverBounds) {
+  return sql`cutover_set_aside(d.tracking_number, ${firstTime(sql, bounds)}, ${lastTime(sql, bounds)},
+                               ${bounds.excludeBefore}::timestamptz, ${bounds.holdUntil}::timestamptz)`;
 }
 
 /**
@@ -42,30 +90,71 @@ function shippedBefore(sql: SqlHandle, startAt: Date | null) {
 const MaxPrescriptionsListed = 20;
 
 const ExcludedReason = 'shipped before DELIVERY_START_AT (MHV sends these)';
+export const HeldReason = 'shipped within CUTOVER_HOLD_HOURS of DELIVERY_START_AT: held until MHV\'s export is compared';
+const HeldWithPackageReason = 'a fill of a package held at the cut-over: held with it';
+const ExcludedWithPackageReason = 'a fill of a package MHV emails at the cut-over (MHV sends these)';
+
+/** The state and reason of each place {@link cutoverPlace} names. */
+type Fragment = ReturnType<typeof shippedAt>;
+function placeState(sql: SqlHandle, place: Fragment) {
+  return sql`case when ${place} in ('held', 'held_with_package') then 'held_for_cutover' else 'excluded' end`;
+}
+function placeReason(sql: SqlHandle, place: Fragment) {
+  return sql`case ${place} when 'held' then ${HeldReason} when 'held_with_package' then ${HeldWithPackageReason}
+                           when 'excluded_with_package' then ${ExcludedWithPackageReason} else ${ExcludedReason} end`;
+}
 
 /**
- * Dispenses shipped before the cut-over instant belong to MHV's own emails: set them aside (they stay
- * visible, with the reason) so that they are never grouped here. They no longer name their draft,
- * whose id becomes an email's; a draft left with no pending dispense is deleted by grouping.
+ * Dispenses shipped before the cut-over instant belong to MHV's own emails, and those shipped near
+ * it are held until MHV's export says whose they are: set them aside (they stay visible, with the
+ * reason, and are recorded in cutover_dispense) so that they are never grouped here. A package goes
+ * one way as a whole (sql/020_cutover_hold.sql). They no longer name their draft, whose id becomes
+ * an email's; a draft left with no pending dispense is deleted by grouping.
  *
  * Only through drafts it locks, passing by those another transaction holds: an ingest (its
  * dispenses wait for the next run), or a grouping run of an instance whose partitions overlap
- * this one's, which excludes them itself ({@link groupDrafts}), so that no dispense is both
- * excluded and listed in an email. Every run reads the drafts of the partition, and their
- * dispenses, which is pending work, never history.
+ * this one's, which sets them aside itself ({@link groupDrafts}), so that no dispense is both
+ * set aside and listed in an email. Every run reads the drafts of the partition, and their
+ * dispenses, which is pending work, never history; the package is looked up only for dispenses
+ * shipped before the bounds' `scanUntil`.
  */
-export async function excludeShippedBefore(sql: SqlHandle, startAt: Date, partition: VeteranPartition): Promise<number> {
-  const rows = await sql`
-    update medication_dispense d
-       set state = 'excluded', state_reason = ${ExcludedReason}, tracking_email_id = null, updated_at = now()
-      from (select r.id from tracking_email_draft r
-             where ${inPartition(sql, partition)}
-               and exists (select 1 from medication_dispense d
-                            where d.tracking_email_id = r.id and d.state = 'pending' and ${shippedBefore(sql, startAt)})
-               for update of r skip locked) r
-     where d.tracking_email_id = r.id and d.state = 'pending' and ${shippedBefore(sql, startAt)}
-    returning d.id`;
-  return rows.length;
+export async function setAsideForCutover(sql: SqlHandle, bounds: CutoverBounds, partition: VeteranPartition): Promise<{ excluded: number; held: number }> {
+  const [counts] = await sql<{ excluded: number; held: number }[]>`
+    with candidates as (
+      select d.id, upper(d.tracking_number) as package, ${cutoverPlace(sql, bounds)} as place
+        from (select r.id from tracking_email_draft r
+               where ${inPartition(sql, partition)}
+                 and exists (select 1 from medication_dispense d
+                              where d.tracking_email_id = r.id and d.state = 'pending' and ${firstBefore(sql, bounds, bounds.scanUntil)})
+                 for update of r skip locked) r
+        join medication_dispense d on d.tracking_email_id = r.id and d.state = 'pending' and ${firstBefore(sql, bounds, bounds.scanUntil)}
+    ),
+    placed as (
+      -- A package whose fills are placed differently is held whole: MHV's export decides it.
+      select id,
+             case when bool_or(place like 'held%') over package
+                    or (bool_or(place like 'excluded%') over package and bool_or(place is null) over package)
+                  then case when place = 'held' then 'held' else 'held_with_package' end
+                  else place end as place
+        from candidates
+      window package as (partition by package)
+    ),
+    set_aside as (
+      update medication_dispense d
+         set state = ${placeState(sql, sql`p.place`)}, state_reason = ${placeReason(sql, sql`p.place`)}, tracking_email_id = null, updated_at = now()
+        from placed p
+       where d.id = p.id and p.place is not null
+      returning d.id, d.tracking_number, d.state
+    ),
+    recorded as (
+      insert into cutover_dispense (dispense_id, tracking_number, set_aside)
+      select id, upper(tracking_number), case state when 'held_for_cutover' then 'held' else 'excluded' end from set_aside
+      on conflict (dispense_id) do nothing
+    )
+    select count(*) filter (where state = 'excluded')::int as excluded,
+           count(*) filter (where state = 'held_for_cutover')::int as held
+      from set_aside`;
+  return counts ?? { excluded: 0, held: 0 };
 }
 
 /**
@@ -115,17 +204,23 @@ export async function takeReadyDrafts(sql: SqlHandle, p: GroupingParameters): Pr
 export async function groupDrafts(
   sql: SqlHandle,
   draftIds: readonly string[],
-  p: Pick<GroupingParameters, 'includeDrugNames' | 'emailState' | 'deliveryStartAt' | 'maxPackagesListed'>,
-): Promise<{ emailsCreated: number; dispensesGrouped: number; dispensesExcluded: number }> {
-  if (draftIds.length === 0) return { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0 };
+  p: Pick<GroupingParameters, 'includeDrugNames' | 'emailState' | 'deliveryStartAt' | 'holdHours' | 'maxPackagesListed'>,
+): Promise<{ emailsCreated: number; dispensesGrouped: number; dispensesExcluded: number; dispensesHeld: number }> {
+  if (draftIds.length === 0) return { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0 };
   const maxPackages = p.maxPackagesListed ?? 50;
-  const [result] = await sql<{ emails_created: number; dispenses_grouped: number; dispenses_excluded: number }[]>`
+  const bounds = cutoverBounds(p.deliveryStartAt, p.holdHours);
+  // A dispense the run's setting aside did not see (it committed in between) is set aside here. Only
+  // one shipped before the end of the hold is looked up; for every other one this is the one
+  // comparison the instant always cost.
+  const place = bounds === null ? null : cutoverPlace(sql, bounds);
+  const setAside = bounds === null ? sql`false` : sql`(${firstBefore(sql, bounds, bounds.holdUntil)} and ${place} is not null)`;
+  const [result] = await sql<{ emails_created: number; dispenses_grouped: number; dispenses_excluded: number; dispenses_held: number }[]>`
     with claimed as (
       select d.tracking_email_id as email_id, d.id, d.patient_icn, d.mhv_correlation_id, d.rx_number, d.fill_number, d.drug_name,
              d.carrier, d.tracking_number, coalesce(d.shipped_at, d.dispensed_at, d.created_at) as shipped_at,
              row_number() over (partition by d.tracking_email_id, d.tracking_number order by d.rx_number, d.fill_number) as line
         from medication_dispense d
-       where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending' and not ${shippedBefore(sql, p.deliveryStartAt)}
+       where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending' and not ${setAside}
     ),
     packages as (
       -- A package's carrier is the one its fills name: fills of one package can come in different
@@ -176,22 +271,30 @@ export async function groupDrafts(
       returning id
     ),
     grouped as (
-      -- A dispense shipped before the cut-over that arrived after this run's exclusion is set aside
+      -- A dispense the cut-over sets aside that arrived after this run's setting aside is set aside
       -- here; for every other one, the tracking email id stays what it was, so the update is HOT.
       update medication_dispense d
-         set state = case when ${shippedBefore(sql, p.deliveryStartAt)} then 'excluded' else 'grouped' end,
-             state_reason = case when ${shippedBefore(sql, p.deliveryStartAt)} then ${ExcludedReason} else d.state_reason end,
-             tracking_email_id = case when ${shippedBefore(sql, p.deliveryStartAt)} then null else d.tracking_email_id end,
+         set state = case when ${setAside} then ${bounds === null ? sql`null` : placeState(sql, place!)} else 'grouped' end,
+             state_reason = case when ${setAside} then ${bounds === null ? sql`null` : placeReason(sql, place!)} else d.state_reason end,
+             tracking_email_id = case when ${setAside} then null else d.tracking_email_id end,
              updated_at = now()
        where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending'
-      returning d.state
-    )
+      returning d.state${bounds === null ? sql`` : sql`, case when d.state <> 'grouped' then d.id end as set_aside_id, d.tracking_number`}
+    )${bounds === null ? sql`` : sql`,
+    recorded as (
+      insert into cutover_dispense (dispense_id, tracking_number, set_aside)
+      select set_aside_id, upper(tracking_number), case state when 'held_for_cutover' then 'held' else 'excluded' end
+        from grouped where set_aside_id is not null
+      on conflict (dispense_id) do nothing
+    )`}
     select (select count(*) from inserted)::int as emails_created,
            (select count(*) from grouped where state = 'grouped')::int as dispenses_grouped,
-           (select count(*) from grouped where state = 'excluded')::int as dispenses_excluded`;
+           (select count(*) from grouped where state = 'excluded')::int as dispenses_excluded,
+           (select count(*) from grouped where state = 'held_for_cutover')::int as dispenses_held`;
   return {
     emailsCreated: result?.emails_created ?? 0,
     dispensesGrouped: result?.dispenses_grouped ?? 0,
     dispensesExcluded: result?.dispenses_excluded ?? 0,
+    dispensesHeld: result?.dispenses_held ?? 0,
   };
 }

@@ -6,6 +6,7 @@ const GroupingResult = Type.Object({
   emailsCreated: Type.Integer(),
   dispensesGrouped: Type.Integer(),
   dispensesExcluded: Type.Integer({ description: 'shipped before DELIVERY_START_AT, left to MHV' }),
+  dispensesHeld: Type.Integer({ description: 'shipped within CUTOVER_HOLD_HOURS of DELIVERY_START_AT, held until MHV\'s export is compared' }),
   skipped: Type.Boolean({ description: 'other instances were grouping every partition at that moment' }),
 });
 

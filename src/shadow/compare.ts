@@ -9,7 +9,7 @@
 // just inside it still matches.
 import type { BadRow, ExportRow } from './export.ts';
 
-export const DispenseStates = ['pending', 'grouped', 'cancelled', 'unprocessable', 'excluded'] as const;
+export const DispenseStates = ['pending', 'grouped', 'cancelled', 'unprocessable', 'excluded', 'held_for_cutover'] as const;
 export type DispenseState = (typeof DispenseStates)[number];
 
 /** One of the service's packages: its dispenses with one (ICN, tracking number). */
@@ -104,6 +104,7 @@ export const NotEmailedReasons = {
   pending: 'still pending',
   unprocessable: 'unprocessable',
   excluded: 'excluded before DELIVERY_START_AT',
+  held: 'held at the cut-over until MHV\'s export is compared',
   cancelled: 'cancelled',
 } as const;
 
@@ -129,6 +130,7 @@ function whyNotEmailed(pkg: OurPackage | undefined, otherIcn: boolean): string {
   // One package can hold fills in several states; the one a person can act on comes first.
   if (pkg.states.includes('pending')) return NotEmailedReasons.pending;
   if (pkg.states.includes('unprocessable')) return `${NotEmailedReasons.unprocessable}: ${pkg.unprocessableReason ?? 'no reason recorded'}`;
+  if (pkg.states.includes('held_for_cutover')) return NotEmailedReasons.held;
   if (pkg.states.includes('excluded')) return NotEmailedReasons.excluded;
   if (pkg.states.includes('cancelled')) return NotEmailedReasons.cancelled;
   return `dispense ${pkg.states.join('/')} without a tracking email`;

@@ -1,5 +1,7 @@
 // The configuration schema: defaults, errors that name the variable, VA Notify key forms, and the
 // settings that only make sense together.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { configError } from './config-error.ts';
 import { isCombinedApiKey, loadConfig, testConfig, vaNotifyCredentials, vaNotifySigningSecrets } from '../../src/config.ts';
@@ -56,6 +58,16 @@ t.test('a bad value names its variable', async (t) => {
   t.match(configError(() => loadConfig({ ...base, DELIVERY_MODE: 'shadowed' })), 'DELIVERY_MODE:');
   t.match(configError(() => loadConfig({ ...base, DELIVERY_START_AT: 'June 1st' })), 'DELIVERY_START_AT:');
   t.match(configError(() => loadConfig({ ...base, DELIVERY_START_AT: '2026-06-01T14:00:00' })), 'DELIVERY_START_AT:', 'an instant needs its offset');
+  for (const DELIVERY_START_AT of ['2026-02-30T14:00:00Z', '2026-06-01T24:00:00Z', '2026-06-31T14:00:00-04:00', '2026-06-01T14:60:00Z', '2026-06-01T14:00:00+15:00']) {
+    t.equal(
+      configError(() => loadConfig({ ...base, DELIVERY_START_AT })),
+      `invalid configuration: DELIVERY_START_AT: not a real date and time (got ${JSON.stringify(DELIVERY_START_AT)})`,
+      `${DELIVERY_START_AT} is refused, not rolled over`,
+    );
+  }
+  t.same(loadConfig({ ...base, DELIVERY_START_AT: '2028-02-29T23:59:59.5-05:00' }).DELIVERY_START_AT, new Date('2028-03-01T04:59:59.500Z'), 'a leap day is a real date');
+  t.match(configError(() => loadConfig({ ...base, CUTOVER_HOLD_HOURS: '169' })), 'CUTOVER_HOLD_HOURS:');
+  t.match(configError(() => loadConfig({ ...base, CUTOVER_HOLD_HOURS: '1.5' })), 'CUTOVER_HOLD_HOURS:');
   t.match(configError(() => loadConfig({ ...base, NODE_ENV: 'staging' })), 'NODE_ENV:');
   t.match(configError(() => loadConfig({ ...base, VA_NOTIFY_TEMPLATE_ID: 'not-a-uuid' })), 'VA_NOTIFY_TEMPLATE_ID:');
   t.match(configError(() => loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'api.notifications.va.gov' })), 'VA_NOTIFY_BASE_URL:');
@@ -127,10 +139,60 @@ t.test('production with DELIVERY_MODE=live needs real VA Notify, AAL and a datab
   t.match(configError(() => loadConfig({ ...base, AAL_BASE_URL: 'https://apigw.myhealth.va.gov' })), 'AAL_APP_TOKEN: required when AAL_BASE_URL is set');
 });
 
+t.test('production with DELIVERY_MODE=live needs the cut-over instant', async (t) => {
+  const live = {
+    ...base,
+    NODE_ENV: 'production',
+    DATABASE_URL: 'postgres://rx@db.internal:5432/rx',
+    VA_NOTIFY_BASE_URL: 'https://api.notifications.va.gov',
+    VA_NOTIFY_SERVICE_ID: serviceId,
+    VA_NOTIFY_API_KEY: secret,
+    VA_NOTIFY_TEMPLATE_ID: templateId,
+    VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
+    AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
+    AAL_APP_TOKEN: 'app-token',
+    AAL_API_KEY: 'api-key',
+  };
+  t.equal(
+    configError(() => loadConfig(live)),
+    'invalid configuration: DELIVERY_START_AT: required in production with DELIVERY_MODE=live (the cut-over instant; without it every package MHV emails is emailed again)',
+  );
+  const config = loadConfig({ ...live, DELIVERY_START_AT: '2026-06-02T14:00:00Z' });
+  t.same(config.DELIVERY_START_AT, new Date('2026-06-02T14:00:00Z'));
+  t.equal(config.CUTOVER_HOLD_HOURS, 12, 'packages near the instant are held by default');
+  t.ok(loadConfig({ ...live, DELIVERY_MODE: 'shadow' }), 'a shadow run needs no instant: it sends nothing');
+});
+
 t.test('testConfig gives a quiet, timer-free config for tests', async (t) => {
   const config = testConfig({ GROUPING_QUIET_MINUTES: '0' });
   t.equal(config.NODE_ENV, 'test');
   t.equal(config.JOBS_ENABLED, false);
   t.equal(config.LOG_LEVEL, 'silent');
   t.equal(config.GROUPING_QUIET_MINUTES, 0);
+});
+
+t.test('the server refuses to start live in production without DELIVERY_START_AT (exit 78)', async (t) => {
+  const child = spawn(process.execPath, ['--no-warnings', 'src/server.ts'], {
+    cwd: fileURLToPath(new URL('../../', import.meta.url)),
+    env: {
+      PATH: process.env.PATH ?? '',
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgres://rx@127.0.0.1:1/rx',
+      INTERNAL_API_TOKENS: 'test-internal-token-0001',
+      VA_NOTIFY_BASE_URL: 'https://api.notifications.va.gov',
+      VA_NOTIFY_SERVICE_ID: serviceId,
+      VA_NOTIFY_API_KEY: secret,
+      VA_NOTIFY_TEMPLATE_ID: templateId,
+      VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
+      AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
+      AAL_APP_TOKEN: 'app-token',
+      AAL_API_KEY: 'api-key',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  t.equal(code, 78, 'EX_CONFIG');
+  t.match(stderr, 'DELIVERY_START_AT: required in production with DELIVERY_MODE=live');
 });

@@ -54,6 +54,7 @@ t.test('a production configuration with every secret from a file', async (t) => 
     VA_NOTIFY_SERVICE_ID: '6c7d9d2e-7a1b-4c55-9a0e-3f1d2c4b5a69',
     VA_NOTIFY_TEMPLATE_ID: '0f7a2c3d-1e2f-4a5b-8c9d-0e1f2a3b4c5d',
     AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
+    DELIVERY_START_AT: '2026-06-02T14:00:00Z',
   };
   for (const name of SecretNames) env[`${name}_FILE`] = file(name, `${samples[name].value}\r\n`);
   const config = loadConfig(env);

@@ -190,3 +190,19 @@ t.test('the version before drafts, running beside this one, never leaves a pendi
   const states = await sql`select state from medication_dispense order by rx_number`;
   t.same(states.map((r) => r.state), ['pending', 'pending', 'pending', 'unprocessable'], 'both left the dispenses as they were');
 });
+
+t.test('the cut-over hold is added to a database with dispenses in every state', async (t) => {
+  const db = await databaseBefore(t, 20);
+  const [body] = await db<{ id: number }[]>`insert into inbound_message (content_type, body) values ('application/json', '[]') returning id`;
+  for (const [rx, state] of [['1', 'grouped'], ['2', 'excluded'], ['3', 'cancelled'], ['4', 'unprocessable']] as const) {
+    await db`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, state, inbound_message_id)
+             values ('521', ${rx}, 0, ${'1Z' + rx}, '1012345678V123456', ${state}, ${body!.id})`;
+  }
+  t.same((await migrate(db)).map((m) => m.version)[0], 20);
+  const states = await db`select state from medication_dispense order by rx_number`;
+  t.same(states.map((r) => r.state), ['grouped', 'excluded', 'cancelled', 'unprocessable'], 'every row kept as it was');
+  await db`update medication_dispense set state = 'held_for_cutover' where rx_number = '2'`;
+  await t.rejects(db`update medication_dispense set state = 'held' where rx_number = '2'`, { code: '23514', constraint_name: 'medication_dispense_state_check' });
+  const [place] = await db`select cutover_set_aside('1z2', now(), now(), now() - interval '1 hour', now() + interval '1 hour') as place`;
+  t.equal(place!.place, 'held', 'a fill inside the window is held');
+});

@@ -27,7 +27,7 @@ t.test('one email per veteran, packages by tracking number, last four of each Rx
   ]);
 
   const result = await group(sql);
-  t.same(result, { emailsCreated: 2, dispensesGrouped: 5, dispensesExcluded: 0, skipped: false });
+  t.same(result, { emailsCreated: 2, dispensesGrouped: 5, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
 
   const [email] = await sql`select * from tracking_email where patient_icn = ${alpha}`;
   t.equal(email!.state, 'queued');
@@ -55,7 +55,7 @@ t.test('one email per veteran, packages by tracking number, last four of each Rx
       ['5550001', 'grouped', true], ['7004512', 'grouped', true], ['7004513', 'cancelled', false], ['7004520', 'grouped', true],
     ],
   );
-  t.same(await group(sql), { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, skipped: false }, 'nothing left to group');
+  t.same(await group(sql), { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: false }, 'nothing left to group');
 });
 
 t.test('USPS and DHL links; drug names only when configured', async (t) => {
@@ -87,7 +87,7 @@ t.test('a package named by its known carrier when another of its fills came with
     { patient_icn: icn(1), rx_number: '1000004', tracking_number: '9400100000000000000012', carrier: 'UNK' },
     { patient_icn: icn(1), rx_number: '1000005', tracking_number: 'ABC123', carrier: 'UNK' },
   ]);
-  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 5, dispensesExcluded: 0, skipped: false });
+  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 5, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
   const [email] = await sql`select package_count, prescription_count, personalisation from tracking_email`;
   t.equal(email!.package_count, 3);
   t.equal(email!.prescription_count, 5);
@@ -114,20 +114,20 @@ t.test('waits for a quiet period, but not longer than the maximum wait', async (
     { patient_icn: icn(3), rx_number: '3000001', tracking_number: 'T3', arrived_minutes_ago: 1441 },
     { patient_icn: icn(3), rx_number: '3000002', tracking_number: 'T3', arrived_minutes_ago: 1 },
   ]);
-  t.same(await group(sql), { emailsCreated: 2, dispensesGrouped: 3, dispensesExcluded: 0, skipped: false });
+  t.same(await group(sql), { emailsCreated: 2, dispensesGrouped: 3, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
   const pending = await sql`select patient_icn from medication_dispense where state = 'pending'`;
   t.same(new Set(pending.map((r) => r.patient_icn)), new Set([icn(1)]));
 });
 
-t.test('DELIVERY_START_AT leaves earlier shipments to MHV', async (t) => {
+t.test('DELIVERY_START_AT with no hold leaves earlier shipments to MHV', async (t) => {
   const { sql } = await testDatabase(t);
   await insertDispenses(sql, [
     { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', shipped_at: new Date('2026-06-01T11:59:59Z') },
     { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2', shipped_at: new Date('2026-06-01T12:00:00Z') },
     { patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T3', shipped_at: new Date('2026-05-30T08:00:00Z') },
   ]);
-  const result = await group(sql, { DELIVERY_START_AT: '2026-06-01T12:00:00Z' });
-  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 2, skipped: false });
+  const result = await group(sql, { DELIVERY_START_AT: '2026-06-01T12:00:00Z', CUTOVER_HOLD_HOURS: '0' });
+  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 2, dispensesHeld: 0, skipped: false });
   const rows = await sql`select rx_number, state, state_reason from medication_dispense order by rx_number`;
   t.same(rows.map((r) => [r.rx_number, r.state]), [['1000001', 'excluded'], ['1000002', 'grouped'], ['2000001', 'excluded']]);
   t.match(rows[0]!.state_reason, /DELIVERY_START_AT/);
@@ -197,7 +197,7 @@ t.test('a veteran whose draft an ingest holds is passed by, not waited for, and 
   t.equal(resend.stored.size, 0, 'the resend is a duplicate');
 
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('grouping waited for the lock')), 5_000).unref());
-  t.same(await Promise.race([group(sql), timeout]), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false },
+  t.same(await Promise.race([group(sql), timeout]), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, dispensesHeld: 0, skipped: false },
     'the other veteran is grouped');
   const [first] = await sql`select patient_icn from tracking_email`;
   t.equal(first!.patient_icn, icn(2));
@@ -205,7 +205,7 @@ t.test('a veteran whose draft an ingest holds is passed by, not waited for, and 
   t.same(held.map((r) => r.state), ['pending', 'pending'], 'the held veteran waits, whole');
 
   await ingest`commit`;
-  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 2, dispensesExcluded: 0, skipped: false });
+  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 2, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
   const [second] = await sql`select id, prescription_count, personalisation from tracking_email where patient_icn = ${icn(1)}`;
   t.equal(second!.prescription_count, 2, 'one email for both dispenses');
   t.match(second!.personalisation.tracking_info, /tracknum=T1\)\n- Prescription ending in 0001\n\n.*tracknum=T2\)\n- Prescription ending in 0002$/s);
@@ -290,7 +290,7 @@ t.test('a partition another instance is grouping is skipped; the others are grou
   t.equal(held!.pending, (60 - grouped) * 3, "partition 0's dispenses wait, none split");
 
   const single = await groupReadyVeterans({ sql, config: testConfig({ GROUPING_CONCURRENCY: '1' }), log });
-  t.same(single.result, { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, skipped: true }, 'one partition, held elsewhere: skipped');
+  t.same(single.result, { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: true }, 'one partition, held elsewhere: skipped');
 
   await other`rollback`;
   const rest = await groupReadyVeterans({ sql, config, log });
@@ -367,7 +367,7 @@ t.test('a replayed body neither holds back its veterans\' emails nor leaves a di
   t.equal(replay.stored.size, 1, 'only the new event is stored');
   const [after] = await sql`select id, last_arrival_at from tracking_email_draft where patient_icn = ${icn(1)}`;
   t.same(after, before, 'the replayed veteran\'s draft keeps its newest arrival');
-  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, skipped: false }, 'the replayed veteran is ready');
+  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, dispensesHeld: 0, skipped: false }, 'the replayed veteran is ready');
   const [second] = await sql`select d.tracking_email_id = r.id as named from medication_dispense d join tracking_email_draft r on r.patient_icn = d.patient_icn where d.rx_number = '2000001'`;
   t.ok(second?.named, 'the new veteran\'s dispense names their new draft');
 });
@@ -423,11 +423,87 @@ t.test('a dispense shipped before DELIVERY_START_AT that the run\'s exclusion di
     partition: { index: 0, count: 1 }, deliveryStartAt: new Date('2026-06-01T12:00:00Z'),
   };
   const result = await sql.begin(async (tx) => groupDrafts(tx, await takeReadyDrafts(tx, parameters), parameters));
-  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1 });
+  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 0 });
   const rows = await sql`select rx_number, state, state_reason, tracking_email_id is null as unnamed from medication_dispense order by rx_number`;
   t.same(rows.map((r) => [r.rx_number, r.state, r.unnamed]), [['1000001', 'excluded', true], ['1000002', 'grouped', false]]);
   t.match(rows[0]!.state_reason, /DELIVERY_START_AT/);
   const [email] = await sql`select prescription_count, personalisation from tracking_email`;
   t.equal(email!.prescription_count, 1);
   t.notMatch(email!.personalisation.tracking_info, /T1/);
+});
+
+t.test('CUTOVER_HOLD_HOURS holds what shipped near DELIVERY_START_AT, each package whole', async (t) => {
+  const { sql } = await testDatabase(t);
+  const T = Date.parse('2026-06-01T12:00:00Z');
+  const at = (hours: number) => new Date(T + hours * 3_600_000);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'EARLY', shipped_at: at(-7) },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'BEFORE', shipped_at: at(-5) },
+    { patient_icn: icn(1), rx_number: '1000003', tracking_number: 'AFTER', shipped_at: at(5.9) },
+    { patient_icn: icn(1), rx_number: '1000004', tracking_number: 'LATE', shipped_at: at(7) },
+    // One package whose fills' message times fall on both sides of the window's start...
+    { patient_icn: icn(2), rx_number: '2000001', tracking_number: 'EDGE1', shipped_at: at(-6.1) },
+    { patient_icn: icn(2), rx_number: '2000002', tracking_number: 'EDGE1', shipped_at: at(-5.9) },
+    // ... and one on both sides of its end.
+    { patient_icn: icn(3), rx_number: '3000001', tracking_number: 'edge2', shipped_at: at(5.9) },
+    { patient_icn: icn(3), rx_number: '3000002', tracking_number: 'EDGE2', shipped_at: at(6.1) },
+    // A package before the window with a fill after it: the fills disagree, so MHV's export decides.
+    { patient_icn: icn(4), rx_number: '4000001', tracking_number: 'SPLIT', shipped_at: at(-6.5) },
+    { patient_icn: icn(4), rx_number: '4000002', tracking_number: 'SPLIT', shipped_at: at(6.5) },
+  ]);
+  const result = await group(sql, { DELIVERY_START_AT: '2026-06-01T12:00:00Z', CUTOVER_HOLD_HOURS: '6' });
+  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 8, skipped: false });
+  const rows = await sql`select tracking_number, state, state_reason, tracking_email_id is null as unnamed from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.tracking_number, r.state]), [
+    ['EARLY', 'excluded'], ['BEFORE', 'held_for_cutover'], ['AFTER', 'held_for_cutover'], ['LATE', 'grouped'],
+    ['EDGE1', 'held_for_cutover'], ['EDGE1', 'held_for_cutover'], ['edge2', 'held_for_cutover'], ['EDGE2', 'held_for_cutover'],
+    ['SPLIT', 'held_for_cutover'], ['SPLIT', 'held_for_cutover'],
+  ]);
+  t.match(rows[1]!.state_reason, /CUTOVER_HOLD_HOURS/);
+  t.ok(rows.filter((r) => r.state === 'held_for_cutover').every((r) => r.unnamed), 'a held dispense names no draft, so no email');
+  const recorded = await sql`select tracking_number, set_aside from cutover_dispense order by dispense_id`;
+  t.same(recorded.map((r) => [r.tracking_number, r.set_aside]), [
+    ['EARLY', 'excluded'], ['BEFORE', 'held'], ['AFTER', 'held'], ['EDGE1', 'held'], ['EDGE1', 'held'],
+    ['EDGE2', 'held'], ['EDGE2', 'held'], ['SPLIT', 'held'], ['SPLIT', 'held'],
+  ], 'every fill set aside is recorded under its package, upper-cased');
+
+  // Later fills follow their package, wherever their own shipped-at falls.
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000005', tracking_number: 'BEFORE', shipped_at: at(6.5) },
+    { patient_icn: icn(1), rx_number: '1000006', tracking_number: 'EARLY', shipped_at: at(-6.5) },
+    { patient_icn: icn(1), rx_number: '1000007', tracking_number: 'EARLY', shipped_at: at(6.5) },
+  ]);
+  t.same(await group(sql, { DELIVERY_START_AT: '2026-06-01T12:00:00Z', CUTOVER_HOLD_HOURS: '6' }),
+    { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 3, skipped: false });
+  const later = await sql`select rx_number, state from medication_dispense where rx_number in ('1000005', '1000006', '1000007') order by rx_number`;
+  t.same(later.map((r) => [r.rx_number, r.state]), [['1000005', 'held_for_cutover'], ['1000006', 'held_for_cutover'], ['1000007', 'held_for_cutover']],
+    'a late fill of a held package is held; an excluded package that gets a fill after the window is held: its fills disagree');
+
+  await insertDispenses(sql, [{ patient_icn: icn(5), rx_number: '5000001', tracking_number: 'EARLY', shipped_at: at(-8) }]);
+  await sql`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, shipped_at, state, state_reason)
+            values ('521', '6000001', 0, 'OLD', ${icn(6)}, ${at(-9)}, 'excluded', 'shipped before DELIVERY_START_AT (MHV sends these)')`;
+  await sql`insert into cutover_dispense (dispense_id, tracking_number, set_aside)
+            select id, 'OLD', 'excluded' from medication_dispense where rx_number = '6000001'`;
+  await insertDispenses(sql, [{ patient_icn: icn(6), rx_number: '6000002', tracking_number: 'OLD', shipped_at: at(-8) }]);
+  t.same(await group(sql, { DELIVERY_START_AT: '2026-06-01T12:00:00Z', CUTOVER_HOLD_HOURS: '6' }),
+    { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 1, dispensesHeld: 1, skipped: false },
+    'a fill before the window follows its held package; one of an excluded package that agrees is excluded');
+});
+
+t.test('a dispense shipped near DELIVERY_START_AT that the run did not see is held and recorded when its draft is grouped', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', shipped_at: new Date('2026-06-01T13:00:00Z') },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2', shipped_at: new Date('2026-06-01T19:00:00Z') },
+  ]);
+  const parameters = {
+    quietMinutes: 60, maxWaitMinutes: 240, batchSize: 10, includeDrugNames: false, emailState: 'queued' as const,
+    partition: { index: 0, count: 1 }, deliveryStartAt: new Date('2026-06-01T12:00:00Z'), holdHours: 6,
+  };
+  const result = await sql.begin(async (tx) => groupDrafts(tx, await takeReadyDrafts(tx, parameters), parameters));
+  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, dispensesHeld: 1 });
+  const rows = await sql`select rx_number, state from medication_dispense order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.state]), [['1000001', 'held_for_cutover'], ['1000002', 'grouped']]);
+  const recorded = await sql`select tracking_number, set_aside from cutover_dispense`;
+  t.same(recorded.map((r) => [r.tracking_number, r.set_aside]), [['T1', 'held']]);
 });

@@ -33,7 +33,7 @@ const post = (app: Awaited<ReturnType<typeof testApp>>['app'], job: string) =>
 t.test('one email per veteran, by ICN, with only the properties the contract allows', async (t) => {
   const { app, db, vaNotify, logs } = await testApp(t);
   await twoVeterans(db.sql);
-  t.same(await post(app, 'grouping'), { emailsCreated: 2, dispensesGrouped: 4, dispensesExcluded: 0, skipped: false });
+  t.same(await post(app, 'grouping'), { emailsCreated: 2, dispensesGrouped: 4, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
   t.same(await post(app, 'send'), { sent: 2, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false });
 
   const received = [...vaNotify.state.notifications.values()];

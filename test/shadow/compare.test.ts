@@ -136,3 +136,16 @@ t.test('the default window is the whole UTC days of the export', async (t) => {
     to: new Date('2026-05-16T00:00:00Z'),
   });
 });
+
+t.test('a package held at the cut-over that MHV emailed says so', async (t) => {
+  const report = compareShadow({
+    rows: [sent(A, 'P1', '2026-05-14T12:00:00Z')],
+    badRows: [],
+    ours: [{ ...emailed(A, 'P1', 'e1'), emailId: null, states: ['held_for_cutover'] }],
+    window,
+  });
+  t.same(report.mismatches.map((m) => [m.kind, m.trackingNumbers, m.detail]), [
+    ['emailed_by_mhv_only', ['P1'], "held at the cut-over until MHV's export is compared"],
+  ]);
+  t.same(report.summary.emailedByMhvOnly.byReason, { "held at the cut-over until MHV's export is compared": 1 });
+});
