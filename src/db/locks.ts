@@ -10,4 +10,6 @@ export const AdvisoryLock = {
   notification: 727_010,
   /** One fallback sweep at a time across all instances. */
   sweep: 727_003,
+  /** One retention run at a time across all instances. */
+  retention: 727_004,
 } as const;
