@@ -21,6 +21,7 @@ import { sandboxDefaults } from './sandbox/va-notify.ts';
 import { aalClientFromConfig } from './aal/aal-client.ts';
 import { runAalPosts } from './aal/aal-worker.ts';
 import { runSweep } from './sweep/sweep-job.ts';
+import { runRetention } from './retention/retention-job.ts';
 import { createJobRunner, type JobName, type JobRunner } from './jobs/runner.ts';
 import { jobRoutes } from './jobs/routes.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -127,6 +128,8 @@ export async function buildApp(options: AppOptions) {
           moreIf((r) => r.posted + r.retried + r.failed >= config.AAL_BATCH_SIZE, 'aal'),
         ),
       sweep: (signal) => runSweep({ sql, config, vaNotify, budget, log, signal, metrics, wake: (job) => jobs.wake(job) }),
+      retention: (signal) =>
+        runRetention({ sql, config, log, signal, onRemoved: (record, count) => metrics.retentionRemoved.inc({ record }, count) }),
     },
     log,
   );
@@ -139,6 +142,7 @@ export async function buildApp(options: AppOptions) {
         send: config.SEND_INTERVAL_SECONDS,
         aal: config.AAL_INTERVAL_SECONDS,
         sweep: config.SWEEP_INTERVAL_SECONDS,
+        retention: config.RETENTION_INTERVAL_SECONDS,
       });
       // A hint only: the timers find the work anyway if a notification is missed.
       wakeListener = await sql.listen('tracking_email_queued', () => jobs.wake('send'));

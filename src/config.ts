@@ -133,6 +133,11 @@ export const ConfigSchema = Type.Object({
   STATUS_POLL_AFTER_MINUTES: Integer({ default: 30, description: 'a notification silent this long is polled' }),
   REPLAY_DELAY_MINUTES: Integer({ default: 60, description: 'a temporary failure is sent again after this' }),
   SWEEP_BATCH_SIZE: Integer({ default: 500, minimum: 1, description: 'rows per sweep step' }),
+  INBOUND_BODY_RETENTION_DAYS: Integer({ default: 30, description: 'a raw CMOP body is emptied this long after it was received, once every dispense it carried is final (emailed and the email final, excluded, or cancelled); the row, its outcome and its error stay (0: bodies are kept)' }),
+  RECORD_RETENTION_DAYS: Integer({ default: 90, description: "a final email's whole history (dispenses, email, notifications, status events, AAL event) is removed this long after it was created and last changed, never before its AAL event is posted; also cancelled and excluded dispenses and emptied inbound messages (0: kept forever)" }),
+  DISPENSE_KEY_RETENTION_DAYS: Integer({ default: 365, description: 'a hash of a removed emailed dispense\'s event key is kept this long, so that a CMOP resend of it is a duplicate (0: kept forever)' }),
+  RETENTION_BATCH_SIZE: Integer({ default: 100, minimum: 1, maximum: 10_000, description: 'emails, or inbound messages, per retention batch: one short transaction each' }),
+  RETENTION_INTERVAL_SECONDS: Integer({ default: 3600, minimum: 1, description: 'retention timer' }),
   SHUTDOWN_GRACE_SECONDS: Integer({ default: 20, minimum: 1, description: 'time in-flight work gets to finish on SIGTERM' }),
 
   SANDBOX_CALLBACK_DELAY_MS: Integer({ default: 1000, description: 'sandbox VA Notify: delay before it posts a status callback' }),
@@ -271,6 +276,10 @@ function checkCombinations(config: Config): void {
     if (config.AAL_API_KEY === undefined) problems.push('AAL_API_KEY: required when AAL_BASE_URL is set');
   } else if (config.NODE_ENV === 'production' && config.DELIVERY_MODE === 'live') {
     problems.push('AAL_BASE_URL: required in production with DELIVERY_MODE=live');
+  }
+  // VA Notify may still call back, and the sweep still poll, until its own retention has passed.
+  if (config.RECORD_RETENTION_DAYS > 0 && config.RECORD_RETENTION_DAYS < config.VA_NOTIFY_RETENTION_DAYS) {
+    problems.push('RECORD_RETENTION_DAYS: must be 0 (kept forever) or at least VA_NOTIFY_RETENTION_DAYS, so that no history is removed while VA Notify may still report on it');
   }
   if (config.NODE_ENV === 'production' && config.DATABASE_URL === undefined) {
     problems.push('DATABASE_URL: required in production (the embedded PostgreSQL is for development)');

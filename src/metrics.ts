@@ -44,6 +44,12 @@ export function createMetrics(sql: Sql) {
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
+  const retentionRemoved = new Counter({
+    name: 'rx_retention_removed_total',
+    help: 'Records retention removed, by record (inboundBodies emptied; inboundMessages, trackingEmails, dispenses, notifications, statusEvents, aalEvents removed; dispenseKeysKept written, dispenseKeysPurged removed)',
+    labelNames: ['record'] as const,
+    registers: [registry],
+  });
 
   const rowsByState = new Gauge({
     name: 'rx_rows',
@@ -103,7 +109,7 @@ export function createMetrics(sql: Sql) {
     cutoverOldestHeld.set(gauges.cutoverHeld.oldestAge);
   }
 
-  return { registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, aalPosts, collectFromDatabase };
+  return { registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, aalPosts, retentionRemoved, collectFromDatabase };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -51,7 +51,7 @@ export interface Service {
   /** Stops the service; returns its peak RSS and how many error lines it logged. */
   stop(): Promise<{ peakRssBytes: number; errorLines: number }>;
   /** POST /v1/jobs/<name>: runs the job once in the service and returns its result. */
-  trigger<R>(job: 'grouping' | 'send' | 'aal'): Promise<R>;
+  trigger<R>(job: 'grouping' | 'send' | 'aal' | 'sweep' | 'retention'): Promise<R>;
 }
 
 let serviceCount = 0;

@@ -12,4 +12,6 @@ export const AdvisoryLock = {
   sweep: 727_003,
   /** One decision on the packages held at the cut-over at a time. */
   cutoverRelease: 727_004,
+  /** One retention run at a time across all instances. */
+  retention: 727_005,
 } as const;

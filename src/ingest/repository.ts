@@ -229,11 +229,20 @@ const sourceColumns = ['station_number', 'rx_number', 'fill_number', 'tracking_n
 const insertedColumns = [...sourceColumns, 'tracking_email_id'].join(', ');
 const draftedColumns = sourceColumns.map((name) => `s.${name}`).join(', ');
 
-/** The body's rows with their drafts (`drafts`: id and patient_icn), in the order given. */
-function draftedSource(sql: SqlHandle, drafts: string) {
+/**
+ * The body's rows with their drafts (`drafts`: id and patient_icn), in the order given. With
+ * `leaveOutRemoved`, without the events whose history retention removed (sql/020): those were
+ * emailed, and a copy is a duplicate. One primary-key probe per row, paid only by the statement that
+ * resolves conflicts; the plain insert's trigger refuses such an event and sends the body here.
+ */
+function draftedSource(sql: SqlHandle, drafts: string, leaveOutRemoved = false) {
   return sql`
     select ${sql.unsafe(draftedColumns)}, r.id
       from source s left join ${sql.unsafe(drafts)} r on s.state = 'pending' and r.patient_icn = s.patient_icn
+     ${leaveOutRemoved
+       ? sql`where (select true from removed_dispense_key k
+                     where k.key_hash = dispense_key_hash(s.station_number, s.rx_number, s.fill_number, s.tracking_number)) is null`
+       : sql``}
      order by s.position`;
 }
 
@@ -276,14 +285,17 @@ const DeadlockAttempts = 3;
 /**
  * Runs `work` in a transaction of its own, again when Postgres ended it to break a deadlock (which
  * rolled all of it back). The replay's drafts leave one deadlock with grouping possible: a stored
- * dispense that became pending under a veteran's draft between its two statements.
+ * dispense that became pending under a veteran's draft between its two statements. Also again when
+ * retention removed the history of one of the body's events while the statement ran (its trigger
+ * refuses the copy): the next attempt leaves that event out.
  */
 async function inOwnTransaction<T>(sql: Sql, work: (tx: SqlHandle) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await sql.begin(work) as T;
     } catch (error) {
-      if (attempt >= DeadlockAttempts || !(error instanceof postgres.PostgresError && error.code === '40P01')) throw error;
+      const retryable = error instanceof postgres.PostgresError && error.code === '40P01' || isStoredEventConflict(error);
+      if (attempt >= DeadlockAttempts || !retryable) throw error;
     }
   }
 }
@@ -327,7 +339,7 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
     return tx<{ stored: number; pending: number; cancelled: number; unprocessable: number; stored_keys: [string, string, number, string][] | null }[]>`
       with source as materialized (${dispenseSource(tx, inboundMessageId, rows)}),
       stored as (
-        insert into medication_dispense (${tx.unsafe(insertedColumns)}) ${draftedSource(tx, 'tracking_email_draft')}
+        insert into medication_dispense (${tx.unsafe(insertedColumns)}) ${draftedSource(tx, 'tracking_email_draft', true)}
         on conflict (station_number, rx_number, fill_number, tracking_number) do update
           set carrier = excluded.carrier, drug_name = excluded.drug_name, ndc = excluded.ndc, quantity = excluded.quantity,
               dispensed_at = excluded.dispensed_at, shipped_at = excluded.shipped_at, patient_icn = excluded.patient_icn,

@@ -47,6 +47,26 @@ const SweepAlreadyRunning = Type.Object({
   status: Type.Literal('already_running', { description: 'another instance is sweeping; this request did nothing' }),
 });
 
+const RetentionDone = Type.Object({
+  status: Type.Literal('done'),
+  inboundBodies: Type.Integer({ description: 'raw CMOP bodies emptied (the row, its outcome and its error kept)' }),
+  inboundMessages: Type.Integer({ description: 'inbound message rows removed (body emptied, no dispense left naming it)' }),
+  trackingEmails: Type.Integer({ description: 'final tracking emails removed with their whole history' }),
+  dispenses: Type.Integer({ description: 'dispenses removed: those of the removed emails, and cancelled or excluded ones' }),
+  notifications: Type.Integer({ description: 'notifications removed' }),
+  statusEvents: Type.Integer({ description: 'delivery-status events removed (also late ones that matched no notification)' }),
+  aalEvents: Type.Integer({ description: 'AAL events removed (posted, or unpostable)' }),
+  dispenseKeysKept: Type.Integer({ description: 'event keys of removed emailed dispenses kept (hashed) so that a resend is a duplicate' }),
+  dispenseKeysPurged: Type.Integer({ description: 'kept event keys removed after DISPENSE_KEY_RETENTION_DAYS' }),
+  batches: Type.Integer({ description: 'batches committed, each one short transaction' }),
+  lockTimeouts: Type.Integer({ description: 'batches rolled back because a row they needed stayed locked: the next run takes them up' }),
+  stopped: Type.Boolean({ description: 'the run stopped early (shutdown)' }),
+});
+
+const RetentionAlreadyRunning = Type.Object({
+  status: Type.Literal('already_running', { description: 'another instance is running retention; this request did nothing' }),
+});
+
 export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const errors = errorResponses(401, 429, 503);
   app.post('/v1/jobs/grouping', { schema: { response: { 200: GroupingResult, ...errors } } }, () =>
@@ -58,6 +78,9 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // Another instance sweeping is a normal answer, not a conflict: its run covers the same work.
   app.post('/v1/jobs/sweep', { schema: { response: { 200: Type.Union([SweepDone, SweepAlreadyRunning]), ...errors } } }, () =>
     app.jobs.run<Static<typeof SweepDone> | Static<typeof SweepAlreadyRunning>>('sweep'),
+  );
+  app.post('/v1/jobs/retention', { schema: { response: { 200: Type.Union([RetentionDone, RetentionAlreadyRunning]), ...errors } } }, () =>
+    app.jobs.run<Static<typeof RetentionDone> | Static<typeof RetentionAlreadyRunning>>('retention'),
   );
   app.post('/v1/jobs/aal', { schema: { response: { 200: AalResult, ...errors } } }, () =>
     app.jobs.run<Static<typeof AalResult>>('aal'),

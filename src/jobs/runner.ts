@@ -4,7 +4,7 @@
 // and a shutdown that stops claiming, lets in-flight work finish, then returns.
 import type { Logger } from 'pino';
 
-export type JobName = 'grouping' | 'send' | 'aal' | 'sweep';
+export type JobName = 'grouping' | 'send' | 'aal' | 'sweep' | 'retention';
 
 /** A job gets a signal that aborts at shutdown: it must stop claiming new work and release what it holds. */
 export type Job<R = unknown> = (signal: AbortSignal) => Promise<R>;

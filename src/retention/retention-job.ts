@@ -1,0 +1,143 @@
+// Retention: PHI is kept only as long as it is needed. Raw CMOP bodies are emptied once every
+// dispense they carried is final and INBOUND_BODY_RETENTION_DAYS have passed; the whole history of a
+// final email (dispenses, email, notifications, status events, AAL event) is removed after
+// RECORD_RETENTION_DAYS, with a hash of each emailed dispense's event key kept for
+// DISPENSE_KEY_RETENTION_DAYS more so that a CMOP resend is still a duplicate. One retention at a
+// time across all instances; each step walks its table oldest first in small batches of their own
+// transactions, until nothing old is left or the service shuts down.
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { Sql, SqlHandle } from '../db/connect.ts';
+import {
+  emptyInboundBodies,
+  inBatch,
+  purgeDispenseKeys,
+  removeFinalHistories,
+  removeOldInboundMessages,
+  removeOrphanStatusEvents,
+  withRetentionLock,
+  type Cursor,
+} from './repository.ts';
+
+/** What a run removed, by record; also the labels of `rx_retention_removed_total{record}`. */
+export interface RetentionCounts {
+  inboundBodies: number;
+  inboundMessages: number;
+  trackingEmails: number;
+  dispenses: number;
+  notifications: number;
+  statusEvents: number;
+  aalEvents: number;
+  dispenseKeysKept: number;
+  dispenseKeysPurged: number;
+}
+
+export type RetentionRecord = keyof RetentionCounts;
+
+export type RetentionResult =
+  | ({ status: 'done'; batches: number; stopped: boolean; lockTimeouts: number } & RetentionCounts)
+  | { status: 'already_running' };
+
+export interface RetentionDeps {
+  sql: Sql;
+  config: Pick<Config, 'INBOUND_BODY_RETENTION_DAYS' | 'RECORD_RETENTION_DAYS' | 'DISPENSE_KEY_RETENTION_DAYS' | 'RETENTION_BATCH_SIZE'>;
+  log: Logger;
+  signal?: AbortSignal;
+  /** Counts each batch's removals as they commit (the metrics counter). */
+  onRemoved?: (record: RetentionRecord, count: number) => void;
+  /** Called inside each batch's transaction after its statement, before it commits (tests look at its locks). */
+  onBatch?: (tx: SqlHandle, step: string) => Promise<void>;
+}
+
+const LockNotAvailable = '55P03';
+
+export async function runRetention(deps: RetentionDeps): Promise<RetentionResult> {
+  const held = await withRetentionLock(deps.sql, () => retain(deps));
+  return held ? held.result : { status: 'already_running' };
+}
+
+async function retain(deps: RetentionDeps): Promise<RetentionResult> {
+  const { sql, config, signal } = deps;
+  const batchSize = config.RETENTION_BATCH_SIZE;
+  const counts: RetentionCounts = {
+    inboundBodies: 0, inboundMessages: 0, trackingEmails: 0, dispenses: 0, notifications: 0,
+    statusEvents: 0, aalEvents: 0, dispenseKeysKept: 0, dispenseKeysPurged: 0,
+  };
+  let batches = 0;
+  let lockTimeouts = 0;
+  const add = (record: RetentionRecord, count: number) => {
+    if (count === 0) return;
+    counts[record] += count;
+    deps.onRemoved?.(record, count);
+  };
+
+  /**
+   * Runs one step's batches until it reports nothing more. A batch that waited too long for a row
+   * lock is rolled back and its step ends for this run: the next run finds the same rows.
+   */
+  async function step<C>(name: string, batch: (tx: SqlHandle, after: C | null) => Promise<{ next: C | null; more: boolean }>): Promise<void> {
+    let after: C | null = null;
+    while (!signal?.aborted) {
+      let outcome: { next: C | null; more: boolean };
+      try {
+        outcome = await inBatch(sql, async (tx) => {
+          const result = await batch(tx, after);
+          await deps.onBatch?.(tx, name);
+          return result;
+        });
+      } catch (error) {
+        if ((error as { code?: string }).code !== LockNotAvailable) throw error;
+        lockTimeouts++;
+        deps.log.info({ step: name }, 'retention waited too long for a row lock; the next run takes it up');
+        return;
+      }
+      batches++;
+      if (!outcome.more) return;
+      after = outcome.next;
+    }
+  }
+
+  if (config.INBOUND_BODY_RETENTION_DAYS > 0) {
+    await step<Cursor>('inbound_bodies', async (tx, after) => {
+      const r = await emptyInboundBodies(tx, { days: config.INBOUND_BODY_RETENTION_DAYS, batchSize, after });
+      add('inboundBodies', r.emptied);
+      return { next: r.next, more: r.next !== null };
+    });
+  }
+  if (config.RECORD_RETENTION_DAYS > 0) {
+    const days = config.RECORD_RETENTION_DAYS;
+    await step<Cursor>('histories', async (tx, after) => {
+      const r = await removeFinalHistories(tx, { days, batchSize, after });
+      add('trackingEmails', r.emails);
+      add('dispenses', r.dispenses);
+      add('notifications', r.notifications);
+      add('statusEvents', r.statusEvents);
+      add('aalEvents', r.aalEvents);
+      add('dispenseKeysKept', r.dispenseKeys);
+      return { next: r.next, more: r.next !== null };
+    });
+    await step<Cursor>('inbound_messages', async (tx, after) => {
+      const r = await removeOldInboundMessages(tx, { days, batchSize, after });
+      add('inboundMessages', r.messages);
+      add('dispenses', r.dispenses);
+      return { next: r.next, more: r.next !== null };
+    });
+    await step<null>('orphan_status_events', async (tx) => {
+      const removed = await removeOrphanStatusEvents(tx, { days, batchSize });
+      add('statusEvents', removed);
+      return { next: null, more: removed >= batchSize };
+    });
+  }
+  if (config.DISPENSE_KEY_RETENTION_DAYS > 0) {
+    const days = config.DISPENSE_KEY_RETENTION_DAYS;
+    await step<null>('dispense_keys', async (tx) => {
+      const removed = await purgeDispenseKeys(tx, { days, batchSize });
+      add('dispenseKeysPurged', removed);
+      return { next: null, more: removed >= batchSize };
+    });
+  }
+  const stopped = signal?.aborted ?? false;
+  const removedAny = Object.values(counts).some((count) => count > 0);
+  if (removedAny || lockTimeouts > 0) deps.log.info({ ...counts, batches, lockTimeouts, stopped }, 'retention run');
+  return { status: 'done', batches, stopped, lockTimeouts, ...counts };
+}
