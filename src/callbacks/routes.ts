@@ -115,7 +115,9 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       bodyLimit: config.CALLBACK_BODY_LIMIT_BYTES,
       config: { rateLimit: { max: config.CALLBACK_RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' } },
       schema: {
+        operationId: 'receiveVaNotifyCallback',
         summary: 'A VA Notify delivery-status callback',
+        security: [{ callbackToken: [] }, { vaNotifySignature: [] }],
         body: CallbackBody,
         response: { 200: Received, ...errorResponses(400, 401, 413, 415, 429, 500, 503) },
       },
