@@ -191,6 +191,7 @@ export async function buildApp(options: AppOptions) {
       signatureSecrets: [...vaNotifySigningSecrets(config), sandboxDefaults.secret],
     }),
     onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
+    onRejected: (outcome) => metrics.callbacks.inc({ outcome }),
   });
   return app as unknown as FastifyInstance;
 }
