@@ -8,7 +8,9 @@ import type { Logger } from 'pino';
 import { vaNotifySigningSecrets, type Config } from './config.ts';
 import type { Sql } from './db/connect.ts';
 import { installErrorHandler } from './http/errors.ts';
+import { documentInternalRoutes, registerOpenApi } from './http/openapi.ts';
 import { RequestLogController } from './http/log-controller.ts';
+import { requestIdOf, traceRequests } from './http/request-tracing.ts';
 import { requireBearerToken } from './http/internal-auth.ts';
 import { ErrorBody } from './http/schemas.ts';
 import { createLogger } from './logger.ts';
@@ -47,6 +49,8 @@ export interface AppOptions {
 export interface RegisteredRoute {
   method: string;
   url: string;
+  /** The route's schema as Fastify validates and serialises with it. */
+  schema?: Record<string, unknown>;
 }
 
 declare module 'fastify' {
@@ -64,11 +68,13 @@ export async function buildApp(options: AppOptions) {
   const { config, sql } = options;
   const app = Fastify({
     loggerInstance: (options.logger ?? createLogger(config.LOG_LEVEL)) as FastifyBaseLogger,
-    logController: new RequestLogController(),
+    logController: new RequestLogController({ requestIdLogLabel: 'requestId' }),
     // The client address (rate limits, logs) is the one the last trusted proxy saw: trusting every
     // hop would let a client choose its address by sending X-Forwarded-For itself.
     trustProxy: config.TRUST_PROXY.includes('none') ? false : config.TRUST_PROXY,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: true } },
+    requestIdHeader: false,
+    genReqId: requestIdOf,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.decorate('config', config);
@@ -76,18 +82,24 @@ export async function buildApp(options: AppOptions) {
   const registeredRoutes: RegisteredRoute[] = [];
   app.decorate('registeredRoutes', registeredRoutes);
   app.addHook('onRoute', (route) => {
+    if ((route.schema as { hide?: boolean } | undefined)?.hide) return;
     const methods = Array.isArray(route.method) ? route.method : [route.method];
-    for (const method of methods) if (method !== 'HEAD') registeredRoutes.push({ method, url: route.url });
+    for (const method of methods) {
+      // Read when asked: hooks that run after this one complete the schema (src/http/openapi.ts).
+      if (method !== 'HEAD') registeredRoutes.push({ method, url: route.url, get schema() { return route.schema as Record<string, unknown> | undefined; } });
+    }
   });
 
   app.addSchema(ErrorBody);
   installErrorHandler(app);
   await app.register(sensible);
   await app.register(rateLimit, { max: config.RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' });
+  await registerOpenApi(app as unknown as FastifyInstance);
 
   const log = app.log as Logger;
   const metrics = createMetrics(sql);
   app.decorate('metrics', metrics);
+  traceRequests(app as unknown as FastifyInstance, metrics);
   const aalBaseUrl = config.AAL_BASE_URL ?? options.sandboxUrls?.aal;
   if (aalBaseUrl === undefined) throw new Error('AAL_BASE_URL is not set and no sandbox AAL was started');
   // One client for the process: it caches MHV sessions per veteran.
@@ -115,20 +127,20 @@ export async function buildApp(options: AppOptions) {
   };
   const jobs: JobRunner = createJobRunner(
     {
-      grouping: () =>
+      grouping: (_signal, log) =>
         groupReadyVeterans({ sql, config, log }).then(moreIf((r) => r.filled, 'grouping')).then((r) => r.result),
       ...(vaNotify && {
-        send: (signal: AbortSignal) =>
+        send: (signal: AbortSignal, log: Logger) =>
           runSend({ sql, config, vaNotify, budget, log, signal, onOutcome: (outcome) => metrics.sends.inc({ outcome }) }).then(
             moreIf((r) => !r.paused && r.sent + r.recovered + r.retried + r.failed >= config.SEND_BATCH_SIZE, 'send'),
           ),
       }),
-      aal: (signal) =>
+      aal: (signal, log) =>
         runAalPosts({ sql, config, aal, log, signal, onOutcome: (outcome) => metrics.aalPosts.inc({ outcome }) }).then(
           moreIf((r) => r.posted + r.retried + r.failed >= config.AAL_BATCH_SIZE, 'aal'),
         ),
-      sweep: (signal) => runSweep({ sql, config, vaNotify, budget, log, signal, metrics, wake: (job) => jobs.wake(job) }),
-      retention: (signal) =>
+      sweep: (signal, log) => runSweep({ sql, config, vaNotify, budget, log, signal, metrics, wake: (job) => jobs.wake(job) }),
+      retention: (signal, log) =>
         runRetention({ sql, config, log, signal, onRemoved: (record, count) => metrics.retentionRemoved.inc({ record }, count) }),
     },
     log,
@@ -168,6 +180,7 @@ export async function buildApp(options: AppOptions) {
   // Internal endpoints: ingest, job triggers, operator views and actions. Each domain adds its routes here.
   await app.register(async (internal) => {
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
+    documentInternalRoutes(internal as unknown as FastifyInstance);
     await internal.register(ingestRoutes, { onOutcome: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count) });
     await internal.register(jobRoutes);
     await internal.register(operatorRoutes);
@@ -184,6 +197,7 @@ export async function buildApp(options: AppOptions) {
       signatureSecrets: [...vaNotifySigningSecrets(config), sandboxDefaults.secret],
     }),
     onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
+    onRejected: (outcome) => metrics.callbacks.inc({ outcome }),
   });
   return app as unknown as FastifyInstance;
 }

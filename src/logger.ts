@@ -81,7 +81,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     },
     destination,
   );
-  // A child's bindings (Fastify's reqId, a sandbox's name) are written once, when the child is made,
+  // A child's bindings (a request's requestId, a sandbox's name) are written once, when the child is made,
   // and pino's formatters do not see them: censor them here. Children of children inherit this.
   const child = logger.child;
   logger.child = function (this: Logger, bindings, options) {

@@ -51,6 +51,20 @@ export function createMetrics(sql: Sql) {
     registers: [registry],
   });
 
+  const httpRequests = new Counter({
+    name: 'rx_http_requests_total',
+    help: 'HTTP requests answered, by method, route pattern (unmatched for unknown URLs) and status code',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    registers: [registry],
+  });
+  const httpRequestDuration = new Histogram({
+    name: 'rx_http_request_duration_seconds',
+    help: 'Time from a request arriving to its answer being sent, by method, route pattern and status code',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+
   const rowsByState = new Gauge({
     name: 'rx_rows',
     help: 'Rows of work in progress, by table and state: medication_dispense pending; tracking_email queued, sending, temporary_failure; notification (status) created, sending, pending, sent; aal_event pending, posting. Every state: GET /v1/stats',
@@ -109,7 +123,9 @@ export function createMetrics(sql: Sql) {
     cutoverOldestHeld.set(gauges.cutoverHeld.oldestAge);
   }
 
-  return { registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, aalPosts, retentionRemoved, collectFromDatabase };
+  return {
+    registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, aalPosts, retentionRemoved, httpRequests, httpRequestDuration, collectFromDatabase,
+  };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

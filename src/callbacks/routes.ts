@@ -21,6 +21,8 @@ export interface CallbackRoutesOptions {
   signatureSecrets?: readonly string[];
   /** Told the outcome of every recorded callback (for metrics). */
   onStatusEvent?: (event: { status: string; outcome: StatusOutcome; aalEventCreated: boolean }) => void;
+  /** Told of every callback refused: 401 (unauthorized) or 400 (invalid), for metrics. */
+  onRejected?: (outcome: 'unauthorized' | 'invalid') => void;
 }
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([Type.Null(), schema]);
@@ -115,7 +117,9 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       bodyLimit: config.CALLBACK_BODY_LIMIT_BYTES,
       config: { rateLimit: { max: config.CALLBACK_RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' } },
       schema: {
+        operationId: 'receiveVaNotifyCallback',
         summary: 'A VA Notify delivery-status callback',
+        security: [{ callbackToken: [] }, { vaNotifySignature: [] }],
         body: CallbackBody,
         response: { 200: Received, ...errorResponses(400, 401, 413, 415, 429, 500, 503) },
       },
@@ -127,6 +131,11 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
           return;
         }
         if (request.headers['x-enp-signature'] === undefined) throw unauthorized(reply);
+      },
+      // A registration mistake (a token VA Notify was not given, a rotated key) shows only as refusals.
+      onResponse: async (_request, reply) => {
+        if (reply.statusCode === 401) options.onRejected?.('unauthorized');
+        else if (reply.statusCode === 400) options.onRejected?.('invalid');
       },
       preValidation: async (request, reply) => {
         if (tokenAuthenticated.has(request)) return;

@@ -7,9 +7,9 @@ const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.R
 export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const expectedMigrations = (await listMigrations()).length;
 
-  app.get('/health/live', { schema: { response: { 200: Health } } }, async () => ({ status: 'ok' }));
+  app.get('/health/live', { schema: { operationId: 'getLiveness', summary: 'Liveness: the process runs (the container HEALTHCHECK)', response: { 200: Health } } }, async () => ({ status: 'ok' }));
 
-  app.get('/health/ready', { schema: { response: { 200: Health, 503: Health } } }, async (_request, reply) => {
+  app.get('/health/ready', { schema: { operationId: 'getReadiness', summary: 'Readiness: Postgres answers and every migration is applied (the load balancer)', response: { 200: Health, 503: Health } } }, async (_request, reply) => {
     let database = 'ok';
     let schema = 'ok';
     try {

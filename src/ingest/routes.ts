@@ -66,7 +66,9 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
     {
       bodyLimit,
       schema: {
+        operationId: 'ingestDispenses',
         summary: 'Ingest CMOP dispense events (HL7 v2 or canonical JSON)',
+        consumes: [...acceptedTypes],
         body: Type.String({ description: 'HL7 v2 message(s), or one JSON dispense event or an array of them' }),
         response: {
           200: {

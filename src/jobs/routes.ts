@@ -1,5 +1,6 @@
 // POST /v1/jobs/<job>: run a job now and answer what it did. Safe while the same job runs elsewhere.
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import type { Logger } from 'pino';
 import { errorResponses } from '../http/schemas.ts';
 
 const GroupingResult = Type.Object({
@@ -69,20 +70,20 @@ const RetentionAlreadyRunning = Type.Object({
 
 export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const errors = errorResponses(401, 429, 503);
-  app.post('/v1/jobs/grouping', { schema: { response: { 200: GroupingResult, ...errors } } }, () =>
-    app.jobs.run<Static<typeof GroupingResult>>('grouping'),
+  app.post('/v1/jobs/grouping', { schema: { operationId: 'runGroupingJob', summary: 'Group ready pending dispenses into tracking emails now', response: { 200: GroupingResult, ...errors } } }, (request) =>
+    app.jobs.run<Static<typeof GroupingResult>>('grouping', request.log as Logger),
   );
-  app.post('/v1/jobs/send', { schema: { response: { 200: SendResult, ...errors } } }, () =>
-    app.jobs.run<Static<typeof SendResult>>('send'),
+  app.post('/v1/jobs/send', { schema: { operationId: 'runSendJob', summary: 'Send queued tracking emails through VA Notify now', response: { 200: SendResult, ...errors } } }, (request) =>
+    app.jobs.run<Static<typeof SendResult>>('send', request.log as Logger),
   );
   // Another instance sweeping is a normal answer, not a conflict: its run covers the same work.
-  app.post('/v1/jobs/sweep', { schema: { response: { 200: Type.Union([SweepDone, SweepAlreadyRunning]), ...errors } } }, () =>
-    app.jobs.run<Static<typeof SweepDone> | Static<typeof SweepAlreadyRunning>>('sweep'),
+  app.post('/v1/jobs/sweep', { schema: { operationId: 'runSweepJob', summary: 'Run the fallback sweep now', response: { 200: Type.Union([SweepDone, SweepAlreadyRunning]), ...errors } } }, (request) =>
+    app.jobs.run<Static<typeof SweepDone> | Static<typeof SweepAlreadyRunning>>('sweep', request.log as Logger),
   );
-  app.post('/v1/jobs/retention', { schema: { response: { 200: Type.Union([RetentionDone, RetentionAlreadyRunning]), ...errors } } }, () =>
-    app.jobs.run<Static<typeof RetentionDone> | Static<typeof RetentionAlreadyRunning>>('retention'),
+  app.post('/v1/jobs/retention', { schema: { operationId: 'runRetentionJob', summary: 'Remove raw bodies and final histories past their retention now', response: { 200: Type.Union([RetentionDone, RetentionAlreadyRunning]), ...errors } } }, (request) =>
+    app.jobs.run<Static<typeof RetentionDone> | Static<typeof RetentionAlreadyRunning>>('retention', request.log as Logger),
   );
-  app.post('/v1/jobs/aal', { schema: { response: { 200: AalResult, ...errors } } }, () =>
-    app.jobs.run<Static<typeof AalResult>>('aal'),
+  app.post('/v1/jobs/aal', { schema: { operationId: 'runAalJob', summary: 'Post pending AAL events now', response: { 200: AalResult, ...errors } } }, (request) =>
+    app.jobs.run<Static<typeof AalResult>>('aal', request.log as Logger),
   );
 };

@@ -6,11 +6,15 @@ import type { Logger } from 'pino';
 
 export type JobName = 'grouping' | 'send' | 'aal' | 'sweep' | 'retention';
 
-/** A job gets a signal that aborts at shutdown: it must stop claiming new work and release what it holds. */
-export type Job<R = unknown> = (signal: AbortSignal) => Promise<R>;
+/**
+ * A job gets a signal that aborts at shutdown (it must stop claiming new work and release what it
+ * holds) and the logger of whoever asked for the run: a trigger's request logger carries its request id.
+ */
+export type Job<R = unknown> = (signal: AbortSignal, log: Logger) => Promise<R>;
 
 export interface JobRunner {
-  run<R>(name: JobName): Promise<R>;
+  /** Runs a job now, logging with `runLog` (the runner's logger when not given). */
+  run<R>(name: JobName, runLog?: Logger): Promise<R>;
   /** Starts the timers; `intervals` in seconds. */
   start(intervals: Partial<Record<JobName, number>>): void;
   /**
@@ -29,11 +33,11 @@ export function createJobRunner(jobs: Partial<Record<JobName, Job>>, log: Logger
   const timers = new Map<JobName, { handle?: NodeJS.Timeout; seconds: number; running: boolean; again: boolean }>();
   let started = false;
 
-  function run<R>(name: JobName): Promise<R> {
+  function run<R>(name: JobName, runLog: Logger = log): Promise<R> {
     const job = jobs[name] as Job<R> | undefined;
     if (!job) return Promise.reject(new Error(`no job named ${name}`));
     if (shutdown.signal.aborted) return Promise.reject(new Error('shutting down'));
-    const promise = job(shutdown.signal);
+    const promise = job(shutdown.signal, runLog);
     inFlight.add(promise);
     const forget = () => inFlight.delete(promise);
     promise.then(forget, forget);

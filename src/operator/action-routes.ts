@@ -36,6 +36,8 @@ export const operatorActionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/tracking-emails/resend',
     {
       schema: {
+        operationId: 'resendTrackingEmails',
+        summary: 'Send named tracking emails again once the cause of their failure is mended',
         body: Type.Object(
           {
             ids: EmailIds(`tracking emails to send again, each in ${ResendableStates.join(', ')}`),
@@ -69,6 +71,8 @@ export const operatorActionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/aal-events/retry',
     {
       schema: {
+        operationId: 'retryAalEvents',
+        summary: "Post the named emails' failed AAL events again",
         body: Type.Object(
           { trackingEmailIds: EmailIds('the tracking emails whose failed AAL event to post again') },
           { additionalProperties: false },

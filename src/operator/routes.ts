@@ -28,6 +28,8 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/tracking-emails',
     {
       schema: {
+        operationId: 'listTrackingEmails',
+        summary: 'Tracking emails, newest first, by state or AAL state',
         querystring: Type.Object({
           state: Type.Optional(Type.Union(TrackingEmailStates.map((s) => Type.Literal(s)))),
           aalState: Type.Optional(Type.Union([Type.Literal('failed'), Type.Literal('unpostable')], { description: 'emails whose AAL event is in this state' })),
@@ -58,6 +60,8 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/tracking-emails/search',
     {
       schema: {
+        operationId: 'searchTrackingEmails',
+        summary: "A veteran's tracking emails by ICN, newest first",
         body: Type.Object(
           {
             patientIcn: Type.String({ pattern: IcnPattern, description: "the veteran's ICN, e.g. 1012345678V123456" }),
@@ -75,6 +79,8 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/tracking-emails/:id',
     {
       schema: {
+        operationId: 'getTrackingEmail',
+        summary: 'One tracking email: packages, sends with their status history, AAL event',
         params: Type.Object({ id: Type.String({ format: 'uuid', pattern: UuidPattern }) }),
         response: { 200: EmailDetail, ...errorResponses(400, 401, 404, 429) },
       },
@@ -86,7 +92,7 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.get('/v1/stats', { schema: { response: { 200: Stats, ...errorResponses(401, 429) } } }, async () => {
+  app.get('/v1/stats', { schema: { operationId: 'getStats', summary: 'Rows by state of dispenses, emails, notifications and AAL events', response: { 200: Stats, ...errorResponses(401, 429) } } }, async () => {
     const counts = await stateCounts(app.sql);
     return {
       dispenses: counts.medication_dispense,
@@ -99,9 +105,19 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
 /** GET /metrics: Prometheus text format. No PII in any label, so it is served without a token. */
 export const metricsRoute: FastifyPluginAsyncTypebox = async (app) => {
-  app.get('/metrics', async (_request, reply) => {
-    await app.metrics.collectFromDatabase();
-    reply.type(app.metrics.registry.contentType);
-    return app.metrics.registry.metrics();
-  });
+  app.get(
+    '/metrics',
+    {
+      schema: {
+        operationId: 'getMetrics',
+        summary: 'Prometheus metrics (no PII)',
+        response: { 200: { content: { 'text/plain': { schema: Type.String({ description: 'Prometheus text exposition format 0.0.4' }) } } }, ...errorResponses(503) },
+      },
+    },
+    async (_request, reply) => {
+      await app.metrics.collectFromDatabase();
+      reply.type(app.metrics.registry.contentType);
+      return app.metrics.registry.metrics();
+    },
+  );
 };

@@ -77,6 +77,10 @@ export const shadowRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       bodyLimit: CompareBodyLimitBytes,
       schema: {
+        operationId: 'compareWithMhv',
+        summary: "Compare MHV's sent emails (CSV export) with what this service would send",
+        consumes: ['text/csv', 'application/csv'],
+        body: Type.Unknown({ description: "MHV's export of the Rx tracking emails it sent, as CSV (docs/cutover.md)" }),
         querystring: Type.Object({ from: Bound('from'), to: Bound('to') }, { additionalProperties: false }),
         response: {
           200: {
