@@ -1,4 +1,4 @@
-// The packages held at the cut-over (sql/020_cutover_hold.sql): what is held, and the decision that
+// The packages held at the cut-over (sql/021_cutover_hold.sql): what is held, and the decision that
 // releases to this service the ones MHV did not email and leaves to MHV the ones it did.
 import type { Sql, SqlHandle } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
@@ -92,7 +92,7 @@ export interface ReleaseResult {
  *   cannot tell whether MHV will email it.
  *
  * The decision is recorded in cutover_dispense, and a fill of a decided package that arrives later
- * follows it (sql/020_cutover_hold.sql). One decision at a time (an advisory lock); drafts are
+ * follows it (sql/021_cutover_hold.sql). One decision at a time (an advisory lock); drafts are
  * created or locked in ICN order, as ingest does, so a decision never deadlocks with ingest.
  */
 export async function releaseHeldPackages(sql: Sql, exportTrackingNumbers: ReadonlySet<string>, mhvJobRunAt: Date): Promise<ReleaseResult> {

@@ -27,7 +27,7 @@ export interface GroupingParameters {
  * The cut-over's bounds on a dispense's shipped-at: before `excludeBefore` MHV's, from `holdUntil`
  * on this service's, in between held until MHV's export is compared. A fill shipped before
  * `scanUntil` can still belong to a package held or decided at the cut-over, so only those are
- * looked up (sql/020_cutover_hold.sql); later ones are this service's.
+ * looked up (sql/021_cutover_hold.sql); later ones are this service's.
  */
 export interface CutoverBounds {
   excludeBefore: Date;
@@ -108,7 +108,7 @@ function placeReason(sql: SqlHandle, place: Fragment) {
  * Dispenses shipped before the cut-over instant belong to MHV's own emails, and those shipped near
  * it are held until MHV's export says whose they are: set them aside (they stay visible, with the
  * reason, and are recorded in cutover_dispense) so that they are never grouped here. A package goes
- * one way as a whole (sql/020_cutover_hold.sql). They no longer name their draft, whose id becomes
+ * one way as a whole (sql/021_cutover_hold.sql). They no longer name their draft, whose id becomes
  * an email's; a draft left with no pending dispense is deleted by grouping.
  *
  * Only through drafts it locks, passing by those another transaction holds: an ingest (its
