@@ -172,7 +172,7 @@ async function gaugeReadings(sql: Sql): Promise<{
            order by r.first_arrival_at limit 1)), 0)::float8 as dispense_age,
         exists (select 1 from rate_budget where paused_until > now()) as paused,
         exists (select 1 from aal_pause where paused_until > now()) as aal_paused,
-        -- Held at the cut-over and not yet decided, off the cutover_dispense_held index (sql/020).
+        -- Held at the cut-over and not yet decided, off the cutover_dispense_held index (sql/021).
         (select count(*) from cutover_dispense where set_aside = 'held' and decision is null)::int as held_dispenses,
         (select count(distinct tracking_number) from cutover_dispense where set_aside = 'held' and decision is null)::int as held_packages,
         coalesce(extract(epoch from now() - (

@@ -76,7 +76,7 @@ function firstBefore(sql: SqlHandle, bounds: CutoverBounds, instant: Date) {
   return sql`${firstTime(sql, bounds)} < ${instant}::timestamptz`;
 }
 
-/** Where the cut-over puts pending dispense `d` ('excluded', 'held', ..., or null: this service's); see sql/020. */
+/** Where the cut-over puts pending dispense `d` ('excluded', 'held', ..., or null: this service's); see sql/021. */
 function cutoverPlace(sql: SqlHandle, bounds: CutoverBounds) {
   return sql`cutover_set_aside(d.tracking_number, ${firstTime(sql, bounds)}, ${lastTime(sql, bounds)},
                                ${bounds.excludeBefore}::timestamptz, ${bounds.holdUntil}::timestamptz)`;

@@ -231,7 +231,7 @@ const draftedColumns = sourceColumns.map((name) => `s.${name}`).join(', ');
 
 /**
  * The body's rows with their drafts (`drafts`: id and patient_icn), in the order given. With
- * `leaveOutRemoved`, without the events whose history retention removed (sql/020): those were
+ * `leaveOutRemoved`, without the events whose history retention removed (sql/022): those were
  * emailed, and a copy is a duplicate. One primary-key probe per row, paid only by the statement that
  * resolves conflicts; the plain insert's trigger refuses such an event and sends the body here.
  */
