@@ -162,6 +162,9 @@ export async function buildApp(options: AppOptions) {
 
   // Internal endpoints: ingest, job triggers, operator views and actions. Each domain adds its routes here.
   await app.register(async (internal) => {
+    // The limit is counted before authentication, so that guessing tokens is limited too (the
+    // route-level limiter the plugin adds then finds the request already counted).
+    internal.addHook('onRequest', app.rateLimit());
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
     await internal.register(ingestRoutes, { onOutcome: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count) });
     await internal.register(jobRoutes);
@@ -178,6 +181,8 @@ export async function buildApp(options: AppOptions) {
       signatureSecrets: [...vaNotifySigningSecrets(config), sandboxDefaults.secret],
     }),
     onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
+    // Nothing in a refused callback is trusted, its status least of all.
+    onCallbackRefused: (outcome) => metrics.callbacks.inc({ outcome, status: 'none' }),
   });
   return app as unknown as FastifyInstance;
 }
