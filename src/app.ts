@@ -179,6 +179,9 @@ export async function buildApp(options: AppOptions) {
 
   // Internal endpoints: ingest, job triggers, operator views and actions. Each domain adds its routes here.
   await app.register(async (internal) => {
+    // The limit is counted before authentication, so that guessing tokens is limited too (the
+    // route-level limiter the plugin adds then finds the request already counted).
+    internal.addHook('onRequest', app.rateLimit());
     internal.addHook('onRequest', requireBearerToken(config.INTERNAL_API_TOKENS));
     documentInternalRoutes(internal as unknown as FastifyInstance);
     await internal.register(ingestRoutes, { onOutcome: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count) });
@@ -197,7 +200,8 @@ export async function buildApp(options: AppOptions) {
       signatureSecrets: [...vaNotifySigningSecrets(config), sandboxDefaults.secret],
     }),
     onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
-    onRejected: (outcome) => metrics.callbacks.inc({ outcome }),
+    // Nothing in a refused callback is trusted, its status least of all.
+    onCallbackRefused: (outcome) => metrics.callbacks.inc({ outcome, status: 'none' }),
   });
   return app as unknown as FastifyInstance;
 }

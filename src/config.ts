@@ -69,7 +69,7 @@ export const ConfigSchema = Type.Object({
 
   INTERNAL_API_TOKENS: List('bearer tokens accepted on internal endpoints (ingest, jobs, operator views)'),
   RATE_LIMIT_PER_MINUTE: Integer({ default: 6000, minimum: 1, description: 'requests per minute per client address on internal routes' }),
-  TRUST_PROXY: List('addresses or CIDR ranges of the reverse proxies in front of the service, whose X-Forwarded-For is trusted (also loopback, linklocal, uniquelocal); none when clients connect directly', 'loopback,uniquelocal'),
+  TRUST_PROXY: List('addresses or CIDR ranges of the load balancers in front of the service, whose X-Forwarded-For is trusted (also loopback, linklocal, uniquelocal); none trusts no proxy: every client is known by its own address', 'none'),
   INGEST_BODY_LIMIT_BYTES: Integer({ default: 5 * 1024 * 1024, minimum: 1024, description: 'largest ingest body accepted (413 above)' }),
 
   GROUPING_QUIET_MINUTES: Integer({ default: 60, description: "a patient's dispenses are grouped once the newest is this old" }),
@@ -247,12 +247,25 @@ function checkCombinations(config: Config): void {
     problems.push('DELIVERY_START_AT: required in production with DELIVERY_MODE=live (the cut-over instant; without it every package MHV emails is emailed again)');
   }
   if (config.INTERNAL_API_TOKENS.length === 0) problems.push('INTERNAL_API_TOKENS: required outside development');
+  // The development defaults are published in this repository: anyone could present them.
+  if (config.NODE_ENV !== 'development') {
+    for (const [name, value] of Object.entries(DevelopmentSecrets)) {
+      if (config[name as keyof typeof DevelopmentSecrets].includes(value)) problems.push(`${name}: holds the public development token; set a secret one`);
+    }
+  }
+  if (config.DATABASE_URL !== undefined) {
+    const problem = databaseUrlProblem(config.DATABASE_URL);
+    if (problem) problems.push(`DATABASE_URL: ${problem}`);
+  }
   if (config.INTERNAL_API_TOKENS.some((t) => t.length < 16)) problems.push('INTERNAL_API_TOKENS: each token needs at least 16 characters');
   if (config.VA_NOTIFY_CALLBACK_TOKENS.some((t) => t.length < 10)) {
     problems.push('VA_NOTIFY_CALLBACK_TOKENS: each token needs at least 10 characters (VA Notify requires it)');
   }
   const badProxies = config.TRUST_PROXY.filter((entry) => !isProxyAddress(entry));
   if (badProxies.length > 0) problems.push(`TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: ${badProxies.join(', ')}`);
+  if (config.TRUST_PROXY.some((entry) => /\/0+$/.test(entry))) {
+    problems.push('TRUST_PROXY: a /0 range trusts every address, so any client could choose its own address; name the load balancers\' addresses or ranges');
+  }
   if (config.TRUST_PROXY.includes('none') && config.TRUST_PROXY.length > 1) problems.push('TRUST_PROXY: none trusts no proxy, so it stands alone');
   // A sender renews its lease right before each request; the request and the writes around it must
   // end inside the lease, or another sender could claim the email mid-request and send it again.
@@ -285,6 +298,30 @@ function checkCombinations(config: Config): void {
     problems.push('DATABASE_URL: required in production (the embedded PostgreSQL is for development)');
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+}
+
+/**
+ * Why a connection URL cannot be used, in words that never quote it (it holds the password). A
+ * reserved character in the password (`#`, `/`, `?`, `@`) ends the password early unless it is
+ * percent-encoded, and the rest of the URL is then read as something else.
+ */
+function databaseUrlProblem(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined as unknown as URL;
+  }
+  const reservedHint = 'percent-encode reserved characters in the user name and password (# as %23, / as %2F, ? as %3F, @ as %40, % as %25)';
+  if (url === undefined || url.hostname === '' || url.hash !== '') return `not a valid URL; ${reservedHint}`;
+  if (/^\/[^/]*$/.test(url.pathname) === false) return `the database name holds a "/"; ${reservedHint}`;
+  try {
+    decodeURIComponent(url.password);
+    decodeURIComponent(url.username);
+  } catch {
+    return `the user name or password holds a "%" that is not percent-encoding; ${reservedHint}`;
+  }
+  return undefined;
 }
 
 /** What Fastify's trustProxy (proxy-addr) takes: an address, an address/prefix, or a named range. */

@@ -28,7 +28,7 @@ export function createMetrics(sql: Sql) {
   });
   const callbacks = new Counter({
     name: 'rx_callbacks_total',
-    help: 'VA Notify delivery-status callbacks by outcome (applied, duplicate, stale, pending_notification, unrecognised, unauthorized, invalid) and status',
+    help: 'VA Notify delivery-status callbacks by outcome (applied, duplicate, stale, pending_notification, unrecognised, unauthorized, invalid) and status (none when refused: unauthorized, invalid)',
     labelNames: ['outcome', 'status'] as const,
     registers: [registry],
   });
@@ -36,6 +36,11 @@ export function createMetrics(sql: Sql) {
     name: 'rx_status_polls_total',
     help: 'Fallback status polls made to VA Notify, by outcome',
     labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const statusEventsExpired = new Counter({
+    name: 'rx_status_events_expired_total',
+    help: 'Status events for a notification id never stored, whose reference names no email awaiting one, removed by the sweep after 24 hours',
     registers: [registry],
   });
   const aalPosts = new Counter({
@@ -124,7 +129,7 @@ export function createMetrics(sql: Sql) {
   }
 
   return {
-    registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, aalPosts, retentionRemoved, httpRequests, httpRequestDuration, collectFromDatabase,
+    registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, statusEventsExpired, aalPosts, retentionRemoved, httpRequests, httpRequestDuration, collectFromDatabase,
   };
 }
 

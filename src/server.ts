@@ -3,7 +3,7 @@
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
-import { openDatabase } from './db/database.ts';
+import { openDatabase, type Database } from './db/database.ts';
 import { createLogger } from './logger.ts';
 import { startSandboxesFor } from './sandbox/start.ts';
 
@@ -17,7 +17,16 @@ try {
 }
 
 const log = createLogger(config.LOG_LEVEL);
-const database = await openDatabase(config, log);
+let database: Database;
+try {
+  database = await openDatabase(config, log);
+} catch (error) {
+  // A database that cannot be used is a setting to fix (or a server to start), said in one line.
+  const { name, message } = error as Error;
+  if (!(error instanceof ConfigError) && name !== 'EmbeddedPostgresError') throw error;
+  process.stderr.write(`${message}\n`);
+  process.exit(78);
+}
 const sandboxes = await startSandboxesFor(config, log);
 const app = await buildApp({ config, sql: database.sql, logger: log, sandboxUrls: sandboxes.urls });
 

@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifySigningSecrets } from '../config.ts';
 import { bearerToken, secretMatcher } from '../http/internal-auth.ts';
 import { errorResponses, UuidPattern } from '../http/schemas.ts';
-import { type StatusEvent, type StatusOutcome } from '../status/repository.ts';
+import { adoptNotificationByReference, type StatusEvent, type StatusOutcome } from '../status/repository.ts';
 import { normaliseStatus } from '../status/notification-status.ts';
 import { StatusEventBatcher } from '../status/status-event-batcher.ts';
 import { verifyEnpSignature } from './signature.ts';
@@ -21,8 +21,8 @@ export interface CallbackRoutesOptions {
   signatureSecrets?: readonly string[];
   /** Told the outcome of every recorded callback (for metrics). */
   onStatusEvent?: (event: { status: string; outcome: StatusOutcome; aalEventCreated: boolean }) => void;
-  /** Told of every callback refused: 401 (unauthorized) or 400 (invalid), for metrics. */
-  onRejected?: (outcome: 'unauthorized' | 'invalid') => void;
+  /** Told of every callback refused: unauthenticated, or a body that can never be valid. */
+  onCallbackRefused?: (outcome: 'unauthorized' | 'invalid') => void;
 }
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([Type.Null(), schema]);
@@ -75,11 +75,8 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
   const tokenMatches = secretMatcher(config.VA_NOTIFY_CALLBACK_TOKENS);
   const secrets = (options.signatureSecrets ?? vaNotifySigningSecrets(config)).filter((s) => s.length > 0);
   // Callbacks arriving together share one statement and one commit; each still gets its own outcome.
-  const batcher = new StatusEventBatcher(app.sql, {
-    source: 'callback',
-    replayDelayMinutes: config.REPLAY_DELAY_MINUTES,
-    sendMaxAttempts: config.SEND_MAX_ATTEMPTS,
-  });
+  const applyOptions = { replayDelayMinutes: config.REPLAY_DELAY_MINUTES, sendMaxAttempts: config.SEND_MAX_ATTEMPTS };
+  const batcher = new StatusEventBatcher(app.sql, { source: 'callback', ...applyOptions });
   const rawBodies = new WeakMap<FastifyRequest, string>();
   const tokenAuthenticated = new WeakSet<FastifyRequest>();
   // One answer for every authentication failure: which check failed is not for the caller to know.
@@ -111,11 +108,19 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
     },
   );
 
+  // Refused callbacks are counted too: a VA Notify that presents a token we do not accept (a
+  // registration or rotation mistake) shows as `unauthorized`, a body we can never take as `invalid`.
+  app.addHook('onResponse', async (_request, reply) => {
+    const outcome = reply.statusCode === 401 ? 'unauthorized' : [400, 413, 415].includes(reply.statusCode) ? 'invalid' : undefined;
+    if (outcome !== undefined) options.onCallbackRefused?.(outcome);
+  });
+
   app.post(
     '/v1/va-notify/callbacks',
     {
       bodyLimit: config.CALLBACK_BODY_LIMIT_BYTES,
-      config: { rateLimit: { max: config.CALLBACK_RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' } },
+      // Limited here, before authentication, so that a caller guessing tokens or signatures is limited too.
+      config: { rateLimit: false },
       schema: {
         operationId: 'receiveVaNotifyCallback',
         summary: 'A VA Notify delivery-status callback',
@@ -125,18 +130,16 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       },
       // A bearer token is checked before the body is read. A request without one may still carry
       // a signature, which can only be checked once the body is in.
-      onRequest: async (request, reply) => {
-        if (tokenMatches(bearerToken(request))) {
-          tokenAuthenticated.add(request);
-          return;
-        }
-        if (request.headers['x-enp-signature'] === undefined) throw unauthorized(reply);
-      },
-      // A registration mistake (a token VA Notify was not given, a rotated key) shows only as refusals.
-      onResponse: async (_request, reply) => {
-        if (reply.statusCode === 401) options.onRejected?.('unauthorized');
-        else if (reply.statusCode === 400) options.onRejected?.('invalid');
-      },
+      onRequest: [
+        app.rateLimit({ max: config.CALLBACK_RATE_LIMIT_PER_MINUTE, timeWindow: '1 minute' }),
+        async (request, reply) => {
+          if (tokenMatches(bearerToken(request))) {
+            tokenAuthenticated.add(request);
+            return;
+          }
+          if (request.headers['x-enp-signature'] === undefined) throw unauthorized(reply);
+        },
+      ],
       preValidation: async (request, reply) => {
         if (tokenAuthenticated.has(request)) return;
         const signature = request.headers['x-enp-signature'];
@@ -151,12 +154,22 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       for (const field of ['created_at', 'sent_at', 'completed_at'] as const) {
         const value = body[field];
         if (typeof value === 'string' && !isRealInstant(value)) throw app.httpErrors.badRequest(`body/${field} is not a valid date and time`);
+        // Events are ordered by completed_at: one far in the future would outrank every real event
+        // of its notification for good (the real delivery taken as late, the email replayed).
+        if (typeof value === 'string' && !withinPlausibleWindow(value)) {
+          throw app.httpErrors.badRequest(`body/${field} is more than ${PLAUSIBLE_HOURS_AHEAD} hours in the future`);
+        }
       }
       // Postgres text cannot hold NUL; rejecting it here keeps a retry loop (5xx) from starting.
       for (const field of ['status', 'status_reason', 'reference', 'provider'] as const) {
         if (body[field]?.includes('\u0000')) throw app.httpErrors.badRequest(`body/${field} contains a NUL character`);
       }
-      const result = await batcher.record(statusEventFromCallback(body), request.log);
+      const event = statusEventFromCallback(body);
+      let result = await batcher.record(event, request.log);
+      if (result.outcome === 'pending_notification') {
+        const adopted = await adoptNotificationByReference(app.sql, event, { ...applyOptions, log: request.log });
+        if (adopted) result = { outcome: 'applied', aalEventCreated: result.aalEventCreated };
+      }
       // The metric's label is a status this service knows, or `unrecognised`: a label per string a
       // caller sends would grow the metrics without bound.
       const { status, known } = normaliseStatus(body.status, null);
@@ -179,4 +192,17 @@ function isRealInstant(value: string): boolean {
   const offsetIsReal = Number(offsetMinutes) <= 59 && Number(offsetHours) * 60 + Number(offsetMinutes) <= 14 * 60;
   return offsetIsReal && date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d
     && date.getUTCHours() === h && date.getUTCMinutes() === mi && date.getUTCSeconds() === s;
+}
+
+/**
+ * How far ahead of now a callback's times may lie (clocks drift). Only the future is bounded: a time
+ * in the past can only make its event lose to a later one, never outrank the real ones.
+ */
+export const PLAUSIBLE_HOURS_AHEAD = 24;
+
+function withinPlausibleWindow(value: string): boolean {
+  // The pattern's forms, made ISO for Date.parse: a T, a zone (UTC when none), ±HH:MM offsets.
+  const iso = value.replace(' ', 'T').replace(/([+-]\d{2}):?(\d{2})?$/, (_, hours: string, minutes?: string) => `${hours}:${minutes ?? '00'}`);
+  const at = Date.parse(/(Z|[+-]\d{2}:\d{2})$/i.test(iso) ? iso : `${iso}Z`);
+  return Number.isFinite(at) && at <= Date.now() + PLAUSIBLE_HOURS_AHEAD * 3_600_000;
 }

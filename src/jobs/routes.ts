@@ -26,6 +26,9 @@ const SendResult = Type.Object({
   failed: Type.Integer({ description: 'refused by VA Notify (400), or out of attempts' }),
   skipped: Type.Integer({ description: "claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed by another sender after this claim's lease ran out" }),
   paused: Type.Boolean({ description: 'sending is paused on every instance: VA Notify rejected our credentials (401/403), has no send endpoint at the configured URL (404), is over its rate or daily limit (429), or is not answering (5xx, timeouts)' }),
+  deliveryMode: Type.Optional(Type.Union([Type.Literal('shadow'), Type.Literal('off')], {
+    description: 'present when DELIVERY_MODE is shadow or off: the run sent nothing (every count 0), as that mode never sends',
+  })),
 });
 
 const SweepDone = Type.Object({
@@ -40,6 +43,7 @@ const SweepDone = Type.Object({
   replayed: Type.Integer({ description: 'temporary failures queued to be sent again' }),
   failed: Type.Integer({ description: 'emails failed because they had used all their attempts' }),
   aalReleased: Type.Integer({ description: 'AAL events whose worker claim had expired, made due again' }),
+  statusEventsExpired: Type.Integer({ description: 'status events for a notification never stored (and not adopted by its reference) that waited 24 hours: removed' }),
   vaNotifyRejected: Type.Boolean({ description: 'VA Notify rejected our credentials (401/403): polling stopped for this run' }),
   stopped: Type.Boolean({ description: 'the run stopped early (shutdown)' }),
 });
@@ -73,9 +77,12 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/v1/jobs/grouping', { schema: { operationId: 'runGroupingJob', summary: 'Group ready pending dispenses into tracking emails now', response: { 200: GroupingResult, ...errors } } }, (request) =>
     app.jobs.run<Static<typeof GroupingResult>>('grouping', request.log as Logger),
   );
-  app.post('/v1/jobs/send', { schema: { operationId: 'runSendJob', summary: 'Send queued tracking emails through VA Notify now', response: { 200: SendResult, ...errors } } }, (request) =>
-    app.jobs.run<Static<typeof SendResult>>('send', request.log as Logger),
-  );
+  app.post('/v1/jobs/send', { schema: { operationId: 'runSendJob', summary: 'Send queued tracking emails through VA Notify now', response: { 200: SendResult, ...errors } } }, async (request) => {
+    const deliveryMode = app.config.DELIVERY_MODE;
+    // Outside live mode there may be no VA Notify at all (and so no send job): nothing is sent either way.
+    if (deliveryMode !== 'live') return { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false, deliveryMode };
+    return app.jobs.run<Static<typeof SendResult>>('send', request.log as Logger);
+  });
   // Another instance sweeping is a normal answer, not a conflict: its run covers the same work.
   app.post('/v1/jobs/sweep', { schema: { operationId: 'runSweepJob', summary: 'Run the fallback sweep now', response: { 200: Type.Union([SweepDone, SweepAlreadyRunning]), ...errors } } }, (request) =>
     app.jobs.run<Static<typeof SweepDone> | Static<typeof SweepAlreadyRunning>>('sweep', request.log as Logger),

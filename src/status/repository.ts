@@ -302,3 +302,57 @@ function timestamp(value: string | Date | null | undefined): string | null {
   if (value instanceof Date) return value.toISOString();
   return /(Z|[+-]\d{2}(:?\d{2})?)$/i.test(value) ? value : `${value}Z`;
 }
+
+const UuidText = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * An event for a notification id this service never stored names its tracking email in `reference`
+ * (the sender sets it to the email id): a send VA Notify accepted whose answer was lost. The email
+ * adopts that notification at once, as the sweep's orphan lookup would later, and the event is
+ * applied; an email still queued is then not sent a second time. False when the reference names no
+ * email of ours that awaits a notification (none, or one already sent): the event stays pending
+ * until it expires ({@link expireOrphanedStatusEvents}).
+ */
+export async function adoptNotificationByReference(
+  sql: Sql,
+  event: Pick<StatusEvent, 'notificationId' | 'reference'>,
+  options: ApplyOptions,
+): Promise<boolean> {
+  const reference = event.reference?.trim();
+  if (reference === undefined || !UuidText.test(reference)) return false;
+  return sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${NOTIFICATION_LOCK}, hashtext(${event.notificationId}::uuid::text))`;
+    const [email] = await tx<{ attempts: number }[]>`
+      select attempts from tracking_email
+       where id = ${reference}::uuid and state in ('queued', 'sending')
+         and not exists (select 1 from notification where id = ${event.notificationId}::uuid)
+       for update`;
+    if (email === undefined) return false;
+    await tx`
+      insert into notification (id, tracking_email_id, attempt, status)
+      values (${event.notificationId}, ${reference}, ${Math.max(email.attempts, 1)}, 'created')
+      on conflict do nothing`;
+    // A send in flight for it finds the email sent and records nothing twice; a queued one is not sent.
+    await tx`
+      update tracking_email
+         set state = 'sent', attempts = greatest(attempts, 1), lease_until = null, leased_by = null, lease_token = null,
+             last_error = null, state_reason = null, updated_at = now()
+       where id = ${reference}::uuid`;
+    await applyPendingStatusEvents(tx, event.notificationId, options);
+    options.log?.warn({ emailId: reference, notificationId: event.notificationId }, 'status event for a notification never stored: its email adopted it');
+    return true;
+  });
+}
+
+/**
+ * Pending events older than `olderThanHours` whose notification was never stored (a notification
+ * id no email of ours adopted): they can never apply, so they are removed and counted.
+ */
+export async function expireOrphanedStatusEvents(sql: SqlHandle, olderThanHours: number): Promise<number> {
+  const rows = await sql`
+    delete from notification_status_event e
+     where e.applied_at is null and e.received_at < now() - make_interval(hours => ${olderThanHours})
+       and not exists (select 1 from notification n where n.id = e.notification_id)
+    returning 1`;
+  return rows.length;
+}

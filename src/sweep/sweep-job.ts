@@ -13,7 +13,13 @@ import type { Metrics } from '../metrics.ts';
 import { pauseSending, pauseStopsEveryRequest, sendingPausedUntil, type RateBudget } from '../sending/rate-budget.ts';
 import { recordNotificationAccepted, storedNotificationIds } from '../sending/repository.ts';
 import type { VaNotifyClient, VaNotifyNotification } from '../sending/va-notify-client.ts';
-import { applyPendingStatusEvents, recordStatusEvent, type ApplyOptions, type StatusEvent } from '../status/repository.ts';
+import {
+  applyPendingStatusEvents,
+  expireOrphanedStatusEvents,
+  recordStatusEvent,
+  type ApplyOptions,
+  type StatusEvent,
+} from '../status/repository.ts';
 import {
   chargeAdoptedSend,
   claimOrphanedEmails,
@@ -36,7 +42,7 @@ export interface SweepDeps {
   log: Logger;
   /** Aborted at shutdown: no new request starts, and what is claimed but not asked about is left for the next sweep. */
   signal?: AbortSignal;
-  metrics?: Pick<Metrics, 'polls'>;
+  metrics?: Pick<Metrics, 'polls' | 'statusEventsExpired'>;
   /** Tells the sender and the AAL worker that the sweep handed them work (the runner's wake). */
   wake?: (job: Extract<JobName, 'send' | 'aal'>) => void;
   /** Names this sweeper in the leases it takes, for operators. */
@@ -64,6 +70,8 @@ export interface SweepCounts {
   failed: number;
   /** AAL events whose worker's claim had expired, made due again. */
   aalReleased: number;
+  /** Status events for a notification never stored, pending ORPHANED_STATUS_EVENT_HOURS: removed. */
+  statusEventsExpired: number;
   /** VA Notify rejected our credentials (401/403): no more requests were made in this run. */
   vaNotifyRejected: boolean;
   /** The run stopped early (shutdown); what it did not reach waits for the next sweep. */
@@ -74,6 +82,12 @@ export type SweepResult = ({ status: 'done' } & SweepCounts) | { status: 'alread
 
 /** Why a run stops calling VA Notify before its batches are done. */
 type Halt = 'unauthorized' | 'rate_limited' | 'stopped';
+
+/**
+ * A status event whose notification was never stored waits this long before it expires: a send's
+ * answer is stored within seconds, and an orphaned send is looked up by the next sweeps.
+ */
+export const ORPHANED_STATUS_EVENT_HOURS = 24;
 
 const defaultSweeperId = `sweep-${process.pid}-${randomUUID().slice(0, 8)}`;
 
@@ -108,7 +122,7 @@ async function sweep(deps: SweepDeps): Promise<SweepCounts> {
   const { sql, config, log, signal } = deps;
   const counts: SweepCounts = {
     polled: 0, statusesApplied: 0, expired: 0, notFound: 0, errors: 0, adopted: 0, released: 0,
-    replayed: 0, failed: 0, aalReleased: 0, vaNotifyRejected: false, stopped: false,
+    replayed: 0, failed: 0, aalReleased: 0, statusEventsExpired: 0, vaNotifyRejected: false, stopped: false,
   };
   const apply: ApplyOptions = {
     replayDelayMinutes: config.REPLAY_DELAY_MINUTES,
@@ -300,6 +314,16 @@ async function sweep(deps: SweepDeps): Promise<SweepCounts> {
   // 4. AAL claims whose worker died. Events waiting out a backoff are the AAL worker's own business:
   //    it claims every pending event whose time has come.
   if (!signal?.aborted) counts.aalReleased = await releaseExpiredAalLeases(sql);
+
+  // 5. Status events for notifications never stored that no email adopted by their reference: they
+  //    can never apply. An orphaned send of ours is settled by step 2 long before.
+  if (!signal?.aborted) {
+    counts.statusEventsExpired = await expireOrphanedStatusEvents(sql, ORPHANED_STATUS_EVENT_HOURS);
+    if (counts.statusEventsExpired > 0) {
+      deps.metrics?.statusEventsExpired.inc(counts.statusEventsExpired);
+      log.warn({ count: counts.statusEventsExpired, olderThanHours: ORPHANED_STATUS_EVENT_HOURS }, 'status events for notifications never stored expired');
+    }
+  }
 
   counts.stopped = halt === 'stopped' || signal?.aborted === true;
   if (counts.released > 0 || counts.replayed > 0) deps.wake?.('send');

@@ -101,7 +101,7 @@ t.test('callback signatures: the current key and every previous key, in either f
 });
 
 t.test('TRUST_PROXY: addresses, CIDR ranges and the named ranges; anything else names itself', async (t) => {
-  t.same(loadConfig(base).TRUST_PROXY, ['loopback', 'uniquelocal']);
+  t.same(loadConfig(base).TRUST_PROXY, ['none'], 'no proxy is trusted unless one is named');
   t.same(loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/16, 192.0.2.10, fd00::/8, linklocal' }).TRUST_PROXY, ['10.0.0.0/16', '192.0.2.10', 'fd00::/8', 'linklocal']);
   t.same(loadConfig({ ...base, TRUST_PROXY: 'none' }).TRUST_PROXY, ['none']);
   t.match(configError(() => loadConfig({ ...base, TRUST_PROXY: 'none,loopback' })), 'TRUST_PROXY: none trusts no proxy, so it stands alone');

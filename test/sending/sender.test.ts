@@ -258,7 +258,7 @@ t.test('shadow and off call nobody', async (t) => {
     const { app, db, vaNotify } = await testApp(t, { DELIVERY_MODE: mode });
     await insertDispenses(db.sql, [{ patient_icn: icn(8), rx_number: '8000001', tracking_number: 'T8' }]);
     await post(app, 'grouping');
-    t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false }, mode);
+    t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false, deliveryMode: mode }, mode);
     t.equal(vaNotify.state.counters.sendsAccepted + vaNotify.state.counters.getsByReference, 0, `${mode}: no request`);
     const [row] = await db.sql`select count(*)::int as emails, min(state) as state from tracking_email`;
     t.same(row, mode === 'shadow' ? { emails: 1, state: 'shadowed' } : { emails: 0, state: null }, mode);
