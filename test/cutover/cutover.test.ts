@@ -218,3 +218,20 @@ t.test('an HL7 R06 package whose message time is a day after its fill: held by i
   t.match(infos[0], /1Z0000000000000011/);
   t.notMatch(infos.join('\n'), /1Z0000000000000010/, 'the package MHV emailed is not emailed again');
 });
+
+t.test('a fill held after its package was decided follows the decision at the next grouping run', async (t) => {
+  const { app, db } = await testApp(t, settings);
+  await ingest(app, [event(packages[1]!, packages[1]!.fills[0]!), event(packages[2]!, packages[2]!.fills[0]!)]);
+  await job(app, 'grouping');
+  t.match((await release(app, mhvExport(packages))).json(), { released: { packages: 1 }, emailedByMhv: { packages: 1 } });
+  // As if a run that had not yet seen the decision held a fill of each package.
+  for (const [rx, tracking, p] of [['2000077', '1Z0000000000000002', packages[1]!], ['3000077', '1Z0000000000000003', packages[2]!]] as const) {
+    await db.sql`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, shipped_at, state, state_reason)
+                 values ('521', ${rx}, 0, ${tracking}, ${icn(p.veteran)}, ${hours(1)}, 'held_for_cutover', 'held')`;
+    await db.sql`insert into cutover_dispense (dispense_id, tracking_number, set_aside) select id, ${tracking}, 'held' from medication_dispense where rx_number = ${rx}`;
+  }
+  await job(app, 'grouping');
+  const rows = await db.sql`select rx_number, state from medication_dispense where rx_number in ('2000077', '3000077') order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.state]), [['2000077', 'grouped'], ['3000077', 'excluded']]);
+  t.match((await app.inject({ method: 'GET', url: '/v1/cutover', headers: internalAuth })).json(), { held: { packages: 0, dispenses: 0 }, released: { packages: 1, dispenses: 2 }, emailedByMhv: { packages: 1, dispenses: 2 } });
+});
