@@ -112,48 +112,83 @@ export async function releaseHeldPackages(sql: Sql, exportTrackingNumbers: Reado
     const toRelease = packages.filter((p) => p.complete && !p.listed);
     const waiting = packages.filter((p) => !p.complete);
 
-    if (byMhv.length > 0) {
-      await tx`
-        with decided as (
-          update cutover_dispense
-             set decision = 'emailed_by_mhv', decided_at = now()
-           where tracking_number = any(${byMhv.map((p) => p.tracking_number)}::text[]) and decision is null
-          returning dispense_id
-        )
-        update medication_dispense d
-           set state = 'excluded', state_reason = ${EmailedByMhvReason}, updated_at = now()
-          from decided
-         where d.id = decided.dispense_id and d.state = 'held_for_cutover'`;
-    }
-    let releasedDispenses = 0;
-    if (toRelease.length > 0) {
-      const decided = await tx<{ dispense_id: number }[]>`
-        update cutover_dispense
-           set decision = 'released', decided_at = now()
-         where tracking_number = any(${toRelease.map((p) => p.tracking_number)}::text[]) and decision is null
-        returning dispense_id`;
-      const ids = decided.map((d) => d.dispense_id);
-      // Each veteran's draft, created or locked in ICN order (as ingest does), then their fills.
-      await tx`
-        insert into tracking_email_draft as r (patient_icn)
-        select distinct patient_icn from medication_dispense
-         where id = any(${ids}::bigint[]) and state in ('held_for_cutover', 'excluded') and patient_icn is not null
-         order by patient_icn
-        on conflict (patient_icn) do update set last_arrival_at = excluded.last_arrival_at`;
-      const released = await tx`
-        update medication_dispense d
-           set state = 'pending', state_reason = ${ReleasedReason}, tracking_email_id = r.id, updated_at = now()
-          from tracking_email_draft r
-         where d.id = any(${ids}::bigint[]) and d.state in ('held_for_cutover', 'excluded') and r.patient_icn = d.patient_icn
-        returning d.id`;
-      releasedDispenses = released.length;
-      await tx`select pg_notify('dispense_pending', '')`;
-    }
+    const releasedDispenses = await decide(tx, byMhv.map((p) => p.tracking_number), toRelease.map((p) => p.tracking_number));
     const count = (list: readonly { dispenses: number }[]) => list.reduce((sum, p) => sum + p.dispenses, 0);
     return {
       released: { packages: toRelease.length, dispenses: releasedDispenses, trackingNumbers: toRelease.map((p) => p.tracking_number) },
       emailedByMhv: { packages: byMhv.length, dispenses: count(byMhv), trackingNumbers: byMhv.map((p) => p.tracking_number) },
       stillHeld: { packages: waiting.length, dispenses: count(waiting), trackingNumbers: waiting.map((p) => p.tracking_number) },
     };
+  });
+}
+
+/**
+ * Records the decision on the given packages (upper-cased tracking numbers) and applies it to their
+ * undecided fills, held or excluded at the cut-over; returns how many dispenses became pending.
+ */
+async function decide(tx: SqlHandle, emailedByMhv: readonly string[], released: readonly string[]): Promise<number> {
+  if (emailedByMhv.length > 0) {
+    await tx`
+      with decided as (
+        update cutover_dispense
+           set decision = 'emailed_by_mhv', decided_at = now()
+         where tracking_number = any(${emailedByMhv}::text[]) and decision is null
+        returning dispense_id
+      )
+      update medication_dispense d
+         set state = 'excluded', state_reason = ${EmailedByMhvReason}, updated_at = now()
+        from decided
+       where d.id = decided.dispense_id and d.state = 'held_for_cutover'`;
+  }
+  if (released.length > 0) {
+    const decided = await tx<{ dispense_id: number }[]>`
+      update cutover_dispense
+         set decision = 'released', decided_at = now()
+       where tracking_number = any(${released}::text[]) and decision is null
+      returning dispense_id`;
+    const ids = decided.map((d) => d.dispense_id);
+    // Each veteran's draft, created or locked in ICN order (as ingest does), then their fills.
+    await tx`
+      insert into tracking_email_draft as r (patient_icn)
+      select distinct patient_icn from medication_dispense
+       where id = any(${ids}::bigint[]) and state in ('held_for_cutover', 'excluded') and patient_icn is not null
+       order by patient_icn
+      on conflict (patient_icn) do update set last_arrival_at = excluded.last_arrival_at`;
+    const pending = await tx`
+      update medication_dispense d
+         set state = 'pending', state_reason = ${ReleasedReason}, tracking_email_id = r.id, updated_at = now()
+        from tracking_email_draft r
+       where d.id = any(${ids}::bigint[]) and d.state in ('held_for_cutover', 'excluded') and r.patient_icn = d.patient_icn
+      returning d.id`;
+    await tx`select pg_notify('dispense_pending', '')`;
+    return pending.length;
+  }
+  return 0;
+}
+
+/**
+ * Applies the decision already taken on a package to its fills held since (a fill that arrived, or
+ * was set aside by a run that had not yet seen the decision): once MHV's export has decided a
+ * package, a later fill of it needs no export of its own. Run by every grouping run while a hold is
+ * configured; cheap, it reads the undecided held fills through their partial index. Passes when a
+ * release is deciding at that moment.
+ */
+export async function followPackageDecisions(sql: Sql): Promise<number> {
+  return sql.begin(async (tx) => {
+    const [lock] = await tx<{ acquired: boolean }[]>`select pg_try_advisory_xact_lock(${AdvisoryLock.cutoverRelease}) as acquired`;
+    if (!lock?.acquired) return 0;
+    const packages = await tx<{ tracking_number: string; decision: 'emailed_by_mhv' | 'released' }[]>`
+      select distinct on (h.tracking_number) h.tracking_number, c.decision
+        from cutover_dispense h
+        join cutover_dispense c on c.tracking_number = h.tracking_number and c.decision is not null
+       where h.set_aside = 'held' and h.decision is null
+       order by h.tracking_number, c.decision desc`;
+    if (packages.length === 0) return 0;
+    await decide(
+      tx,
+      packages.filter((p) => p.decision === 'emailed_by_mhv').map((p) => p.tracking_number),
+      packages.filter((p) => p.decision === 'released').map((p) => p.tracking_number),
+    );
+    return packages.length;
   });
 }

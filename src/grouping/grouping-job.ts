@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { planForWorkInProgress, type Sql } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
+import { followPackageDecisions } from '../cutover/repository.ts';
 import { cutoverBounds, groupDrafts, setAsideForCutover, takeReadyDrafts, type VeteranPartition } from './repository.ts';
 
 export interface GroupingResult {
@@ -101,6 +102,7 @@ export async function runGrouping(deps: { sql: Sql; config: Config; log: Logger 
 export async function groupReadyVeterans(deps: { sql: Sql; config: Config; log: Logger }): Promise<{ result: GroupingResult; filled: boolean }> {
   const { sql, config, log } = deps;
   if (config.DELIVERY_MODE === 'off') return { result: nothing, filled: false };
+  if (config.DELIVERY_START_AT !== undefined && config.CUTOVER_HOLD_HOURS > 0) await followPackageDecisions(sql);
   const run = await groupPartitions(deps);
   const { result } = run;
   if (result.emailsCreated > 0 || result.dispensesExcluded > 0 || result.dispensesHeld > 0) {

@@ -2,6 +2,11 @@
 // on both sides of the cut-over instant T, whose shipped-at here (the CMOP message time) and MHV's
 // own shipped date disagree by hours, go through ingest, grouping, the hold, MHV's export and the
 // release, and the sandbox VA Notify: every package is emailed exactly once, by one of the two.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
 import { icn } from '../helpers/fixtures.ts';
@@ -217,4 +222,67 @@ t.test('an HL7 R06 package whose message time is a day after its fill: held by i
   t.equal(infos.length, 1);
   t.match(infos[0], /1Z0000000000000011/);
   t.notMatch(infos.join('\n'), /1Z0000000000000010/, 'the package MHV emailed is not emailed again');
+});
+
+t.test('a fill held after its package was decided follows the decision at the next grouping run', async (t) => {
+  const { app, db } = await testApp(t, settings);
+  await ingest(app, [event(packages[1]!, packages[1]!.fills[0]!), event(packages[2]!, packages[2]!.fills[0]!)]);
+  await job(app, 'grouping');
+  t.match((await release(app, mhvExport(packages))).json(), { released: { packages: 1 }, emailedByMhv: { packages: 1 } });
+  // As if a run that had not yet seen the decision held a fill of each package.
+  for (const [rx, tracking, p] of [['2000077', '1Z0000000000000002', packages[1]!], ['3000077', '1Z0000000000000003', packages[2]!]] as const) {
+    await db.sql`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, shipped_at, state, state_reason)
+                 values ('521', ${rx}, 0, ${tracking}, ${icn(p.veteran)}, ${hours(1)}, 'held_for_cutover', 'held')`;
+    await db.sql`insert into cutover_dispense (dispense_id, tracking_number, set_aside) select id, ${tracking}, 'held' from medication_dispense where rx_number = ${rx}`;
+  }
+  await job(app, 'grouping');
+  const rows = await db.sql`select rx_number, state from medication_dispense where rx_number in ('2000077', '3000077') order by rx_number`;
+  t.same(rows.map((r) => [r.rx_number, r.state]), [['2000077', 'grouped'], ['3000077', 'excluded']]);
+  t.match((await app.inject({ method: 'GET', url: '/v1/cutover', headers: internalAuth })).json(), { held: { packages: 0, dispenses: 0 }, released: { packages: 1, dispenses: 2 }, emailedByMhv: { packages: 1, dispenses: 2 } });
+});
+
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--no-warnings', 'src/cutover/cli.ts', ...args], {
+      cwd: fileURLToPath(new URL('../../', import.meta.url)),
+      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+t.test('npm run cutover-release decides the held packages from an export file', async (t) => {
+  const { app, db } = await testApp(t, settings);
+  await ingest(app, [event(packages[1]!, packages[1]!.fills[0]!), event(packages[2]!, packages[2]!.fills[0]!)]);
+  await job(app, 'grouping');
+  const dir = mkdtempSync(join(tmpdir(), 'cutover-release-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'mhv-export.csv');
+  writeFileSync(file, mhvExport(packages));
+  const env = { DATABASE_URL: db.url };
+
+  const status = await runCli([], env);
+  t.equal(status.code, 0, status.stderr);
+  t.match(status.stdout, 'held now: 2 packages (2 dispenses)');
+  const missing = await runCli([file], env);
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, '--mhv-job-run-at: required');
+  const bad = join(dir, 'bad.csv');
+  writeFileSync(bad, 'icn,tracking_number,carrier,sent_date\n1012345678V123456,1Z9,UPS,someday\n');
+  const refused = await runCli([bad, '--mhv-job-run-at', new Date().toISOString()], env);
+  t.equal(refused.code, 2);
+  t.match(refused.stderr, 'nothing was decided: line 2:');
+  t.equal((await db.sql`select count(*)::int as n from medication_dispense where state = 'held_for_cutover'`)[0]!.n, 2, 'nothing changed');
+
+  const done = await runCli([file, '--mhv-job-run-at', new Date().toISOString()], env);
+  t.equal(done.code, 0, done.stderr);
+  t.match(done.stdout, 'released to this service: 1 packages (1 dispenses)');
+  t.match(done.stdout, 'left to MHV (emailed by MHV): 1 packages (1 dispenses)');
+  t.match(done.stdout, 'held now: 0 packages');
 });
