@@ -204,17 +204,80 @@ async function gaugeReadings(sql: Sql): Promise<{
   });
 }
 
-/** Row counts of every state for the four tables an operator watches (GET /v1/stats, on demand: it reads the tables whole). */
-export async function stateCounts(sql: Sql): Promise<StateCounts> {
-  const rows = await sql<{ table_name: keyof StateCounts; state: string; count: number }[]>`
-    select 'medication_dispense' as table_name, state, count(*)::int as count from medication_dispense group by state
-    union all
-    select 'tracking_email', state, count(*)::int from tracking_email group by state
-    union all
-    select 'notification', status, count(*)::int from notification group by status
-    union all
-    select 'aal_event', state, count(*)::int from aal_event group by state`;
+/** The column holding the state, and the section of GET /v1/stats, of each table an operator watches. */
+const StatsTables = {
+  medication_dispense: { column: 'state', section: 'dispenses' },
+  tracking_email: { column: 'state', section: 'emails' },
+  notification: { column: 'status', section: 'notifications' },
+  aal_event: { column: 'state', section: 'aalEvents' },
+} as const;
+
+/** Above this many rows (the planner's estimate), a table's history states are estimated, not counted. */
+export const StatsExactUpTo = 200_000;
+
+/**
+ * Row counts of every state for the four tables an operator watches (GET /v1/stats). A table of up
+ * to `exactUpTo` rows is counted whole. Above that, a count over the whole table reads months of
+ * history (seconds at a year's volume), so its states are estimated from the planner's statistics
+ * (the table's row estimate times each state's sampled frequency, as fresh as the last analyze) and
+ * only the states that have an index of their own are counted exactly through it: work in progress
+ * and the failures an operator acts on. `estimated` names the sections with estimated states.
+ */
+export async function stateCounts(sql: Sql, options: { exactUpTo?: number } = {}): Promise<{ counts: StateCounts; estimated: string[] }> {
+  const exactUpTo = options.exactUpTo ?? StatsExactUpTo;
+  const tables = Object.keys(StatsTables) as (keyof StateCounts)[];
+  const sizes = await sql<{ name: keyof StateCounts; rows: number }[]>`
+    select c.relname as name, c.reltuples::float8 as rows from pg_class c
+     where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r' and c.relname = any(${tables})`;
+  // -1: never analyzed nor vacuumed, size unknown (a new database): counted.
+  const large = new Set(sizes.filter((s) => s.rows > exactUpTo).map((s) => s.name));
   const counts: StateCounts = { medication_dispense: {}, tracking_email: {}, notification: {}, aal_event: {} };
-  for (const row of rows) counts[row.table_name][row.state] = row.count;
-  return counts;
+  const small = tables.filter((t) => !large.has(t));
+  if (small.length > 0) {
+    const rows = await sql<{ table_name: keyof StateCounts; state: string; count: number }[]>`
+      select 'medication_dispense' as table_name, state, count(*)::int as count from medication_dispense where ${small.includes('medication_dispense')} group by state
+      union all
+      select 'tracking_email', state, count(*)::int from tracking_email where ${small.includes('tracking_email')} group by state
+      union all
+      select 'notification', status, count(*)::int from notification where ${small.includes('notification')} group by status
+      union all
+      select 'aal_event', state, count(*)::int from aal_event where ${small.includes('aal_event')} group by state`;
+    for (const row of rows) counts[row.table_name][row.state] = row.count;
+  }
+  if (large.size === 0) return { counts, estimated: [] };
+
+  const sampled = await sql<{ name: keyof StateCounts; rows: number; states: string[] | null; freqs: number[] | null }[]>`
+    select c.relname as name, c.reltuples::float8 as rows, s.most_common_vals::text::text[] as states, s.most_common_freqs::float8[] as freqs
+      from pg_class c
+      left join pg_stats s on s.schemaname = current_schema() and s.tablename = c.relname
+       and s.attname = case c.relname when 'notification' then 'status' else 'state' end
+     where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r' and c.relname = any(${[...large]})`;
+  for (const table of sampled) {
+    (table.states ?? []).forEach((state, i) => {
+      counts[table.name][state] = Math.round((table.freqs?.[i] ?? 0) * table.rows);
+    });
+  }
+  const exact = await sql.begin(async (tx) => {
+    await planForWorkInProgress(tx);
+    return tx<{ table_name: keyof StateCounts; state: string; count: number }[]>`
+      select 'medication_dispense' as table_name, 'pending' as state,
+             (select count(*) from tracking_email_draft r join medication_dispense d on d.tracking_email_id = r.id and d.state = 'pending')::int as count
+       where ${large.has('medication_dispense')}
+      union all
+      select 'tracking_email', s.state, (select count(*) from tracking_email e where e.state = s.state)::int
+        from unnest(${['queued', 'sending', 'sent', 'temporary_failure', 'permanent_failure', 'failed', 'expired', 'resent']}::text[]) s (state)
+       where ${large.has('tracking_email')}
+      union all
+      select 'notification', status, count(*)::int from notification
+       where ${large.has('notification')} and status in ('created', 'sending', 'pending', 'sent') group by status
+      union all
+      select 'aal_event', s.state, (select count(*) from aal_event a where a.state = s.state)::int
+        from unnest(${['pending', 'posting', 'failed', 'unpostable']}::text[]) s (state)
+       where ${large.has('aal_event')}`;
+  });
+  for (const row of exact) {
+    if (row.count > 0) counts[row.table_name][row.state] = row.count;
+    else delete counts[row.table_name][row.state];
+  }
+  return { counts, estimated: tables.filter((t) => large.has(t)).map((t) => StatsTables[t].section) };
 }

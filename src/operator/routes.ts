@@ -93,12 +93,13 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
   );
 
   app.get('/v1/stats', { schema: { operationId: 'getStats', summary: 'Rows by state of dispenses, emails, notifications and AAL events', response: { 200: Stats, ...errorResponses(401, 429) } } }, async () => {
-    const counts = await stateCounts(app.sql);
+    const { counts, estimated } = await stateCounts(app.sql);
     return {
       dispenses: counts.medication_dispense,
       emails: counts.tracking_email,
       notifications: counts.notification,
       aalEvents: counts.aal_event,
+      ...(estimated.length > 0 && { estimated }),
     };
   });
 };

@@ -75,6 +75,9 @@ export const Stats = Type.Object({
   emails: Type.Record(Type.String(), Type.Integer()),
   notifications: Type.Record(Type.String(), Type.Integer()),
   aalEvents: Type.Record(Type.String(), Type.Integer()),
+  estimated: Type.Optional(Type.Array(Type.Union(['dispenses', 'emails', 'notifications', 'aalEvents'].map((s) => Type.Literal(s))), {
+    description: 'sections of large tables whose history states are estimates from the planner statistics; work in progress and failures are counted exactly',
+  })),
 });
 
 export type EmailSummaryRow = Static<typeof EmailSummary>;
