@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
 
-const sample = (name: string) => readFileSync(new URL(`../ingest/samples/${name}`, import.meta.url));
+const sample = (name: string) => readFileSync(new URL(`../../samples/${name}`, import.meta.url));
 
 const alpha = { icn: '1012345678V123456', mhv: 10123456 };
 const bravo = { icn: '1098765432V654321', mhv: 20987654 };

@@ -3,9 +3,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { internalAuth, type TestApp } from '../helpers/app.ts';
 
-/** The project's shared samples, beside the repository; the copy in test/ingest/samples/ elsewhere. */
+/** The project's shared samples, beside the repository; the copy in samples/ elsewhere. */
 export const sharedSamplesDir = fileURLToPath(new URL('../../../shared/samples/', import.meta.url));
-export const copiedSamplesDir = fileURLToPath(new URL('./samples/', import.meta.url));
+export const copiedSamplesDir = fileURLToPath(new URL('../../samples/', import.meta.url));
 export const samplesDir = process.env.SAMPLES_DIR ?? (existsSync(sharedSamplesDir) ? sharedSamplesDir : copiedSamplesDir);
 
 export interface Sample {

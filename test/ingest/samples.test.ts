@@ -216,7 +216,7 @@ t.test('new pending dispenses wake the grouping job', async (t) => {
   t.same(wakeUps, [''], 'one hint for the new pending dispenses; none for the replay or the unprocessable message');
 });
 
-t.test('the copy of the samples in test/ingest/samples matches the shared ones', { skip: !existsSync(sharedSamplesDir) && 'no shared samples here' }, async (t) => {
+t.test('the copy of the samples in samples/ matches the shared ones', { skip: !existsSync(sharedSamplesDir) && 'no shared samples here' }, async (t) => {
   for (const { file } of samples) {
     t.ok(readFileSync(`${copiedSamplesDir}${file}`).equals(readFileSync(`${sharedSamplesDir}${file}`)), file);
   }
