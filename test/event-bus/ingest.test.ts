@@ -2,10 +2,11 @@
 // read twice stores nothing twice; a record that cannot be read is kept with its reason and the
 // records after it are still ingested.
 import t from 'tap';
-import { eventsOfFile, createPublisher, type Publisher } from '../../src/event-bus/publish.ts';
+import { eventsOfFile, createPublisher, encodeDispenseEvent, type Publisher } from '../../src/event-bus/publish.ts';
+import { frame } from '../../src/event-bus/schema.ts';
 import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
 import { postSample, samples, samplesDir, sampleSsns } from '../ingest/fixtures.ts';
-import { createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { committedOffsets, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
@@ -75,8 +76,94 @@ t.test('records of every sample become the same dispenses and emails as the HTTP
            bool_or(body ~ ${sampleSsns.join('|')}) as ssn
       from inbound_message where source = 'event-bus'`;
   t.same(kept, { n: records, positioned: records, ssn: false }, 'each record kept with its position, SSNs masked');
-  const metrics = (await viaKafka.app.inject({ method: 'GET', url: '/metrics' })).body;
+  let metrics = (await viaKafka.app.inject({ method: 'GET', url: '/metrics' })).body;
   t.match(metrics, /rx_event_bus_records_total\{outcome="stored"\} \d+/);
   t.match(metrics, /rx_event_bus_records_total\{outcome="invalid_dispense"\} 2/, 'not-hl7.txt and truncated.hl7 are invalid dispenses');
-  t.match(metrics, new RegExp(`rx_event_bus_consumer_lag\\{topic="${topic}",partition="2"\\} 0`), 'nothing left to read');
+  await waitFor('the lag of every partition reported', async () =>
+    [0, 1, 2].every((p) => new RegExp(`rx_event_bus_consumer_lag\\{topic="${topic}",partition="${p}"\\} 0\n`).test(metrics)) ||
+    (metrics = (await viaKafka.app.inject({ method: 'GET', url: '/metrics' })).body, false));
+});
+
+const dispense = (n: number, icn = '1012345678V123456') => ({
+  messageId: `eb-${n}`,
+  stationNumber: '521',
+  patient: { icn, mhvCorrelationId: '10123456' },
+  prescription: { rxNumber: `77${String(n).padStart(5, '0')}`, fillNumber: 0, drugName: 'ASPIRIN 81MG TAB', quantity: 30 },
+  shippedAt: '2026-05-14T15:00:00Z',
+  carrier: 'UPS',
+  trackingNumber: `1Z99999903${String(n).padStart(8, '0')}`,
+});
+const event = (n: number) => ({ eventId: `eb-${n}`, dispense: dispense(n) });
+
+t.test('a record published twice, and records read again by a consumer that never committed, store nothing twice', async (t) => {
+  const topic = uniqueName('dispenses');
+  const broker = await testBroker();
+  await createTopic(broker.plaintext, topic, 3);
+  const first = await eventBusApp(t, topic, uniqueName('group'));
+  const publisher = await publisherFor(t, broker.plaintext, first.registry.url, topic);
+  // The producer has no idempotence: the same event can arrive twice, at two offsets.
+  await publisher.publish([event(1), event(2), event(3)], { partition: 0 });
+  await publisher.publish([event(2)], { partition: 0 });
+  await waitFor('4 records stored', async () => (await counted(first.db.sql, `select count(*)::int as n from inbound_message`)) === 4);
+  t.equal(await counted(first.db.sql, 'select count(*)::int as n from medication_dispense'), 3, 'the event sent twice is one dispense');
+  const [second] = await first.db.sql`select outcome, error from inbound_message where event_offset = 3`;
+  t.same(second, { outcome: 'accepted', error: null }, 'the copy is kept as a body, its dispense a duplicate');
+  await first.app.close();
+
+  // A consumer whose offsets were never committed (stopped between its transaction and its commit;
+  // here: a new group on the same database) reads every record again.
+  const again = await testApp(t, { ...eventBusSettings(broker.plaintext, first.registry, topic, uniqueName('group')) }, { db: first.db });
+  await waitFor('the records read again', async () => /rx_event_bus_records_total\{outcome="redelivered"\} 4/.test((await again.app.inject({ method: 'GET', url: '/metrics' })).body));
+  t.equal(await counted(first.db.sql, 'select count(*)::int as n from inbound_message'), 4, 'no record stored twice');
+  t.equal(await counted(first.db.sql, 'select count(*)::int as n from medication_dispense'), 3, 'no dispense stored twice');
+});
+
+t.test('a poison record is kept with its reason, counted, committed past, and the records after it are ingested', async (t) => {
+  const topic = uniqueName('dispenses');
+  const broker = await testBroker();
+  await createTopic(broker.plaintext, topic, 1);
+  const group = uniqueName('group');
+  const { app, db, registry } = await eventBusApp(t, topic, group);
+  const publisher = await publisherFor(t, broker.plaintext, registry.url, topic);
+  await publisher.publish([event(10)]);
+  const invalid = { ...dispense(11), patient: { icn: 'not-an-icn' } };
+  await publisher.publishRaw([
+    Buffer.from('{"not":"avro", "ssn": "666-12-3456"}'),
+    frame(4242, Buffer.from('whatever')),
+    frame(publisher.schemaId, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])),
+    encodeDispenseEvent(publisher.schemaId, { eventId: 'eb-11', dispense: invalid }),
+  ]);
+  await publisher.publish([event(12)]);
+  await waitFor('6 records kept', async () => (await counted(db.sql, 'select count(*)::int as n from inbound_message')) === 6);
+  const kept = await db.sql`select event_offset::int as offset, outcome, error, body from inbound_message order by event_offset`;
+  t.same(kept.map((r) => r.outcome), ['accepted', 'rejected', 'rejected', 'rejected', 'rejected', 'accepted'], 'good records either side of the poison ones');
+  t.match(kept[1]!.error, /not Confluent Avro: first byte 0x7b/);
+  t.notMatch(Buffer.from(kept[1]!.body as string, 'base64').toString('latin1'), /666-12-3456/, 'the SSN in the garbage is masked');
+  t.match(Buffer.from(kept[1]!.body as string, 'base64').toString('latin1'), /"not":"avro"/, 'the rest kept byte for byte');
+  t.match(kept[2]!.error, /unknown schema id 4242/);
+  t.match(kept[3]!.error, /does not decode with schema id/);
+  t.match(kept[4]!.error, /patient\.icn/);
+  t.equal(await counted(db.sql, 'select count(*)::int as n from medication_dispense'), 2, 'the good records before and after are dispenses');
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  for (const outcome of ['not_avro', 'unknown_schema', 'undecodable', 'invalid_dispense']) {
+    t.match(metrics, new RegExp(`rx_event_bus_records_total\\{outcome="${outcome}"\\} 1`), outcome);
+  }
+  await waitFor('the offset committed past them all', async () => (await committedOffsets(broker.plaintext, group, topic)).get(0) === 6n);
+});
+
+t.test('an unreachable schema registry holds the records uncommitted until it answers', async (t) => {
+  const topic = uniqueName('dispenses');
+  const broker = await testBroker();
+  await createTopic(broker.plaintext, topic, 1);
+  const group = uniqueName('group');
+  const { db, registry, logs } = await eventBusApp(t, topic, group);
+  const publisher = await publisherFor(t, broker.plaintext, registry.url, topic);
+  registry.setUnavailable(true);
+  await publisher.publish([event(20), event(21)]);
+  await waitFor('a retry logged', () => logs.text.includes('the schema registry unavailable'));
+  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 0, 'nothing stored, nothing kept as rejected');
+  t.equal((await committedOffsets(broker.plaintext, group, topic)).get(0), undefined, 'nothing committed');
+  registry.setUnavailable(false);
+  await waitFor('both stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 2);
+  await waitFor('committed', async () => (await committedOffsets(broker.plaintext, group, topic)).get(0) === 2n);
 });

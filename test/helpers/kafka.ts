@@ -66,3 +66,15 @@ export function eventBusSettings(brokers: string, registry: SandboxSchemaRegistr
     EVENT_BUS_RETRY_MAX_SECONDS: '1',
   };
 }
+
+/** The group's committed offset of each partition of the topic (the next record it will read). */
+export async function committedOffsets(brokers: string, group: string, topic: string): Promise<Map<number, bigint>> {
+  const admin = new Admin({ clientId: 'rx-test-admin', bootstrapBrokers: [brokers] });
+  try {
+    const [result] = await admin.listConsumerGroupOffsets({ groups: [group] });
+    const partitions = result?.topics.find((t) => t.name === topic)?.partitions ?? [];
+    return new Map(partitions.filter((p) => p.committedOffset >= 0n).map((p) => [p.partitionIndex, p.committedOffset]));
+  } finally {
+    await admin.close();
+  }
+}
