@@ -42,9 +42,9 @@ export interface KafkaBrokerOptions {
   log?: (line: string) => void;
 }
 
-/** Whether a JVM is on this machine (tests that need a broker skip without one). */
-export function javaAvailable(): boolean {
-  return spawnSync(java, ['-version'], { stdio: 'ignore' }).status === 0;
+/** Whether a broker can run here: a JVM, and the jars or mvn to fetch them (tests skip otherwise). */
+export function kafkaRunnable(): boolean {
+  return spawnSync('bash', [script, 'ready'], { stdio: 'ignore', env: { ...process.env, JAVA: java } }).status === 0;
 }
 
 /** The broker's classpath, fetching the jars first if needed (mvn; about a minute the first time). */

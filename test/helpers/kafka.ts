@@ -3,13 +3,13 @@
 import { randomBytes } from 'node:crypto';
 import { Admin } from '@platformatic/kafka';
 import tap from 'tap';
-import { javaAvailable, startKafkaBroker, type KafkaBroker, type KafkaBrokerOptions } from '../../src/sandbox/kafka-broker.ts';
+import { kafkaRunnable, startKafkaBroker, type KafkaBroker, type KafkaBrokerOptions } from '../../src/sandbox/kafka-broker.ts';
 import { startSandboxSchemaRegistry, type SandboxSchemaRegistry } from '../../src/sandbox/schema-registry.ts';
 
 /** False when Kafka tests can run; else the one line that says why not and how to run them. */
-export const kafkaSkip: false | string = javaAvailable()
+export const kafkaSkip: false | string = kafkaRunnable()
   ? false
-  : 'Kafka tests skipped: no Java on this machine (install OpenJDK 17 and Maven, then npm test fetches Kafka once with scripts/kafka.sh)';
+  : 'Kafka tests skipped: no Java here, or no Maven to fetch the Kafka jars (install OpenJDK 17 and Maven, then run npm test: scripts/kafka.sh fetches Kafka once)';
 
 let broker: Promise<KafkaBroker> | undefined;
 
