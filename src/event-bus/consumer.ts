@@ -37,6 +37,8 @@ export interface EventBusConsumer {
   /** Finishes the batch in hand (within graceMs), commits what is stored, and leaves the group. */
   stop(graceMs: number): Promise<void>;
   status(): EventBusStatus;
+  /** The partitions of the topic this instance holds now. */
+  partitions(): number[];
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -233,5 +235,6 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       log.info('event-bus consumer stopped');
     },
     status: () => status,
+    partitions: () => (current?.consumer.assignments ?? []).filter((a) => a.topic === topic).flatMap((a) => a.partitions).sort((a, b) => a - b),
   };
 }
