@@ -42,7 +42,7 @@ export interface AppOptions {
    */
   sandboxUrls?: { vaNotify?: string; aal?: string };
   /** Overrides for the event-bus consumer (tests: an unsecured OAUTHBEARER token, a client id). */
-  eventBus?: Pick<EventBusConsumerOptions, 'tokenProvider' | 'clientId'>;
+  eventBus?: Pick<EventBusConsumerOptions, 'tokenProvider' | 'clientId' | 'onClient'>;
 }
 
 export interface RegisteredRoute {

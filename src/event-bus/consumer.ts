@@ -30,6 +30,8 @@ export interface EventBusConsumerOptions {
   registry?: SchemaRegistryClient;
   /** A name for this instance in the group (client id); defaults to one per process. */
   clientId?: string;
+  /** Told of each Kafka client created (tests watch its connection events). */
+  onClient?: (consumer: Consumer<Buffer, Buffer, Buffer, Buffer>) => void;
 }
 
 export interface EventBusConsumer {
@@ -111,6 +113,7 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       });
     });
     consumer.on('consumer:lag:error', () => {});
+    options.onClient?.(consumer);
     return consumer;
   }
 
