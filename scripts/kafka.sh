@@ -4,8 +4,10 @@
 #
 #   scripts/kafka.sh fetch            download the jars once into .cache/kafka (git-ignored)
 #   scripts/kafka.sh classpath        print the broker's classpath (fetching first if needed)
+#   scripts/kafka.sh ready            exit 0 when a broker can run here (Java, and the jars or mvn)
 #
-# Tests start brokers themselves (test/helpers/kafka.ts); `npm run kafka` starts one by hand.
+# Tests start brokers themselves (src/sandbox/kafka-broker.ts); `npm run event-bus:broker` starts
+# one by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,10 @@ fetch() {
   if [ -f "$CACHE/lib/.complete" ]; then return 0; fi
   command -v mvn >/dev/null || { echo "kafka.sh: mvn is needed to fetch the Kafka jars" >&2; exit 1; }
   mkdir -p "$CACHE/lib"
+  # Test files start brokers in parallel: one fetches, the others wait for it.
+  exec 9>"$CACHE/.lock"
+  flock 9
+  if [ -f "$CACHE/lib/.complete" ]; then return 0; fi
   cat >"$CACHE/pom.xml" <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -33,5 +39,6 @@ POM
 case "${1:-}" in
   fetch) fetch ;;
   classpath) fetch; echo "$(cd "$CACHE/lib" && pwd)/*" ;;
-  *) echo "usage: scripts/kafka.sh fetch|classpath" >&2; exit 64 ;;
+  ready) "${JAVA:-java}" -version >/dev/null 2>&1 && { [ -f "$CACHE/lib/.complete" ] || command -v mvn >/dev/null; } ;;
+  *) echo "usage: scripts/kafka.sh fetch|classpath|ready" >&2; exit 64 ;;
 esac

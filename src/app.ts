@@ -33,6 +33,7 @@ import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
 import { shadowRoutes } from './shadow/routes.ts';
 import { cutoverRoutes } from './cutover/routes.ts';
 import { ingestRoutes } from './ingest/routes.ts';
+import { createEventBusConsumer, type EventBusConsumer, type EventBusConsumerOptions } from './event-bus/consumer.ts';
 
 export interface AppOptions {
   config: Config;
@@ -44,6 +45,8 @@ export interface AppOptions {
    * them; tests start their own). A configured base URL always wins.
    */
   sandboxUrls?: { vaNotify?: string; aal?: string };
+  /** Overrides for the event-bus consumer (tests: an unsecured OAUTHBEARER token, a client id). */
+  eventBus?: Pick<EventBusConsumerOptions, 'tokenProvider' | 'clientId' | 'onClient'>;
 }
 
 export interface RegisteredRoute {
@@ -59,6 +62,8 @@ declare module 'fastify' {
     sql: Sql;
     jobs: JobRunner;
     metrics: Metrics;
+    /** The event-bus consumer, when EVENT_BUS_BROKERS is set. */
+    eventBus: EventBusConsumer | undefined;
     /** Every route the app serves, for the OpenAPI drift test. */
     registeredRoutes: RegisteredRoute[];
   }
@@ -146,6 +151,21 @@ export async function buildApp(options: AppOptions) {
     log,
   );
   app.decorate('jobs', jobs);
+  const eventBus = config.EVENT_BUS_BROKERS.length === 0
+    ? undefined
+    : createEventBusConsumer({
+        config,
+        sql,
+        log,
+        ...options.eventBus,
+        onRecords: (outcome, count) => metrics.eventBusRecords.inc({ outcome }, count),
+        onDispenses: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count),
+        onLag: (topic, partition, lag) => {
+          if (lag === null) metrics.eventBusLag.remove({ topic, partition: String(partition) });
+          else metrics.eventBusLag.set({ topic, partition: String(partition) }, lag);
+        },
+      });
+  app.decorate('eventBus', eventBus);
   let wakeListener: { unlisten(): Promise<void> } | undefined;
   app.addHook('onReady', async () => {
     if (config.JOBS_ENABLED) {
@@ -159,11 +179,12 @@ export async function buildApp(options: AppOptions) {
       // A hint only: the timers find the work anyway if a notification is missed.
       wakeListener = await sql.listen('tracking_email_queued', () => jobs.wake('send'));
     }
+    eventBus?.start();
   });
   // Before the server closes: stop claiming work and let in-flight runs finish within the grace period.
   app.addHook('preClose', async () => {
     await wakeListener?.unlisten().catch(() => {});
-    await jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000);
+    await Promise.all([jobs.stop(config.SHUTDOWN_GRACE_SECONDS * 1000), eventBus?.stop(config.SHUTDOWN_GRACE_SECONDS * 1000)]);
   });
   // The server's close ends the connections idle at that moment; one whose request (a job trigger
   // whose run outlasted the grace period) is still being answered would then be kept alive after

@@ -47,6 +47,7 @@ const Instant = (description: string) =>
     .Encode((date) => date.toISOString());
 
 export const DeliveryModes = ['live', 'shadow', 'off'] as const;
+export const EventBusAuths = ['msk-iam', 'scram-sha-512', 'none'] as const;
 
 /** The settings read as instants ({@link Instant}). */
 const InstantSettings = ['DELIVERY_START_AT'] as const;
@@ -140,6 +141,23 @@ export const ConfigSchema = Type.Object({
   RETENTION_INTERVAL_SECONDS: Integer({ default: 3600, minimum: 1, description: 'retention timer' }),
   SHUTDOWN_GRACE_SECONDS: Integer({ default: 20, minimum: 1, description: 'time in-flight work gets to finish on SIGTERM' }),
 
+  EVENT_BUS_BROKERS: List('Kafka bootstrap brokers (host:port, comma-separated) of the VA Enterprise Event Bus; unset runs no event-bus consumer'),
+  EVENT_BUS_TOPIC: Type.String({ default: 'cmop_medication_dispense', pattern: '^[A-Za-z0-9._-]{1,249}$', description: 'topic of CMOP dispense events' }),
+  EVENT_BUS_GROUP_ID: Type.String({ default: 'rx-tracking-email', minLength: 1, description: 'consumer group shared by every instance' }),
+  EVENT_BUS_SCHEMA_REGISTRY_URL: Type.Optional(Url('Confluent Schema Registry base URL; required with EVENT_BUS_BROKERS')),
+  EVENT_BUS_AUTH: Type.Union(EventBusAuths.map((a) => Type.Literal(a)), {
+    default: 'msk-iam',
+    description: 'msk-iam: AWS IAM over SASL/OAUTHBEARER (the Event Bus); scram-sha-512; none (a local broker)',
+  }),
+  EVENT_BUS_AWS_REGION: Type.String({ default: 'us-gov-west-1', pattern: '^[a-z]{2}(-[a-z]+)+-\\d$', description: 'AWS region of the MSK cluster (msk-iam)' }),
+  EVENT_BUS_AWS_ROLE_ARN: Type.Optional(Type.String({ pattern: '^arn:aws[a-z-]*:iam::\\d{12}:role/.+$', description: 'IAM role to assume for the MSK token (msk-iam); unset signs with the default AWS credentials' })),
+  EVENT_BUS_SCRAM_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'SCRAM-SHA-512 user (scram-sha-512)' })),
+  EVENT_BUS_SCRAM_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'SCRAM-SHA-512 password (scram-sha-512)' })),
+  EVENT_BUS_TLS: Type.Optional(Type.Boolean({ description: 'TLS to the brokers; default on outside development' })),
+  EVENT_BUS_BATCH_SIZE: Integer({ default: 500, minimum: 1, maximum: 10_000, description: 'records stored per database transaction at most' }),
+  EVENT_BUS_SESSION_TIMEOUT_SECONDS: Integer({ default: 10, minimum: 1, description: "a consumer silent this long leaves the group, and its partitions go to the other instances (the brokers' group.min.session.timeout.ms applies: 6 s on MSK)" }),
+  EVENT_BUS_RETRY_MAX_SECONDS: Integer({ default: 30, minimum: 1, description: 'longest wait between retries while the schema registry, the database or the brokers are unreachable' }),
+
   SANDBOX_CALLBACK_DELAY_MS: Integer({ default: 1000, description: 'sandbox VA Notify: delay before it posts a status callback' }),
 });
 
@@ -154,6 +172,8 @@ export const SecretNames = [
   'AAL_APP_TOKEN',
   'AAL_API_KEY',
   'DATABASE_URL',
+  'EVENT_BUS_SCRAM_USERNAME',
+  'EVENT_BUS_SCRAM_PASSWORD',
 ] as const;
 
 /** Development-only defaults; outside development a secret must be given. */
@@ -297,6 +317,19 @@ function checkCombinations(config: Config): void {
   if (config.NODE_ENV === 'production' && config.DATABASE_URL === undefined) {
     problems.push('DATABASE_URL: required in production (the embedded PostgreSQL is for development)');
   }
+  if (config.EVENT_BUS_BROKERS.length > 0) {
+    const bad = config.EVENT_BUS_BROKERS.filter((broker) => !/^[A-Za-z0-9.-]+:\d{1,5}$/.test(broker));
+    if (bad.length > 0) problems.push(`EVENT_BUS_BROKERS: not host:port: ${bad.join(', ')}`);
+    if (config.EVENT_BUS_SCHEMA_REGISTRY_URL === undefined) problems.push('EVENT_BUS_SCHEMA_REGISTRY_URL: required when EVENT_BUS_BROKERS is set');
+    if (config.EVENT_BUS_AUTH === 'scram-sha-512') {
+      if (config.EVENT_BUS_SCRAM_USERNAME === undefined) problems.push('EVENT_BUS_SCRAM_USERNAME: required when EVENT_BUS_AUTH=scram-sha-512');
+      if (config.EVENT_BUS_SCRAM_PASSWORD === undefined) problems.push('EVENT_BUS_SCRAM_PASSWORD: required when EVENT_BUS_AUTH=scram-sha-512');
+    }
+    if (config.NODE_ENV === 'production' && config.EVENT_BUS_AUTH === 'none') {
+      problems.push('EVENT_BUS_AUTH: none is for a local broker; production uses msk-iam (or scram-sha-512)');
+    }
+    if (config.NODE_ENV === 'production' && config.EVENT_BUS_TLS === false) problems.push('EVENT_BUS_TLS: must stay on in production');
+  }
   if (problems.length > 0) throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
 }
 
@@ -364,6 +397,11 @@ export function vaNotifySigningSecrets(config: Pick<Config, 'VA_NOTIFY_API_KEY' 
   return [config.VA_NOTIFY_API_KEY, ...config.VA_NOTIFY_PREVIOUS_API_KEYS]
     .map((key) => vaNotifyCredentials({ VA_NOTIFY_API_KEY: key, VA_NOTIFY_SERVICE_ID: config.VA_NOTIFY_SERVICE_ID }).secret)
     .filter((secret) => secret.length > 0);
+}
+
+/** Whether the event-bus consumer speaks TLS to the brokers: on unless set off, or in development. */
+export function eventBusTls(config: Pick<Config, 'EVENT_BUS_TLS' | 'NODE_ENV'>): boolean {
+  return config.EVENT_BUS_TLS ?? config.NODE_ENV !== 'development';
 }
 
 /** A config for tests and tools: the defaults plus the given overrides, validated the same way. */

@@ -70,6 +70,19 @@ export function createMetrics(sql: Sql) {
     registers: [registry],
   });
 
+  const eventBusRecords = new Counter({
+    name: 'rx_event_bus_records_total',
+    help: 'Event-bus (Kafka) records by outcome: stored, duplicate (every dispense stored before), redelivered (the record stored before), not_avro, unknown_schema, undecodable, invalid_dispense (the last four kept as rejected)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const eventBusLag = new Gauge({
+    name: 'rx_event_bus_consumer_lag',
+    help: "Records of each partition this instance consumes not yet committed by its group (the partition's end offset less the committed offset)",
+    labelNames: ['topic', 'partition'] as const,
+    registers: [registry],
+  });
+
   const rowsByState = new Gauge({
     name: 'rx_rows',
     help: 'Rows of work in progress, by table and state: medication_dispense pending; tracking_email queued, sending, temporary_failure; notification (status) created, sending, pending, sent; aal_event pending, posting. Every state: GET /v1/stats',
@@ -129,7 +142,7 @@ export function createMetrics(sql: Sql) {
   }
 
   return {
-    registry, dispensesIngested, sends, vaNotifyLatency, callbacks, polls, statusEventsExpired, aalPosts, retentionRemoved, httpRequests, httpRequestDuration, collectFromDatabase,
+    registry, dispensesIngested, eventBusRecords, eventBusLag, sends, vaNotifyLatency, callbacks, polls, statusEventsExpired, aalPosts, retentionRemoved, httpRequests, httpRequestDuration, collectFromDatabase,
   };
 }
 

@@ -19,7 +19,10 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       database = 'unreachable';
       schema = 'unknown';
     }
-    const ready = database === 'ok' && schema === 'ok';
-    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks: { database, schema } });
+    // A consumer that lost its brokers reads nothing until it reconnects (it retries on its own).
+    const eventBus = app.eventBus?.status();
+    const ready = database === 'ok' && schema === 'ok' && eventBus !== 'broker unreachable';
+    const checks = { database, schema, ...(eventBus !== undefined && { eventBus }) };
+    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
   });
 };

@@ -6,7 +6,7 @@
 // Between parsing a body and hearing from Postgres, only strings and numbers are kept: the insert's
 // columns, the ACKs and the counts (dispenseRows in repository.ts says why). The records themselves
 // are read again, from the stored text, only when some dispenses turn out to be stored already.
-import type { Sql, SqlHandle } from '../db/connect.ts';
+import type { SqlHandle } from '../db/connect.ts';
 import type { DispenseRecord, DispenseState } from './dispense.ts';
 import { buildAck, parseHl7Body, type AckCode, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
@@ -19,6 +19,7 @@ import {
   storeDispenseRows,
   storedRecords,
   type DispenseRows,
+  type EventPosition,
   type InboundOutcome,
   type StoredDispenses,
 } from './repository.ts';
@@ -62,16 +63,18 @@ function outcomeCounts(events: number, stored: StoredDispenses | undefined, reje
 }
 
 export interface InboundBody {
-  /** Where the body came from: 'http' today, an event-bus consumer later. */
+  /** Where the body came from: 'http', or 'event-bus' (a Kafka record). */
   source: string;
   contentType: string;
   body: string;
+  /** An event-bus record's topic, partition and offset. */
+  event?: EventPosition;
 }
 
 /** Stores a body as received, SSNs masked, and returns its id and the masked text to parse. */
 async function keepBody(sql: SqlHandle, input: InboundBody): Promise<{ id: number; maskedBody: string }> {
   const maskedBody = maskSsns(input.body);
-  const id = await insertInboundMessage(sql, { source: input.source, contentType: input.contentType, maskedBody });
+  const id = await insertInboundMessage(sql, { source: input.source, contentType: input.contentType, maskedBody, event: input.event });
   return { id, maskedBody };
 }
 
@@ -171,8 +174,11 @@ function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result
   return hl7Acks(inboundMessageId, parsed.messages, stored, now);
 }
 
-/** Ingests an HL7 v2 body (one or more messages, batch-wrapped or not) and builds its ACKs. */
-export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()): Promise<Hl7IngestResult> {
+/**
+ * Ingests an HL7 v2 body (one or more messages, batch-wrapped or not) and builds its ACKs. Given a
+ * transaction (the event-bus consumer's batch), every write is part of it.
+ */
+export async function ingestHl7(sql: SqlHandle, input: InboundBody, now = new Date()): Promise<Hl7IngestResult> {
   const { id, maskedBody } = await keepBody(sql, input);
   // The stored, masked text is what is parsed, so reprocessing a stored body gives the same result
   // (but for a NUL, which is parsed, and refused, as sent, and stored as U+FFFD: storableText).
@@ -232,7 +238,7 @@ export interface JsonIngestResult {
  * Ingests canonical JSON: one event or an array. Valid events are stored, invalid ones are listed
  * in `errors` with their index and field; the request succeeds when any event was accepted.
  */
-export async function ingestJson(sql: Sql, input: InboundBody): Promise<JsonIngestResult> {
+export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<JsonIngestResult> {
   const { id, maskedBody } = await keepBody(sql, input);
   const read = readJsonBody(maskedBody);
   if (read.kind === 'invalid') {

@@ -17,6 +17,13 @@ export function storableText<T extends string | null>(text: T): T {
   return (text === null || !text.includes('\0') ? text : text.replaceAll('\0', '\uFFFD')) as T;
 }
 
+/** Where an event-bus record was read: kept with its body, and what makes a redelivery a no-op. */
+export interface EventPosition {
+  topic: string;
+  partition: number;
+  offset: bigint;
+}
+
 /**
  * Keeps a request body before anything is parsed, so a body that later fails to parse (or a crash
  * mid-request) still leaves it on record. The caller passes the body as received, SSNs masked; it is
@@ -24,11 +31,13 @@ export function storableText<T extends string | null>(text: T): T {
  */
 export async function insertInboundMessage(
   sql: SqlHandle,
-  message: { source: string; contentType: string; maskedBody: string },
+  message: { source: string; contentType: string; maskedBody: string; event?: EventPosition },
 ): Promise<number> {
+  const event = message.event;
   const [row] = await sql<{ id: number }[]>`
-    insert into inbound_message (source, content_type, body)
-    values (${message.source}, ${message.contentType}, ${storableText(message.maskedBody)})
+    insert into inbound_message (source, content_type, body, event_topic, event_partition, event_offset)
+    values (${message.source}, ${message.contentType}, ${storableText(message.maskedBody)},
+            ${event?.topic ?? null}, ${event?.partition ?? null}, ${event === undefined ? null : String(event.offset)})
     returning id`;
   return row!.id;
 }

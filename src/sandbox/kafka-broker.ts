@@ -9,7 +9,7 @@
 //              SCRAM-SHA-512 (one user, added when the storage is formatted)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const script = join(root, 'scripts/kafka.sh');
+/** The java binary: JAVA names another (a test run can name a missing one to see the Kafka tests skip). */
+const java = process.env.JAVA ?? 'java';
 
 export interface KafkaBroker {
   /** host:port of the PLAINTEXT listener. */
@@ -40,9 +42,9 @@ export interface KafkaBrokerOptions {
   log?: (line: string) => void;
 }
 
-/** Whether a JVM is on this machine (tests that need a broker skip without one). */
-export function javaAvailable(): boolean {
-  return spawnSync('java', ['-version'], { stdio: 'ignore' }).status === 0;
+/** Whether a broker can run here: a JVM, and the jars or mvn to fetch them (tests skip otherwise). */
+export function kafkaRunnable(): boolean {
+  return spawnSync('bash', [script, 'ready'], { stdio: 'ignore', env: { ...process.env, JAVA: java } }).status === 0;
 }
 
 /** The broker's classpath, fetching the jars first if needed (mvn; about a minute the first time). */
@@ -88,7 +90,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     'share.coordinator.state.topic.min.isr=1',
     'group.initial.rebalance.delay.ms=0',
     'group.consumer.min.session.timeout.ms=1000',
-    'group.classic.min.session.timeout.ms=1000',
+    'group.min.session.timeout.ms=1000',
     'auto.create.topics.enable=true',
     'log.flush.interval.messages=1000000',
     'listener.name.sasl.sasl.enabled.mechanisms=OAUTHBEARER,SCRAM-SHA-512',
@@ -113,14 +115,14 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     `-Xmx${options.heap ?? '256m'}`, `-Xms${options.heap ?? '256m'}`, '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Xss512k',
     '-Djava.awt.headless=true', `-Dlog4j.configuration=file:${join(dir, 'log4j.properties')}`, '-cp', classpath,
   ];
-  const format = spawnSync('java', [...jvm.filter((a) => !a.startsWith('-Xms')), 'kafka.tools.StorageTool', 'format', '--standalone',
+  const format = spawnSync(java, [...jvm.filter((a) => !a.startsWith('-Xms')), 'kafka.tools.StorageTool', 'format', '--standalone',
     '-t', randomUUID().replaceAll('-', '').slice(0, 22), '-c', properties,
     '--add-scram', `SCRAM-SHA-512=[name=${scram.username},password=${scram.password}]`], { encoding: 'utf8' });
   if (format.status !== 0) {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`formatting the Kafka storage failed: ${format.stderr}${format.stdout}`);
   }
-  const child = spawn('java', [...jvm, 'kafka.Kafka', properties], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(java, [...jvm, 'kafka.Kafka', properties], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const onData = (chunk: Buffer) => {
     const text = chunk.toString();
@@ -156,10 +158,6 @@ async function waitForStart(output: () => string, child: ChildProcess, timeoutMs
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`the Kafka broker did not start within ${timeoutMs / 1000} s: ${output()}`);
-}
-
-export function kafkaJarsCached(): boolean {
-  return existsSync(join(root, '.cache/kafka'));
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

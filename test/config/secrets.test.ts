@@ -31,6 +31,8 @@ const samples: Record<(typeof SecretNames)[number], { value: string; expected: u
   AAL_APP_TOKEN: { value: 'mhv-app-token-value', expected: 'mhv-app-token-value' },
   AAL_API_KEY: { value: 'mhv-gateway-api-key', expected: 'mhv-gateway-api-key' },
   DATABASE_URL: { value: 'postgres://rx:s3cret-pw@db.internal:5432/rx', expected: 'postgres://rx:s3cret-pw@db.internal:5432/rx' },
+  EVENT_BUS_SCRAM_USERNAME: { value: 'rx-tracking-consumer', expected: 'rx-tracking-consumer' },
+  EVENT_BUS_SCRAM_PASSWORD: { value: 'scram-password-value', expected: 'scram-password-value' },
 };
 
 const base = { NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001' };

@@ -1,7 +1,7 @@
 // Builds the app the way server.ts does, with explicit test config, sandbox VA Notify and AAL servers
 // on loopback, and a log that tests can read.
 import { Writable } from 'node:stream';
-import { buildApp } from '../../src/app.ts';
+import { buildApp, type AppOptions } from '../../src/app.ts';
 import { testConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { startSandboxAal, type SandboxAal } from '../../src/sandbox/aal.ts';
@@ -47,6 +47,8 @@ export interface TestAppOptions {
   vaNotifyOptions?: SandboxVaNotifyOptions;
   /** Listen on a loopback port, so that the sandbox VA Notify can post callbacks to the app. */
   listen?: boolean;
+  /** Event-bus consumer overrides (an OAUTHBEARER token provider, a client id). */
+  eventBus?: AppOptions['eventBus'];
 }
 
 /** A fresh database (unless given) and an app on it; overrides are environment-style settings. */
@@ -69,6 +71,7 @@ export async function testApp(
     sql: db.sql,
     logger: createLogger(config.LOG_LEVEL, logs),
     sandboxUrls: { aal: aal.url, vaNotify: vaNotify.url },
+    ...(options.eventBus && { eventBus: options.eventBus }),
   });
   t.teardown(() => app.close());
   let url: string | undefined;

@@ -1,0 +1,243 @@
+// The VA Enterprise Event Bus consumer: reads CMOP dispense records from Kafka in batches, stores
+// each batch in one transaction (store.ts), and commits a partition's offset only after that
+// transaction committed. At least once, made idempotent by the stored positions and the ingest's
+// dispense key. A record that cannot be read is kept with its reason and committed past; a registry
+// or database that cannot be reached holds the batch (no commit) and is retried with backoff.
+import { Consumer, type Message, type MessagesStream, type SASLOptions } from '@platformatic/kafka';
+import type { Logger } from 'pino';
+import { eventBusTls, type Config } from '../config.ts';
+import type { Sql } from '../db/connect.ts';
+import type { IngestOutcome } from '../ingest/ingest.ts';
+import { mskIamTokenProvider } from './auth.ts';
+import { decodeRecord, type RecordOutcome } from './records.ts';
+import { RegistryUnavailableError, schemaRegistryClient, type SchemaRegistryClient } from './registry-client.ts';
+import { storeBatch, type BatchRecord } from './store.ts';
+
+type Record = Message<Buffer, Buffer, Buffer, Buffer>;
+
+export type EventBusStatus = 'connecting' | 'ok' | 'broker unreachable';
+
+export interface EventBusConsumerOptions {
+  config: Config;
+  sql: Sql;
+  log: Logger;
+  onRecords?: (outcome: RecordOutcome, count: number) => void;
+  onDispenses?: (outcome: IngestOutcome, count: number) => void;
+  onLag?: (topic: string, partition: number, lag: number | null) => void;
+  /** The OAUTHBEARER token for EVENT_BUS_AUTH=msk-iam; defaults to the MSK IAM signer. */
+  tokenProvider?: () => Promise<string>;
+  /** Defaults to the registry at EVENT_BUS_SCHEMA_REGISTRY_URL. */
+  registry?: SchemaRegistryClient;
+  /** A name for this instance in the group (client id); defaults to one per process. */
+  clientId?: string;
+  /** Told of each Kafka client created (tests watch its connection events). */
+  onClient?: (consumer: Consumer<Buffer, Buffer, Buffer, Buffer>) => void;
+}
+
+export interface EventBusConsumer {
+  start(): void;
+  /** Finishes the batch in hand (within graceMs), commits what is stored, and leaves the group. */
+  stop(graceMs: number): Promise<void>;
+  status(): EventBusStatus;
+  /** The partitions of the topic this instance holds now. */
+  partitions(): number[];
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+
+const LagIntervalMs = 5000;
+
+export function saslOptions(config: Config, tokenProvider?: () => Promise<string>): SASLOptions | undefined {
+  switch (config.EVENT_BUS_AUTH) {
+    case 'none':
+      return undefined;
+    case 'scram-sha-512':
+      return { mechanism: 'SCRAM-SHA-512', username: config.EVENT_BUS_SCRAM_USERNAME!, password: config.EVENT_BUS_SCRAM_PASSWORD! };
+    case 'msk-iam':
+      // Asked again on every (re-)authentication: the broker ends a session when its token expires.
+      return {
+        mechanism: 'OAUTHBEARER',
+        token: tokenProvider ?? mskIamTokenProvider({ region: config.EVENT_BUS_AWS_REGION, roleArn: config.EVENT_BUS_AWS_ROLE_ARN }),
+      };
+  }
+}
+
+export function createEventBusConsumer(options: EventBusConsumerOptions): EventBusConsumer {
+  const { config, sql } = options;
+  const log = options.log.child({ component: 'event-bus' });
+  const topic = config.EVENT_BUS_TOPIC;
+  const registry = options.registry ?? schemaRegistryClient(config.EVENT_BUS_SCHEMA_REGISTRY_URL!);
+  const maxDelayMs = config.EVENT_BUS_RETRY_MAX_SECONDS * 1000;
+  const clientId = options.clientId ?? `rx-tracking-email-${process.pid}`;
+  const stopping = new AbortController();
+  let status: EventBusStatus = 'connecting';
+  let running: Promise<void> | undefined;
+  let batchInHand: Promise<void> | undefined;
+  let current: { consumer: Consumer<Buffer, Buffer, Buffer, Buffer>; stream?: MessagesStream<Buffer, Buffer, Buffer, Buffer> } | undefined;
+  const lagReported = new Set<number>();
+
+  const backoff = (attempt: number) => Math.min(maxDelayMs, 250 * 2 ** Math.min(attempt, 16)) * (0.75 + Math.random() / 2);
+
+  function newConsumer() {
+    const consumer = new Consumer({
+      clientId,
+      groupId: config.EVENT_BUS_GROUP_ID,
+      bootstrapBrokers: config.EVENT_BUS_BROKERS,
+      ...(eventBusTls(config) && { tls: {} }),
+      ...(saslOptions(config, options.tokenProvider) && { sasl: saslOptions(config, options.tokenProvider) }),
+      autocommit: false,
+      sessionTimeout: config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000,
+      heartbeatInterval: Math.max(200, Math.floor((config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000) / 5)),
+      rebalanceTimeout: config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000 * 2,
+      maxWaitTime: 500,
+      retries: 3,
+      retryDelay: 500,
+    });
+    consumer.on('consumer:heartbeat:end', () => { status = 'ok'; });
+    consumer.on('consumer:heartbeat:error', () => { status = 'broker unreachable'; });
+    consumer.on('client:broker:failed', () => { status = 'broker unreachable'; });
+    consumer.on('consumer:group:join', () => { status = 'ok'; });
+    consumer.on('consumer:lag', (lag) => {
+      const partitions = lag.get(topic) ?? [];
+      partitions.forEach((value, partition) => {
+        if (value >= 0n) {
+          lagReported.add(partition);
+          options.onLag?.(topic, partition, Number(value));
+        } else if (lagReported.delete(partition)) {
+          options.onLag?.(topic, partition, null);
+        }
+      });
+    });
+    consumer.on('consumer:lag:error', () => {});
+    options.onClient?.(consumer);
+    return consumer;
+  }
+
+  /** Stores one batch, retrying while the registry or the database cannot be reached; then commits. */
+  async function handle(batch: Record[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const records: BatchRecord[] = [];
+        for (const message of batch) {
+          records.push({
+            position: { topic, partition: message.partition, offset: message.offset },
+            decoded: await decodeRecord(message.value, registry),
+          });
+        }
+        const stored = await storeBatch(sql, topic, records);
+        for (const [outcome, count] of Object.entries(stored.outcomes) as [RecordOutcome, number][]) if (count > 0) options.onRecords?.(outcome, count);
+        for (const [outcome, count] of Object.entries(stored.dispenses) as [IngestOutcome, number][]) if (count > 0) options.onDispenses?.(outcome, count);
+        const rejected = records.filter((r) => r.decoded.kind === 'bad');
+        if (rejected.length > 0) {
+          log.warn({ rejected: rejected.map((r) => ({ partition: r.position.partition, offset: String(r.position.offset), reason: r.decoded.kind === 'bad' ? r.decoded.outcome : '' })) }, 'event-bus records kept as rejected');
+        }
+        log.debug({ records: batch.length, ...stored.outcomes }, 'event-bus batch stored');
+        break;
+      } catch (error) {
+        if (stopping.signal.aborted) return;
+        const delay = backoff(attempt);
+        const what = error instanceof RegistryUnavailableError ? 'the schema registry' : 'the database';
+        log.warn({ err: { message: (error as Error).message, code: (error as { code?: string }).code }, attempt: attempt + 1, retryInMs: Math.round(delay) },
+          `event-bus batch not stored (${what} unavailable): held uncommitted, retrying`);
+        await sleep(delay, stopping.signal);
+        if (stopping.signal.aborted) return;
+      }
+    }
+    // The last record of each partition: committing it commits everything before it.
+    const last = new Map<number, Record>();
+    for (const message of batch) last.set(message.partition, message);
+    await Promise.all([...last.values()].map(async (message) => {
+      try {
+        await message.commit();
+      } catch (error) {
+        // Lost in a rebalance: the partition's new owner reads these records again and, finding
+        // them stored, stores nothing.
+        log.info({ partition: message.partition, offset: String(message.offset), err: { message: (error as Error).message } }, 'event-bus offset not committed (partition reassigned); the stored records are skipped on redelivery');
+      }
+    }));
+  }
+
+  /** Reads one consumer's stream until it fails or the consumer stops. */
+  async function consume(): Promise<void> {
+    const consumer = newConsumer();
+    current = { consumer };
+    try {
+      const stream = await consumer.consume({ topics: [topic], autocommit: false, mode: 'committed', fallbackMode: 'earliest' });
+      current.stream = stream;
+      status = 'ok';
+      consumer.startLagMonitoring({ topics: [topic] }, LagIntervalMs);
+      const buffer: Record[] = [];
+      let failure: Error | undefined;
+      let wake: (() => void) | undefined;
+      const poke = () => { const w = wake; wake = undefined; w?.(); };
+      stream.on('data', (message: Record) => {
+        buffer.push(message);
+        if (buffer.length >= config.EVENT_BUS_BATCH_SIZE) stream.pause();
+        poke();
+      });
+      stream.on('error', (error: Error) => { failure = error; poke(); });
+      stream.on('close', () => { failure ??= new Error('the event-bus stream closed'); poke(); });
+      stopping.signal.addEventListener('abort', poke, { once: true });
+      while (!stopping.signal.aborted && failure === undefined) {
+        if (buffer.length === 0) {
+          await new Promise<void>((resolve) => { wake = resolve; });
+          continue;
+        }
+        status = 'ok';
+        const batch = buffer.splice(0, config.EVENT_BUS_BATCH_SIZE);
+        batchInHand = handle(batch);
+        await batchInHand;
+        batchInHand = undefined;
+        if (stream.isPaused() && buffer.length < config.EVENT_BUS_BATCH_SIZE) stream.resume();
+      }
+      if (failure && !stopping.signal.aborted) throw failure;
+    } finally {
+      consumer.stopLagMonitoring();
+      await current.stream?.close().catch(() => {});
+      await consumer.close(true).catch(() => {});
+      current = undefined;
+    }
+  }
+
+  async function run(): Promise<void> {
+    for (let attempt = 0; !stopping.signal.aborted; attempt++) {
+      try {
+        await consume();
+        attempt = 0;
+      } catch (error) {
+        if (stopping.signal.aborted) break;
+        status = 'broker unreachable';
+        const delay = backoff(attempt);
+        log.error({ err: { message: (error as Error).message }, retryInMs: Math.round(delay) }, 'event-bus consumer stopped reading (brokers lost or refused it); reconnecting');
+        await sleep(delay, stopping.signal);
+      }
+    }
+  }
+
+  return {
+    start() {
+      log.info({ topic, groupId: config.EVENT_BUS_GROUP_ID, brokers: config.EVENT_BUS_BROKERS, auth: config.EVENT_BUS_AUTH, tls: eventBusTls(config) }, 'event-bus consumer starting');
+      running = run();
+    },
+    async stop(graceMs) {
+      // The batch in hand is stored and committed if it can be within the grace period; a batch
+      // still waiting for the database is left uncommitted, and read again by the next owner.
+      const inHand = batchInHand;
+      if (inHand) await Promise.race([inHand, sleep(graceMs)]);
+      stopping.abort();
+      const closing = current;
+      if (closing) {
+        await closing.stream?.close().catch(() => {});
+        await closing.consumer.close(true).catch(() => {});
+      }
+      await Promise.race([running, sleep(graceMs)]);
+      log.info('event-bus consumer stopped');
+    },
+    status: () => status,
+    partitions: () => (current?.consumer.assignments ?? []).filter((a) => a.topic === topic).flatMap((a) => a.partitions).sort((a, b) => a - b),
+  };
+}

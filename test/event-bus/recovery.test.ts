@@ -1,0 +1,145 @@
+// The consumer when things fail, against a real broker: the database cut mid-batch, an instance
+// killed, SIGTERM, a broker that goes away.
+import t from 'tap';
+import { connect } from '../../src/db/connect.ts';
+import { createPublisher } from '../../src/event-bus/publish.ts';
+import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
+import { testApp, type TestApp } from '../helpers/app.ts';
+import { testDatabase } from '../helpers/database.ts';
+import { committedOffsets, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { startServiceProcess } from '../helpers/service-process.ts';
+
+t.setTimeout(300_000);
+if (kafkaSkip) t.plan(0, kafkaSkip);
+
+const counted = async (sql: TestApp['db']['sql'], query: string) => ((await sql.unsafe(query))[0] as unknown as { n: number }).n;
+
+const event = (n: number) => ({
+  eventId: `eb-${n}`,
+  dispense: {
+    messageId: `eb-${n}`, stationNumber: '521',
+    patient: { icn: '1012345678V123456', mhvCorrelationId: '10123456' },
+    prescription: { rxNumber: `88${String(n).padStart(5, '0')}`, fillNumber: 0 },
+    carrier: 'UPS', trackingNumber: `1Z99999904${String(n).padStart(8, '0')}`,
+  },
+});
+
+t.test('the database terminated mid-batch: nothing committed past what was stored, then everything stored once', async (t) => {
+  const broker = await testBroker();
+  const registry = await testRegistry(t);
+  const topic = uniqueName('dispenses');
+  const group = uniqueName('group');
+  await createTopic(broker.plaintext, topic, 1);
+  const db = await testDatabase(t);
+  const { logs } = await testApp(t, { ...eventBusSettings(broker.plaintext, registry, topic, group) }, { db });
+  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
+  t.teardown(() => publisher.close());
+
+  // Another session holds a lock that the batch's inserts wait for, so the batch is caught mid-way.
+  const admin = connect(db.url, { max: 1 });
+  t.teardown(() => admin.end({ timeout: 5 }));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let locked!: () => void;
+  const isLocked = new Promise<void>((resolve) => (locked = resolve));
+  const holder = admin.begin(async (tx) => {
+    await tx`lock table inbound_message in share row exclusive mode`;
+    locked();
+    await released;
+  });
+  await isLocked;
+  await publisher.publish([1, 2, 3, 4, 5].map(event));
+  const waiting = await waitFor('the batch waiting inside its transaction', async () => {
+    const rows = await db.sql`select pid from pg_stat_activity where datname = ${db.name} and wait_event_type = 'Lock'`;
+    return rows.length > 0 ? rows.map((r) => r.pid as number) : undefined;
+  });
+  await db.sql`select pg_terminate_backend(pid) from unnest(${waiting}::int[]) as pid`;
+  await waitFor('the failed batch retried', () => logs.text.includes('event-bus batch not stored (the database unavailable)'));
+  t.equal((await committedOffsets(broker.plaintext, group, topic)).get(0), undefined, 'no offset committed');
+  release();
+  await holder;
+  await waitFor('every record stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 5);
+  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'each record kept once');
+  await waitFor('committed after it was stored', async () => (await committedOffsets(broker.plaintext, group, topic)).get(0) === 5n);
+});
+
+t.test('two instances in one group split the partitions; a killed instance\'s partitions are taken over with nothing lost', async (t) => {
+  const broker = await testBroker();
+  const registry = await testRegistry(t);
+  const topic = uniqueName('dispenses');
+  const group = uniqueName('group');
+  await createTopic(broker.plaintext, topic, 4);
+  const db = await testDatabase(t);
+  const settings = eventBusSettings(broker.plaintext, registry, topic, group);
+  const first = await testApp(t, settings, { db });
+  await waitFor('the first instance holds every partition', () => first.app.eventBus!.partitions().length === 4);
+  const second = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false' });
+  t.teardown(() => { second.child.kill('SIGKILL'); });
+  await waitFor('the partitions split', () => first.app.eventBus!.partitions().length === 2, 60_000);
+  const held = first.app.eventBus!.partitions();
+
+  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
+  t.teardown(() => publisher.close());
+  for (let partition = 0; partition < 4; partition++) await publisher.publish([event(partition * 10 + 1), event(partition * 10 + 2)], { partition });
+  await waitFor('8 records stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 8);
+  const byInstance = await db.sql`select distinct event_partition from inbound_message where event_partition <> all(${held}::int[])`;
+  t.equal(byInstance.length, 2, 'the other instance stored the records of its two partitions');
+
+  second.child.kill('SIGKILL');
+  await second.exited;
+  for (let partition = 0; partition < 4; partition++) await publisher.publish([event(partition * 10 + 3), event(partition * 10 + 4)], { partition });
+  await waitFor('the killed instance\'s partitions taken over', () => first.app.eventBus!.partitions().length === 4, 60_000);
+  await waitFor('16 records stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 16, 60_000);
+  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 16, 'each record kept once');
+  await waitFor('every partition committed to its end', async () => {
+    const offsets = await committedOffsets(broker.plaintext, group, topic);
+    return [0, 1, 2, 3].every((p) => offsets.get(p) === 4n);
+  });
+});
+
+t.test('SIGTERM commits what is stored and leaves the group within the grace period', async (t) => {
+  const broker = await testBroker();
+  const registry = await testRegistry(t);
+  const topic = uniqueName('dispenses');
+  const group = uniqueName('group');
+  await createTopic(broker.plaintext, topic, 2);
+  const db = await testDatabase(t);
+  const settings = eventBusSettings(broker.plaintext, registry, topic, group);
+  const service = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false', SHUTDOWN_GRACE_SECONDS: '5' });
+  t.teardown(() => { service.child.kill('SIGKILL'); });
+  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
+  t.teardown(() => publisher.close());
+  await publisher.publish([1, 2, 3].map(event), { partition: 0 });
+  await publisher.publish([4, 5].map(event), { partition: 1 });
+  await waitFor('stored', async () => (await counted(db.sql, 'select count(*)::int as n from inbound_message')) === 5);
+  const started = Date.now();
+  service.child.kill('SIGTERM');
+  const exit = await service.exited;
+  t.equal(exit.code, 0, 'exits cleanly');
+  t.ok(Date.now() - started < 5000 + 10_000, `stopped in ${Date.now() - started} ms`);
+  t.match(service.output(), /event-bus consumer stopped/);
+  const offsets = await committedOffsets(broker.plaintext, group, topic);
+  t.same([offsets.get(0), offsets.get(1)], [3n, 2n], 'what was stored is committed');
+
+  // It left the group: a new instance gets every partition at once, not after a session timeout.
+  const next = await testApp(t, settings, { db });
+  await waitFor('the new instance holds both partitions', () => next.app.eventBus!.partitions().length === 2);
+  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'and reads nothing again');
+});
+
+t.test('/health/ready reports a consumer that lost its broker', async (t) => {
+  const broker = await startKafkaBroker({ partitions: 1 });
+  t.teardown(() => broker.stop());
+  const registry = await testRegistry(t);
+  const topic = uniqueName('dispenses');
+  const { app } = await testApp(t, { ...eventBusSettings(broker.plaintext, registry, topic, uniqueName('group')) });
+  const ready = async () => {
+    const response = await app.inject({ method: 'GET', url: '/health/ready' });
+    return { statusCode: response.statusCode, eventBus: (response.json() as { checks: { eventBus?: string } }).checks.eventBus };
+  };
+  await waitFor('connected', async () => (await ready()).eventBus === 'ok');
+  t.same(await ready(), { statusCode: 200, eventBus: 'ok' });
+  broker.process.kill('SIGKILL');
+  await waitFor('not ready', async () => (await ready()).statusCode === 503, 60_000);
+  t.same(await ready(), { statusCode: 503, eventBus: 'broker unreachable' });
+});

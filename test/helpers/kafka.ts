@@ -1,0 +1,80 @@
+// A real Kafka broker for the event-bus tests: one per test file, started on first use and stopped
+// when the file's tests end. Without Java the tests that need it are skipped, saying so in one line.
+import { randomBytes } from 'node:crypto';
+import { Admin } from '@platformatic/kafka';
+import tap from 'tap';
+import { kafkaRunnable, startKafkaBroker, type KafkaBroker, type KafkaBrokerOptions } from '../../src/sandbox/kafka-broker.ts';
+import { startSandboxSchemaRegistry, type SandboxSchemaRegistry } from '../../src/sandbox/schema-registry.ts';
+
+/** False when Kafka tests can run; else the one line that says why not and how to run them. */
+export const kafkaSkip: false | string = kafkaRunnable()
+  ? false
+  : 'Kafka tests skipped: no Java here, or no Maven to fetch the Kafka jars (install OpenJDK 17 and Maven, then run npm test: scripts/kafka.sh fetches Kafka once)';
+
+let broker: Promise<KafkaBroker> | undefined;
+
+/** This file's broker (3 partitions for an auto-created topic; SASL sessions re-authenticated per options). */
+export function testBroker(options: KafkaBrokerOptions = {}): Promise<KafkaBroker> {
+  broker ??= (async () => {
+    const started = await startKafkaBroker({ partitions: 3, heap: '256m', ...options });
+    tap.teardown(() => started.stop());
+    return started;
+  })();
+  return broker;
+}
+
+export async function testRegistry(t: { teardown(fn: () => unknown): void }): Promise<SandboxSchemaRegistry> {
+  const registry = await startSandboxSchemaRegistry();
+  t.teardown(() => registry.close());
+  return registry;
+}
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${randomBytes(4).toString('hex')}`;
+}
+
+export async function createTopic(brokers: string, topic: string, partitions: number): Promise<void> {
+  const admin = new Admin({ clientId: 'rx-test-admin', bootstrapBrokers: [brokers] });
+  try {
+    await admin.createTopics({ topics: [topic], partitions, replicas: 1 });
+  } finally {
+    await admin.close();
+  }
+}
+
+/** Polls until check returns a value other than undefined/false, or fails after timeoutMs. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** The settings that point an app's consumer at a test broker, registry and topic. */
+export function eventBusSettings(brokers: string, registry: SandboxSchemaRegistry, topic: string, group: string): Record<string, string> {
+  return {
+    EVENT_BUS_BROKERS: brokers,
+    EVENT_BUS_TOPIC: topic,
+    EVENT_BUS_GROUP_ID: group,
+    EVENT_BUS_SCHEMA_REGISTRY_URL: registry.url,
+    EVENT_BUS_AUTH: 'none',
+    EVENT_BUS_TLS: 'false',
+    EVENT_BUS_SESSION_TIMEOUT_SECONDS: '3',
+    EVENT_BUS_RETRY_MAX_SECONDS: '1',
+  };
+}
+
+/** The group's committed offset of each partition of the topic (the next record it will read). */
+export async function committedOffsets(brokers: string, group: string, topic: string): Promise<Map<number, bigint>> {
+  const admin = new Admin({ clientId: 'rx-test-admin', bootstrapBrokers: [brokers] });
+  try {
+    const [result] = await admin.listConsumerGroupOffsets({ groups: [group] });
+    const partitions = result?.topics.find((t) => t.name === topic)?.partitions ?? [];
+    return new Map(partitions.filter((p) => p.committedOffset >= 0n).map((p) => [p.partitionIndex, p.committedOffset]));
+  } finally {
+    await admin.close();
+  }
+}
