@@ -1,5 +1,5 @@
 // The cut-over hold in grouping: dispenses shipped near DELIVERY_START_AT are held, a package whole,
-// and recorded in cutover_dispense (sql/020_cutover_hold.sql).
+// and recorded in cutover_dispense (sql/021_cutover_hold.sql).
 import t from 'tap';
 import { runGrouping } from '../../src/grouping/grouping-job.ts';
 import { groupDrafts, takeReadyDrafts } from '../../src/grouping/repository.ts';
