@@ -49,6 +49,8 @@ export const cutoverRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/cutover',
     {
       schema: {
+        operationId: 'getCutoverHold',
+        summary: 'The cut-over hold: its window, the packages held and what was decided',
         querystring: Type.Object({ limit: Type.Integer({ minimum: 0, maximum: 5000, default: 500 }) }, { additionalProperties: false }),
         response: { 200: CutoverStatus, ...errorResponses(400, 401, 429) },
       },
@@ -71,6 +73,10 @@ export const cutoverRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       bodyLimit: ReleaseBodyLimitBytes,
       schema: {
+        operationId: 'releaseCutoverHold',
+        summary: "Decide the held packages from MHV's export (CSV), per tracking number",
+        consumes: ['text/csv', 'application/csv'],
+        body: Type.Unknown({ description: "MHV's export of the Rx tracking emails it sent, as CSV (docs/cutover.md)" }),
         querystring: Type.Object({
           mhvJobRunAt: Type.Optional(Type.String({ description: "when the last run of MHV's email job before the export started (ISO 8601 with offset)" })),
         }, { additionalProperties: false }),

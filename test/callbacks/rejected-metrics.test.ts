@@ -13,7 +13,7 @@ t.test('unauthorized and invalid callbacks are counted by outcome', async (t) =>
   t.equal((await post({ authorization: `Bearer ${callbackToken}` }, '{"id": 1}')).statusCode, 400);
   t.equal((await post({ authorization: `Bearer ${callbackToken}` })).statusCode, 200);
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
-  t.match(metrics, /^rx_callbacks_total\{outcome="unauthorized"\} 2$/m);
-  t.match(metrics, /^rx_callbacks_total\{outcome="invalid"\} 1$/m);
+  t.match(metrics, /^rx_callbacks_total\{outcome="unauthorized",status="none"\} 2$/m);
+  t.match(metrics, /^rx_callbacks_total\{outcome="invalid",status="none"\} 1$/m);
   t.match(metrics, /^rx_callbacks_total\{outcome="pending_notification",status="delivered"\} 1$/m);
 });

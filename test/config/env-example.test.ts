@@ -16,5 +16,5 @@ t.test('it names every setting, and its values, uncommented, are a valid configu
   t.same(Object.keys(settings).sort(), Object.keys(ConfigSchema.properties).sort());
   const config = loadConfig(settings);
   t.equal(config.PORT, 3000);
-  t.same(config.TRUST_PROXY, ['loopback', 'uniquelocal']);
+  t.same(config.TRUST_PROXY, ['none']);
 });

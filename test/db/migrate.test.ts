@@ -192,7 +192,7 @@ t.test('the version before drafts, running beside this one, never leaves a pendi
 });
 
 t.test('the cut-over hold is added to a database with dispenses in every state', async (t) => {
-  const db = await databaseBefore(t, 20);
+  const db = await databaseBefore(t, 21);
   const [body] = await db<{ id: number }[]>`insert into inbound_message (content_type, body) values ('application/json', '[]') returning id`;
   for (const [rx, state] of [['1', 'grouped'], ['2', 'excluded'], ['3', 'cancelled'], ['4', 'unprocessable']] as const) {
     await db`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, state, inbound_message_id)
