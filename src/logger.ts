@@ -71,11 +71,12 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       serializers: {
         // An error's own fields are logged too (a driver error's `detail`, say): censored like the rest.
         err: (error: Error) => redactSensitive(pino.stdSerializers.err(error)),
-        // Request logs name the route, never the query string (it could carry a reference or more).
+        // Request logs name the route, never the path or the query string as sent: a path that
+        // matches no route may hold anything (an ICN typed into a URL), so it is not logged at all.
         req: (req: { method: string; routeOptions?: { url?: string }; url: string; id: string }) => ({
           id: req.id,
           method: req.method,
-          route: req.routeOptions?.url ?? req.url.split('?')[0],
+          route: req.routeOptions?.url ?? '(no route)',
         }),
       },
     },

@@ -156,9 +156,9 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   async function postOne(event: ClaimedAalEvent): Promise<void> {
     const ids = { aalEventId: event.id, emailId: event.trackingEmailId };
     if (event.mhvCorrelationId === null || event.mhvCorrelationId === '') {
+      // Unpostable, as the events created without one at delivery: not a post, and not a failure.
       if (await markAalEventUnpostable(sql, event, 'no MHV correlation id for this veteran')) {
         log.warn(ids, 'AAL event unpostable: no MHV correlation id');
-        count('failed');
       }
       return;
     }

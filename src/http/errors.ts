@@ -4,6 +4,10 @@ import type { FastifyError, FastifyInstance } from 'fastify';
 import { isDatabaseUnavailable } from '../db/connect.ts';
 
 export function installErrorHandler(app: FastifyInstance): void {
+  // Fastify's own 404 quotes the path back; a path may hold anything (an ICN typed into a URL).
+  app.setNotFoundHandler((request, reply) => {
+    reply.status(404).send({ statusCode: 404, error: 'Not Found', message: `no route for ${request.method} at this path` });
+  });
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500;
     if (statusCode < 500) {

@@ -17,6 +17,9 @@ function readCursor(cursor: string): ListPosition | undefined {
     const [createdAt, id] = value as unknown[];
     if (typeof createdAt !== 'string' || !/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}\+00$/.test(createdAt)) return undefined;
     if (typeof id !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return undefined;
+    // The shape admits 2026-13-45 99:99:99, which Postgres would refuse with a 500: a real instant only.
+    const at = new Date(`${createdAt.slice(0, 10)}T${createdAt.slice(11, 26)}Z`);
+    if (Number.isNaN(at.getTime()) || at.toISOString().slice(0, 19) !== `${createdAt.slice(0, 10)}T${createdAt.slice(11, 19)}`) return undefined;
     return { createdAt, id };
   } catch {
     return undefined;
@@ -50,7 +53,11 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { state, aalState, limit, before, cursor } = request.query;
       const after = cursor === undefined ? undefined : readCursor(cursor);
       if (cursor !== undefined && after === undefined) throw app.httpErrors.badRequest('querystring/cursor is not a cursor this list gave');
-      const page = await listTrackingEmails(app.sql, { state, aalState, limit, before: before ? new Date(before) : undefined, after });
+      const beforeDate = before === undefined ? undefined : new Date(before);
+      if (beforeDate !== undefined && !(beforeDate.getUTCFullYear() >= 1970 && beforeDate.getUTCFullYear() <= 9999)) {
+        throw app.httpErrors.badRequest('querystring/before must be a date-time between the years 1970 and 9999');
+      }
+      const page = await listTrackingEmails(app.sql, { state, aalState, limit, before: beforeDate, after });
       return { emails: page.emails, ...(page.end ? { nextCursor: writeCursor(page.end) } : {}) };
     },
   );

@@ -75,7 +75,8 @@ function readHeader(cells: string[]): Map<ExportColumn, number> {
   const missing = ExportColumns.filter((column) => !positions.has(column));
   if (missing.length > 0) {
     throw new ExportFormatError(
-      `header: missing column${missing.length > 1 ? 's' : ''} ${missing.join(', ')}; expected ${ExportColumns.join(',')} (found ${cells.map((c) => JSON.stringify(c.trim())).join(',')})`,
+      // The cells found are not quoted: with no header line, they are the first row's data (an ICN).
+      `header: missing column${missing.length > 1 ? 's' : ''} ${missing.join(', ')}; expected ${ExportColumns.join(',')} as the first line (found ${cells.length} column${cells.length === 1 ? '' : 's'}${positions.size > 0 ? `, of them ${[...positions.keys()].join(', ')}` : ', none of them a known name'})`,
     );
   }
   return positions;

@@ -17,6 +17,14 @@ const DateTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\
  * `to` includes that whole day, which is what `--from 2026-05-14 --to 2026-05-15` means to a reader.
  */
 export function parseWindowBound(text: string, bound: 'from' | 'to'): Date {
+  const date = parseBound(text, bound);
+  // A comparison period lies in the service's life; far dates (9999-12-31, whose end is in year
+  // 10000) are beyond what Postgres and ISO dates share.
+  if (date.getUTCFullYear() < 2000 || date.getUTCFullYear() > 2999) throw new WindowError(`${bound}: must lie between the years 2000 and 2999`);
+  return date;
+}
+
+function parseBound(text: string, bound: 'from' | 'to'): Date {
   const value = text.trim();
   if (DateOnly.test(value)) {
     const date = new Date(`${value}T00:00:00Z`);

@@ -332,7 +332,9 @@ t.test('unpostable events are never posted', async (t) => {
   const { aalEventId } = await insertDeliveredEmail(db.sql, { correlationId: null, state: 'unpostable', lastError: 'no MHV correlation id' });
   // A pending event without a correlation id (written by hand) is kept as unpostable, not posted.
   const stray = await insertDeliveredEmail(db.sql, { correlationId: null });
-  t.same(await worker(db, client(aal)).run(), { posted: 0, retried: 0, failed: 1, released: 0, paused: false });
+  const outcomes: string[] = [];
+  t.same(await worker(db, client(aal), {}, { onOutcome: (outcome) => outcomes.push(outcome) }).run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: false }, 'unpostable is not failed');
+  t.same(outcomes, [], 'nor counted as a post (rx_aal_posts_total)');
   t.equal(aal.state.requests.length, 0, 'the AAL was never called');
   t.match(await aalEvent(db.sql, aalEventId), { state: 'unpostable', attempts: 0, last_error: 'no MHV correlation id' });
   t.match(await aalEvent(db.sql, stray.aalEventId), { state: 'unpostable', last_error: /no MHV correlation id/ });
