@@ -128,7 +128,9 @@ export async function buildApp(options: AppOptions) {
         ),
       sweep: (signal) => runSweep({ sql, config, vaNotify, budget, log, signal, metrics, wake: (job) => jobs.wake(job) }),
       retention: (signal) =>
-        runRetention({ sql, config, log, signal, onRemoved: (record, count) => metrics.retentionRemoved.inc({ record }, count) }),
+        runRetention({ sql, config, log, signal, onRemoved: (record, count) => metrics.retentionRemoved.inc({ record }, count) }).then(
+          moreIf((r) => r.status === 'done' && r.more, 'retention'),
+        ),
     },
     log,
   );
