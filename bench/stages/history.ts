@@ -284,6 +284,8 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     let dayOver = false;
     const s = service;
     const retention = retentionLoop(s, () => dayOver);
+    // Its failure is reported when the day is over (awaited below), not as an unhandled rejection.
+    retention.catch(() => {});
     let onHistory: DayResult;
     try {
       onHistory = await runDay(full, sandbox, s, day, callbackRate, 60_000_000);
