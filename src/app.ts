@@ -146,7 +146,9 @@ export async function buildApp(options: AppOptions) {
         ),
       sweep: (signal, log) => runSweep({ sql, config, vaNotify, budget, log, signal, metrics, wake: (job) => jobs.wake(job) }),
       retention: (signal, log) =>
-        runRetention({ sql, config, log, signal, onRemoved: (record, count) => metrics.retentionRemoved.inc({ record }, count) }),
+        runRetention({ sql, config, log, signal, onRemoved: (record, count) => metrics.retentionRemoved.inc({ record }, count) }).then(
+          moreIf((r) => r.status === 'done' && r.more, 'retention'),
+        ),
     },
     log,
   );

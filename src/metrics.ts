@@ -225,6 +225,12 @@ const StatsTables = {
   aal_event: { column: 'state', section: 'aalEvents' },
 } as const;
 
+/**
+ * The email states counted exactly in a large table (tracking_email_state and the partial indexes);
+ * written into the statement as literals, so that the planner picks the index for each.
+ */
+const ExactEmailStates = ['queued', 'sending', 'sent', 'temporary_failure', 'permanent_failure', 'failed', 'expired', 'resent'] as const;
+
 /** Above this many rows (the planner's estimate), a table's history states are estimated, not counted. */
 export const StatsExactUpTo = 200_000;
 
@@ -277,16 +283,20 @@ export async function stateCounts(sql: Sql, options: { exactUpTo?: number } = {}
              (select count(*) from tracking_email_draft r join medication_dispense d on d.tracking_email_id = r.id and d.state = 'pending')::int as count
        where ${large.has('medication_dispense')}
       union all
-      select 'tracking_email', s.state, (select count(*) from tracking_email e where e.state = s.state)::int
-        from unnest(${['queued', 'sending', 'sent', 'temporary_failure', 'permanent_failure', 'failed', 'expired', 'resent']}::text[]) s (state)
-       where ${large.has('tracking_email')}
-      union all
+      ${tx.unsafe(ExactEmailStates.map((state) => `
+      select 'tracking_email', '${state}', (select count(*) from tracking_email where state = '${state}')::int where ${large.has('tracking_email')}
+      union all`).join(''))}
       select 'notification', status, count(*)::int from notification
        where ${large.has('notification')} and status in ('created', 'sending', 'pending', 'sent') group by status
       union all
-      select 'aal_event', s.state, (select count(*) from aal_event a where a.state = s.state)::int
-        from unnest(${['pending', 'posting', 'failed', 'unpostable']}::text[]) s (state)
-       where ${large.has('aal_event')}`;
+      -- Each state written out, so that the planner can prove its partial index applies.
+      select 'aal_event', 'pending', (select count(*) from aal_event where state = 'pending')::int where ${large.has('aal_event')}
+      union all
+      select 'aal_event', 'posting', (select count(*) from aal_event where state = 'posting')::int where ${large.has('aal_event')}
+      union all
+      select 'aal_event', 'failed', (select count(*) from aal_event where state = 'failed')::int where ${large.has('aal_event')}
+      union all
+      select 'aal_event', 'unpostable', (select count(*) from aal_event where state = 'unpostable')::int where ${large.has('aal_event')}`;
   });
   for (const row of exact) {
     if (row.count > 0) counts[row.table_name][row.state] = row.count;

@@ -196,10 +196,12 @@ async function runDay(db: BenchDatabase, sandbox: Sandboxes, service: Service, d
   progress('day: posting AAL events');
   const aalMs = await untilDone(async () => (await service.trigger<{ posted: number }>('aal')).posted > 0);
   progress('day: sweep');
-  const sweepMs = await timed(() => service.trigger('sweep'));
+  const sweepMs = await timed(() => service.trigger('sweep').catch((error: unknown) => { throw new Error('sweep failed', { cause: error }); }));
 
+  progress(`day: sweep took ${seconds(sweepMs)}; GET /metrics and /v1/stats`);
   const scrapeMs = await timedGet(`${service.url}/metrics`);
   const statsMs = await timedGet(`${service.url}/v1/stats`, internalHeaders);
+  progress(`day: /metrics ${millis(scrapeMs)}, /v1/stats ${millis(statsMs)}`);
   const [check] = await sql<{ delivered: number; posted: number }[]>`
     select (select count(*)::int from tracking_email where state = 'delivered' and created_at >= ${dayStart}) as delivered,
            (select count(*)::int from aal_event where state = 'posted' and created_at >= ${dayStart}) as posted`;
@@ -214,14 +216,18 @@ interface RetentionTotals {
   dispenses: number;
   inboundBodies: number;
   lockTimeouts: number;
+  batches: number;
 }
 
 /** Runs retention back to back (a run that found nothing rests 200 ms) until `stop`. */
 async function retentionLoop(service: Service, stop: () => boolean): Promise<RetentionTotals> {
-  const totals: RetentionTotals = { runs: 0, busyMs: 0, trackingEmails: 0, dispenses: 0, inboundBodies: 0, lockTimeouts: 0 };
+  const totals: RetentionTotals = { runs: 0, busyMs: 0, trackingEmails: 0, dispenses: 0, inboundBodies: 0, lockTimeouts: 0, batches: 0 };
   while (!stop()) {
     const started = performance.now();
-    const r = await service.trigger<{ status: string; trackingEmails: number; dispenses: number; inboundBodies: number; lockTimeouts: number }>('retention');
+    const r = await service.trigger<{ status: string; trackingEmails: number; dispenses: number; inboundBodies: number; lockTimeouts: number; batches: number }>('retention')
+      .catch((error: unknown) => {
+        throw new Error(`retention run ${totals.runs + 1} failed`, { cause: error });
+      });
     const ms = performance.now() - started;
     totals.runs += 1;
     if (r.status !== 'done') continue;
@@ -231,6 +237,7 @@ async function retentionLoop(service: Service, stop: () => boolean): Promise<Ret
     totals.dispenses += r.dispenses;
     totals.inboundBodies += r.inboundBodies;
     totals.lockTimeouts += r.lockTimeouts;
+    if (worked) totals.batches += r.batches;
     if (!worked) await sleep(200);
   }
   return totals;
@@ -277,6 +284,8 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     let dayOver = false;
     const s = service;
     const retention = retentionLoop(s, () => dayOver);
+    // Its failure is reported when the day is over (awaited below), not as an unhandled rejection.
+    retention.catch(() => {});
     let onHistory: DayResult;
     try {
       onHistory = await runDay(full, sandbox, s, day, callbackRate, 60_000_000);
@@ -351,7 +360,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       notes: [
         `history written in ${seconds(historyMs)} by set-based SQL: ${count(days * perDay)} dispenses, ${count(days * Math.ceil(perDay / perVeteran))} delivered emails with notification, status event and posted AAL event, ${count(days * Math.ceil(perDay / perBody))} stored HL7 bodies (${megabytes(bodyShare!.bytes)} of body text as stored)`,
         `tables with history: ${tableList}`,
-        `day: ${count(onEmpty.emails)} emails on the empty database, ${count(onHistory.emails)} beside the history; retention runs during the day: ${removed.runs} (${removed.lockTimeouts} batches gave up on a row lock); callback failures: ${onEmpty.callbacks.failures} / ${onHistory.callbacks.failures}`,
+        `day: ${count(onEmpty.emails)} emails on the empty database, ${count(onHistory.emails)} beside the history; retention runs during the day: ${removed.runs}, ${count(removed.batches)} batches in the runs that removed something (${removed.batches > 0 ? millis(removed.busyMs / removed.batches) : '-'} a batch on average: the runs' time over their batches), ${removed.lockTimeouts} batches gave up on a row lock; callback failures: ${onEmpty.callbacks.failures} / ${onHistory.callbacks.failures}`,
         `removed_dispense_key after retention: ${count(keyRow!.keys)} keys, ${megabytes(keyRow!.bytes)} (${keyRow!.keys > 0 ? Math.round(keyRow!.bytes / keyRow!.keys) : 0} bytes a key with its indexes)`,
         `RECORD_RETENTION_DAYS=${recordDays}, INBOUND_BODY_RETENTION_DAYS=${bodyDays}, RETENTION_BATCH_SIZE default; service error log lines: ${onEmpty.errorLines} / ${onHistory.errorLines}`,
         machineNote(full.description),

@@ -66,6 +66,7 @@ const RetentionDone = Type.Object({
   batches: Type.Integer({ description: 'batches committed, each one short transaction' }),
   lockTimeouts: Type.Integer({ description: 'batches rolled back because a row they needed stayed locked: the next run takes them up' }),
   stopped: Type.Boolean({ description: 'the run stopped early (shutdown)' }),
+  more: Type.Boolean({ description: 'the run reached its 30-second budget with work left; on a timer the next run starts at once' }),
 });
 
 const RetentionAlreadyRunning = Type.Object({

@@ -35,7 +35,7 @@ export interface RetentionCounts {
 export type RetentionRecord = keyof RetentionCounts;
 
 export type RetentionResult =
-  | ({ status: 'done'; batches: number; stopped: boolean; lockTimeouts: number } & RetentionCounts)
+  | ({ status: 'done'; batches: number; stopped: boolean; more: boolean; lockTimeouts: number } & RetentionCounts)
   | { status: 'already_running' };
 
 export interface RetentionDeps {
@@ -47,7 +47,15 @@ export interface RetentionDeps {
   onRemoved?: (record: RetentionRecord, count: number) => void;
   /** Called inside each batch's transaction after its statement, before it commits (tests look at its locks). */
   onBatch?: (tx: SqlHandle, step: string) => Promise<void>;
+  /** How long a run goes on starting batches; then it answers with `more` (default {@link RunBudgetMs}). */
+  budgetMs?: number;
 }
+
+/**
+ * A run starts no batch after this: it answers (a trigger's caller waits for the answer) and, when
+ * work is left, the runner starts the next run at once.
+ */
+export const RunBudgetMs = 30_000;
 
 const LockNotAvailable = '55P03';
 
@@ -65,6 +73,8 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
   };
   let batches = 0;
   let lockTimeouts = 0;
+  let more = false;
+  const deadline = performance.now() + (deps.budgetMs ?? RunBudgetMs);
   const add = (record: RetentionRecord, count: number) => {
     if (count === 0) return;
     counts[record] += count;
@@ -77,7 +87,11 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
    */
   async function step<C>(name: string, batch: (tx: SqlHandle, after: C | null) => Promise<{ next: C | null; more: boolean }>): Promise<void> {
     let after: C | null = null;
-    while (!signal?.aborted) {
+    while (!signal?.aborted && !more) {
+      if (performance.now() >= deadline) {
+        more = true;
+        return;
+      }
       let outcome: { next: C | null; more: boolean };
       try {
         outcome = await inBatch(sql, async (tx) => {
@@ -138,6 +152,6 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
   }
   const stopped = signal?.aborted ?? false;
   const removedAny = Object.values(counts).some((count) => count > 0);
-  if (removedAny || lockTimeouts > 0) deps.log.info({ ...counts, batches, lockTimeouts, stopped }, 'retention run');
-  return { status: 'done', batches, stopped, lockTimeouts, ...counts };
+  if (removedAny || lockTimeouts > 0) deps.log.info({ ...counts, batches, lockTimeouts, stopped, more }, 'retention run');
+  return { status: 'done', batches, stopped, more, lockTimeouts, ...counts };
 }

@@ -250,6 +250,17 @@ t.test('a batch that meets a row lock held elsewhere gives up for this run inste
   t.match(await runRetention({ sql, config: testConfig({ RETENTION_BATCH_SIZE: '10' }), log }), { trackingEmails: 3, lockTimeouts: 0 });
 });
 
+t.test('a run that reaches its budget answers with more, and the next one goes on from there', async (t) => {
+  const db = await testDatabase(t);
+  await finalHistories(db.sql, 5, 100);
+  const log = createLogger('silent', new LogCapture());
+  const config = testConfig({ RETENTION_BATCH_SIZE: '2' });
+  const first = await runRetention({ sql: db.sql, config, log, budgetMs: 0 });
+  t.match(first, { status: 'done', more: true, batches: 0, trackingEmails: 0 }, 'no batch starts past the budget');
+  const rest = await runRetention({ sql: db.sql, config, log });
+  t.match(rest, { status: 'done', more: false, trackingEmails: 5 });
+});
+
 t.test('one retention at a time across instances', async (t) => {
   const db = await testDatabase(t);
   const holder = await db.sql.reserve();
