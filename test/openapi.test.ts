@@ -33,6 +33,8 @@ const document = parse(committed) as Document;
 async function lint(path: string): Promise<{ code: number; errors: string[]; warnings: string[] }> {
   const result = await run(join(root, 'node_modules/.bin/redocly'), ['lint', path, '--format=json', `--config=${join(root, 'redocly.yaml')}`], {
     cwd: root,
+    // No network here: no usage report, no update check.
+    env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' },
   }).then(
     ({ stdout }) => ({ code: 0, stdout }),
     (error: { code: number; stdout: string }) => ({ code: error.code, stdout: error.stdout }),
