@@ -89,6 +89,10 @@ t.test('every operation has an id, a summary and its security', async (t) => {
           ? [{ internalToken: [] }]
           : [];
       t.same(operation.security, expected, `${name}'s security`);
+      t.ok(operation.parameters?.some((p) => (p as { $ref?: string }).$ref === '#/components/parameters/RequestId'), `${name} takes an x-request-id`);
+      for (const [code, response] of Object.entries(operation.responses)) {
+        t.ok((response as { headers?: Record<string, unknown> }).headers?.['x-request-id'], `${name} ${code} carries x-request-id`);
+      }
     }
   }
 });
