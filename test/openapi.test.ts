@@ -33,6 +33,8 @@ const document = parse(committed) as Document;
 async function lint(path: string): Promise<{ code: number; errors: string[]; warnings: string[] }> {
   const result = await run(join(root, 'node_modules/.bin/redocly'), ['lint', path, '--format=json', `--config=${join(root, 'redocly.yaml')}`], {
     cwd: root,
+    // No network here: no usage report, no update check.
+    env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' },
   }).then(
     ({ stdout }) => ({ code: 0, stdout }),
     (error: { code: number; stdout: string }) => ({ code: error.code, stdout: error.stdout }),
@@ -87,6 +89,10 @@ t.test('every operation has an id, a summary and its security', async (t) => {
           ? [{ internalToken: [] }]
           : [];
       t.same(operation.security, expected, `${name}'s security`);
+      t.ok(operation.parameters?.some((p) => (p as { $ref?: string }).$ref === '#/components/parameters/RequestId'), `${name} takes an x-request-id`);
+      for (const [code, response] of Object.entries(operation.responses)) {
+        t.ok((response as { headers?: Record<string, unknown> }).headers?.['x-request-id'], `${name} ${code} carries x-request-id`);
+      }
     }
   }
 });

@@ -5,6 +5,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance, RouteOptions } from 'fastify';
+import { requestIdHeader } from './request-tracing.ts';
 import { ErrorBody } from './schemas.ts';
 
 export const securitySchemes = {
@@ -74,10 +75,41 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       servers: [{ url: 'http://127.0.0.1:3000', description: 'npm start' }],
       components: { securitySchemes: structuredClone(securitySchemes) as never },
     },
+    transformObject: (document) => withRequestIds((document as { openapiObject: OpenApiObject }).openapiObject) as never,
     // Shared schemas keep their $id as their component name.
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
   await app.register(swaggerUi, { routePrefix: '/documentation' });
+}
+
+interface OpenApiObject {
+  components?: Record<string, Record<string, unknown>>;
+  paths?: Record<string, Record<string, { parameters?: unknown[]; responses?: Record<string, { headers?: Record<string, unknown> }> }>>;
+}
+
+/** Every operation takes an x-request-id and every answer carries one (src/http/request-tracing.ts). */
+function withRequestIds(document: OpenApiObject): OpenApiObject {
+  const components = (document.components ??= {});
+  (components.parameters ??= {}).RequestId = {
+    name: requestIdHeader,
+    in: 'header',
+    required: false,
+    description: 'an id to trace the request by (up to 128 letters, digits and ._:@+=/-); a new uuid when absent or unusable',
+    schema: { type: 'string', maxLength: 128 },
+  };
+  (components.headers ??= {}).RequestId = {
+    description: "the request's id: the x-request-id it sent, or a new uuid; every log line of the request carries it",
+    schema: { type: 'string' },
+  };
+  for (const operations of Object.values(document.paths ?? {})) {
+    for (const operation of Object.values(operations)) {
+      (operation.parameters ??= []).push({ $ref: '#/components/parameters/RequestId' });
+      for (const response of Object.values(operation.responses ?? {})) {
+        response.headers = { ...response.headers, [requestIdHeader]: { $ref: '#/components/headers/RequestId' } };
+      }
+    }
+  }
+  return document;
 }
 
 /**
