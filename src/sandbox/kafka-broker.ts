@@ -142,7 +142,8 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitForStart(() => output, child, 90_000);
+    // Seconds on an idle machine; minutes on two cores shared with other work.
+    await waitForStart(() => output, child, 300_000);
   } catch (error) {
     await stop();
     throw error;
