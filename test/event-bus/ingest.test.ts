@@ -1,6 +1,7 @@
 // Records from a real Kafka broker become the same dispenses and emails as the HTTP path; a record
 // read twice stores nothing twice; a record that cannot be read is kept with its reason and the
 // records after it are still ingested.
+import { spawn } from 'node:child_process';
 import t from 'tap';
 import { eventsOfFile, createPublisher, encodeDispenseEvent, type Publisher } from '../../src/event-bus/publish.ts';
 import { frame } from '../../src/event-bus/schema.ts';
@@ -166,4 +167,26 @@ t.test('an unreachable schema registry holds the records uncommitted until it an
   registry.setUnavailable(false);
   await waitFor('both stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 2);
   await waitFor('committed', async () => (await committedOffsets(broker.plaintext, group, topic)).get(0) === 2n);
+});
+
+t.test('npm run event-bus:publish publishes the sample files as Avro records, registering the schema', async (t) => {
+  const topic = uniqueName('dispenses');
+  const broker = await testBroker();
+  await createTopic(broker.plaintext, topic, 1);
+  const { db, registry } = await eventBusApp(t, topic, uniqueName('group'));
+  const files = ['rds-o13-one-package-two-rx.hl7', 'dispense-events.json'].map((f) => `${samplesDir}${f}`);
+  const child = spawn(process.execPath, ['--no-warnings', 'src/event-bus/publish-cli.ts', ...files], {
+    cwd: new URL('../../', import.meta.url).pathname,
+    env: { PATH: process.env.PATH ?? '', EVENT_BUS_BROKERS: broker.plaintext, EVENT_BUS_SCHEMA_REGISTRY_URL: registry.url, EVENT_BUS_TOPIC: topic, EVENT_BUS_AUTH: 'none' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  t.equal(await new Promise((resolve) => child.on('close', resolve)), 0, output);
+  t.match(output, new RegExp(`rds-o13-one-package-two-rx.hl7: 1 record published to ${topic} \\(schema id 1\\)`));
+  const records = 1 + eventsOfFile(files[1]!).length;
+  await waitFor('the published records stored', async () => (await counted(db.sql, `select count(*)::int as n from inbound_message where outcome = 'accepted'`)) === records);
+  const subjects = await fetch(`${registry.url}/subjects/${topic}-value/versions/1`).then((r) => r.json()) as { id: number };
+  t.equal(subjects.id, 1, 'the value schema registered under <topic>-value');
 });

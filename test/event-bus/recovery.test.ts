@@ -1,9 +1,7 @@
-// The consumer when things fail, against a real broker: the database cut mid-batch, an instance
-// killed, SIGTERM, a broker that goes away.
+// The consumer when things fail, against a real broker: the database cut mid-batch, an instance killed.
 import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
 import { createPublisher } from '../../src/event-bus/publish.ts';
-import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
 import { testApp, type TestApp } from '../helpers/app.ts';
 import { testDatabase } from '../helpers/database.ts';
 import { committedOffsets, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
@@ -73,7 +71,7 @@ t.test('two instances in one group split the partitions; a killed instance\'s pa
   const settings = eventBusSettings(broker.plaintext, registry, topic, group);
   const first = await testApp(t, settings, { db });
   await waitFor('the first instance holds every partition', () => first.app.eventBus!.partitions().length === 4);
-  const second = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false' });
+  const second = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false' }, { readyTimeoutMs: 120_000 });
   t.teardown(() => { second.child.kill('SIGKILL'); });
   await waitFor('the partitions split', () => first.app.eventBus!.partitions().length === 2, 60_000);
   const held = first.app.eventBus!.partitions();
@@ -97,49 +95,3 @@ t.test('two instances in one group split the partitions; a killed instance\'s pa
   });
 });
 
-t.test('SIGTERM commits what is stored and leaves the group within the grace period', async (t) => {
-  const broker = await testBroker();
-  const registry = await testRegistry(t);
-  const topic = uniqueName('dispenses');
-  const group = uniqueName('group');
-  await createTopic(broker.plaintext, topic, 2);
-  const db = await testDatabase(t);
-  const settings = eventBusSettings(broker.plaintext, registry, topic, group);
-  const service = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false', SHUTDOWN_GRACE_SECONDS: '5' });
-  t.teardown(() => { service.child.kill('SIGKILL'); });
-  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
-  t.teardown(() => publisher.close());
-  await publisher.publish([1, 2, 3].map(event), { partition: 0 });
-  await publisher.publish([4, 5].map(event), { partition: 1 });
-  await waitFor('stored', async () => (await counted(db.sql, 'select count(*)::int as n from inbound_message')) === 5);
-  const started = Date.now();
-  service.child.kill('SIGTERM');
-  const exit = await service.exited;
-  t.equal(exit.code, 0, 'exits cleanly');
-  t.ok(Date.now() - started < 5000 + 10_000, `stopped in ${Date.now() - started} ms`);
-  t.match(service.output(), /event-bus consumer stopped/);
-  const offsets = await committedOffsets(broker.plaintext, group, topic);
-  t.same([offsets.get(0), offsets.get(1)], [3n, 2n], 'what was stored is committed');
-
-  // It left the group: a new instance gets every partition at once, not after a session timeout.
-  const next = await testApp(t, settings, { db });
-  await waitFor('the new instance holds both partitions', () => next.app.eventBus!.partitions().length === 2);
-  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'and reads nothing again');
-});
-
-t.test('/health/ready reports a consumer that lost its broker', async (t) => {
-  const broker = await startKafkaBroker({ partitions: 1 });
-  t.teardown(() => broker.stop());
-  const registry = await testRegistry(t);
-  const topic = uniqueName('dispenses');
-  const { app } = await testApp(t, { ...eventBusSettings(broker.plaintext, registry, topic, uniqueName('group')) });
-  const ready = async () => {
-    const response = await app.inject({ method: 'GET', url: '/health/ready' });
-    return { statusCode: response.statusCode, eventBus: (response.json() as { checks: { eventBus?: string } }).checks.eventBus };
-  };
-  await waitFor('connected', async () => (await ready()).eventBus === 'ok');
-  t.same(await ready(), { statusCode: 200, eventBus: 'ok' });
-  broker.process.kill('SIGKILL');
-  await waitFor('not ready', async () => (await ready()).statusCode === 503, 60_000);
-  t.same(await ready(), { statusCode: 503, eventBus: 'broker unreachable' });
-});

@@ -27,7 +27,8 @@ export function sandboxVaNotifyEnv(vaNotifyUrl: string): Record<string, string> 
   };
 }
 
-export async function startServiceProcess(env: Record<string, string>): Promise<ServiceProcess> {
+/** Starts `node src/server.ts`; ready when /health/ready answers 200 within readyTimeoutMs (30 s unless given). */
+export async function startServiceProcess(env: Record<string, string>, options: { readyTimeoutMs?: number } = {}): Promise<ServiceProcess> {
   const port = await freePortBelowEphemeralRange();
   let output = '';
   const { nodeFlags, entry } = startCommand();
@@ -50,7 +51,8 @@ export async function startServiceProcess(env: Record<string, string>): Promise<
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   const url = `http://127.0.0.1:${port}`;
   // Ready when /health/ready answers 200; give up if the process exits first.
-  for (let i = 0; i < 300; i++) {
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 30_000);
+  while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`service exited during startup:\n${output}`);
     const ready = await fetch(`${url}/health/ready`).then((r) => r.ok, () => false);
     if (ready) return { child, url, output: () => output, exited };

@@ -1,0 +1,70 @@
+// Stopping the consumer, against a real broker: SIGTERM, and a broker that goes away.
+import t from 'tap';
+import { createPublisher } from '../../src/event-bus/publish.ts';
+import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
+import { testApp, type TestApp } from '../helpers/app.ts';
+import { testDatabase } from '../helpers/database.ts';
+import { committedOffsets, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { startServiceProcess } from '../helpers/service-process.ts';
+
+t.setTimeout(300_000);
+if (kafkaSkip) t.plan(0, kafkaSkip);
+
+const counted = async (sql: TestApp['db']['sql'], query: string) => ((await sql.unsafe(query))[0] as unknown as { n: number }).n;
+
+const event = (n: number) => ({
+  eventId: `eb-${n}`,
+  dispense: {
+    messageId: `eb-${n}`, stationNumber: '521',
+    patient: { icn: '1012345678V123456', mhvCorrelationId: '10123456' },
+    prescription: { rxNumber: `88${String(n).padStart(5, '0')}`, fillNumber: 0 },
+    carrier: 'UPS', trackingNumber: `1Z99999904${String(n).padStart(8, '0')}`,
+  },
+});
+
+t.test('SIGTERM commits what is stored and leaves the group within the grace period', async (t) => {
+  const broker = await testBroker();
+  const registry = await testRegistry(t);
+  const topic = uniqueName('dispenses');
+  const group = uniqueName('group');
+  await createTopic(broker.plaintext, topic, 2);
+  const db = await testDatabase(t);
+  const settings = eventBusSettings(broker.plaintext, registry, topic, group);
+  const service = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false', SHUTDOWN_GRACE_SECONDS: '5' }, { readyTimeoutMs: 120_000 });
+  t.teardown(() => { service.child.kill('SIGKILL'); });
+  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
+  t.teardown(() => publisher.close());
+  await publisher.publish([1, 2, 3].map(event), { partition: 0 });
+  await publisher.publish([4, 5].map(event), { partition: 1 });
+  await waitFor('stored', async () => (await counted(db.sql, 'select count(*)::int as n from inbound_message')) === 5);
+  const started = Date.now();
+  service.child.kill('SIGTERM');
+  const exit = await service.exited;
+  t.equal(exit.code, 0, 'exits cleanly');
+  t.ok(Date.now() - started < 5000 + 10_000, `stopped in ${Date.now() - started} ms`);
+  t.match(service.output(), /event-bus consumer stopped/);
+  const offsets = await committedOffsets(broker.plaintext, group, topic);
+  t.same([offsets.get(0), offsets.get(1)], [3n, 2n], 'what was stored is committed');
+
+  // It left the group: a new instance gets every partition at once, not after a session timeout.
+  const next = await testApp(t, settings, { db });
+  await waitFor('the new instance holds both partitions', () => next.app.eventBus!.partitions().length === 2);
+  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'and reads nothing again');
+});
+
+t.test('/health/ready reports a consumer that lost its broker', async (t) => {
+  const broker = await startKafkaBroker({ partitions: 1 });
+  t.teardown(() => broker.stop());
+  const registry = await testRegistry(t);
+  const topic = uniqueName('dispenses');
+  const { app } = await testApp(t, { ...eventBusSettings(broker.plaintext, registry, topic, uniqueName('group')) });
+  const ready = async () => {
+    const response = await app.inject({ method: 'GET', url: '/health/ready' });
+    return { statusCode: response.statusCode, eventBus: (response.json() as { checks: { eventBus?: string } }).checks.eventBus };
+  };
+  await waitFor('connected', async () => (await ready()).eventBus === 'ok');
+  t.same(await ready(), { statusCode: 200, eventBus: 'ok' });
+  broker.process.kill('SIGKILL');
+  await waitFor('not ready', async () => (await ready()).statusCode === 503, 60_000);
+  t.same(await ready(), { statusCode: 503, eventBus: 'broker unreachable' });
+});
