@@ -198,7 +198,7 @@ t.test('the cut-over hold is added to a database with dispenses in every state',
     await db`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, state, inbound_message_id)
              values ('521', ${rx}, 0, ${'1Z' + rx}, '1012345678V123456', ${state}, ${body!.id})`;
   }
-  t.same((await migrate(db)).map((m) => m.version)[0], 20);
+  t.same((await migrate(db)).map((m) => m.version)[0], 21);
   const states = await db`select state from medication_dispense order by rx_number`;
   t.same(states.map((r) => r.state), ['grouped', 'excluded', 'cancelled', 'unprocessable'], 'every row kept as it was');
   await db`update medication_dispense set state = 'held_for_cutover' where rx_number = '2'`;
