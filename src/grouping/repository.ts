@@ -90,7 +90,7 @@ function cutoverPlace(sql: SqlHandle, bounds: CutoverBounds) {
 const MaxPrescriptionsListed = 20;
 
 const ExcludedReason = 'shipped before DELIVERY_START_AT (MHV sends these)';
-export const HeldReason = 'shipped within CUTOVER_HOLD_HOURS of DELIVERY_START_AT: held until MHV\'s export is compared';
+const HeldReason = 'shipped within CUTOVER_HOLD_HOURS of DELIVERY_START_AT: held until MHV\'s export is compared';
 const HeldWithPackageReason = 'a fill of a package held at the cut-over: held with it';
 const ExcludedWithPackageReason = 'a fill of a package MHV emails at the cut-over (MHV sends these)';
 
