@@ -72,6 +72,18 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_PER_MINUTE: Integer({ default: 6000, minimum: 1, description: 'requests per minute per client address on internal routes' }),
   TRUST_PROXY: List('addresses or CIDR ranges of the load balancers in front of the service, whose X-Forwarded-For is trusted (also loopback, linklocal, uniquelocal); none trusts no proxy: every client is known by its own address', 'none'),
   INGEST_BODY_LIMIT_BYTES: Integer({ default: 5 * 1024 * 1024, minimum: 1024, description: 'largest ingest body accepted (413 above)' }),
+  INGEST_CONCURRENT_BODIES: Integer({
+    default: 2,
+    minimum: 1,
+    maximum: 64,
+    description: 'ingest bodies read and stored at once per instance; one more is answered 503 with Retry-After before it is read, so that load never exhausts the heap',
+  }),
+  INGEST_MAX_RECORDS_PER_BODY: Integer({
+    default: 20_000,
+    minimum: 1,
+    maximum: 100_000,
+    description: 'HL7 messages and dispenses (RXD segments), or JSON events, one ingest body may hold (and ten segments per record); a body with more is kept and refused whole (400)',
+  }),
 
   GROUPING_QUIET_MINUTES: Integer({ default: 60, description: "a patient's dispenses are grouped once the newest is this old" }),
   GROUPING_MAX_WAIT_MINUTES: Integer({ default: 1440, description: '... or once the oldest is this old, even if more keep arriving' }),

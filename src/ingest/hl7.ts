@@ -84,20 +84,28 @@ const leadingSpace = /\s*/y;
  * before the next MSH are ignored, as lines before the first MSH are. The body is scanned, not split:
  * each line is cut out once, without its leading white space, and blank lines not at all.
  */
-export function splitMessages(body: string): { messages: string[][]; ignoredLines: number } {
+export function splitMessages(body: string, limits: BodyLimits = unlimited): { messages: string[][]; ignoredLines: number; overLimit?: string } {
   const messages: string[][] = [];
   let current: string[] | undefined;
   let ignoredLines = 0;
+  let lines = 0;
+  let dispenses = 0;
   const lineBreaks = new LineBreaks(body);
   for (let start = 0; start <= body.length; ) {
     const end = lineBreaks.lineEnd(start);
     const from = lineContentStart(body, start, end, leadingSpace);
     start = lineBreaks.nextStart(end);
     if (from !== end) {
+      // Counted before a line is cut out, so that a body past a limit costs no more than the limit.
+      if (++lines > limits.maxSegments) return { messages: [], ignoredLines, overLimit: `more than ${limits.maxSegments} segments` };
+      if (body.startsWith('RXD', from) && ++dispenses > limits.maxRecords) {
+        return { messages: [], ignoredLines, overLimit: `more than ${limits.maxRecords} RXD segments (dispenses)` };
+      }
       const line = body.slice(from, end);
       if (isBatchLine(line)) {
         current = undefined;
       } else if (isHeaderLine(line, 'MSH')) {
+        if (messages.length >= limits.maxRecords) return { messages: [], ignoredLines, overLimit: `more than ${limits.maxRecords} messages` };
         current = [line];
         messages.push(current);
       } else if (current) {
@@ -109,6 +117,28 @@ export function splitMessages(body: string): { messages: string[][]; ignoredLine
     if (isFrameBreak(body, end)) current = undefined;
   }
   return { messages, ignoredLines };
+}
+
+/**
+ * What one body may hold. The memory a body costs grows with its messages, dispenses and segment
+ * lines far more than with its bytes (a 30-byte message costs about a kilobyte until it is
+ * answered), so a body is bounded by those: one of 5 MiB of tiny messages took the whole heap.
+ */
+export interface BodyLimits {
+  /** INGEST_MAX_RECORDS_PER_BODY: messages, and dispenses (RXD segments). */
+  maxRecords: number;
+  /** Segment lines of any kind. */
+  maxSegments: number;
+}
+
+/** Segment lines a body may hold per record it may hold: a CMOP message has five or six. */
+export const SegmentsPerRecord = 10;
+
+const unlimited: BodyLimits = { maxRecords: Number.POSITIVE_INFINITY, maxSegments: Number.POSITIVE_INFINITY };
+
+/** The limits that follow from INGEST_MAX_RECORDS_PER_BODY. */
+export function bodyLimits(maxRecords: number): BodyLimits {
+  return { maxRecords, maxSegments: maxRecords * SegmentsPerRecord };
 }
 
 /**
@@ -269,13 +299,22 @@ interface PatientIdentifiers {
   tooLong: string | null;
 }
 
+/** PID-3 repetitions read at most. */
+const MaxPatientIdentifiers = 50;
+
 function readPatient(pid: Hl7Segment | undefined): PatientIdentifiers {
   if (pid === undefined) return { icn: null, mhvCorrelationId: null, icnProblem: 'no PID segment, so no ICN', tooLong: null };
   let icn: string | null = null;
   let malformedIcn = false;
   let mhvCorrelationId: string | null = null;
   let tooLong: string | null = null;
-  for (let rep = 1, count = pid.repetitionCount(3); rep <= count; rep++) {
+  const identifiers = pid.repetitionCount(3);
+  // Each repetition is found from the start of the field: a PID-3 of millions of `~` took minutes
+  // of CPU. A patient has a handful of identifiers.
+  if (identifiers > MaxPatientIdentifiers) {
+    return { icn: null, mhvCorrelationId: null, icnProblem: null, tooLong: `PID-3 holds more than ${MaxPatientIdentifiers} identifiers` };
+  }
+  for (let rep = 1, count = identifiers; rep <= count; rep++) {
     const id = pid.value(3, 1, 1, rep);
     if (id === '') continue;
     const authority = pid.value(3, 4, 1, rep).toUpperCase();
@@ -535,9 +574,12 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
 }
 
 /** Parses a whole request body. Never throws. */
-export function parseHl7Body(body: string): Hl7BodyResult {
+export function parseHl7Body(body: string, limits: BodyLimits = unlimited): Hl7BodyResult {
   try {
-    const { messages, ignoredLines } = splitMessages(body);
+    const { messages, ignoredLines, overLimit } = splitMessages(body, limits);
+    if (overLimit !== undefined) {
+      return { kind: 'not-hl7', reason: `the body holds ${overLimit}: send at most ${limits.maxRecords} messages or dispenses per body` };
+    }
     if (messages.length === 0) {
       return { kind: 'not-hl7', reason: 'the body holds no HL7 v2 message (no MSH segment)' };
     }

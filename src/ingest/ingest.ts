@@ -8,7 +8,7 @@
 // are read again, from the stored text, only when some dispenses turn out to be stored already.
 import type { SqlHandle } from '../db/connect.ts';
 import type { DispenseRecord, DispenseState } from './dispense.ts';
-import { buildAck, parseHl7Body, type AckCode, type Hl7MessageResult } from './hl7.ts';
+import { bodyLimits, buildAck, parseHl7Body, type AckCode, type BodyLimits, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
 import { maskSsns } from './mask.ts';
 import {
@@ -69,6 +69,15 @@ export interface InboundBody {
   body: string;
   /** An event-bus record's topic, partition and offset. */
   event?: EventPosition;
+  /**
+   * INGEST_MAX_RECORDS_PER_BODY: HL7 messages and dispenses, or JSON events, one body may hold; a
+   * body with more is kept and refused whole. Unbounded when not given.
+   */
+  maxRecordsPerBody?: number;
+}
+
+function limitsOf(input: InboundBody): BodyLimits | undefined {
+  return input.maxRecordsPerBody === undefined ? undefined : bodyLimits(input.maxRecordsPerBody);
 }
 
 /** Stores a body as received, SSNs masked, and returns its id and the masked text to parse. */
@@ -142,8 +151,8 @@ type ReadHl7Body =
       rejected: number;
     };
 
-function readHl7Body(inboundMessageId: number, maskedBody: string, now: Date): ReadHl7Body {
-  const parsed = parseHl7Body(maskedBody);
+function readHl7Body(inboundMessageId: number, maskedBody: string, now: Date, limits: BodyLimits | undefined): ReadHl7Body {
+  const parsed = parseHl7Body(maskedBody, limits);
   if (parsed.kind === 'not-hl7') return parsed;
   const { messages, notes } = parsed;
   const dispenses = messages.flatMap((m) => m.dispenses);
@@ -182,7 +191,7 @@ export async function ingestHl7(sql: SqlHandle, input: InboundBody, now = new Da
   const { id, maskedBody } = await keepBody(sql, input);
   // The stored, masked text is what is parsed, so reprocessing a stored body gives the same result
   // (but for a NUL, which is parsed, and refused, as sent, and stored as U+FFFD: storableText).
-  const read = readHl7Body(id, maskedBody, now);
+  const read = readHl7Body(id, maskedBody, now, limitsOf(input));
   if (read.kind === 'not-hl7') {
     await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: read.reason });
     return {
@@ -240,7 +249,7 @@ export interface JsonIngestResult {
  */
 export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<JsonIngestResult> {
   const { id, maskedBody } = await keepBody(sql, input);
-  const read = readJsonBody(maskedBody);
+  const read = readJsonBody(maskedBody, input.maxRecordsPerBody);
   if (read.kind === 'invalid') {
     await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: read.error });
     return {
@@ -271,10 +280,10 @@ export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<Js
 }
 
 /** A parsed JSON body as the insert's columns: the records are not kept past this call. */
-function readJsonBody(maskedBody: string):
+function readJsonBody(maskedBody: string, maxEvents: number | undefined):
   | { kind: 'invalid'; error: string }
   | { kind: 'events'; received: number; rows: DispenseRows; errors: EventError[] } {
-  const parsed = parseJsonBody(maskedBody);
+  const parsed = parseJsonBody(maskedBody, maxEvents);
   if (parsed.kind === 'invalid') return parsed;
   return { kind: 'events', received: parsed.received, rows: dispenseRows(parsed.dispenses), errors: parsed.errors };
 }

@@ -138,7 +138,14 @@ export function toDispenseRecord(event: DispenseEvent): DispenseRecord {
 }
 
 /** Parses and validates a JSON body. Never throws. */
-export function parseJsonBody(body: string): JsonBodyResult {
+export function parseJsonBody(body: string, maxEvents = Number.POSITIVE_INFINITY): JsonBodyResult {
+  // JSON.parse builds every value of the body before anything can be counted, and 5 MiB of `{},`
+  // is 1.7 million objects: a body is refused unread when it holds more values than `maxEvents`
+  // events could (an event has about 18 commas and brackets; the search is native, not per character).
+  const tooMany = `the body holds more than ${maxEvents} dispense events: send at most ${maxEvents} per body`;
+  if (Number.isFinite(maxEvents) && countValueMarks(body, maxEvents * ValueMarksPerEvent) > maxEvents * ValueMarksPerEvent) {
+    return { kind: 'invalid', error: tooMany };
+  }
   let value: unknown;
   try {
     value = JSON.parse(body);
@@ -148,6 +155,7 @@ export function parseJsonBody(body: string): JsonBodyResult {
     return { kind: 'invalid', error: `the body is not valid JSON: ${describeSyntaxError(body)}` };
   }
   const events = Array.isArray(value) ? value : [value];
+  if (events.length > maxEvents) return { kind: 'invalid', error: tooMany };
   if (events.length === 0) return { kind: 'invalid', error: 'the array holds no dispense event' };
   if (!Array.isArray(value) && (value === null || typeof value !== 'object')) {
     return { kind: 'invalid', error: 'expected a dispense event object or an array of them' };
@@ -160,6 +168,18 @@ export function parseJsonBody(body: string): JsonBodyResult {
     else dispenses.push(toDispenseRecord(event as DispenseEvent));
   });
   return { kind: 'events', received: events.length, dispenses, errors };
+}
+
+/** Commas and opening brackets one event may hold, with room for a producer's extra fields. */
+const ValueMarksPerEvent = 40;
+
+/** The commas, `{` and `[` in `text`, counted up to just past `limit`. */
+function countValueMarks(text: string, limit: number): number {
+  let count = 0;
+  for (const mark of [',', '{', '[']) {
+    for (let at = text.indexOf(mark); at !== -1 && count <= limit; at = text.indexOf(mark, at + 1)) count++;
+  }
+  return count;
 }
 
 /** Where a text that JSON.parse refused stops being JSON, as line, column and character (from 1). */

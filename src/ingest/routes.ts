@@ -2,6 +2,7 @@
 // ingest.ts and answers with HL7 ACKs or a JSON summary. Registered inside the internal scope, whose
 // bearer-token hook answers 401 before any of this runs.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { errorResponses } from '../http/schemas.ts';
 import { ingestHl7, ingestJson, type IngestOutcome, type IngestOutcomeCounts } from './ingest.ts';
 
@@ -36,8 +37,46 @@ export interface IngestRoutesOptions {
   onOutcome?: (outcome: IngestOutcome, count: number) => void;
 }
 
+/** Seconds a producer is told to wait when every ingest slot is taken: about one large body's work. */
+export const IngestRetryAfterSeconds = 5;
+
+/**
+ * The ingest bodies in work at once. A body is held from before it is read until it is answered
+ * (or its client goes away before the handler runs): the memory ingest takes is then bounded by
+ * INGEST_CONCURRENT_BODIES bodies of at most INGEST_BODY_LIMIT_BYTES and
+ * INGEST_MAX_RECORDS_PER_BODY records, and one more is answered 503 without being read. Sixteen
+ * 5 MiB bodies at once had taken the whole 160 MB heap, and the process with it.
+ */
+class IngestSlots {
+  #free: number;
+  constructor(size: number) {
+    this.#free = size;
+  }
+
+  /** A release function (safe to call twice) when a slot is free, else undefined. */
+  take(): (() => void) | undefined {
+    if (this.#free === 0) return undefined;
+    this.#free--;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.#free++;
+    };
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    releaseIngestSlot?: () => void;
+    ingestHandlerStarted?: boolean;
+  }
+}
+
 export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = async (app, options) => {
   const bodyLimit = app.config.INGEST_BODY_LIMIT_BYTES;
+  const maxRecordsPerBody = app.config.INGEST_MAX_RECORDS_PER_BODY;
+  const slots = new IngestSlots(app.config.INGEST_CONCURRENT_BODIES);
   const report = (counts: IngestOutcomeCounts) => {
     for (const [outcome, count] of Object.entries(counts) as [IngestOutcome, number][]) {
       if (count > 0) options.onOutcome?.(outcome, count);
@@ -45,13 +84,29 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
   };
 
   // Any other type is answered 415 before the body is read, and not stored: it is not a feed.
-  app.addHook('preParsing', async (request) => {
+  app.addHook('preParsing', async (request, reply) => {
     const type = essence(request.headers['content-type']);
     if (!acceptedTypes.has(type)) {
       throw app.httpErrors.unsupportedMediaType(
         `${type === '' ? 'no content type' : `content type ${type}`} is not accepted: send ${[...acceptedTypes].join(', ')}`,
       );
     }
+    const release = slots.take();
+    if (release === undefined) {
+      // Answered before the body is read: Node discards the rest of the upload as it arrives, and
+      // the producer reads the 503 (closing the connection instead cut the upload with EPIPE, and
+      // the producer never saw the answer).
+      request.log.warn({ concurrentBodies: app.config.INGEST_CONCURRENT_BODIES }, 'ingest at its limit of bodies at once: answered 503');
+      const message = `ingest is at its limit of ${app.config.INGEST_CONCURRENT_BODIES} bodies at once: retry after ${IngestRetryAfterSeconds} seconds`;
+      return reply.status(503).header('retry-after', String(IngestRetryAfterSeconds)).send({ statusCode: 503, error: 'Service Unavailable', message });
+    }
+    request.releaseIngestSlot = release;
+  });
+  // The slot is given back once the body is answered; a body whose handler never ran (too large,
+  // unreadable, or its client gone) gives it back then.
+  app.addHook('onResponse', async (request) => request.releaseIngestSlot?.());
+  app.addHook('onRequestAbort', async (request) => {
+    if (!request.ingestHandlerStarted) request.releaseIngestSlot?.();
   });
 
   // Every accepted type arrives as the raw string: the body must be stored before it is parsed,
@@ -83,15 +138,25 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
               'application/json': { schema: Type.Union([IngestSummary, Type.Ref('ErrorBody')]) },
             },
           },
-          ...errorResponses(401, 413, 415, 429),
+          ...errorResponses(401, 413, 415, 429, 503),
         },
       },
     },
     async (request, reply) => {
+      request.ingestHandlerStarted = true;
+      try {
+        return await ingest(request, reply);
+      } finally {
+        request.releaseIngestSlot?.();
+      }
+    },
+  );
+
+  async function ingest(request: FastifyRequest, reply: FastifyReply) {
       const contentType = request.headers['content-type'] ?? '';
       const body = typeof request.body === 'string' ? request.body : '';
       if (hl7Types.has(essence(contentType))) {
-        const result = await ingestHl7(app.sql, { source: 'http', contentType, body });
+        const result = await ingestHl7(app.sql, { source: 'http', contentType, body, maxRecordsPerBody });
         report(result.counts);
         request.log.info(
           {
@@ -107,11 +172,10 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
         );
         return reply.status(result.statusCode).type('application/hl7-v2').send(result.acks);
       }
-      const result = await ingestJson(app.sql, { source: 'http', contentType, body });
+      const result = await ingestJson(app.sql, { source: 'http', contentType, body, maxRecordsPerBody });
       report(result.counts);
       const { inboundMessageId, received, inserted, duplicates, rejected } = result.summary;
       request.log.info({ inboundMessageId, outcome: result.outcome, received, inserted, duplicates, rejected }, 'JSON dispense body ingested');
       return reply.status(result.statusCode).type('application/json').send(result.summary);
-    },
-  );
+  }
 };
