@@ -12,15 +12,15 @@ export interface RateBudget {
 /**
  * A bucket holding at most one second's worth (at least one token), refilled continuously. Any
  * 60-second window then sees at most the full bucket plus a minute's refill, so the refill is what
- * is left of perMinute after the bucket, less 1% for the spread between when a token is taken and
+ * is left of perMinute after the bucket, less 2% for the spread between when a token is taken and
  * when VA Notify counts the request: no 60-second window sees more than perMinute requests, and a
- * backlog gets about 97 to 99% of perMinute (a budget of 1 a minute allows 2 in a window).
+ * backlog gets about 96 to 98% of perMinute (a budget of 1 a minute allows 2 in a window).
  * perMinute = 0 turns pacing off (benchmarks only).
  */
 export function createRateBudget(sql: Sql, perMinute: number, name = 'va-notify'): RateBudget {
   if (perMinute <= 0) return { take: async () => {} };
   const capacity = Math.max(1, perMinute / 60);
-  const perSecond = (perMinute > capacity ? (perMinute - capacity) * 0.99 : perMinute) / 60;
+  const perSecond = (perMinute > capacity ? (perMinute - capacity) * 0.98 : perMinute) / 60;
   return {
     async take(signal) {
       for (;;) {
