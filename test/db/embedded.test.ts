@@ -9,6 +9,9 @@ import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
 import { packagedBinaries, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 
+// Each test starts one or two PostgreSQL servers (and initdb), which take a while on a busy machine.
+t.setTimeout(240_000);
+
 function scratch(t: { teardown(fn: () => unknown): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'rx-tracking-embedded-test-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
