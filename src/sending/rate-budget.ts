@@ -10,14 +10,17 @@ export interface RateBudget {
 }
 
 /**
- * The bucket refills continuously at perMinute/60 tokens a second and holds at most one second's
- * worth, so any 60-second window sees at most perMinute + perMinute/60 requests: 2,900 a minute keeps
- * under VA Notify's 3,000 sliding window. perMinute = 0 turns pacing off (benchmarks only).
+ * A bucket holding at most one second's worth (at least one token), refilled continuously. Any
+ * 60-second window then sees at most the full bucket plus a minute's refill, so the refill is what
+ * is left of perMinute after the bucket, less 2% for the spread between when a token is taken and
+ * when VA Notify counts the request: no 60-second window sees more than perMinute requests, and a
+ * backlog gets about 96 to 98% of perMinute (a budget of 1 a minute allows 2 in a window).
+ * perMinute = 0 turns pacing off (benchmarks only).
  */
 export function createRateBudget(sql: Sql, perMinute: number, name = 'va-notify'): RateBudget {
   if (perMinute <= 0) return { take: async () => {} };
-  const perSecond = perMinute / 60;
-  const capacity = Math.max(1, perSecond);
+  const capacity = Math.max(1, perMinute / 60);
+  const perSecond = (perMinute > capacity ? (perMinute - capacity) * 0.98 : perMinute) / 60;
   return {
     async take(signal) {
       for (;;) {

@@ -320,7 +320,11 @@ export async function adoptNotificationByReference(
 ): Promise<boolean> {
   const reference = event.reference?.trim();
   if (reference === undefined || !UuidText.test(reference)) return false;
+  // A sender storing this very notification holds the email's row and then takes the notification's
+  // lock, the reverse of the order here: rather than wait (a deadlock), the adoption gives up at
+  // once, and that sender applies the event, which is committed already.
   return sql.begin(async (tx) => {
+    await tx`select set_config('lock_timeout', '100ms', true)`;
     await tx`select pg_advisory_xact_lock(${NOTIFICATION_LOCK}, hashtext(${event.notificationId}::uuid::text))`;
     const [email] = await tx<{ attempts: number }[]>`
       select attempts from tracking_email
@@ -341,6 +345,9 @@ export async function adoptNotificationByReference(
     await applyPendingStatusEvents(tx, event.notificationId, options);
     options.log?.warn({ emailId: reference, notificationId: event.notificationId }, 'status event for a notification never stored: its email adopted it');
     return true;
+  }).catch((error: { code?: string }) => {
+    if (error.code === '55P03' || error.code === '40P01') return false;
+    throw error;
   });
 }
 

@@ -9,6 +9,9 @@ import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
 import { packagedBinaries, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 
+// Each test starts one or two PostgreSQL servers (and initdb), which take a while on a busy machine.
+t.setTimeout(240_000);
+
 function scratch(t: { teardown(fn: () => unknown): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'rx-tracking-embedded-test-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -85,4 +88,27 @@ t.test('a data folder that cannot be made says which and what to do', async (t) 
     (e: Error) => e,
   );
   t.match((error as Error).message, /could not be created in .*not-a-folder\/postgres \(ENOTDIR\): set EMBEDDED_PG_DIR to a writable folder/);
+});
+
+t.test('as root, an unwritable temporary folder is named, with what to do', { skip: process.getuid?.() !== 0 && 'needs root' }, async (t) => {
+  const privateFolder = scratch(t);
+  const binaries = join(privateFolder, 'native');
+  cpSync((await packagedBinaries()).root, binaries, { recursive: true, verbatimSymlinks: true });
+  const notAFolder = join(privateFolder, 'tmp-is-a-file');
+  writeFileSync(notAFolder, '');
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = notAFolder;
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  });
+  const error = await startEmbeddedPostgres({ dir: join(privateFolder, 'postgres'), binaries }).then(
+    async (db) => {
+      await db.stop();
+      return new Error('started');
+    },
+    (e: Error) => e,
+  );
+  t.match(error.message, /cannot write a copy of the PostgreSQL binaries to the temporary folder .*tmp-is-a-file \(ENOTDIR\): set TMPDIR to a writable folder, or set DATABASE_URL/);
+  t.notMatch(error.message, /undefined/);
 });

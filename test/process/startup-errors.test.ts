@@ -11,6 +11,9 @@ import { freePort } from '../../src/db/embedded.ts';
 import { configError } from '../config/config-error.ts';
 import { loadConfig } from '../../src/config.ts';
 
+// Each test starts the service as a process, some with an embedded PostgreSQL.
+t.setTimeout(240_000);
+
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
 function start(env: Record<string, string | undefined>, untilLine?: RegExp): Promise<{ code: number | null; output: string; stop?: () => void }> {
