@@ -1,5 +1,5 @@
 // `npm run bench -- <stage> [--small]`: runs one stage's benchmark and prints its result table.
-// Stages: ingest, grouping, send, callbacks, end-to-end, rate, history. --small runs tiny sizes (the test
+// Stages: ingest, grouping, send, callbacks, end-to-end, rate, history, event-bus. --small runs tiny sizes (the test
 // suite does, so that the scripts keep working); the full sizes take a few minutes each.
 import { runCleanups } from './lib/cleanup.ts';
 import { formatTable, progress, type ResultTable } from './lib/report.ts';
@@ -16,6 +16,7 @@ const stages: Record<string, () => Promise<{ run(options: StageOptions): Promise
   'end-to-end': () => import('./stages/end-to-end.ts'),
   rate: () => import('./stages/rate.ts'),
   history: () => import('./stages/history.ts'),
+  'event-bus': () => import('./stages/event-bus.ts'),
 };
 
 const args = process.argv.slice(2);

@@ -57,6 +57,7 @@ t.test('/health/ready reports a consumer that lost its broker', async (t) => {
   t.teardown(() => broker.stop());
   const registry = await testRegistry(t);
   const topic = uniqueName('dispenses');
+  await createTopic(broker.plaintext, topic, 1);
   const { app } = await testApp(t, { ...eventBusSettings(broker.plaintext, registry, topic, uniqueName('group')) });
   const ready = async () => {
     const response = await app.inject({ method: 'GET', url: '/health/ready' });
