@@ -22,7 +22,7 @@ const perVeteran = 4;
 const perBody = 1_000;
 
 function sizes(options: StageOptions) {
-  if (options.small) return { days: 10, perDay: 1_000, day: 800, callbackRate: 200 };
+  if (options.small) return { days: 10, perDay: 1_000, day: 400, callbackRate: 200 };
   const number = (name: string, fallback: number) => {
     const value = Number(process.env[name] ?? fallback);
     if (!Number.isInteger(value) || value <= 0) throw new Error(`${name}: a positive integer, got ${process.env[name]}`);
@@ -246,7 +246,7 @@ async function retentionLoop(service: Service, stop: () => boolean): Promise<Ret
 export async function run(options: StageOptions): Promise<ResultTable> {
   const { days, perDay, day, callbackRate } = sizes(options);
   const recordDays = Math.max(7, Math.floor(days / 2));
-  const restBudgetMs = options.small ? 10_000 : 180_000;
+  const restBudgetMs = options.small ? 2_000 : 180_000;
   const bodyDays = Math.min(30, recordDays);
   const sandbox = await startSandboxes({ rateLimitPerMinute: 1_000_000_000, callbackUrl: null });
   const dbs: BenchDatabase[] = [];

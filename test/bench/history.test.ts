@@ -3,4 +3,6 @@
 import t from 'tap';
 import { checkSmallStage } from './small-stage.ts';
 
+// Two services, two databases and a history: longer than most files on a busy machine.
+t.setTimeout(300_000);
 t.test('npm run bench -- history --small', async (t) => checkSmallStage(t, 'history'));
