@@ -9,5 +9,5 @@ for (const stage of ['ingest', 'grouping']) {
 t.test('an unknown stage is refused with the usage', async (t) => {
   const run = runUsage();
   t.equal(run.status, 64);
-  t.match(run.stderr, /usage: npm run bench -- <ingest\|grouping\|send\|callbacks\|end-to-end\|rate\|event-bus> \[--small\]/);
+  t.match(run.stderr, /usage: npm run bench -- <ingest\|grouping\|send\|callbacks\|end-to-end\|rate\|history\|event-bus> \[--small\]/);
 });
