@@ -215,7 +215,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           state: 'pending',
         })),
       );
-    for (let i = 0; i < rows.length; i += 500) await sql`insert into medication_dispense ${sql(await withDrafts(sql, rows.slice(i, i + 500)))}`;
+    // Drafts and their dispenses in one transaction, as ingest writes them: grouping passes over a
+    // draft locked here (SKIP LOCKED) instead of taking it before its dispenses exist.
+    for (let i = 0; i < rows.length; i += 500) {
+      await sql.begin(async (tx) => tx`insert into medication_dispense ${tx(await withDrafts(tx, rows.slice(i, i + 500)))}`);
+    }
     return rows.length;
   }
 
