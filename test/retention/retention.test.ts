@@ -4,6 +4,7 @@ import t from 'tap';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { runRetention, type RetentionCounts } from '../../src/retention/retention-job.ts';
+import { AdvisoryLock } from '../../src/db/locks.ts';
 import { internalAuth, LogCapture, testApp, type TestApp } from '../helpers/app.ts';
 import { testDatabase } from '../helpers/database.ts';
 import { icn } from '../helpers/fixtures.ts';
@@ -265,10 +266,10 @@ t.test('one retention at a time across instances', async (t) => {
   const db = await testDatabase(t);
   const holder = await db.sql.reserve();
   t.teardown(() => holder.release());
-  await holder`select pg_advisory_lock(727004)`;
+  await holder`select pg_advisory_lock(${AdvisoryLock.retention})`;
   const log = createLogger('silent', new LogCapture());
   t.same(await runRetention({ sql: db.sql, config: testConfig(), log }), { status: 'already_running' });
-  await holder`select pg_advisory_unlock(727004)`;
+  await holder`select pg_advisory_unlock(${AdvisoryLock.retention})`;
   t.match(await runRetention({ sql: db.sql, config: testConfig(), log }), { status: 'done' });
 });
 
