@@ -82,13 +82,16 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
 
   const backoff = (attempt: number) => Math.min(maxDelayMs, 250 * 2 ** Math.min(attempt, 16)) * (0.75 + Math.random() / 2);
 
+  // One token provider for every client this consumer makes: its cached token outlives a reconnect.
+  const sasl = saslOptions(config, options.tokenProvider);
+
   function newConsumer() {
     const consumer = new Consumer({
       clientId,
       groupId: config.EVENT_BUS_GROUP_ID,
       bootstrapBrokers: config.EVENT_BUS_BROKERS,
       ...(eventBusTls(config) && { tls: {} }),
-      ...(saslOptions(config, options.tokenProvider) && { sasl: saslOptions(config, options.tokenProvider) }),
+      ...(sasl && { sasl }),
       autocommit: false,
       sessionTimeout: config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000,
       heartbeatInterval: Math.max(200, Math.floor((config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000) / 5)),
