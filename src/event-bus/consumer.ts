@@ -49,6 +49,14 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
   });
 
+/** Waits for work, or for ms at most, without keeping the process alive for the timer. */
+async function within(work: Promise<unknown> | undefined, ms: number): Promise<void> {
+  if (work === undefined || ms <= 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work, new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); timer.unref(); })]);
+  clearTimeout(timer);
+}
+
 const LagIntervalMs = 5000;
 
 export function saslOptions(config: Config, tokenProvider?: () => Promise<string>): SASLOptions | undefined {
@@ -82,13 +90,16 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
 
   const backoff = (attempt: number) => Math.min(maxDelayMs, 250 * 2 ** Math.min(attempt, 16)) * (0.75 + Math.random() / 2);
 
+  // One token provider for every client this consumer makes: its cached token outlives a reconnect.
+  const sasl = saslOptions(config, options.tokenProvider);
+
   function newConsumer() {
     const consumer = new Consumer({
       clientId,
       groupId: config.EVENT_BUS_GROUP_ID,
       bootstrapBrokers: config.EVENT_BUS_BROKERS,
       ...(eventBusTls(config) && { tls: {} }),
-      ...(saslOptions(config, options.tokenProvider) && { sasl: saslOptions(config, options.tokenProvider) }),
+      ...(sasl && { sasl }),
       autocommit: false,
       sessionTimeout: config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000,
       heartbeatInterval: Math.max(200, Math.floor((config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000) / 5)),
@@ -197,8 +208,8 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       if (failure && !stopping.signal.aborted) throw failure;
     } finally {
       consumer.stopLagMonitoring();
-      await current.stream?.close().catch(() => {});
-      await consumer.close(true).catch(() => {});
+      await within(current.stream?.close().catch(() => {}), 5000);
+      await within(consumer.close(true).catch(() => {}), 5000);
       current = undefined;
     }
   }
@@ -224,17 +235,20 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       running = run();
     },
     async stop(graceMs) {
+      // Everything here is bounded by the grace period: closing a client whose brokers are gone can
+      // wait for them indefinitely.
+      const deadline = Date.now() + graceMs;
+      const untilDeadline = <T>(work: Promise<T> | undefined) => within(work, deadline - Date.now());
       // The batch in hand is stored and committed if it can be within the grace period; a batch
       // still waiting for the database is left uncommitted, and read again by the next owner.
-      const inHand = batchInHand;
-      if (inHand) await Promise.race([inHand, sleep(graceMs)]);
+      await untilDeadline(batchInHand);
       stopping.abort();
       const closing = current;
       if (closing) {
-        await closing.stream?.close().catch(() => {});
-        await closing.consumer.close(true).catch(() => {});
+        await untilDeadline(closing.stream?.close().catch(() => {}));
+        await untilDeadline(closing.consumer.close(true).catch(() => {}));
       }
-      await Promise.race([running, sleep(graceMs)]);
+      await untilDeadline(running);
       log.info('event-bus consumer stopped');
     },
     status: () => status,
