@@ -78,8 +78,8 @@ function limitsOf(input: InboundBody): BodyLimits | undefined {
 }
 
 /** Stores a body as received, SSNs masked, and returns its id and the masked text to parse. */
-async function keepBody(sql: SqlHandle, input: InboundBody): Promise<{ id: number; maskedBody: string }> {
-  const maskedBody = maskSsns(input.body);
+async function keepBody(sql: SqlHandle, input: InboundBody, format: 'hl7' | 'json'): Promise<{ id: number; maskedBody: string }> {
+  const maskedBody = maskSsns(input.body, format);
   const id = await insertInboundMessage(sql, { source: input.source, contentType: input.contentType, maskedBody });
   return { id, maskedBody };
 }
@@ -182,7 +182,7 @@ function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result
 
 /** Ingests an HL7 v2 body (one or more messages, batch-wrapped or not) and builds its ACKs. */
 export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()): Promise<Hl7IngestResult> {
-  const { id, maskedBody } = await keepBody(sql, input);
+  const { id, maskedBody } = await keepBody(sql, input, 'hl7');
   // The stored, masked text is what is parsed, so reprocessing a stored body gives the same result
   // (but for a NUL, which is parsed, and refused, as sent, and stored as U+FFFD: storableText).
   const read = readHl7Body(id, maskedBody, now, limitsOf(input));
@@ -242,7 +242,7 @@ export interface JsonIngestResult {
  * in `errors` with their index and field; the request succeeds when any event was accepted.
  */
 export async function ingestJson(sql: Sql, input: InboundBody): Promise<JsonIngestResult> {
-  const { id, maskedBody } = await keepBody(sql, input);
+  const { id, maskedBody } = await keepBody(sql, input, 'json');
   const read = readJsonBody(maskedBody, input.maxRecordsPerBody);
   if (read.kind === 'invalid') {
     await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: read.error });
