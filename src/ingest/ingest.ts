@@ -7,7 +7,7 @@
 // columns, the ACKs and the counts (dispenseRows in repository.ts says why). The records themselves
 // are read again, from the stored text, only when some dispenses turn out to be stored already.
 import type { Sql, SqlHandle } from '../db/connect.ts';
-import type { DispenseRecord, DispenseState } from './dispense.ts';
+import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
 import { bodyLimits, buildAck, parseHl7Body, type AckCode, type BodyLimits, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
 import { maskSsns } from './mask.ts';
@@ -107,7 +107,15 @@ export interface Hl7IngestResult {
   counts: IngestOutcomeCounts;
 }
 
-function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord> | 'all'): string {
+/** Why a resend of a stored event with another ICN or carrier is not applied (kept in medication_dispense_conflict). */
+export const ConflictReason = 'already received with another ICN or carrier: this copy is kept for review, not applied';
+
+function conflictsOf(result: Hl7MessageResult, conflicts: ReadonlySet<string> | null | undefined): boolean {
+  return conflicts != null && result.dispenses.some((d) => conflicts.has(dispenseKey(d)));
+}
+
+function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord> | 'all', conflicts?: ReadonlySet<string> | null): string {
+  if (conflictsOf(result, conflicts)) return [...result.errors, ConflictReason].join('; ');
   if (result.errors.length > 0) return result.errors.join('; ');
   const duplicates = stored === 'all' ? 0 : result.dispenses.filter((d) => !stored.has(d)).length;
   if (duplicates === 0) return 'accepted';
@@ -115,11 +123,23 @@ function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord> |
 }
 
 /** One ACK per message, in order; `stored` says which dispenses were new ('all': every one). */
-function hl7Acks(inboundMessageId: number, messages: readonly Hl7MessageResult[], stored: ReadonlySet<DispenseRecord> | 'all', now: Date): string {
+function hl7Acks(
+  inboundMessageId: number,
+  messages: readonly Hl7MessageResult[],
+  stored: ReadonlySet<DispenseRecord> | 'all',
+  now: Date,
+  conflicts?: ReadonlySet<string> | null,
+): string {
   // Joined, not appended one by one: join writes one flat string, where += leaves a tree of pieces
   // (thousands of objects for a 1,000-message body) that would be kept while Postgres works.
   return messages
-    .map((m) => buildAck({ header: m.header, code: m.ack, text: ackText(m, stored), controlId: `${inboundMessageId}-${m.index + 1}`, now }))
+    .map((m) => buildAck({
+      header: m.header,
+      code: m.ack === 'AA' && conflictsOf(m, conflicts) ? 'AE' : m.ack,
+      text: ackText(m, stored, conflicts),
+      controlId: `${inboundMessageId}-${m.index + 1}`,
+      now,
+    }))
     .join('');
 }
 
@@ -177,7 +197,15 @@ function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result
   const parsed = parseHl7Body(maskedBody);
   if (parsed.kind === 'not-hl7') throw new Error('a stored body read as HL7 once and not the second time');
   const stored = storedRecords(parsed.messages.flatMap((m) => m.dispenses), result);
-  return hl7Acks(inboundMessageId, parsed.messages, stored, now);
+  return hl7Acks(inboundMessageId, parsed.messages, stored, now, result.conflictKeys);
+}
+
+/** Adds the conflicts to the body's recorded error: the statement that stored it could not know them. */
+async function recordConflicts(sql: Sql, id: number, conflicts: number): Promise<void> {
+  await sql`
+    update inbound_message
+       set error = concat_ws(E'\n', error, ${`${conflicts} event(s) ${ConflictReason} (medication_dispense_conflict)`}::text)
+     where id = ${id}`;
 }
 
 /** Ingests an HL7 v2 body (one or more messages, batch-wrapped or not) and builds its ACKs. */
@@ -204,6 +232,7 @@ export async function ingestHl7(sql: Sql, input: InboundBody, now = new Date()):
 
   const { rows, outcome } = read;
   const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: read.messages, error: read.error });
+  if (stored.conflictKeys) await recordConflicts(sql, id, stored.conflictKeys.size);
   return {
     inboundMessageId: id,
     outcome,
@@ -225,6 +254,8 @@ export interface JsonIngestSummary {
   received: number;
   inserted: number;
   duplicates: number;
+  /** Events already stored, sent again with another ICN or carrier: kept for review, not applied. */
+  conflicts: number;
   rejected: number;
   errors: EventError[];
 }
@@ -249,7 +280,7 @@ export async function ingestJson(sql: Sql, input: InboundBody): Promise<JsonInge
     return {
       outcome: 'rejected',
       statusCode: 400,
-      summary: { inboundMessageId: id, received: 0, inserted: 0, duplicates: 0, rejected: 0, errors: [{ message: read.error }] },
+      summary: { inboundMessageId: id, received: 0, inserted: 0, duplicates: 0, conflicts: 0, rejected: 0, errors: [{ message: read.error }] },
       counts: outcomeCounts(0, undefined, 1),
     };
   }
@@ -258,6 +289,17 @@ export async function ingestJson(sql: Sql, input: InboundBody): Promise<JsonInge
   const outcome = outcomeOf(received, rows.events, rows.events);
   const error = errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
   const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: received, error });
+  const conflicts: EventError[] = [];
+  if (stored.conflictKeys) {
+    await recordConflicts(sql, id, stored.conflictKeys.size);
+    // Rare: the body is read again to name each conflicting event by its index.
+    const again = parseJsonBody(maskedBody, input.maxRecordsPerBody);
+    if (again.kind === 'events') {
+      again.dispenses.forEach((d, i) => {
+        if (stored.conflictKeys!.has(dispenseKey(d))) conflicts.push({ index: again.indices[i]!, message: ConflictReason });
+      });
+    }
+  }
   return {
     outcome,
     statusCode: rows.events > 0 ? 200 : 400,
@@ -265,9 +307,10 @@ export async function ingestJson(sql: Sql, input: InboundBody): Promise<JsonInge
       inboundMessageId: id,
       received,
       inserted: stored.stored,
-      duplicates: rows.events - stored.stored,
+      duplicates: rows.events - stored.stored - conflicts.length,
+      conflicts: conflicts.length,
       rejected: received - rows.events,
-      errors,
+      errors: [...errors, ...conflicts],
     },
     counts: outcomeCounts(rows.events, stored, received - rows.events),
   };
