@@ -7,7 +7,7 @@
 // columns, the ACKs and the counts (dispenseRows in repository.ts says why). The records themselves
 // are read again, from the stored text, only when some dispenses turn out to be stored already.
 import type { SqlHandle } from '../db/connect.ts';
-import type { DispenseRecord, DispenseState } from './dispense.ts';
+import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
 import { bodyLimits, buildAck, parseHl7Body, type AckCode, type BodyLimits, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
 import { maskSsns } from './mask.ts';
@@ -81,8 +81,8 @@ function limitsOf(input: InboundBody): BodyLimits | undefined {
 }
 
 /** Stores a body as received, SSNs masked, and returns its id and the masked text to parse. */
-async function keepBody(sql: SqlHandle, input: InboundBody): Promise<{ id: number; maskedBody: string }> {
-  const maskedBody = maskSsns(input.body);
+async function keepBody(sql: SqlHandle, input: InboundBody, format: 'hl7' | 'json'): Promise<{ id: number; maskedBody: string }> {
+  const maskedBody = maskSsns(input.body, format);
   const id = await insertInboundMessage(sql, { source: input.source, contentType: input.contentType, maskedBody, event: input.event });
   return { id, maskedBody };
 }
@@ -110,7 +110,15 @@ export interface Hl7IngestResult {
   counts: IngestOutcomeCounts;
 }
 
-function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord> | 'all'): string {
+/** Why a resend of a stored event with another ICN or carrier is not applied (kept in medication_dispense_conflict). */
+export const ConflictReason = 'already received with another ICN or carrier: this copy is kept for review, not applied';
+
+function conflictsOf(result: Hl7MessageResult, conflicts: ReadonlySet<string> | null | undefined): boolean {
+  return conflicts != null && result.dispenses.some((d) => conflicts.has(dispenseKey(d)));
+}
+
+function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord> | 'all', conflicts?: ReadonlySet<string> | null): string {
+  if (conflictsOf(result, conflicts)) return [...result.errors, ConflictReason].join('; ');
   if (result.errors.length > 0) return result.errors.join('; ');
   const duplicates = stored === 'all' ? 0 : result.dispenses.filter((d) => !stored.has(d)).length;
   if (duplicates === 0) return 'accepted';
@@ -118,11 +126,23 @@ function ackText(result: Hl7MessageResult, stored: ReadonlySet<DispenseRecord> |
 }
 
 /** One ACK per message, in order; `stored` says which dispenses were new ('all': every one). */
-function hl7Acks(inboundMessageId: number, messages: readonly Hl7MessageResult[], stored: ReadonlySet<DispenseRecord> | 'all', now: Date): string {
+function hl7Acks(
+  inboundMessageId: number,
+  messages: readonly Hl7MessageResult[],
+  stored: ReadonlySet<DispenseRecord> | 'all',
+  now: Date,
+  conflicts?: ReadonlySet<string> | null,
+): string {
   // Joined, not appended one by one: join writes one flat string, where += leaves a tree of pieces
   // (thousands of objects for a 1,000-message body) that would be kept while Postgres works.
   return messages
-    .map((m) => buildAck({ header: m.header, code: m.ack, text: ackText(m, stored), controlId: `${inboundMessageId}-${m.index + 1}`, now }))
+    .map((m) => buildAck({
+      header: m.header,
+      code: m.ack === 'AA' && conflictsOf(m, conflicts) ? 'AE' : m.ack,
+      text: ackText(m, stored, conflicts),
+      controlId: `${inboundMessageId}-${m.index + 1}`,
+      now,
+    }))
     .join('');
 }
 
@@ -180,7 +200,15 @@ function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result
   const parsed = parseHl7Body(maskedBody);
   if (parsed.kind === 'not-hl7') throw new Error('a stored body read as HL7 once and not the second time');
   const stored = storedRecords(parsed.messages.flatMap((m) => m.dispenses), result);
-  return hl7Acks(inboundMessageId, parsed.messages, stored, now);
+  return hl7Acks(inboundMessageId, parsed.messages, stored, now, result.conflictKeys);
+}
+
+/** Adds the conflicts to the body's recorded error: the statement that stored it could not know them. */
+async function recordConflicts(sql: SqlHandle, id: number, conflicts: number): Promise<void> {
+  await sql`
+    update inbound_message
+       set error = concat_ws(E'\n', error, ${`${conflicts} event(s) ${ConflictReason} (medication_dispense_conflict)`}::text)
+     where id = ${id}`;
 }
 
 /**
@@ -188,7 +216,7 @@ function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result
  * transaction (the event-bus consumer's batch), every write is part of it.
  */
 export async function ingestHl7(sql: SqlHandle, input: InboundBody, now = new Date()): Promise<Hl7IngestResult> {
-  const { id, maskedBody } = await keepBody(sql, input);
+  const { id, maskedBody } = await keepBody(sql, input, 'hl7');
   // The stored, masked text is what is parsed, so reprocessing a stored body gives the same result
   // (but for a NUL, which is parsed, and refused, as sent, and stored as U+FFFD: storableText).
   const read = readHl7Body(id, maskedBody, now, limitsOf(input));
@@ -210,6 +238,7 @@ export async function ingestHl7(sql: SqlHandle, input: InboundBody, now = new Da
 
   const { rows, outcome } = read;
   const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: read.messages, error: read.error });
+  if (stored.conflictKeys) await recordConflicts(sql, id, stored.conflictKeys.size);
   return {
     inboundMessageId: id,
     outcome,
@@ -231,6 +260,8 @@ export interface JsonIngestSummary {
   received: number;
   inserted: number;
   duplicates: number;
+  /** Events already stored, sent again with another ICN or carrier: kept for review, not applied. */
+  conflicts: number;
   rejected: number;
   errors: EventError[];
 }
@@ -248,14 +279,14 @@ export interface JsonIngestResult {
  * in `errors` with their index and field; the request succeeds when any event was accepted.
  */
 export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<JsonIngestResult> {
-  const { id, maskedBody } = await keepBody(sql, input);
+  const { id, maskedBody } = await keepBody(sql, input, 'json');
   const read = readJsonBody(maskedBody, input.maxRecordsPerBody);
   if (read.kind === 'invalid') {
     await recordInboundOutcome(sql, id, { outcome: 'rejected', messageCount: 0, error: read.error });
     return {
       outcome: 'rejected',
       statusCode: 400,
-      summary: { inboundMessageId: id, received: 0, inserted: 0, duplicates: 0, rejected: 0, errors: [{ message: read.error }] },
+      summary: { inboundMessageId: id, received: 0, inserted: 0, duplicates: 0, conflicts: 0, rejected: 0, errors: [{ message: read.error }] },
       counts: outcomeCounts(0, undefined, 1),
     };
   }
@@ -264,6 +295,17 @@ export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<Js
   const outcome = outcomeOf(received, rows.events, rows.events);
   const error = errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
   const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: received, error });
+  const conflicts: EventError[] = [];
+  if (stored.conflictKeys) {
+    await recordConflicts(sql, id, stored.conflictKeys.size);
+    // Rare: the body is read again to name each conflicting event by its index.
+    const again = parseJsonBody(maskedBody, input.maxRecordsPerBody);
+    if (again.kind === 'events') {
+      again.dispenses.forEach((d, i) => {
+        if (stored.conflictKeys!.has(dispenseKey(d))) conflicts.push({ index: again.indices[i]!, message: ConflictReason });
+      });
+    }
+  }
   return {
     outcome,
     statusCode: rows.events > 0 ? 200 : 400,
@@ -271,9 +313,10 @@ export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<Js
       inboundMessageId: id,
       received,
       inserted: stored.stored,
-      duplicates: rows.events - stored.stored,
+      duplicates: rows.events - stored.stored - conflicts.length,
+      conflicts: conflicts.length,
       rejected: received - rows.events,
-      errors,
+      errors: [...errors, ...conflicts],
     },
     counts: outcomeCounts(rows.events, stored, received - rows.events),
   };

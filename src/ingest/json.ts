@@ -49,7 +49,7 @@ export interface EventError {
 }
 
 export type JsonBodyResult =
-  | { kind: 'events'; received: number; dispenses: DispenseRecord[]; errors: EventError[] }
+  | { kind: 'events'; received: number; dispenses: DispenseRecord[]; /** Each dispense's index in the body. */ indices: number[]; errors: EventError[] }
   | { kind: 'invalid'; error: string };
 
 function fieldName(path: string): string {
@@ -161,13 +161,18 @@ export function parseJsonBody(body: string, maxEvents = Number.POSITIVE_INFINITY
     return { kind: 'invalid', error: 'expected a dispense event object or an array of them' };
   }
   const dispenses: DispenseRecord[] = [];
+  const indices: number[] = [];
   const errors: EventError[] = [];
   events.forEach((event, index) => {
     const problems = eventErrors(event, index);
-    if (problems.length > 0) errors.push(...problems);
-    else dispenses.push(toDispenseRecord(event as DispenseEvent));
+    if (problems.length > 0) {
+      errors.push(...problems);
+    } else {
+      dispenses.push(toDispenseRecord(event as DispenseEvent));
+      indices.push(index);
+    }
   });
-  return { kind: 'events', received: events.length, dispenses, errors };
+  return { kind: 'events', received: events.length, dispenses, indices, errors };
 }
 
 /** Commas and opening brackets one event may hold, with room for a producer's extra fields. */

@@ -21,26 +21,61 @@ function componentCode(body: string, enc: Hl7Encoding, index: number, start: num
   return body.slice(from, to).trim().toUpperCase();
 }
 
-/** Masks the identifier (first component) of each repetition of body[start, end) that `shouldMask`. */
-function maskRepetitions(
-  body: string,
-  start: number,
-  end: number,
-  enc: Hl7Encoding,
-  shouldMask: (type: string, authority: string) => boolean,
-  maskRange: MaskRange,
-): void {
+/** What becomes of a repetition's identifier (first component): masked whole, kept whole, or searched for SSN shapes. */
+type IdentifierRule = (type: string, authority: string) => 'mask' | 'keep' | 'search';
+
+/**
+ * Masks each repetition of body[start, end) by `rule`; SSN shapes in its other components (an SSN
+ * as a check digit or a second id of the ICN's repetition) are masked whatever the rule.
+ */
+function maskRepetitions(body: string, start: number, end: number, enc: Hl7Encoding, rule: IdentifierRule, maskRange: MaskRange): void {
   for (let from = start; ; from += enc.repetition.length) {
     const to = pieceEnd(body, enc.repetition, from, end);
     const idEnd = pieceEnd(body, enc.component, from, to);
-    if (idEnd > from && shouldMask(componentCode(body, enc, 4, from, to), componentCode(body, enc, 3, from, to))) maskRange(from, idEnd);
+    const fate = idEnd > from ? rule(componentCode(body, enc, 4, from, to), componentCode(body, enc, 3, from, to)) : 'search';
+    if (fate === 'mask') maskRange(from, idEnd);
+    maskSsnShapes(body, fate === 'search' ? from : idEnd, to, maskRange);
     if (to === end) return;
     from = to;
   }
 }
 
-const isNotKept = (type: string, authority: string) => !isKeptIdentifier(type, authority);
-const isSsnTyped = (type: string) => type === 'SS';
+const pid3Rule: IdentifierRule = (type, authority) => (isKeptIdentifier(type, authority) ? 'keep' : 'mask');
+const ssnTypedRule: IdentifierRule = (type) => (type === 'SS' ? 'mask' : 'search');
+
+const isDigitCode = (code: number) => code >= 48 && code <= 57;
+
+/**
+ * Masks every SSN shape in body[start, end): nine digits with no digit beside them, as `ddddddddd`
+ * or `ddd dd dddd` (`ddd-dd-dddd` is masked anywhere by maskPatterns). A longer run of digits (an
+ * ICN's ten, a tracking number) is no SSN and is left as it is. Used on the fields and segments the
+ * service does not read, so nothing it needs can be masked; the scan looks at each character once.
+ */
+function maskSsnShapes(body: string, start: number, end: number, maskRange: MaskRange): void {
+  for (let i = start; i < end; i++) {
+    if (!isDigitCode(body.charCodeAt(i)) || (i > start && isDigitCode(body.charCodeAt(i - 1)))) continue;
+    let run = i;
+    while (run < end && isDigitCode(body.charCodeAt(run))) run++;
+    const length = run - i;
+    if (length === 9) {
+      maskRange(i, run);
+    } else if (length === 3 && body[run] === ' ' && digitsAt(body, run + 1, 2, end) && body[run + 3] === ' ' && digitsAt(body, run + 4, 4, end)) {
+      const last = run + 8;
+      if (last >= end || !isDigitCode(body.charCodeAt(last))) {
+        maskRange(i, last);
+        run = last;
+      }
+    }
+    i = run;
+  }
+}
+
+/** True when body[at, at + count) are digits and the digit run ends there, all before `end`. */
+function digitsAt(body: string, at: number, count: number, end: number): boolean {
+  if (at + count > end) return false;
+  for (let k = at; k < at + count; k++) if (!isDigitCode(body.charCodeAt(k))) return false;
+  return at + count === end || !isDigitCode(body.charCodeAt(at + count));
+}
 
 /**
  * Masks the PID fields that carry SSNs: every PID-3 repetition that is not the ICN (NI/USVHA), the
@@ -50,14 +85,25 @@ const isSsnTyped = (type: string) => type === 'SS';
  * but the type codes and authorities of PID-2 to PID-4.
  */
 function maskPid(body: string, start: number, end: number, enc: Hl7Encoding, maskRange: MaskRange): void {
-  for (let n = 0, from = start; n <= 19; n++, from += enc.field.length) {
+  for (let n = 0, from = start; ; n++, from += enc.field.length) {
     const to = pieceEnd(body, enc.field, from, end);
-    if (n === 3) maskRepetitions(body, from, to, enc, isNotKept, maskRange);
-    else if (n === 2 || n === 4) maskRepetitions(body, from, to, enc, isSsnTyped, maskRange);
+    if (n === 3) maskRepetitions(body, from, to, enc, pid3Rule, maskRange);
+    else if (n === 2 || n === 4) maskRepetitions(body, from, to, enc, ssnTypedRule, maskRange);
     else if (n === 19 && to > from) maskRange(from, to);
+    // Every other field (a name, an address, a phone number, PID-17's legacy ICN) is searched for
+    // an SSN shape: only PID-3 and PID-17 are read, and neither identifier is nine digits.
+    else if (n > 0) maskSsnShapes(body, from, to, maskRange);
     if (to === end) return;
     from = to;
   }
+}
+
+/** The segments ingest reads fields of; any other (GT1, NK1, IN1, IN2, NTE, Z-segments) is searched whole for SSN shapes. */
+const readSegments = new Set(['MSH', 'PID', 'ORC', 'RXD', 'ZR2', 'FHS', 'BHS', 'BTS', 'FTS', 'MSA']);
+
+/** True when body[at] starts a segment: a three-character name, then a character that is not a letter, digit or space. */
+function isSegmentStart(body: string, at: number, end: number): boolean {
+  return at + 3 < end && /^[A-Z][A-Z0-9]{2}$/.test(body.slice(at, at + 3)) && !/[A-Za-z0-9\s]/.test(body[at + 3]!);
 }
 
 /**
@@ -119,6 +165,8 @@ function maskHl7(body: string): string {
     if (at !== end && body.startsWith('PID', at)) {
       if (encoding === undefined) maskDigitRuns(body, at, end, maskRange);
       else if (body[at + 3] === encoding.field) maskPid(body, at, end, encoding, maskRange);
+    } else if (at !== end && !readSegments.has(body.slice(at, at + 3)) && isSegmentStart(body, at, end)) {
+      maskSsnShapes(body, at, end, maskRange);
     } else if (at !== end && (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at))) {
       // Also when MSH-1 is a letter, a digit or a space, which the parser reads as a segment of the
       // message before, not as a header: the delimiters of the PID lines that follow are as unknown,
@@ -138,7 +186,57 @@ function maskPatterns(body: string): string {
     .replace(/("(?:ssn|socialSecurityNumber|social_security_number)"\s*:\s*)("(?:[^"\\]|\\.)*"|\d+)/gi, `$1"${MASK}"`);
 }
 
-/** The body as it will be stored: as received, SSNs masked. */
-export function maskSsns(body: string): string {
-  return maskPatterns(maskHl7(body));
+/**
+ * The canonical event's identifiers, whose values are left as sent: an ICN, a tracking number or a
+ * producer's message id may hold nine digits that are not an SSN, and ingest needs them as sent.
+ */
+const keptJsonKeys = new Set([
+  'messageId', 'stationNumber', 'icn', 'mhvCorrelationId', 'rxNumber', 'fillNumber', 'ndc', 'quantity', 'trackingNumber', 'dispensedAt', 'shippedAt',
+]);
+
+/** A JSON string (with its quotes) and whether a colon follows it (a key), or a number. */
+const jsonToken = /"(?:[^"\\]|\\.)*"(\s*:)?|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+const ssnShape = /(?<!\d)\d{3}([ -]?)\d{2}\1\d{4}(?!\d)/g;
+
+/**
+ * Masks SSN shapes in every JSON string and number that is not the value of one of
+ * {@link keptJsonKeys}: under any key (`"patientSsn"`, `"note"`, an unknown nested object), in an
+ * array, or in a key itself. Works on the text, so a body that does not parse is masked too; a
+ * string with escapes is read, masked and written back.
+ */
+function maskJson(body: string): string {
+  let keyName: string | undefined;
+  let keyEnd = -1;
+  return body.replace(jsonToken, (token: string, colon: string | undefined, offset: number) => {
+    const direct = keyName !== undefined && body.slice(keyEnd, offset).trim() === '';
+    const kept = direct && keptJsonKeys.has(keyName!);
+    if (colon !== undefined) {
+      keyName = token.slice(1, token.lastIndexOf('"'));
+      keyEnd = offset + token.length;
+    } else {
+      keyName = undefined;
+    }
+    if (kept || token.length < 9) return token;
+    // A number that is an SSN becomes the mask as a string, so that the body still parses.
+    if (!token.startsWith('"')) return /^\d{9}$/.test(token) ? `"${MASK}"` : token;
+    if (!token.includes('\\')) return token.replace(ssnShape, (shape) => shape.replace(/\d/g, 'X'));
+    const quoted = colon === undefined ? token : token.slice(0, token.lastIndexOf('"') + 1);
+    let text: string;
+    try {
+      text = JSON.parse(quoted) as string;
+    } catch {
+      return token.replace(ssnShape, (shape) => shape.replace(/\d/g, 'X'));
+    }
+    const masked = text.replace(ssnShape, (shape) => shape.replace(/\d/g, 'X'));
+    return masked === text ? token : JSON.stringify(masked) + token.slice(quoted.length);
+  });
+}
+
+/**
+ * The body as it will be stored: as received, SSNs masked. `format` is how it will be parsed; a
+ * JSON body is masked as HL7 too, in case it is HL7 sent under the wrong type.
+ */
+export function maskSsns(body: string, format: 'hl7' | 'json' = 'hl7'): string {
+  const masked = maskPatterns(maskHl7(body));
+  return format === 'json' ? maskJson(masked) : masked;
 }

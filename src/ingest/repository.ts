@@ -163,6 +163,12 @@ export interface StoredDispenses {
    * (some were stored before, or came twice); null when every one was.
    */
   storedKeys: ReadonlySet<string> | null;
+  /**
+   * The keys of events already stored that this body sent with another ICN or carrier (kept in
+   * medication_dispense_conflict, not applied); null when there were none. Absent when no event
+   * was stored before (the plain insert).
+   */
+  conflictKeys?: ReadonlySet<string> | null;
 }
 
 /** What became of a stored body, recorded in the statement that stores its dispenses. */
@@ -345,7 +351,10 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
          where m.state = 'pending') veterans
        order by patient_icn
       on conflict (patient_icn) do update set last_arrival_at = r.last_arrival_at`;
-    return tx<{ stored: number; pending: number; cancelled: number; unprocessable: number; stored_keys: [string, string, number, string][] | null }[]>`
+    return tx<{
+      stored: number; pending: number; cancelled: number; unprocessable: number;
+      stored_keys: [string, string, number, string][] | null; conflict_keys: [string, string, number, string][] | null;
+    }[]>`
       with source as materialized (${dispenseSource(tx, inboundMessageId, rows)}),
       stored as (
         insert into medication_dispense (${tx.unsafe(insertedColumns)}) ${draftedSource(tx, 'tracking_email_draft', true)}
@@ -361,6 +370,22 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
       arrived as (
         update tracking_email_draft set last_arrival_at = now()
          where id in (select tracking_email_id from stored where state = 'pending')
+      ),
+      -- A resend naming another veteran or carrier than the stored event, and not taken as its
+      -- correction, is kept for an operator (sql/024). The snapshot is the statement's: a row this
+      -- statement inserts is never its own conflict.
+      conflicts as (
+        insert into medication_dispense_conflict (dispense_id, inbound_message_id, sent_patient_icn, sent_carrier, sent_message_control_id)
+        select m.id, s.inbound_message_id, s.patient_icn, s.carrier, s.message_control_id
+          from source s
+          join medication_dispense m
+            on m.station_number = s.station_number and m.rx_number = s.rx_number
+           and m.fill_number = s.fill_number and m.tracking_number = s.tracking_number
+         where not (m.state = 'unprocessable' and s.state <> 'unprocessable')
+           and ((s.patient_icn is not null and m.patient_icn is distinct from s.patient_icn)
+                or (s.carrier <> 'UNK' and s.carrier <> m.carrier))
+        returning (select json_build_array(m2.station_number, m2.rx_number, m2.fill_number, m2.tracking_number)
+                     from medication_dispense m2 where m2.id = dispense_id) as key
       )${outcomeUpdate(tx, inboundMessageId, outcome)}
       select counted.*,
              -- Which rows were stored is sent back only when not all of them were.
@@ -368,7 +393,8 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
                   then (select coalesce(json_agg(json_build_array(station_number, rx_number, fill_number, tracking_number)), '[]')
                           from stored)
              end as stored_keys,
-             case when counted.pending > 0 then pg_notify('dispense_pending', '') end as notified
+             case when counted.pending > 0 then pg_notify('dispense_pending', '') end as notified,
+             (select json_agg(key) from conflicts) as conflict_keys
         from (select count(*)::int as stored,
                      count(*) filter (where state = 'pending')::int as pending,
                      count(*) filter (where state = 'cancelled')::int as cancelled,
@@ -376,10 +402,13 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
                 from stored) counted`;
   };
   const [result] = 'begin' in sql ? await inOwnTransaction(sql as Sql, store) : await store(sql);
-  const { stored, pending, cancelled, unprocessable, stored_keys: keys } = result!;
+  const { stored, pending, cancelled, unprocessable, stored_keys: keys, conflict_keys: conflicts } = result!;
   return {
     stored,
     byState: { pending, cancelled, unprocessable },
+    conflictKeys: conflicts === null
+      ? null
+      : new Set(conflicts.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) => dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }))),
     storedKeys: keys === null
       ? null
       : new Set(keys.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) => dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }))),

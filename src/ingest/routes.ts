@@ -23,6 +23,7 @@ const IngestSummary = Type.Object({
   received: Type.Integer({ description: 'events in the body' }),
   inserted: Type.Integer({ description: 'events stored now' }),
   duplicates: Type.Integer({ description: 'valid events already stored before' }),
+  conflicts: Type.Integer({ description: 'events already stored, sent again with another ICN or carrier: kept for review (medication_dispense_conflict), not applied; each listed in errors' }),
   rejected: Type.Integer({ description: 'invalid events, each listed in errors' }),
   errors: Type.Array(EventError),
 });

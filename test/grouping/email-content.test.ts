@@ -78,7 +78,10 @@ t.test('any text from CMOP renders as plain text (generated)', async (t) => {
     t.match(head, heading);
     t.same(lines.map((l) => prescription.test(l)), [true]);
     assertPlain(t, head!.replace(/^\*\*|\*\* tracking number: /g, ''), 'heading');
-    assertPlain(t, lines[0]!.replace(/^- /, ''), 'prescription line');
+    // The Rx number's last four are letters and digits only; the drug name follows our own colon.
+    const [, lastFour, drug] = /^- Prescription ending in ([^:]*)(?:: (.*))?$/.exec(lines[0]!) ?? [];
+    t.match(lastFour, /^[\p{L}\p{N}]{0,4}$/u, 'the Rx number shows four letters or digits at most');
+    assertPlain(t, drug ?? '', 'drug name');
   }
 });
 
