@@ -72,11 +72,10 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_PER_MINUTE: Integer({ default: 6000, minimum: 1, description: 'requests per minute per client address on internal routes' }),
   TRUST_PROXY: List('addresses or CIDR ranges of the load balancers in front of the service, whose X-Forwarded-For is trusted (also loopback, linklocal, uniquelocal); none trusts no proxy: every client is known by its own address', 'none'),
   INGEST_BODY_LIMIT_BYTES: Integer({ default: 5 * 1024 * 1024, minimum: 1024, description: 'largest ingest body accepted (413 above)' }),
-  INGEST_CONCURRENT_BODIES: Integer({
-    default: 2,
-    minimum: 1,
-    maximum: 64,
-    description: 'ingest bodies read and stored at once per instance; one more is answered 503 with Retry-After before it is read, so that load never exhausts the heap',
+  INGEST_BYTES_IN_WORK: Integer({
+    default: 10 * 1024 * 1024,
+    minimum: 1024,
+    description: 'ingest body bytes read and stored at once per instance (each body counted as its Content-Length, at least 16 KiB; a body of unknown length as INGEST_BODY_LIMIT_BYTES); a body beyond it is answered 503 with Retry-After before it is read, so that load never exhausts the heap. At least INGEST_BODY_LIMIT_BYTES',
   }),
   INGEST_MAX_RECORDS_PER_BODY: Integer({
     default: 20_000,
@@ -299,6 +298,9 @@ function checkCombinations(config: Config): void {
     problems.push('TRUST_PROXY: a /0 range trusts every address, so any client could choose its own address; name the load balancers\' addresses or ranges');
   }
   if (config.TRUST_PROXY.includes('none') && config.TRUST_PROXY.length > 1) problems.push('TRUST_PROXY: none trusts no proxy, so it stands alone');
+  if (config.INGEST_BYTES_IN_WORK < config.INGEST_BODY_LIMIT_BYTES) {
+    problems.push('INGEST_BYTES_IN_WORK: must be at least INGEST_BODY_LIMIT_BYTES, or the largest body accepted could never be read');
+  }
   // A sender renews its lease right before each request; the request and the writes around it must
   // end inside the lease, or another sender could claim the email mid-request and send it again.
   if (config.SEND_LEASE_SECONDS * 1000 < 2 * config.VA_NOTIFY_TIMEOUT_MS) {

@@ -41,30 +41,41 @@ export interface IngestRoutesOptions {
 /** Seconds a producer is told to wait when every ingest slot is taken: about one large body's work. */
 export const IngestRetryAfterSeconds = 5;
 
+/** The least a body is counted as: a small body still costs its request, parsing and statements. */
+const MinBodyWeightBytes = 16 * 1024;
+
 /**
- * The ingest bodies in work at once. A body is held from before it is read until it is answered
- * (or its client goes away before the handler runs): the memory ingest takes is then bounded by
- * INGEST_CONCURRENT_BODIES bodies of at most INGEST_BODY_LIMIT_BYTES and
- * INGEST_MAX_RECORDS_PER_BODY records, and one more is answered 503 without being read. Sixteen
- * 5 MiB bodies at once had taken the whole 160 MB heap, and the process with it.
+ * The ingest body bytes in work at once. A body is counted from before it is read until it is
+ * answered (or its client goes away before the handler runs), as its Content-Length (at least
+ * MinBodyWeightBytes; INGEST_BODY_LIMIT_BYTES when the length is not given), so that the memory
+ * ingest takes is bounded by INGEST_BYTES_IN_WORK whatever the mix: many small bodies from producers
+ * posting at once are all taken, while large bodies beyond the budget are answered 503 unread.
+ * Sixteen 5 MiB bodies at once had taken the whole 160 MB heap, and the process with it.
  */
-class IngestSlots {
+class IngestBudget {
   #free: number;
-  constructor(size: number) {
-    this.#free = size;
+  constructor(bytes: number) {
+    this.#free = bytes;
   }
 
-  /** A release function (safe to call twice) when a slot is free, else undefined. */
-  take(): (() => void) | undefined {
-    if (this.#free === 0) return undefined;
-    this.#free--;
+  /** A release function (safe to call twice) when `weight` bytes are free, else undefined. */
+  take(weight: number): (() => void) | undefined {
+    if (weight > this.#free) return undefined;
+    this.#free -= weight;
     let held = true;
     return () => {
       if (!held) return;
       held = false;
-      this.#free++;
+      this.#free += weight;
     };
   }
+}
+
+/** What a body is counted as in the budget (see IngestBudget). */
+function bodyWeight(contentLength: string | undefined, bodyLimit: number): number {
+  const length = contentLength === undefined ? Number.NaN : Number(contentLength);
+  if (!Number.isSafeInteger(length) || length < 0) return bodyLimit;
+  return Math.max(MinBodyWeightBytes, Math.min(length, bodyLimit));
 }
 
 declare module 'fastify' {
@@ -77,7 +88,7 @@ declare module 'fastify' {
 export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = async (app, options) => {
   const bodyLimit = app.config.INGEST_BODY_LIMIT_BYTES;
   const maxRecordsPerBody = app.config.INGEST_MAX_RECORDS_PER_BODY;
-  const slots = new IngestSlots(app.config.INGEST_CONCURRENT_BODIES);
+  const budget = new IngestBudget(app.config.INGEST_BYTES_IN_WORK);
   const report = (counts: IngestOutcomeCounts) => {
     for (const [outcome, count] of Object.entries(counts) as [IngestOutcome, number][]) {
       if (count > 0) options.onOutcome?.(outcome, count);
@@ -92,13 +103,13 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
         `${type === '' ? 'no content type' : `content type ${type}`} is not accepted: send ${[...acceptedTypes].join(', ')}`,
       );
     }
-    const release = slots.take();
+    const release = budget.take(bodyWeight(request.headers['content-length'], bodyLimit));
     if (release === undefined) {
       // Answered before the body is read: Node discards the rest of the upload as it arrives, and
       // the producer reads the 503 (closing the connection instead cut the upload with EPIPE, and
       // the producer never saw the answer).
-      request.log.warn({ concurrentBodies: app.config.INGEST_CONCURRENT_BODIES }, 'ingest at its limit of bodies at once: answered 503');
-      const message = `ingest is at its limit of ${app.config.INGEST_CONCURRENT_BODIES} bodies at once: retry after ${IngestRetryAfterSeconds} seconds`;
+      request.log.warn({ bytesInWork: app.config.INGEST_BYTES_IN_WORK }, 'ingest at its limit of body bytes in work: answered 503');
+      const message = `ingest is at its limit of ${app.config.INGEST_BYTES_IN_WORK} body bytes in work at once: retry after ${IngestRetryAfterSeconds} seconds`;
       return reply.status(503).header('retry-after', String(IngestRetryAfterSeconds)).send({ statusCode: 503, error: 'Service Unavailable', message });
     }
     request.releaseIngestSlot = release;
