@@ -37,10 +37,6 @@ export function serviceSettings(databaseUrl: string, overrides: Record<string, s
     CALLBACK_RATE_LIMIT_PER_MINUTE: '100000000',
     VA_NOTIFY_RATE_LIMIT_PER_MINUTE: '0',
     JOBS_ENABLED: 'false',
-    // The ingest stage posts from 16 connections at once (one-message bodies), and bodies of at most
-    // 1,000 messages from 4: it measures throughput, not the 503s INGEST_CONCURRENT_BODIES answers
-    // beyond its default of 2 (test/process/ingest-overload.test.ts shows those).
-    INGEST_CONCURRENT_BODIES: '16',
     ...overrides,
     // Experiments: BENCH_SERVICE_ENV='{"LOG_LEVEL":"warn"}' runs every service of a stage with these settings too.
     ...(JSON.parse(process.env.BENCH_SERVICE_ENV ?? '{}') as Record<string, string>),
