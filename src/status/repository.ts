@@ -326,20 +326,23 @@ export async function adoptNotificationByReference(
   return sql.begin(async (tx) => {
     await tx`select set_config('lock_timeout', '100ms', true)`;
     await tx`select pg_advisory_xact_lock(${NOTIFICATION_LOCK}, hashtext(${event.notificationId}::uuid::text))`;
+    // The send found is after every send stored (as the sweep's adoption counts it): its attempt is
+    // one past the last stored, and the email is charged for it.
     const [email] = await tx<{ attempts: number }[]>`
-      select attempts from tracking_email
-       where id = ${reference}::uuid and state in ('queued', 'sending')
+      select greatest(e.attempts, 1 + coalesce((select max(n.attempt) from notification n where n.tracking_email_id = e.id), 0)) as attempts
+        from tracking_email e
+       where e.id = ${reference}::uuid and e.state in ('queued', 'sending')
          and not exists (select 1 from notification where id = ${event.notificationId}::uuid)
        for update`;
     if (email === undefined) return false;
     await tx`
       insert into notification (id, tracking_email_id, attempt, status)
-      values (${event.notificationId}, ${reference}, ${Math.max(email.attempts, 1)}, 'created')
+      values (${event.notificationId}, ${reference}, ${email.attempts}, 'created')
       on conflict do nothing`;
     // A send in flight for it finds the email sent and records nothing twice; a queued one is not sent.
     await tx`
       update tracking_email
-         set state = 'sent', attempts = greatest(attempts, 1), lease_until = null, leased_by = null, lease_token = null,
+         set state = 'sent', attempts = ${email.attempts}, lease_until = null, leased_by = null, lease_token = null,
              last_error = null, state_reason = null, updated_at = now()
        where id = ${reference}::uuid`;
     await applyPendingStatusEvents(tx, event.notificationId, options);

@@ -357,7 +357,8 @@ t.test('an orphan whose attempt was given back: adopted as the send it was, and 
   const { email: replay, notificationId } = await sendGivenBack(service);
   t.equal(replay.attempts, 2);
 
-  t.match(await post(app, 'sweep'), { status: 'done', adopted: 1, released: 0 });
+  // The sandbox's callback for the lost send names the email in its reference: the email may have adopted it already.
+  t.match(await post(app, 'sweep'), { status: 'done', released: 0 });
   const notifications = await db.sql`select id, attempt, status from notification order by attempt`;
   t.same(notifications.map((n) => [n.attempt, n.status]), [[1, 'temporary-failure'], [2, 'temporary-failure']],
     'the adopted send is stored beside the first, under the next attempt');
@@ -379,7 +380,8 @@ t.test('a first send whose attempt was given back: adopted as attempt 1, so no r
   await post(app, 'grouping');
   await sendGivenBack(service);
 
-  t.match(await post(app, 'sweep'), { status: 'done', adopted: 1 });
+  // The sandbox's callback for the lost send names the email in its reference: the email may have adopted it already.
+  t.match(await post(app, 'sweep'), { status: 'done', released: 0 });
   const [notification] = await db.sql`select attempt, status from notification`;
   t.match(notification, { attempt: 1, status: 'temporary-failure' });
   t.match(await emailOf(db.sql, patient.patient_icn), { state: 'failed', attempts: 1 });
