@@ -104,8 +104,13 @@ async function api<T = any>(service: Service, method: 'GET' | 'POST', path: stri
   return JSON.parse(text) as T;
 }
 
+/** `state n, ...` in the states' alphabetical order, whatever order the stats list them in. */
 const counts = (byState: Record<string, number>) =>
-  Object.entries(byState).filter(([, n]) => n > 0).map(([state, n]) => `${state} ${n}`).join(', ') || 'none';
+  Object.entries(byState)
+    .filter(([, n]) => n > 0)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([state, n]) => `${state} ${n}`)
+    .join(', ') || 'none';
 
 /** Emails in the list, newest first, with their details. */
 async function emails(service: Service): Promise<any[]> {

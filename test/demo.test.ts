@@ -28,8 +28,8 @@ t.test('npm run demo prints dispenses, emails with packages, statuses, AAL event
   t.match(stdout, /sweep: replayed 1/, 'the replay');
   t.match(stdout, /veteran …000002 [^\n]*\n(?:[^\n]*\n)*? +send 2: notification [0-9a-f-]{36}: temporary-failure/, 'the replayed email was sent a second time');
   t.match(stdout, /AAL event: posted at \d{4}-/);
-  t.match(stdout, /emails: +delivered 4, temporary_failure 1, permanent_failure 1/);
-  t.match(stdout, /AAL events: +unpostable 1, posted 3/);
+  t.match(stdout, /emails: +delivered 4, permanent_failure 1, temporary_failure 1/);
+  t.match(stdout, /AAL events: +posted 3, unpostable 1/);
   t.match(stdout, /^4 emails delivered, 3 AAL events posted\.$/m);
   t.notMatch(stdout, /\d{10}V\d{6}/, 'no full ICN is printed');
 });
