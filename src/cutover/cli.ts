@@ -11,6 +11,7 @@ import { createReadStream } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
 import { connect } from '../db/connect.ts';
+import { exportCommandFailure } from '../shadow/export.ts';
 import { cutoverStatus } from './repository.ts';
 import { parseMhvJobRunAt, releaseFromExport, ReleaseInputError } from './release.ts';
 
@@ -70,17 +71,9 @@ try {
       `decided so far: ${status.released.packages} packages released, ${status.emailedByMhv.packages} left to MHV\n`,
   );
 } catch (error) {
-  const code = (error as NodeJS.ErrnoException).code;
-  if (error instanceof ReleaseInputError) {
-    process.stderr.write(`cutover-release: ${exportPath}: ${error.message}\n`);
-    exitCode = 2;
-  } else if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR') {
-    process.stderr.write(`cutover-release: cannot read ${exportPath} (${code})\n`);
-    exitCode = 2;
-  } else {
-    process.stderr.write(`cutover-release: ${(error as Error).message}\n`);
-    exitCode = 1;
-  }
+  const failure = exportCommandFailure('cutover-release', exportPath, error, (e) => e instanceof ReleaseInputError);
+  process.stderr.write(failure.message);
+  exitCode = failure.exitCode;
 } finally {
   await sql.end({ timeout: 5 });
 }

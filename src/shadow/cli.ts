@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
 import { connect } from '../db/connect.ts';
-import { ExportFormatError } from './export.ts';
+import { exportCommandFailure, ExportFormatError } from './export.ts';
 import { mismatchCsv, summaryText } from './report.ts';
 import { parseWindowBound, runShadowComparison, WindowError } from './run.ts';
 
@@ -79,17 +79,9 @@ try {
     }
   }
 } catch (error) {
-  const code = (error as NodeJS.ErrnoException).code;
-  if (error instanceof ExportFormatError || error instanceof WindowError) {
-    process.stderr.write(`shadow-compare: ${exportPath}: ${error.message}\n`);
-    exitCode = 2;
-  } else if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR') {
-    process.stderr.write(`shadow-compare: cannot read ${exportPath} (${code})\n`);
-    exitCode = 2;
-  } else {
-    process.stderr.write(`shadow-compare: ${(error as Error).message}\n`);
-    exitCode = 1;
-  }
+  const failure = exportCommandFailure('shadow-compare', exportPath, error, (e) => e instanceof ExportFormatError || e instanceof WindowError);
+  process.stderr.write(failure.message);
+  exitCode = failure.exitCode;
 } finally {
   await sql.end({ timeout: 5 });
 }

@@ -3,12 +3,11 @@
 import t from 'tap';
 import { mskIamTokenProvider, TokenRefreshMarginMs } from '../../src/event-bus/auth.ts';
 import { createPublisher } from '../../src/event-bus/publish.ts';
-import { testApp, type TestApp } from '../helpers/app.ts';
-import { createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { testApp } from '../helpers/app.ts';
+import { countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
 
 t.setTimeout(300_000);
 
-const counted = async (sql: TestApp['db']['sql'], query: string) => ((await sql.unsafe(query))[0] as unknown as { n: number }).n;
 const base64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
 /** Kafka's unsecured JWS (alg none), accepted by OAuthBearerUnsecuredValidatorCallbackHandler until exp. */
@@ -50,7 +49,7 @@ t.test('OAUTHBEARER authenticates against the broker and re-authenticates as eac
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
   await publisher.publish([event(1)]);
-  await waitFor('the first record stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 1);
+  await waitFor('the first record stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 1);
   t.equal(app.eventBus!.status(), 'ok');
   const before = tokens;
   const disconnectsBefore = disconnects;
@@ -58,7 +57,7 @@ t.test('OAUTHBEARER authenticates against the broker and re-authenticates as eac
   t.ok(tokens >= before + 2, `a new token asked for at each re-authentication (${before} then ${tokens})`);
   t.equal(disconnects, disconnectsBefore, 'no connection was closed for an expired session');
   await publisher.publish([event(2)]);
-  await waitFor('a record after re-authentication stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 2);
+  await waitFor('a record after re-authentication stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 2);
   t.equal(refused, 0, 'never refused');
 });
 
@@ -86,7 +85,7 @@ t.test('SCRAM-SHA-512 authenticates with the user and password given', { skip: k
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
   await publisher.publish([event(3)]);
-  await waitFor('stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 1);
+  await waitFor('stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 1);
   t.pass('consumed over SCRAM-SHA-512');
 });
 

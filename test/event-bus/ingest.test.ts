@@ -7,7 +7,7 @@ import { eventsOfFile, createPublisher, encodeDispenseEvent, type Publisher } fr
 import { frame } from '../../src/event-bus/schema.ts';
 import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
 import { postSample, samples, samplesDir, sampleSsns } from '../ingest/fixtures.ts';
-import { committedOffsets, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { committedOffsets, countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
@@ -41,8 +41,6 @@ async function publisherFor(t: { teardown(fn: () => unknown): void }, brokers: s
   return publisher;
 }
 
-const counted = async (sql: TestApp['db']['sql'], query: string) => ((await sql.unsafe(query))[0] as unknown as { n: number }).n;
-
 t.test('records of every sample become the same dispenses and emails as the HTTP path', async (t) => {
   const topic = uniqueName('dispenses');
   const broker = await testBroker();
@@ -57,7 +55,7 @@ t.test('records of every sample become the same dispenses and emails as the HTTP
   }
   const records = samples.reduce((n, s) => n + eventsOfFile(`${samplesDir}${s.file}`).length, 0);
   await waitFor('every record stored', async () =>
-    (await counted(viaKafka.db.sql, `select count(*)::int as n from inbound_message where source = 'event-bus'`)) === records)
+    (await countOf(viaKafka.db.sql, `select count(*)::int as n from inbound_message where source = 'event-bus'`)) === records)
     .catch((e) => { console.error(viaKafka.logs.text); throw e; });
 
   const kafka = await dispensesAndEmails(viaKafka.db.sql);
@@ -105,8 +103,8 @@ t.test('a record published twice, and records read again by a consumer that neve
   // The producer has no idempotence: the same event can arrive twice, at two offsets.
   await publisher.publish([event(1), event(2), event(3)], { partition: 0 });
   await publisher.publish([event(2)], { partition: 0 });
-  await waitFor('4 records stored', async () => (await counted(first.db.sql, `select count(*)::int as n from inbound_message`)) === 4);
-  t.equal(await counted(first.db.sql, 'select count(*)::int as n from medication_dispense'), 3, 'the event sent twice is one dispense');
+  await waitFor('4 records stored', async () => (await countOf(first.db.sql, `select count(*)::int as n from inbound_message`)) === 4);
+  t.equal(await countOf(first.db.sql, 'select count(*)::int as n from medication_dispense'), 3, 'the event sent twice is one dispense');
   const [second] = await first.db.sql`select outcome, error from inbound_message where event_offset = 3`;
   t.same(second, { outcome: 'accepted', error: null }, 'the copy is kept as a body, its dispense a duplicate');
   await first.app.close();
@@ -115,8 +113,8 @@ t.test('a record published twice, and records read again by a consumer that neve
   // here: a new group on the same database) reads every record again.
   const again = await testApp(t, { ...eventBusSettings(broker.plaintext, first.registry, topic, uniqueName('group')) }, { db: first.db });
   await waitFor('the records read again', async () => /rx_event_bus_records_total\{outcome="redelivered"\} 4/.test((await again.app.inject({ method: 'GET', url: '/metrics' })).body));
-  t.equal(await counted(first.db.sql, 'select count(*)::int as n from inbound_message'), 4, 'no record stored twice');
-  t.equal(await counted(first.db.sql, 'select count(*)::int as n from medication_dispense'), 3, 'no dispense stored twice');
+  t.equal(await countOf(first.db.sql, 'select count(*)::int as n from inbound_message'), 4, 'no record stored twice');
+  t.equal(await countOf(first.db.sql, 'select count(*)::int as n from medication_dispense'), 3, 'no dispense stored twice');
 });
 
 t.test('a poison record is kept with its reason, counted, committed past, and the records after it are ingested', async (t) => {
@@ -135,7 +133,7 @@ t.test('a poison record is kept with its reason, counted, committed past, and th
     encodeDispenseEvent(publisher.schemaId, { eventId: 'eb-11', dispense: invalid }),
   ]);
   await publisher.publish([event(12)]);
-  await waitFor('6 records kept', async () => (await counted(db.sql, 'select count(*)::int as n from inbound_message')) === 6);
+  await waitFor('6 records kept', async () => (await countOf(db.sql, 'select count(*)::int as n from inbound_message')) === 6);
   const kept = await db.sql`select event_offset::int as offset, outcome, error, body from inbound_message order by event_offset`;
   t.same(kept.map((r) => r.outcome), ['accepted', 'rejected', 'rejected', 'rejected', 'rejected', 'accepted'], 'good records either side of the poison ones');
   t.match(kept[1]!.error, /not Confluent Avro: first byte 0x7b/);
@@ -144,7 +142,7 @@ t.test('a poison record is kept with its reason, counted, committed past, and th
   t.match(kept[2]!.error, /unknown schema id 4242/);
   t.match(kept[3]!.error, /does not decode with schema id/);
   t.match(kept[4]!.error, /patient\.icn/);
-  t.equal(await counted(db.sql, 'select count(*)::int as n from medication_dispense'), 2, 'the good records before and after are dispenses');
+  t.equal(await countOf(db.sql, 'select count(*)::int as n from medication_dispense'), 2, 'the good records before and after are dispenses');
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   for (const outcome of ['not_avro', 'unknown_schema', 'undecodable', 'invalid_dispense']) {
     t.match(metrics, new RegExp(`rx_event_bus_records_total\\{outcome="${outcome}"\\} 1`), outcome);
@@ -162,10 +160,10 @@ t.test('an unreachable schema registry holds the records uncommitted until it an
   registry.setUnavailable(true);
   await publisher.publish([event(20), event(21)]);
   await waitFor('a retry logged', () => logs.text.includes('the schema registry unavailable'));
-  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 0, 'nothing stored, nothing kept as rejected');
+  t.equal(await countOf(db.sql, 'select count(*)::int as n from inbound_message'), 0, 'nothing stored, nothing kept as rejected');
   t.equal((await committedOffsets(broker.plaintext, group, topic)).get(0), undefined, 'nothing committed');
   registry.setUnavailable(false);
-  await waitFor('both stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 2);
+  await waitFor('both stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 2);
   await waitFor('committed', async () => (await committedOffsets(broker.plaintext, group, topic)).get(0) === 2n);
 });
 
@@ -186,7 +184,7 @@ t.test('npm run event-bus:publish publishes the sample files as Avro records, re
   t.equal(await new Promise((resolve) => child.on('close', resolve)), 0, output);
   t.match(output, new RegExp(`rds-o13-one-package-two-rx.hl7: 1 record published to ${topic} \\(schema id 1\\)`));
   const records = 1 + eventsOfFile(files[1]!).length;
-  await waitFor('the published records stored', async () => (await counted(db.sql, `select count(*)::int as n from inbound_message where outcome = 'accepted'`)) === records);
+  await waitFor('the published records stored', async () => (await countOf(db.sql, `select count(*)::int as n from inbound_message where outcome = 'accepted'`)) === records);
   const subjects = await fetch(`${registry.url}/subjects/${topic}-value/versions/1`).then((r) => r.json()) as { id: number };
   t.equal(subjects.id, 1, 'the value schema registered under <topic>-value');
 });

@@ -2,25 +2,13 @@
 import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
 import { createPublisher } from '../../src/event-bus/publish.ts';
-import { testApp, type TestApp } from '../helpers/app.ts';
+import { testApp } from '../helpers/app.ts';
 import { testDatabase } from '../helpers/database.ts';
-import { committedOffsets, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { committedOffsets, countOf, createTopic, eventBusSettings, jsonDispenseEvent, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
 import { startServiceProcess } from '../helpers/service-process.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
-
-const counted = async (sql: TestApp['db']['sql'], query: string) => ((await sql.unsafe(query))[0] as unknown as { n: number }).n;
-
-const event = (n: number) => ({
-  eventId: `eb-${n}`,
-  dispense: {
-    messageId: `eb-${n}`, stationNumber: '521',
-    patient: { icn: '1012345678V123456', mhvCorrelationId: '10123456' },
-    prescription: { rxNumber: `88${String(n).padStart(5, '0')}`, fillNumber: 0 },
-    carrier: 'UPS', trackingNumber: `1Z99999904${String(n).padStart(8, '0')}`,
-  },
-});
 
 t.test('the database terminated mid-batch: nothing committed past what was stored, then everything stored once', async (t) => {
   const broker = await testBroker();
@@ -46,7 +34,7 @@ t.test('the database terminated mid-batch: nothing committed past what was store
     await released;
   });
   await isLocked;
-  await publisher.publish([1, 2, 3, 4, 5].map(event));
+  await publisher.publish([1, 2, 3, 4, 5].map(jsonDispenseEvent));
   const waiting = await waitFor('the batch waiting inside its transaction', async () => {
     const rows = await db.sql`select pid from pg_stat_activity where datname = ${db.name} and wait_event_type = 'Lock'`;
     return rows.length > 0 ? rows.map((r) => r.pid as number) : undefined;
@@ -56,8 +44,8 @@ t.test('the database terminated mid-batch: nothing committed past what was store
   t.equal((await committedOffsets(broker.plaintext, group, topic)).get(0), undefined, 'no offset committed');
   release();
   await holder;
-  await waitFor('every record stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 5);
-  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'each record kept once');
+  await waitFor('every record stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 5);
+  t.equal(await countOf(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'each record kept once');
   await waitFor('committed after it was stored', async () => (await committedOffsets(broker.plaintext, group, topic)).get(0) === 5n);
 });
 
@@ -78,17 +66,17 @@ t.test('two instances in one group split the partitions; a killed instance\'s pa
 
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
-  for (let partition = 0; partition < 4; partition++) await publisher.publish([event(partition * 10 + 1), event(partition * 10 + 2)], { partition });
-  await waitFor('8 records stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 8);
+  for (let partition = 0; partition < 4; partition++) await publisher.publish([jsonDispenseEvent(partition * 10 + 1), jsonDispenseEvent(partition * 10 + 2)], { partition });
+  await waitFor('8 records stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 8);
   const byInstance = await db.sql`select distinct event_partition from inbound_message where event_partition <> all(${held}::int[])`;
   t.equal(byInstance.length, 2, 'the other instance stored the records of its two partitions');
 
   second.child.kill('SIGKILL');
   await second.exited;
-  for (let partition = 0; partition < 4; partition++) await publisher.publish([event(partition * 10 + 3), event(partition * 10 + 4)], { partition });
+  for (let partition = 0; partition < 4; partition++) await publisher.publish([jsonDispenseEvent(partition * 10 + 3), jsonDispenseEvent(partition * 10 + 4)], { partition });
   await waitFor('the killed instance\'s partitions taken over', () => first.app.eventBus!.partitions().length === 4, 60_000);
-  await waitFor('16 records stored', async () => (await counted(db.sql, 'select count(*)::int as n from medication_dispense')) === 16, 60_000);
-  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 16, 'each record kept once');
+  await waitFor('16 records stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 16, 60_000);
+  t.equal(await countOf(db.sql, 'select count(*)::int as n from inbound_message'), 16, 'each record kept once');
   await waitFor('every partition committed to its end', async () => {
     const offsets = await committedOffsets(broker.plaintext, group, topic);
     return [0, 1, 2, 3].every((p) => offsets.get(p) === 4n);

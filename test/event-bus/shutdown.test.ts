@@ -2,25 +2,13 @@
 import t from 'tap';
 import { createPublisher } from '../../src/event-bus/publish.ts';
 import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
-import { testApp, type TestApp } from '../helpers/app.ts';
+import { testApp } from '../helpers/app.ts';
 import { testDatabase } from '../helpers/database.ts';
-import { committedOffsets, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { committedOffsets, countOf, createTopic, eventBusSettings, jsonDispenseEvent, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
 import { startServiceProcess } from '../helpers/service-process.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
-
-const counted = async (sql: TestApp['db']['sql'], query: string) => ((await sql.unsafe(query))[0] as unknown as { n: number }).n;
-
-const event = (n: number) => ({
-  eventId: `eb-${n}`,
-  dispense: {
-    messageId: `eb-${n}`, stationNumber: '521',
-    patient: { icn: '1012345678V123456', mhvCorrelationId: '10123456' },
-    prescription: { rxNumber: `88${String(n).padStart(5, '0')}`, fillNumber: 0 },
-    carrier: 'UPS', trackingNumber: `1Z99999904${String(n).padStart(8, '0')}`,
-  },
-});
 
 t.test('SIGTERM commits what is stored and leaves the group within the grace period', async (t) => {
   const broker = await testBroker();
@@ -34,9 +22,9 @@ t.test('SIGTERM commits what is stored and leaves the group within the grace per
   t.teardown(() => { service.child.kill('SIGKILL'); });
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
-  await publisher.publish([1, 2, 3].map(event), { partition: 0 });
-  await publisher.publish([4, 5].map(event), { partition: 1 });
-  await waitFor('stored', async () => (await counted(db.sql, 'select count(*)::int as n from inbound_message')) === 5);
+  await publisher.publish([1, 2, 3].map(jsonDispenseEvent), { partition: 0 });
+  await publisher.publish([4, 5].map(jsonDispenseEvent), { partition: 1 });
+  await waitFor('stored', async () => (await countOf(db.sql, 'select count(*)::int as n from inbound_message')) === 5);
   const started = Date.now();
   service.child.kill('SIGTERM');
   const exit = await service.exited;
@@ -49,7 +37,7 @@ t.test('SIGTERM commits what is stored and leaves the group within the grace per
   // It left the group: a new instance gets every partition at once, not after a session timeout.
   const next = await testApp(t, settings, { db });
   await waitFor('the new instance holds both partitions', () => next.app.eventBus!.partitions().length === 2);
-  t.equal(await counted(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'and reads nothing again');
+  t.equal(await countOf(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'and reads nothing again');
 });
 
 // Skipped: its assertions pass, but once the consumer has been closed with its broker gone, the

@@ -5,6 +5,7 @@ import { Admin } from '@platformatic/kafka';
 import tap from 'tap';
 import { kafkaRunnable, startKafkaBroker, type KafkaBroker, type KafkaBrokerOptions } from '../../src/sandbox/kafka-broker.ts';
 import { startSandboxSchemaRegistry, type SandboxSchemaRegistry } from '../../src/sandbox/schema-registry.ts';
+import type { Sql } from '../../src/db/connect.ts';
 
 /** False when Kafka tests can run; else the one line that says why not and how to run them. */
 export const kafkaSkip: false | string = kafkaRunnable()
@@ -78,3 +79,19 @@ export async function committedOffsets(brokers: string, group: string, topic: st
     await admin.close();
   }
 }
+
+/** The `n` of a `select count(*)::int as n ...` query. */
+export async function countOf(sql: Sql, query: string): Promise<number> {
+  return ((await sql.unsafe(query))[0] as unknown as { n: number }).n;
+}
+
+/** Event-bus record `n`: one canonical JSON dispense, its event id also its message id. */
+export const jsonDispenseEvent = (n: number) => ({
+  eventId: `eb-${n}`,
+  dispense: {
+    messageId: `eb-${n}`, stationNumber: '521',
+    patient: { icn: '1012345678V123456', mhvCorrelationId: '10123456' },
+    prescription: { rxNumber: `88${String(n).padStart(5, '0')}`, fillNumber: 0 },
+    carrier: 'UPS', trackingNumber: `1Z99999904${String(n).padStart(8, '0')}`,
+  },
+});
