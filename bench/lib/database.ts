@@ -44,22 +44,32 @@ export async function settle(sql: Sql): Promise<void> {
   await sql`checkpoint`;
 }
 
-export async function benchDatabase(options: { poolMax?: number } = {}): Promise<BenchDatabase> {
+/**
+ * `keep` names a database on the DATABASE_URL server that outlives the run: created (and migrated)
+ * if it does not exist, reused if it does, never dropped. The history stage keeps its history there
+ * so that writing it (most of an hour at national volume) and measuring beside it can be two runs.
+ */
+export async function benchDatabase(options: { poolMax?: number; keep?: string } = {}): Promise<BenchDatabase> {
   const max = options.poolMax ?? 10;
   const serverUrl = process.env.DATABASE_URL;
+  if (options.keep !== undefined && !serverUrl) throw new Error('a kept bench database needs DATABASE_URL (a PostgreSQL server)');
+  if (options.keep !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(options.keep)) {
+    throw new Error('a kept bench database name: lower-case letters, digits and underscores');
+  }
   if (serverUrl) {
     const admin = connect(serverUrl, { max: 1, applicationName: 'rx-bench-admin' });
-    const name = `rx_bench_${randomBytes(5).toString('hex')}`;
-    await admin.unsafe(`create database ${name}`);
+    const name = options.keep ?? `rx_bench_${randomBytes(5).toString('hex')}`;
+    const [exists] = await admin`select 1 from pg_database where datname = ${name}`;
+    if (!exists) await admin.unsafe(`create database ${name}`);
     const url = withDatabase(serverUrl, name);
     const sql = connect(url, { max, applicationName: 'rx-bench' });
     await migrate(sql);
-    const description = await serverDescription(sql, `DATABASE_URL server, scratch database ${name}`);
+    const description = await serverDescription(sql, `DATABASE_URL server, ${options.keep ? 'kept' : 'scratch'} database ${name}`);
     progress(`database: ${description}`);
     const close = async () => {
       forget();
       await sql.end({ timeout: 5 });
-      await admin.unsafe(`drop database if exists ${name} with (force)`).catch(() => {});
+      if (!options.keep) await admin.unsafe(`drop database if exists ${name} with (force)`).catch(() => {});
       await admin.end({ timeout: 5 });
     };
     const forget = onInterrupt(close);

@@ -4,7 +4,11 @@
 // service: what is measured is the day, not the history's making.
 //
 // Sizes: BENCH_HISTORY_DAYS days (60) of BENCH_HISTORY_PER_DAY dispenses (300,000) each, and a day of
-// BENCH_HISTORY_DAY dispenses (100,000) through the stages; --small runs tiny ones. Every stage of
+// BENCH_HISTORY_DAY dispenses (100,000) through the stages; --small runs tiny ones. The history is
+// written first, so that the two days run back to back under the same conditions.
+// BENCH_HISTORY_DATABASE=<name> keeps the history in that database on the DATABASE_URL server and
+// reuses it if it holds history of the same size not yet touched by a day's retention;
+// BENCH_HISTORY_WRITE_ONLY=1 stops after writing it, so that the measuring run can be started later. Every stage of
 // the day is run on its own, in order, so that each has its own time: ingest (HL7 bodies of 1,000),
 // grouping, send (VA Notify latency 50 ms), callbacks (delivered, paced at 1,000/s), AAL, sweep.
 // On the history database, RECORD_RETENTION_DAYS is half the history, so the older half is due for
@@ -107,6 +111,30 @@ export async function writeHistory(sql: Sql, days: number, perDay: number): Prom
   await sql`analyze`;
   await settle(sql);
   return performance.now() - started;
+}
+
+// A kept history database carries a note of the history it holds; the note is removed before a day
+// runs on it, because that day's retention removes half the history.
+async function keptHistory(sql: Sql, days: number, perDay: number): Promise<boolean> {
+  await sql`create table if not exists bench_history_written (days int not null, per_day int not null, written_ms float8 not null)`;
+  const [row] = await sql<{ days: number; per_day: number }[]>`select days, per_day from bench_history_written`;
+  return row?.days === days && row.per_day === perDay;
+}
+
+async function noteHistory(sql: Sql, days: number, perDay: number, writtenMs: number): Promise<void> {
+  await sql`delete from bench_history_written`;
+  await sql`insert into bench_history_written (days, per_day, written_ms) values (${days}, ${perDay}, ${writtenMs})`;
+}
+
+async function historyWrittenMs(sql: Sql): Promise<number> {
+  const [row] = await sql<{ written_ms: number }[]>`select written_ms from bench_history_written`;
+  return row?.written_ms ?? 0;
+}
+
+async function emptyTables(sql: Sql): Promise<void> {
+  await sql`
+    truncate inbound_message, medication_dispense, medication_dispense_conflict, tracking_email, tracking_email_draft,
+             notification, notification_status_event, aal_event, removed_dispense_key, cutover_dispense cascade`;
 }
 
 async function databaseBytes(sql: Sql): Promise<number> {
@@ -248,8 +276,41 @@ export async function run(options: StageOptions): Promise<ResultTable> {
   const recordDays = Math.max(7, Math.floor(days / 2));
   const restBudgetMs = options.small ? 2_000 : 180_000;
   const bodyDays = Math.min(30, recordDays);
-  const sandbox = await startSandboxes({ rateLimitPerMinute: 1_000_000_000, callbackUrl: null });
+  const keep = process.env.BENCH_HISTORY_DATABASE || undefined;
   const dbs: BenchDatabase[] = [];
+
+  // The database with history, written first (or found kept).
+  const full = await benchDatabase({ keep });
+  dbs.push(full);
+  let historyMs: number;
+  try {
+    if (keep && (await keptHistory(full.sql, days, perDay))) {
+      historyMs = await historyWrittenMs(full.sql);
+      progress(`history: reusing ${days} days of ${count(perDay)} dispenses kept in ${keep}`);
+    } else {
+      await emptyTables(full.sql);
+      progress(`history: writing ${days} days of ${count(perDay)} dispenses`);
+      historyMs = await writeHistory(full.sql, days, perDay);
+      if (keep) await noteHistory(full.sql, days, perDay, historyMs);
+    }
+  } catch (error) {
+    await full.close();
+    throw error;
+  }
+  const historyBytes = await databaseBytes(full.sql);
+  const tables = await tableBytes(full.sql);
+  const [bodyShare] = await full.sql<{ bytes: number }[]>`select coalesce(sum(pg_column_size(body)), 0)::float8 as bytes from inbound_message`;
+  progress(`history: ${seconds(historyMs)}, database ${megabytes(historyBytes)}`);
+  if (process.env.BENCH_HISTORY_WRITE_ONLY === '1') {
+    await full.close();
+    return {
+      title: `History written: ${days} days of ${count(perDay)} dispenses a day`,
+      rows: [{ measure: 'history written by set-based SQL', result: seconds(historyMs), limit: `database ${megabytes(historyBytes)}` }],
+      notes: [keep ? `kept in ${keep}: run again without BENCH_HISTORY_WRITE_ONLY to measure the day beside it` : 'not kept: set BENCH_HISTORY_DATABASE to keep it'],
+    };
+  }
+
+  const sandbox = await startSandboxes({ rateLimitPerMinute: 1_000_000_000, callbackUrl: null });
   let service: Service | undefined;
   try {
     // The empty database.
@@ -264,15 +325,8 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     await empty.close();
     dbs.pop();
 
-    // The database with history.
-    const full = await benchDatabase();
-    dbs.push(full);
-    progress(`history: writing ${days} days of ${count(perDay)} dispenses`);
-    const historyMs = await writeHistory(full.sql, days, perDay);
-    const historyBytes = await databaseBytes(full.sql);
-    const tables = await tableBytes(full.sql);
-    const [bodyShare] = await full.sql<{ bytes: number }[]>`select coalesce(sum(pg_column_size(body)), 0)::float8 as bytes from inbound_message`;
-    progress(`history: ${seconds(historyMs)}, database ${megabytes(historyBytes)}`);
+    // The day beside the history; the kept history is spent from here on.
+    if (keep) await full.sql`delete from bench_history_written`;
     service = await startService(
       serviceSettings(full.url, {
         GROUPING_QUIET_MINUTES: '0',
