@@ -24,9 +24,9 @@ const maxDepth = 8;
 
 /**
  * A copy of `value` with every sensitive key censored at any depth; `value` itself when it holds
- * none, so the common log line costs a scan of its keys. This replaces pino's path-based `redact`:
- * its wildcard paths (`*.icn`, `*.*.icn`, ... for every key) cost about 40 µs a line, more than
- * everything else a callback does in Node, and still reached only three levels deep.
+ * none, so the common log line costs a scan of its keys. Not pino's path-based `redact`: its
+ * wildcard paths (`*.icn`, `*.*.icn`, ... for every key) cost more than everything else a callback
+ * does in Node, and reach only as deep as the paths written.
  */
 export function redactSensitive(value: unknown, depth = 0): unknown {
   // Values that serialise themselves (Date, Buffer, URL) are left to their toJSON.

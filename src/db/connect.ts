@@ -32,13 +32,11 @@ export function connect(url: string, options: ConnectOptions = {}): Sql {
  * pending dispenses) and never the history beside it: every such set has a partial index, and with
  * sequential scans off Postgres takes it whatever its statistics say. Statistics taken while a
  * table held mostly work in progress (the first analyze after a cut-over backlog) otherwise make a
- * claim read the whole table once it has grown: 100 to 450 ms a statement beside 400,000 emails or
- * 1,200,000 dispenses, measured. Also:
+ * claim read the whole table once it has grown. Also:
  * - custom plans, so that a batch's LIMIT is planned as the number it is;
  * - no JIT: a table with no index for a condition (the one-row pause tables) is still scanned, at a
- *   cost so inflated that Postgres compiled the statement, about 200 ms for a 1 ms query;
- * - no parallel workers: starting them cost more than the work (parallel bitmap scans of a few
- *   hundred rows took a scrape from 60 to 300 ms).
+ *   cost so inflated by enable_seqscan=off that Postgres would compile the statement;
+ * - no parallel workers: starting them costs more than reading a few hundred rows.
  */
 export async function planForWorkInProgress(tx: SqlHandle): Promise<void> {
   await tx`

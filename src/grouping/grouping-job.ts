@@ -24,9 +24,7 @@ type PartitionRun = Omit<GroupingResult, 'skipped'> & { filled: boolean };
 /**
  * One run groups up to GROUPING_BATCH_SIZE veterans, split by ICN hash into GROUPING_CONCURRENCY
  * partitions, each in its own transaction at the same time. A grouping statement is one backend's
- * work, so one transaction at a time leaves the database's other cores idle: on two cores, two
- * partitions grouped 1,000,000 dispenses in 23.5 s against 37.3 s, run back to back
- * (docs/benchmarks.md).
+ * work, so one transaction at a time would leave the database's other cores idle.
  *
  * A veteran always hashes to the same partition, and each partition's transaction holds that
  * partition's advisory lock, so a veteran's dispenses are never split between two runs of instances

@@ -5,20 +5,16 @@
 // Splitting a body into messages (batch envelopes, CR/LF/CRLF, MLLP frames) is done here; reading
 // fields, with the encoding characters of each message's MSH-1/MSH-2 and its escape sequences
 // decoded, is done by hl7-reader.ts. The service reads fields itself rather than through an HL7
-// library because of what the library it used (node-hl7-client) cost, measured: importing it added
-// about 110 MB of RSS (its 4 MB module of HL7 tables), past the service's 250 MB budget before any
-// work, and reading a message's fields through its nodes took about 90 µs, which held 1,000-message
-// HL7 bodies to 12% of a direct insert. Ingest reads a dozen components per message; finding only
-// those, with indexOf, costs about 5 µs a message (a 1,000-message body parses in about 5.3 ms).
+// library: a general library loads every HL7 table and builds a tree of every message, while
+// ingest reads a dozen components per message, and the heap is capped (see docs/benchmarks.md).
 //
 // node-hl7-client stays as a test-only oracle: test/ingest/hl7-oracle.test.ts generates messages
 // with random encoding characters (VistA's `~^\&` among them), repetitions, components,
 // subcomponents and escape sequences, and checks that every field and component this adapter reads
 // comes out as the library reads it and as exactly the value the generator encoded. Where the two
 // differ on purpose: malformed \X..\ sequences and \X00\ (hl7-reader.ts says why), and a U+2028 or
-// U+2029 inside a segment followed by `MSH|`, which the library took for a second MSH and refused
-// the message over: segments end at CR, LF, CRLF or an MLLP frame byte only, so it is now read as
-// text.
+// U+2029 inside a segment followed by `MSH|`, which the library takes for a second MSH: segments
+// end at CR, LF, CRLF or an MLLP frame byte only, so it is read as text.
 import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { daysInMonth, FieldLimits, isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
@@ -187,8 +183,7 @@ function value(segment: Hl7Segment | undefined, n: number, component = 1): strin
  * dispense times without one, and the message header is the sender's best statement of its zone.
  *
  * Read digit by digit, without a regular expression, an ISO string handed to `Date` or a substring
- * per part: every dispense carries one of these, and the string route was 4% of the service's CPU on
- * 1,000-message bodies (about 700 ns a call; now about 110 ns).
+ * per part: every dispense carries one of these, so it is on ingest's hot path.
  */
 export function parseHl7Timestamp(text: string, defaultOffset = '+0000'): Date | null {
   const value = text.trim();

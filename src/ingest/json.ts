@@ -59,8 +59,8 @@ function fieldName(path: string): string {
 /** Schema errors for one event, one per field (the first message for each). */
 function eventErrors(event: unknown, index: number): EventError[] {
   const byField = new Map<string, string>();
-  // The compiled check first: walking the schema for error messages cost about 6 µs an event, paid
-  // by every valid event of a 1,000-event body.
+  // The compiled check first: walking the schema for error messages is far slower, and only an
+  // invalid event needs them.
   if (!check.Check(event)) {
     for (const error of check.Errors(event)) {
       const field = fieldName(error.path);

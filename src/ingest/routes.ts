@@ -50,7 +50,8 @@ const MinBodyWeightBytes = 16 * 1024;
  * MinBodyWeightBytes; INGEST_BODY_LIMIT_BYTES when the length is not given), so that the memory
  * ingest takes is bounded by INGEST_BYTES_IN_WORK whatever the mix: many small bodies from producers
  * posting at once are all taken, while large bodies beyond the budget are answered 503 unread.
- * Sixteen 5 MiB bodies at once had taken the whole 160 MB heap, and the process with it.
+ * Without it, a handful of large bodies at once would take the whole capped heap, and the process
+ * with it (test/process/ingest-overload.test.ts).
  */
 class IngestBudget {
   #free: number;

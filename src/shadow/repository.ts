@@ -27,8 +27,7 @@ const CursorBatch = 2000;
  * subplan (one hash table of the export's numbers), not a nested loop, and no index is added for a
  * tool that runs a few times during the parallel run, so ingest pays nothing for it. Rows stream
  * through a cursor in batches, so the driver never holds the whole result; the caller keeps one
- * small object per package (100,000 packages: about 55 MB here, under 200 MB of heap for the whole
- * comparison, measured).
+ * small object per package.
  *
  * A package whose fills went into two tracking emails (a later fill joined a later email) reports
  * the earliest email, the one that first told the veteran about it.

@@ -8,10 +8,10 @@ import { mismatchCsv } from './report.ts';
 import { parseWindowBound, runShadowComparison, WindowError } from './run.ts';
 
 /**
- * About 19,000 packages at about 52 bytes a row, a day of CMOP shipments. The comparison runs inside
- * the service, whose heap is capped at 160 MB (npm start, Dockerfile): a 2 MB export (38,000 rows)
- * with every row a mismatch took 73 MB of heap and an 8 MB answer, and 5 MB ran out of memory. A
- * longer period goes through the CLI (npm run shadow-compare), a process of its own.
+ * About a day of CMOP shipments' packages. The comparison runs inside the service, whose heap is
+ * capped (npm start, Dockerfile), and an export whose every row is a mismatch makes an answer
+ * several times its size. A longer period goes through the CLI (npm run shadow-compare), a process
+ * of its own.
  */
 const CompareBodyLimitBytes = 1024 * 1024;
 
