@@ -1,12 +1,10 @@
 // The shared CMOP samples, how to post them, and how to read the answers.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { internalAuth, type TestApp } from '../helpers/app.ts';
 
-/** The project's shared samples, beside the repository; the copy in samples/ elsewhere. */
-export const sharedSamplesDir = fileURLToPath(new URL('../../../shared/samples/', import.meta.url));
-export const copiedSamplesDir = fileURLToPath(new URL('../../samples/', import.meta.url));
-export const samplesDir = process.env.SAMPLES_DIR ?? (existsSync(sharedSamplesDir) ? sharedSamplesDir : copiedSamplesDir);
+/** The synthetic CMOP samples in samples/; SAMPLES_DIR runs the tests on another set. */
+export const samplesDir = process.env.SAMPLES_DIR ?? fileURLToPath(new URL('../../samples/', import.meta.url));
 
 export interface Sample {
   file: string;

@@ -2,8 +2,7 @@
 // summaries a sender and an operator would see.
 import t from 'tap';
 import { testApp, type TestApp } from '../helpers/app.ts';
-import { existsSync, readFileSync } from 'node:fs';
-import { copiedSamplesDir, postSample, readAcks, readSample, samples, sharedSamplesDir, type Sample } from './fixtures.ts';
+import { postSample, readAcks, readSample, samples, type Sample } from './fixtures.ts';
 
 const byFile = (file: string): Sample => samples.find((s) => s.file === file)!;
 
@@ -214,10 +213,4 @@ t.test('new pending dispenses wake the grouping job', async (t) => {
   await db.sql`select pg_notify('dispense_pending', 'marker')`;
   await marker;
   t.same(wakeUps, [''], 'one hint for the new pending dispenses; none for the replay or the unprocessable message');
-});
-
-t.test('the copy of the samples in samples/ matches the shared ones', { skip: !existsSync(sharedSamplesDir) && 'no shared samples here' }, async (t) => {
-  for (const { file } of samples) {
-    t.ok(readFileSync(`${copiedSamplesDir}${file}`).equals(readFileSync(`${sharedSamplesDir}${file}`)), file);
-  }
 });

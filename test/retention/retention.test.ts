@@ -8,6 +8,7 @@ import { AdvisoryLock } from '../../src/db/locks.ts';
 import { internalAuth, LogCapture, testApp, type TestApp } from '../helpers/app.ts';
 import { testDatabase } from '../helpers/database.ts';
 import { icn } from '../helpers/fixtures.ts';
+import { postDispenses, readAcks, readSample } from '../ingest/fixtures.ts';
 import type { Sql } from '../../src/db/connect.ts';
 
 const json = { ...internalAuth, 'content-type': 'application/json' };
@@ -116,6 +117,31 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   const mixed = await ingest(app, [dispenseEvent(1), dispenseEvent(6)]);
   t.match(mixed, { duplicates: 1 });
   t.same((await sql`select patient_icn from medication_dispense where patient_icn in (${icn(101)}, ${icn(106)})`).map((r) => r.patient_icn), [icn(106)]);
+});
+
+t.test('an HL7 resend of a dispense whose history was removed is acknowledged and sends nothing', async (t) => {
+  const { app, db, vaNotify } = await testApp(t, { GROUPING_QUIET_MINUTES: '0' }, { listen: true });
+  const sql = db.sql;
+  const body = readSample('rds-o13-one-package-two-rx.hl7');
+  const first = await postDispenses(app, body, 'application/hl7-v2');
+  t.same(readAcks(first.body).map((a) => a.code), ['AA', 'AA']);
+  t.match(await job(app, 'grouping'), { emailsCreated: 1 });
+  t.match(await job(app, 'send'), { sent: 1 });
+  await waitFor(sql, 'delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1);
+  t.match(await job(app, 'aal'), { posted: 1 });
+  await age(sql, 100);
+  t.match(await job(app, 'retention'), { status: 'done', trackingEmails: 1, dispenses: 2, dispenseKeysKept: 2 });
+  t.match(await counts(sql), { emails: 0, dispenses: 0, keys: 2 });
+
+  const sentBefore = vaNotify.state.notifications.size;
+  const resend = await postDispenses(app, body, 'application/hl7-v2');
+  t.equal(resend.statusCode, 200);
+  t.same(readAcks(resend.body).map((a) => [a.code, a.text]), [['AA', 'accepted: already received'], ['AA', 'accepted: already received']],
+    'each message acknowledged as a duplicate');
+  t.match(await job(app, 'grouping'), { emailsCreated: 0 });
+  await job(app, 'send');
+  t.equal(vaNotify.state.notifications.size, sentBefore, 'no second email');
+  t.match(await counts(sql), { emails: 0, dispenses: 0 });
 });
 
 t.test('a second run removes nothing more; 0 keeps every record', async (t) => {
