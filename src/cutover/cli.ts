@@ -8,53 +8,26 @@
 // Exit codes: 0 done; 2 bad arguments, or an export that cannot be decided on (nothing changed);
 // 1 anything else (the database, for one).
 import { createReadStream } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config.ts';
-import { connect } from '../db/connect.ts';
-import { exportCommandFailure } from '../shadow/export.ts';
+import { commandArguments, fail, runAndExit, serviceDatabase } from '../shadow/export-command.ts';
 import { cutoverStatus } from './repository.ts';
 import { parseMhvJobRunAt, releaseFromExport, ReleaseInputError } from './release.ts';
 
-const usage = 'usage: npm run cutover-release -- [<mhv-export.csv> --mhv-job-run-at ISO]';
+const command = { name: 'cutover-release', usage: 'usage: npm run cutover-release -- [<mhv-export.csv> --mhv-job-run-at ISO]' };
 
-function fail(code: number, message: string): never {
-  process.stderr.write(`cutover-release: ${message}\n`);
-  process.exit(code);
-}
-
-let args;
-try {
-  args = parseArgs({ allowPositionals: true, options: { 'mhv-job-run-at': { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
-} catch (error) {
-  fail(2, `${(error as Error).message}\n${usage}`);
-}
-if (args.values.help) {
-  process.stdout.write(`${usage}\n`);
-  process.exit(0);
-}
-if (args.positionals.length > 1) fail(2, `give at most one export file\n${usage}`);
+const args = commandArguments(command, { 'mhv-job-run-at': { type: 'string' } });
+if (args.positionals.length > 1) fail(command, 2, `give at most one export file\n${command.usage}`);
 const exportPath = args.positionals[0];
 let mhvJobRunAt: Date | undefined;
 if (exportPath !== undefined) {
   try {
     mhvJobRunAt = parseMhvJobRunAt(args.values['mhv-job-run-at']);
   } catch (error) {
-    fail(2, (error as Error).message.replace(/^mhvJobRunAt:/, '--mhv-job-run-at:'));
+    fail(command, 2, (error as Error).message.replace(/^mhvJobRunAt:/, '--mhv-job-run-at:'));
   }
 }
 
-let databaseUrl: string | undefined;
-try {
-  databaseUrl = loadConfig().DATABASE_URL;
-} catch (error) {
-  if (error instanceof ConfigError) fail(2, error.message);
-  throw error;
-}
-if (databaseUrl === undefined) fail(2, 'DATABASE_URL (or DATABASE_URL_FILE) must name the service database');
-
-const sql = connect(databaseUrl, { max: 2, applicationName: 'rx-tracking-email cutover-release' });
-let exitCode = 0;
-try {
+const sql = serviceDatabase(command);
+await runAndExit(command, sql, exportPath, (e) => e instanceof ReleaseInputError, async () => {
   if (exportPath !== undefined && mhvJobRunAt !== undefined) {
     const result = await releaseFromExport(sql, createReadStream(exportPath), mhvJobRunAt);
     process.stdout.write(
@@ -70,11 +43,4 @@ try {
     `held now: ${status.held.packages} packages (${status.held.dispenses} dispenses), oldest held at ${status.held.oldestHeldAt ?? '-'}\n` +
       `decided so far: ${status.released.packages} packages released, ${status.emailedByMhv.packages} left to MHV\n`,
   );
-} catch (error) {
-  const failure = exportCommandFailure('cutover-release', exportPath, error, (e) => e instanceof ReleaseInputError);
-  process.stderr.write(failure.message);
-  exitCode = failure.exitCode;
-} finally {
-  await sql.end({ timeout: 5 });
-}
-process.exit(exitCode);
+});

@@ -9,80 +9,42 @@
 // 1 anything else (the database, for one).
 import { createReadStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config.ts';
-import { connect } from '../db/connect.ts';
-import { exportCommandFailure, ExportFormatError } from './export.ts';
+import { ExportFormatError } from './export.ts';
+import { commandArguments, fail, runAndExit, serviceDatabase } from './export-command.ts';
 import { mismatchCsv, summaryText } from './report.ts';
 import { parseWindowBound, runShadowComparison, WindowError } from './run.ts';
 
-const usage = 'usage: npm run shadow-compare -- <mhv-export.csv> [--out mismatches.csv|-] [--from ISO] [--to ISO]';
+const command = { name: 'shadow-compare', usage: 'usage: npm run shadow-compare -- <mhv-export.csv> [--out mismatches.csv|-] [--from ISO] [--to ISO]' };
 
-function fail(code: number, message: string): never {
-  process.stderr.write(`shadow-compare: ${message}\n`);
-  process.exit(code);
-}
-
-let args;
-try {
-  args = parseArgs({
-    allowPositionals: true,
-    options: { out: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-  });
-} catch (error) {
-  fail(2, `${(error as Error).message}\n${usage}`);
-}
-if (args.values.help) {
-  process.stdout.write(`${usage}\n`);
-  process.exit(0);
-}
-if (args.positionals.length !== 1) fail(2, `give exactly one export file\n${usage}`);
+const args = commandArguments(command, { out: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' } });
+if (args.positionals.length !== 1) fail(command, 2, `give exactly one export file\n${command.usage}`);
 const [exportPath] = args.positionals as [string];
+const { values } = args;
 
 let from: Date | undefined;
 let to: Date | undefined;
 try {
-  from = args.values.from === undefined ? undefined : parseWindowBound(args.values.from, 'from');
-  to = args.values.to === undefined ? undefined : parseWindowBound(args.values.to, 'to');
+  from = values.from === undefined ? undefined : parseWindowBound(values.from, 'from');
+  to = values.to === undefined ? undefined : parseWindowBound(values.to, 'to');
 } catch (error) {
-  fail(2, (error as Error).message.replace(/^(from|to):/, '--$1:'));
+  fail(command, 2, (error as Error).message.replace(/^(from|to):/, '--$1:'));
 }
 
-let databaseUrl: string | undefined;
-try {
-  // The whole config is validated so that DATABASE_URL_FILE works as in the service.
-  databaseUrl = loadConfig().DATABASE_URL;
-} catch (error) {
-  if (error instanceof ConfigError) fail(2, error.message);
-  throw error;
-}
-// An embedded database would be empty: comparing against it would report every package as missing.
-if (databaseUrl === undefined) fail(2, 'DATABASE_URL (or DATABASE_URL_FILE) must name the service database');
-
-const sql = connect(databaseUrl, { max: 2, applicationName: 'rx-tracking-email shadow-compare' });
-let exitCode = 0;
-try {
-  const input = createReadStream(exportPath);
-  const report = await runShadowComparison(sql, input, { from, to });
-  const out = args.values.out;
+const sql = serviceDatabase(command);
+await runAndExit(command, sql, exportPath, (e) => e instanceof ExportFormatError || e instanceof WindowError, async () => {
+  const report = await runShadowComparison(sql, createReadStream(exportPath), { from, to });
+  const out = values.out;
   const summary = summaryText(report);
   if (out === '-') {
     process.stderr.write(summary);
     process.stdout.write(mismatchCsv(report));
-  } else {
-    process.stdout.write(summary);
-    if (out !== undefined) {
-      await writeFile(out, mismatchCsv(report), { mode: 0o600 });
-      process.stdout.write(`\n${report.mismatches.length} mismatches written to ${out}\n`);
-    } else if (report.mismatches.length > 0) {
-      process.stdout.write(`\nWrite every mismatch as CSV with --out FILE.\n`);
-    }
+    return;
   }
-} catch (error) {
-  const failure = exportCommandFailure('shadow-compare', exportPath, error, (e) => e instanceof ExportFormatError || e instanceof WindowError);
-  process.stderr.write(failure.message);
-  exitCode = failure.exitCode;
-} finally {
-  await sql.end({ timeout: 5 });
-}
-process.exit(exitCode);
+  process.stdout.write(summary);
+  if (out !== undefined) {
+    await writeFile(out, mismatchCsv(report), { mode: 0o600 });
+    process.stdout.write(`\n${report.mismatches.length} mismatches written to ${out}\n`);
+  } else if (report.mismatches.length > 0) {
+    process.stdout.write(`\nWrite every mismatch as CSV with --out FILE.\n`);
+  }
+});
