@@ -2,6 +2,7 @@
 // decided; POST /v1/cutover/release decides the held packages from MHV's export.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { cutoverBounds } from '../grouping/repository.ts';
+import { acceptCsvOnly } from '../http/csv-body.ts';
 import { errorResponses } from '../http/schemas.ts';
 import { cutoverStatus } from './repository.ts';
 import { parseMhvJobRunAt, releaseFromExport, ReleaseInputError } from './release.ts';
@@ -40,10 +41,7 @@ const ReleaseResult = Type.Object({
 });
 
 export const cutoverRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser(['text/csv', 'application/csv'], { parseAs: 'buffer', bodyLimit: ReleaseBodyLimitBytes }, (_request, body, done) => {
-    done(null, body);
-  });
+  acceptCsvOnly(app, ReleaseBodyLimitBytes);
 
   app.get(
     '/v1/cutover',

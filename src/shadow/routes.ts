@@ -1,6 +1,7 @@
 // POST /v1/shadow/compare: the shadow comparison over HTTP, for an operator with an internal token.
 // The body is MHV's export; the answer is the summary and every mismatch, as JSON or as CSV.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { acceptCsvOnly } from '../http/csv-body.ts';
 import { errorResponses } from '../http/schemas.ts';
 import { MismatchKinds } from './compare.ts';
 import { ExportFormatError } from './export.ts';
@@ -66,11 +67,7 @@ export function prefersCsv(accept: string | undefined): boolean {
 }
 
 export const shadowRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  // Only CSV: a JSON or text/plain body is a 415, not an export read some other way.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser(['text/csv', 'application/csv'], { parseAs: 'buffer', bodyLimit: CompareBodyLimitBytes }, (_request, body, done) => {
-    done(null, body);
-  });
+  acceptCsvOnly(app, CompareBodyLimitBytes);
 
   app.post(
     '/v1/shadow/compare',
