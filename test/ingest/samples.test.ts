@@ -1,9 +1,9 @@
 // Every shared CMOP sample goes through POST /v1/dispenses and ends up as the rows, ACKs and
 // summaries a sender and an operator would see.
 import t from 'tap';
-import { testApp, type TestApp } from '../helpers/app.ts';
+import { testApp, type TestApp } from '../support/app.ts';
 import { existsSync, readFileSync } from 'node:fs';
-import { copiedSamplesDir, postSample, readAcks, readSample, samples, sharedSamplesDir, type Sample } from './fixtures.ts';
+import { copiedSamplesDir, postSample, readAcks, readSample, samples, sharedSamplesDir, type Sample } from '../support/ingest.ts';
 
 const byFile = (file: string): Sample => samples.find((s) => s.file === file)!;
 

@@ -14,7 +14,7 @@ import {
   startSandboxVaNotify,
   type SandboxVaNotifyOptions,
 } from '../../src/sandbox/va-notify.ts';
-import { LogCapture } from '../helpers/app.ts';
+import { LogCapture } from '../support/app.ts';
 
 const serviceId = '0b7e1a52-3c1f-4d6e-9a8b-1c2d3e4f5a60';
 const secret = 'c3a1e0f2-7b6d-4e5f-8a9b-0c1d2e3f4a5b';

@@ -1,7 +1,7 @@
 // The shared CMOP samples, how to post them, and how to read the answers.
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { internalAuth, type TestApp } from '../helpers/app.ts';
+import { internalAuth, type TestApp } from './app.ts';
 
 /** The project's shared samples, beside the repository; the copy in samples/ elsewhere. */
 export const sharedSamplesDir = fileURLToPath(new URL('../../../shared/samples/', import.meta.url));
