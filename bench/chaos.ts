@@ -28,8 +28,8 @@ import { freePortBelowEphemeralRange, startEmbeddedPostgres } from '../src/db/em
 import { migrate } from '../src/db/migrate.ts';
 import { sandboxAalCredentials, startSandboxAal, type SandboxAal } from '../src/sandbox/aal.ts';
 import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../src/sandbox/va-notify.ts';
-import { withDrafts } from './lib/drafts.ts';
-import { startCommand } from './lib/start-path.ts';
+import { withDrafts } from '../test/support/drafts.ts';
+import { startCommand } from '../scripts/start-command.ts';
 
 const repositoryRoot = fileURLToPath(new URL('..', import.meta.url));
 const internalToken = 'chaos-internal-token-0001';

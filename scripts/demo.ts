@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
-import { startCommand } from '../bench/lib/start-path.ts';
+import { startCommand } from './start-command.ts';
 import { DevelopmentSecrets } from '../src/config.ts';
 import { freePortBelowEphemeralRange } from '../src/db/embedded.ts';
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { testApp } from './helpers/app.ts';
+import { testApp } from './support/app.ts';
 
 t.test('liveness and readiness', async (t) => {
   const { app } = await testApp(t);

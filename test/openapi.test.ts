@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { parse, stringify } from 'yaml';
 import { openApiDocument } from '../src/http/openapi-document.ts';
-import { internalAuth, testApp } from './helpers/app.ts';
+import { internalAuth, testApp } from './support/app.ts';
 
 const run = promisify(execFile);
 const root = new URL('..', import.meta.url).pathname;

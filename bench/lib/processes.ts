@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SandboxVaNotifyOptions } from '../../src/sandbox/va-notify.ts';
 import { startChild, type Child } from './child.ts';
-import { startCommand } from './start-path.ts';
+import { startCommand } from '../../scripts/start-command.ts';
 import { progress } from './report.ts';
 import type { SandboxCounts } from './sandbox-process.ts';
 

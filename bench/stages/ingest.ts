@@ -8,7 +8,7 @@ import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { cpuAvailable, cpuPer, cpuSnapshot, cpuSum, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase } from '../lib/database.ts';
-import { withDrafts } from '../lib/drafts.ts';
+import { withDrafts } from '../../test/support/drafts.ts';
 import { bodiesOf, dispenseRow, hl7Message, jsonEvent } from '../lib/feeds.ts';
 import { concurrently, httpLoad, postAll, type HttpLoadResult } from '../lib/load.ts';
 import { internalHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';

@@ -18,7 +18,7 @@
 // email endpoint count against the rate limit; GET /v2/notifications answers a `next` link whenever
 // a page is not empty (older_than = the page's last id); error messages use its wording.
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
@@ -240,22 +240,7 @@ function schemaErrors(body: unknown): string[] {
   if ('email_address' in body && (typeof body.email_address !== 'string' || !EmailPattern.test(body.email_address))) {
     errors.push('email_address Not a valid email address');
   }
-  if ('recipient_identifier' in body) {
-    const recipient = body.recipient_identifier;
-    if (!isObject(recipient)) errors.push('recipient_identifier is not of type object');
-    else {
-      const extraKeys = Object.keys(recipient).filter((key) => key !== 'id_type' && key !== 'id_value');
-      if (extraKeys.length > 0) errors.push(`recipient_identifier ${unexpected(extraKeys)}`);
-      if (!('id_type' in recipient)) errors.push('recipient_identifier id_type is a required property');
-      else if (!(IdTypes as readonly unknown[]).includes(recipient.id_type)) {
-        errors.push(`recipient_identifier id_type is not one of [${IdTypes.join(', ')}]`);
-      }
-      if (!('id_value' in recipient)) errors.push('recipient_identifier id_value is a required property');
-      else if (typeof recipient.id_value !== 'string' || recipient.id_value.length === 0) {
-        errors.push('recipient_identifier id_value is not a non-empty string');
-      }
-    }
-  }
+  if ('recipient_identifier' in body) errors.push(...recipientErrors(body.recipient_identifier));
   if ('personalisation' in body && !isObject(body.personalisation)) errors.push('personalisation is not of type object');
   if ('reference' in body && typeof body.reference !== 'string') errors.push('reference is not of type string');
   if ('billing_code' in body && body.billing_code !== null) {
@@ -269,6 +254,22 @@ function schemaErrors(body: unknown): string[] {
   }
   if ('scheduled_for' in body && body.scheduled_for !== null && typeof body.scheduled_for !== 'string') {
     errors.push('scheduled_for is not of type string, null');
+  }
+  return errors;
+}
+
+function recipientErrors(recipient: unknown): string[] {
+  if (!isObject(recipient)) return ['recipient_identifier is not of type object'];
+  const errors: string[] = [];
+  const extraKeys = Object.keys(recipient).filter((key) => key !== 'id_type' && key !== 'id_value');
+  if (extraKeys.length > 0) errors.push(`recipient_identifier ${unexpected(extraKeys)}`);
+  if (!('id_type' in recipient)) errors.push('recipient_identifier id_type is a required property');
+  else if (!(IdTypes as readonly unknown[]).includes(recipient.id_type)) {
+    errors.push(`recipient_identifier id_type is not one of [${IdTypes.join(', ')}]`);
+  }
+  if (!('id_value' in recipient)) errors.push('recipient_identifier id_value is a required property');
+  else if (typeof recipient.id_value !== 'string' || recipient.id_value.length === 0) {
+    errors.push('recipient_identifier id_value is not a non-empty string');
   }
   return errors;
 }
@@ -306,26 +307,69 @@ async function readBody(req: IncomingMessage): Promise<{ text: string; tooLarge:
   return { text: Buffer.concat(chunks).toString('utf8'), tooLarge: size > MaxBodyBytes };
 }
 
-export async function startSandboxVaNotify(options: SandboxVaNotifyOptions = {}): Promise<SandboxVaNotify> {
-  const serviceId = options.serviceId ?? sandboxDefaults.serviceId;
-  const secret = options.secret ?? sandboxDefaults.secret;
-  const templateId = options.templateId ?? sandboxDefaults.templateId;
-  const callbackToken = options.callbackToken ?? sandboxDefaults.callbackToken;
-  const rateLimit = options.rateLimitPerMinute ?? 3000;
-  const callbackDelayMs = options.callbackDelayMs ?? 1000;
-  const callbackStatuses = options.callbackStatuses ?? 'final';
-  const requiredPersonalisation = options.requiredPersonalisation ?? DefaultRequiredPersonalisation;
-  const pageSize = options.pageSize ?? 250;
-  const callbackMaxAttempts = options.callbackMaxAttempts ?? 5;
-  const callbackRetryDelayMs = options.callbackRetryDelayMs ?? 50;
-  const callbackTimeoutMs = options.callbackTimeoutMs ?? 5000;
-  const random = options.random ?? Math.random;
-  const key = new TextEncoder().encode(secret);
-  const stamp = microsecondClock();
-  let serviceCallbackUrl = options.callbackUrl ?? null;
+/** The options with their defaults filled in: what a running sandbox consults. */
+interface Settings {
+  serviceId: string;
+  templateId: string;
+  /** Signs the per-notification callbacks (x-enp-signature). */
+  secret: string;
+  /** The send JWT's HS256 key: the secret's bytes. */
+  key: Uint8Array;
+  callbackToken: string;
+  rateLimit: number;
+  callbackDelayMs: number;
+  callbackStatuses: 'final' | 'all';
+  requiredPersonalisation: readonly string[];
+  pageSize: number;
+  callbackMaxAttempts: number;
+  callbackRetryDelayMs: number;
+  callbackTimeoutMs: number;
+  random: () => number;
+  log: Logger | undefined;
+}
 
-  const state: SandboxState = {
-    faults: { dropCallbackRate: 0, duplicateCallbackRate: 0, reorderCallbacks: false, sendFailureRate: 0, latencyMs: 0, ...options.faults },
+/** One running sandbox: its settings, the state tests read, and what only the sandbox uses. */
+interface Sandbox {
+  settings: Settings;
+  state: SandboxState;
+  stamp: () => string;
+  closing: AbortController;
+  /** Status changes and callbacks not yet settled. */
+  pending: Set<Promise<unknown>>;
+  /** Creation order, for listings newest first. */
+  order: string[];
+  /** Send request times within the last minute: the sliding window. */
+  window: number[];
+  url: string;
+  serviceCallbackUrl: string | null;
+}
+
+type Auth = { header: ProtectedHeaderParameters; claims: JWTPayload };
+
+function settingsFrom(options: SandboxVaNotifyOptions): Settings {
+  const secret = options.secret ?? sandboxDefaults.secret;
+  return {
+    serviceId: options.serviceId ?? sandboxDefaults.serviceId,
+    templateId: options.templateId ?? sandboxDefaults.templateId,
+    secret,
+    key: new TextEncoder().encode(secret),
+    callbackToken: options.callbackToken ?? sandboxDefaults.callbackToken,
+    rateLimit: options.rateLimitPerMinute ?? 3000,
+    callbackDelayMs: options.callbackDelayMs ?? 1000,
+    callbackStatuses: options.callbackStatuses ?? 'final',
+    requiredPersonalisation: options.requiredPersonalisation ?? DefaultRequiredPersonalisation,
+    pageSize: options.pageSize ?? 250,
+    callbackMaxAttempts: options.callbackMaxAttempts ?? 5,
+    callbackRetryDelayMs: options.callbackRetryDelayMs ?? 50,
+    callbackTimeoutMs: options.callbackTimeoutMs ?? 5000,
+    random: options.random ?? Math.random,
+    log: options.log,
+  };
+}
+
+function initialState(faults: Partial<SandboxFaults> | undefined): SandboxState {
+  return {
+    faults: { dropCallbackRate: 0, duplicateCallbackRate: 0, reorderCallbacks: false, sendFailureRate: 0, latencyMs: 0, ...faults },
     forcedResponses: [],
     notifications: new Map(),
     counters: {
@@ -341,388 +385,458 @@ export async function startSandboxVaNotify(options: SandboxVaNotifyOptions = {})
     callbacks: [],
     outcomeOverrides: new Map(),
   };
+}
 
-  const closing = new AbortController();
-  const pending = new Set<Promise<unknown>>();
-  /** Creation order, for listings newest first. */
-  const order: string[] = [];
-  /** Send request times within the last minute: the sliding window. */
-  let window: number[] = [];
-  let url = '';
+function track(sandbox: Sandbox, work: Promise<unknown>): void {
+  const settled = work.catch((error: unknown) => {
+    if (!sandbox.closing.signal.aborted) sandbox.settings.log?.error({ err: error }, 'sandbox VA Notify: background work failed');
+  });
+  sandbox.pending.add(settled);
+  void settled.finally(() => sandbox.pending.delete(settled));
+}
 
-  function track(work: Promise<unknown>): void {
-    const settled = work.catch((error: unknown) => {
-      if (!closing.signal.aborted) options.log?.error({ err: error }, 'sandbox VA Notify: background work failed');
-    });
-    pending.add(settled);
-    void settled.finally(() => pending.delete(settled));
+// ---- authentication and the rate limit ----
+
+/** GOV.UK Notify's checks, in its order: header, issuer, signature, then the clock. */
+async function authenticate(settings: Settings, req: IncomingMessage): Promise<Auth | HttpAnswer> {
+  const header = req.headers.authorization;
+  if (!header) return v2Error(401, 'AuthError', 'Unauthorized: authentication token must be provided');
+  const [scheme, token, ...rest] = header.trim().split(/\s+/);
+  if (scheme?.toLowerCase() !== 'bearer' || !token || rest.length > 0) {
+    return v2Error(401, 'AuthError', 'Unauthorized: authentication bearer scheme must be used');
   }
+  let claims: JWTPayload;
+  try {
+    claims = decodeJwt(token);
+  } catch {
+    return v2Error(403, 'AuthError', 'Invalid token: signature, api token not found');
+  }
+  if (claims.iss === undefined) return v2Error(403, 'AuthError', 'Invalid token: iss field not provided');
+  if (!UuidPattern.test(claims.iss)) return v2Error(403, 'AuthError', 'Invalid token: service id is not the right data type');
+  if (claims.iss.toLowerCase() !== settings.serviceId.toLowerCase()) return v2Error(403, 'AuthError', 'Invalid token: service not found');
+  const refused = await signatureAndClock(settings, token, claims);
+  if (refused !== null) return refused;
+  return { header: decodeProtectedHeader(token) as ProtectedHeaderParameters, claims };
+}
 
-  type Auth = { header: ProtectedHeaderParameters; claims: JWTPayload };
-
-  /** GOV.UK Notify's checks, in its order: header, issuer, signature, then the clock. */
-  async function authenticate(req: IncomingMessage): Promise<Auth | HttpAnswer> {
-    const header = req.headers.authorization;
-    if (!header) return v2Error(401, 'AuthError', 'Unauthorized: authentication token must be provided');
-    const [scheme, token, ...rest] = header.trim().split(/\s+/);
-    if (scheme?.toLowerCase() !== 'bearer' || !token || rest.length > 0) {
-      return v2Error(401, 'AuthError', 'Unauthorized: authentication bearer scheme must be used');
-    }
-    let claims: JWTPayload;
-    try {
-      claims = decodeJwt(token);
-    } catch {
-      return v2Error(403, 'AuthError', 'Invalid token: signature, api token not found');
-    }
-    if (claims.iss === undefined) return v2Error(403, 'AuthError', 'Invalid token: iss field not provided');
-    if (!UuidPattern.test(claims.iss)) return v2Error(403, 'AuthError', 'Invalid token: service id is not the right data type');
-    if (claims.iss.toLowerCase() !== serviceId.toLowerCase()) return v2Error(403, 'AuthError', 'Invalid token: service not found');
-    try {
-      await jwtVerify(token, key, { algorithms: ['HS256'] });
-    } catch (error) {
-      if (error instanceof joseErrors.JWTClaimValidationFailed || error instanceof joseErrors.JWTExpired) {
-        return v2Error(403, 'AuthError', 'Error: Your system clock must be accurate to within 30 seconds');
-      }
-      return v2Error(403, 'AuthError', 'Invalid token: signature, api token not found');
-    }
-    if (typeof claims.iat !== 'number') return v2Error(403, 'AuthError', 'Invalid token: iat field not provided');
-    if (Math.abs(Date.now() / 1000 - claims.iat) > ClockSkewSeconds) {
+async function signatureAndClock(settings: Settings, token: string, claims: JWTPayload): Promise<HttpAnswer | null> {
+  try {
+    await jwtVerify(token, settings.key, { algorithms: ['HS256'] });
+  } catch (error) {
+    if (error instanceof joseErrors.JWTClaimValidationFailed || error instanceof joseErrors.JWTExpired) {
       return v2Error(403, 'AuthError', 'Error: Your system clock must be accurate to within 30 seconds');
     }
-    return { header: decodeProtectedHeader(token) as ProtectedHeaderParameters, claims };
+    return v2Error(403, 'AuthError', 'Invalid token: signature, api token not found');
   }
-
-  /** The sliding 60 s window; a request refused by the limit still counts, as in VA Notify. */
-  function overRateLimit(): boolean {
-    const now = Date.now();
-    window = window.filter((at) => at > now - 60_000);
-    window.push(now);
-    return window.length > rateLimit;
+  if (typeof claims.iat !== 'number') return v2Error(403, 'AuthError', 'Invalid token: iat field not provided');
+  if (Math.abs(Date.now() / 1000 - claims.iat) > ClockSkewSeconds) {
+    return v2Error(403, 'AuthError', 'Error: Your system clock must be accurate to within 30 seconds');
   }
+  return null;
+}
 
-  function forcedAnswer(forced: { status: number; message?: string; error?: string }): HttpAnswer {
-    if (forced.status >= 500) return internalError(forced.status);
-    const defaults = DefaultErrorMessages[forced.status] ?? { error: 'BadRequestError', message: `HTTP ${forced.status}` };
-    const message = forced.message ?? (forced.status === 429 ? `Exceeded rate limit for key type LIVE of ${rateLimit} requests per 60 seconds` : defaults.message);
-    return v2Error(forced.status, forced.error ?? defaults.error, message);
+/** The sliding 60 s window; a request refused by the limit still counts, as in VA Notify. */
+function overRateLimit(sandbox: Sandbox): boolean {
+  const now = Date.now();
+  sandbox.window = sandbox.window.filter((at) => at > now - 60_000);
+  sandbox.window.push(now);
+  return sandbox.window.length > sandbox.settings.rateLimit;
+}
+
+function rateLimitMessage(settings: Settings): string {
+  return `Exceeded rate limit for key type LIVE of ${settings.rateLimit} requests per 60 seconds`;
+}
+
+function forcedAnswer(settings: Settings, forced: { status: number; message?: string; error?: string }): HttpAnswer {
+  if (forced.status >= 500) return internalError(forced.status);
+  const defaults = DefaultErrorMessages[forced.status] ?? { error: 'BadRequestError', message: `HTTP ${forced.status}` };
+  const message = forced.message ?? (forced.status === 429 ? rateLimitMessage(settings) : defaults.message);
+  return v2Error(forced.status, forced.error ?? defaults.error, message);
+}
+
+// ---- sends ----
+
+function templateUri(sandbox: Sandbox): string {
+  return `${sandbox.url}/services/${sandbox.settings.serviceId}/templates/${sandbox.settings.templateId}`;
+}
+
+function redactedBody(): string {
+  return TemplateBody.replace(/\(\([^)]+\)\)/g, '<redacted>');
+}
+
+/** The checks of POST /v2/notifications/email up to a valid request: a refusal, or the request. */
+async function checkSend(sandbox: Sandbox, req: IncomingMessage, text: string, tooLarge: boolean): Promise<HttpAnswer | { request: Record<string, unknown>; auth: Auth }> {
+  const { settings, state } = sandbox;
+  const auth = await authenticate(settings, req);
+  if (auth instanceof HttpAnswer) return auth;
+  if (overRateLimit(sandbox)) return v2Error(429, 'RateLimitError', rateLimitMessage(settings));
+  if (settings.random() < state.faults.sendFailureRate) return internalError(503);
+  if (tooLarge) return v2Error(413, 'ValidationError', 'Request body is larger than 1 MiB');
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return v2Error(400, 'BadRequestError', 'Invalid JSON supplied in POST data');
   }
+  const errors = schemaErrors(body);
+  if (errors.length > 0) return v2Error(400, 'ValidationError', ...errors);
+  const request = body as Record<string, unknown>;
+  const refused = requestRefusal(settings, request);
+  return refused ?? { request, auth };
+}
 
-  function templateUri(): string {
-    return `${url}/services/${serviceId}/templates/${templateId}`;
+/** What VA Notify refuses in a request the schema allows: another template, a schedule, missing personalisation. */
+function requestRefusal(settings: Settings, request: Record<string, unknown>): HttpAnswer | null {
+  if (String(request.template_id).toLowerCase() !== settings.templateId.toLowerCase()) return v2Error(400, 'BadRequestError', 'Template not found');
+  if (request.scheduled_for !== undefined && request.scheduled_for !== null) {
+    return v2Error(400, 'BadRequestError', 'Cannot schedule notifications (this feature is invite-only)');
   }
+  const personalisation = (request.personalisation ?? {}) as Record<string, unknown>;
+  const missing = settings.requiredPersonalisation.filter((name) => !(name in personalisation));
+  if (missing.length > 0) return v2Error(400, 'BadRequestError', `Missing personalisation: ${missing.join(', ')}`);
+  return null;
+}
 
-  function redactedBody(): string {
-    return TemplateBody.replace(/\(\([^)]+\)\)/g, '<redacted>');
+/** The body of POST /v2/notifications/email: an answer, or the notification to store. */
+async function acceptSend(sandbox: Sandbox, req: IncomingMessage, text: string, tooLarge: boolean): Promise<HttpAnswer | { notification: StoredNotification | null; answer: HttpAnswer }> {
+  const checked = await checkSend(sandbox, req, text, tooLarge);
+  if (checked instanceof HttpAnswer) return checked;
+  const { request, auth } = checked;
+  const notification = newNotification(sandbox, request, auth);
+  const answer = new HttpAnswer(201, {
+    id: notification.id,
+    reference: notification.reference,
+    uri: `${sandbox.url}/v2/notifications/${notification.id}`,
+    template: { id: sandbox.settings.templateId, version: 1, uri: templateUri(sandbox) },
+    billing_code: notification.billingCode,
+    scheduled_for: null,
+    callback_url: notification.callbackUrl,
+    content: { subject: TemplateSubject, body: redactedBody() },
+  });
+  // VA Notify's simulated recipients: accepted, but nothing is stored or sent.
+  const simulated = notification.emailAddress !== null && SimulatedAddresses.has(notification.emailAddress.toLowerCase());
+  return { notification: simulated ? null : notification, answer };
+}
+
+function newNotification(sandbox: Sandbox, request: Record<string, unknown>, auth: Auth): StoredNotification {
+  const recipient = isObject(request.recipient_identifier)
+    ? { id_type: String(request.recipient_identifier.id_type), id_value: String(request.recipient_identifier.id_value) }
+    : null;
+  return {
+    id: randomUUID(),
+    reference: typeof request.reference === 'string' ? request.reference : null,
+    request,
+    recipientIdentifier: recipient,
+    emailAddress: typeof request.email_address === 'string' ? request.email_address : null,
+    status: 'created',
+    statusReason: null,
+    createdAt: sandbox.stamp(),
+    sentAt: null,
+    completedAt: null,
+    callbackUrl: typeof request.callback_url === 'string' ? request.callback_url : null,
+    billingCode: typeof request.billing_code === 'string' ? request.billing_code : null,
+    token: auth,
+  };
+}
+
+// ---- reads ----
+
+function notificationView(sandbox: Sandbox, n: StoredNotification): Record<string, unknown> {
+  return {
+    id: n.id,
+    reference: n.reference,
+    email_address: n.emailAddress,
+    phone_number: null,
+    type: 'email',
+    status: n.status,
+    status_reason: n.statusReason,
+    template: { id: sandbox.settings.templateId, version: 1, uri: templateUri(sandbox) },
+    subject: TemplateSubject,
+    body: redactedBody(),
+    created_at: n.createdAt,
+    created_by_name: null,
+    sent_at: n.sentAt,
+    sent_by: n.sentAt === null ? null : 'ses',
+    completed_at: n.completedAt,
+    scheduled_for: null,
+    billing_code: n.billingCode,
+    callback_url: n.callbackUrl,
+    recipient_identifiers: n.recipientIdentifier === null ? [] : [n.recipientIdentifier],
+  };
+}
+
+function listNotifications(sandbox: Sandbox, query: URLSearchParams): HttpAnswer {
+  const unknown = [...new Set(query.keys())].filter((name) => !ListQueryParameters.has(name));
+  if (unknown.length > 0) return v2Error(400, 'ValidationError', unexpected(unknown));
+  const page = listingPage(sandbox, query);
+  const current = new URL(`${sandbox.url}/v2/notifications`);
+  current.search = query.toString();
+  const links: Record<string, string> = { current: current.toString() };
+  if (page.length > 0) {
+    const next = new URL(current);
+    next.searchParams.set('older_than', page.at(-1)!.id);
+    links.next = next.toString();
   }
+  return new HttpAnswer(200, { notifications: page.map((n) => notificationView(sandbox, n)), links });
+}
 
-  /** The body of POST /v2/notifications/email: an answer, or the notification to store. */
-  async function acceptSend(req: IncomingMessage, text: string, tooLarge: boolean): Promise<HttpAnswer | { notification: StoredNotification | null; answer: HttpAnswer }> {
-    const auth = await authenticate(req);
-    if (auth instanceof HttpAnswer) return auth;
-    if (overRateLimit()) {
-      return v2Error(429, 'RateLimitError', `Exceeded rate limit for key type LIVE of ${rateLimit} requests per 60 seconds`);
-    }
-    if (random() < state.faults.sendFailureRate) return internalError(503);
-    if (tooLarge) return v2Error(413, 'ValidationError', 'Request body is larger than 1 MiB');
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      return v2Error(400, 'BadRequestError', 'Invalid JSON supplied in POST data');
-    }
-    const errors = schemaErrors(body);
-    if (errors.length > 0) return v2Error(400, 'ValidationError', ...errors);
-    const request = body as Record<string, unknown>;
-    if (String(request.template_id).toLowerCase() !== templateId.toLowerCase()) return v2Error(400, 'BadRequestError', 'Template not found');
-    if (request.scheduled_for !== undefined && request.scheduled_for !== null) {
-      return v2Error(400, 'BadRequestError', 'Cannot schedule notifications (this feature is invite-only)');
-    }
-    const personalisation = (request.personalisation ?? {}) as Record<string, unknown>;
-    const missing = requiredPersonalisation.filter((name) => !(name in personalisation));
-    if (missing.length > 0) return v2Error(400, 'BadRequestError', `Missing personalisation: ${missing.join(', ')}`);
-
-    const id = randomUUID();
-    const reference = typeof request.reference === 'string' ? request.reference : null;
-    const callbackUrl = typeof request.callback_url === 'string' ? request.callback_url : null;
-    const billingCode = typeof request.billing_code === 'string' ? request.billing_code : null;
-    const answer = new HttpAnswer(201, {
-      id,
-      reference,
-      uri: `${url}/v2/notifications/${id}`,
-      template: { id: templateId, version: 1, uri: templateUri() },
-      billing_code: billingCode,
-      scheduled_for: null,
-      callback_url: callbackUrl,
-      content: { subject: TemplateSubject, body: redactedBody() },
-    });
-    const emailAddress = typeof request.email_address === 'string' ? request.email_address : null;
-    // VA Notify's simulated recipients: accepted, but nothing is stored or sent.
-    if (emailAddress !== null && SimulatedAddresses.has(emailAddress.toLowerCase())) return { notification: null, answer };
-    const recipient = isObject(request.recipient_identifier)
-      ? { id_type: String(request.recipient_identifier.id_type), id_value: String(request.recipient_identifier.id_value) }
-      : null;
-    const notification: StoredNotification = {
-      id,
-      reference,
-      request,
-      recipientIdentifier: recipient,
-      emailAddress,
-      status: 'created',
-      statusReason: null,
-      createdAt: stamp(),
-      sentAt: null,
-      completedAt: null,
-      callbackUrl,
-      billingCode,
-      token: auth,
-    };
-    return { notification, answer };
+/** Newest first, after `older_than`, filtered by the query, one page long. */
+function listingPage(sandbox: Sandbox, query: URLSearchParams): StoredNotification[] {
+  const reference = query.get('reference');
+  const statuses = query.getAll('status');
+  const types = query.getAll('template_type');
+  let candidates = [...sandbox.order].reverse().map((id) => sandbox.state.notifications.get(id)!);
+  const olderThan = query.get('older_than');
+  if (olderThan !== null) {
+    const index = candidates.findIndex((n) => n.id === olderThan);
+    candidates = index === -1 ? [] : candidates.slice(index + 1);
   }
+  return candidates
+    .filter((n) => reference === null || n.reference === reference)
+    .filter((n) => statuses.length === 0 || statuses.includes(n.status))
+    .filter(() => types.length === 0 || types.includes('email'))
+    .slice(0, sandbox.settings.pageSize);
+}
 
-  function notificationView(n: StoredNotification): Record<string, unknown> {
-    return {
-      id: n.id,
-      reference: n.reference,
-      email_address: n.emailAddress,
-      phone_number: null,
-      type: 'email',
-      status: n.status,
-      status_reason: n.statusReason,
-      template: { id: templateId, version: 1, uri: templateUri() },
-      subject: TemplateSubject,
-      body: redactedBody(),
-      created_at: n.createdAt,
-      created_by_name: null,
-      sent_at: n.sentAt,
-      sent_by: n.sentAt === null ? null : 'ses',
-      completed_at: n.completedAt,
-      scheduled_for: null,
-      billing_code: n.billingCode,
-      callback_url: n.callbackUrl,
-      recipient_identifiers: n.recipientIdentifier === null ? [] : [n.recipientIdentifier],
-    };
-  }
+// ---- status changes and callbacks ----
 
-  function listNotifications(query: URLSearchParams): HttpAnswer {
-    const unknown = [...new Set(query.keys())].filter((name) => !ListQueryParameters.has(name));
-    if (unknown.length > 0) return v2Error(400, 'ValidationError', unexpected(unknown));
-    const reference = query.get('reference');
-    const statuses = query.getAll('status');
-    const types = query.getAll('template_type');
-    let candidates = [...order].reverse().map((id) => state.notifications.get(id)!);
-    const olderThan = query.get('older_than');
-    if (olderThan !== null) {
-      const index = candidates.findIndex((n) => n.id === olderThan);
-      candidates = index === -1 ? [] : candidates.slice(index + 1);
-    }
-    const page = candidates
-      .filter((n) => reference === null || n.reference === reference)
-      .filter((n) => statuses.length === 0 || statuses.includes(n.status))
-      .filter(() => types.length === 0 || types.includes('email'))
-      .slice(0, pageSize);
-    const current = new URL(`${url}/v2/notifications`);
-    current.search = query.toString();
-    const links: Record<string, string> = { current: current.toString() };
-    if (page.length > 0) {
-      const next = new URL(current);
-      next.searchParams.set('older_than', page.at(-1)!.id);
-      links.next = next.toString();
-    }
-    return new HttpAnswer(200, { notifications: page.map(notificationView), links });
-  }
+interface Callback {
+  notificationId: string;
+  mechanism: CallbackAttempt['mechanism'];
+  url: string | null;
+  body: Record<string, unknown>;
+  stale: boolean;
+}
 
-  // ---- status changes and callbacks ----
+function callbackBody(n: StoredNotification, mechanism: CallbackAttempt['mechanism']): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    id: n.id,
+    reference: n.reference,
+    to: n.emailAddress,
+    status: n.status,
+    created_at: n.createdAt,
+    completed_at: n.completedAt,
+    sent_at: n.sentAt,
+    notification_type: 'email',
+    status_reason: n.statusReason,
+    provider: n.sentAt === null ? null : 'ses',
+  };
+  if (mechanism === 'notification') body.provider_payload = null;
+  return body;
+}
 
-  function callbackBody(n: StoredNotification, mechanism: CallbackAttempt['mechanism']): Record<string, unknown> {
-    const body: Record<string, unknown> = {
-      id: n.id,
-      reference: n.reference,
-      to: n.emailAddress,
-      status: n.status,
-      created_at: n.createdAt,
-      completed_at: n.completedAt,
-      sent_at: n.sentAt,
-      notification_type: 'email',
-      status_reason: n.statusReason,
-      provider: n.sentAt === null ? null : 'ses',
-    };
-    if (mechanism === 'notification') body.provider_payload = null;
-    return body;
-  }
+function callbackHeaders(settings: Settings, callback: Callback): Record<string, string> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (callback.mechanism === 'service') headers.authorization = `Bearer ${settings.callbackToken}`;
+  else headers['x-enp-signature'] = enpSignature(callback.body, settings.secret);
+  return headers;
+}
 
-  interface Callback {
-    notificationId: string;
-    mechanism: CallbackAttempt['mechanism'];
-    url: string | null;
-    body: Record<string, unknown>;
-    stale: boolean;
-  }
-
-  /** One callback with VA Notify's retry rule: again on a connection error, timeout or ≥ 500 (and
-   *  429 for per-notification callbacks); any other answer ends it. */
-  async function post(callback: Callback, target: string): Promise<void> {
-    const text = JSON.stringify(callback.body);
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
-    if (callback.mechanism === 'service') headers.authorization = `Bearer ${callbackToken}`;
-    else headers['x-enp-signature'] = enpSignature(callback.body, secret);
-    for (let attempt = 1; attempt <= callbackMaxAttempts; attempt++) {
-      if (closing.signal.aborted) return;
-      const record: CallbackAttempt = {
-        notificationId: callback.notificationId,
-        status: String(callback.body.status),
-        mechanism: callback.mechanism,
-        url: target,
-        body: callback.body,
-        headers,
-        stale: callback.stale,
-        attempt,
-        responseStatus: null,
-        error: null,
-      };
-      state.callbacks.push(record);
-      state.counters.callbacksPosted++;
-      let retry: boolean;
-      try {
-        const response = await fetch(target, {
-          method: 'POST',
-          headers,
-          body: text,
-          redirect: 'manual',
-          signal: AbortSignal.any([AbortSignal.timeout(callbackTimeoutMs), closing.signal]),
-        });
-        await response.arrayBuffer().catch(() => undefined);
-        record.responseStatus = response.status;
-        if (response.status < 300) return;
-        retry = response.status >= 500 || (response.status === 429 && callback.mechanism === 'notification');
-      } catch (error) {
-        record.error = (error as Error).name === 'TimeoutError' ? 'timeout' : 'connection error';
-        retry = true;
-      }
-      if (!retry || attempt === callbackMaxAttempts) break;
-      await sleep(callbackRetryDelayMs * 2 ** (attempt - 1), undefined, { signal: closing.signal });
-    }
+/** One callback with VA Notify's retry rule: again on a connection error, timeout or ≥ 500 (and
+ *  429 for per-notification callbacks); any other answer ends it. */
+async function post(sandbox: Sandbox, callback: Callback, target: string): Promise<void> {
+  const { settings, closing } = sandbox;
+  const headers = callbackHeaders(settings, callback);
+  for (let attempt = 1; attempt <= settings.callbackMaxAttempts; attempt++) {
     if (closing.signal.aborted) return;
-    state.counters.callbacksFailed++;
-    options.log?.warn({ notificationId: callback.notificationId, status: callback.body.status }, 'sandbox VA Notify: callback given up');
+    const record: CallbackAttempt = {
+      notificationId: callback.notificationId,
+      status: String(callback.body.status),
+      mechanism: callback.mechanism,
+      url: target,
+      body: callback.body,
+      headers,
+      stale: callback.stale,
+      attempt,
+      responseStatus: null,
+      error: null,
+    };
+    const outcome = await postOnce(sandbox, record);
+    if (outcome === 'done') return;
+    if (outcome === 'give-up' || attempt === settings.callbackMaxAttempts) break;
+    await sleep(settings.callbackRetryDelayMs * 2 ** (attempt - 1), undefined, { signal: closing.signal });
   }
+  if (closing.signal.aborted) return;
+  sandbox.state.counters.callbacksFailed++;
+  settings.log?.warn({ notificationId: callback.notificationId, status: callback.body.status }, 'sandbox VA Notify: callback given up');
+}
 
-  async function deliver(callback: Callback): Promise<void> {
-    const target = callback.url ?? serviceCallbackUrl;
-    if (target === null) return;
-    if (random() < state.faults.dropCallbackRate) {
-      state.counters.callbacksDropped++;
-      return;
-    }
-    const copies = random() < state.faults.duplicateCallbackRate ? 2 : 1;
-    for (let copy = 0; copy < copies; copy++) await post(callback, target);
+/** One POST of a callback, recorded in the state: done (2xx), retry, or given up. */
+async function postOnce(sandbox: Sandbox, record: CallbackAttempt): Promise<'done' | 'retry' | 'give-up'> {
+  sandbox.state.callbacks.push(record);
+  sandbox.state.counters.callbacksPosted++;
+  try {
+    const response = await fetch(record.url, {
+      method: 'POST',
+      headers: record.headers,
+      body: JSON.stringify(record.body),
+      redirect: 'manual',
+      signal: AbortSignal.any([AbortSignal.timeout(sandbox.settings.callbackTimeoutMs), sandbox.closing.signal]),
+    });
+    await response.arrayBuffer().catch(() => undefined);
+    record.responseStatus = response.status;
+    if (response.status < 300) return 'done';
+    const retry = response.status >= 500 || (response.status === 429 && record.mechanism === 'notification');
+    return retry ? 'retry' : 'give-up';
+  } catch (error) {
+    record.error = (error as Error).name === 'TimeoutError' ? 'timeout' : 'connection error';
+    return 'retry';
   }
+}
 
-  /** created → sending → the ICN's outcome, then the callbacks those changes produce. */
-  async function progress(n: StoredNotification): Promise<void> {
-    await sleep(callbackDelayMs, undefined, { signal: closing.signal });
-    const outcome = n.recipientIdentifier?.id_type === 'ICN'
-      ? (state.outcomeOverrides.get(n.recipientIdentifier.id_value) ?? sandboxOutcomeFor(n.recipientIdentifier.id_value))
-      : { status: 'delivered' as const, statusReason: null };
-    const mechanism: CallbackAttempt['mechanism'] = n.callbackUrl === null ? 'service' : 'notification';
-    const make = (stale: boolean): Callback => ({ notificationId: n.id, mechanism, url: n.callbackUrl, body: callbackBody(n, mechanism), stale });
-
-    n.emailAddress ??= sandboxRecipientEmail;
-    n.sentAt = stamp();
-    n.status = 'sending';
-    const sending = make(false);
-    let final: Callback | null = null;
-    if (outcome.status !== 'sending') {
-      n.status = outcome.status;
-      n.statusReason = outcome.statusReason;
-      n.completedAt = stamp();
-      final = make(false);
-    }
-    // Per-notification callbacks carry every status change; service-level ones only completed
-    // statuses unless the service asked for all.
-    const everyStatus = mechanism === 'notification' || callbackStatuses === 'all';
-    let callbacks: Callback[];
-    if (final === null) callbacks = everyStatus ? [sending] : [];
-    else if (state.faults.reorderCallbacks) callbacks = [final, { ...sending, stale: true }];
-    else callbacks = everyStatus ? [sending, final] : [final];
-    for (const callback of callbacks) await deliver(callback);
+async function deliver(sandbox: Sandbox, callback: Callback): Promise<void> {
+  const target = callback.url ?? sandbox.serviceCallbackUrl;
+  if (target === null) return;
+  const { state, settings } = sandbox;
+  if (settings.random() < state.faults.dropCallbackRate) {
+    state.counters.callbacksDropped++;
+    return;
   }
+  const copies = settings.random() < state.faults.duplicateCallbackRate ? 2 : 1;
+  for (let copy = 0; copy < copies; copy++) await post(sandbox, callback, target);
+}
 
-  // ---- HTTP ----
+function outcomeOf(state: SandboxState, n: StoredNotification): { status: SandboxStatus; statusReason: string | null } {
+  if (n.recipientIdentifier?.id_type !== 'ICN') return { status: 'delivered', statusReason: null };
+  return state.outcomeOverrides.get(n.recipientIdentifier.id_value) ?? sandboxOutcomeFor(n.recipientIdentifier.id_value);
+}
 
-  function answer(res: ServerResponse, reply: HttpAnswer): void {
-    const text = JSON.stringify(reply.body);
-    res.writeHead(reply.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-    res.end(text);
+/** created → sending → the ICN's outcome, then the callbacks those changes produce. */
+async function progress(sandbox: Sandbox, n: StoredNotification): Promise<void> {
+  const { state, settings, stamp } = sandbox;
+  await sleep(settings.callbackDelayMs, undefined, { signal: sandbox.closing.signal });
+  const outcome = outcomeOf(state, n);
+  const mechanism: CallbackAttempt['mechanism'] = n.callbackUrl === null ? 'service' : 'notification';
+  const make = (stale: boolean): Callback => ({ notificationId: n.id, mechanism, url: n.callbackUrl, body: callbackBody(n, mechanism), stale });
+
+  n.emailAddress ??= sandboxRecipientEmail;
+  n.sentAt = stamp();
+  n.status = 'sending';
+  const sending = make(false);
+  let final: Callback | null = null;
+  if (outcome.status !== 'sending') {
+    n.status = outcome.status;
+    n.statusReason = outcome.statusReason;
+    n.completedAt = stamp();
+    final = make(false);
   }
+  // Per-notification callbacks carry every status change; service-level ones only completed
+  // statuses unless the service asked for all.
+  const everyStatus = mechanism === 'notification' || settings.callbackStatuses === 'all';
+  let callbacks: Callback[];
+  if (final === null) callbacks = everyStatus ? [sending] : [];
+  else if (state.faults.reorderCallbacks) callbacks = [final, { ...sending, stale: true }];
+  else callbacks = everyStatus ? [sending, final] : [final];
+  for (const callback of callbacks) await deliver(sandbox, callback);
+}
 
-  async function handleSend(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const { text, tooLarge } = await readBody(req);
-    const forced = state.forcedResponses.shift();
-    if (forced !== undefined && 'hang' in forced) {
-      state.counters.sendsHung++;
-      return;
-    }
-    if (forced !== undefined && 'status' in forced) {
-      state.counters.sendsRejected[forced.status] = (state.counters.sendsRejected[forced.status] ?? 0) + 1;
-      answer(res, forcedAnswer(forced));
-      return;
-    }
-    const result = await acceptSend(req, text, tooLarge);
-    if (result instanceof HttpAnswer) {
-      state.counters.sendsRejected[result.status] = (state.counters.sendsRejected[result.status] ?? 0) + 1;
-      answer(res, result);
-      return;
-    }
-    state.counters.sendsAccepted++;
-    const { notification } = result;
-    if (notification !== null) {
-      state.notifications.set(notification.id, notification);
-      order.push(notification.id);
-      track(progress(notification));
-    }
-    if (forced !== undefined && 'acceptThenDrop' in forced) {
-      req.socket.destroy();
-      return;
-    }
-    if (forced !== undefined && 'acceptWithUnreadableBody' in forced) {
-      res.writeHead(201, { 'content-type': 'text/html' });
-      res.end('<html><body>Created</body></html>');
-      return;
-    }
-    answer(res, result.answer);
+// ---- HTTP ----
+
+function answer(res: ServerResponse, reply: HttpAnswer): void {
+  const text = JSON.stringify(reply.body);
+  res.writeHead(reply.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function countRejected(state: SandboxState, status: number): void {
+  state.counters.sendsRejected[status] = (state.counters.sendsRejected[status] ?? 0) + 1;
+}
+
+const methodNotAllowed = () => new HttpAnswer(405, { result: 'error', message: 'The method is not allowed for the requested URL.' });
+
+/** POST /v2/notifications/email, forced answers first. */
+async function handleSend(sandbox: Sandbox, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'POST') return answer(res, methodNotAllowed());
+  const { state } = sandbox;
+  const { text, tooLarge } = await readBody(req);
+  const forced = state.forcedResponses.shift();
+  if (forced !== undefined && 'hang' in forced) {
+    state.counters.sendsHung++;
+    return;
   }
-
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const requestUrl = new URL(req.url ?? '/', 'http://sandbox');
-    const path = requestUrl.pathname.replace(/\/+$/, '');
-    if (state.faults.latencyMs > 0) await sleep(state.faults.latencyMs, undefined, { signal: closing.signal });
-
-    if (path === '/v2/notifications/email') {
-      if (req.method !== 'POST') return answer(res, new HttpAnswer(405, { result: 'error', message: 'The method is not allowed for the requested URL.' }));
-      return handleSend(req, res);
-    }
-    const byId = /^\/v2\/notifications\/([^/]+)$/.exec(path);
-    if (path === '/v2/notifications' || byId) {
-      if (req.method !== 'GET') return answer(res, new HttpAnswer(405, { result: 'error', message: 'The method is not allowed for the requested URL.' }));
-      const auth = await authenticate(req);
-      if (auth instanceof HttpAnswer) return answer(res, auth);
-      if (byId) {
-        state.counters.getsById++;
-        const id = decodeURIComponent(byId[1]!);
-        if (!UuidPattern.test(id)) return answer(res, v2Error(400, 'ValidationError', 'notification_id is not a valid UUID'));
-        const found = state.notifications.get(id.toLowerCase());
-        return answer(res, found ? new HttpAnswer(200, notificationView(found)) : v2Error(404, 'NoResultFound', 'No result found'));
-      }
-      state.counters.getsByReference++;
-      return answer(res, listNotifications(requestUrl.searchParams));
-    }
-    answer(res, new HttpAnswer(404, { result: 'error', message: 'The requested URL was not found on the server.' }));
+  if (forced !== undefined && 'status' in forced) {
+    countRejected(state, forced.status);
+    return answer(res, forcedAnswer(sandbox.settings, forced));
   }
+  const result = await acceptSend(sandbox, req, text, tooLarge);
+  if (result instanceof HttpAnswer) {
+    countRejected(state, result.status);
+    return answer(res, result);
+  }
+  state.counters.sendsAccepted++;
+  if (result.notification !== null) store(sandbox, result.notification);
+  answerAccepted(req, res, result.answer, forced);
+}
 
+function store(sandbox: Sandbox, notification: StoredNotification): void {
+  sandbox.state.notifications.set(notification.id, notification);
+  sandbox.order.push(notification.id);
+  track(sandbox, progress(sandbox, notification));
+}
+
+/** The 201, or what a forced answer makes of it: a cut connection or an unreadable body. */
+function answerAccepted(req: IncomingMessage, res: ServerResponse, accepted: HttpAnswer, forced: ForcedResponse | undefined): void {
+  if (forced !== undefined && 'acceptThenDrop' in forced) {
+    req.socket.destroy();
+    return;
+  }
+  if (forced !== undefined && 'acceptWithUnreadableBody' in forced) {
+    res.writeHead(201, { 'content-type': 'text/html' });
+    res.end('<html><body>Created</body></html>');
+    return;
+  }
+  answer(res, accepted);
+}
+
+/** A read needs GET and the send's authentication; false when it has been answered already. */
+async function readAllowed(sandbox: Sandbox, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+  if (req.method !== 'GET') {
+    answer(res, methodNotAllowed());
+    return false;
+  }
+  const auth = await authenticate(sandbox.settings, req);
+  if (auth instanceof HttpAnswer) {
+    answer(res, auth);
+    return false;
+  }
+  return true;
+}
+
+/** GET /v2/notifications: by reference and status, newest first, paged. */
+async function handleList(sandbox: Sandbox, req: IncomingMessage, res: ServerResponse, requestUrl: URL): Promise<void> {
+  if (!(await readAllowed(sandbox, req, res))) return;
+  sandbox.state.counters.getsByReference++;
+  answer(res, listNotifications(sandbox, requestUrl.searchParams));
+}
+
+/** GET /v2/notifications/{id}. */
+async function handleGetById(sandbox: Sandbox, req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
+  if (!(await readAllowed(sandbox, req, res))) return;
+  sandbox.state.counters.getsById++;
+  const decoded = decodeURIComponent(id);
+  if (!UuidPattern.test(decoded)) return answer(res, v2Error(400, 'ValidationError', 'notification_id is not a valid UUID'));
+  const found = sandbox.state.notifications.get(decoded.toLowerCase());
+  answer(res, found ? new HttpAnswer(200, notificationView(sandbox, found)) : v2Error(404, 'NoResultFound', 'No result found'));
+}
+
+/** Routes by path; each handler answers a method it does not serve with 405. */
+async function handle(sandbox: Sandbox, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const requestUrl = new URL(req.url ?? '/', 'http://sandbox');
+  const path = requestUrl.pathname.replace(/\/+$/, '');
+  if (sandbox.state.faults.latencyMs > 0) await sleep(sandbox.state.faults.latencyMs, undefined, { signal: sandbox.closing.signal });
+
+  if (path === '/v2/notifications/email') return handleSend(sandbox, req, res);
+  if (path === '/v2/notifications') return handleList(sandbox, req, res, requestUrl);
+  const byId = /^\/v2\/notifications\/([^/]+)$/.exec(path);
+  if (byId) return handleGetById(sandbox, req, res, byId[1]!);
+  answer(res, new HttpAnswer(404, { result: 'error', message: 'The requested URL was not found on the server.' }));
+}
+
+async function listen(sandbox: Sandbox, options: SandboxVaNotifyOptions): Promise<Server> {
   const server = createServer((req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      if (closing.signal.aborted) return;
-      options.log?.error({ err: error }, 'sandbox VA Notify: request failed');
+    handle(sandbox, req, res).catch((error: unknown) => {
+      if (sandbox.closing.signal.aborted) return;
+      sandbox.settings.log?.error({ err: error }, 'sandbox VA Notify: request failed');
       if (!res.headersSent) answer(res, internalError());
     });
   });
@@ -732,27 +846,45 @@ export async function startSandboxVaNotify(options: SandboxVaNotifyOptions = {})
   });
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  url = `http://${host}:${address.port}`;
-  options.log?.warn({ url }, 'sandbox VA Notify: no real email is sent');
+  sandbox.url = `http://${host}:${address.port}`;
+  return server;
+}
+
+async function close(sandbox: Sandbox, server: Server): Promise<void> {
+  sandbox.closing.abort();
+  const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeAllConnections();
+  await stopped;
+  await Promise.all([...sandbox.pending]);
+}
+
+export async function startSandboxVaNotify(options: SandboxVaNotifyOptions = {}): Promise<SandboxVaNotify> {
+  const sandbox: Sandbox = {
+    settings: settingsFrom(options),
+    state: initialState(options.faults),
+    stamp: microsecondClock(),
+    closing: new AbortController(),
+    pending: new Set(),
+    order: [],
+    window: [],
+    url: '',
+    serviceCallbackUrl: options.callbackUrl ?? null,
+  };
+  const server = await listen(sandbox, options);
+  options.log?.warn({ url: sandbox.url }, 'sandbox VA Notify: no real email is sent');
 
   let closed: Promise<void> | undefined;
   return {
-    url,
-    state,
+    url: sandbox.url,
+    state: sandbox.state,
     setCallbackUrl(next) {
-      serviceCallbackUrl = next;
+      sandbox.serviceCallbackUrl = next;
     },
     async whenIdle() {
-      while (pending.size > 0) await Promise.all([...pending]);
+      while (sandbox.pending.size > 0) await Promise.all([...sandbox.pending]);
     },
     close() {
-      closed ??= (async () => {
-        closing.abort();
-        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeAllConnections();
-        await stopped;
-        await Promise.all([...pending]);
-      })();
+      closed ??= close(sandbox, server);
       return closed;
     },
   };

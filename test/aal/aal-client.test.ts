@@ -2,7 +2,7 @@
 // every kind of answer is classified.
 import t from 'tap';
 import { classifyAalOutcome, httpDate } from '../../src/aal/aal-client.ts';
-import { aalCredentials, client, sandbox } from './fixtures/outbox.ts';
+import { aalCredentials, client, sandbox } from '../support/aal.ts';
 
 const completionTime = new Date('2026-05-14T13:22:41.250Z');
 const activity = (correlationId: string, detailValue = 'Tracking #: 1Z999AA10123456784 RX #: ...9043') => ({

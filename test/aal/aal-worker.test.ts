@@ -15,10 +15,10 @@ import { claimAalEvents, markAalEventFailed, markAalEventPosted, pauseAalPosting
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
 import { createLogger } from '../../src/logger.ts';
-import { internalAuth, LogCapture, testApp } from '../helpers/app.ts';
-import { testDatabase, type TestDatabase } from '../helpers/database.ts';
+import { internalAuth, LogCapture, testApp } from '../support/app.ts';
+import { testDatabase, type TestDatabase } from '../support/database.ts';
 import type { SqlHandle } from '../../src/db/connect.ts';
-import { aalCredentials, aalEvent, backoffElapses, client, fastRetry, insertDeliveredEmail, sandbox } from './fixtures/outbox.ts';
+import { aalCredentials, aalEvent, backoffElapses, client, fastRetry, insertDeliveredEmail, sandbox } from '../support/aal.ts';
 
 function worker(db: TestDatabase, aal: AalClient, overrides: Record<string, string> = {}, extra: Partial<AalWorkerDeps> = {}) {
   const logs = new LogCapture();

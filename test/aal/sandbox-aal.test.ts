@@ -1,6 +1,6 @@
 // The sandbox AAL holds callers to the contract: the service is only as correct as its stand-in.
 import t from 'tap';
-import { aalCredentials, sandbox } from './fixtures/outbox.ts';
+import { aalCredentials, sandbox } from '../support/aal.ts';
 
 const validBody = {
   userProfileId: 15176497,
@@ -16,6 +16,14 @@ async function openSession(url: string, headers: Record<string, string>) {
   return fetch(`${url}/v1/usermgmt/auth/session`, { headers });
 }
 
+/** The headers of a session the sandbox issues: the service's credentials, for one veteran. */
+const sessionHeaders = { appToken: aalCredentials.appToken, 'x-api-key': aalCredentials.apiKey, mhvCorrelationId: '15176497' };
+
+/** A session's token, as the AAL client opens one before posting. */
+async function sessionToken(url: string): Promise<string> {
+  return (await openSession(url, sessionHeaders)).headers.get('token')!;
+}
+
 async function postActivity(url: string, token: string, body: unknown, headers: Record<string, string> = {}) {
   const response = await fetch(`${url}/v1/usermgmt/activity`, {
     method: 'POST',
@@ -27,7 +35,7 @@ async function postActivity(url: string, token: string, body: unknown, headers: 
 
 t.test('sessions are issued only to the right application, for a named veteran', async (t) => {
   const aal = await sandbox(t, { sessionTtlSeconds: 120 });
-  const good = { appToken: aalCredentials.appToken, 'x-api-key': aalCredentials.apiKey, mhvCorrelationId: '15176497' };
+  const good = sessionHeaders;
   const issued = await openSession(aal.url, good);
   t.equal(issued.status, 200);
   t.match(issued.headers.get('token'), /^[\w-]{20,}$/);
@@ -45,12 +53,7 @@ t.test('sessions are issued only to the right application, for a named veteran',
 
 t.test('activity posts are held to the contract', async (t) => {
   const aal = await sandbox(t);
-  const session = await openSession(aal.url, {
-    appToken: aalCredentials.appToken,
-    'x-api-key': aalCredentials.apiKey,
-    mhvCorrelationId: '15176497',
-  });
-  const token = session.headers.get('token')!;
+  const token = await sessionToken(aal.url);
 
   const cases: [string, unknown, number, RegExp][] = [
     ['unknown field', { ...validBody, userId: 1 }, 400, /unknown fields: userId/],
@@ -86,12 +89,7 @@ t.test('activity posts are held to the contract', async (t) => {
 
 t.test('fault knobs', async (t) => {
   const aal = await sandbox(t);
-  const session = await openSession(aal.url, {
-    appToken: aalCredentials.appToken,
-    'x-api-key': aalCredentials.apiKey,
-    mhvCorrelationId: '15176497',
-  });
-  const token = session.headers.get('token')!;
+  const token = await sessionToken(aal.url);
   aal.state.failNext = 2;
   t.equal((await postActivity(aal.url, token, validBody)).status, 500);
   t.equal((await postActivity(aal.url, token, validBody)).status, 500);
@@ -104,11 +102,11 @@ t.test('fault knobs', async (t) => {
   aal.state.forceStatus = undefined;
   // A gateway refusal comes before any header is looked at, even good ones.
   aal.state.forceSessionStatus = { status: 403, message: 'Forbidden' };
-  const refused = await openSession(aal.url, { appToken: aalCredentials.appToken, 'x-api-key': aalCredentials.apiKey, mhvCorrelationId: '15176497' });
+  const refused = await openSession(aal.url, sessionHeaders);
   t.same([refused.status, refused.headers.get('token'), await refused.json()], [403, null, { errorCode: 403, message: 'Forbidden' }]);
   t.equal((await postActivity(aal.url, token, validBody)).status, 200, 'activity posts are not affected');
   aal.state.forceSessionStatus = undefined;
-  t.equal((await openSession(aal.url, { appToken: aalCredentials.appToken, 'x-api-key': aalCredentials.apiKey, mhvCorrelationId: '15176497' })).status, 200);
+  t.equal((await openSession(aal.url, sessionHeaders)).status, 200);
   aal.state.down = true;
   t.equal((await postActivity(aal.url, token, validBody)).status, 503);
   t.equal((await openSession(aal.url, {})).status, 503);

@@ -1,7 +1,7 @@
 // The history benchmark stage in its --small mode (a few days of history, a small day), so that the
 // script keeps working as the service changes.
 import t from 'tap';
-import { checkSmallStage } from './small-stage.ts';
+import { checkSmallStage } from '../support/bench-stage.ts';
 
 // Two services, two databases and a history: longer than most files on a busy machine.
 t.setTimeout(300_000);

@@ -1,6 +1,6 @@
 // Benchmark stages in their --small mode, so that the scripts keep working as the service changes.
 import t from 'tap';
-import { checkSmallStage, runUsage } from './small-stage.ts';
+import { checkSmallStage, runUsage } from '../support/bench-stage.ts';
 
 for (const stage of ['ingest', 'grouping']) {
   t.test(`npm run bench -- ${stage} --small`, async (t) => checkSmallStage(t, stage));

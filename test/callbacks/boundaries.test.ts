@@ -3,8 +3,9 @@
 // expired and counted.
 import { randomUUID } from 'node:crypto';
 import t from 'tap';
-import { internalAuth, testApp } from '../helpers/app.ts';
-import { aalEventsOf, callbackBody, emailRow, eventsOf, insertEmail, insertNotification, notificationRow } from '../status/fixtures.ts';
+import { internalAuth, runJob, testApp } from '../support/app.ts';
+import { insertNotification } from '../support/fixtures.ts';
+import { aalEventsOf, callbackBody, emailRow, eventsOf, insertEmail, notificationRow } from '../support/status.ts';
 
 const token = 'va-notify-callback-token-0001';
 const settings = { VA_NOTIFY_CALLBACK_TOKENS: token, SEND_MAX_ATTEMPTS: '3', REPLAY_DELAY_MINUTES: '45' };
@@ -86,12 +87,11 @@ t.test('events no email adopts wait, then expire and are counted', async (t) => 
   const pending = async () => (await db.sql`select count(*)::int as n from notification_status_event where applied_at is null`)[0]!.n as number;
   t.equal(await pending(), 3, 'pending, in case the sender stores the notification yet');
 
-  const sweep = async () => (await app.inject({ method: 'POST', url: '/v1/jobs/sweep', headers: internalAuth })).json();
-  t.match(await sweep(), { statusEventsExpired: 0 }, 'young events are left alone');
+  t.match(await runJob(app, 'sweep'), { statusEventsExpired: 0 }, 'young events are left alone');
   await db.sql`update notification_status_event set received_at = now() - interval '25 hours' where notification_id = any(${foreign}::uuid[])`;
   const stored = await insertNotification(db.sql, await insertEmail(db.sql));
   await db.sql`insert into notification_status_event (notification_id, status, source, received_at) values (${stored}, 'delivered', 'callback', now() - interval '25 hours')`;
-  t.match(await sweep(), { statusEventsExpired: 3 }, 'only the events of notifications never stored');
+  t.match(await runJob(app, 'sweep'), { statusEventsExpired: 3 }, 'only the events of notifications never stored');
   t.equal(await pending(), 1);
   const metrics = await app.inject({ method: 'GET', url: '/metrics' });
   t.match(metrics.body, /rx_status_events_expired_total 3/);

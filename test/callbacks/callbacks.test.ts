@@ -5,21 +5,21 @@ import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
 import { createLogger } from '../../src/logger.ts';
 import { applyPendingStatusEvents } from '../../src/status/repository.ts';
-import { LogCapture, testApp } from '../helpers/app.ts';
-import { testDatabase } from '../helpers/database.ts';
+import { LogCapture, testApp } from '../support/app.ts';
+import { testDatabase } from '../support/database.ts';
+import { insertNotification } from '../support/fixtures.ts';
 import {
   aalEventsOf,
   callbackBody,
   emailRow,
   eventsOf,
-  insertDispenses,
+  insertGroupedDispenses,
   insertEmail,
-  insertNotification,
   notificationRow,
   patientIcn,
   recipient,
   snapshot,
-} from '../status/fixtures.ts';
+} from '../support/status.ts';
 
 const token = 'va-notify-callback-token-0001';
 const rotatedToken = 'va-notify-callback-token-0002';
@@ -41,7 +41,7 @@ t.test('VA Notify callbacks', async (t) => {
 
   t.test('a delivered callback is recorded and answered 200', async (t) => {
     const emailId = await insertEmail(sql);
-    await insertDispenses(sql, emailId, [{ rxNumber: '2719043', trackingNumber: '1Z9999990312345678', carrier: 'UPS' }]);
+    await insertGroupedDispenses(sql, emailId, [{ rx_number: '2719043', tracking_number: '1Z9999990312345678', carrier: 'UPS' }]);
     const id = await insertNotification(sql, emailId);
     const response = await post(callbackBody(id, { reference: emailId }));
     t.equal(response.statusCode, 200);
@@ -148,7 +148,7 @@ t.test('VA Notify callbacks', async (t) => {
   // retried it after the bounce had arrived. The end is the same, AAL event included.
   t.test('a delivered retried after its bounce: the bounce stays, the AAL event is written once', async (t) => {
     const emailId = await insertEmail(sql);
-    await insertDispenses(sql, emailId, [{ rxNumber: '2719099', trackingNumber: '1Z9999990399999999', carrier: 'UPS' }]);
+    await insertGroupedDispenses(sql, emailId, [{ rx_number: '2719099', tracking_number: '1Z9999990399999999', carrier: 'UPS' }]);
     const id = await insertNotification(sql, emailId);
     const bounce = await post(callbackBody(id, {
       status: 'permanent-failure',
@@ -178,7 +178,7 @@ t.test('VA Notify callbacks', async (t) => {
     t.equal(early.statusCode, 200, 'an unknown notification id is still a 200');
     t.equal((await eventsOf(sql, id))[0]?.applied_at, null);
     await sql.begin(async (tx) => {
-      await insertNotification(tx, emailId, 1, id);
+      await insertNotification(tx, emailId, { attempt: 1, id });
       await tx`update tracking_email set state = 'sent' where id = ${emailId}`;
       await applyPendingStatusEvents(tx, id, { replayDelayMinutes: 45, sendMaxAttempts: 3 });
     });
@@ -190,13 +190,13 @@ t.test('VA Notify callbacks', async (t) => {
   t.test('a temporary failure schedules a replay, or fails the email at the last attempt', async (t) => {
     const reason = 'Retryable - Notification is unable to be processed at this time. Replay the request to VA Notify.';
     const emailId = await insertEmail(sql, { attempts: 2 });
-    const id = await insertNotification(sql, emailId, 2);
+    const id = await insertNotification(sql, emailId, { attempt: 2 });
     await post(callbackBody(id, { status: 'temporary-failure', status_reason: reason }));
     const email = await emailRow(sql, emailId);
     t.same([email.state, email.state_reason, email.replay_in_minutes], ['temporary_failure', reason, 45]);
 
     const lastEmailId = await insertEmail(sql, { attempts: 3 });
-    const lastId = await insertNotification(sql, lastEmailId, 3);
+    const lastId = await insertNotification(sql, lastEmailId, { attempt: 3 });
     await post(callbackBody(lastId, { status: 'temporary-failure', status_reason: reason }));
     const last = await emailRow(sql, lastEmailId);
     t.same([last.state, last.state_reason], ['failed', reason]);
@@ -211,7 +211,7 @@ t.test('VA Notify callbacks', async (t) => {
   });
 
   t.test('an email without an MHV correlation id gets an unpostable AAL event', async (t) => {
-    const emailId = await insertEmail(sql, { mhvCorrelationId: null });
+    const emailId = await insertEmail(sql, { mhv_correlation_id: null });
     const id = await insertNotification(sql, emailId);
     await post(callbackBody(id));
     const [aal] = await aalEventsOf(sql, emailId);
@@ -220,7 +220,7 @@ t.test('VA Notify callbacks', async (t) => {
 
   t.test('a per-notification callback with a good x-enp-signature is accepted', async (t) => {
     const emailId = await insertEmail(sql);
-    const id = await insertNotification(sql, emailId, 1, '3f5a2b1c-9d4e-4f60-8a7b-1c2d3e4f5a6b');
+    const id = await insertNotification(sql, emailId, { attempt: 1, id: '3f5a2b1c-9d4e-4f60-8a7b-1c2d3e4f5a6b' });
     const body =
       `{"id": "${id}", "reference": "${emailId}", "to": "${recipient}", "status": "delivered", ` +
       '"created_at": "2026-05-14T13:22:08.123456Z", "completed_at": "2026-05-14T13:22:41.654321Z", ' +

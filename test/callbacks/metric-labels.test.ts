@@ -3,8 +3,9 @@
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import t from 'tap';
-import { testApp } from '../helpers/app.ts';
-import { callbackBody, insertEmail, insertNotification } from '../status/fixtures.ts';
+import { testApp } from '../support/app.ts';
+import { insertNotification } from '../support/fixtures.ts';
+import { callbackBody, insertEmail } from '../support/status.ts';
 
 const token = 'va-notify-callback-token-0001';
 const root = new URL('../../', import.meta.url);

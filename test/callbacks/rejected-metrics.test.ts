@@ -1,7 +1,7 @@
 // Refused callbacks are counted: a token VA Notify was never given, or a key rotated without
 // VA_NOTIFY_PREVIOUS_API_KEYS, shows only as a stream of 401s (ops/alerts.yml pages on it).
 import t from 'tap';
-import { callbackToken, testApp } from '../helpers/app.ts';
+import { callbackToken, testApp } from '../support/app.ts';
 
 t.test('unauthorized and invalid callbacks are counted by outcome', async (t) => {
   const { app } = await testApp(t);

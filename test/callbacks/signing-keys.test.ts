@@ -8,9 +8,10 @@ import { pythonUrlencode } from '../../src/callbacks/signature.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
 import { sandboxDefaults } from '../../src/sandbox/va-notify.ts';
-import { testApp } from '../helpers/app.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { callbackBody, insertEmail, insertNotification, notificationRow } from '../status/fixtures.ts';
+import { testApp } from '../support/app.ts';
+import { testDatabase } from '../support/database.ts';
+import { insertNotification } from '../support/fixtures.ts';
+import { callbackBody, insertEmail, notificationRow } from '../support/status.ts';
 
 const url = '/v1/va-notify/callbacks';
 

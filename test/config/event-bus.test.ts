@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import t from 'tap';
 import { eventBusTls, loadConfig, testConfig } from '../../src/config.ts';
-import { configError } from './config-error.ts';
+import { configError } from '../support/config-error.ts';
 
 const repoRoot = new URL('../../', import.meta.url).pathname;
 const on = { EVENT_BUS_BROKERS: 'b-1.msk.example:9098,b-2.msk.example:9098', EVENT_BUS_SCHEMA_REGISTRY_URL: 'https://registry.example' };

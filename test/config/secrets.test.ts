@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { configError } from './config-error.ts';
+import { configError } from '../support/config-error.ts';
 import { loadConfig, SecretNames } from '../../src/config.ts';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));

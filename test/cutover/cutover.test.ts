@@ -3,16 +3,16 @@
 // own shipped date disagree by hours, go through ingest, grouping, the hold, MHV's export and the
 // release, and the sandbox VA Notify: every package is emailed exactly once, by one of the two.
 import t from 'tap';
-import { internalAuth, testApp } from '../helpers/app.ts';
-import { icn } from '../helpers/fixtures.ts';
-import { emailedByService, event, ingest, job, metric, mhvExport, packages, release, settings } from './fixtures.ts';
+import { internalAuth, testApp, runJob } from '../support/app.ts';
+import { icn } from '../support/fixtures.ts';
+import { emailedByService, event, ingest, metric, mhvExport, packages, release, settings } from '../support/cutover.ts';
 
 t.test('packages on both sides of T, the two systems skewed by hours: each is emailed once, by one system', async (t) => {
   const { app, db, vaNotify } = await testApp(t, settings);
   await ingest(app, packages.flatMap((p) => p.fills.map((f) => event(p, f))));
 
-  t.match(await job(app, 'grouping'), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 8 });
-  t.match(await job(app, 'send'), { sent: 1 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 8 });
+  t.match(await runJob(app, 'send'), { sent: 1 });
   t.same([...emailedByService(vaNotify).keys()], ['1Z0000000000000006'], 'before the release only the package clear of the window is emailed');
 
   const status = await app.inject({ method: 'GET', url: '/v1/cutover', headers: internalAuth });
@@ -40,8 +40,8 @@ t.test('packages on both sides of T, the two systems skewed by hours: each is em
     stillHeld: { packages: 0, dispenses: 0, trackingNumbers: [] },
   });
 
-  t.match(await job(app, 'grouping'), { emailsCreated: 3, dispensesGrouped: 4, dispensesHeld: 0 });
-  t.match(await job(app, 'send'), { sent: 3 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 3, dispensesGrouped: 4, dispensesHeld: 0 });
+  t.match(await runJob(app, 'send'), { sent: 3 });
 
   const byService = emailedByService(vaNotify);
   const byMhv = new Set(packages.filter((p) => p.mhv < 0).map((p) => p.trackingNumber));
@@ -60,7 +60,7 @@ t.test('packages on both sides of T, the two systems skewed by hours: each is em
     event(packages[2]!, { rx: '3000099', ours: 9 }),
     event(packages[1]!, { rx: '2000099', ours: -9 }),
   ]);
-  t.match(await job(app, 'grouping'), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 0 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 0 });
   const late = await db.sql`select rx_number, state from medication_dispense where rx_number in ('2000099', '3000099') order by rx_number`;
   t.same(late.map((r) => [r.rx_number, r.state]), [['2000099', 'grouped'], ['3000099', 'excluded']]);
   const after = (await app.inject({ method: 'GET', url: '/metrics' })).body;
@@ -71,8 +71,8 @@ t.test('packages on both sides of T, the two systems skewed by hours: each is em
 t.test('held packages are never sent nor dropped while MHV\'s export is not compared, and stay visible', async (t) => {
   const { app, db, vaNotify } = await testApp(t, settings);
   await ingest(app, [event(packages[1]!, packages[1]!.fills[0]!), event(packages[2]!, packages[2]!.fills[0]!)]);
-  for (let run = 0; run < 3; run++) await job(app, 'grouping');
-  await job(app, 'send');
+  for (let run = 0; run < 3; run++) await runJob(app, 'grouping');
+  await runJob(app, 'send');
   t.equal(vaNotify.state.notifications.size, 0, 'nothing held was sent');
   const states = await db.sql`select state from medication_dispense`;
   t.same(states.map((r) => r.state), ['held_for_cutover', 'held_for_cutover']);
@@ -101,13 +101,13 @@ t.test('an HL7 R06 package whose message time is a day after its fill: held by i
   ].join('\r') + '\r';
   const answer = await app.inject({ method: 'POST', url: '/v1/dispenses', headers: { ...internalAuth, 'content-type': 'application/hl7-v2' }, payload: body });
   t.equal(answer.statusCode, 200);
-  t.match(await job(app, 'grouping'), { emailsCreated: 0, dispensesHeld: 2 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 0, dispensesHeld: 2 });
 
   // MHV's shipped date follows the fill: it emailed the first package (before T), not the second.
   const csv = `icn,tracking_number,carrier,sent_date\r\n${icn(20)},1Z0000000000000010,UPS,2026-06-02T13:00:00Z\r\n`;
   t.match((await release(app, csv)).json(), { released: { trackingNumbers: ['1Z0000000000000011'] }, emailedByMhv: { trackingNumbers: ['1Z0000000000000010'] } });
-  await job(app, 'grouping');
-  await job(app, 'send');
+  await runJob(app, 'grouping');
+  await runJob(app, 'send');
   const infos = [...vaNotify.state.notifications.values()].map((n) => String((n.request.personalisation as Record<string, string>).tracking_info));
   t.equal(infos.length, 1);
   t.match(infos[0], /1Z0000000000000011/);

@@ -1,19 +1,17 @@
 // Deciding the held packages: what a release refuses, a package decided before its late fill, and
 // the CLI.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { internalAuth, testApp } from '../helpers/app.ts';
-import { icn } from '../helpers/fixtures.ts';
-import { event, hours, ingest, job, mhvExport, packages, release, settings } from './fixtures.ts';
+import { internalAuth, internalToken, testApp, runJob } from '../support/app.ts';
+import { runScript, tempDir } from '../support/cli.ts';
+import { icn } from '../support/fixtures.ts';
+import { event, hours, ingest, mhvExport, packages, release, settings } from '../support/cutover.ts';
 
 t.test('a release refuses what it cannot decide on, and changes nothing', async (t) => {
   const { app, db } = await testApp(t, settings);
   await ingest(app, [event(packages[1]!, packages[1]!.fills[0]!), event(packages[2]!, packages[2]!.fills[0]!)]);
-  await job(app, 'grouping');
+  await runJob(app, 'grouping');
   const held = async () => (await db.sql`select count(*)::int as n from medication_dispense where state = 'held_for_cutover'`)[0]!.n;
 
   const badRow = `icn,tracking_number,carrier,sent_date\r\n${icn(3)},1Z0000000000000003,UPS,2026-06-02T13:00:00Z\r\n${icn(9)},1Z0000000000000009,UPS,not a date\r\n`;
@@ -39,7 +37,7 @@ t.test('a release refuses what it cannot decide on, and changes nothing', async 
 t.test('a fill held after its package was decided follows the decision at the next grouping run', async (t) => {
   const { app, db } = await testApp(t, settings);
   await ingest(app, [event(packages[1]!, packages[1]!.fills[0]!), event(packages[2]!, packages[2]!.fills[0]!)]);
-  await job(app, 'grouping');
+  await runJob(app, 'grouping');
   t.match((await release(app, mhvExport(packages))).json(), { released: { packages: 1 }, emailedByMhv: { packages: 1 } });
   // As if a run that had not yet seen the decision held a fill of each package.
   for (const [rx, tracking, p] of [['2000077', '1Z0000000000000002', packages[1]!], ['3000077', '1Z0000000000000003', packages[2]!]] as const) {
@@ -47,34 +45,20 @@ t.test('a fill held after its package was decided follows the decision at the ne
                  values ('521', ${rx}, 0, ${tracking}, ${icn(p.veteran)}, ${hours(1)}, 'held_for_cutover', 'held')`;
     await db.sql`insert into cutover_dispense (dispense_id, tracking_number, set_aside) select id, ${tracking}, 'held' from medication_dispense where rx_number = ${rx}`;
   }
-  await job(app, 'grouping');
+  await runJob(app, 'grouping');
   const rows = await db.sql`select rx_number, state from medication_dispense where rx_number in ('2000077', '3000077') order by rx_number`;
   t.same(rows.map((r) => [r.rx_number, r.state]), [['2000077', 'grouped'], ['3000077', 'excluded']]);
   t.match((await app.inject({ method: 'GET', url: '/v1/cutover', headers: internalAuth })).json(), { held: { packages: 0, dispenses: 0 }, released: { packages: 1, dispenses: 2 }, emailedByMhv: { packages: 1, dispenses: 2 } });
 });
 
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--no-warnings', 'src/cutover/cli.ts', ...args], {
-      cwd: fileURLToPath(new URL('../../', import.meta.url)),
-      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const runCli = (args: string[], env: Record<string, string>) =>
+  runScript('src/cutover/cli.ts', args, { NODE_ENV: 'test', INTERNAL_API_TOKENS: internalToken, ...env });
 
 t.test('npm run cutover-release decides the held packages from an export file', async (t) => {
   const { app, db } = await testApp(t, settings);
   await ingest(app, [event(packages[1]!, packages[1]!.fills[0]!), event(packages[2]!, packages[2]!.fills[0]!)]);
-  await job(app, 'grouping');
-  const dir = mkdtempSync(join(tmpdir(), 'cutover-release-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  await runJob(app, 'grouping');
+  const dir = tempDir(t, 'cutover-release-');
   const file = join(dir, 'mhv-export.csv');
   writeFileSync(file, mhvExport(packages));
   const env = { DATABASE_URL: db.url };

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
 import { listMigrations, migrate, migrationsDir } from '../../src/db/migrate.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { startServiceProcess } from '../helpers/service-process.ts';
+import { testDatabase } from '../support/database.ts';
+import { startServiceProcess } from '../support/service-process.ts';
 
 
 /**

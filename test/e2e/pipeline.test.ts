@@ -2,7 +2,7 @@
 // grouping, sending, VA Notify's callbacks, AAL events out.
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
+import { internalAuth, testApp, type TestApp, runJob } from '../support/app.ts';
 
 const sample = (name: string) => readFileSync(new URL(`../../samples/${name}`, import.meta.url));
 
@@ -35,8 +35,6 @@ async function ingestSamples(app: TestApp['app']) {
   for (const answer of answers) if (answer.statusCode !== 200) throw new Error(`ingest answered ${answer.statusCode}: ${answer.body}`);
 }
 
-const job = (app: TestApp['app'], name: string) =>
-  app.inject({ method: 'POST', url: `/v1/jobs/${name}`, headers: internalAuth }).then((r) => r.json());
 
 async function waitForCallbacks(sql: TestApp['db']['sql']) {
   for (let i = 0; i < 200; i++) {
@@ -52,8 +50,8 @@ t.test('samples in, one email per veteran out, delivered, one AAL event each', a
   const { app, db, vaNotify, aal, logs } = await testApp(t, { GROUPING_QUIET_MINUTES: '0' }, { listen: true });
   await ingestSamples(app);
 
-  t.match(await job(app, 'grouping'), { emailsCreated: 5, dispensesGrouped: 8 });
-  t.match(await job(app, 'send'), { sent: 5, failed: 0 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 5, dispensesGrouped: 8 });
+  t.match(await runJob(app, 'send'), { sent: 5, failed: 0 });
 
   // What VA Notify received: one email per veteran, by ICN, with that veteran's packages.
   const sent = new Map([...vaNotify.state.notifications.values()].map((n) => [n.recipientIdentifier?.id_value, n.request]));
@@ -83,8 +81,8 @@ t.test('samples in, one email per veteran out, delivered, one AAL event each', a
   });
 
   // One AAL event per delivered email with a correlation id; none for the declined one.
-  t.match(await job(app, 'aal'), { posted: 3, failed: 0 });
-  t.match(await job(app, 'aal'), { posted: 0 }, 'nothing posted twice');
+  t.match(await runJob(app, 'aal'), { posted: 3, failed: 0 });
+  t.match(await runJob(app, 'aal'), { posted: 0 }, 'nothing posted twice');
   const events = aal.state.events.map((e) => e.body).sort((a, b) => a.userProfileId - b.userProfileId);
   t.same(events.map((e) => e.userProfileId), [alpha.mhv, bravo.mhv, echo.mhv]);
   for (const event of events) {

@@ -3,8 +3,8 @@
 import t from 'tap';
 import { mskIamTokenProvider, TokenRefreshMarginMs } from '../../src/event-bus/auth.ts';
 import { createPublisher } from '../../src/event-bus/publish.ts';
-import { testApp } from '../helpers/app.ts';
-import { countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { testApp } from '../support/app.ts';
+import { countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../support/kafka.ts';
 
 t.setTimeout(300_000);
 

@@ -5,15 +5,13 @@ import { spawn } from 'node:child_process';
 import t from 'tap';
 import { eventsOfFile, createPublisher, encodeDispenseEvent, type Publisher } from '../../src/event-bus/publish.ts';
 import { frame } from '../../src/event-bus/schema.ts';
-import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
-import { postSample, samples, samplesDir, sampleSsns } from '../ingest/fixtures.ts';
-import { committedOffsets, countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
+import { testApp, type TestApp, runJob } from '../support/app.ts';
+import { postSample, samples, samplesDir, sampleSsns } from '../support/ingest.ts';
+import { committedOffsets, countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../support/kafka.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
 
-const job = (app: TestApp['app'], name: string) =>
-  app.inject({ method: 'POST', url: `/v1/jobs/${name}`, headers: internalAuth }).then((r) => r.json());
 
 /** What a database holds of the dispenses and emails, independent of ids and times. */
 async function dispensesAndEmails(sql: TestApp['db']['sql']) {
@@ -63,8 +61,8 @@ t.test('records of every sample become the same dispenses and emails as the HTTP
   t.same(kafka.dispenses, (await dispensesAndEmails(viaHttp.db.sql)).dispenses, 'the same dispenses, field for field');
 
   for (const { app } of [viaKafka, viaHttp]) {
-    await job(app, 'grouping');
-    await job(app, 'send');
+    await runJob(app, 'grouping');
+    await runJob(app, 'send');
   }
   const emails = (await dispensesAndEmails(viaKafka.db.sql)).emails;
   t.ok(emails.length >= 4, `${emails.length} emails`);

@@ -2,10 +2,10 @@
 import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
 import { createPublisher } from '../../src/event-bus/publish.ts';
-import { testApp } from '../helpers/app.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { committedOffsets, countOf, createTopic, eventBusSettings, jsonDispenseEvent, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../helpers/kafka.ts';
-import { startServiceProcess } from '../helpers/service-process.ts';
+import { testApp } from '../support/app.ts';
+import { testDatabase } from '../support/database.ts';
+import { committedOffsets, countOf, createTopic, eventBusSettings, jsonDispenseEvent, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../support/kafka.ts';
+import { startServiceProcess } from '../support/service-process.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);

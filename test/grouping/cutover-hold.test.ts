@@ -5,8 +5,8 @@ import { runGrouping } from '../../src/grouping/grouping-job.ts';
 import { groupDrafts, takeReadyDrafts } from '../../src/grouping/repository.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { testDatabase } from '../support/database.ts';
+import { icn, insertDispenses } from '../support/fixtures.ts';
 
 const log = createLogger('silent');
 const group = (sql: Parameters<typeof runGrouping>[0]['sql'], env: Record<string, string> = {}) =>

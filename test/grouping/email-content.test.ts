@@ -7,8 +7,8 @@ import fc from 'fast-check';
 import { runGrouping } from '../../src/grouping/grouping-job.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { testDatabase } from '../support/database.ts';
+import { icn, insertDispenses } from '../support/fixtures.ts';
 
 const log = createLogger('silent');
 const group = (sql: Parameters<typeof runGrouping>[0]['sql'], env: Record<string, string> = {}) =>

@@ -5,8 +5,8 @@ import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { connect } from '../../src/db/connect.ts';
 import { AdvisoryLock } from '../../src/db/locks.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { testDatabase } from '../support/database.ts';
+import { icn, insertDispenses, insertTrackingEmail } from '../support/fixtures.ts';
 import { insertDispenses as ingestDispenses, insertInboundMessage } from '../../src/ingest/repository.ts';
 
 const log = createLogger('silent');
@@ -338,9 +338,7 @@ t.test('a dispense that arrives while grouping takes its veteran waits for the r
   });
   await new Promise((resolve) => setTimeout(resolve, 300));
   t.notOk(arrived, 'the ingest waits for the run');
-  await run`
-    insert into tracking_email (id, patient_icn, personalisation, package_count, prescription_count)
-    values (${draft!.id}, ${icn(1)}, '{}', 1, 1)`;
+  await insertTrackingEmail(run, { id: draft!.id, patient_icn: icn(1) });
   await run`update medication_dispense set state = 'grouped' where tracking_email_id = ${draft!.id}`;
   await run`commit`;
   t.equal((await ingest).stored.size, 1, 'the new dispense is stored');

@@ -1,7 +1,7 @@
 // The client address that rate limits are kept by: the one the last trusted proxy saw, never one a
 // client writes into X-Forwarded-For itself.
 import t from 'tap';
-import { internalAuth, testApp } from '../helpers/app.ts';
+import { internalAuth, testApp } from '../support/app.ts';
 
 const stats = (forwardedFor: string, remoteAddress = '10.0.3.17') => ({
   method: 'GET' as const,

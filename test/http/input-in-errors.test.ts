@@ -1,7 +1,7 @@
 // Input a caller can get wrong is answered 400 naming the field, and no value it sent (an ICN, a
 // tracking number, a path) is quoted back in the answer or written to the log.
 import t from 'tap';
-import { internalAuth, testApp } from '../helpers/app.ts';
+import { internalAuth, testApp } from '../support/app.ts';
 
 const icn = '1012845631V123456';
 const trackingNumber = '1Z9999990312345678';

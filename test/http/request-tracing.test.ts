@@ -2,8 +2,8 @@
 // every log line of the request and of the job run it triggers; requests are counted and timed per
 // route pattern and status.
 import t from 'tap';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
-import { internalAuth, testApp } from '../helpers/app.ts';
+import { icn, insertDispenses } from '../support/fixtures.ts';
+import { internalAuth, testApp } from '../support/app.ts';
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

@@ -2,8 +2,8 @@
 // lines than INGEST_MAX_RECORDS_PER_BODY allows (or JSON events) and it is kept and refused whole,
 // naming the limit, before its records are built.
 import t from 'tap';
-import { testApp } from '../helpers/app.ts';
-import { postDispenses, readAcks } from './fixtures.ts';
+import { testApp } from '../support/app.ts';
+import { postDispenses, readAcks } from '../support/ingest.ts';
 
 const message = (i: number) =>
   [`MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|LIM-${i}|P|2.5`, 'PID|||1012345678V123456^^^USVHA^NI',

@@ -2,8 +2,8 @@
 // never dropped as a duplicate: it is kept for review and its sender is told; the stored dispense,
 // which may be in an email already, is left as it is.
 import t from 'tap';
-import { testApp } from '../helpers/app.ts';
-import { postDispenses, readAcks } from './fixtures.ts';
+import { testApp } from '../support/app.ts';
+import { postDispenses, readAcks } from '../support/ingest.ts';
 
 const message = (controlId: string, icn: string, carrier: string) => [
   `MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|${controlId}|P|2.5`,

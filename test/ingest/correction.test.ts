@@ -1,8 +1,8 @@
 // A message that could not be emailed (no ICN) is kept as unprocessable; when CMOP sends the same
 // dispense again with the ICN, the corrected event replaces it and goes on to be emailed.
 import t from 'tap';
-import { testApp } from '../helpers/app.ts';
-import { postDispenses, readAcks, readSample } from './fixtures.ts';
+import { testApp } from '../support/app.ts';
+import { postDispenses, readAcks, readSample } from '../support/ingest.ts';
 
 t.test('a corrected resend replaces an unprocessable dispense', async (t) => {
   const { app, db } = await testApp(t);

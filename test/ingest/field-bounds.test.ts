@@ -1,8 +1,8 @@
 // Every value a dispense stores is bounded, as the JSON schema bounds it: an HL7 field too long for
 // the dispense key's index (or for reading in an email) costs its own message an AE, never the body.
 import t from 'tap';
-import { testApp } from '../helpers/app.ts';
-import { postDispenses, readAcks } from './fixtures.ts';
+import { testApp } from '../support/app.ts';
+import { postDispenses, readAcks } from '../support/ingest.ts';
 
 const msh = (controlId: string) => `MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|${controlId}|P|2.5`;
 const pid = 'PID|||1012345678V123456^^^USVHA^NI~10123456^^^200MHS^PI';

@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import { buildAck, escapeHl7, parseHl7Body, type Hl7Encoding } from '../../src/ingest/hl7.ts';
 import { maskSsns } from '../../src/ingest/mask.ts';
-import { readSample } from './fixtures.ts';
+import { readSample } from '../support/ingest.ts';
 
 const sampleBodies = [
   'rds-r06-batch.hl7',

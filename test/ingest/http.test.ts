@@ -1,8 +1,8 @@
 // What a producer sees at the HTTP door: authentication, content types, size limit, and JSON
 // validation errors that name the event and the field.
 import t, { type Test } from 'tap';
-import { internalAuth, testApp } from '../helpers/app.ts';
-import { postDispenses, readAcks, readSample } from './fixtures.ts';
+import { internalAuth, testApp } from '../support/app.ts';
+import { postDispenses, readAcks, readSample } from '../support/ingest.ts';
 
 const event = (overrides: Record<string, unknown> = {}) => ({
   messageId: 'json-9001',

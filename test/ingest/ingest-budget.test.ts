@@ -5,8 +5,8 @@
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
 import { loadConfig } from '../../src/config.ts';
-import { internalAuth, testApp } from '../helpers/app.ts';
-import { configError } from '../config/config-error.ts';
+import { internalAuth, testApp } from '../support/app.ts';
+import { configError } from '../support/config-error.ts';
 
 const message = (i: number) =>
   [`MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|BUDGET-${i}|P|2.5`, 'PID|||1012345678V123456^^^USVHA^NI',

@@ -3,9 +3,9 @@
 // copied into inbound_message.error.
 import t from 'tap';
 import fc from 'fast-check';
-import { testApp } from '../helpers/app.ts';
+import { testApp } from '../support/app.ts';
 import { parseJsonBody } from '../../src/ingest/json.ts';
-import { postDispenses } from './fixtures.ts';
+import { postDispenses } from '../support/ingest.ts';
 
 t.test('a parse error says where (line, column, character), not what', async (t) => {
   const { app, db } = await testApp(t);

@@ -1,7 +1,7 @@
 // The service never stores an SSN and never logs an ICN, a name, an SSN or a full Rx number.
 import t from 'tap';
-import { testApp, type TestApp } from '../helpers/app.ts';
-import { postDispenses, postSample, readAcks, readSample, sampleIcns, samples, sampleSsns } from './fixtures.ts';
+import { testApp, type TestApp } from '../support/app.ts';
+import { postDispenses, postSample, readAcks, readSample, sampleIcns, samples, sampleSsns } from '../support/ingest.ts';
 
 /** Every row of every table in the database, each as one line of text. */
 async function dumpDatabase(sql: TestApp['db']['sql']): Promise<string> {

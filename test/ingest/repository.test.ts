@@ -5,7 +5,8 @@
 import t from 'tap';
 import { dispenseRows, insertDispenses, insertInboundMessage, storeDispenseRows, textArrayLiteral } from '../../src/ingest/repository.ts';
 import { dispenseKey, type DispenseRecord } from '../../src/ingest/dispense.ts';
-import { testDatabase } from '../helpers/database.ts';
+import { testDatabase } from '../support/database.ts';
+import { insertTrackingEmail } from '../support/fixtures.ts';
 
 const dispense = (rxNumber: string, overrides: Partial<DispenseRecord> = {}): DispenseRecord => ({
   stationNumber: '521', rxNumber, fillNumber: 0, trackingNumber: `1Z${rxNumber}`, carrier: 'UPS', drugName: null, ndc: null,
@@ -61,9 +62,7 @@ t.test('a pending dispense must name a stored draft, a grouped one a stored trac
   const { sql } = await testDatabase(t);
   const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/hl7-v2', maskedBody: 'MSH|...' });
   await insertDispenses(sql, body, [dispense('1'), dispense('2')]);
-  const [email] = await sql<{ id: string }[]>`
-    insert into tracking_email (patient_icn, personalisation, package_count, prescription_count)
-    values ('1012345678V123456', '{}', 1, 1) returning id`;
+  const emailId = await insertTrackingEmail(sql, { patient_icn: '1012345678V123456' });
   const missing = '01890000-0000-7000-8000-000000000000';
   await t.rejects(
     sql`update medication_dispense set tracking_email_id = ${missing} where rx_number = '1'`,
@@ -75,7 +74,7 @@ t.test('a pending dispense must name a stored draft, a grouped one a stored trac
     'a pending dispense names a draft',
   );
   await t.rejects(
-    sql`update medication_dispense set tracking_email_id = ${email!.id} where rx_number = '1'`,
+    sql`update medication_dispense set tracking_email_id = ${emailId} where rx_number = '1'`,
     { code: '23503' },
     'a pending dispense names a draft, not an email',
   );
@@ -85,13 +84,13 @@ t.test('a pending dispense must name a stored draft, a grouped one a stored trac
   );
   await t.rejects(
     sql`update medication_dispense set state = 'grouped',
-               tracking_email_id = case rx_number when '1' then ${email!.id}::uuid else ${missing}::uuid end`,
+               tracking_email_id = case rx_number when '1' then ${emailId}::uuid else ${missing}::uuid end`,
     { code: '23503' },
     'a statement naming a stored and a missing email is refused whole',
   );
   const [before] = await sql<{ grouped: number }[]>`select count(*) filter (where state = 'grouped')::int as grouped from medication_dispense`;
   t.equal(before!.grouped, 0, 'nothing of a refused statement is stored');
-  await sql`update medication_dispense set state = 'grouped', tracking_email_id = ${email!.id}`;
+  await sql`update medication_dispense set state = 'grouped', tracking_email_id = ${emailId}`;
   const [after] = await sql<{ grouped: number }[]>`select count(*) filter (where state = 'grouped')::int as grouped from medication_dispense`;
   t.equal(after!.grouped, 2);
 });

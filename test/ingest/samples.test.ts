@@ -1,8 +1,8 @@
 // Every shared CMOP sample goes through POST /v1/dispenses and ends up as the rows, ACKs and
 // summaries a sender and an operator would see.
 import t from 'tap';
-import { testApp, type TestApp } from '../helpers/app.ts';
-import { postSample, readAcks, readSample, samples, type Sample } from './fixtures.ts';
+import { testApp, type TestApp } from '../support/app.ts';
+import { postSample, readAcks, readSample, samples, type Sample } from '../support/ingest.ts';
 
 const byFile = (file: string): Sample => samples.find((s) => s.file === file)!;
 

@@ -5,8 +5,8 @@ import { buildApp } from '../../src/app.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { startSandboxAal } from '../../src/sandbox/aal.ts';
-import { internalAuth, LogCapture } from '../helpers/app.ts';
-import { testDatabase } from '../helpers/database.ts';
+import { internalAuth, LogCapture } from '../support/app.ts';
+import { testDatabase } from '../support/database.ts';
 
 for (const mode of ['shadow', 'off'] as const) {
   t.test(`${mode} with no VA Notify URL: the send job answers that it sent nothing`, async (t) => {

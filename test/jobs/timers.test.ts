@@ -3,8 +3,8 @@
 import t from 'tap';
 import pino from 'pino';
 import { createJobRunner } from '../../src/jobs/runner.ts';
-import { testApp } from '../helpers/app.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { testApp } from '../support/app.ts';
+import { icn, insertDispenses } from '../support/fixtures.ts';
 
 t.test('a wake during a run starts the next run as soon as it ends', async (t) => {
   let runs = 0;

@@ -6,17 +6,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import type { Sql } from '../../src/db/connect.ts';
 import { PreferencesDeclinedReason, type SandboxVaNotify } from '../../src/sandbox/va-notify.ts';
-import { callbackToken, internalAuth, testApp, type TestApp } from '../helpers/app.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
-import { callbackBody } from '../status/fixtures.ts';
+import { callbackToken, internalAuth, testApp, type TestApp, runJob } from '../support/app.ts';
+import { icn, insertDispenses } from '../support/fixtures.ts';
+import { callbackBody } from '../support/status.ts';
 
 type App = TestApp['app'];
 
-const job = async (app: App, name: string) => {
-  const response = await app.inject({ method: 'POST', url: `/v1/jobs/${name}`, headers: internalAuth });
-  if (response.statusCode !== 200) throw new Error(`POST /v1/jobs/${name} answered ${response.statusCode}: ${response.body}`);
-  return response.json();
-};
 const get = (app: App, url: string) => app.inject({ method: 'GET', url, headers: internalAuth });
 const resend = (app: App, body: unknown) =>
   app.inject({ method: 'POST', url: '/v1/tracking-emails/resend', headers: internalAuth, payload: body as object });
@@ -52,18 +47,18 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
 
   // VA Notify refuses two emails for a placeholder the template asks for and the service does not send.
   await insertDispenses(db.sql, [veteran(faultA), veteran(faultB)]);
-  await job(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push(
     { status: 400, message: 'Missing personalisation: pharmacy_phone' },
     { status: 400, message: 'Missing personalisation: pharmacy_phone' },
   );
-  t.match(await job(app, 'send'), { sent: 0, failed: 2 });
+  t.match(await runJob(app, 'send'), { sent: 0, failed: 2 });
   // Two more: one delivered, one declined by the veteran's VA Profile preferences.
   await insertDispenses(db.sql, [veteran(delivered), veteran(declined)]);
-  await job(app, 'grouping');
-  t.match(await job(app, 'send'), { sent: 2 });
+  await runJob(app, 'grouping');
+  t.match(await runJob(app, 'send'), { sent: 2 });
   await settle(vaNotify, db.sql);
-  t.match(await job(app, 'aal'), { posted: 1 });
+  t.match(await runJob(app, 'aal'), { posted: 1 });
 
   const a = await emailOf(db.sql, faultA);
   const b = await emailOf(db.sql, faultB);
@@ -112,12 +107,12 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   t.same(queued.map((e) => e.resentFrom).sort(), [a.id, b.id, d.id].sort());
 
   // Sent under their own ids as references, delivered, and one AAL event each.
-  t.match(await job(app, 'send'), { sent: 3, failed: 0 });
+  t.match(await runJob(app, 'send'), { sent: 3, failed: 0 });
   await settle(vaNotify, db.sql);
   const references = [...vaNotify.state.notifications.values()].map((n) => n.request.reference);
   for (const copy of copies.values()) t.equal(references.filter((r) => r === copy).length, 1, 'the new email is sent once, under its own reference');
   for (const original of [a.id, b.id]) t.notOk(references.includes(original), 'a send VA Notify refused left no notification');
-  t.match(await job(app, 'aal'), { posted: 3 });
+  t.match(await runJob(app, 'aal'), { posted: 3 });
   const aalRows = await db.sql<{ tracking_email_id: string; detail_value: string }[]>`select tracking_email_id, detail_value from aal_event`;
   t.same(aalRows.map((r) => r.tracking_email_id).sort(), [c.id, ...copies.values()].sort(), 'one AAL event per delivered email');
   t.match(aalRows.find((r) => r.tracking_email_id === copies.get(a.id)), { detail_value: `Packages: UPS ${veteran(faultA).tracking_number} (Rx ending ${veteran(faultA).rx_number.slice(-4)})` });
@@ -131,7 +126,7 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   ]);
   const [emails] = await db.sql<{ count: number }[]>`select count(*)::int as count from tracking_email`;
   t.equal(emails?.count, 7);
-  t.match(await job(app, 'send'), { sent: 0 });
+  t.match(await runJob(app, 'send'), { sent: 0 });
 
   t.match(logs.text, /tracking emails resent by an operator/);
   t.notMatch(logs.text, /OPS-4821/, "the operator's free text stays out of the log");
@@ -144,8 +139,8 @@ t.test('an email delivered, then bounced, is not resent; a resent email stays re
     app.inject({ method: 'POST', url: '/v1/va-notify/callbacks', headers: { authorization: `Bearer ${callbackToken}` }, payload: body });
   const [bounced, declined] = [41, 1];
   await insertDispenses(db.sql, [veteran(bounced), veteran(declined)]);
-  await job(app, 'grouping');
-  await job(app, 'send');
+  await runJob(app, 'grouping');
+  await runJob(app, 'send');
   await settle(vaNotify, db.sql);
   const notificationOf = async (emailId: string) =>
     (await db.sql<{ id: string; completed: Date }[]>`select id, status_completed_at as completed from notification where tracking_email_id = ${emailId}`)[0]!;
@@ -167,7 +162,7 @@ t.test('an email delivered, then bounced, is not resent; a resent email stays re
     { id: first.id, outcome: 'not_resendable', state: 'permanent_failure', reason: /reported it delivered/ },
     { id: second.id, outcome: 'resent' },
   ]);
-  t.match(await job(app, 'send'), { sent: 1 });
+  t.match(await runJob(app, 'send'), { sent: 1 });
   await settle(vaNotify, db.sql);
 
   // A status completed later than the decline, about the old send: it moves that notification only.
@@ -177,8 +172,8 @@ t.test('an email delivered, then bounced, is not resent; a resent email stays re
   t.equal((await callback(late)).statusCode, 200);
   t.match(await db.sql`select status from notification where id = ${declinedSend.id}`, [{ status: 'temporary-failure' }]);
   t.match(await db.sql`select state from tracking_email where id = ${second.id}`, [{ state: 'resent' }], 'no late status moves a resent email');
-  t.match(await job(app, 'sweep'), { replayed: 0 });
-  t.match(await job(app, 'send'), { sent: 0 });
+  t.match(await runJob(app, 'sweep'), { replayed: 0 });
+  t.match(await runJob(app, 'send'), { sent: 0 });
   const sends = (n: number) => [...vaNotify.state.notifications.values()].filter((x) => x.recipientIdentifier?.id_value === icn(n)).length;
   t.equal(sends(bounced), 1, 'the delivered veteran is emailed once');
   t.equal(sends(declined), 2, 'the declined veteran: the declined send and the resend, no third');
@@ -187,8 +182,8 @@ t.test('an email delivered, then bounced, is not resent; a resent email stays re
 t.test('a resend is refused while a send is open, outside live mode, and for a malformed request', async (t) => {
   const { app, db } = await testApp(t);
   await insertDispenses(db.sql, [veteran(21)]);
-  await job(app, 'grouping');
-  await job(app, 'send');
+  await runJob(app, 'grouping');
+  await runJob(app, 'send');
   const email = await emailOf(db.sql, 21);
   // A send VA Notify has not finished (a callback may still say delivered): resending could send twice.
   await db.sql`update tracking_email set state = 'failed' where id = ${email.id}`;
@@ -222,21 +217,21 @@ t.test('a resend is refused while a send is open, outside live mode, and for a m
 t.test('a failed AAL event is posted again with a fresh budget of attempts; a posted one never twice', async (t) => {
   const { app, db, vaNotify, aal } = await testApp(t, { AAL_MAX_ATTEMPTS: '2' }, { listen: true });
   await insertDispenses(db.sql, [veteran(31), veteran(32)]);
-  await job(app, 'grouping');
-  await job(app, 'send');
+  await runJob(app, 'grouping');
+  await runJob(app, 'send');
   await settle(vaNotify, db.sql);
   const failing = await emailOf(db.sql, 31);
   const posted = await emailOf(db.sql, 32);
   await db.sql`update aal_event set next_attempt_at = now() + interval '1 hour' where tracking_email_id = ${failing.id}`;
-  t.match(await job(app, 'aal'), { posted: 1 });
+  t.match(await runJob(app, 'aal'), { posted: 1 });
 
   // MHV refuses the other event until it has used its attempts.
   const due = () => db.sql`update aal_event set next_attempt_at = now() where state = 'pending'`;
   await due();
   aal.state.failRate = 1;
-  t.match(await job(app, 'aal'), { retried: 1 });
+  t.match(await runJob(app, 'aal'), { retried: 1 });
   await due();
-  t.match(await job(app, 'aal'), { failed: 1 });
+  t.match(await runJob(app, 'aal'), { failed: 1 });
   const listed = (await get(app, '/v1/tracking-emails?aalState=failed')).json().emails as { id: string }[];
   t.same(listed.map((e) => e.id), [failing.id], 'the list finds the email whose AAL event failed');
   t.same((await get(app, '/v1/tracking-emails?aalState=unpostable')).json().emails, []);
@@ -251,9 +246,9 @@ t.test('a failed AAL event is posted again with a fresh budget of attempts; a po
   ]);
 
   // Still refused: the budget counts from the retry, so one more failure is retried, the next fails.
-  t.match(await job(app, 'aal'), { retried: 1 });
+  t.match(await runJob(app, 'aal'), { retried: 1 });
   await due();
-  t.match(await job(app, 'aal'), { failed: 1 });
+  t.match(await runJob(app, 'aal'), { failed: 1 });
   const [spent] = await db.sql`select state, attempts, attempts_before_retry, last_error from aal_event where tracking_email_id = ${failing.id}`;
   t.match(spent, { state: 'failed', attempts: 4, attempts_before_retry: 2, last_error: /gave up after 2 attempts/ });
   t.match((await get(app, `/v1/tracking-emails/${failing.id}`)).json(), { aalEvent: { state: 'failed', attempts: 4, attemptsBeforeRetry: 2 } });
@@ -261,9 +256,9 @@ t.test('a failed AAL event is posted again with a fresh budget of attempts; a po
   // MHV is back: retried once more, posted once.
   aal.state.failRate = 0;
   t.match((await retryAal(app, { trackingEmailIds: [failing.id] })).json().results, [{ outcome: 'retried' }]);
-  t.match(await job(app, 'aal'), { posted: 1 });
+  t.match(await runJob(app, 'aal'), { posted: 1 });
   t.match((await retryAal(app, { trackingEmailIds: [failing.id] })).json().results, [{ outcome: 'not_retryable', state: 'posted' }]);
-  t.match(await job(app, 'aal'), { posted: 0 });
+  t.match(await runJob(app, 'aal'), { posted: 0 });
   const byEmail = aal.state.events.map((e) => e.sessionCorrelationId).sort();
   t.same(byEmail, [veteran(31).mhv_correlation_id, veteran(32).mhv_correlation_id].sort(), 'each event reached MHV once');
 });
@@ -271,7 +266,7 @@ t.test('a failed AAL event is posted again with a fresh budget of attempts; a po
 t.test('an id written in capitals names the same email: the answer says what was done to it', async (t) => {
   const { app, db, logs } = await testApp(t);
   await insertDispenses(db.sql, [veteran(51), veteran(52)]);
-  await job(app, 'grouping');
+  await runJob(app, 'grouping');
   const failed = await emailOf(db.sql, 51);
   const delivered = await emailOf(db.sql, 52);
   // A send VA Notify refused (no notification), and a delivered email whose AAL event MHV refused.
@@ -298,7 +293,7 @@ t.test('an id written in capitals names the same email: the answer says what was
 t.test('an id or a reason Postgres cannot take is refused as a bad request, not a server error', async (t) => {
   const { app, db } = await testApp(t);
   await insertDispenses(db.sql, [veteran(53)]);
-  await job(app, 'grouping');
+  await runJob(app, 'grouping');
   const email = await emailOf(db.sql, 53);
   await db.sql`update tracking_email set state = 'failed' where id = ${email.id}`;
 
@@ -324,7 +319,7 @@ t.test('an id or a reason Postgres cannot take is refused as a bad request, not 
 t.test('an email whose delivery was recorded before deliveries always wrote an AAL event is not resent', async (t) => {
   const { app, db } = await testApp(t);
   await insertDispenses(db.sql, [veteran(54)]);
-  await job(app, 'grouping');
+  await runJob(app, 'grouping');
   const email = await emailOf(db.sql, 54);
   // As sql/006 recorded it, before sql/012: a hard bounce completed after the delivery and reached us
   // first, so the delivery was stale and wrote no AAL event. The email ended permanent_failure.

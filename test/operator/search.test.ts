@@ -1,24 +1,23 @@
 // An on-call engineer asked "did this veteran get their email?" finds the veteran's emails by ICN,
 // with the ICN in the request body only, and never in the log.
 import t from 'tap';
-import { internalAuth, testApp } from '../helpers/app.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { internalAuth, runJob, testApp } from '../support/app.ts';
+import { icn, insertDispenses } from '../support/fixtures.ts';
 
 t.test("a veteran's emails by ICN, newest first, and nobody else's", async (t) => {
   const { app, db, logs } = await testApp(t);
   const [alpha, bravo] = [icn(61), icn(62)];
   const search = (body: Record<string, unknown>) =>
     app.inject({ method: 'POST', url: '/v1/tracking-emails/search', headers: internalAuth, payload: body });
-  const group = () => app.inject({ method: 'POST', url: '/v1/jobs/grouping', headers: internalAuth });
 
   await insertDispenses(db.sql, [
     { patient_icn: alpha, rx_number: '6100001', tracking_number: '1Z0000000000000061' },
     { patient_icn: bravo, rx_number: '6200001', tracking_number: '1Z0000000000000062' },
   ]);
-  await group();
+  await runJob(app, 'grouping');
   // A later shipment of the same veteran: a second email.
   await insertDispenses(db.sql, [{ patient_icn: alpha, rx_number: '6100002', tracking_number: '1Z0000000000000063' }]);
-  await group();
+  await runJob(app, 'grouping');
   const emails = await db.sql<{ id: string; patient_icn: string }[]>`select id, patient_icn from tracking_email order by created_at desc, id desc`;
   t.equal(emails.length, 3);
 

@@ -2,7 +2,7 @@
 // the planner's statistics; work in progress and failures are still counted exactly.
 import t from 'tap';
 import { stateCounts } from '../../src/metrics.ts';
-import { internalAuth, testApp } from '../helpers/app.ts';
+import { internalAuth, testApp } from '../support/app.ts';
 
 t.test('a large table: history states estimated, work in progress and failures counted exactly', async (t) => {
   const { app, db } = await testApp(t);

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { parse } from 'yaml';
-import { testApp } from '../helpers/app.ts';
-import { exportedMetricNames, metricsInExpression } from '../helpers/promql.ts';
+import { testApp } from '../support/app.ts';
+import { exportedMetricNames, metricsInExpression } from '../support/promql.ts';
 
 const run = promisify(execFile);
 const ops = new URL('../../ops/', import.meta.url).pathname;

@@ -2,8 +2,8 @@
 // service exports, checked against a real scrape of /metrics.
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { testApp } from '../helpers/app.ts';
-import { exportedMetricNames, metricsInExpression } from '../helpers/promql.ts';
+import { testApp } from '../support/app.ts';
+import { exportedMetricNames, metricsInExpression } from '../support/promql.ts';
 
 interface Panel {
   title: string;

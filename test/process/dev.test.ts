@@ -5,7 +5,7 @@ import { utimesSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { freePortBelowEphemeralRange } from '../../src/db/embedded.ts';
-import { testDatabase } from '../helpers/database.ts';
+import { testDatabase } from '../support/database.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const packageJson = (await import('../../package.json', { with: { type: 'json' } })).default as { scripts: Record<string, string> };

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { testApp } from '../helpers/app.ts';
+import { testApp } from '../support/app.ts';
 
 const run = promisify(execFile);
 const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');

@@ -2,10 +2,10 @@
 // load: 64 concurrent 5 MiB ingest bodies, half of them built to cost the most memory per byte, are
 // answered (200, 400 or 503 with Retry-After), never by a dead process. No timing is asserted.
 import t from 'tap';
-import { testDatabase } from '../helpers/database.ts';
-import { internalAuth } from '../helpers/app.ts';
-import { startServiceProcess } from '../helpers/service-process.ts';
-import { bodies } from './overload-bodies.ts';
+import { testDatabase } from '../support/database.ts';
+import { internalAuth } from '../support/app.ts';
+import { startServiceProcess } from '../support/service-process.ts';
+import { bodies } from '../support/overload-bodies.ts';
 
 // 320 MiB uploaded and a process started on a shared machine: minutes, not the suite's two.
 t.setTimeout(900_000);

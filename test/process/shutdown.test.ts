@@ -3,10 +3,10 @@
 // claimed is lost.
 import t, { type Test } from 'tap';
 import { startSandboxVaNotify } from '../../src/sandbox/va-notify.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
-import { internalAuth } from '../helpers/app.ts';
-import { sandboxVaNotifyEnv, startServiceProcess } from '../helpers/service-process.ts';
+import { testDatabase } from '../support/database.ts';
+import { icn, insertDispenses } from '../support/fixtures.ts';
+import { internalAuth } from '../support/app.ts';
+import { sandboxVaNotifyEnv, startServiceProcess } from '../support/service-process.ts';
 
 /** How the process ended, or 'still running' after `ms`. */
 async function exitWithin<T>(exited: Promise<T>, ms: number): Promise<T | 'still running'> {

@@ -2,7 +2,7 @@
 // entry point, so what the tests and benchmarks run is what production runs.
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { startCommand } from '../../bench/lib/start-path.ts';
+import { startCommand } from '../../scripts/start-command.ts';
 
 const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
 

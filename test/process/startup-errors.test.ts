@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { startCommand } from '../../bench/lib/start-path.ts';
+import { startCommand } from '../../scripts/start-command.ts';
 import { freePort } from '../../src/db/embedded.ts';
-import { configError } from '../config/config-error.ts';
+import { configError } from '../support/config-error.ts';
 import { loadConfig } from '../../src/config.ts';
 
 // Each test starts the service as a process, some with an embedded PostgreSQL.

@@ -5,10 +5,10 @@ import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { runRetention, type RetentionCounts } from '../../src/retention/retention-job.ts';
 import { AdvisoryLock } from '../../src/db/locks.ts';
-import { internalAuth, LogCapture, testApp, type TestApp } from '../helpers/app.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { icn } from '../helpers/fixtures.ts';
-import { postDispenses, readAcks, readSample } from '../ingest/fixtures.ts';
+import { internalAuth, LogCapture, testApp, type TestApp, runJob } from '../support/app.ts';
+import { testDatabase } from '../support/database.ts';
+import { icn } from '../support/fixtures.ts';
+import { postDispenses, readAcks, readSample } from '../support/ingest.ts';
 import type { Sql } from '../../src/db/connect.ts';
 
 const json = { ...internalAuth, 'content-type': 'application/json' };
@@ -26,8 +26,6 @@ function dispenseEvent(n: number, rx = `31${String(n).padStart(5, '0')}`) {
   };
 }
 
-const job = (app: TestApp['app'], name: string) =>
-  app.inject({ method: 'POST', url: `/v1/jobs/${name}`, headers: internalAuth }).then((r) => r.json());
 
 async function ingest(app: TestApp['app'], events: unknown[]) {
   const answer = await app.inject({ method: 'POST', url: '/v1/dispenses', headers: json, payload: events });
@@ -62,22 +60,22 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   const sql = db.sql;
   // Three veterans delivered and logged; then one's AAL event is made pending again (not posted yet).
   await ingest(app, [dispenseEvent(1), dispenseEvent(2), dispenseEvent(3)]);
-  t.match(await job(app, 'grouping'), { emailsCreated: 3 });
-  t.match(await job(app, 'send'), { sent: 3 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 3 });
+  t.match(await runJob(app, 'send'), { sent: 3 });
   await waitFor(sql, 'delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 3);
-  t.match(await job(app, 'aal'), { posted: 3 });
+  t.match(await runJob(app, 'aal'), { posted: 3 });
   await sql`update aal_event set state = 'pending', posted_at = null where tracking_email_id =
               (select id from tracking_email where patient_icn = ${icn(102)})`;
   // A fourth veteran's email is grouped and not sent yet; a fifth's dispense is still pending; a
   // sixth's email failed its AAL post and waits for an operator.
   await ingest(app, [dispenseEvent(4)]);
-  t.match(await job(app, 'grouping'), { emailsCreated: 1 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 1 });
   await ingest(app, [dispenseEvent(5)]);
   await sql`update aal_event set state = 'failed' where tracking_email_id = (select id from tracking_email where patient_icn = ${icn(103)})`;
   const sentBefore = vaNotify.state.notifications.size;
   await age(sql, 100);
 
-  const result = await job(app, 'retention');
+  const result = await runJob(app, 'retention');
   t.match(result, {
     status: 'done', trackingEmails: 1, dispenses: 1, notifications: 1, aalEvents: 1, dispenseKeysKept: 1, lockTimeouts: 0, stopped: false,
   });
@@ -106,8 +104,8 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   const resend = await ingest(app, [dispenseEvent(1)]);
   t.match(resend, { duplicates: 1 });
   t.notOk(resend.inserted, 'nothing stored');
-  t.match(await job(app, 'grouping'), { emailsCreated: 1 }, 'only the fifth veteran');
-  await job(app, 'send');
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 1 }, 'only the fifth veteran');
+  await runJob(app, 'send');
   const sentTo = [...vaNotify.state.notifications.values()].slice(sentBefore).map((n) => n.recipientIdentifier?.id_value);
   t.same(sentTo.sort(), [icn(104), icn(105)].sort(), 'no second email to the first veteran');
   const [stored] = await sql`select count(*)::int as n from medication_dispense where patient_icn = ${icn(101)}`;
@@ -125,12 +123,12 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
   const body = readSample('rds-o13-one-package-two-rx.hl7');
   const first = await postDispenses(app, body, 'application/hl7-v2');
   t.same(readAcks(first.body).map((a) => a.code), ['AA', 'AA']);
-  t.match(await job(app, 'grouping'), { emailsCreated: 1 });
-  t.match(await job(app, 'send'), { sent: 1 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 1 });
+  t.match(await runJob(app, 'send'), { sent: 1 });
   await waitFor(sql, 'delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1);
-  t.match(await job(app, 'aal'), { posted: 1 });
+  t.match(await runJob(app, 'aal'), { posted: 1 });
   await age(sql, 100);
-  t.match(await job(app, 'retention'), { status: 'done', trackingEmails: 1, dispenses: 2, dispenseKeysKept: 2 });
+  t.match(await runJob(app, 'retention'), { status: 'done', trackingEmails: 1, dispenses: 2, dispenseKeysKept: 2 });
   t.match(await counts(sql), { emails: 0, dispenses: 0, keys: 2 });
 
   const sentBefore = vaNotify.state.notifications.size;
@@ -138,8 +136,8 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
   t.equal(resend.statusCode, 200);
   t.same(readAcks(resend.body).map((a) => [a.code, a.text]), [['AA', 'accepted: already received'], ['AA', 'accepted: already received']],
     'each message acknowledged as a duplicate');
-  t.match(await job(app, 'grouping'), { emailsCreated: 0 });
-  await job(app, 'send');
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 0 });
+  await runJob(app, 'send');
   t.equal(vaNotify.state.notifications.size, sentBefore, 'no second email');
   t.match(await counts(sql), { emails: 0, dispenses: 0 });
 });
@@ -147,12 +145,12 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
 t.test('a second run removes nothing more; 0 keeps every record', async (t) => {
   const { app, db } = await testApp(t, { GROUPING_QUIET_MINUTES: '0', RECORD_RETENTION_DAYS: '0', INBOUND_BODY_RETENTION_DAYS: '0' }, { listen: true });
   await ingest(app, [dispenseEvent(1)]);
-  await job(app, 'grouping');
-  await job(app, 'send');
+  await runJob(app, 'grouping');
+  await runJob(app, 'send');
   await waitFor(db.sql, 'delivery', async () => (await db.sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1);
-  await job(app, 'aal');
+  await runJob(app, 'aal');
   await age(db.sql, 10_000);
-  t.match(await job(app, 'retention'), { status: 'done', trackingEmails: 0, dispenses: 0, inboundBodies: 0 });
+  t.match(await runJob(app, 'retention'), { status: 'done', trackingEmails: 0, dispenses: 0, inboundBodies: 0 });
   t.match(await counts(db.sql), { emails: 1, dispenses: 1, notifications: 1, aal_events: 1, keys: 0 });
   const [body] = await db.sql`select body from inbound_message`;
   t.not(body!.body, '', 'the body is kept');

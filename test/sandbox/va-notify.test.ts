@@ -14,14 +14,10 @@ import {
   startSandboxVaNotify,
   type SandboxVaNotifyOptions,
 } from '../../src/sandbox/va-notify.ts';
-import { LogCapture } from '../helpers/app.ts';
+import { LogCapture } from '../support/app.ts';
+import { icn, personalisation, secret, serviceId, templateId } from '../support/va-notify.ts';
 
-const serviceId = '0b7e1a52-3c1f-4d6e-9a8b-1c2d3e4f5a60';
-const secret = 'c3a1e0f2-7b6d-4e5f-8a9b-0c1d2e3f4a5b';
-const templateId = '7d0c7b1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e';
 const callbackToken = 'callback-token-for-tests';
-const icn = '1012345678V123456';
-const personalisation = { tracking_info: 'Package 1', package_count: '1', prescription_count: '2', shipped_date: 'May 14, 2026' };
 
 type Teardown = { teardown(fn: () => unknown): void };
 

@@ -11,9 +11,9 @@ import { claimDueEmails, releaseClaimedEmails, renewLease } from '../../src/send
 import { runSend } from '../../src/sending/sender.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
 import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../../src/sandbox/va-notify.ts';
-import { testApp, internalAuth } from '../helpers/app.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { testApp, internalAuth, runJob } from '../support/app.ts';
+import { testDatabase } from '../support/database.ts';
+import { icn, insertDispenses } from '../support/fixtures.ts';
 
 const alpha = '1012345678V123456';
 const bravo = '1098765432V654321';
@@ -27,14 +27,12 @@ async function twoVeterans(sql: Parameters<typeof insertDispenses>[0]) {
   ]);
 }
 
-const post = (app: Awaited<ReturnType<typeof testApp>>['app'], job: string) =>
-  app.inject({ method: 'POST', url: `/v1/jobs/${job}`, headers: internalAuth }).then((r) => r.json());
 
 t.test('one email per veteran, by ICN, with only the properties the contract allows', async (t) => {
   const { app, db, vaNotify, logs } = await testApp(t);
   await twoVeterans(db.sql);
-  t.same(await post(app, 'grouping'), { emailsCreated: 2, dispensesGrouped: 4, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
-  t.same(await post(app, 'send'), { sent: 2, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false });
+  t.same(await runJob(app, 'grouping'), { emailsCreated: 2, dispensesGrouped: 4, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
+  t.same(await runJob(app, 'send'), { sent: 2, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false });
 
   const received = [...vaNotify.state.notifications.values()];
   t.equal(received.length, 2);
@@ -61,7 +59,7 @@ t.test('one email per veteran, by ICN, with only the properties the contract all
     t.equal(email.attempt, 1);
     t.equal(vaNotify.state.notifications.get(email.notification_id)?.request.reference, email.id, 'reference is our email id');
   }
-  t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false }, 'nothing sent twice');
+  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false }, 'nothing sent twice');
   t.notMatch(logs.text, alpha);
   t.notMatch(logs.text, bravo);
 });
@@ -69,29 +67,29 @@ t.test('one email per veteran, by ICN, with only the properties the contract all
 t.test('transient failures are retried until VA Notify takes the email', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '300' });
   await insertDispenses(db.sql, [{ patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 500 }, { status: 503 });
-  t.match(await post(app, 'send'), { sent: 1, retried: 0, failed: 0 }, 'quick retries absorb two 5xx');
+  t.match(await runJob(app, 'send'), { sent: 1, retried: 0, failed: 0 }, 'quick retries absorb two 5xx');
 
   await insertDispenses(db.sql, [{ patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T2' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 429 });
-  t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 1, paused: true }, 'a 429: no quick retry, sending paused');
+  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 1, paused: true }, 'a 429: no quick retry, sending paused');
   t.equal(vaNotify.state.forcedResponses.length, 0, 'one request, not three');
   const [waiting] = await db.sql`select state, attempts, next_attempt_at <= now() as due from tracking_email where patient_icn = ${icn(2)}`;
   t.same(waiting, { state: 'queued', attempts: 0, due: true }, 'handed back with its attempt refunded; the pause alone holds it');
   const [pause] = await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
   t.match(pause, { pause_kind: 'rate_limit', pause_reason: /Exceeded rate limit/, a_minute: true }, 'SEND_RATE_LIMIT_PAUSE_SECONDS on every instance');
-  t.match(await post(app, 'send'), { paused: true, sent: 0 });
+  t.match(await runJob(app, 'send'), { paused: true, sent: 0 });
   await resumeSending(db.sql);
-  t.match(await post(app, 'send'), { sent: 1 }, 'sent at once when the pause is cleared');
+  t.match(await runJob(app, 'send'), { sent: 1 }, 'sent at once when the pause is cleared');
   const [sent] = await db.sql`select state, attempts from tracking_email where patient_icn = ${icn(2)}`;
   t.same(sent, { state: 'sent', attempts: 1 });
 
   await insertDispenses(db.sql, [{ patient_icn: icn(3), rx_number: '3000001', tracking_number: 'T3' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ hang: true });
-  t.match(await post(app, 'send'), { sent: 1 }, 'a timeout, then a lookup by reference, then a send');
+  t.match(await runJob(app, 'send'), { sent: 1 }, 'a timeout, then a lookup by reference, then a send');
   const toThree = [...vaNotify.state.notifications.values()].filter((n) => n.recipientIdentifier?.id_value === icn(3));
   t.equal(toThree.length, 1, 'the veteran got one email');
 });
@@ -99,7 +97,7 @@ t.test('transient failures are retried until VA Notify takes the email', async (
 t.test('a VA Notify outage pauses sending on every instance and fails no email, however long it lasts', async (t) => {
   const { app, db, vaNotify, logs } = await testApp(t, { SEND_MAX_ATTEMPTS: '3' });
   await insertDispenses(db.sql, Array.from({ length: 6 }, (_, i) => ({ patient_icn: icn(40 + i), rx_number: `${4000040 + i}`, tracking_number: `T${40 + i}` })));
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   const attempts = async () =>
     (await db.sql<{ attempts: number }[]>`select attempts from tracking_email order by attempts desc, id`).map((r) => r.attempts);
   // The pause ends and every email is due, as if the pause and the retry delays had passed.
@@ -108,7 +106,7 @@ t.test('a VA Notify outage pauses sending on every instance and fails no email, 
     update tracking_email set next_attempt_at = now(), lease_until = case when state = 'sending' then now() end`.simple();
 
   vaNotify.state.faults.sendFailureRate = 1;
-  t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 2, failed: 0, skipped: 4, paused: true },
+  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 2, failed: 0, skipped: 4, paused: true },
     'two emails in a row without an answer are one email\'s bad luck; the third is an outage');
   t.same(await attempts(), [1, 1, 0, 0, 0, 0], 'only the first two were charged an attempt');
   const [pause] = await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
@@ -116,11 +114,11 @@ t.test('a VA Notify outage pauses sending on every instance and fails no email, 
   const [waiting] = await db.sql`select count(*)::int as n from tracking_email where state = 'queued' and attempts = 0 and next_attempt_at > now() + interval '50 seconds'`;
   t.equal(waiting!.n, 4, 'handed back uncharged, due after the first retry delay');
   t.match(logs.text, /VA Notify is not answering: sending is paused on every instance/);
-  t.match(await post(app, 'send'), { paused: true, sent: 0 }, 'held while the pause lasts');
+  t.match(await runJob(app, 'send'), { paused: true, sent: 0 }, 'held while the pause lasts');
 
   for (let probe = 1; probe <= 3; probe++) {
     await timePasses();
-    t.match(await post(app, 'send'), { sent: 0, retried: 0, failed: 0, paused: true }, `probe ${probe} after the pause: the first unanswered email pauses again`);
+    t.match(await runJob(app, 'send'), { sent: 0, retried: 0, failed: 0, paused: true }, `probe ${probe} after the pause: the first unanswered email pauses again`);
   }
   t.same(await attempts(), [1, 1, 0, 0, 0, 0], 'three probes later, enough to use up SEND_MAX_ATTEMPTS, no email was charged again');
   const [states] = await db.sql`select count(*) filter (where state = 'failed')::int as failed from tracking_email`;
@@ -128,24 +126,24 @@ t.test('a VA Notify outage pauses sending on every instance and fails no email, 
 
   vaNotify.state.faults.sendFailureRate = 0;
   await timePasses();
-  t.match(await post(app, 'send'), { sent: 6, paused: false }, 'VA Notify is back: every email goes');
+  t.match(await runJob(app, 'send'), { sent: 6, paused: false }, 'VA Notify is back: every email goes');
   t.same(await attempts(), [2, 2, 1, 1, 1, 1]);
   const [after] = await db.sql`select pause_kind, pause_reason from rate_budget`;
   t.same(after, { pause_kind: null, pause_reason: null }, 'an accepted send ends the probing');
   t.equal(vaNotify.state.counters.sendsAccepted, 6, 'each veteran got one email');
 
   await insertDispenses(db.sql, [{ patient_icn: icn(46), rx_number: '4000046', tracking_number: 'T46' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 500 }, { status: 500 }, { status: 500 });
-  t.match(await post(app, 'send'), { retried: 1, skipped: 0, paused: false }, 'one email without an answer, once confirmed up, is retried later as before');
+  t.match(await runJob(app, 'send'), { retried: 1, skipped: 0, paused: false }, 'one email without an answer, once confirmed up, is retried later as before');
 });
 
 t.test('an outage of no answers at all: the emails VA Notify may have go back as orphans, uncharged', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '200' });
   await insertDispenses(db.sql, Array.from({ length: 3 }, (_, i) => ({ patient_icn: icn(60 + i), rx_number: `${4000060 + i}`, tracking_number: `T${60 + i}` })));
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.faults.latencyMs = 1_000;
-  t.match(await post(app, 'send'), { sent: 0, retried: 2, skipped: 1, paused: true });
+  t.match(await runJob(app, 'send'), { sent: 0, retried: 2, skipped: 1, paused: true });
   vaNotify.state.faults.latencyMs = 0;
   const emails = await db.sql`
     select state, attempts, leased_by is null as unleased,
@@ -184,12 +182,12 @@ t.test('a shutdown that cuts an email\'s tries short says nothing of VA Notify: 
 t.test('one email VA Notify never answers, among others it takes, pauses nothing and fails in the end', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { SEND_MAX_ATTEMPTS: '2', SEND_CONCURRENCY: '1' });
   await insertDispenses(db.sql, Array.from({ length: 4 }, (_, i) => ({ patient_icn: icn(50 + i), rx_number: `${4000050 + i}`, tracking_number: `T${50 + i}` })));
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   const [first] = await db.sql<{ id: string }[]>`select id from tracking_email order by next_attempt_at, id limit 1`;
   for (let round = 1; round <= 2; round++) {
     // One request at a time: the first email due meets the three 500s of its quick retries.
     vaNotify.state.forcedResponses.push({ status: 500 }, { status: 500 }, { status: 500 });
-    const result = await post(app, 'send');
+    const result = await runJob(app, 'send');
     t.match(result, { paused: false, skipped: 0 }, `round ${round}: not an outage`);
     await db.sql`update tracking_email set next_attempt_at = now() where state = 'queued'`;
   }
@@ -202,9 +200,9 @@ t.test('one email VA Notify never answers, among others it takes, pauses nothing
 t.test('an answer lost after VA Notify accepted: recovered by reference, never sent twice', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '300' });
   await insertDispenses(db.sql, [{ patient_icn: icn(4), rx_number: '4000001', tracking_number: 'T4' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ acceptThenDrop: true });
-  t.match(await post(app, 'send'), { sent: 0, recovered: 1 });
+  t.match(await runJob(app, 'send'), { sent: 0, recovered: 1 });
   t.equal(vaNotify.state.counters.sendsAccepted, 1);
   const [email] = await db.sql`select state, (select count(*) from notification n where n.tracking_email_id = e.id) as notifications from tracking_email e`;
   t.same(email, { state: 'sent', notifications: 1 });
@@ -213,15 +211,15 @@ t.test('an answer lost after VA Notify accepted: recovered by reference, never s
 t.test('a crash between the 201 and our commit: after the lease expires the email is recovered by reference', async (t) => {
   const { app, db, vaNotify, config } = await testApp(t);
   await insertDispenses(db.sql, [{ patient_icn: icn(5), rx_number: '5000001', tracking_number: 'T5' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   // The "crashed" sender: it claims and sends, and dies before recording anything.
   const [claimed] = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
   const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
   const outcome = await client.sendEmail({ icn: claimed!.patient_icn, reference: claimed!.id, personalisation: claimed!.personalisation });
   t.equal(outcome.kind, 'accepted');
-  t.match(await post(app, 'send'), { sent: 0, recovered: 0 }, 'a live lease is left alone');
+  t.match(await runJob(app, 'send'), { sent: 0, recovered: 0 }, 'a live lease is left alone');
   await db.sql`update tracking_email set lease_until = now() - interval '1 second'`;
-  t.match(await post(app, 'send'), { sent: 0, recovered: 1 });
+  t.match(await runJob(app, 'send'), { sent: 0, recovered: 1 });
   t.equal(vaNotify.state.counters.sendsAccepted, 1, 'VA Notify received the email once');
   const [notification] = await db.sql`select id from notification`;
   t.equal(notification!.id, outcome.kind === 'accepted' ? outcome.notificationId : '');
@@ -235,11 +233,11 @@ t.test('a 400 fails the email with VA Notify\'s message; a 403 pauses sending wi
     { patient_icn: icn(6), rx_number: '6000001', tracking_number: 'T6', arrived_minutes_ago: 200 },
     { patient_icn: icn(7), rx_number: '7000001', tracking_number: 'T7' },
   ]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   await db.sql`update tracking_email set next_attempt_at = now() - interval '1 minute' where patient_icn = ${icn(6)}`;
   vaNotify.state.forcedResponses.push({ status: 400, message: 'Missing personalisation: tracking_info' });
   vaNotify.state.forcedResponses.push({ status: 403, message: 'Invalid token: API key expired' });
-  const result = await post(app, 'send');
+  const result = await runJob(app, 'send');
   t.match(result, { sent: 0, failed: 1, skipped: 1, paused: true });
   const rows = await db.sql`select patient_icn, state, state_reason, attempts from tracking_email order by patient_icn`;
   t.match(rows[0], { state: 'failed', state_reason: 'VA Notify answered 400: Missing personalisation: tracking_info' });
@@ -247,18 +245,18 @@ t.test('a 400 fails the email with VA Notify\'s message; a 403 pauses sending wi
   t.match(logs.text, /VA Notify rejected our credentials: sending is paused/);
   const [pause] = await db.sql`select pause_kind from rate_budget`;
   t.equal(pause!.pause_kind, 'credentials');
-  t.match(await post(app, 'send'), { paused: true, sent: 0 });
+  t.match(await runJob(app, 'send'), { paused: true, sent: 0 });
   t.equal(vaNotify.state.counters.sendsAccepted, 0);
   await resumeSending(db.sql);
-  t.match(await post(app, 'send'), { sent: 1, paused: false });
+  t.match(await runJob(app, 'send'), { sent: 1, paused: false });
 });
 
 t.test('shadow and off call nobody', async (t) => {
   for (const mode of ['shadow', 'off']) {
     const { app, db, vaNotify } = await testApp(t, { DELIVERY_MODE: mode });
     await insertDispenses(db.sql, [{ patient_icn: icn(8), rx_number: '8000001', tracking_number: 'T8' }]);
-    await post(app, 'grouping');
-    t.same(await post(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false, deliveryMode: mode }, mode);
+    await runJob(app, 'grouping');
+    t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false, deliveryMode: mode }, mode);
     t.equal(vaNotify.state.counters.sendsAccepted + vaNotify.state.counters.getsByReference, 0, `${mode}: no request`);
     const [row] = await db.sql`select count(*)::int as emails, min(state) as state from tracking_email`;
     t.same(row, mode === 'shadow' ? { emails: 1, state: 'shadowed' } : { emails: 0, state: null }, mode);
@@ -329,10 +327,10 @@ t.test('a claim hands emails over in the order they fell due, not the order they
 t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses it; neither fails an email', async (t) => {
   const { app, db, vaNotify, logs } = await testApp(t, { SEND_CONCURRENCY: '1' });
   await insertDispenses(db.sql, [{ patient_icn: icn(30), rx_number: '3000030', tracking_number: 'T30' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
 
   vaNotify.state.forcedResponses.push({ status: 429, error: 'TooManyRequestsError', message: 'Exceeded send limits (1000) for today' });
-  t.match(await post(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
+  t.match(await runJob(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
   const [daily] = await db.sql`
     select abs(extract(epoch from paused_until - (date_trunc('day', now() at time zone 'UTC') + interval '1 day') at time zone 'UTC')) < 2 as next_utc_day,
            pause_kind, pause_reason from rate_budget`;
@@ -341,7 +339,7 @@ t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses
 
   await resumeSending(db.sql);
   vaNotify.state.forcedResponses.push({ status: 404, message: 'The requested URL was not found on the server.' });
-  t.match(await post(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
+  t.match(await runJob(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
   const [pause] = await db.sql`select paused_until - now() > interval '200 seconds' as long, pause_kind from rate_budget`;
   t.same(pause, { long: true, pause_kind: 'no_endpoint' }, 'SEND_PAUSE_SECONDS, as for refused credentials');
   t.match(logs.text, /no send endpoint at the configured URL: sending is paused on every instance; check VA_NOTIFY_BASE_URL/);
@@ -349,22 +347,22 @@ t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses
   const [email] = await db.sql`select state, attempts from tracking_email`;
   t.same(email, { state: 'queued', attempts: 0 }, 'never charged, never failed');
   await resumeSending(db.sql);
-  t.match(await post(app, 'send'), { sent: 1 });
+  t.match(await runJob(app, 'send'), { sent: 1 });
   t.equal(vaNotify.state.counters.sendsAccepted, 1);
 });
 
 t.test('a gateway 502 may hide an accepted send: looked up before the next try; a 500 is not', async (t) => {
   const { app, db, vaNotify } = await testApp(t);
   await insertDispenses(db.sql, [{ patient_icn: icn(31), rx_number: '3000031', tracking_number: 'T31' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 502 });
-  t.match(await post(app, 'send'), { sent: 1 });
+  t.match(await runJob(app, 'send'), { sent: 1 });
   t.equal(vaNotify.state.counters.getsByReference, 1, 'one lookup after the 502');
 
   await insertDispenses(db.sql, [{ patient_icn: icn(32), rx_number: '3000032', tracking_number: 'T32' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 500 });
-  t.match(await post(app, 'send'), { sent: 1 });
+  t.match(await runJob(app, 'send'), { sent: 1 });
   t.equal(vaNotify.state.counters.getsByReference, 1, 'none after the 500');
   t.equal(vaNotify.state.counters.sendsAccepted, 2);
 });
@@ -395,7 +393,7 @@ async function acceptedOrphan(app: Pick<Awaited<ReturnType<typeof testApp>>, 'db
 t.test('an orphan VA Notify cannot be asked about stays an orphan, without failing the run', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '300' });
   await insertDispenses(db.sql, [{ patient_icn: icn(33), rx_number: '3000033', tracking_number: 'T33' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   const lost = await orphan(db.sql);
   vaNotify.state.faults.latencyMs = 1_000;
   const response = await app.inject({ method: 'POST', url: '/v1/jobs/send', headers: internalAuth });
@@ -445,9 +443,9 @@ t.test('a database error between the tries of an orphan does not skip its lookup
 t.test('a 201 whose body cannot be read is looked up, not sent again', async (t) => {
   const { app, db, vaNotify } = await testApp(t);
   await insertDispenses(db.sql, [{ patient_icn: icn(37), rx_number: '3000037', tracking_number: 'T37' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ acceptWithUnreadableBody: true });
-  t.match(await post(app, 'send'), { sent: 0, recovered: 1 });
+  t.match(await runJob(app, 'send'), { sent: 0, recovered: 1 });
   t.equal(vaNotify.state.counters.sendsAccepted, 1, 'the veteran got one email');
 });
 
@@ -467,9 +465,9 @@ t.test('a claim taken over by an instance that writes no token is not renewed by
 t.test('an orphan VA Notify has no notification for, with every attempt used, fails unsent', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { SEND_MAX_ATTEMPTS: '3' });
   await insertDispenses(db.sql, [{ patient_icn: icn(35), rx_number: '3000035', tracking_number: 'T35' }]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   await orphan(db.sql, 3);
-  t.match(await post(app, 'send'), { sent: 0, failed: 1 });
+  t.match(await runJob(app, 'send'), { sent: 0, failed: 1 });
   const [email] = await db.sql`select state, state_reason from tracking_email`;
   t.same(email, { state: 'failed', state_reason: 'gave up after 3 attempts: the last send was never confirmed and VA Notify has no notification for it' });
   t.equal(vaNotify.state.counters.getsByReference, 1);

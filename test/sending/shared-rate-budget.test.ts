@@ -3,9 +3,9 @@
 // Sends are counted by the times the sandbox VA Notify recorded them at.
 import t from 'tap';
 import { startSandboxVaNotify } from '../../src/sandbox/va-notify.ts';
-import { testDatabase } from '../helpers/database.ts';
-import { sandboxVaNotifyEnv, startServiceProcess, type ServiceProcess } from '../helpers/service-process.ts';
-import { icn } from '../helpers/fixtures.ts';
+import { testDatabase } from '../support/database.ts';
+import { sandboxVaNotifyEnv, startServiceProcess, type ServiceProcess } from '../support/service-process.ts';
+import { icn, insertTrackingEmail } from '../support/fixtures.ts';
 
 // The budget's window is VA Notify's minute, so the test watches sends for a little over a minute.
 t.setTimeout(300_000);
@@ -29,9 +29,7 @@ t.test('three instances: no 60 s window over the budget, and at least 95% of it 
   // A backlog larger than the minute and a quarter can drain.
   const backlog = 180;
   for (let n = 0; n < backlog; n++) {
-    await db.sql`
-      insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state)
-      values (${icn(n)}, '15176497', ${db.sql.json(personalisation(n))}, 1, 1, 'queued')`;
+    await insertTrackingEmail(db.sql, { patient_icn: icn(n), mhv_correlation_id: '15176497', personalisation: personalisation(n) });
   }
   const env = {
     ...sandboxVaNotifyEnv(vaNotify.url),

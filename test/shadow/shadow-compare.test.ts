@@ -2,18 +2,16 @@
 // and the report through the CLI and through POST /v1/shadow/compare. The period holds exactly one
 // package missing on each side, one veteran grouped differently and one malformed row: the report
 // must name those and nothing else.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parse } from 'csv-parse/sync';
 import t from 'tap';
-import { internalAuth, testApp } from '../helpers/app.ts';
-import { testDatabase, type TestDatabase } from '../helpers/database.ts';
-import { insertDispense, insertShadowedEmail, Veterans } from './fixtures/rows.ts';
+import { internalAuth, testApp } from '../support/app.ts';
+import { testDatabase, type TestDatabase } from '../support/database.ts';
+import { insertShadowedEmail, shadowDispense, Veterans } from '../support/shadow.ts';
+import { runScript, tempDir } from '../support/cli.ts';
+import { insertDispenses } from '../support/fixtures.ts';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const allIcns = Object.values(Veterans);
 
 /** What the service would have sent on 14 May 2026 (DELIVERY_MODE=shadow). */
@@ -36,7 +34,7 @@ async function shadowPeriod(db: TestDatabase) {
     ]),
   };
   // Charlie's fill was cancelled: nobody emails it, and MHV did not either. Not a mismatch.
-  await insertDispense(sql, { icn: Veterans.charlie, trackingNumber: '', carrier: 'UNK', shippedAt: null, state: 'cancelled', stateReason: 'DRUG DISCONTINUED BY PROVIDER', rxNumber: '7004513' });
+  await insertDispenses(sql, [shadowDispense({ patient_icn: Veterans.charlie, tracking_number: '', carrier: 'UNK', shipped_at: null, state: 'cancelled', state_reason: 'DRUG DISCONTINUED BY PROVIDER', rx_number: '7004513' })]);
   return emails;
 }
 
@@ -85,32 +83,12 @@ function fromCsv(text: string) {
   }));
 }
 
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--no-warnings', 'src/shadow/cli.ts', ...args], {
-      cwd: repoRoot,
-      env: { PATH: process.env.PATH ?? '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-function tempDir(t: { teardown(fn: () => unknown): void }): string {
-  const dir = mkdtempSync(join(tmpdir(), 'shadow-compare-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const runCli = (args: string[], env: Record<string, string>) => runScript('src/shadow/cli.ts', args, env);
 
 t.test('the CLI names each known difference and nothing else', async (t) => {
   const db = await testDatabase(t);
   const emails = await shadowPeriod(db);
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'shadow-compare-');
   const exportFile = join(dir, 'mhv-export.csv');
   const outFile = join(dir, 'mismatches.csv');
   writeFileSync(exportFile, mhvExport);
@@ -147,7 +125,7 @@ t.test('the CLI names each known difference and nothing else', async (t) => {
 t.test('the CLI with a window, --out -, and its errors', async (t) => {
   const db = await testDatabase(t);
   await shadowPeriod(db);
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'shadow-compare-');
   const exportFile = join(dir, 'mhv-export.csv');
   writeFileSync(exportFile, mhvExport);
 
@@ -270,15 +248,15 @@ t.test('why MHV emailed a package the service did not, from the dispenses it hol
   const { app, db } = await testApp(t);
   const { sql } = db;
   const icn = Veterans.delta;
-  await insertDispense(sql, { icn, trackingNumber: 'PEND0001', shippedAt: '2026-05-14T09:00:00Z', state: 'pending' });
+  await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: 'PEND0001', shipped_at: '2026-05-14T09:00:00Z', state: 'pending' })]);
   // Came without an ICN: found by its tracking number alone.
-  await insertDispense(sql, { icn: null, trackingNumber: 'NOICN0001', shippedAt: null, state: 'unprocessable', stateReason: 'no ICN' });
-  await insertDispense(sql, { icn, trackingNumber: 'CANC0001', shippedAt: '2026-05-14T09:00:00Z', state: 'cancelled' });
-  await insertDispense(sql, { icn, trackingNumber: 'EXCL0001', shippedAt: '2026-05-13T23:00:00Z', state: 'excluded' });
-  await insertDispense(sql, { icn: Veterans.alpha, trackingNumber: 'OTHER0001', shippedAt: '2026-05-14T09:00:00Z', state: 'pending' });
+  await insertDispenses(sql, [shadowDispense({ patient_icn: null, tracking_number: 'NOICN0001', shipped_at: null, state: 'unprocessable', state_reason: 'no ICN' })]);
+  await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: 'CANC0001', shipped_at: '2026-05-14T09:00:00Z', state: 'cancelled' })]);
+  await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: 'EXCL0001', shipped_at: '2026-05-13T23:00:00Z', state: 'excluded' })]);
+  await insertDispenses(sql, [shadowDispense({ patient_icn: Veterans.alpha, tracking_number: 'OTHER0001', shipped_at: '2026-05-14T09:00:00Z', state: 'pending' })]);
   // One package, one fill pending and one grouped: the veteran was told about it, so it matches.
   const email = await insertShadowedEmail(sql, icn, [{ trackingNumber: 'MIXED0001', carrier: 'UPS', shippedAt: '2026-05-14T09:00:00Z', rxNumbers: ['5550001'] }]);
-  await insertDispense(sql, { icn, trackingNumber: 'MIXED0001', shippedAt: '2026-05-14T11:00:00Z', state: 'pending' });
+  await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: 'MIXED0001', shipped_at: '2026-05-14T11:00:00Z', state: 'pending' })]);
   // Shipped before the period, emailed by MHV inside it: looked up by tracking number, so it matches.
   const earlyEmail = await insertShadowedEmail(sql, icn, [{ trackingNumber: 'EARLY0001', carrier: 'USPS', shippedAt: '2026-05-12T22:00:00Z', rxNumbers: ['5550002'] }], '2026-05-13T00:00:00Z');
 

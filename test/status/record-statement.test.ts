@@ -4,7 +4,8 @@ import { randomUUID } from 'node:crypto';
 import t from 'tap';
 import { NotificationStatuses, isFinal, progressRank } from '../../src/status/notification-status.ts';
 import { recordStatusEvent, type StatusEvent } from '../../src/status/repository.ts';
-import { testDatabase } from '../helpers/database.ts';
+import { testDatabase } from '../support/database.ts';
+import { insertNotification } from '../support/fixtures.ts';
 import {
   aalEventsOf,
   callbackOptions as callback,
@@ -12,10 +13,9 @@ import {
   emailRow,
   eventsOf,
   insertEmail,
-  insertNotification,
   notificationRow,
   tracedPool,
-} from './fixtures.ts';
+} from '../support/status.ts';
 
 t.test('recording a status event against a real database', async (t) => {
   const { sql, url } = await testDatabase(t);

@@ -5,7 +5,8 @@ import { randomUUID } from 'node:crypto';
 import t from 'tap';
 import { applyPendingStatusEvents, recordStatusEvent, StatusEventFailedError, type StatusEvent } from '../../src/status/repository.ts';
 import { StatusEventBatcher } from '../../src/status/status-event-batcher.ts';
-import { testDatabase } from '../helpers/database.ts';
+import { testDatabase } from '../support/database.ts';
+import { insertNotification } from '../support/fixtures.ts';
 import {
   aalEventsOf,
   callbackOptions as callback,
@@ -13,10 +14,9 @@ import {
   emailRow,
   eventsOf,
   insertEmail,
-  insertNotification,
   notificationRow,
   tracedPool,
-} from './fixtures.ts';
+} from '../support/status.ts';
 
 t.test('recording callbacks in batches against a real database', async (t) => {
   const { sql, url } = await testDatabase(t);
@@ -158,7 +158,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     const sending = randomUUID();
     let results: Promise<unknown[]> | undefined;
     await sql.begin(async (tx) => {
-      await insertNotification(tx, sendingEmail, 1, sending);
+      await insertNotification(tx, sendingEmail, { attempt: 1, id: sending });
       await tx`update tracking_email set state = 'sent' where id = ${sendingEmail}`;
       t.same(await applyPendingStatusEvents(tx, sending, callback), { applied: 0, stale: 0, aalEventCreated: false });
       results = Promise.all([batcher.record(event(stored)), batcher.record(event(sending))]);

@@ -8,16 +8,16 @@ import {
   normaliseStatus,
 } from '../../src/status/notification-status.ts';
 import { applyPendingStatusEvents, recordStatusEvent, recordStatusEvents, type StatusEvent } from '../../src/status/repository.ts';
-import { testDatabase } from '../helpers/database.ts';
+import { testDatabase } from '../support/database.ts';
+import { insertNotification } from '../support/fixtures.ts';
 import {
   aalEventsOf,
   emailRow,
   eventsOf,
-  insertDispenses,
+  insertGroupedDispenses,
   insertEmail,
-  insertNotification,
   notificationRow,
-} from './fixtures.ts';
+} from '../support/status.ts';
 
 const options = { replayDelayMinutes: 60, sendMaxAttempts: 5 };
 const callback = { ...options, source: 'callback' as const };
@@ -50,10 +50,10 @@ t.test('status events against a real database', async (t) => {
 
   t.test('a delivery: the notification, the email and one AAL event with packages and Rx last fours only', async (t) => {
     const emailId = await insertEmail(sql);
-    await insertDispenses(sql, emailId, [
-      { rxNumber: '2719100', trackingNumber: '1Z9999990312345678', carrier: 'UPS' },
-      { rxNumber: '2719043', trackingNumber: '1Z9999990312345678', carrier: 'UPS' },
-      { rxNumber: '3304512', trackingNumber: '9400111899223344556677', carrier: 'USPS', drugName: 'LISINOPRIL 10MG TAB' },
+    await insertGroupedDispenses(sql, emailId, [
+      { rx_number: '2719100', tracking_number: '1Z9999990312345678', carrier: 'UPS' },
+      { rx_number: '2719043', tracking_number: '1Z9999990312345678', carrier: 'UPS' },
+      { rx_number: '3304512', tracking_number: '9400111899223344556677', carrier: 'USPS', drug_name: 'LISINOPRIL 10MG TAB' },
     ]);
     const id = await insertNotification(sql, emailId);
     const result = await recordStatusEvent(sql, delivered(id), callback);
@@ -96,7 +96,7 @@ t.test('status events against a real database', async (t) => {
     // Each email its own fill: a dispense event is unique across emails.
     const emailWithPackage = async (rxNumber: string) => {
       const emailId = await insertEmail(sql);
-      await insertDispenses(sql, emailId, [{ rxNumber, trackingNumber: '1Z9999990312345678', carrier: 'UPS' }]);
+      await insertGroupedDispenses(sql, emailId, [{ rx_number: rxNumber, tracking_number: '1Z9999990312345678', carrier: 'UPS' }]);
       return { emailId, id: await insertNotification(sql, emailId) };
     };
     const expected = (rxNumber: string) => ({
@@ -143,10 +143,10 @@ t.test('status events against a real database', async (t) => {
 
   t.test('a package with a known carrier on one fill and UNK on another is listed once, by its carrier', async (t) => {
     const emailId = await insertEmail(sql);
-    await insertDispenses(sql, emailId, [
-      { rxNumber: '5520100', trackingNumber: '1Z9999990312345678', carrier: 'UNK' },
-      { rxNumber: '5520043', trackingNumber: '1Z9999990312345678', carrier: 'UPS' },
-      { rxNumber: '5504512', trackingNumber: 'ABC123', carrier: 'UNK' },
+    await insertGroupedDispenses(sql, emailId, [
+      { rx_number: '5520100', tracking_number: '1Z9999990312345678', carrier: 'UNK' },
+      { rx_number: '5520043', tracking_number: '1Z9999990312345678', carrier: 'UPS' },
+      { rx_number: '5504512', tracking_number: 'ABC123', carrier: 'UNK' },
     ]);
     const id = await insertNotification(sql, emailId);
     await recordStatusEvent(sql, delivered(id), callback);
@@ -175,7 +175,7 @@ t.test('status events against a real database', async (t) => {
     t.equal((await aalEventsOf(sql, emailId)).length, 0);
 
     const summary = await sql.begin(async (tx) => {
-      await insertNotification(tx, emailId, 1, id);
+      await insertNotification(tx, emailId, { attempt: 1, id });
       await tx`update tracking_email set state = 'sent' where id = ${emailId}`;
       return applyPendingStatusEvents(tx, id, options);
     });
@@ -190,7 +190,7 @@ t.test('status events against a real database', async (t) => {
     const emailId = await insertEmail(sql, { state: 'sending' });
     const id = randomUUID();
     await sql.begin(async (tx) => {
-      await insertNotification(tx, emailId, 1, id);
+      await insertNotification(tx, emailId, { attempt: 1, id });
       await tx`update tracking_email set state = 'sent' where id = ${emailId}`;
       // The sender's insert is not visible yet: the callback keeps the event for later.
       t.same(await recordStatusEvent(sql, delivered(id), callback), { outcome: 'pending_notification', aalEventCreated: false });
@@ -205,7 +205,7 @@ t.test('status events against a real database', async (t) => {
     const id = randomUUID();
     let recorded: Promise<unknown> | undefined;
     await sql.begin(async (tx) => {
-      await insertNotification(tx, emailId, 1, id);
+      await insertNotification(tx, emailId, { attempt: 1, id });
       await tx`update tracking_email set state = 'sent' where id = ${emailId}`;
       t.same(await applyPendingStatusEvents(tx, id, options), { applied: 0, stale: 0, aalEventCreated: false });
       recorded = recordStatusEvent(sql, delivered(id), callback);
@@ -232,7 +232,7 @@ t.test('status events against a real database', async (t) => {
     t.equal((await aalEventsOf(sql, emailId)).length, 0);
 
     const lastEmailId = await insertEmail(sql, { attempts: 5 });
-    const lastId = await insertNotification(sql, lastEmailId, 5);
+    const lastId = await insertNotification(sql, lastEmailId, { attempt: 5 });
     await recordStatusEvent(sql, delivered(lastId, { status: 'temporary-failure', statusReason: reason }), callback);
     const last = await emailRow(sql, lastEmailId);
     t.equal(last.state, 'failed');
@@ -254,7 +254,7 @@ t.test('status events against a real database', async (t) => {
   });
 
   t.test('an email without an MHV correlation id gets an unpostable AAL event', async (t) => {
-    const emailId = await insertEmail(sql, { mhvCorrelationId: null });
+    const emailId = await insertEmail(sql, { mhv_correlation_id: null });
     const id = await insertNotification(sql, emailId);
     await recordStatusEvent(sql, delivered(id, { completedAt: null }), callback);
     const [aal] = await aalEventsOf(sql, emailId);
@@ -266,8 +266,8 @@ t.test('status events against a real database', async (t) => {
 
   t.test('a late event about an earlier attempt leaves the email with its latest send', async (t) => {
     const emailId = await insertEmail(sql, { attempts: 2 });
-    const first = await insertNotification(sql, emailId, 1);
-    const second = await insertNotification(sql, emailId, 2);
+    const first = await insertNotification(sql, emailId, { attempt: 1 });
+    const second = await insertNotification(sql, emailId, { attempt: 2 });
     await recordStatusEvent(sql, delivered(first, { status: 'permanent-failure', statusReason: 'Undeliverable - Unable to deliver' }), callback);
     t.equal((await notificationRow(sql, first)).status, 'permanent-failure');
     t.equal((await emailRow(sql, emailId)).state, 'sent');

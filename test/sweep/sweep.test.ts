@@ -17,18 +17,13 @@ import {
   sandboxDefaults,
   type SandboxVaNotify,
 } from '../../src/sandbox/va-notify.ts';
-import { internalAuth, testApp, type TestApp } from '../helpers/app.ts';
-import { icn, insertDispenses } from '../helpers/fixtures.ts';
+import { internalAuth, testApp, type TestApp, runJob } from '../support/app.ts';
+import { icn, insertDispenses, insertNotification, insertTrackingEmail } from '../support/fixtures.ts';
 
 type App = TestApp['app'];
 /** A subtest, as tap hands it to a test function. */
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
-const post = async (app: App, job: string) => {
-  const response = await app.inject({ method: 'POST', url: `/v1/jobs/${job}`, headers: internalAuth });
-  if (response.statusCode !== 200) throw new Error(`POST /v1/jobs/${job} answered ${response.statusCode}: ${response.body}`);
-  return response.json();
-};
 const get = (app: App, url: string) => app.inject({ method: 'GET', url, headers: internalAuth });
 
 /** One veteran, one package; the MHV correlation id is derived from the number so AAL events can be told apart. */
@@ -71,11 +66,11 @@ async function lostCallbackRun(t: Test) {
   const run = await testApp(t, { STATUS_POLL_AFTER_MINUTES: '0' }, { listen: true, vaNotifyOptions: { faults: { dropCallbackRate: 1 } } });
   const { app, db, vaNotify } = run;
   await insertDispenses(db.sql, [declined, temporary, deliveredA, deliveredB].map(veteran));
-  t.match(await post(app, 'grouping'), { emailsCreated: 4 });
-  t.match(await post(app, 'send'), { sent: 4 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 4 });
+  t.match(await runJob(app, 'send'), { sent: 4 });
   t.equal(await settle(vaNotify, db.sql, 4), 4, 'no callback came: every notification is still open');
   t.equal(vaNotify.state.counters.callbacksDropped, 4);
-  const sweep = await post(app, 'sweep');
+  const sweep = await runJob(app, 'sweep');
   t.match(sweep, { status: 'done', polled: 4, statusesApplied: 4, expired: 0, adopted: 0, released: 0, replayed: 0, errors: 0 });
   return run;
 }
@@ -91,22 +86,22 @@ t.test('lost callbacks: every email reaches its final state through polls, and e
   const sources = await db.sql`select distinct source from notification_status_event`;
   t.same(sources.map((r) => r.source), ['poll']);
 
-  t.match(await post(app, 'sweep'), { status: 'done', polled: 0 }, 'final notifications are not polled again');
+  t.match(await runJob(app, 'sweep'), { status: 'done', polled: 0 }, 'final notifications are not polled again');
   t.equal(vaNotify.state.counters.getsById, 4);
 
-  t.match(await post(app, 'aal'), { posted: 2, failed: 0 });
+  t.match(await runJob(app, 'aal'), { posted: 2, failed: 0 });
   t.equal(aal.state.events.length, 2);
   const byVeteran = new Map<string, number>();
   for (const event of aal.state.events) byVeteran.set(event.sessionCorrelationId, (byVeteran.get(event.sessionCorrelationId) ?? 0) + 1);
   t.same(Object.fromEntries(byVeteran), { [veteran(deliveredA).mhv_correlation_id]: 1, [veteran(deliveredB).mhv_correlation_id]: 1 });
-  t.match(await post(app, 'aal'), { posted: 0 }, 'nothing posted twice');
+  t.match(await runJob(app, 'aal'), { posted: 0 }, 'nothing posted twice');
 
   for (const n of [declined, temporary, deliveredA, deliveredB]) t.notMatch(logs.text, icn(n), 'no ICN in the log');
 });
 
 t.test('metrics, stats and the email view after a lost-callback run', async (t) => {
   const { app, db } = await lostCallbackRun(t);
-  await post(app, 'aal');
+  await runJob(app, 'aal');
 
   const metrics = await app.inject({ method: 'GET', url: '/metrics' });
   t.equal(metrics.statusCode, 200);
@@ -192,12 +187,12 @@ t.test('metrics, stats and the email view after a lost-callback run', async (t) 
 t.test('with callbacks flowing, sweeps ask VA Notify nothing', async (t) => {
   const { app, db, vaNotify, aal } = await testApp(t, { STATUS_POLL_AFTER_MINUTES: '0' }, { listen: true });
   await insertDispenses(db.sql, [declined, temporary, deliveredA, deliveredB, 13, 14].map(veteran));
-  t.match(await post(app, 'grouping'), { emailsCreated: 6 });
-  t.match(await post(app, 'send'), { sent: 6 });
+  t.match(await runJob(app, 'grouping'), { emailsCreated: 6 });
+  t.match(await runJob(app, 'send'), { sent: 6 });
   t.equal(await settle(vaNotify, db.sql), 0, 'the callbacks brought every notification to a final status');
-  t.match(await post(app, 'aal'), { posted: 4 });
+  t.match(await runJob(app, 'aal'), { posted: 4 });
   for (let i = 0; i < 3; i++) {
-    t.match(await post(app, 'sweep'), { status: 'done', polled: 0, adopted: 0, released: 0, errors: 0 });
+    t.match(await runJob(app, 'sweep'), { status: 'done', polled: 0, adopted: 0, released: 0, errors: 0 });
   }
   t.equal(vaNotify.state.counters.getsById + vaNotify.state.counters.getsByReference, 0, 'no poll, no lookup');
   t.equal(aal.state.events.length, 4);
@@ -206,12 +201,12 @@ t.test('with callbacks flowing, sweeps ask VA Notify nothing', async (t) => {
 t.test('a temporary failure is replayed, at most SEND_MAX_ATTEMPTS sends, then failed with VA Notify\'s reason', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '3' }, { listen: true });
   await insertDispenses(db.sql, [veteran(temporary)]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   const results = [];
   for (let round = 0; round < 6; round++) {
-    await post(app, 'send');
+    await runJob(app, 'send');
     await settle(vaNotify, db.sql);
-    results.push(await post(app, 'sweep'));
+    results.push(await runJob(app, 'sweep'));
   }
   t.same(results.map((r) => r.replayed), [1, 1, 0, 0, 0, 0], 'two replays after the first send');
   t.equal(sendsTo(vaNotify, icn(temporary)).length, 3, 'VA Notify received the email three times');
@@ -227,34 +222,32 @@ t.test('a replayed email that is then delivered gets exactly one AAL event', asy
   const patient = veteran(21);
   vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
   await insertDispenses(db.sql, [patient]);
-  await post(app, 'grouping');
-  await post(app, 'send');
+  await runJob(app, 'grouping');
+  await runJob(app, 'send');
   await settle(vaNotify, db.sql);
   t.match(await emailOf(db.sql, patient.patient_icn), { state: 'temporary_failure' });
 
   vaNotify.state.outcomeOverrides.delete(patient.patient_icn);
-  t.match(await post(app, 'sweep'), { replayed: 1 });
-  t.match(await post(app, 'send'), { sent: 1 });
+  t.match(await runJob(app, 'sweep'), { replayed: 1 });
+  t.match(await runJob(app, 'send'), { sent: 1 });
   await settle(vaNotify, db.sql);
   t.match(await emailOf(db.sql, patient.patient_icn), { state: 'delivered', state_reason: null, attempts: 2 });
-  t.match(await post(app, 'sweep'), { replayed: 0 });
-  t.match(await post(app, 'aal'), { posted: 1 });
+  t.match(await runJob(app, 'sweep'), { replayed: 0 });
+  t.match(await runJob(app, 'aal'), { posted: 1 });
   t.equal(aal.state.events.length, 1);
   t.equal(sendsTo(vaNotify, patient.patient_icn).length, 2);
 });
 
 /** An email as the sender leaves it after a send, with one notification row VA Notify may not know. */
 async function sentEmailWithNotification(sql: Sql, p: { createdMinutesAgo: number; silentMinutes: number }) {
-  const [email] = await sql<{ id: string }[]>`
-    insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state, attempts)
-    values (${icn(31)}, '15000031', ${sql.json({ tracking_info: 'UPS 1Z0000000000000031' })}, 1, 1, 'sent', 1)
-    returning id`;
-  const id = randomUUID();
-  await sql`
-    insert into notification (id, tracking_email_id, attempt, created_at, last_event_at, status_received_at)
-    values (${id}, ${email!.id}, 1, now() - make_interval(mins => ${p.createdMinutesAgo}),
-            now() - make_interval(mins => ${p.silentMinutes}), now() - make_interval(mins => ${p.createdMinutesAgo}))`;
-  return { emailId: email!.id, notificationId: id };
+  const emailId = await insertTrackingEmail(sql, {
+    patient_icn: icn(31), mhv_correlation_id: '15000031', personalisation: { tracking_info: 'UPS 1Z0000000000000031' }, state: 'sent', attempts: 1,
+  });
+  const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000);
+  const notificationId = await insertNotification(sql, emailId, {
+    created_at: minutesAgo(p.createdMinutesAgo), last_event_at: minutesAgo(p.silentMinutes), status_received_at: minutesAgo(p.createdMinutesAgo),
+  });
+  return { emailId, notificationId };
 }
 
 t.test('404s: past the retention the notification expires; a young one is asked again after the quiet period', async (t) => {
@@ -262,7 +255,7 @@ t.test('404s: past the retention the notification expires; a young one is asked 
   const old = await sentEmailWithNotification(db.sql, { createdMinutesAgo: 8 * 24 * 60, silentMinutes: 7 * 24 * 60 });
   const young = await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
 
-  t.match(await post(app, 'sweep'), { status: 'done', polled: 0, expired: 1, notFound: 1 });
+  t.match(await runJob(app, 'sweep'), { status: 'done', polled: 0, expired: 1, notFound: 1 });
   t.equal(vaNotify.state.counters.getsById, 2);
   const [expired] = await db.sql`select status, status_reason, completed_at is not null as completed from notification where id = ${old.notificationId}`;
   t.match(expired, { status: 'expired', status_reason: /404 after its 7-day retention/, completed: true });
@@ -274,11 +267,11 @@ t.test('404s: past the retention the notification expires; a young one is asked 
   const [waiting] = await db.sql`select status, poll_count, last_event_at > now() - interval '1 minute' as recent from notification where id = ${young.notificationId}`;
   t.same(waiting, { status: 'created', poll_count: 1, recent: true }, 'a young 404 is left open and marked as just asked');
 
-  t.match(await post(app, 'sweep'), { polled: 0, expired: 0, notFound: 0 }, 'not asked again right away');
+  t.match(await runJob(app, 'sweep'), { polled: 0, expired: 0, notFound: 0 }, 'not asked again right away');
   t.equal(vaNotify.state.counters.getsById, 2);
 
   await db.sql`update notification set last_event_at = now() - interval '31 minutes' where id = ${young.notificationId}`;
-  t.match(await post(app, 'sweep'), { notFound: 1, expired: 0 }, 'asked again once silent for STATUS_POLL_AFTER_MINUTES');
+  t.match(await runJob(app, 'sweep'), { notFound: 1, expired: 0 }, 'asked again once silent for STATUS_POLL_AFTER_MINUTES');
   t.equal(vaNotify.state.counters.getsById, 3);
   const [again] = await db.sql`select status, poll_count from notification where id = ${young.notificationId}`;
   t.same(again, { status: 'created', poll_count: 2 });
@@ -289,7 +282,7 @@ t.test('orphaned sends: adopted when VA Notify has them, released and sent once 
   const had = veteran(41);
   const lost = veteran(42);
   await insertDispenses(db.sql, [had, lost]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   // A sender that claims both, sends one, and dies before recording anything.
   const claimed = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
   t.equal(claimed.length, 2);
@@ -299,10 +292,10 @@ t.test('orphaned sends: adopted when VA Notify has them, released and sent once 
   if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
   await vaNotify.whenIdle();
 
-  t.match(await post(app, 'sweep'), { adopted: 0, released: 0 }, 'a live claim is left alone');
+  t.match(await runJob(app, 'sweep'), { adopted: 0, released: 0 }, 'a live claim is left alone');
   t.equal(vaNotify.state.counters.getsByReference, 0);
   await db.sql`update tracking_email set lease_until = now() - interval '1 second'`;
-  t.match(await post(app, 'sweep'), { status: 'done', adopted: 1, released: 1, errors: 0 });
+  t.match(await runJob(app, 'sweep'), { status: 'done', adopted: 1, released: 1, errors: 0 });
   // One listing per orphan; the non-empty one is followed to its (empty) next page, as VA Notify pages.
   t.equal(vaNotify.state.counters.getsByReference, 3, 'each orphan looked up once');
 
@@ -314,9 +307,9 @@ t.test('orphaned sends: adopted when VA Notify has them, released and sent once 
     'recorded with the status the listing showed');
   t.match(await emailOf(db.sql, lost.patient_icn), { state: 'queued', attempts: 1 }, 'released with its attempt count unchanged');
 
-  t.match(await post(app, 'send'), { sent: 1, recovered: 0 });
+  t.match(await runJob(app, 'send'), { sent: 1, recovered: 0 });
   t.match(await emailOf(db.sql, lost.patient_icn), { state: 'sent', attempts: 2 });
-  t.match(await post(app, 'send'), { sent: 0 });
+  t.match(await runJob(app, 'send'), { sent: 0 });
   t.equal(sendsTo(vaNotify, had.patient_icn).length, 1, 'the adopted email was not sent again');
   t.equal(sendsTo(vaNotify, lost.patient_icn).length, 1, 'the released email was sent once');
   t.equal(vaNotify.state.counters.sendsAccepted, 2);
@@ -348,17 +341,17 @@ t.test('an orphan whose attempt was given back: adopted as the send it was, and 
   const patient = veteran(61);
   vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
   await insertDispenses(db.sql, [patient]);
-  await post(app, 'grouping');
-  t.match(await post(app, 'send'), { sent: 1 });
+  await runJob(app, 'grouping');
+  t.match(await runJob(app, 'send'), { sent: 1 });
   await settle(vaNotify, db.sql);
-  t.match(await post(app, 'sweep'), { replayed: 1 });
+  t.match(await runJob(app, 'sweep'), { replayed: 1 });
 
   // The replay: VA Notify accepts it, the answer is lost, and the claim goes back uncharged.
   const { email: replay, notificationId } = await sendGivenBack(service);
   t.equal(replay.attempts, 2);
 
   // The sandbox's callback for the lost send names the email in its reference: the email may have adopted it already.
-  t.match(await post(app, 'sweep'), { status: 'done', released: 0 });
+  t.match(await runJob(app, 'sweep'), { status: 'done', released: 0 });
   const notifications = await db.sql`select id, attempt, status from notification order by attempt`;
   t.same(notifications.map((n) => [n.attempt, n.status]), [[1, 'temporary-failure'], [2, 'temporary-failure']],
     'the adopted send is stored beside the first, under the next attempt');
@@ -366,8 +359,8 @@ t.test('an orphan whose attempt was given back: adopted as the send it was, and 
   t.match(await emailOf(db.sql, patient.patient_icn), { state: 'failed', state_reason: RetryableReason, attempts: 2 },
     'two sends of two allowed: failed, not left sent');
 
-  t.match(await post(app, 'sweep'), { replayed: 0 });
-  t.match(await post(app, 'send'), { sent: 0 });
+  t.match(await runJob(app, 'sweep'), { replayed: 0 });
+  t.match(await runJob(app, 'send'), { sent: 0 });
   t.equal(sendsTo(vaNotify, patient.patient_icn).length, 2, 'VA Notify received the email twice, SEND_MAX_ATTEMPTS');
 });
 
@@ -377,23 +370,23 @@ t.test('a first send whose attempt was given back: adopted as attempt 1, so no r
   const patient = veteran(62);
   vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
   await insertDispenses(db.sql, [patient]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   await sendGivenBack(service);
 
   // The sandbox's callback for the lost send names the email in its reference: the email may have adopted it already.
-  t.match(await post(app, 'sweep'), { status: 'done', released: 0 });
+  t.match(await runJob(app, 'sweep'), { status: 'done', released: 0 });
   const [notification] = await db.sql`select attempt, status from notification`;
   t.match(notification, { attempt: 1, status: 'temporary-failure' });
   t.match(await emailOf(db.sql, patient.patient_icn), { state: 'failed', attempts: 1 });
-  t.match(await post(app, 'sweep'), { replayed: 0 });
-  t.match(await post(app, 'send'), { sent: 0 });
+  t.match(await runJob(app, 'sweep'), { replayed: 0 });
+  t.match(await runJob(app, 'send'), { sent: 0 });
   t.equal(sendsTo(vaNotify, patient.patient_icn).length, 1, 'sent once, as SEND_MAX_ATTEMPTS allows');
 });
 
 t.test('two sweeps at once: one runs, the other answers already_running', async (t) => {
   const { app, db, vaNotify } = await testApp(t, {}, { vaNotifyOptions: { faults: { latencyMs: 400 } } });
   await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
-  const [first, second] = await Promise.all([post(app, 'sweep'), post(app, 'sweep')]);
+  const [first, second] = await Promise.all([runJob(app, 'sweep'), runJob(app, 'sweep')]);
   t.same([first.status, second.status].sort(), ['already_running', 'done']);
   t.same(first.status === 'done' ? second : first, { status: 'already_running' });
   t.equal(vaNotify.state.counters.getsById, 1, 'the notification was asked about once');
@@ -401,17 +394,17 @@ t.test('two sweeps at once: one runs, the other answers already_running', async 
   // The same while another instance holds the lock.
   const other = await db.sql.reserve();
   await other`select pg_advisory_lock(${AdvisoryLock.sweep})`;
-  t.same(await post(app, 'sweep'), { status: 'already_running' });
+  t.same(await runJob(app, 'sweep'), { status: 'already_running' });
   await other`select pg_advisory_unlock(${AdvisoryLock.sweep})`;
   other.release();
-  t.match(await post(app, 'sweep'), { status: 'done' }, 'runs again once the lock is free');
+  t.match(await runJob(app, 'sweep'), { status: 'done' }, 'runs again once the lock is free');
 });
 
 t.test('VA Notify rejecting our credentials stops polling, pauses sending everywhere, and says so', async (t) => {
   const { app, db, vaNotify, logs } = await testApp(t, {}, { vaNotifyOptions: { secret: '0d5e6f70-1111-4222-8333-944455556666' } });
   await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
   await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 40 });
-  const result = await post(app, 'sweep');
+  const result = await runJob(app, 'sweep');
   t.match(result, { status: 'done', polled: 0, vaNotifyRejected: true });
   t.ok(vaNotify.state.counters.getsById <= 2, 'at most the requests already in flight');
   t.match(logs.text, /VA Notify rejected our credentials: the sweep stopped polling and sending is paused on every instance/);
@@ -420,8 +413,8 @@ t.test('VA Notify rejecting our credentials stops polling, pauses sending everyw
   const [pause] = await db.sql`select paused_until > now() + interval '200 seconds' as paused, pause_kind, pause_reason from rate_budget`;
   t.match(pause, { paused: true, pause_kind: 'credentials', pause_reason: /Invalid token/ }, 'SEND_PAUSE_SECONDS, as a sender would have set');
   const getsBefore = vaNotify.state.counters.getsById;
-  t.match(await post(app, 'send'), { paused: true });
-  t.match(await post(app, 'sweep'), { status: 'done', polled: 0 });
+  t.match(await runJob(app, 'send'), { paused: true });
+  t.match(await runJob(app, 'sweep'), { status: 'done', polled: 0 });
   t.equal(vaNotify.state.counters.getsById, getsBefore, 'neither asks VA Notify during the pause');
   t.match(logs.text, /sending is paused: the sweep asks VA Notify nothing until the pause ends/);
 });
@@ -433,14 +426,14 @@ t.test('the daily send limit pauses sending only: the sweep still polls lost cal
   const settings = { STATUS_POLL_AFTER_MINUTES: '0', SEND_CONCURRENCY: '1' };
   const { app, db, vaNotify, logs } = await testApp(t, settings, { listen: true, vaNotifyOptions: { faults: { dropCallbackRate: 1 } } });
   await insertDispenses(db.sql, [veteran(51)]);
-  await post(app, 'grouping');
-  t.match(await post(app, 'send'), { sent: 1 });
+  await runJob(app, 'grouping');
+  t.match(await runJob(app, 'send'), { sent: 1 });
   t.equal(await settle(vaNotify, db.sql, 1), 1, 'its callback was lost');
 
   await insertDispenses(db.sql, [veteran(52), veteran(53)]);
-  await post(app, 'grouping');
+  await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 429, error: 'TooManyRequestsError', message: 'Exceeded send limits (1) for today' });
-  t.match(await post(app, 'send'), { sent: 0, paused: true });
+  t.match(await runJob(app, 'send'), { sent: 0, paused: true });
   const [pause] = await db.sql`select paused_until > now() + interval '1 minute' as long, pause_kind from rate_budget`;
   t.same(pause, { long: true, pause_kind: 'daily_limit' });
   // A sender that claimed the third veteran's email before the pause and died without an outcome.
@@ -448,7 +441,7 @@ t.test('the daily send limit pauses sending only: the sweep still polls lost cal
     update tracking_email set state = 'sending', attempts = 1, lease_until = now() - interval '1 second'
      where patient_icn = ${icn(53)} returning id`;
 
-  const sweep = await post(app, 'sweep');
+  const sweep = await runJob(app, 'sweep');
   t.match(sweep, { status: 'done', polled: 1, statusesApplied: 1, released: 1, vaNotifyRejected: false });
   t.equal(vaNotify.state.counters.getsById, 1, 'the silent notification was asked about');
   t.equal(vaNotify.state.counters.getsByReference, 1, 'the orphan was looked up');
@@ -456,7 +449,7 @@ t.test('the daily send limit pauses sending only: the sweep still polls lost cal
   t.match(await emailOf(db.sql, icn(53)), { id: orphan!.id, state: 'queued' }, 'VA Notify does not have it: queued, for after the pause');
   const [aal] = await db.sql`select count(*)::int as n from aal_event`;
   t.equal(aal!.n, 1, 'its AAL event is written');
-  t.match(await post(app, 'send'), { paused: true, sent: 0 }, 'sending stays paused');
+  t.match(await runJob(app, 'send'), { paused: true, sent: 0 }, 'sending stays paused');
   t.notMatch(logs.text, /the sweep asks VA Notify nothing/);
 });
 
@@ -476,7 +469,7 @@ t.test('which sending pauses stop the sweep asking VA Notify', async (t) => {
     await pauseSending(db.sql, 3600, kind, `a ${kind} pause`);
     await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
     const before = vaNotify.state.counters.getsById;
-    t.match(await post(app, 'sweep'), { status: 'done', notFound: asks ? 1 : 0 }, kind);
+    t.match(await runJob(app, 'sweep'), { status: 'done', notFound: asks ? 1 : 0 }, kind);
     t.equal(vaNotify.state.counters.getsById - before, asks ? 1 : 0, `${kind}: ${asks ? 'polled' : 'nothing asked'}`);
   }
 
@@ -487,14 +480,14 @@ t.test('which sending pauses stop the sweep asking VA Notify', async (t) => {
   await pauseSending(db.sql, 60, 'rate_limit', 'Exceeded rate limit for key type LIVE of 3000 requests per 60 seconds');
   await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
   const before = vaNotify.state.counters.getsById;
-  t.match(await post(app, 'sweep'), { status: 'done', notFound: 0 });
+  t.match(await runJob(app, 'sweep'), { status: 'done', notFound: 0 });
   t.equal(vaNotify.state.counters.getsById, before, 'the credentials still stop the sweep');
 });
 
 t.test('shadow mode: the sweep calls nobody', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { DELIVERY_MODE: 'shadow' });
   await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
-  t.match(await post(app, 'sweep'), { status: 'done', polled: 0 });
+  t.match(await runJob(app, 'sweep'), { status: 'done', polled: 0 });
   t.equal(vaNotify.state.counters.getsById + vaNotify.state.counters.getsByReference, 0);
 });
 

@@ -12,7 +12,7 @@ export interface StartCommand {
 
 /** Splits `npm start`'s script (`node <flags> <entry>`) into its parts. */
 export function startCommand(): StartCommand {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
   const [program, ...rest] = pkg.scripts.start.trim().split(/\s+/);
   const entry = rest.at(-1);
   if (program !== 'node' || entry === undefined || entry.startsWith('-')) {

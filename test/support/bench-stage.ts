@@ -3,11 +3,8 @@
 // peak RSS. No timings. The stages are spread over a few test files so each stays well inside the
 // per-file timeout.
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-
-const root = fileURLToPath(new URL('../../', import.meta.url));
-
 import type { Test } from 'tap';
+import { repoRoot as root } from './cli.ts';
 
 export function checkSmallStage(t: Test, stage: string): void {
   const run = spawnSync(process.execPath, ['--no-warnings', 'bench/run.ts', stage, '--small'], {

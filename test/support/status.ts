@@ -1,48 +1,38 @@
 // Rows as the grouping job and the sender leave them, written directly, and a look at every table
 // so a test can tell that a request changed nothing.
-import { randomUUID } from 'node:crypto';
 import postgres from 'postgres';
 import type { SqlHandle } from '../../src/db/connect.ts';
 import type { StatusEvent } from '../../src/status/repository.ts';
+import { insertDispenses, insertTrackingEmail, type DispenseFixture, type TrackingEmailFixture } from './fixtures.ts';
 
 export const patientIcn = '1012845631V123456';
 export const recipient = 'veteran@example.com';
 
-export interface EmailFixture {
-  mhvCorrelationId?: string | null;
-  attempts?: number;
-  state?: string;
+/** A tracking email as the sender leaves it after its first send; returns its id. */
+export function insertEmail(sql: SqlHandle, email: TrackingEmailFixture = {}): Promise<string> {
+  return insertTrackingEmail(sql, {
+    patient_icn: patientIcn,
+    mhv_correlation_id: '15176497',
+    personalisation: { tracking_info: 'UPS 1Z9999990312345678' },
+    state: 'sent',
+    attempts: 1,
+    ...email,
+  });
 }
 
-export async function insertEmail(sql: SqlHandle, fixture: EmailFixture = {}): Promise<string> {
-  const [row] = await sql<{ id: string }[]>`
-    insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state, attempts)
-    values (${patientIcn}, ${fixture.mhvCorrelationId === undefined ? '15176497' : fixture.mhvCorrelationId},
-            ${sql.json({ tracking_info: 'UPS 1Z9999990312345678' })}, 1, 1, ${fixture.state ?? 'sent'}, ${fixture.attempts ?? 1})
-    returning id`;
-  return row!.id;
-}
-
-export async function insertNotification(sql: SqlHandle, emailId: string, attempt = 1, id: string = randomUUID()): Promise<string> {
-  await sql`insert into notification (id, tracking_email_id, attempt) values (${id}, ${emailId}, ${attempt})`;
-  return id;
-}
-
-export interface DispenseFixture {
-  rxNumber: string;
-  trackingNumber: string;
-  carrier: string;
-  drugName?: string;
-}
-
-export async function insertDispenses(sql: SqlHandle, emailId: string, dispenses: DispenseFixture[]): Promise<void> {
-  for (const [index, dispense] of dispenses.entries()) {
-    await sql`
-      insert into medication_dispense
-        (station_number, rx_number, fill_number, tracking_number, carrier, drug_name, patient_icn, mhv_correlation_id, state, tracking_email_id)
-      values ('741', ${dispense.rxNumber}, ${index}, ${dispense.trackingNumber}, ${dispense.carrier},
-              ${dispense.drugName ?? 'SIMVASTATIN 40MG TAB'}, ${patientIcn}, '15176497', 'grouped', ${emailId})`;
-  }
+/** The email's dispenses, grouped into it: one package line each in its AAL event. */
+export function insertGroupedDispenses(sql: SqlHandle, emailId: string, dispenses: Omit<DispenseFixture, 'patient_icn'>[]): Promise<number[]> {
+  return insertDispenses(sql, dispenses.map((dispense, index) => ({
+    station_number: '741',
+    patient_icn: patientIcn,
+    fill_number: index,
+    mhv_correlation_id: '15176497',
+    shipped_at: null,
+    arrived_minutes_ago: 0,
+    ...dispense,
+    state: 'grouped',
+    tracking_email_id: emailId,
+  })));
 }
 
 /** The callback body exactly as the VA Notify contract shows it (service-level mechanism). */

@@ -83,3 +83,10 @@ export async function testApp(
   }
   return { app, db, config, logs, aal, vaNotify, url };
 }
+
+/** Runs a job as its timer would (POST /v1/jobs/{name}) and returns the run's summary. */
+export async function runJob(app: TestApp['app'], name: string) {
+  const response = await app.inject({ method: 'POST', url: `/v1/jobs/${name}`, headers: internalAuth });
+  if (response.statusCode !== 200) throw new Error(`POST /v1/jobs/${name} answered ${response.statusCode}: ${response.body}`);
+  return response.json();
+}

@@ -1,7 +1,7 @@
 // Packages near the cut-over instant T, as CMOP sends them and as MHV's export lists them, and the
 // calls the on-call engineer makes, for the cut-over tests.
-import { internalAuth, type TestApp } from '../helpers/app.ts';
-import { icn } from '../helpers/fixtures.ts';
+import { internalAuth, type TestApp } from './app.ts';
+import { icn } from './fixtures.ts';
 
 export const T = Date.parse('2026-06-02T14:00:00Z');
 export const hours = (h: number) => new Date(T + h * 3_600_000);
@@ -56,9 +56,6 @@ export async function ingest(app: TestApp['app'], events: unknown[]) {
   const answer = await app.inject({ method: 'POST', url: '/v1/dispenses', headers: { ...internalAuth, 'content-type': 'application/json' }, payload: events });
   if (answer.statusCode !== 200) throw new Error(`ingest answered ${answer.statusCode}: ${answer.body}`);
 }
-
-export const job = (app: TestApp['app'], name: string) =>
-  app.inject({ method: 'POST', url: `/v1/jobs/${name}`, headers: internalAuth }).then((r) => r.json());
 
 export const release = (app: TestApp['app'], csv: string, mhvJobRunAt: string | null = new Date().toISOString()) =>
   app.inject({

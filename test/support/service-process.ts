@@ -2,13 +2,11 @@
 // container), for tests of signals and of several instances on one database.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
-import { startCommand } from '../../bench/lib/start-path.ts';
+import { startCommand } from '../../scripts/start-command.ts';
 import { freePortBelowEphemeralRange } from '../../src/db/embedded.ts';
 import { sandboxDefaults } from '../../src/sandbox/va-notify.ts';
 import { callbackToken, internalToken } from './app.ts';
-
-const root = fileURLToPath(new URL('../../', import.meta.url));
+import { repoRoot as root } from './cli.ts';
 
 export interface ServiceProcess {
   child: ChildProcess;

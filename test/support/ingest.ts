@@ -1,7 +1,7 @@
 // The shared CMOP samples, how to post them, and how to read the answers.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { internalAuth, type TestApp } from '../helpers/app.ts';
+import { internalAuth, type TestApp } from './app.ts';
 
 /** The synthetic CMOP samples in samples/; SAMPLES_DIR runs the tests on another set. */
 export const samplesDir = process.env.SAMPLES_DIR ?? fileURLToPath(new URL('../../samples/', import.meta.url));
