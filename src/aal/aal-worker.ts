@@ -9,17 +9,18 @@ import type { BaseLogger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import { AvailabilityWatch } from '../jobs/availability-watch.ts';
+import { workClaimedBatch, type ClaimOutcome } from '../jobs/claimed-batch.ts';
 import type { AalClient, AalOutcome } from './aal-client.ts';
 import {
   aalPauseState,
   claimAalEvents,
   confirmAalPostingResumed,
-  markAalEventFailed,
-  markAalEventPosted,
-  markAalEventUnpostable,
   pauseAalPosting,
+  recordAalEventFailed,
+  recordAalEventPosted,
+  recordAalEventUnpostable,
+  recordAalRetryLater,
   releaseAalEvents,
-  scheduleAalRetry,
   type AalBackoff,
   type ClaimedAalEvent,
 } from './repository.ts';
@@ -27,7 +28,7 @@ import {
 export { aalPostingPausedUntil, releaseExpiredAalLeases, resumeAalPosting } from './repository.ts';
 
 /** What became of one claimed event in a run. */
-export type AalRunOutcome = 'posted' | 'retried' | 'failed' | 'released';
+export type AalRunOutcome = 'posted' | ClaimOutcome;
 
 export interface AalRunResult {
   posted: number;
@@ -157,7 +158,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
     const ids = { aalEventId: event.id, emailId: event.trackingEmailId };
     if (event.mhvCorrelationId === null || event.mhvCorrelationId === '') {
       // Unpostable, as the events created without one at delivery: not a post, and not a failure.
-      if (await markAalEventUnpostable(sql, event, 'no MHV correlation id for this veteran')) {
+      if (await recordAalEventUnpostable(sql, event, 'no MHV correlation id for this veteran')) {
         log.warn(ids, 'AAL event unpostable: no MHV correlation id');
       }
       return;
@@ -186,7 +187,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
     }
 
     if (outcome.kind === 'posted') {
-      if (await markAalEventPosted(sql, event)) {
+      if (await recordAalEventPosted(sql, event)) {
         log.info(ids, 'AAL event posted');
         count('posted');
       } else {
@@ -199,7 +200,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
       await pauseOnce(outcome, ids);
       count('released', await releaseAalEvents(sql, [event]));
     } else if (outcome.kind === 'permanent') {
-      if (await markAalEventFailed(sql, event, outcome.reason)) {
+      if (await recordAalEventFailed(sql, event, outcome.reason)) {
         log.warn({ ...ids, status: outcome.status }, 'AAL refused the event; not retried');
         count('failed');
       }
@@ -210,7 +211,7 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
       await pauseUnavailableOnce(outcome);
       count('released', await releaseAalEvents(sql, [event], aalBackoff(config).baseSeconds));
     } else {
-      const state = await scheduleAalRetry(sql, event, outcome.reason, config.AAL_MAX_ATTEMPTS, aalBackoff(config));
+      const state = await recordAalRetryLater(sql, event, outcome.reason, config.AAL_MAX_ATTEMPTS, aalBackoff(config));
       if (state === 'pending') {
         log.warn({ ...ids, status: outcome.status, attempts: event.attempts }, 'AAL post failed; retrying later');
         count('retried');
@@ -221,30 +222,23 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
     }
   }
 
-  const queue = [...claimed];
   const failures: unknown[] = [];
-  async function lane(): Promise<void> {
-    for (let event = queue.shift(); event !== undefined; event = queue.shift()) {
-      if (signal?.aborted || pausing !== undefined || pausingUnavailable !== undefined) {
-        queue.unshift(event);
-        return;
-      }
-      try {
-        await postOne(event);
-      } catch (error) {
-        // A database error while recording: the claim stays leased and the sweep releases it.
-        failures.push(error);
-        log.error({ aalEventId: event.id, emailId: event.trackingEmailId, err: error }, 'AAL event not recorded');
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, claimed.length) }, lane));
+  const { unstarted } = await workClaimedBatch(claimed, {
+    concurrency,
+    stopped: () => signal?.aborted === true || pausing !== undefined || pausingUnavailable !== undefined,
+    work: postOne,
+    onError: (event, error) => {
+      // A database error while recording: the claim stays leased and the sweep releases it.
+      failures.push(error);
+      log.error({ aalEventId: event.id, emailId: event.trackingEmailId, err: error }, 'AAL event not recorded');
+    },
+  });
 
   // Set only once the pause is written: a pause that could not be written pauses nothing.
   const pausedUntil = (await pausing?.catch(() => undefined)) ?? (await pausingUnavailable?.catch(() => undefined));
   result.paused = pausedUntil !== undefined;
-  if (queue.length > 0) {
-    const released = await releaseAalEvents(sql, queue);
+  if (unstarted.length > 0) {
+    const released = await releaseAalEvents(sql, unstarted);
     if (pausedUntil !== undefined) log.info({ released, pausedUntil }, 'AAL posting paused; unposted events released');
     else log.info({ released }, 'AAL run stopped; unposted events released');
     count('released', released);

@@ -171,3 +171,19 @@ export async function storedNotificationIds(sql: SqlHandle, emailId: string): Pr
   const rows = await sql<{ id: string }[]>`select id from notification where tracking_email_id = ${emailId}`;
   return new Set(rows.map((r) => r.id));
 }
+
+/**
+ * Of the notifications VA Notify lists for an email's reference, the newest this service never
+ * stored: the send of an orphan (or of a send whose answer was lost) that VA Notify accepted.
+ * Undefined when there is none, and the email may be sent. The sender and the sweep both ask this.
+ */
+export async function newestUnstoredNotification<N extends { id: string; created_at?: unknown }>(
+  sql: SqlHandle,
+  emailId: string,
+  listed: readonly N[],
+): Promise<N | undefined> {
+  const known = await storedNotificationIds(sql, emailId);
+  return listed
+    .filter((n) => !known.has(n.id))
+    .sort((a, b) => String(b.created_at ?? '').localeCompare(String(a.created_at ?? '')))[0];
+}
