@@ -2,6 +2,7 @@
 // are read from Postgres at scrape time, so every instance reports the same whole-service picture.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { planForWorkInProgress, type Sql } from './db/connect.ts';
+import { stateLiteral, type TrackingEmailState } from './tracking-email/states.ts';
 
 export function createMetrics(sql: Sql) {
   const registry = new Registry();
@@ -177,9 +178,9 @@ async function gaugeReadings(sql: Sql): Promise<{
         -- Pending dispenses are those of the tracking email drafts (sql/019), read by the email index.
         (select count(*) from tracking_email_draft r
            join medication_dispense d on d.tracking_email_id = r.id and d.state = 'pending')::int as dispense_pending,
-        (select count(*) from tracking_email where state = 'queued')::int as email_queued,
-        (select count(*) from tracking_email where state = 'sending')::int as email_sending,
-        (select count(*) from tracking_email where state = 'temporary_failure')::int as email_temporary_failure,
+        (select count(*) from tracking_email where state = ${stateLiteral(tx, 'queued')})::int as email_queued,
+        (select count(*) from tracking_email where state = ${stateLiteral(tx, 'sending')})::int as email_sending,
+        (select count(*) from tracking_email where state = ${stateLiteral(tx, 'temporary_failure')})::int as email_temporary_failure,
         (select count(*) from aal_event where state = 'pending')::int as aal_pending,
         (select count(*) from aal_event where state = 'posting')::int as aal_posting,
         -- The oldest draft's first arrival, off the draft age index: a draft left with no pending
@@ -229,7 +230,7 @@ const StatsTables = {
  * The email states counted exactly in a large table (tracking_email_state and the partial indexes);
  * written into the statement as literals, so that the planner picks the index for each.
  */
-const ExactEmailStates = ['queued', 'sending', 'sent', 'temporary_failure', 'permanent_failure', 'failed', 'expired', 'resent'] as const;
+const ExactEmailStates = ['queued', 'sending', 'sent', 'temporary_failure', 'permanent_failure', 'failed', 'expired', 'resent'] as const satisfies readonly TrackingEmailState[];
 
 /** Above this many rows (the planner's estimate), a table's history states are estimated, not counted. */
 export const StatsExactUpTo = 200_000;

@@ -9,17 +9,18 @@ import type { BaseLogger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import { AvailabilityWatch } from '../jobs/availability-watch.ts';
+import { workClaimedBatch, type ClaimOutcome } from '../jobs/claimed-batch.ts';
 import type { AalClient, AalOutcome } from './aal-client.ts';
 import {
   aalPauseState,
   claimAalEvents,
   confirmAalPostingResumed,
-  markAalEventFailed,
-  markAalEventPosted,
-  markAalEventUnpostable,
   pauseAalPosting,
+  recordAalEventFailed,
+  recordAalEventPosted,
+  recordAalEventUnpostable,
+  recordAalRetryLater,
   releaseAalEvents,
-  scheduleAalRetry,
   type AalBackoff,
   type ClaimedAalEvent,
 } from './repository.ts';
@@ -27,7 +28,7 @@ import {
 export { aalPostingPausedUntil, releaseExpiredAalLeases, resumeAalPosting } from './repository.ts';
 
 /** What became of one claimed event in a run. */
-export type AalRunOutcome = 'posted' | 'retried' | 'failed' | 'released';
+export type AalRunOutcome = 'posted' | ClaimOutcome;
 
 export interface AalRunResult {
   posted: number;
@@ -104,7 +105,7 @@ class TransientAalFailure extends Error {
 }
 
 export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
-  const { sql, config, aal, log, signal } = deps;
+  const { sql, config, log, signal } = deps;
   const concurrency = deps.concurrency ?? defaultAalConcurrency;
   const quickRetry = deps.quickRetry ?? defaultQuickRetry;
   const result: AalRunResult = { posted: 0, retried: 0, failed: 0, released: 0, paused: false };
@@ -113,142 +114,163 @@ export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   // event claimed (and charged) for nothing; once the pause has passed this run is the probe.
   const pause = await aalPauseState(sql);
   if (pause === 'paused') return { ...result, paused: true };
-  // The AAL looks down after events in a row get no answer (src/jobs/availability-watch.ts).
-  const watch = new AvailabilityWatch(pause === 'ended', () => confirmAalPostingResumed(sql));
   const claimed = await claimAalEvents(sql, config.AAL_BATCH_SIZE, aalLeaseSeconds(config, concurrency, quickRetry));
   if (claimed.length === 0) return result;
 
-  const count = (outcome: AalRunOutcome, n = 1) => {
-    if (n === 0) return;
-    result[outcome] += n;
-    for (let i = 0; i < n; i += 1) deps.onOutcome?.(outcome);
+  const run: AalRun = {
+    deps,
+    quickRetry,
+    // The AAL looks down after events in a row get no answer (src/jobs/availability-watch.ts).
+    watch: new AvailabilityWatch(pause === 'ended', () => confirmAalPostingResumed(sql)),
+    count: (outcome, n = 1) => {
+      if (n === 0) return;
+      result[outcome] += n;
+      for (let i = 0; i < n; i += 1) deps.onOutcome?.(outcome);
+    },
+    pausing: undefined,
+    pausingUnavailable: undefined,
   };
-
-  // Set by the first post MHV refused for our credentials: no new post starts after it. The pause is
-  // written, and the error logged, once per run however many posts in flight are refused with it.
-  let pausing: Promise<Date> | undefined;
-  // The same for the first event that finds the AAL down.
-  let pausingUnavailable: Promise<Date> | undefined;
-  function pauseUnavailableOnce(outcome: Extract<AalOutcome, { kind: 'transient' }>): Promise<Date> {
-    pausingUnavailable ??= pauseAalPosting(sql, config.AAL_UNAVAILABLE_PAUSE_SECONDS, `AAL unavailable: ${pauseReason(outcome.reason)}`).then((pausedUntil) => {
-      log.error(
-        { status: outcome.status, reason: pauseReason(outcome.reason), pausedUntil },
-        'the AAL is not answering: AAL posting is paused on every instance; no event is charged for it',
-      );
-      return pausedUntil;
-    });
-    return pausingUnavailable;
-  }
-  function pauseOnce(outcome: Extract<AalOutcome, { kind: 'unauthorized' }>, ids: { aalEventId: number; emailId: string }): Promise<Date> {
-    const reason = pauseReason(outcome.reason);
-    pausing ??= pauseAalPosting(sql, config.AAL_PAUSE_SECONDS, reason).then((pausedUntil) => {
-      // An operator must act; no event is failed or charged for it. The settings named are where
-      // the credentials live.
-      log.error(
-        { ...ids, status: outcome.status, aalMessage: reason, pausedUntil },
-        'MHV refused our AAL credentials: AAL posting is paused on every instance; check AAL_API_KEY (the MHV API gateway x-api-key), AAL_APP_TOKEN and that both are for AAL_BASE_URL',
-      );
-      return pausedUntil;
-    });
-    return pausing;
-  }
-
-  async function postOne(event: ClaimedAalEvent): Promise<void> {
-    const ids = { aalEventId: event.id, emailId: event.trackingEmailId };
-    if (event.mhvCorrelationId === null || event.mhvCorrelationId === '') {
-      // Unpostable, as the events created without one at delivery: not a post, and not a failure.
-      if (await markAalEventUnpostable(sql, event, 'no MHV correlation id for this veteran')) {
-        log.warn(ids, 'AAL event unpostable: no MHV correlation id');
-      }
-      return;
-    }
-    const activity = { correlationId: event.mhvCorrelationId, completionTime: event.completionTime, detailValue: event.detailValue };
-    let outcome: AalOutcome;
-    try {
-      outcome = await pRetry(
-        async () => {
-          const answer = await aal.post(activity);
-          if (answer.kind === 'transient') throw new TransientAalFailure(answer);
-          return answer;
-        },
-        {
-          retries: quickRetry.retries,
-          minTimeout: quickRetry.minTimeoutMs,
-          maxTimeout: quickRetry.maxTimeoutMs,
-          randomize: true,
-          // On shutdown the last failure stands and the durable backoff takes over.
-          shouldRetry: ({ error }) => error instanceof TransientAalFailure && signal?.aborted !== true,
-        },
-      );
-    } catch (error) {
-      if (!(error instanceof TransientAalFailure)) throw error;
-      outcome = error.outcome;
-    }
-
-    if (outcome.kind === 'posted') {
-      if (await markAalEventPosted(sql, event)) {
-        log.info(ids, 'AAL event posted');
-        count('posted');
-      } else {
-        log.warn(ids, 'AAL event posted after its claim was taken over');
-      }
-      // After the post is recorded: the AAL has it, whatever happens to this write.
-      await watch.answered();
-    } else if (outcome.kind === 'unauthorized') {
-      // Not the event's fault: it goes back as it was, attempt refunded, and waits out the pause.
-      await pauseOnce(outcome, ids);
-      count('released', await releaseAalEvents(sql, [event]));
-    } else if (outcome.kind === 'permanent') {
-      if (await markAalEventFailed(sql, event, outcome.reason)) {
-        log.warn({ ...ids, status: outcome.status }, 'AAL refused the event; not retried');
-        count('failed');
-      }
-      await watch.answered();
-    } else if (watch.failed(signal?.aborted === true)) {
-      // Not the event's fault either: back uncharged, due after the first retry delay, so that the
-      // next probe is another event in case the fault was this one's own.
-      await pauseUnavailableOnce(outcome);
-      count('released', await releaseAalEvents(sql, [event], aalBackoff(config).baseSeconds));
-    } else {
-      const state = await scheduleAalRetry(sql, event, outcome.reason, config.AAL_MAX_ATTEMPTS, aalBackoff(config));
-      if (state === 'pending') {
-        log.warn({ ...ids, status: outcome.status, attempts: event.attempts }, 'AAL post failed; retrying later');
-        count('retried');
-      } else if (state === 'failed') {
-        log.error({ ...ids, status: outcome.status, attempts: event.attempts }, 'AAL post failed; attempts used up');
-        count('failed');
-      }
-    }
-  }
-
-  const queue = [...claimed];
   const failures: unknown[] = [];
-  async function lane(): Promise<void> {
-    for (let event = queue.shift(); event !== undefined; event = queue.shift()) {
-      if (signal?.aborted || pausing !== undefined || pausingUnavailable !== undefined) {
-        queue.unshift(event);
-        return;
-      }
-      try {
-        await postOne(event);
-      } catch (error) {
-        // A database error while recording: the claim stays leased and the sweep releases it.
-        failures.push(error);
-        log.error({ aalEventId: event.id, emailId: event.trackingEmailId, err: error }, 'AAL event not recorded');
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, claimed.length) }, lane));
+  const { unstarted } = await workClaimedBatch(claimed, {
+    concurrency,
+    stopped: () => signal?.aborted === true || run.pausing !== undefined || run.pausingUnavailable !== undefined,
+    work: (event) => postOne(run, event),
+    onError: (event, error) => {
+      // A database error while recording: the claim stays leased and the sweep releases it.
+      failures.push(error);
+      log.error({ aalEventId: event.id, emailId: event.trackingEmailId, err: error }, 'AAL event not recorded');
+    },
+  });
 
   // Set only once the pause is written: a pause that could not be written pauses nothing.
-  const pausedUntil = (await pausing?.catch(() => undefined)) ?? (await pausingUnavailable?.catch(() => undefined));
+  const pausedUntil = (await run.pausing?.catch(() => undefined)) ?? (await run.pausingUnavailable?.catch(() => undefined));
   result.paused = pausedUntil !== undefined;
-  if (queue.length > 0) {
-    const released = await releaseAalEvents(sql, queue);
+  if (unstarted.length > 0) {
+    const released = await releaseAalEvents(sql, unstarted);
     if (pausedUntil !== undefined) log.info({ released, pausedUntil }, 'AAL posting paused; unposted events released');
     else log.info({ released }, 'AAL run stopped; unposted events released');
-    count('released', released);
+    run.count('released', released);
   }
   if (failures.length > 0 && failures.length === claimed.length) throw failures[0];
   return result;
+}
+
+/** One AAL run: its counts, and the pause its posts may have started. */
+interface AalRun {
+  deps: AalWorkerDeps;
+  quickRetry: QuickRetry;
+  watch: AvailabilityWatch;
+  count: (outcome: AalRunOutcome, n?: number) => void;
+  /**
+   * Set by the first post MHV refused for our credentials: no new post starts after it. The pause is
+   * written, and the error logged, once per run however many posts in flight are refused with it.
+   */
+  pausing: Promise<Date> | undefined;
+  /** The same for the first event that finds the AAL down. */
+  pausingUnavailable: Promise<Date> | undefined;
+}
+
+type Ids = { aalEventId: number; emailId: string };
+
+function pauseUnavailableOnce(run: AalRun, outcome: Extract<AalOutcome, { kind: 'transient' }>): Promise<Date> {
+  const { sql, config, log } = run.deps;
+  run.pausingUnavailable ??= pauseAalPosting(sql, config.AAL_UNAVAILABLE_PAUSE_SECONDS, `AAL unavailable: ${pauseReason(outcome.reason)}`).then((pausedUntil) => {
+    log.error(
+      { status: outcome.status, reason: pauseReason(outcome.reason), pausedUntil },
+      'the AAL is not answering: AAL posting is paused on every instance; no event is charged for it',
+    );
+    return pausedUntil;
+  });
+  return run.pausingUnavailable;
+}
+
+function pauseOnce(run: AalRun, outcome: Extract<AalOutcome, { kind: 'unauthorized' }>, ids: Ids): Promise<Date> {
+  const { sql, config, log } = run.deps;
+  const reason = pauseReason(outcome.reason);
+  run.pausing ??= pauseAalPosting(sql, config.AAL_PAUSE_SECONDS, reason).then((pausedUntil) => {
+    // An operator must act; no event is failed or charged for it. The settings named are where
+    // the credentials live.
+    log.error(
+      { ...ids, status: outcome.status, aalMessage: reason, pausedUntil },
+      'MHV refused our AAL credentials: AAL posting is paused on every instance; check AAL_API_KEY (the MHV API gateway x-api-key), AAL_APP_TOKEN and that both are for AAL_BASE_URL',
+    );
+    return pausedUntil;
+  });
+  return run.pausing;
+}
+
+async function postOne(run: AalRun, event: ClaimedAalEvent): Promise<void> {
+  const ids = { aalEventId: event.id, emailId: event.trackingEmailId };
+  if (event.mhvCorrelationId === null || event.mhvCorrelationId === '') {
+    // Unpostable, as the events created without one at delivery: not a post, and not a failure.
+    if (await recordAalEventUnpostable(run.deps.sql, event, 'no MHV correlation id for this veteran')) {
+      run.deps.log.warn(ids, 'AAL event unpostable: no MHV correlation id');
+    }
+    return;
+  }
+  const activity = { correlationId: event.mhvCorrelationId, completionTime: event.completionTime, detailValue: event.detailValue };
+  await recordOutcome(run, event, ids, await postWithQuickRetries(run, activity));
+}
+
+/** Posts the activity, retried in process while the AAL answers with a transient failure; answers the last outcome. */
+async function postWithQuickRetries(run: AalRun, activity: Parameters<AalClient['post']>[0]): Promise<AalOutcome> {
+  const { aal, signal } = run.deps;
+  try {
+    return await pRetry(
+      async () => {
+        const answer = await aal.post(activity);
+        if (answer.kind === 'transient') throw new TransientAalFailure(answer);
+        return answer;
+      },
+      {
+        retries: run.quickRetry.retries,
+        minTimeout: run.quickRetry.minTimeoutMs,
+        maxTimeout: run.quickRetry.maxTimeoutMs,
+        randomize: true,
+        // On shutdown the last failure stands and the durable backoff takes over.
+        shouldRetry: ({ error }) => error instanceof TransientAalFailure && signal?.aborted !== true,
+      },
+    );
+  } catch (error) {
+    if (!(error instanceof TransientAalFailure)) throw error;
+    return error.outcome;
+  }
+}
+
+async function recordOutcome(run: AalRun, event: ClaimedAalEvent, ids: Ids, outcome: AalOutcome): Promise<void> {
+  const { sql, config, log, signal } = run.deps;
+  if (outcome.kind === 'posted') {
+    if (await recordAalEventPosted(sql, event)) {
+      log.info(ids, 'AAL event posted');
+      run.count('posted');
+    } else {
+      log.warn(ids, 'AAL event posted after its claim was taken over');
+    }
+    // After the post is recorded: the AAL has it, whatever happens to this write.
+    await run.watch.answered();
+  } else if (outcome.kind === 'unauthorized') {
+    // Not the event's fault: it goes back as it was, attempt refunded, and waits out the pause.
+    await pauseOnce(run, outcome, ids);
+    run.count('released', await releaseAalEvents(sql, [event]));
+  } else if (outcome.kind === 'permanent') {
+    if (await recordAalEventFailed(sql, event, outcome.reason)) {
+      log.warn({ ...ids, status: outcome.status }, 'AAL refused the event; not retried');
+      run.count('failed');
+    }
+    await run.watch.answered();
+  } else if (run.watch.failed(signal?.aborted === true)) {
+    // Not the event's fault either: back uncharged, due after the first retry delay, so that the
+    // next probe is another event in case the fault was this one's own.
+    await pauseUnavailableOnce(run, outcome);
+    run.count('released', await releaseAalEvents(sql, [event], aalBackoff(config).baseSeconds));
+  } else {
+    const state = await recordAalRetryLater(sql, event, outcome.reason, config.AAL_MAX_ATTEMPTS, aalBackoff(config));
+    if (state === 'pending') {
+      log.warn({ ...ids, status: outcome.status, attempts: event.attempts }, 'AAL post failed; retrying later');
+      run.count('retried');
+    } else if (state === 'failed') {
+      log.error({ ...ids, status: outcome.status, attempts: event.attempts }, 'AAL post failed; attempts used up');
+      run.count('failed');
+    }
+  }
 }

@@ -73,17 +73,17 @@ async function settleClaim(
 }
 
 /** The AAL accepted the event: it is never posted again. */
-export function markAalEventPosted(sql: SqlHandle, event: ClaimedAalEvent): Promise<boolean> {
+export function recordAalEventPosted(sql: SqlHandle, event: ClaimedAalEvent): Promise<boolean> {
   return settleClaim(sql, event, { state: 'posted', lastError: null });
 }
 
 /** The AAL refused the event itself: retrying cannot help, so it stops here with the reason. */
-export function markAalEventFailed(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
+export function recordAalEventFailed(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
   return settleClaim(sql, event, { state: 'failed', lastError: reason });
 }
 
 /** The event cannot be posted at all (no correlation id): kept, with the reason, never retried. */
-export function markAalEventUnpostable(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
+export function recordAalEventUnpostable(sql: SqlHandle, event: ClaimedAalEvent, reason: string): Promise<boolean> {
   return settleClaim(sql, event, { state: 'unpostable', lastError: reason });
 }
 
@@ -93,7 +93,7 @@ export function markAalEventUnpostable(sql: SqlHandle, event: ClaimedAalEvent, r
  * since an operator's last retry, if any).
  * Returns the state the event ended in, or undefined when the claim was no longer ours.
  */
-export async function scheduleAalRetry(
+export async function recordAalRetryLater(
   sql: SqlHandle,
   event: ClaimedAalEvent,
   reason: string,

@@ -1,5 +1,6 @@
 // The grouping of pending dispenses into tracking emails, in SQL.
 import type { SqlHandle } from '../db/connect.ts';
+import type { InitialState } from '../tracking-email/states.ts';
 
 /** The veterans whose ICN hashes to `index` modulo `count`: one of a run's concurrent transactions. */
 export interface VeteranPartition {
@@ -15,7 +16,7 @@ export interface GroupingParameters {
   /** EMAIL_MAX_PACKAGES_LISTED (50 when not given): the packages after these are counted, not listed. */
   maxPackagesListed?: number;
   /** 'queued' to send, 'shadowed' to only record what would be sent. */
-  emailState: 'queued' | 'shadowed';
+  emailState: InitialState;
   partition: VeteranPartition;
   /** DELIVERY_START_AT: dispenses shipped before it are MHV's to email, never grouped here. */
   deliveryStartAt: Date | null;

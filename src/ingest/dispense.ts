@@ -1,8 +1,17 @@
 // A dispense event as the rest of the service sees it, whichever feed (HL7 v2, JSON, later Kafka)
 // it arrived on, and the small rules every feed shares.
 
-export const DispenseStates = ['pending', 'cancelled', 'unprocessable'] as const;
-export type DispenseState = (typeof DispenseStates)[number];
+/**
+ * Every state of a stored dispense (medication_dispense_state_check; test/tracking-email/states.test.ts
+ * holds the two equal): pending until grouping puts it in a tracking email (grouped) or sets it aside
+ * at the cut-over (excluded, held_for_cutover); cancelled and unprocessable from arrival on.
+ */
+export const MedicationDispenseStates = ['pending', 'grouped', 'cancelled', 'unprocessable', 'excluded', 'held_for_cutover'] as const;
+export type MedicationDispenseState = (typeof MedicationDispenseStates)[number];
+
+/** The states a dispense is stored in when it arrives; grouping moves it on from pending. */
+export const IngestedDispenseStates = ['pending', 'cancelled', 'unprocessable'] as const satisfies readonly MedicationDispenseState[];
+export type IngestedDispenseState = (typeof IngestedDispenseStates)[number];
 
 export interface DispenseRecord {
   stationNumber: string;
@@ -21,7 +30,7 @@ export interface DispenseRecord {
   mhvCorrelationId: string | null;
   /** HL7 MSH-10 or the JSON messageId: lets an operator find the message a row came from. */
   messageControlId: string | null;
-  state: DispenseState;
+  state: IngestedDispenseState;
   stateReason: string | null;
 }
 

@@ -7,7 +7,7 @@
 // columns, the ACKs and the counts (dispenseRows in repository.ts says why). The records themselves
 // are read again, from the stored text, only when some dispenses turn out to be stored already.
 import type { SqlHandle } from '../db/connect.ts';
-import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
+import { dispenseKey, type DispenseRecord, type IngestedDispenseState } from './dispense.ts';
 import { bodyLimits, buildAck, parseHl7Body, type AckCode, type BodyLimits, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
 import { maskSsns } from './mask.ts';
@@ -33,7 +33,7 @@ export interface IngestDispensesResult {
   inserted: number;
   duplicates: number;
   /** The new rows by state. */
-  insertedByState: Record<DispenseState, number>;
+  insertedByState: Record<IngestedDispenseState, number>;
   /** The given dispenses this call stored (the others were already stored, or came twice). */
   stored: ReadonlySet<DispenseRecord>;
 }

@@ -1,7 +1,7 @@
 // Ingest's SQL: the raw inbound message and the dispense rows it produced.
 import postgres from 'postgres';
 import type { Sql, SqlHandle } from '../db/connect.ts';
-import { dispenseKey, type DispenseRecord, type DispenseState } from './dispense.ts';
+import { dispenseKey, type DispenseRecord, type IngestedDispenseState } from './dispense.ts';
 
 export const InboundOutcomes = ['received', 'accepted', 'partial', 'rejected'] as const;
 export type InboundOutcome = (typeof InboundOutcomes)[number];
@@ -114,7 +114,7 @@ export interface DispenseRows {
   /** Distinct events (one copy of each, as {@link distinctEvents} picks it), in the order first given. */
   distinct: number;
   /** The distinct events by state. */
-  byState: Record<DispenseState, number>;
+  byState: Record<IngestedDispenseState, number>;
   /** One text[] literal per inserted column, in the statement's order. */
   columns: readonly string[];
 }
@@ -128,7 +128,7 @@ export interface DispenseRows {
  */
 export function dispenseRows(dispenses: readonly DispenseRecord[]): DispenseRows {
   const rows = distinctEvents(dispenses);
-  const byState: Record<DispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
+  const byState: Record<IngestedDispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
   for (const d of rows) byState[d.state]++;
   // Times travel as milliseconds since the epoch: Postgres reads a number faster than an ISO string,
   // and Node writes one faster.
@@ -157,7 +157,7 @@ export interface StoredDispenses {
   /** Rows this statement created or corrected. */
   stored: number;
   /** The same rows by state (a correction takes the resend's state). */
-  byState: Record<DispenseState, number>;
+  byState: Record<IngestedDispenseState, number>;
   /**
    * The event key ({@link dispenseKey}) of each of those rows when not every event given was stored
    * (some were stored before, or came twice); null when every one was.
@@ -433,7 +433,7 @@ export async function insertDispenses(
   sql: SqlHandle,
   inboundMessageId: number,
   dispenses: readonly DispenseRecord[],
-): Promise<{ stored: Set<DispenseRecord>; insertedByState: Record<DispenseState, number> }> {
+): Promise<{ stored: Set<DispenseRecord>; insertedByState: Record<IngestedDispenseState, number> }> {
   if (dispenses.length === 0) return { stored: new Set(), insertedByState: { pending: 0, cancelled: 0, unprocessable: 0 } };
   const result = await storeDispenseRows(sql, inboundMessageId, dispenseRows(dispenses), null);
   return { stored: storedRecords(dispenses, result), insertedByState: result.byState };

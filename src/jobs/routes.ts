@@ -24,7 +24,7 @@ const SendResult = Type.Object({
   recovered: Type.Integer({ description: 'found already at VA Notify by reference and recorded instead of sent again' }),
   retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
   failed: Type.Integer({ description: 'refused by VA Notify (400), or out of attempts' }),
-  skipped: Type.Integer({ description: "claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed by another sender after this claim's lease ran out" }),
+  released: Type.Integer({ description: "claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed by another sender after this claim's lease ran out" }),
   paused: Type.Boolean({ description: 'sending is paused on every instance: VA Notify rejected our credentials (401/403), has no send endpoint at the configured URL (404), is over its rate or daily limit (429), or is not answering (5xx, timeouts)' }),
   deliveryMode: Type.Optional(Type.Union([Type.Literal('shadow'), Type.Literal('off')], {
     description: 'present when DELIVERY_MODE is shadow or off: the run sent nothing (every count 0), as that mode never sends',
@@ -81,7 +81,7 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/v1/jobs/send', { schema: { operationId: 'runSendJob', summary: 'Send queued tracking emails through VA Notify now', response: { 200: SendResult, ...errors } } }, async (request) => {
     const deliveryMode = app.config.DELIVERY_MODE;
     // Outside live mode there may be no VA Notify at all (and so no send job): nothing is sent either way.
-    if (deliveryMode !== 'live') return { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false, deliveryMode };
+    if (deliveryMode !== 'live') return { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false, deliveryMode };
     return app.jobs.run<Static<typeof SendResult>>('send', request.log as Logger);
   });
   // Another instance sweeping is a normal answer, not a conflict: its run covers the same work.

@@ -3,7 +3,8 @@
 // was done and, when nothing was, why.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { errorResponses, UuidPattern } from '../http/schemas.ts';
-import { ResendableStates, resendTrackingEmails, retryAalEvents } from './actions.ts';
+import { ResendableStates } from '../tracking-email/states.ts';
+import { resendTrackingEmails, retryAalEvents } from './actions.ts';
 
 const EmailIds = (description: string) =>
   Type.Array(Type.String({ format: 'uuid', pattern: UuidPattern }), { minItems: 1, maxItems: 500, uniqueItems: true, description });

@@ -4,9 +4,7 @@
 // the operator. sql/016_operator_resend.sql says why a resend is a new email.
 import type { Sql } from '../db/connect.ts';
 import { FINAL_STATUSES } from '../status/notification-status.ts';
-
-/** The email states a resend may start from: the send failed for good, or VA Notify could not deliver it. */
-export const ResendableStates = ['failed', 'permanent_failure', 'expired'] as const;
+import { ResendableStates, stateLiteral, type TrackingEmailState } from '../tracking-email/states.ts';
 
 /**
  * How long after the last news of an email's sends a resend waits. VA Notify retries a callback
@@ -18,11 +16,11 @@ export const ResendSettleHours = 6;
 
 export type ResendOutcome =
   | { id: string; outcome: 'resent' | 'already_resent'; resentAs: string }
-  | { id: string; outcome: 'not_resendable'; state: string; reason: string }
+  | { id: string; outcome: 'not_resendable'; state: TrackingEmailState; reason: string }
   | { id: string; outcome: 'not_found' };
 
 /** Why an email found by a resend request is not resent; undefined when it is. */
-function refusal(row: { state: string; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean }): string | undefined {
+function refusal(row: { state: TrackingEmailState; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean }): string | undefined {
   if (row.delivered) return 'VA Notify reported it delivered: a resend would email the veteran twice';
   if (!(ResendableStates as readonly string[]).includes(row.state)) return `only an email in ${ResendableStates.join(', ')} is resent`;
   if (row.open_sends > 0) return 'a send of this email is still open at VA Notify: wait for its final status';
@@ -42,7 +40,7 @@ function refusal(row: { state: string; delivered: boolean; open_sends: number; s
  */
 export async function resendTrackingEmails(sql: Sql, ids: readonly string[], reason: string): Promise<ResendOutcome[]> {
   return sql.begin(async (tx) => {
-    type Found = { id: string; state: string; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean };
+    type Found = { id: string; state: TrackingEmailState; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean };
     // Delivered: an AAL event, or a `delivered` report about any of its sends. Before sql/012 a
     // delivery that reached us after a later bounce wrote no AAL event, and such an email still
     // stands in permanent_failure.
@@ -66,7 +64,7 @@ export async function resendTrackingEmails(sql: Sql, ids: readonly string[], rea
       insert into tracking_email (id, patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count,
                                   state, resent_from, resend_reason)
       select time_ordered_uuid(), e.patient_icn, e.mhv_correlation_id, e.personalisation, e.package_count, e.prescription_count,
-             'queued', e.id, ${reason}
+             ${stateLiteral(tx, 'queued')}, e.id, ${reason}
         from tracking_email e
        where e.id = any(${resendable}::uuid[])
        order by e.id
@@ -77,7 +75,7 @@ export async function resendTrackingEmails(sql: Sql, ids: readonly string[], rea
         update medication_dispense d set tracking_email_id = c.id, updated_at = now()
           from (select unnest(${newIds}::uuid[]) as id, unnest(${oldIds}::uuid[]) as resent_from) c
          where d.tracking_email_id = c.resent_from`;
-      await tx`update tracking_email set state = 'resent', updated_at = now() where id = any(${oldIds}::uuid[])`;
+      await tx`update tracking_email set state = ${stateLiteral(tx, 'resent')}, updated_at = now() where id = any(${oldIds}::uuid[])`;
       await tx`select pg_notify('tracking_email_queued', '')`;
     }
     const copyOf = new Map(copies.map((c) => [c.resent_from, c.id]));

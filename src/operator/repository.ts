@@ -3,10 +3,6 @@
 import type { Sql } from '../db/connect.ts';
 import type { EmailDetailView, EmailSummaryRow } from './schemas.ts';
 
-export const TrackingEmailStates = [
-  'queued', 'sending', 'sent', 'delivered', 'permanent_failure', 'temporary_failure', 'failed', 'expired', 'shadowed', 'resent',
-] as const;
-
 const summaryColumns = (sql: Sql) => sql`
   e.id, e.state, e.state_reason as "stateReason", e.attempts, e.package_count as "packageCount",
   e.prescription_count as "prescriptionCount", e.next_attempt_at as "nextAttemptAt", e.last_error as "lastError",

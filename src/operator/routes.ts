@@ -3,7 +3,8 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import { errorResponses, UuidPattern } from '../http/schemas.ts';
 import { stateCounts } from '../metrics.ts';
 import { IcnPattern } from '../ingest/dispense.ts';
-import { findVeteranEmails, getTrackingEmail, listTrackingEmails, TrackingEmailStates, type ListPosition } from './repository.ts';
+import { TrackingEmailStates } from '../tracking-email/states.ts';
+import { findVeteranEmails, getTrackingEmail, listTrackingEmails, type ListPosition } from './repository.ts';
 import { EmailDetail, EmailSummary, Stats } from './schemas.ts';
 
 // A page's end, opaque to the caller: the last created_at to the microsecond (a JSON date would round

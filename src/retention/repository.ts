@@ -6,13 +6,9 @@
 // itself queued.
 import type { Sql, SqlHandle } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
+import type { MedicationDispenseState } from '../ingest/dispense.ts';
+import { FinalStates } from '../tracking-email/states.ts';
 import { NON_FINAL_STATUSES } from '../status/notification-status.ts';
-
-/**
- * States a tracking email leaves no more on its own: nothing sends, replays or polls it. A
- * `delivered` email can still take a late bounce, which changes its record and not what happens.
- */
-export const FinalEmailStates = ['delivered', 'permanent_failure', 'failed', 'expired', 'shadowed', 'resent'] as const;
 
 /**
  * AAL event states that leave nothing to post: posted, or unpostable (no MHV correlation id, which an
@@ -21,7 +17,7 @@ export const FinalEmailStates = ['delivered', 'permanent_failure', 'failed', 'ex
 export const RemovableAalStates = ['posted', 'unpostable'] as const;
 
 /** Dispense states that are final without an email. Unprocessable ones wait for a corrected resend. */
-export const FinalDispenseStates = ['cancelled', 'excluded'] as const;
+export const FinalDispenseStates = ['cancelled', 'excluded'] as const satisfies readonly MedicationDispenseState[];
 
 /** How long a batch waits for a row lock another transaction holds before it gives up for this run. */
 export const RetentionLockTimeout = '100ms';
@@ -100,7 +96,7 @@ export async function emptyInboundBodies(
             where d.inbound_message_id = m.id
               and not (d.state = any(${FinalDispenseStates as unknown as string[]}::text[])
                        or (d.state = 'grouped'
-                           and (select e.state from tracking_email e where e.id = d.tracking_email_id) = any(${FinalEmailStates as unknown as string[]}::text[]))))
+                           and (select e.state from tracking_email e where e.id = d.tracking_email_id) = any(${FinalStates as unknown as string[]}::text[]))))
       returning m.id
     ),
     last as (select received_at, id from candidates order by received_at desc, id desc limit 1)
@@ -147,7 +143,7 @@ export async function removeFinalHistories(
     ),
     batch as materialized (
       select e.id from tracking_email e join walked w on w.id = e.id
-       where e.state = any(${FinalEmailStates as unknown as string[]}::text[])
+       where e.state = any(${FinalStates as unknown as string[]}::text[])
          and e.updated_at < now() - make_interval(days => ${p.days})
          and not exists (select 1 from aal_event a where a.tracking_email_id = e.id
                           and a.state <> all(${RemovableAalStates as unknown as string[]}::text[]))

@@ -1,5 +1,6 @@
 // Tracking emails as the sender sees them: claimed with a lease, then settled by one outcome.
 import { planForWorkInProgress, type Sql, type SqlHandle } from '../db/connect.ts';
+import { stateLiteral, type RetryState } from '../tracking-email/states.ts';
 
 export interface ClaimedEmail {
   id: string;
@@ -40,20 +41,20 @@ export async function claimDueEmails(
     with due as (
       select id, state as previous_state
         from tracking_email
-       where (state = 'queued' and next_attempt_at <= now())
-          or (state = 'sending' and lease_until < now())
+       where (state = ${stateLiteral(tx, 'queued')} and next_attempt_at <= now())
+          or (state = ${stateLiteral(tx, 'sending')} and lease_until < now())
        order by next_attempt_at
        limit ${p.batchSize}
          for update skip locked
     ),
     claimed as (
       update tracking_email e
-         set state = 'sending', attempts = e.attempts + 1,
+         set state = ${stateLiteral(tx, 'sending')}, attempts = e.attempts + 1,
              lease_until = now() + make_interval(secs => ${p.claim.leaseSeconds}), leased_by = ${p.claim.instanceId},
              lease_token = ${p.claim.token}, updated_at = now()
         from due
        where e.id = due.id
-      returning e.id, e.patient_icn, e.personalisation, e.attempts, due.previous_state = 'sending' as orphaned, e.next_attempt_at
+      returning e.id, e.patient_icn, e.personalisation, e.attempts, due.previous_state = ${stateLiteral(tx, 'sending')} as orphaned, e.next_attempt_at
     )
     -- An update's RETURNING follows no ORDER BY, only its plan: sorted here, so that the sender
     -- starts with the email that fell due first.
@@ -71,7 +72,7 @@ export async function renewLease(sql: SqlHandle, emailId: string, claim: SendCla
   const rows = await sql`
     update tracking_email
        set lease_until = now() + make_interval(secs => ${claim.leaseSeconds}), updated_at = now()
-     where id = ${emailId} and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
+     where id = ${emailId} and state = ${stateLiteral(sql, 'sending')} and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
     returning 1`;
   return rows.length === 1;
 }
@@ -90,8 +91,8 @@ export async function recordNotificationAccepted(
     on conflict do nothing`;
   await sql`
     update tracking_email
-       set state = 'sent', lease_until = null, leased_by = null, lease_token = null, last_error = null, state_reason = null, updated_at = now()
-     where id = ${p.emailId} and state = 'sending'`;
+       set state = ${stateLiteral(sql, 'sent')}, lease_until = null, leased_by = null, lease_token = null, last_error = null, state_reason = null, updated_at = now()
+     where id = ${p.emailId} and state = ${stateLiteral(sql, 'sending')}`;
 }
 
 /**
@@ -101,9 +102,9 @@ export async function recordNotificationAccepted(
 export async function recordEmailFailed(sql: SqlHandle, emailId: string, claim: SendClaim, reason: string): Promise<void> {
   await sql`
     update tracking_email
-       set state = 'failed', state_reason = ${reason}, last_error = ${reason},
+       set state = ${stateLiteral(sql, 'failed')}, state_reason = ${reason}, last_error = ${reason},
            lease_until = null, leased_by = null, lease_token = null, updated_at = now()
-     where id = ${emailId} and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}`;
+     where id = ${emailId} and state = ${stateLiteral(sql, 'sending')} and lease_token = ${claim.token} and leased_by = ${claim.instanceId}`;
 }
 
 /**
@@ -115,15 +116,15 @@ export async function recordRetryLater(
   sql: SqlHandle,
   p: { emailId: string; claim: SendClaim; error: string; maxAttempts: number; baseSeconds: number },
 ): Promise<'retry' | 'failed'> {
-  const [row] = await sql<{ state: string }[]>`
+  const [row] = await sql<{ state: RetryState }[]>`
     update tracking_email
-       set state = case when attempts >= ${p.maxAttempts} then 'failed' else 'queued' end,
+       set state = case when attempts >= ${p.maxAttempts} then ${stateLiteral(sql, 'failed')} else ${stateLiteral(sql, 'queued')} end,
            state_reason = case when attempts >= ${p.maxAttempts}
                                then 'gave up after ' || attempts || ' attempts: ' || ${p.error} end,
            last_error = ${p.error},
            next_attempt_at = now() + make_interval(secs => ${p.baseSeconds} * power(2, greatest(attempts - 1, 0)) * (0.5 + random())),
            lease_until = null, leased_by = null, lease_token = null, updated_at = now()
-     where id = ${p.emailId} and state = 'sending' and lease_token = ${p.claim.token} and leased_by = ${p.claim.instanceId}
+     where id = ${p.emailId} and state = ${stateLiteral(sql, 'sending')} and lease_token = ${p.claim.token} and leased_by = ${p.claim.instanceId}
     returning state`;
   return row?.state === 'failed' ? 'failed' : 'retry';
 }
@@ -140,9 +141,9 @@ export async function releaseClaimedEmails(sql: SqlHandle, emailIds: string[], c
   if (emailIds.length === 0) return 0;
   const rows = await sql`
     update tracking_email
-       set state = 'queued', attempts = greatest(attempts - 1, 0), lease_until = null, leased_by = null, lease_token = null,
+       set state = ${stateLiteral(sql, 'queued')}, attempts = greatest(attempts - 1, 0), lease_until = null, leased_by = null, lease_token = null,
            next_attempt_at = now() + make_interval(secs => ${delaySeconds}), updated_at = now()
-     where id = any(${emailIds}::uuid[]) and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
+     where id = any(${emailIds}::uuid[]) and state = ${stateLiteral(sql, 'sending')} and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
     returning id`;
   return rows.length;
 }
@@ -160,7 +161,7 @@ export async function releaseClaimedOrphans(sql: SqlHandle, emailIds: string[], 
     update tracking_email
        set attempts = greatest(attempts - 1, 0), lease_until = now() + make_interval(secs => ${delaySeconds}),
            leased_by = null, lease_token = null, updated_at = now()
-     where id = any(${emailIds}::uuid[]) and state = 'sending' and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
+     where id = any(${emailIds}::uuid[]) and state = ${stateLiteral(sql, 'sending')} and lease_token = ${claim.token} and leased_by = ${claim.instanceId}
     returning id`;
   return rows.length;
 }
@@ -169,4 +170,20 @@ export async function releaseClaimedOrphans(sql: SqlHandle, emailIds: string[], 
 export async function storedNotificationIds(sql: SqlHandle, emailId: string): Promise<Set<string>> {
   const rows = await sql<{ id: string }[]>`select id from notification where tracking_email_id = ${emailId}`;
   return new Set(rows.map((r) => r.id));
+}
+
+/**
+ * Of the notifications VA Notify lists for an email's reference, the newest this service never
+ * stored: the send of an orphan (or of a send whose answer was lost) that VA Notify accepted.
+ * Undefined when there is none, and the email may be sent. The sender and the sweep both ask this.
+ */
+export async function newestUnstoredNotification<N extends { id: string; created_at?: unknown }>(
+  sql: SqlHandle,
+  emailId: string,
+  listed: readonly N[],
+): Promise<N | undefined> {
+  const known = await storedNotificationIds(sql, emailId);
+  return listed
+    .filter((n) => !known.has(n.id))
+    .sort((a, b) => String(b.created_at ?? '').localeCompare(String(a.created_at ?? '')))[0];
 }

@@ -12,17 +12,19 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
 import { AvailabilityWatch } from '../jobs/availability-watch.ts';
+import { workClaimedBatch, type ClaimOutcome } from '../jobs/claimed-batch.ts';
 import { applyPendingStatusEvents } from '../status/repository.ts';
-import { confirmSendingResumed, pauseSending, sendingPauseState, type RateBudget, type SendingPauseKind } from './rate-budget.ts';
+import type { RateBudget } from './rate-budget.ts';
+import { confirmSendingResumed, pauseSending, sendingPauseState, type SendingPauseKind } from './va-notify-pause.ts';
 import {
   claimDueEmails,
+  newestUnstoredNotification,
   recordEmailFailed,
   recordNotificationAccepted,
   recordRetryLater,
   releaseClaimedEmails,
   releaseClaimedOrphans,
   renewLease,
-  storedNotificationIds,
   type ClaimedEmail,
   type SendClaim,
 } from './repository.ts';
@@ -36,11 +38,11 @@ export interface SendResult {
   failed: number;
   /** Claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed again
    *  by another sender after this claim's lease ran out. */
-  skipped: number;
+  released: number;
   paused: boolean;
 }
 
-export type SendOutcomeLabel = 'sent' | 'recovered' | 'retried' | 'failed' | 'released';
+export type SendOutcomeLabel = 'sent' | 'recovered' | ClaimOutcome;
 
 export interface SenderDeps {
   sql: Sql;
@@ -119,86 +121,99 @@ function mayHaveBeenAccepted(status: number | undefined): boolean {
 
 export async function runSend(deps: SenderDeps): Promise<SendResult> {
   const { sql, config, log } = deps;
-  const result: SendResult = { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false };
+  const result: SendResult = { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false };
   // shadow records emails at grouping and off never groups: neither mode calls VA Notify.
   if (config.DELIVERY_MODE !== 'live') return result;
   // Read before the claim: a paused instance claims nothing, and a failed read leaves nothing claimed.
   const pause = await sendingPauseState(sql);
   if (pause === 'paused') return { ...result, paused: true };
-  // VA Notify looks down after emails in a row get no answer (src/jobs/availability-watch.ts).
-  const watch = new AvailabilityWatch(pause === 'ended', () => confirmSendingResumed(sql));
-
   const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? defaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
   const claimed = await claimDueEmails(sql, { batchSize: config.SEND_BATCH_SIZE, claim });
   if (claimed.length === 0) return result;
 
-  const queue = [...claimed];
-  const unstarted = () => queue.splice(0).map((email) => email.id);
-  let pausedUntil: Date | undefined;
-  // Emails VA Notify may already have: orphans until a lookup finds nothing, and any email after a
-  // send whose answer was lost. Handed back, they stay orphans, so that they are looked up first.
-  const mayBeAtVaNotify = new Set(claimed.filter((email) => email.orphaned).map((email) => email.id));
-  const handBack = async (emailIds: string[], delaySeconds = 0) => {
-    const orphans = emailIds.filter((id) => mayBeAtVaNotify.has(id));
-    const others = emailIds.filter((id) => !mayBeAtVaNotify.has(id));
-    return (await releaseClaimedOrphans(sql, orphans, claim, delaySeconds)) + (await releaseClaimedEmails(sql, others, claim, delaySeconds));
+  const run: SendRun = {
+    deps,
+    claim,
+    // VA Notify looks down after emails in a row get no answer (src/jobs/availability-watch.ts).
+    watch: new AvailabilityWatch(pause === 'ended', () => confirmSendingResumed(sql)),
+    mayBeAtVaNotify: new Set(claimed.filter((email) => email.orphaned).map((email) => email.id)),
+    pausedUntil: undefined,
+    unavailablePauseTaken: false,
   };
-  let unavailablePauseTaken = false;
-
-  const count = (label: SendOutcomeLabel) => {
-    deps.onOutcome?.(label);
-    if (label === 'released') result.skipped++;
-    else result[label]++;
-  };
-
-  async function worker() {
-    for (let email = queue.shift(); email; email = queue.shift()) {
-      if (deps.signal?.aborted || pausedUntil) {
-        queue.unshift(email);
-        return;
-      }
-      const label = await sendOne(deps, claim, email, mayBeAtVaNotify, watch).catch(async (error: unknown) => {
-        if (error instanceof VaNotifyUnavailable) {
-          if (!unavailablePauseTaken) {
-            unavailablePauseTaken = true;
-            pausedUntil = await pauseSending(sql, config.SEND_UNAVAILABLE_PAUSE_SECONDS, 'unavailable', `VA Notify unavailable: ${error.message}`);
-            log.error({ reason: error.message, pausedUntil }, 'VA Notify is not answering: sending is paused on every instance; no email is charged for it');
-          }
-          // Due after the first retry delay rather than at once, so that the next probe is another
-          // email: if the fault was this email's own, it does not hold every other email back.
-          await handBack([email.id], config.SEND_RETRY_BASE_SECONDS);
-          return 'released' as const;
-        }
-        if (error instanceof SendingHalted) {
-          pausedUntil = await pauseSending(sql, pauseSeconds(config, error.outcome), pauseKind(error.outcome), error.message);
-          logHalt(log, error.outcome, pausedUntil);
-          await handBack([email.id]);
-          return 'released' as const;
-        }
-        if (error instanceof StoppedBeforeSend) {
-          await handBack([email.id]);
-          return 'released' as const;
-        }
-        if (error instanceof ClaimLost) {
-          log.warn({ emailId: email.id }, 'send claim lost: the lease ran out and the email was claimed again; left to that claim');
-          return 'released' as const;
-        }
-        throw error;
-      });
-      count(label);
+  const count = (label: SendOutcomeLabel, n = 1) => {
+    for (let i = 0; i < n; i++) {
+      deps.onOutcome?.(label);
+      result[label]++;
     }
-  }
-
-  try {
-    await Promise.all(Array.from({ length: Math.min(config.SEND_CONCURRENCY, claimed.length) }, worker));
-  } finally {
-    // Claims no worker started (shutdown or pause) go back as they were, attempt refunded.
-    const released = await handBack(unstarted());
-    for (let i = 0; i < released; i++) count('released');
-  }
-  result.paused = pausedUntil !== undefined;
-  if (claimed.length > 0) log.info({ ...result, claimed: claimed.length }, 'send run finished');
+  };
+  const end = await workClaimedBatch(claimed, {
+    concurrency: config.SEND_CONCURRENCY,
+    stopped: () => deps.signal?.aborted === true || run.pausedUntil !== undefined,
+    work: async (email) => count(await sendOne(run, email).catch((error: unknown) => handBackOnHalt(run, email, error))),
+  });
+  // Claims no lane started (shutdown, pause, or a failure) go back as they were, attempt refunded.
+  count('released', await handBack(run, end.unstarted.map((email) => email.id)));
+  if (end.failure) throw end.failure.error;
+  result.paused = run.pausedUntil !== undefined;
+  log.info({ ...result, claimed: claimed.length }, 'send run finished');
   return result;
+}
+
+/** One send run's claim, and what its emails have learned that the others must act on. */
+interface SendRun {
+  deps: SenderDeps;
+  claim: SendClaim;
+  watch: AvailabilityWatch;
+  /**
+   * Emails VA Notify may already have: orphans until a lookup finds nothing, and any email after a
+   * send whose answer was lost. Handed back, they stay orphans, so that they are looked up first.
+   */
+  mayBeAtVaNotify: Set<string>;
+  /** Set once this run paused sending: no lane starts another email. */
+  pausedUntil: Date | undefined;
+  unavailablePauseTaken: boolean;
+}
+
+/** Hands claims back, each as what it is: an email VA Notify may have stays an orphan. */
+async function handBack(run: SendRun, emailIds: string[], delaySeconds = 0): Promise<number> {
+  const { sql } = run.deps;
+  const orphans = emailIds.filter((id) => run.mayBeAtVaNotify.has(id));
+  const others = emailIds.filter((id) => !run.mayBeAtVaNotify.has(id));
+  return (await releaseClaimedOrphans(sql, orphans, run.claim, delaySeconds)) + (await releaseClaimedEmails(sql, others, run.claim, delaySeconds));
+}
+
+/**
+ * An email whose send stopped for no fault of its own: VA Notify down or refusing every send (sending
+ * pauses on every instance), shutdown before its request, or its claim lost to another. Released.
+ */
+async function handBackOnHalt(run: SendRun, email: ClaimedEmail, error: unknown): Promise<SendOutcomeLabel> {
+  const { sql, config, log } = run.deps;
+  if (error instanceof VaNotifyUnavailable) {
+    if (!run.unavailablePauseTaken) {
+      run.unavailablePauseTaken = true;
+      run.pausedUntil = await pauseSending(sql, config.SEND_UNAVAILABLE_PAUSE_SECONDS, 'unavailable', `VA Notify unavailable: ${error.message}`);
+      log.error({ reason: error.message, pausedUntil: run.pausedUntil }, 'VA Notify is not answering: sending is paused on every instance; no email is charged for it');
+    }
+    // Due after the first retry delay rather than at once, so that the next probe is another
+    // email: if the fault was this email's own, it does not hold every other email back.
+    await handBack(run, [email.id], config.SEND_RETRY_BASE_SECONDS);
+    return 'released';
+  }
+  if (error instanceof SendingHalted) {
+    run.pausedUntil = await pauseSending(sql, pauseSeconds(config, error.outcome), pauseKind(error.outcome), error.message);
+    logHalt(log, error.outcome, run.pausedUntil);
+    await handBack(run, [email.id]);
+    return 'released';
+  }
+  if (error instanceof StoppedBeforeSend) {
+    await handBack(run, [email.id]);
+    return 'released';
+  }
+  if (error instanceof ClaimLost) {
+    log.warn({ emailId: email.id }, 'send claim lost: the lease ran out and the email was claimed again; left to that claim');
+    return 'released';
+  }
+  throw error;
 }
 
 /** How long a halt pauses sending: the day's limit lasts until VA Notify's day ends (UTC). */
@@ -240,13 +255,8 @@ function logHalt(log: Logger, outcome: SendingHalted['outcome'], pausedUntil: Da
   }
 }
 
-async function sendOne(
-  deps: SenderDeps,
-  claim: SendClaim,
-  email: ClaimedEmail,
-  mayBeAtVaNotify: Set<string>,
-  watch: AvailabilityWatch,
-): Promise<SendOutcomeLabel> {
+async function sendOne(run: SendRun, email: ClaimedEmail): Promise<SendOutcomeLabel> {
+  const { deps, claim, mayBeAtVaNotify, watch } = run;
   const { sql, config, log } = deps;
 
   /** Every request takes a budget token, then renews the claim: no request once the claim is lost. */
@@ -356,9 +366,7 @@ async function recoverFromVaNotify(deps: SenderDeps, email: ClaimedEmail): Promi
   if (found.kind !== 'accepted') {
     throw new TransientSendError(`looking up the email by reference: ${found.kind === 'transient' ? found.reason : found.message}`, true);
   }
-  const known = await storedNotificationIds(deps.sql, email.id);
-  const unknown = found.body.filter((n) => !known.has(n.id));
-  const newest = unknown.sort((a, b) => String(b.created_at ?? '').localeCompare(String(a.created_at ?? '')))[0];
+  const newest = await newestUnstoredNotification(deps.sql, email.id, found.body);
   if (!newest) return false;
   await storeNotification(deps.sql, deps.config, email.id, newest.id, email.attempts);
   deps.log.warn({ emailId: email.id, notificationId: newest.id }, 'VA Notify already had this email: recorded it instead of sending again');

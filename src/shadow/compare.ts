@@ -7,10 +7,8 @@
 // it within the window (MHV by sent date, the service by shipped_at); once compared, the other side
 // is looked up whatever its date, so a package shipped just before the window and emailed by MHV
 // just inside it still matches.
+import type { MedicationDispenseState } from '../ingest/dispense.ts';
 import type { BadRow, ExportRow } from './export.ts';
-
-export const DispenseStates = ['pending', 'grouped', 'cancelled', 'unprocessable', 'excluded', 'held_for_cutover'] as const;
-export type DispenseState = (typeof DispenseStates)[number];
 
 /** One of the service's packages: its dispenses with one (ICN, tracking number). */
 export interface OurPackage {
@@ -24,7 +22,7 @@ export interface OurPackage {
   inWindow: boolean;
   /** The tracking email it was grouped into (the earliest, if later fills joined another); null when none. */
   emailId: string | null;
-  states: DispenseState[];
+  states: MedicationDispenseState[];
   /** state_reason of an unprocessable dispense in it. */
   unprocessableReason: string | null;
 }

@@ -1,7 +1,8 @@
 // What the service would have emailed, read from its dispenses and tracking emails for the shadow
 // comparison. Read-only: the comparison changes nothing.
 import type { SqlHandle } from '../db/connect.ts';
-import type { DispenseState, OurPackage, Window } from './compare.ts';
+import type { MedicationDispenseState } from '../ingest/dispense.ts';
+import type { OurPackage, Window } from './compare.ts';
 
 interface PackageRow {
   icn: string | null;
@@ -10,7 +11,7 @@ interface PackageRow {
   shipped_at: Date | null;
   in_window: boolean;
   email_id: string | null;
-  states: DispenseState[];
+  states: MedicationDispenseState[];
   unprocessable_reason: string | null;
 }
 

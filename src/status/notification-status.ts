@@ -1,6 +1,7 @@
-// The notification status state machine: VA Notify's email statuses plus our own `expired`, which
-// ones are final, and how legacy values map onto today's. The transitions themselves are guarded
-// updates in repository.ts.
+// The notification status state machine: VA Notify's email statuses plus our own `expired`, their
+// order, which ones are final, and how legacy values map onto today's. The transitions themselves are
+// guarded updates in SQL (apply_status_event_effects, sql/012), which writes no status of its own: it
+// orders a notification's statuses by the tables in StatusOrder, passed with every event.
 
 /** Email statuses VA Notify reports, in the order a notification normally passes through them. */
 export const NotificationStatuses = [
@@ -67,6 +68,17 @@ export function progressRank(status: NotificationStatus): number {
       return 3;
   }
 }
+
+/**
+ * The order a notification's current status is kept in, as the SQL that applies an event takes it
+ * (p_final_statuses, p_ranked_statuses and p_ranks of apply_status_event_effects): final after
+ * non-final, then the later completion, then progress rank.
+ */
+export const StatusOrder: { finalStatuses: string[]; rankedStatuses: string[]; ranks: number[] } = {
+  finalStatuses: [...FINAL_STATUSES],
+  rankedStatuses: [...NotificationStatuses],
+  ranks: NotificationStatuses.map(progressRank),
+};
 
 export interface NormalisedStatus {
   /** A known status, or the value as received when it is not one (kept, never applied). */

@@ -5,10 +5,10 @@
 // (sql/006_record_status_event.sql), so that an event costs one round trip, not one per step.
 import { AdvisoryLock } from '../db/locks.ts';
 import type { Sql, SqlHandle, TransactionSql } from '../db/connect.ts';
+import { AwaitingNotificationStates, stateList, stateLiteral, type FinalStatusState } from '../tracking-email/states.ts';
 import {
-  FINAL_STATUSES,
-  NotificationStatuses,
   PERMANENT_FAILURES,
+  StatusOrder,
   isFinal,
   normaliseStatus,
   progressRank,
@@ -91,7 +91,7 @@ interface StatusEffects {
   /** Progress rank of the status; null for a status this service does not know. */
   rank: number | null;
   /** The state the tracking email follows to; null for a non-final (or unknown) status. */
-  emailState: 'delivered' | 'expired' | 'temporary_failure' | 'permanent_failure' | null;
+  emailState: FinalStatusState | null;
   emailReason: string | null;
 }
 
@@ -109,10 +109,6 @@ function statusEffects({ status, statusReason, known }: NormalisedStatus): Statu
   return { known, final, rank: progressRank(value), emailState, emailReason };
 }
 
-// The status tables the SQL orders a notification's current status by, as the arrays it takes.
-const finalStatuses = [...FINAL_STATUSES] as string[];
-const rankedStatuses = [...NotificationStatuses] as string[];
-const ranks = NotificationStatuses.map(progressRank);
 
 /**
  * Records one status event and applies it: one statement, so one round trip and one transaction
@@ -216,9 +212,9 @@ export async function recordStatusEvents(
       p_source => ${options.source}::text,
       p_replay_delay_minutes => ${options.replayDelayMinutes}::int,
       p_send_max_attempts => ${options.sendMaxAttempts}::int,
-      p_final_statuses => ${finalStatuses}::text[],
-      p_ranked_statuses => ${rankedStatuses}::text[],
-      p_ranks => ${ranks}::int[])
+      p_final_statuses => ${StatusOrder.finalStatuses}::text[],
+      p_ranked_statuses => ${StatusOrder.rankedStatuses}::text[],
+      p_ranks => ${StatusOrder.ranks}::int[])
     order by event_index`;
   return events.map(({ event, log }, index) => {
     const row = rows[index]!;
@@ -250,9 +246,9 @@ function effectArguments(sql: SqlHandle, effects: StatusEffects, options: ApplyO
     p_email_reason => ${effects.emailReason}::text,
     p_replay_delay_minutes => ${options.replayDelayMinutes}::int,
     p_send_max_attempts => ${options.sendMaxAttempts}::int,
-    p_final_statuses => ${finalStatuses}::text[],
-    p_ranked_statuses => ${rankedStatuses}::text[],
-    p_ranks => ${ranks}::int[]`;
+    p_final_statuses => ${StatusOrder.finalStatuses}::text[],
+    p_ranked_statuses => ${StatusOrder.rankedStatuses}::text[],
+    p_ranks => ${StatusOrder.ranks}::int[]`;
 }
 
 /**
@@ -331,7 +327,7 @@ export async function adoptNotificationByReference(
     const [email] = await tx<{ attempts: number }[]>`
       select greatest(e.attempts, 1 + coalesce((select max(n.attempt) from notification n where n.tracking_email_id = e.id), 0)) as attempts
         from tracking_email e
-       where e.id = ${reference}::uuid and e.state in ('queued', 'sending')
+       where e.id = ${reference}::uuid and e.state in ${stateList(tx, AwaitingNotificationStates)}
          and not exists (select 1 from notification where id = ${event.notificationId}::uuid)
        for update`;
     if (email === undefined) return false;
@@ -342,7 +338,7 @@ export async function adoptNotificationByReference(
     // A send in flight for it finds the email sent and records nothing twice; a queued one is not sent.
     await tx`
       update tracking_email
-         set state = 'sent', attempts = ${email.attempts}, lease_until = null, leased_by = null, lease_token = null,
+         set state = ${stateLiteral(tx, 'sent')}, attempts = ${email.attempts}, lease_until = null, leased_by = null, lease_token = null,
              last_error = null, state_reason = null, updated_at = now()
        where id = ${reference}::uuid`;
     await applyPendingStatusEvents(tx, event.notificationId, options);

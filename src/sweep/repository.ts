@@ -5,6 +5,7 @@
 import { planForWorkInProgress, type Sql, type SqlHandle } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
 import { NON_FINAL_STATUSES } from '../status/notification-status.ts';
+import { stateLiteral, type RetryState } from '../tracking-email/states.ts';
 
 /**
  * Holds the sweep lock for the duration of `work`, on one reserved connection: a session-level
@@ -92,7 +93,7 @@ export async function claimOrphanedEmails(
     with orphaned as (
       select id
         from tracking_email
-       where state = 'sending' and lease_until < now()
+       where state = ${stateLiteral(sql, 'sending')} and lease_until < now()
        order by lease_until
        limit ${p.batchSize}
          for update skip locked
@@ -114,15 +115,15 @@ export async function claimOrphanedEmails(
 export async function releaseOrphanedEmail(
   sql: SqlHandle,
   p: { emailId: string; sweeperId: string; maxAttempts: number },
-): Promise<'queued' | 'failed' | undefined> {
-  const [row] = await sql<{ state: 'queued' | 'failed' }[]>`
+): Promise<RetryState | undefined> {
+  const [row] = await sql<{ state: RetryState }[]>`
     update tracking_email
-       set state = case when attempts >= ${p.maxAttempts} then 'failed' else 'queued' end,
+       set state = case when attempts >= ${p.maxAttempts} then ${stateLiteral(sql, 'failed')} else ${stateLiteral(sql, 'queued')} end,
            state_reason = case when attempts >= ${p.maxAttempts}
                                then 'gave up after ' || attempts || ' attempts: the last send was never confirmed and VA Notify has no notification for it'
                                else state_reason end,
            next_attempt_at = now(), lease_until = null, leased_by = null, updated_at = now()
-     where id = ${p.emailId} and state = 'sending' and leased_by = ${p.sweeperId}
+     where id = ${p.emailId} and state = ${stateLiteral(sql, 'sending')} and leased_by = ${p.sweeperId}
     returning state`;
   return row?.state;
 }
@@ -144,7 +145,7 @@ export async function chargeAdoptedSend(
     update tracking_email e
        set attempts = greatest(e.attempts, 1 + (select coalesce(max(n.attempt), 0) from notification n where n.tracking_email_id = e.id)),
            updated_at = now()
-     where e.id = ${p.emailId} and e.state = 'sending' and e.leased_by = ${p.sweeperId}
+     where e.id = ${p.emailId} and e.state = ${stateLiteral(sql, 'sending')} and e.leased_by = ${p.sweeperId}
     returning e.attempts`;
   return row?.attempts;
 }
@@ -159,7 +160,7 @@ export async function expireOrphanClaims(sql: SqlHandle, p: { emailIds: string[]
   await sql`
     update tracking_email
        set lease_until = now() - interval '1 second', updated_at = now()
-     where id = any(${p.emailIds}::uuid[]) and state = 'sending' and leased_by = ${p.sweeperId}`;
+     where id = any(${p.emailIds}::uuid[]) and state = ${stateLiteral(sql, 'sending')} and leased_by = ${p.sweeperId}`;
 }
 
 /**
@@ -173,17 +174,17 @@ export async function requeueTemporaryFailures(
   sql: SqlHandle,
   p: { batchSize: number; maxAttempts: number },
 ): Promise<{ replayed: string[]; failed: string[] }> {
-  const rows = await sql<{ id: string; state: string }[]>`
+  const rows = await sql<{ id: string; state: RetryState }[]>`
     with due as (
       select id
         from tracking_email
-       where state = 'temporary_failure' and next_attempt_at <= now()
+       where state = ${stateLiteral(sql, 'temporary_failure')} and next_attempt_at <= now()
        order by next_attempt_at
        limit ${p.batchSize}
          for update skip locked
     )
     update tracking_email e
-       set state = case when e.attempts >= ${p.maxAttempts} then 'failed' else 'queued' end,
+       set state = case when e.attempts >= ${p.maxAttempts} then ${stateLiteral(sql, 'failed')} else ${stateLiteral(sql, 'queued')} end,
            next_attempt_at = now(), updated_at = now()
       from due
      where e.id = due.id

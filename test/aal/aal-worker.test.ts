@@ -11,7 +11,7 @@ import {
   type AalWorkerDeps,
 } from '../../src/aal/aal-worker.ts';
 import type { AalClient } from '../../src/aal/aal-client.ts';
-import { claimAalEvents, markAalEventFailed, markAalEventPosted, pauseAalPosting, releaseAalEvents } from '../../src/aal/repository.ts';
+import { claimAalEvents, recordAalEventFailed, recordAalEventPosted, pauseAalPosting, releaseAalEvents } from '../../src/aal/repository.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -437,9 +437,9 @@ t.test('a claim taken over after its lease ran out cannot record over the newer 
   await db.sql`update aal_event set lease_until = now() - interval '1 second'`;
   const [current] = await claimAalEvents(db.sql, 10, 60);
   t.equal(current!.attempts, stale!.attempts + 1);
-  t.equal(await markAalEventPosted(db.sql, stale!), false, 'the old claim records nothing');
-  t.equal(await markAalEventFailed(db.sql, stale!, 'late'), false);
+  t.equal(await recordAalEventPosted(db.sql, stale!), false, 'the old claim records nothing');
+  t.equal(await recordAalEventFailed(db.sql, stale!, 'late'), false);
   t.equal(await releaseAalEvents(db.sql, [stale!]), 0);
-  t.equal(await markAalEventPosted(db.sql, current!), true);
+  t.equal(await recordAalEventPosted(db.sql, current!), true);
   t.match(await aalEvent(db.sql, current!.id), { state: 'posted', attempts: 2, last_error: null });
 });

@@ -23,7 +23,7 @@ for (const mode of ['shadow', 'off'] as const) {
     t.teardown(() => app.close());
     const response = await app.inject({ method: 'POST', url: '/v1/jobs/send', headers: internalAuth });
     t.equal(response.statusCode, 200);
-    t.same(response.json(), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false, deliveryMode: mode });
+    t.same(response.json(), { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false, deliveryMode: mode });
     t.notMatch(logs.text, /request failed/);
   });
 }

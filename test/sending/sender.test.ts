@@ -6,7 +6,8 @@ import { connect, type Sql } from '../../src/db/connect.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { runGrouping } from '../../src/grouping/grouping-job.ts';
-import { createRateBudget, resumeSending, type RateBudget } from '../../src/sending/rate-budget.ts';
+import { createRateBudget, type RateBudget } from '../../src/sending/rate-budget.ts';
+import { resumeSending } from '../../src/sending/va-notify-pause.ts';
 import { claimDueEmails, releaseClaimedEmails, renewLease } from '../../src/sending/repository.ts';
 import { runSend } from '../../src/sending/sender.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
@@ -32,7 +33,7 @@ t.test('one email per veteran, by ICN, with only the properties the contract all
   const { app, db, vaNotify, logs } = await testApp(t);
   await twoVeterans(db.sql);
   t.same(await runJob(app, 'grouping'), { emailsCreated: 2, dispensesGrouped: 4, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
-  t.same(await runJob(app, 'send'), { sent: 2, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false });
+  t.same(await runJob(app, 'send'), { sent: 2, recovered: 0, retried: 0, failed: 0, released: 0, paused: false });
 
   const received = [...vaNotify.state.notifications.values()];
   t.equal(received.length, 2);
@@ -59,7 +60,7 @@ t.test('one email per veteran, by ICN, with only the properties the contract all
     t.equal(email.attempt, 1);
     t.equal(vaNotify.state.notifications.get(email.notification_id)?.request.reference, email.id, 'reference is our email id');
   }
-  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false }, 'nothing sent twice');
+  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false }, 'nothing sent twice');
   t.notMatch(logs.text, alpha);
   t.notMatch(logs.text, bravo);
 });
@@ -74,7 +75,7 @@ t.test('transient failures are retried until VA Notify takes the email', async (
   await insertDispenses(db.sql, [{ patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T2' }]);
   await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 429 });
-  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 1, paused: true }, 'a 429: no quick retry, sending paused');
+  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, released: 1, paused: true }, 'a 429: no quick retry, sending paused');
   t.equal(vaNotify.state.forcedResponses.length, 0, 'one request, not three');
   const [waiting] = await db.sql`select state, attempts, next_attempt_at <= now() as due from tracking_email where patient_icn = ${icn(2)}`;
   t.same(waiting, { state: 'queued', attempts: 0, due: true }, 'handed back with its attempt refunded; the pause alone holds it');
@@ -106,7 +107,7 @@ t.test('a VA Notify outage pauses sending on every instance and fails no email, 
     update tracking_email set next_attempt_at = now(), lease_until = case when state = 'sending' then now() end`.simple();
 
   vaNotify.state.faults.sendFailureRate = 1;
-  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 2, failed: 0, skipped: 4, paused: true },
+  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 2, failed: 0, released: 4, paused: true },
     'two emails in a row without an answer are one email\'s bad luck; the third is an outage');
   t.same(await attempts(), [1, 1, 0, 0, 0, 0], 'only the first two were charged an attempt');
   const [pause] = await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
@@ -135,7 +136,7 @@ t.test('a VA Notify outage pauses sending on every instance and fails no email, 
   await insertDispenses(db.sql, [{ patient_icn: icn(46), rx_number: '4000046', tracking_number: 'T46' }]);
   await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 500 }, { status: 500 }, { status: 500 });
-  t.match(await runJob(app, 'send'), { retried: 1, skipped: 0, paused: false }, 'one email without an answer, once confirmed up, is retried later as before');
+  t.match(await runJob(app, 'send'), { retried: 1, released: 0, paused: false }, 'one email without an answer, once confirmed up, is retried later as before');
 });
 
 t.test('an outage of no answers at all: the emails VA Notify may have go back as orphans, uncharged', async (t) => {
@@ -143,7 +144,7 @@ t.test('an outage of no answers at all: the emails VA Notify may have go back as
   await insertDispenses(db.sql, Array.from({ length: 3 }, (_, i) => ({ patient_icn: icn(60 + i), rx_number: `${4000060 + i}`, tracking_number: `T${60 + i}` })));
   await runJob(app, 'grouping');
   vaNotify.state.faults.latencyMs = 1_000;
-  t.match(await runJob(app, 'send'), { sent: 0, retried: 2, skipped: 1, paused: true });
+  t.match(await runJob(app, 'send'), { sent: 0, retried: 2, released: 1, paused: true });
   vaNotify.state.faults.latencyMs = 0;
   const emails = await db.sql`
     select state, attempts, leased_by is null as unleased,
@@ -188,7 +189,7 @@ t.test('one email VA Notify never answers, among others it takes, pauses nothing
     // One request at a time: the first email due meets the three 500s of its quick retries.
     vaNotify.state.forcedResponses.push({ status: 500 }, { status: 500 }, { status: 500 });
     const result = await runJob(app, 'send');
-    t.match(result, { paused: false, skipped: 0 }, `round ${round}: not an outage`);
+    t.match(result, { paused: false, released: 0 }, `round ${round}: not an outage`);
     await db.sql`update tracking_email set next_attempt_at = now() where state = 'queued'`;
   }
   const [poisoned] = await db.sql`select state, attempts, state_reason from tracking_email where id = ${first!.id}`;
@@ -238,7 +239,7 @@ t.test('a 400 fails the email with VA Notify\'s message; a 403 pauses sending wi
   vaNotify.state.forcedResponses.push({ status: 400, message: 'Missing personalisation: tracking_info' });
   vaNotify.state.forcedResponses.push({ status: 403, message: 'Invalid token: API key expired' });
   const result = await runJob(app, 'send');
-  t.match(result, { sent: 0, failed: 1, skipped: 1, paused: true });
+  t.match(result, { sent: 0, failed: 1, released: 1, paused: true });
   const rows = await db.sql`select patient_icn, state, state_reason, attempts from tracking_email order by patient_icn`;
   t.match(rows[0], { state: 'failed', state_reason: 'VA Notify answered 400: Missing personalisation: tracking_info' });
   t.match(rows[1], { state: 'queued', attempts: 0 }, 'released untouched; the pause holds it');
@@ -256,7 +257,7 @@ t.test('shadow and off call nobody', async (t) => {
     const { app, db, vaNotify } = await testApp(t, { DELIVERY_MODE: mode });
     await insertDispenses(db.sql, [{ patient_icn: icn(8), rx_number: '8000001', tracking_number: 'T8' }]);
     await runJob(app, 'grouping');
-    t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, skipped: 0, paused: false, deliveryMode: mode }, mode);
+    t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false, deliveryMode: mode }, mode);
     t.equal(vaNotify.state.counters.sendsAccepted + vaNotify.state.counters.getsByReference, 0, `${mode}: no request`);
     const [row] = await db.sql`select count(*)::int as emails, min(state) as state from tracking_email`;
     t.same(row, mode === 'shadow' ? { emails: 1, state: 'shadowed' } : { emails: 0, state: null }, mode);
@@ -330,7 +331,7 @@ t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses
   await runJob(app, 'grouping');
 
   vaNotify.state.forcedResponses.push({ status: 429, error: 'TooManyRequestsError', message: 'Exceeded send limits (1000) for today' });
-  t.match(await runJob(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
+  t.match(await runJob(app, 'send'), { sent: 0, failed: 0, released: 1, paused: true });
   const [daily] = await db.sql`
     select abs(extract(epoch from paused_until - (date_trunc('day', now() at time zone 'UTC') + interval '1 day') at time zone 'UTC')) < 2 as next_utc_day,
            pause_kind, pause_reason from rate_budget`;
@@ -339,7 +340,7 @@ t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses
 
   await resumeSending(db.sql);
   vaNotify.state.forcedResponses.push({ status: 404, message: 'The requested URL was not found on the server.' });
-  t.match(await runJob(app, 'send'), { sent: 0, failed: 0, skipped: 1, paused: true });
+  t.match(await runJob(app, 'send'), { sent: 0, failed: 0, released: 1, paused: true });
   const [pause] = await db.sql`select paused_until - now() > interval '200 seconds' as long, pause_kind from rate_budget`;
   t.same(pause, { long: true, pause_kind: 'no_endpoint' }, 'SEND_PAUSE_SECONDS, as for refused credentials');
   t.match(logs.text, /no send endpoint at the configured URL: sending is paused on every instance; check VA_NOTIFY_BASE_URL/);
@@ -413,7 +414,7 @@ t.test('an orphan handed back unlooked-up (a 403 on its lookup) stays an orphan:
   const refused = vaNotifyClientFromConfig(config, vaNotify.url, { ...sandboxDefaults, secret: 'not-the-sandbox-secret-0001' });
   const budget = createRateBudget(db.sql, 0);
   const log = createLogger('silent');
-  t.match(await runSend({ sql: db.sql, config, vaNotify: refused, budget, log }), { paused: true, skipped: 1, failed: 0 });
+  t.match(await runSend({ sql: db.sql, config, vaNotify: refused, budget, log }), { paused: true, released: 1, failed: 0 });
   const [email] = await db.sql`select state, attempts, lease_until <= now() as expired, lease_token from tracking_email`;
   t.same(email, { state: 'sending', attempts: 1, expired: true, lease_token: null }, 'an orphan still; the lost claim keeps its attempt, this one is refunded');
 
@@ -501,7 +502,7 @@ t.test('a sender whose lease ran out mid-run does not send what another sender c
   const second = await runSend({ sql: db.sql, config, vaNotify: client, budget, log, instanceId: 'second' });
   const firstResult = await first;
   t.ok(second.sent + second.recovered >= 1, 'the second sender took over what the first had not started');
-  t.ok(firstResult.skipped >= 1, 'the first sender left those alone');
+  t.ok(firstResult.released >= 1, 'the first sender left those alone');
   t.equal(firstResult.sent + second.sent + second.recovered, veterans.length);
   await vaNotify.whenIdle();
   const icns = [...vaNotify.state.notifications.values()].map((n) => n.recipientIdentifier?.id_value);
