@@ -139,7 +139,7 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
             decoded: await decodeRecord(message.value, registry),
           });
         }
-        const stored = await storeBatch(sql, topic, records);
+        const stored = await storeBatch(sql, records);
         for (const [outcome, count] of Object.entries(stored.outcomes) as [RecordOutcome, number][]) if (count > 0) options.onRecords?.(outcome, count);
         for (const [outcome, count] of Object.entries(stored.dispenses) as [IngestOutcome, number][]) if (count > 0) options.onDispenses?.(outcome, count);
         const rejected = records.filter((r) => r.decoded.kind === 'bad');

@@ -15,12 +15,15 @@ import {
   dispenseRows,
   insertDispenses,
   insertInboundMessage,
+  insertPositionedMessages,
   recordInboundOutcome,
+  recordInboundOutcomes,
   storeDispenseRows,
   storedRecords,
   type DispenseRows,
   type EventPosition,
   type InboundOutcome,
+  type InboundOutcomeRecord,
   type StoredDispenses,
 } from './repository.ts';
 
@@ -329,4 +332,103 @@ function readJsonBody(maskedBody: string, maxEvents: number | undefined):
   const parsed = parseJsonBody(maskedBody, maxEvents);
   if (parsed.kind === 'invalid') return parsed;
   return { kind: 'events', received: parsed.received, rows: dispenseRows(parsed.dispenses), errors: parsed.errors };
+}
+
+// ---- Several bodies at once (an event-bus batch)
+
+export interface PositionedBody extends InboundBody {
+  event: EventPosition;
+  /** Set for a body known to be unreadable before it is parsed: kept, rejected for this reason. */
+  rejectedFor?: string;
+}
+
+export type PositionedBodyResult =
+  /** A body at a position stored before (a redelivery): nothing stored. */
+  | { kind: 'stored-before' }
+  /** `events`: the dispense events the body held; `storedNew`: those this batch stored. */
+  | { kind: 'kept'; outcome: InboundOutcome; events: number; storedNew: number };
+
+/** What a parsed body comes to before its dispenses are stored. */
+interface ReadBody {
+  dispenses: DispenseRecord[];
+  record: InboundOutcomeRecord;
+  /** Messages (HL7) or events (JSON) that yielded no dispense; 1 for a body that could not be read. */
+  rejected: number;
+}
+
+function readBody(input: InboundBody, maskedBody: string): ReadBody {
+  const rejectedBody = (error: string): ReadBody => ({ dispenses: [], record: { outcome: 'rejected', messageCount: 0, error }, rejected: 1 });
+  if (input.contentType === 'application/json') {
+    const parsed = parseJsonBody(maskedBody, input.maxRecordsPerBody);
+    if (parsed.kind === 'invalid') return rejectedBody(parsed.error);
+    const { received, dispenses, errors } = parsed;
+    const error = errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
+    return { dispenses, record: { outcome: outcomeOf(received, dispenses.length, dispenses.length), messageCount: received, error }, rejected: received - dispenses.length };
+  }
+  const parsed = parseHl7Body(maskedBody, limitsOf(input));
+  if (parsed.kind === 'not-hl7') return rejectedBody(parsed.reason);
+  const { messages, notes } = parsed;
+  const dispenses = messages.flatMap((m) => m.dispenses);
+  const accepted = messages.filter((m) => m.ack === 'AA').length;
+  return {
+    dispenses,
+    record: { outcome: outcomeOf(messages.length, accepted, dispenses.length), messageCount: messages.length, error: describeHl7Errors(messages, notes) },
+    rejected: messages.filter((m) => m.dispenses.length === 0).length,
+  };
+}
+
+/**
+ * Ingests bodies that each have an event-bus position, as one set: their bodies kept (SSNs masked)
+ * by one insert, which skips a position stored before, then every dispense of every body stored by
+ * the HTTP ingest's one statement ({@link storeDispenseRows}), with each body's outcome. An event
+ * that comes in two bodies is stored once, from the first (as two bodies in turn would). Pass the
+ * caller's transaction: the bodies and their dispenses commit together or not at all. No ACK is built.
+ */
+export async function ingestPositionedBodies(
+  tx: SqlHandle,
+  bodies: readonly PositionedBody[],
+): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
+  const masked = bodies.map((b) => (b.rejectedFor === undefined ? maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7') : maskSsns(b.body)));
+  const ids = await insertPositionedMessages(tx, bodies.map((b, i) => ({
+    source: b.source, contentType: b.contentType, maskedBody: masked[i]!, event: b.event,
+    outcome: b.rejectedFor === undefined ? null : { outcome: 'rejected', messageCount: 0, error: b.rejectedFor },
+  })));
+  const counts: IngestOutcomeCounts = { inserted: 0, cancelled: 0, unprocessable: 0, duplicate: 0, rejected: 0 };
+  const outcomes = new Map<number, InboundOutcomeRecord>();
+  const events = new Map<number, number>();
+  const dispenses: DispenseRecord[] = [];
+  const bodyOf = new Map<DispenseRecord, number>();
+  bodies.forEach((body, i) => {
+    const id = ids[i];
+    if (id === null || id === undefined || body.rejectedFor !== undefined) return;
+    const read = readBody(body, masked[i]!);
+    outcomes.set(id, read.record);
+    events.set(id, read.dispenses.length);
+    counts.rejected += read.rejected;
+    for (const d of read.dispenses) {
+      dispenses.push(d);
+      bodyOf.set(d, id);
+    }
+  });
+  let storedByBody: ReadonlyMap<number, number> = new Map();
+  if (dispenses.length === 0) {
+    await recordInboundOutcomes(tx, outcomes);
+  } else {
+    const rows = dispenseRows(dispenses, bodyOf);
+    bodyOf.clear();
+    const stored = await storeDispenseRows(tx, 0, rows, outcomes);
+    counts.inserted = stored.byState.pending;
+    counts.cancelled = stored.byState.cancelled;
+    counts.unprocessable = stored.byState.unprocessable;
+    counts.duplicate = rows.events - stored.stored;
+    storedByBody = stored.byBody!.stored;
+    await Promise.all([...stored.byBody!.conflicts].map(([id, n]) => recordConflicts(tx, id, n)));
+  }
+  const results = bodies.map((body, i): PositionedBodyResult => {
+    const id = ids[i];
+    if (id === null || id === undefined) return { kind: 'stored-before' };
+    if (body.rejectedFor !== undefined) return { kind: 'kept', outcome: 'rejected', events: 0, storedNew: 0 };
+    return { kind: 'kept', outcome: outcomes.get(id)!.outcome, events: events.get(id)!, storedNew: storedByBody.get(id) ?? 0 };
+  });
+  return { results, counts };
 }
