@@ -1,10 +1,10 @@
 // Stores a batch of decoded event-bus records in one transaction, set-based: every record's body
-// kept in inbound_message with its topic, partition and offset before it is parsed, by one insert,
-// then the dispenses of every record by the one statement of the HTTP ingest
-// (ingestPositionedBodies). A record whose position is stored already (a redelivery) is skipped:
+// kept in inbound_message with its topic, partition and offset, masked, with the outcome of its
+// parse, by one insert, then the dispenses of every record by the one statement of the HTTP ingest
+// (storePositionedBodies). A record whose position is stored already (a redelivery) is skipped:
 // the batch's offsets are committed to Kafka only after this commits.
 import type { Sql } from '../db/connect.ts';
-import { ingestPositionedBodies, type IngestOutcomeCounts, type PositionedBody } from '../ingest/ingest.ts';
+import { readPositionedBodies, storePositionedBodies, type IngestOutcomeCounts, type PositionedBody, type ReadPositionedBodies } from '../ingest/ingest.ts';
 import type { EventPosition } from '../ingest/repository.ts';
 import type { DecodedRecord, RecordOutcome } from './records.ts';
 
@@ -19,15 +19,29 @@ export interface StoredBatch {
   dispenses: IngestOutcomeCounts;
 }
 
-export async function storeBatch(sql: Sql, records: readonly BatchRecord[]): Promise<StoredBatch> {
-  const bodies = records.map(({ position, decoded }): PositionedBody => ({
-    source: 'event-bus',
-    contentType: decoded.contentType,
-    body: decoded.body,
-    event: position,
-    ...(decoded.kind === 'bad' && { rejectedFor: decoded.reason }),
-  }));
-  const { results, counts } = await sql.begin((tx) => ingestPositionedBodies(tx, bodies));
+/** A batch's records masked and parsed, ready to store (again, if an attempt fails). */
+export interface PreparedBatch {
+  records: readonly BatchRecord[];
+  read: ReadPositionedBodies;
+}
+
+/** The CPU work of a batch, apart from storing it: the consumer prepares one while the last is stored. */
+export function prepareBatch(records: readonly BatchRecord[]): PreparedBatch {
+  return {
+    records,
+    read: readPositionedBodies(records.map(({ position, decoded }): PositionedBody => ({
+      source: 'event-bus',
+      contentType: decoded.contentType,
+      body: decoded.body,
+      event: position,
+      ...(decoded.kind === 'bad' && { rejectedFor: decoded.reason }),
+    }))),
+  };
+}
+
+export async function storeBatch(sql: Sql, batch: PreparedBatch | readonly BatchRecord[]): Promise<StoredBatch> {
+  const { records, read } = 'read' in batch ? batch : prepareBatch(batch);
+  const { results, counts } = await sql.begin((tx) => storePositionedBodies(tx, read));
   const outcomes: Record<RecordOutcome, number> = {
     stored: 0, duplicate: 0, redelivered: 0, not_avro: 0, unknown_schema: 0, undecodable: 0, invalid_dispense: 0,
   };

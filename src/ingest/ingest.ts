@@ -17,7 +17,6 @@ import {
   insertInboundMessage,
   insertPositionedMessages,
   recordInboundOutcome,
-  recordInboundOutcomes,
   storeDispenseRows,
   storedRecords,
   type DispenseRows,
@@ -349,7 +348,7 @@ export type PositionedBodyResult =
   | { kind: 'kept'; outcome: InboundOutcome; events: number; storedNew: number };
 
 /** What a parsed body comes to before its dispenses are stored. */
-interface ReadBody {
+export interface ReadBody {
   dispenses: DispenseRecord[];
   record: InboundOutcomeRecord;
   /** Messages (HL7) or events (JSON) that yielded no dispense; 1 for a body that could not be read. */
@@ -377,33 +376,46 @@ function readBody(input: InboundBody, maskedBody: string): ReadBody {
   };
 }
 
+/** Bodies masked and parsed, ready for {@link storePositionedBodies}; kept as they are across attempts. */
+export interface ReadPositionedBodies {
+  bodies: readonly PositionedBody[];
+  masked: readonly string[];
+  reads: readonly ReadBody[];
+}
+
 /**
- * Ingests bodies that each have an event-bus position, as one set: their bodies kept (SSNs masked)
- * by one insert, which skips a position stored before, then every dispense of every body stored by
- * the HTTP ingest's one statement ({@link storeDispenseRows}), with each body's outcome. An event
- * that comes in two bodies is stored once, from the first (as two bodies in turn would). Pass the
- * caller's transaction: the bodies and their dispenses commit together or not at all. No ACK is built.
+ * Masks and parses bodies that each have an event-bus position: the CPU work of ingesting them, done
+ * apart from {@link storePositionedBodies} so that a caller can do it while an earlier set is stored.
  */
-export async function ingestPositionedBodies(
-  tx: SqlHandle,
-  bodies: readonly PositionedBody[],
-): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
+export function readPositionedBodies(bodies: readonly PositionedBody[]): ReadPositionedBodies {
   const masked = bodies.map((b) => (b.rejectedFor === undefined ? maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7') : maskSsns(b.body)));
+  const reads = bodies.map((b, i): ReadBody =>
+    b.rejectedFor === undefined ? readBody(b, masked[i]!) : { dispenses: [], record: { outcome: 'rejected', messageCount: 0, error: b.rejectedFor }, rejected: 0 });
+  return { bodies, masked, reads };
+}
+
+/**
+ * Stores bodies read by {@link readPositionedBodies}, as one set, in the caller's transaction: each
+ * body kept (SSNs masked) with what became of it by one insert, which skips a position stored
+ * before, then the dispenses of every body new here by the HTTP ingest's one statement
+ * ({@link storeDispenseRows}), each row naming its body. The bodies and their dispenses commit
+ * together or not at all, so no dispense is ever stored without the body it came from. An event
+ * that comes in two bodies is stored once, from the first (as two bodies in turn would). No ACK is
+ * built.
+ */
+export async function storePositionedBodies(
+  tx: SqlHandle,
+  { bodies, masked, reads }: ReadPositionedBodies,
+): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
   const ids = await insertPositionedMessages(tx, bodies.map((b, i) => ({
-    source: b.source, contentType: b.contentType, maskedBody: masked[i]!, event: b.event,
-    outcome: b.rejectedFor === undefined ? null : { outcome: 'rejected', messageCount: 0, error: b.rejectedFor },
+    source: b.source, contentType: b.contentType, maskedBody: masked[i]!, event: b.event, outcome: reads[i]!.record,
   })));
   const counts: IngestOutcomeCounts = { inserted: 0, cancelled: 0, unprocessable: 0, duplicate: 0, rejected: 0 };
-  const outcomes = new Map<number, InboundOutcomeRecord>();
-  const events = new Map<number, number>();
   const dispenses: DispenseRecord[] = [];
   const bodyOf = new Map<DispenseRecord, number>();
-  bodies.forEach((body, i) => {
+  reads.forEach((read, i) => {
     const id = ids[i];
-    if (id === null || id === undefined || body.rejectedFor !== undefined) return;
-    const read = readBody(body, masked[i]!);
-    outcomes.set(id, read.record);
-    events.set(id, read.dispenses.length);
+    if (id === null || id === undefined) return;
     counts.rejected += read.rejected;
     for (const d of read.dispenses) {
       dispenses.push(d);
@@ -411,24 +423,25 @@ export async function ingestPositionedBodies(
     }
   });
   let storedByBody: ReadonlyMap<number, number> = new Map();
-  if (dispenses.length === 0) {
-    await recordInboundOutcomes(tx, outcomes);
-  } else {
-    const rows = dispenseRows(dispenses, bodyOf);
-    bodyOf.clear();
-    const stored = await storeDispenseRows(tx, 0, rows, outcomes);
+  if (dispenses.length > 0) {
+    const stored = await (async () => {
+      const rows = dispenseRows(dispenses, bodyOf);
+      const result = await storeDispenseRows(tx, 0, rows, null);
+      counts.duplicate = rows.events - result.stored;
+      return result;
+    })();
     counts.inserted = stored.byState.pending;
     counts.cancelled = stored.byState.cancelled;
     counts.unprocessable = stored.byState.unprocessable;
-    counts.duplicate = rows.events - stored.stored;
     storedByBody = stored.byBody!.stored;
     await Promise.all([...stored.byBody!.conflicts].map(([id, n]) => recordConflicts(tx, id, n)));
   }
-  const results = bodies.map((body, i): PositionedBodyResult => {
-    const id = ids[i];
-    if (id === null || id === undefined) return { kind: 'stored-before' };
-    if (body.rejectedFor !== undefined) return { kind: 'kept', outcome: 'rejected', events: 0, storedNew: 0 };
-    return { kind: 'kept', outcome: outcomes.get(id)!.outcome, events: events.get(id)!, storedNew: storedByBody.get(id) ?? 0 };
-  });
-  return { results, counts };
+  return {
+    results: reads.map((read, i): PositionedBodyResult => {
+      const id = ids[i];
+      if (id === null || id === undefined) return { kind: 'stored-before' };
+      return { kind: 'kept', outcome: read.record.outcome, events: read.dispenses.length, storedNew: storedByBody.get(id) ?? 0 };
+    }),
+    counts,
+  };
 }

@@ -43,25 +43,24 @@ export async function insertInboundMessage(
 }
 
 /**
- * Keeps several bodies, each at an event-bus position, in one statement: the {@link
- * insertInboundMessage} of a batch. A body whose position is stored already (a redelivered record)
- * is not stored again; its id is null. A body given an outcome is stored with it (a record known
- * unreadable before it is parsed). The ids come in the order of the bodies.
+ * Keeps several bodies, each at an event-bus position and with what became of it, in one statement:
+ * the {@link insertInboundMessage} of a batch, for a caller that parsed the bodies first inside the
+ * transaction that also stores their dispenses. A body whose position is stored already (a
+ * redelivered record) is not stored again: its id is null. The ids come in the order of the bodies.
  */
 export async function insertPositionedMessages(
   sql: SqlHandle,
-  messages: readonly { source: string; contentType: string; maskedBody: string; event: EventPosition; outcome: InboundOutcomeRecord | null }[],
+  messages: readonly { source: string; contentType: string; maskedBody: string; event: EventPosition; outcome: InboundOutcomeRecord }[],
 ): Promise<(number | null)[]> {
   if (messages.length === 0) return [];
   const literal = (pick: (m: (typeof messages)[number]) => string | null) => textArrayLiteral(messages.map(pick));
   const rows = await sql<{ id: number; event_topic: string; event_partition: number; event_offset: string }[]>`
     insert into inbound_message (source, content_type, body, event_topic, event_partition, event_offset, outcome, message_count, error, processed_at)
-    select source, content_type, body, event_topic, event_partition::integer, event_offset::bigint,
-           coalesce(outcome, 'received'), coalesce(message_count::integer, 0), error, case when outcome is not null then now() end
+    select source, content_type, body, event_topic, event_partition::integer, event_offset::bigint, outcome, message_count::integer, error, now()
       from unnest(${literal((m) => m.source)}::text[], ${literal((m) => m.contentType)}::text[], ${literal((m) => storableText(m.maskedBody))}::text[],
                   ${literal((m) => m.event.topic)}::text[], ${literal((m) => String(m.event.partition))}::text[], ${literal((m) => String(m.event.offset))}::text[],
-                  ${literal((m) => m.outcome?.outcome ?? null)}::text[], ${literal((m) => (m.outcome ? String(m.outcome.messageCount) : null))}::text[],
-                  ${literal((m) => storableText(m.outcome?.error ?? null))}::text[])
+                  ${literal((m) => m.outcome.outcome)}::text[], ${literal((m) => String(m.outcome.messageCount))}::text[],
+                  ${literal((m) => storableText(m.outcome.error))}::text[])
              with ordinality as b (source, content_type, body, event_topic, event_partition, event_offset, outcome, message_count, error, position)
      order by position
     on conflict (event_topic, event_partition, event_offset) where event_topic is not null do nothing
@@ -232,9 +231,6 @@ export interface InboundOutcomeRecord {
   error: string | null;
 }
 
-/** What became of each of several bodies (an event-bus batch), by inbound message id. */
-export type InboundOutcomeRecords = ReadonlyMap<number, InboundOutcomeRecord>;
-
 /**
  * Stores a body's dispenses in one statement, whatever their number: the columns travel as 15 arrays
  * and unnest turns them back into rows, so a 1,000-message file costs one round trip and stays far
@@ -254,7 +250,7 @@ export async function storeDispenseRows(
   sql: SqlHandle,
   inboundMessageId: number,
   rows: DispenseRows,
-  outcome: InboundOutcomeRecord | InboundOutcomeRecords | null,
+  outcome: InboundOutcomeRecord | null,
 ): Promise<StoredDispenses> {
   // From the pool the statement is its own transaction; inside a caller's transaction it runs under
   // a savepoint, so that a refused insert does not abort the rest of the transaction. Rows that hold
@@ -328,34 +324,14 @@ function draftedSource(sql: SqlHandle, drafts: string, leaveOutRemoved = false) 
      order by s.position`;
 }
 
-function outcomeUpdate(sql: SqlHandle, inboundMessageId: number, outcome: InboundOutcomeRecord | InboundOutcomeRecords | null) {
-  if (outcome === null) return sql``;
-  if (outcome instanceof Map) return sql`,
-    outcome as (${outcomesUpdate(sql, outcome)})`;
-  const one = outcome as InboundOutcomeRecord;
-  return sql`,
+function outcomeUpdate(sql: SqlHandle, inboundMessageId: number, outcome: InboundOutcomeRecord | null) {
+  return outcome === null
+    ? sql``
+    : sql`,
     outcome as (
       update inbound_message
-         set outcome = ${one.outcome}, message_count = ${one.messageCount}, error = ${storableText(one.error)}, processed_at = now()
+         set outcome = ${outcome.outcome}, message_count = ${outcome.messageCount}, error = ${storableText(outcome.error)}, processed_at = now()
        where id = ${inboundMessageId})`;
-}
-
-/** The update that records the outcomes of several bodies, set-based. */
-function outcomesUpdate(sql: SqlHandle, outcomes: InboundOutcomeRecords) {
-  const records = [...outcomes];
-  const literal = (pick: (entry: [number, InboundOutcomeRecord]) => string | null) => textArrayLiteral(records.map(pick));
-  return sql`
-      update inbound_message m
-         set outcome = o.outcome, message_count = o.message_count::integer, error = o.error, processed_at = now()
-        from unnest(${literal(([id]) => String(id))}::text[], ${literal(([, r]) => r.outcome)}::text[],
-                    ${literal(([, r]) => String(r.messageCount))}::text[], ${literal(([, r]) => storableText(r.error))}::text[])
-               as o (id, outcome, message_count, error)
-       where m.id = o.id::bigint`;
-}
-
-/** Records the outcomes of several bodies that stored no dispense, in one statement. */
-export async function recordInboundOutcomes(sql: SqlHandle, outcomes: InboundOutcomeRecords): Promise<void> {
-  if (outcomes.size > 0) await sql`${outcomesUpdate(sql, outcomes)}`;
 }
 
 /**
@@ -366,7 +342,7 @@ export async function recordInboundOutcomes(sql: SqlHandle, outcomes: InboundOut
  * the same order. The body's new rows are the only dispenses this statement locks, so whatever
  * order Postgres runs the two inserts in, it never holds a dispense another writer waits for.
  */
-async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | InboundOutcomeRecords | null): Promise<void> {
+async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<void> {
   await sql`
     with source as materialized (${dispenseSource(sql, inboundMessageId, rows)}),
     drafts as (
@@ -416,7 +392,7 @@ async function inOwnTransaction<T>(sql: Sql, work: (tx: SqlHandle) => Promise<T>
  * stores have their newest arrival moved to now: a replayed body does not hold back its veterans'
  * emails.
  */
-async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | InboundOutcomeRecords | null): Promise<StoredDispenses> {
+async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<StoredDispenses> {
   const column = (at: number) => rows.columns[at]!;
   const store = async (tx: SqlHandle) => {
     await tx`
