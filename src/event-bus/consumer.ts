@@ -36,7 +36,7 @@ export interface EventBusConsumerOptions {
 
 export interface EventBusConsumer {
   start(): void;
-  /** Finishes the batch in hand (within graceMs), commits what is stored, and leaves the group. */
+  /** Finishes the batches in hand (within graceMs), commits what is stored, and leaves the group. */
   stop(graceMs: number): Promise<void>;
   status(): EventBusStatus;
   /** The partitions of the topic this instance holds now. */
@@ -59,6 +59,7 @@ async function within(work: Promise<unknown> | undefined, ms: number): Promise<v
 
 const LagIntervalMs = 5000;
 const FetchMaxBytes = 4 * 1024 * 1024;
+const BatchesInFlight = 2;
 
 export function saslOptions(config: Config, tokenProvider?: () => Promise<string>): SASLOptions | undefined {
   switch (config.EVENT_BUS_AUTH) {
@@ -85,8 +86,9 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
   const stopping = new AbortController();
   let status: EventBusStatus = 'connecting';
   let running: Promise<void> | undefined;
-  let batchInHand: Promise<void> | undefined;
-  /** Set on stop: the batch in hand is finished, no other is started. */
+  /** The batches being stored (and committed). */
+  const inFlight = new Set<Promise<boolean>>();
+  /** Set on stop: the batches in hand are finished, no other is started. */
   let draining = false;
   let current: { consumer: Consumer<Buffer, Buffer, Buffer, Buffer>; stream?: MessagesStream<Buffer, Buffer, Buffer, Buffer> } | undefined;
   const lagReported = new Set<number>();
@@ -163,8 +165,11 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
     }
   }
 
-  /** Stores a prepared batch, retrying while the database cannot be reached; then commits its offsets. */
-  async function write(batch: Record[], prepared: PreparedBatch): Promise<void> {
+  /**
+   * Stores a prepared batch, retrying while the database cannot be reached; then, once every batch
+   * before it is stored and committed (`before`), commits its offsets. True when it did.
+   */
+  async function write(batch: Record[], prepared: PreparedBatch, before: Promise<boolean>): Promise<boolean> {
     for (let attempt = 0; ; attempt++) {
       try {
         const stored = await storeBatch(sql, prepared);
@@ -177,9 +182,12 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         log.debug({ records: batch.length, ...stored.outcomes }, 'event-bus batch stored');
         break;
       } catch (error) {
-        if (!(await retryLater(attempt, error))) return;
+        if (!(await retryLater(attempt, error))) return false;
       }
     }
+    // A batch before this one that was not stored holds this one's offsets back too: committing
+    // them would pass its records. Those stored here are skipped when read again.
+    if (!(await before)) return false;
     // The last record of each partition: committing it commits everything before it.
     const last = new Map<number, Record>();
     for (const message of batch) last.set(message.partition, message);
@@ -192,6 +200,7 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         log.info({ partition: message.partition, offset: String(message.offset), err: { message: (error as Error).message } }, 'event-bus offset not committed (partition reassigned); the stored records are skipped on redelivery');
       }
     }));
+    return true;
   }
 
   /** Reads one consumer's stream until it fails or the consumer stops. */
@@ -204,6 +213,7 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       status = 'ok';
       consumer.startLagMonitoring({ topics: [topic] }, LagIntervalMs);
       const buffer: Record[] = [];
+      let lastWrite: Promise<boolean> = Promise.resolve(true);
       let failure: Error | undefined;
       let wake: (() => void) | undefined;
       const poke = () => { const w = wake; wake = undefined; w?.(); };
@@ -223,15 +233,18 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         status = 'ok';
         const batch = buffer.splice(0, config.EVENT_BUS_BATCH_SIZE);
         if (stream.isPaused() && buffer.length < config.EVENT_BUS_BATCH_SIZE) stream.resume();
-        // Two batches in hand at most: this one is decoded and parsed while the one before is
-        // stored (Postgres works meanwhile), and stored only once that one is stored and committed,
-        // so offsets are committed in order.
+        // A batch is decoded and parsed while those before it are stored, and up to
+        // BatchesInFlight are stored at once, each in its own transaction on its own connection
+        // (Postgres works on one while the other commits); offsets are committed in batch order.
         const prepared = await prepare(batch);
-        await batchInHand;
+        while (inFlight.size >= BatchesInFlight) await Promise.race(inFlight);
         if (prepared === undefined || stopping.signal.aborted || draining) break;
-        batchInHand = write(batch, prepared).finally(() => { batchInHand = undefined; });
+        const writing = write(batch, prepared, lastWrite);
+        lastWrite = writing;
+        inFlight.add(writing);
+        writing.finally(() => inFlight.delete(writing)).catch(() => {});
       }
-      await batchInHand;
+      await Promise.all(inFlight);
       if (failure && !stopping.signal.aborted) throw failure;
     } finally {
       consumer.stopLagMonitoring();
@@ -267,9 +280,9 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       const deadline = Date.now() + graceMs;
       const untilDeadline = <T>(work: Promise<T> | undefined) => within(work, deadline - Date.now());
       draining = true;
-      // The batch in hand is stored and committed if it can be within the grace period; a batch
-      // still waiting for the database is left uncommitted, and read again by the next owner.
-      await untilDeadline(batchInHand);
+      // The batches in hand are stored and committed if they can be within the grace period; a
+      // batch still waiting for the database is left uncommitted, and read again by the next owner.
+      await untilDeadline(Promise.all(inFlight));
       stopping.abort();
       const closing = current;
       if (closing) {
