@@ -1,4 +1,4 @@
-// Stopping the consumer, against a real broker: SIGTERM, and a broker that goes away.
+// Stopping the consumer, against a real broker: SIGTERM, and a broker that goes away and comes back.
 import t from 'tap';
 import { createPublisher } from '../../src/event-bus/publish.ts';
 import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
