@@ -36,7 +36,7 @@ export interface EventBusConsumerOptions {
 
 export interface EventBusConsumer {
   start(): void;
-  /** Finishes the batches in hand (within graceMs), commits what is stored, and leaves the group. */
+  /** Finishes the batch being stored (within graceMs), commits what is stored, and leaves the group. */
   stop(graceMs: number): Promise<void>;
   status(): EventBusStatus;
   /** The partitions of the topic this instance holds now. */
@@ -59,7 +59,6 @@ async function within(work: Promise<unknown> | undefined, ms: number): Promise<v
 
 const LagIntervalMs = 5000;
 const FetchMaxBytes = 4 * 1024 * 1024;
-const BatchesInFlight = 2;
 
 export function saslOptions(config: Config, tokenProvider?: () => Promise<string>): SASLOptions | undefined {
   switch (config.EVENT_BUS_AUTH) {
@@ -86,9 +85,9 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
   const stopping = new AbortController();
   let status: EventBusStatus = 'connecting';
   let running: Promise<void> | undefined;
-  /** The batches being stored (and committed). */
-  const inFlight = new Set<Promise<boolean>>();
-  /** Set on stop: the batches in hand are finished, no other is started. */
+  /** The batch being stored and committed. */
+  let batchInHand: Promise<void> | undefined;
+  /** Set on stop: the batch being stored is finished, no other is started. */
   let draining = false;
   let current: { consumer: Consumer<Buffer, Buffer, Buffer, Buffer>; stream?: MessagesStream<Buffer, Buffer, Buffer, Buffer> } | undefined;
   const lagReported = new Set<number>();
@@ -165,11 +164,8 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
     }
   }
 
-  /**
-   * Stores a prepared batch, retrying while the database cannot be reached; then, once every batch
-   * before it is stored and committed (`before`), commits its offsets. True when it did.
-   */
-  async function write(batch: Record[], prepared: PreparedBatch, before: Promise<boolean>): Promise<boolean> {
+  /** Stores a prepared batch, retrying while the database cannot be reached; then commits its offsets. */
+  async function write(batch: Record[], prepared: PreparedBatch): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
         const stored = await storeBatch(sql, prepared);
@@ -182,12 +178,9 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         log.debug({ records: batch.length, ...stored.outcomes }, 'event-bus batch stored');
         break;
       } catch (error) {
-        if (!(await retryLater(attempt, error))) return false;
+        if (!(await retryLater(attempt, error))) return;
       }
     }
-    // A batch before this one that was not stored holds this one's offsets back too: committing
-    // them would pass its records. Those stored here are skipped when read again.
-    if (!(await before)) return false;
     // The last record of each partition: committing it commits everything before it.
     const last = new Map<number, Record>();
     for (const message of batch) last.set(message.partition, message);
@@ -200,7 +193,6 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         log.info({ partition: message.partition, offset: String(message.offset), err: { message: (error as Error).message } }, 'event-bus offset not committed (partition reassigned); the stored records are skipped on redelivery');
       }
     }));
-    return true;
   }
 
   /** Reads one consumer's stream until it fails or the consumer stops. */
@@ -213,7 +205,6 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       status = 'ok';
       consumer.startLagMonitoring({ topics: [topic] }, LagIntervalMs);
       const buffer: Record[] = [];
-      let lastWrite: Promise<boolean> = Promise.resolve(true);
       let failure: Error | undefined;
       let wake: (() => void) | undefined;
       const poke = () => { const w = wake; wake = undefined; w?.(); };
@@ -233,18 +224,15 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         status = 'ok';
         const batch = buffer.splice(0, config.EVENT_BUS_BATCH_SIZE);
         if (stream.isPaused() && buffer.length < config.EVENT_BUS_BATCH_SIZE) stream.resume();
-        // A batch is decoded and parsed while those before it are stored, and up to
-        // BatchesInFlight are stored at once, each in its own transaction on its own connection
-        // (Postgres works on one while the other commits); offsets are committed in batch order.
+        // Two batches in hand at most: this one is decoded and parsed while the one before is
+        // stored (Postgres works meanwhile), and stored only once that one is stored and committed,
+        // so offsets are committed in order.
         const prepared = await prepare(batch);
-        while (inFlight.size >= BatchesInFlight) await Promise.race(inFlight);
+        await batchInHand;
         if (prepared === undefined || stopping.signal.aborted || draining) break;
-        const writing = write(batch, prepared, lastWrite);
-        lastWrite = writing;
-        inFlight.add(writing);
-        writing.finally(() => inFlight.delete(writing)).catch(() => {});
+        batchInHand = write(batch, prepared).finally(() => { batchInHand = undefined; });
       }
-      await Promise.all(inFlight);
+      await batchInHand;
       if (failure && !stopping.signal.aborted) throw failure;
     } finally {
       consumer.stopLagMonitoring();
@@ -280,9 +268,10 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       const deadline = Date.now() + graceMs;
       const untilDeadline = <T>(work: Promise<T> | undefined) => within(work, deadline - Date.now());
       draining = true;
-      // The batches in hand are stored and committed if they can be within the grace period; a
+      // The batch being stored is stored and committed if it can be within the grace period; a
       // batch still waiting for the database is left uncommitted, and read again by the next owner.
-      await untilDeadline(Promise.all(inFlight));
+      // A batch only decoded and parsed is dropped: it was never stored nor committed.
+      await untilDeadline(batchInHand);
       stopping.abort();
       const closing = current;
       if (closing) {
