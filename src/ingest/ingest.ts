@@ -424,12 +424,10 @@ export async function storePositionedBodies(
   });
   let storedByBody: ReadonlyMap<number, number> = new Map();
   if (dispenses.length > 0) {
-    const stored = await (async () => {
-      const rows = dispenseRows(dispenses, bodyOf);
-      const result = await storeDispenseRows(tx, 0, rows, null);
-      counts.duplicate = rows.events - result.stored;
-      return result;
-    })();
+    const rows = dispenseRows(dispenses, bodyOf);
+    // No one body's id: each row names its own (rows.bodies).
+    const stored = await storeDispenseRows(tx, 0, rows, null);
+    counts.duplicate = rows.events - stored.stored;
     counts.inserted = stored.byState.pending;
     counts.cancelled = stored.byState.cancelled;
     counts.unprocessable = stored.byState.unprocessable;
