@@ -11,7 +11,7 @@ import type { IngestOutcome } from '../ingest/ingest.ts';
 import { mskIamTokenProvider } from './auth.ts';
 import { decodeRecord, type RecordOutcome } from './records.ts';
 import { RegistryUnavailableError, schemaRegistryClient, type SchemaRegistryClient } from './registry-client.ts';
-import { storeBatch, type BatchRecord } from './store.ts';
+import { prepareBatch, storeBatch, type BatchRecord, type PreparedBatch } from './store.ts';
 
 type Record = Message<Buffer, Buffer, Buffer, Buffer>;
 
@@ -36,7 +36,7 @@ export interface EventBusConsumerOptions {
 
 export interface EventBusConsumer {
   start(): void;
-  /** Finishes the batch in hand (within graceMs), commits what is stored, and leaves the group. */
+  /** Finishes the batch being stored (within graceMs), commits what is stored, and leaves the group. */
   stop(graceMs: number): Promise<void>;
   status(): EventBusStatus;
   /** The partitions of the topic this instance holds now. */
@@ -58,6 +58,7 @@ async function within(work: Promise<unknown> | undefined, ms: number): Promise<v
 }
 
 const LagIntervalMs = 5000;
+const FetchMaxBytes = 4 * 1024 * 1024;
 
 export function saslOptions(config: Config, tokenProvider?: () => Promise<string>): SASLOptions | undefined {
   switch (config.EVENT_BUS_AUTH) {
@@ -84,7 +85,10 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
   const stopping = new AbortController();
   let status: EventBusStatus = 'connecting';
   let running: Promise<void> | undefined;
+  /** The batch being stored and committed. */
   let batchInHand: Promise<void> | undefined;
+  /** Set on stop: the batch being stored is finished, no other is started. */
+  let draining = false;
   let current: { consumer: Consumer<Buffer, Buffer, Buffer, Buffer>; stream?: MessagesStream<Buffer, Buffer, Buffer, Buffer> } | undefined;
   const lagReported = new Set<number>();
 
@@ -105,6 +109,9 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       heartbeatInterval: Math.max(200, Math.floor((config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000) / 5)),
       rebalanceTimeout: config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000 * 2,
       maxWaitTime: 500,
+      // A fetch answers with up to this much per request (at least one record batch, whatever its
+      // size): the client's default, 50 MB, let one response hold a whole backlog in memory.
+      maxBytes: FetchMaxBytes,
       retries: 3,
       retryDelay: 500,
     });
@@ -128,8 +135,19 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
     return consumer;
   }
 
-  /** Stores one batch, retrying while the registry or the database cannot be reached; then commits. */
-  async function handle(batch: Record[]): Promise<void> {
+  /** Waits before another attempt at a batch; false when the consumer stops meanwhile. */
+  async function retryLater(attempt: number, error: unknown): Promise<boolean> {
+    if (stopping.signal.aborted) return false;
+    const delay = backoff(attempt);
+    const what = error instanceof RegistryUnavailableError ? 'the schema registry' : 'the database';
+    log.warn({ err: { message: (error as Error).message, code: (error as { code?: string }).code }, attempt: attempt + 1, retryInMs: Math.round(delay) },
+      `event-bus batch not stored (${what} unavailable): held uncommitted, retrying`);
+    await sleep(delay, stopping.signal);
+    return !stopping.signal.aborted;
+  }
+
+  /** Decodes, masks and parses a batch, retrying while the registry cannot be reached; undefined if stopped. */
+  async function prepare(batch: Record[]): Promise<PreparedBatch | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
         const records: BatchRecord[] = [];
@@ -139,23 +157,28 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
             decoded: await decodeRecord(message.value, registry),
           });
         }
-        const stored = await storeBatch(sql, topic, records);
+        return prepareBatch(records);
+      } catch (error) {
+        if (!(await retryLater(attempt, error))) return undefined;
+      }
+    }
+  }
+
+  /** Stores a prepared batch, retrying while the database cannot be reached; then commits its offsets. */
+  async function write(batch: Record[], prepared: PreparedBatch): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const stored = await storeBatch(sql, prepared);
         for (const [outcome, count] of Object.entries(stored.outcomes) as [RecordOutcome, number][]) if (count > 0) options.onRecords?.(outcome, count);
         for (const [outcome, count] of Object.entries(stored.dispenses) as [IngestOutcome, number][]) if (count > 0) options.onDispenses?.(outcome, count);
-        const rejected = records.filter((r) => r.decoded.kind === 'bad');
+        const rejected = prepared.records.filter((r) => r.decoded.kind === 'bad');
         if (rejected.length > 0) {
           log.warn({ rejected: rejected.map((r) => ({ partition: r.position.partition, offset: String(r.position.offset), reason: r.decoded.kind === 'bad' ? r.decoded.outcome : '' })) }, 'event-bus records kept as rejected');
         }
         log.debug({ records: batch.length, ...stored.outcomes }, 'event-bus batch stored');
         break;
       } catch (error) {
-        if (stopping.signal.aborted) return;
-        const delay = backoff(attempt);
-        const what = error instanceof RegistryUnavailableError ? 'the schema registry' : 'the database';
-        log.warn({ err: { message: (error as Error).message, code: (error as { code?: string }).code }, attempt: attempt + 1, retryInMs: Math.round(delay) },
-          `event-bus batch not stored (${what} unavailable): held uncommitted, retrying`);
-        await sleep(delay, stopping.signal);
-        if (stopping.signal.aborted) return;
+        if (!(await retryLater(attempt, error))) return;
       }
     }
     // The last record of each partition: committing it commits everything before it.
@@ -193,18 +216,23 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       stream.on('error', (error: Error) => { failure = error; poke(); });
       stream.on('close', () => { failure ??= new Error('the event-bus stream closed'); poke(); });
       stopping.signal.addEventListener('abort', poke, { once: true });
-      while (!stopping.signal.aborted && failure === undefined) {
+      while (!stopping.signal.aborted && !draining && failure === undefined) {
         if (buffer.length === 0) {
           await new Promise<void>((resolve) => { wake = resolve; });
           continue;
         }
         status = 'ok';
         const batch = buffer.splice(0, config.EVENT_BUS_BATCH_SIZE);
-        batchInHand = handle(batch);
-        await batchInHand;
-        batchInHand = undefined;
         if (stream.isPaused() && buffer.length < config.EVENT_BUS_BATCH_SIZE) stream.resume();
+        // Two batches in hand at most: this one is decoded and parsed while the one before is
+        // stored (Postgres works meanwhile), and stored only once that one is stored and committed,
+        // so offsets are committed in order.
+        const prepared = await prepare(batch);
+        await batchInHand;
+        if (prepared === undefined || stopping.signal.aborted || draining) break;
+        batchInHand = write(batch, prepared).finally(() => { batchInHand = undefined; });
       }
+      await batchInHand;
       if (failure && !stopping.signal.aborted) throw failure;
     } finally {
       consumer.stopLagMonitoring();
@@ -239,8 +267,10 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       // wait for them indefinitely.
       const deadline = Date.now() + graceMs;
       const untilDeadline = <T>(work: Promise<T> | undefined) => within(work, deadline - Date.now());
-      // The batch in hand is stored and committed if it can be within the grace period; a batch
-      // still waiting for the database is left uncommitted, and read again by the next owner.
+      draining = true;
+      // The batch being stored is stored and committed if it can be within the grace period; a
+      // batch still waiting for the database is left uncommitted, and read again by the next owner.
+      // A batch only decoded and parsed is dropped: it was never stored nor committed.
       await untilDeadline(batchInHand);
       stopping.abort();
       const closing = current;

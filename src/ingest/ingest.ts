@@ -15,12 +15,14 @@ import {
   dispenseRows,
   insertDispenses,
   insertInboundMessage,
+  insertPositionedMessages,
   recordInboundOutcome,
   storeDispenseRows,
   storedRecords,
   type DispenseRows,
   type EventPosition,
   type InboundOutcome,
+  type InboundOutcomeRecord,
   type StoredDispenses,
 } from './repository.ts';
 
@@ -329,4 +331,115 @@ function readJsonBody(maskedBody: string, maxEvents: number | undefined):
   const parsed = parseJsonBody(maskedBody, maxEvents);
   if (parsed.kind === 'invalid') return parsed;
   return { kind: 'events', received: parsed.received, rows: dispenseRows(parsed.dispenses), errors: parsed.errors };
+}
+
+// ---- Several bodies at once (an event-bus batch)
+
+export interface PositionedBody extends InboundBody {
+  event: EventPosition;
+  /** Set for a body known to be unreadable before it is parsed: kept, rejected for this reason. */
+  rejectedFor?: string;
+}
+
+export type PositionedBodyResult =
+  /** A body at a position stored before (a redelivery): nothing stored. */
+  | { kind: 'stored-before' }
+  /** `events`: the dispense events the body held; `storedNew`: those this batch stored. */
+  | { kind: 'kept'; outcome: InboundOutcome; events: number; storedNew: number };
+
+/** What a parsed body comes to before its dispenses are stored. */
+export interface ReadBody {
+  dispenses: DispenseRecord[];
+  record: InboundOutcomeRecord;
+  /** Messages (HL7) or events (JSON) that yielded no dispense; 1 for a body that could not be read. */
+  rejected: number;
+}
+
+function readBody(input: InboundBody, maskedBody: string): ReadBody {
+  const rejectedBody = (error: string): ReadBody => ({ dispenses: [], record: { outcome: 'rejected', messageCount: 0, error }, rejected: 1 });
+  if (input.contentType === 'application/json') {
+    const parsed = parseJsonBody(maskedBody, input.maxRecordsPerBody);
+    if (parsed.kind === 'invalid') return rejectedBody(parsed.error);
+    const { received, dispenses, errors } = parsed;
+    const error = errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
+    return { dispenses, record: { outcome: outcomeOf(received, dispenses.length, dispenses.length), messageCount: received, error }, rejected: received - dispenses.length };
+  }
+  const parsed = parseHl7Body(maskedBody, limitsOf(input));
+  if (parsed.kind === 'not-hl7') return rejectedBody(parsed.reason);
+  const { messages, notes } = parsed;
+  const dispenses = messages.flatMap((m) => m.dispenses);
+  const accepted = messages.filter((m) => m.ack === 'AA').length;
+  return {
+    dispenses,
+    record: { outcome: outcomeOf(messages.length, accepted, dispenses.length), messageCount: messages.length, error: describeHl7Errors(messages, notes) },
+    rejected: messages.filter((m) => m.dispenses.length === 0).length,
+  };
+}
+
+/** Bodies masked and parsed, ready for {@link storePositionedBodies}; kept as they are across attempts. */
+export interface ReadPositionedBodies {
+  bodies: readonly PositionedBody[];
+  masked: readonly string[];
+  reads: readonly ReadBody[];
+}
+
+/**
+ * Masks and parses bodies that each have an event-bus position: the CPU work of ingesting them, done
+ * apart from {@link storePositionedBodies} so that a caller can do it while an earlier set is stored.
+ */
+export function readPositionedBodies(bodies: readonly PositionedBody[]): ReadPositionedBodies {
+  const masked = bodies.map((b) => (b.rejectedFor === undefined ? maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7') : maskSsns(b.body)));
+  const reads = bodies.map((b, i): ReadBody =>
+    b.rejectedFor === undefined ? readBody(b, masked[i]!) : { dispenses: [], record: { outcome: 'rejected', messageCount: 0, error: b.rejectedFor }, rejected: 0 });
+  return { bodies, masked, reads };
+}
+
+/**
+ * Stores bodies read by {@link readPositionedBodies}, as one set, in the caller's transaction: each
+ * body kept (SSNs masked) with what became of it by one insert, which skips a position stored
+ * before, then the dispenses of every body new here by the HTTP ingest's one statement
+ * ({@link storeDispenseRows}), each row naming its body. The bodies and their dispenses commit
+ * together or not at all, so no dispense is ever stored without the body it came from. An event
+ * that comes in two bodies is stored once, from the first (as two bodies in turn would). No ACK is
+ * built.
+ */
+export async function storePositionedBodies(
+  tx: SqlHandle,
+  { bodies, masked, reads }: ReadPositionedBodies,
+): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
+  const ids = await insertPositionedMessages(tx, bodies.map((b, i) => ({
+    source: b.source, contentType: b.contentType, maskedBody: masked[i]!, event: b.event, outcome: reads[i]!.record,
+  })));
+  const counts: IngestOutcomeCounts = { inserted: 0, cancelled: 0, unprocessable: 0, duplicate: 0, rejected: 0 };
+  const dispenses: DispenseRecord[] = [];
+  const bodyOf = new Map<DispenseRecord, number>();
+  reads.forEach((read, i) => {
+    const id = ids[i];
+    if (id === null || id === undefined) return;
+    counts.rejected += read.rejected;
+    for (const d of read.dispenses) {
+      dispenses.push(d);
+      bodyOf.set(d, id);
+    }
+  });
+  let storedByBody: ReadonlyMap<number, number> = new Map();
+  if (dispenses.length > 0) {
+    const rows = dispenseRows(dispenses, bodyOf);
+    // No one body's id: each row names its own (rows.bodies).
+    const stored = await storeDispenseRows(tx, 0, rows, null);
+    counts.duplicate = rows.events - stored.stored;
+    counts.inserted = stored.byState.pending;
+    counts.cancelled = stored.byState.cancelled;
+    counts.unprocessable = stored.byState.unprocessable;
+    storedByBody = stored.byBody!.stored;
+    await Promise.all([...stored.byBody!.conflicts].map(([id, n]) => recordConflicts(tx, id, n)));
+  }
+  return {
+    results: reads.map((read, i): PositionedBodyResult => {
+      const id = ids[i];
+      if (id === null || id === undefined) return { kind: 'stored-before' };
+      return { kind: 'kept', outcome: read.record.outcome, events: read.dispenses.length, storedNew: storedByBody.get(id) ?? 0 };
+    }),
+    counts,
+  };
 }

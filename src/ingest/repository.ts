@@ -1,6 +1,6 @@
 // Ingest's SQL: the raw inbound message and the dispense rows it produced.
 import postgres from 'postgres';
-import type { Sql, SqlHandle } from '../db/connect.ts';
+import type { Sql, SqlHandle, TransactionSql } from '../db/connect.ts';
 import { dispenseKey, type DispenseRecord, type IngestedDispenseState } from './dispense.ts';
 
 export const InboundOutcomes = ['received', 'accepted', 'partial', 'rejected'] as const;
@@ -40,6 +40,40 @@ export async function insertInboundMessage(
             ${event?.topic ?? null}, ${event?.partition ?? null}, ${event === undefined ? null : String(event.offset)})
     returning id`;
   return row!.id;
+}
+
+/**
+ * Keeps several bodies, each at an event-bus position and with what became of it, in one statement:
+ * the {@link insertInboundMessage} of a batch, for a caller that parsed the bodies first inside the
+ * transaction that also stores their dispenses. A body whose position is stored already (a
+ * redelivered record) is not stored again: its id is null. The ids come in the order of the bodies.
+ */
+export async function insertPositionedMessages(
+  sql: SqlHandle,
+  messages: readonly { source: string; contentType: string; maskedBody: string; event: EventPosition; outcome: InboundOutcomeRecord }[],
+): Promise<(number | null)[]> {
+  if (messages.length === 0) return [];
+  const literal = (pick: (m: (typeof messages)[number]) => string | null) => textArrayLiteral(messages.map(pick));
+  const rows = await sql<{ id: number; event_topic: string; event_partition: number; event_offset: string }[]>`
+    insert into inbound_message (source, content_type, body, event_topic, event_partition, event_offset, outcome, message_count, error, processed_at)
+    select source, content_type, body, event_topic, event_partition::integer, event_offset::bigint, outcome, message_count::integer, error, now()
+      from unnest(${literal((m) => m.source)}::text[], ${literal((m) => m.contentType)}::text[], ${literal((m) => storableText(m.maskedBody))}::text[],
+                  ${literal((m) => m.event.topic)}::text[], ${literal((m) => String(m.event.partition))}::text[], ${literal((m) => String(m.event.offset))}::text[],
+                  ${literal((m) => m.outcome.outcome)}::text[], ${literal((m) => String(m.outcome.messageCount))}::text[],
+                  ${literal((m) => storableText(m.outcome.error))}::text[])
+             with ordinality as b (source, content_type, body, event_topic, event_partition, event_offset, outcome, message_count, error, position)
+     order by position
+    on conflict (event_topic, event_partition, event_offset) where event_topic is not null do nothing
+    returning id, event_topic, event_partition, event_offset::text`;
+  const at = (topic: string, partition: number, offset: string) => `${topic}\0${partition}\0${offset}`;
+  const ids = new Map(rows.map((r) => [at(r.event_topic, r.event_partition, r.event_offset), r.id]));
+  // A position given twice is stored once, for its first body.
+  return messages.map((m) => {
+    const key = at(m.event.topic, m.event.partition, String(m.event.offset));
+    const id = ids.get(key) ?? null;
+    ids.delete(key);
+    return id;
+  });
 }
 
 /** Records what became of an inbound message; an operator reads `error` to see why. */
@@ -117,6 +151,11 @@ export interface DispenseRows {
   byState: Record<IngestedDispenseState, number>;
   /** One text[] literal per inserted column, in the statement's order. */
   columns: readonly string[];
+  /**
+   * When the rows come from several bodies (an event-bus batch): each row's inbound message id, as a
+   * text[] literal, and how many rows each body has; null for one body's rows.
+   */
+  bodies: { ids: string; rows: ReadonlyMap<number, number> } | null;
 }
 
 /**
@@ -126,7 +165,7 @@ export interface DispenseRows {
  * collector was already a third of the service's CPU per body. What the insert needs, and what
  * answering the body needs, is built before the wait; a few strings survive it instead.
  */
-export function dispenseRows(dispenses: readonly DispenseRecord[]): DispenseRows {
+export function dispenseRows(dispenses: readonly DispenseRecord[], bodyOf?: ReadonlyMap<DispenseRecord, number>): DispenseRows {
   const rows = distinctEvents(dispenses);
   const byState: Record<IngestedDispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
   for (const d of rows) byState[d.state]++;
@@ -147,7 +186,16 @@ export function dispenseRows(dispenses: readonly DispenseRecord[]): DispenseRows
       column((d) => d.dispensedAt), column((d) => d.shippedAt), column((d) => d.patientIcn), column((d) => d.mhvCorrelationId),
       column((d) => d.messageControlId), column((d) => d.state), column((d) => d.stateReason),
     ],
+    bodies: bodyOf === undefined ? null : rowsOfBodies(rows, bodyOf),
   };
+}
+
+/** Each row's body, and the rows of each body, for rows that come from several bodies. */
+function rowsOfBodies(rows: readonly DispenseRecord[], bodyOf: ReadonlyMap<DispenseRecord, number>): NonNullable<DispenseRows['bodies']> {
+  const ids = rows.map((d) => bodyOf.get(d)!);
+  const perBody = new Map<number, number>();
+  for (const id of ids) perBody.set(id, (perBody.get(id) ?? 0) + 1);
+  return { ids: textArrayLiteral(ids.map(String)), rows: perBody };
 }
 
 /** Positions in {@link DispenseRows.columns} of the columns read on their own. */
@@ -169,6 +217,11 @@ export interface StoredDispenses {
    * was stored before (the plain insert).
    */
   conflictKeys?: ReadonlySet<string> | null;
+  /**
+   * For rows from several bodies ({@link DispenseRows.bodies}): the rows stored of each body, and
+   * the conflicts each body sent (only bodies with any are listed).
+   */
+  byBody?: { stored: ReadonlyMap<number, number>; conflicts: ReadonlyMap<number, number> };
 }
 
 /** What became of a stored body, recorded in the statement that stores its dispenses. */
@@ -198,13 +251,20 @@ export async function storeDispenseRows(
   rows: DispenseRows,
   outcome: InboundOutcomeRecord | null,
 ): Promise<StoredDispenses> {
-  // Only from the pool, where the statement is its own transaction: a refused insert inside a
-  // caller's transaction would abort the rest of it. A body that holds one event twice has a
-  // duplicate by definition, so it goes straight to the statement that resolves conflicts.
-  if ('reserve' in sql && rows.distinct === rows.events && rows.distinct > 0) {
+  // From the pool the statement is its own transaction; inside a caller's transaction it runs under
+  // a savepoint, so that a refused insert does not abort the rest of the transaction. Rows that hold
+  // one event twice have a duplicate by definition, so they go straight to the statement that
+  // resolves conflicts.
+  if (rows.distinct === rows.events && rows.distinct > 0 && ('reserve' in sql || 'savepoint' in sql)) {
     try {
-      await insertNewDispenses(sql, inboundMessageId, rows, outcome);
-      return { stored: rows.distinct, byState: rows.byState, storedKeys: null };
+      if ('savepoint' in sql) await (sql as TransactionSql).savepoint((sp) => insertNewDispenses(sp, inboundMessageId, rows, outcome));
+      else await insertNewDispenses(sql, inboundMessageId, rows, outcome);
+      return {
+        stored: rows.distinct,
+        byState: rows.byState,
+        storedKeys: null,
+        ...(rows.bodies && { byBody: { stored: rows.bodies.rows, conflicts: new Map() } }),
+      };
     } catch (error) {
       if (!isStoredEventConflict(error)) throw error;
     }
@@ -222,19 +282,22 @@ function isStoredEventConflict(error: unknown): boolean {
  */
 function dispenseSource(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows) {
   const column = (i: number) => rows.columns[i]!;
+  // Rows of several bodies carry each one's inbound message id as a 16th column.
+  const bodies = rows.bodies;
   return sql`
     select
       station_number, rx_number, fill_number::integer, tracking_number, carrier, drug_name, ndc, quantity::numeric,
       to_timestamp(dispensed_at::bigint / 1000.0) as dispensed_at, to_timestamp(shipped_at::bigint / 1000.0) as shipped_at,
       patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
-      ${inboundMessageId}::bigint as inbound_message_id, position
+      ${bodies === null ? sql`${inboundMessageId}::bigint` : sql`d.body_id::bigint`} as inbound_message_id, position
     from unnest(
       ${column(0)}::text[], ${column(1)}::text[], ${column(2)}::text[], ${column(3)}::text[], ${column(4)}::text[],
       ${column(5)}::text[], ${column(6)}::text[], ${column(7)}::text[], ${column(8)}::text[], ${column(9)}::text[],
-      ${column(10)}::text[], ${column(11)}::text[], ${column(12)}::text[], ${column(13)}::text[], ${column(14)}::text[]
+      ${column(10)}::text[], ${column(11)}::text[], ${column(12)}::text[], ${column(13)}::text[], ${column(14)}::text[]${bodies === null ? sql`` : sql`,
+      ${bodies.ids}::text[]`}
     ) with ordinality as d (
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
-      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason, position)`;
+      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason,${bodies === null ? sql`` : sql` body_id,`} position)`;
 }
 
 /** The columns {@link dispenseSource} gives, in the order the insert statements write them. */
@@ -353,6 +416,7 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
     return tx<{
       stored: number; pending: number; cancelled: number; unprocessable: number;
       stored_keys: [string, string, number, string][] | null; conflict_keys: [string, string, number, string][] | null;
+      stored_by_body?: Record<string, number> | null; conflicts_by_body?: Record<string, number> | null;
     }[]>`
       with source as materialized (${dispenseSource(tx, inboundMessageId, rows)}),
       stored as (
@@ -364,7 +428,7 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
               state = excluded.state, state_reason = excluded.state_reason, inbound_message_id = excluded.inbound_message_id,
               tracking_email_id = excluded.tracking_email_id, updated_at = now()
           where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'
-        returning station_number, rx_number, fill_number, tracking_number, state, tracking_email_id
+        returning station_number, rx_number, fill_number, tracking_number, state, tracking_email_id, inbound_message_id
       ),
       arrived as (
         update tracking_email_draft set last_arrival_at = now()
@@ -384,7 +448,7 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
            and ((s.patient_icn is not null and m.patient_icn is distinct from s.patient_icn)
                 or (s.carrier <> 'UNK' and s.carrier <> m.carrier))
         returning (select json_build_array(m2.station_number, m2.rx_number, m2.fill_number, m2.tracking_number)
-                     from medication_dispense m2 where m2.id = dispense_id) as key
+                     from medication_dispense m2 where m2.id = dispense_id) as key, inbound_message_id
       )${outcomeUpdate(tx, inboundMessageId, outcome)}
       select counted.*,
              -- Which rows were stored is sent back only when not all of them were.
@@ -393,7 +457,11 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
                           from stored)
              end as stored_keys,
              case when counted.pending > 0 then pg_notify('dispense_pending', '') end as notified,
-             (select json_agg(key) from conflicts) as conflict_keys
+             (select json_agg(key) from conflicts) as conflict_keys${rows.bodies === null ? tx`` : tx`,
+             (select json_object_agg(inbound_message_id, n)
+                from (select inbound_message_id, count(*)::int as n from stored group by inbound_message_id) b) as stored_by_body,
+             (select json_object_agg(inbound_message_id, n)
+                from (select inbound_message_id, count(*)::int as n from conflicts group by inbound_message_id) b) as conflicts_by_body`}
         from (select count(*)::int as stored,
                      count(*) filter (where state = 'pending')::int as pending,
                      count(*) filter (where state = 'cancelled')::int as cancelled,
@@ -402,7 +470,9 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
   };
   const [result] = 'begin' in sql ? await inOwnTransaction(sql as Sql, store) : await store(sql);
   const { stored, pending, cancelled, unprocessable, stored_keys: keys, conflict_keys: conflicts } = result!;
+  const byBodyId = (counts: Record<string, number> | null | undefined) => new Map(Object.entries(counts ?? {}).map(([id, n]) => [Number(id), n]));
   return {
+    ...(rows.bodies && { byBody: { stored: byBodyId(result!.stored_by_body), conflicts: byBodyId(result!.conflicts_by_body) } }),
     stored,
     byState: { pending, cancelled, unprocessable },
     conflictKeys: conflicts === null

@@ -29,7 +29,9 @@ export interface KafkaBroker {
   /** Stops the broker (SIGKILL after a few seconds) and deletes its storage. */
   stop(): Promise<void>;
   /** The JVM, for a test that needs to kill it. */
-  process: ChildProcess;
+  readonly process: ChildProcess;
+  /** Starts the broker again, on the same ports and with the same storage, once it was stopped or killed. */
+  restart(): Promise<void>;
 }
 
 export interface KafkaBrokerOptions {
@@ -122,33 +124,53 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`formatting the Kafka storage failed: ${format.stderr}${format.stdout}`);
   }
-  const child = spawn(java, [...jvm, 'kafka.Kafka', properties], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let child!: ChildProcess;
+  let exited!: Promise<void>;
   let output = '';
-  const onData = (chunk: Buffer) => {
-    const text = chunk.toString();
-    output = (output + text).slice(-20_000);
-    options.log?.(text);
+  const launch = async () => {
+    output = '';
+    child = spawn(java, [...jvm, 'kafka.Kafka', properties], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const onData = (chunk: Buffer) => {
+      const text = chunk.toString();
+      output = (output + text).slice(-20_000);
+      options.log?.(text);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    const started = child;
+    exited = new Promise<void>((resolveExit) => started.once('exit', () => resolveExit()));
+    // Seconds on an idle machine; minutes on two cores shared with other work.
+    await waitForStart(() => output, child, 300_000);
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
-  const exited = new Promise<void>((resolveExit) => child.once('exit', () => resolveExit()));
-  const stop = async () => {
+  const halt = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(timer);
     }
+  };
+  const stop = async () => {
+    await halt();
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    // Seconds on an idle machine; minutes on two cores shared with other work.
-    await waitForStart(() => output, child, 300_000);
+    await launch();
   } catch (error) {
     await stop();
     throw error;
   }
-  return { plaintext: `127.0.0.1:${plainPort}`, sasl: `127.0.0.1:${saslPort}`, scram, stop, process: child };
+  return {
+    plaintext: `127.0.0.1:${plainPort}`,
+    sasl: `127.0.0.1:${saslPort}`,
+    scram,
+    stop,
+    get process() { return child; },
+    async restart() {
+      await halt();
+      await launch();
+    },
+  };
 }
 
 async function waitForStart(output: () => string, child: ChildProcess, timeoutMs: number): Promise<void> {

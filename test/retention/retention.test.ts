@@ -10,6 +10,7 @@ import { testDatabase } from '../support/database.ts';
 import { icn } from '../support/fixtures.ts';
 import { postDispenses, readAcks, readSample } from '../support/ingest.ts';
 import type { Sql } from '../../src/db/connect.ts';
+import { storeBatch } from '../../src/event-bus/store.ts';
 
 const json = { ...internalAuth, 'content-type': 'application/json' };
 
@@ -323,6 +324,23 @@ t.test('late status events that matched no notification, cancelled dispenses and
   t.equal(events!.n, 1, 'the recent late event is kept');
   const [keys] = await sql`select count(*)::int as n from removed_dispense_key`;
   t.equal(keys!.n, 3);
+});
+
+t.test('an event-bus record published twice: its second body goes like any other, the first stays while its dispense is at work', async (t) => {
+  const db = await testDatabase(t);
+  const sql = db.sql;
+  const record = (offset: number) => ({
+    position: { topic: 'cmop_medication_dispense', partition: 0, offset: BigInt(offset) },
+    decoded: { kind: 'dispense' as const, contentType: 'application/json' as const, body: JSON.stringify(dispenseEvent(1)) },
+  });
+  const stored = await storeBatch(sql, [record(0), record(1)]);
+  t.match(stored.outcomes, { stored: 1, duplicate: 1 });
+  await age(sql, 100);
+  const log = createLogger('silent', new LogCapture());
+  await runRetention({ sql, config: testConfig(), log });
+  const kept = await sql`select event_offset::int as event_offset, body <> '' as has_body from inbound_message where source = 'event-bus' order by event_offset`;
+  t.same(kept.map((m) => [m.event_offset, m.has_body]), [[0, true]], 'the copy, which no dispense names, is removed; the body of the pending dispense is kept');
+  t.equal(await sql`select count(*)::int as n from medication_dispense`.then((r) => r[0]!.n), 1);
 });
 
 t.test('RECORD_RETENTION_DAYS shorter than VA Notify\'s retention is refused at start', async (t) => {
