@@ -149,6 +149,7 @@ export const ConfigSchema = Type.Object({
   RECORD_RETENTION_DAYS: Integer({ default: 90, description: "a final email's whole history (dispenses, email, notifications, status events, AAL event) is removed this long after it was created and last changed, never before its AAL event is posted; also cancelled and excluded dispenses and emptied inbound messages (0: kept forever)" }),
   DISPENSE_KEY_RETENTION_DAYS: Integer({ default: 365, description: 'a hash of a removed emailed dispense\'s event key is kept this long, so that a CMOP resend of it is a duplicate (0: kept forever)' }),
   RETENTION_BATCH_SIZE: Integer({ default: 100, minimum: 1, maximum: 10_000, description: 'emails, or inbound messages, per retention batch: one short transaction each' }),
+  RETENTION_DUTY_PERCENT: Integer({ default: 25, minimum: 1, maximum: 100, description: "the share of a retention run's time spent in batches: after a batch that took d it rests d × (100 − p) / p, leaving the database's CPU to callbacks, ingest and sending (100: batches back to back)" }),
   RETENTION_INTERVAL_SECONDS: Integer({ default: 3600, minimum: 1, description: 'retention timer' }),
   SHUTDOWN_GRACE_SECONDS: Integer({ default: 20, minimum: 1, description: 'time in-flight work gets to finish on SIGTERM' }),
 

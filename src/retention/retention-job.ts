@@ -5,6 +5,7 @@
 // DISPENSE_KEY_RETENTION_DAYS more so that a CMOP resend is still a duplicate. One retention at a
 // time across all instances; each step walks its table oldest first in small batches of their own
 // transactions, until nothing old is left or the service shuts down.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql, SqlHandle } from '../db/connect.ts';
@@ -40,7 +41,7 @@ export type RetentionResult =
 
 export interface RetentionDeps {
   sql: Sql;
-  config: Pick<Config, 'INBOUND_BODY_RETENTION_DAYS' | 'RECORD_RETENTION_DAYS' | 'DISPENSE_KEY_RETENTION_DAYS' | 'RETENTION_BATCH_SIZE'>;
+  config: Pick<Config, 'INBOUND_BODY_RETENTION_DAYS' | 'RECORD_RETENTION_DAYS' | 'DISPENSE_KEY_RETENTION_DAYS' | 'RETENTION_BATCH_SIZE' | 'RETENTION_DUTY_PERCENT'>;
   log: Logger;
   signal?: AbortSignal;
   /** Counts each batch's removals as they commit (the metrics counter). */
@@ -49,6 +50,22 @@ export interface RetentionDeps {
   onBatch?: (tx: SqlHandle, step: string) => Promise<void>;
   /** How long a run goes on starting batches; then it answers with `more` (default {@link RunBudgetMs}). */
   budgetMs?: number;
+  /** Waits between batches (default: a timer that the signal cuts short); tests record the rests. */
+  rest?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+/** A timer that ends early, without an error, when the service shuts down. */
+async function restFor(ms: number, signal?: AbortSignal): Promise<void> {
+  await sleep(ms, undefined, { signal }).catch(() => {});
+}
+
+/**
+ * How long to rest after a batch that took `batchMs`, so that batches fill `dutyPercent` of the run:
+ * retention is never urgent (it keeps hundreds of times ahead of the volume), while the callbacks and
+ * ingest that share the database's cores with it are.
+ */
+export function restAfterBatch(batchMs: number, dutyPercent: number): number {
+  return dutyPercent >= 100 ? 0 : (batchMs * (100 - dutyPercent)) / dutyPercent;
 }
 
 /**
@@ -93,6 +110,7 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
         return;
       }
       let outcome: { next: C | null; more: boolean };
+      const started = performance.now();
       try {
         outcome = await inBatch(sql, async (tx) => {
           const result = await batch(tx, after);
@@ -108,6 +126,8 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
       batches++;
       if (!outcome.more) return;
       after = outcome.next;
+      const restMs = restAfterBatch(performance.now() - started, config.RETENTION_DUTY_PERCENT);
+      if (restMs > 0) await (deps.rest ?? restFor)(restMs, signal);
     }
   }
 

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
-import { runRetention, type RetentionCounts } from '../../src/retention/retention-job.ts';
+import { restAfterBatch, runRetention, type RetentionCounts } from '../../src/retention/retention-job.ts';
 import { AdvisoryLock } from '../../src/db/locks.ts';
 import { internalAuth, LogCapture, testApp, type TestApp, runJob } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
@@ -285,6 +285,31 @@ t.test('a run that reaches its budget answers with more, and the next one goes o
   t.match(first, { status: 'done', more: true, batches: 0, trackingEmails: 0 }, 'no batch starts past the budget');
   const rest = await runRetention({ sql: db.sql, config, log });
   t.match(rest, { status: 'done', more: false, trackingEmails: 5 });
+});
+
+t.test('batches fill RETENTION_DUTY_PERCENT of a run: each one that leaves more is followed by a rest in proportion', async (t) => {
+  const db = await testDatabase(t);
+  await finalHistories(db.sql, 6, 100);
+  const log = createLogger('silent', new LogCapture());
+  const rests: number[] = [];
+  const rest = async (ms: number) => void rests.push(ms);
+  const result = await runRetention({ sql: db.sql, config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '25' }), log, rest });
+  t.match(result, { status: 'done', trackingEmails: 6 });
+  t.ok(rests.length >= 2, `a rest after each batch that left more (${rests.length})`);
+  t.ok(rests.every((ms) => ms > 0), 'each rest as long as three times its batch');
+
+  const other = await testDatabase(t);
+  await finalHistories(other.sql, 6, 100);
+  rests.length = 0;
+  t.match(await runRetention({ sql: other.sql, config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100' }), log, rest }), { trackingEmails: 6 });
+  t.same(rests, [], '100: batches back to back');
+});
+
+t.test('restAfterBatch: the rest that makes batches the given share of the time', async (t) => {
+  t.equal(restAfterBatch(100, 25), 300);
+  t.equal(restAfterBatch(100, 50), 100);
+  t.equal(restAfterBatch(100, 100), 0);
+  t.equal(restAfterBatch(40, 80), 10);
 });
 
 t.test('one retention at a time across instances', async (t) => {
