@@ -224,6 +224,21 @@ CREATE UNIQUE INDEX tracking_email_resent_from ON public.tracking_email USING bt
 CREATE INDEX tracking_email_state ON public.tracking_email USING btree (state, created_at);
 CREATE INDEX tracking_email_draft_age ON public.tracking_email_draft USING btree (first_arrival_at);
 
+CREATE OR REPLACE FUNCTION public.aal_detail(p_email_id uuid)
+ RETURNS text
+ LANGUAGE sql
+ STABLE PARALLEL SAFE
+AS $function$
+  select coalesce('Packages: ' || string_agg(p.carrier || ' ' || p.tracking_number || ' (Rx ending ' || p.rx_endings || ')',
+                                             '; ' order by p.carrier, p.tracking_number),
+                  'Packages: none listed')
+    from (select package_carrier(d.carrier) as carrier, d.tracking_number,
+                 string_agg(distinct right(d.rx_number, 4), ', ' order by right(d.rx_number, 4)) as rx_endings
+            from medication_dispense d
+           where d.tracking_email_id = p_email_id and d.tracking_number <> ''
+           group by d.tracking_number) p
+$function$;
+
 CREATE OR REPLACE FUNCTION public.apply_pending_status_event(p_event_id bigint, p_status text, p_known boolean, p_final boolean, p_rank integer, p_email_state text, p_email_reason text, p_replay_delay_minutes integer, p_send_max_attempts integer, p_final_statuses text[], p_ranked_statuses text[], p_ranks integer[], OUT outcome text, OUT aal_event_created boolean)
  RETURNS record
  LANGUAGE plpgsql
@@ -309,21 +324,12 @@ begin
 
   -- The AAL outbox row, written with the delivery it reports, stale or not: the email was delivered
   -- whatever was recorded first. The unique tracking_email_id makes it exactly one per email,
-  -- however often or late `delivered` arrives. The detail names packages by carrier and tracking
-  -- number and prescriptions by the last four digits of the Rx number only: no drug names and no
-  -- full Rx numbers in an audit log.
+  -- however often or late `delivered` arrives.
   if p_email_state = 'delivered' then
     insert into aal_event (tracking_email_id, notification_id, mhv_correlation_id, completion_time, detail_value, state, last_error)
     select t.id, e.notification_id, c.correlation_id,
            coalesce(e.completed_at, e.received_at),
-           (select coalesce('Packages: ' || string_agg(p.carrier || ' ' || p.tracking_number || ' (Rx ending ' || p.rx_endings || ')',
-                                                       '; ' order by p.carrier, p.tracking_number),
-                            'Packages: none listed')
-              from (select coalesce(min(d.carrier) filter (where d.carrier <> 'UNK'), 'UNK') as carrier, d.tracking_number,
-                           string_agg(distinct right(d.rx_number, 4), ', ' order by right(d.rx_number, 4)) as rx_endings
-                      from medication_dispense d
-                     where d.tracking_email_id = t.id and d.tracking_number <> ''
-                     group by d.tracking_number) p),
+           aal_detail(t.id),
            case when c.correlation_id is null then 'unpostable' else 'pending' end,
            case when c.correlation_id is null then 'no MHV correlation id' end
     from tracking_email t
@@ -459,6 +465,24 @@ AS $function$
       regexp_replace(coalesce(value, ''), '[^[:alnum:] .,/%''&+()-]', ' ', 'g'),
       '(?<![0-9])\.|\.(?![0-9])', ' ', 'g'),
     ' {2,}', ' ', 'g')))
+$function$;
+
+CREATE OR REPLACE FUNCTION public.package_carrier_final(chosen text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+  select coalesce(chosen, 'UNK')
+$function$;
+
+CREATE OR REPLACE FUNCTION public.package_carrier_step(chosen text, carrier text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+  select case when carrier is null or carrier = 'UNK' then chosen
+              when chosen is null or carrier < chosen then carrier
+              else chosen end
 $function$;
 
 CREATE OR REPLACE FUNCTION public.package_heading(carrier text, tracking_number text)
@@ -617,6 +641,14 @@ AS $function$
     end
   end
 $function$;
+
+CREATE AGGREGATE public.package_carrier(text) (
+    SFUNC = public.package_carrier_step,
+    STYPE = text,
+    FINALFUNC = public.package_carrier_final,
+    COMBINEFUNC = public.package_carrier_step,
+    PARALLEL = safe
+);
 
 CREATE TRIGGER medication_dispense_pending_without_draft BEFORE INSERT ON medication_dispense FOR EACH ROW WHEN (new.state = 'pending'::text AND new.tracking_email_id IS NULL AND new.patient_icn IS NOT NULL) EXECUTE FUNCTION dispense_draft_for_earlier_version();
 CREATE TRIGGER medication_dispense_references_inserted AFTER INSERT ON medication_dispense REFERENCING NEW TABLE AS written_dispenses FOR EACH STATEMENT EXECUTE FUNCTION check_dispense_references();

@@ -1,6 +1,6 @@
 // The database the migrations make, as one SQL text (sql/schema.sql, written by `npm run schema`):
-// every table with its columns and constraints, then the indexes, functions and triggers, each kind
-// in name order. It is read from the catalog with PostgreSQL's own pg_get_*def functions, the ones
+// every table with its columns and constraints, then the indexes, functions, aggregates and
+// triggers, each kind in name order. It is read from the catalog with PostgreSQL's own pg_get_*def functions, the ones
 // pg_dump uses, rather than by running pg_dump: the embedded PostgreSQL has no pg_dump, and a pg_dump
 // refuses a server of a newer major version, so this way PostgreSQL 15 and 17 give the same text.
 // Column compression is left out: it depends on how the server was built (sql/009).
@@ -46,9 +46,16 @@ async function unsupportedObjects(sql: SqlHandle): Promise<string[]> {
       from pg_type t
      where t.typnamespace = 'public'::regnamespace and t.typtype in ('e', 'd', 'r', 'm', 'b') and t.typcategory <> 'A'
     union all
-    select format('aggregate or window function %s', p.proname)
+    select format('window function %s', p.proname)
       from pg_proc p
-     where p.pronamespace = 'public'::regnamespace and p.prokind in ('a', 'w')
+     where p.pronamespace = 'public'::regnamespace and p.prokind = 'w'
+    union all
+    select format('ordered-set, moving or serialised aggregate %s', p.proname)
+      from pg_aggregate a
+      join pg_proc p on p.oid = a.aggfnoid
+     where p.pronamespace = 'public'::regnamespace
+       and (a.aggkind <> 'n' or a.aggmtransfn <> 0 or a.aggserialfn <> 0 or a.aggsortop <> 0 or a.aggfinalextra or a.aggtransspace <> 0
+            or a.aggfinalmodify <> 'r')
     union all
     select format('extension %s', e.extname) from pg_extension e where e.extname <> 'plpgsql'
     union all
@@ -80,6 +87,7 @@ type Catalog = [
   { table: number; name: string; definition: string }[],
   { definition: string }[],
   { definition: string; comment: string | null; signature: string }[],
+  { definition: string }[],
   { definition: string }[],
 ];
 
@@ -133,6 +141,20 @@ export async function dumpSchema(sql: Sql): Promise<string> {
          where p.pronamespace = 'public'::regnamespace and p.prokind in ('f', 'p')
          order by p.proname, pg_get_function_identity_arguments(p.oid)`,
       await tx<{ definition: string }[]>`
+        select format(E'CREATE AGGREGATE public.%I(%s) (\n    SFUNC = public.%I,\n    STYPE = %s%s%s%s,\n    PARALLEL = %s\n)',
+                      p.proname, pg_get_function_identity_arguments(p.oid), t.proname, format_type(a.aggtranstype, null),
+                      case when a.aggfinalfn <> 0 then format(E',\n    FINALFUNC = public.%I', f.proname) else '' end,
+                      case when a.aggcombinefn <> 0 then format(E',\n    COMBINEFUNC = public.%I', c.proname) else '' end,
+                      case when a.agginitval is not null then format(E',\n    INITCOND = %L', a.agginitval) else '' end,
+                      case p.proparallel when 's' then 'safe' when 'r' then 'restricted' else 'unsafe' end) as definition
+          from pg_aggregate a
+          join pg_proc p on p.oid = a.aggfnoid
+          join pg_proc t on t.oid = a.aggtransfn
+          left join pg_proc f on f.oid = a.aggfinalfn
+          left join pg_proc c on c.oid = a.aggcombinefn
+         where p.pronamespace = 'public'::regnamespace
+         order by p.proname, pg_get_function_identity_arguments(p.oid)`,
+      await tx<{ definition: string }[]>`
         select pg_get_triggerdef(g.oid, true) as definition
           from pg_trigger g
           join pg_class c on c.oid = g.tgrelid
@@ -140,7 +162,7 @@ export async function dumpSchema(sql: Sql): Promise<string> {
          order by c.relname, g.tgname`,
     ];
   });
-  const [tables, columns, constraints, indexes, functions, triggers] = catalog!;
+  const [tables, columns, constraints, indexes, functions, aggregates, triggers] = catalog!;
 
   const sections: string[] = [schemaHeader];
   for (const table of tables) {
@@ -160,6 +182,7 @@ export async function dumpSchema(sql: Sql): Promise<string> {
     if (fn.comment !== null) text += `COMMENT ON FUNCTION public.${fn.signature} IS ${quoteLiteral(fn.comment)};\n`;
     sections.push(text);
   }
+  for (const aggregate of aggregates) sections.push(`${aggregate.definition};\n`);
   if (triggers.length > 0) sections.push(triggers.map((trigger) => `${trigger.definition};\n`).join(''));
   return sections.join('\n');
 }

@@ -224,14 +224,12 @@ export async function groupDrafts(
        where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending' and not ${setAside}
     ),
     packages as (
-      -- A package's carrier is the one its fills name: fills of one package can come in different
-      -- messages, one of them without a carrier (UNK), which must not hide the carrier's name and
-      -- tracking link ('UNK' sorts before 'UPS' and 'USPS'). The same choice as the AAL detail's
-      -- (sql/012_aal_event_late_delivery_and_carrier.sql); Postgres computes the aggregate once.
-      select email_id, patient_icn, tracking_number, coalesce(min(carrier) filter (where carrier <> 'UNK'), 'UNK') as carrier,
+      -- A package's carrier is the one its fills name (package_carrier, sql/025_package_carrier.sql),
+      -- as in the AAL detail; Postgres computes the aggregate once.
+      select email_id, patient_icn, tracking_number, package_carrier(carrier) as carrier,
              min(shipped_at) as first_shipped_at, max(shipped_at) as last_shipped_at,
              count(*) as prescriptions, max(mhv_correlation_id) as mhv_correlation_id, array_agg(id) as dispense_ids,
-             package_heading(coalesce(min(carrier) filter (where carrier <> 'UNK'), 'UNK'), tracking_number) || E'\n' ||
+             package_heading(package_carrier(carrier), tracking_number) || E'\n' ||
                string_agg(prescription_line(rx_number, drug_name, ${p.includeDrugNames}), E'\n'
                           order by rx_number, fill_number) filter (where line <= ${MaxPrescriptionsListed}) ||
                case when count(*) > ${MaxPrescriptionsListed}

@@ -7,7 +7,7 @@
 // it within the window (MHV by sent date, the service by shipped_at); once compared, the other side
 // is looked up whatever its date, so a package shipped just before the window and emailed by MHV
 // just inside it still matches.
-import type { MedicationDispenseState } from '../ingest/dispense.ts';
+import { normaliseCarrier, type MedicationDispenseState } from '../ingest/dispense.ts';
 import type { BadRow, ExportRow } from './export.ts';
 
 /** One of the service's packages: its dispenses with one (ICN, tracking number). */
@@ -120,8 +120,11 @@ const day = (date: Date) => date.toISOString().slice(0, 10);
 const last4 = (icn: string | null) => (icn === null ? null : icn.slice(-4));
 const packageKey = (icn: string, trackingNumber: string) => `${icn} ${trackingNumber}`;
 
-/** Carriers are compared by their letters only: `FedEx`, `FEDEX` and `Fed-Ex` are one carrier. */
-const carrierName = (carrier: string) => carrier.toUpperCase().replace(/[^A-Z0-9]/g, '');
+/**
+ * Carriers are compared as ingest names them (`UNITED STATES POSTAL SERVICE` is USPS), by their
+ * letters and digits only: `FedEx`, `FEDEX` and `Fed-Ex` are one carrier.
+ */
+const carrierName = (carrier: string) => normaliseCarrier(carrier).replace(/[^A-Z0-9]/g, '');
 
 function whyNotEmailed(pkg: OurPackage | undefined, otherIcn: boolean): string {
   if (pkg === undefined) return otherIcn ? NotEmailedReasons.otherIcn : NotEmailedReasons.noDispense;

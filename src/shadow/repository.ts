@@ -43,8 +43,8 @@ export async function loadOurPackages(sql: SqlHandle, window: Window, exportTrac
     select
       d.patient_icn as icn,
       upper(d.tracking_number) as tracking_number,
-      -- The carrier the email names (src/grouping/repository.ts): a fill without one (UNK) does not hide it.
-      coalesce(min(d.carrier) filter (where d.carrier <> 'UNK'), 'UNK') as carrier,
+      -- The carrier the email names: a fill without one (UNK) does not hide it.
+      package_carrier(d.carrier) as carrier,
       min(d.shipped_at) as shipped_at,
       coalesce(bool_or(d.shipped_at >= ${window.from} and d.shipped_at < ${window.to}), false) as in_window,
       (array_agg(e.id order by e.created_at, e.id) filter (where e.id is not null))[1] as email_id,

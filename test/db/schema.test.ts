@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { dumpSchema, schemaHeader } from '../../src/db/schema-dump.ts';
-import { testDatabase } from '../helpers/database.ts';
+import { testDatabase } from '../support/database.ts';
 
 const committed = readFileSync(new URL('../../sql/schema.sql', import.meta.url), 'utf8');
 

@@ -102,6 +102,31 @@ t.test('a package named by its known carrier when another of its fills came with
   );
 });
 
+// The email, the AAL detail and the shadow comparison name a package's carrier by one rule
+// (package_carrier): the known carrier over UNK, and of two named carriers the same one everywhere.
+t.test('the email and the AAL detail name each package by the same carrier', async (t) => {
+  const { sql } = await testDatabase(t);
+  await insertDispenses(sql, [
+    { patient_icn: icn(1), rx_number: '1000001', tracking_number: '1Z9999990312345678', carrier: 'UNK' },
+    { patient_icn: icn(1), rx_number: '1000002', tracking_number: '1Z9999990312345678', carrier: 'UPS' },
+    { patient_icn: icn(1), rx_number: '1000003', tracking_number: '9400100000000000000012', carrier: 'USPS' },
+    { patient_icn: icn(1), rx_number: '1000004', tracking_number: '9400100000000000000012', carrier: 'UPS' },
+    { patient_icn: icn(1), rx_number: '1000005', tracking_number: 'ABC123', carrier: 'UNK' },
+  ]);
+  await group(sql);
+  const [email] = await sql<{ id: string; tracking_info: string; detail: string }[]>`
+    select id, personalisation->>'tracking_info' as tracking_info, aal_detail(id) as detail from tracking_email`;
+  const emailCarriers = [...email!.tracking_info.matchAll(/^\*\*(.+)\*\* tracking number: \[?([A-Z0-9]+)/gm)].map(([, carrier, number]) => `${number} ${carrier}`);
+  t.same(emailCarriers.sort(), ['1Z9999990312345678 UPS', '9400100000000000000012 UPS', 'ABC123 Carrier not provided']);
+  t.equal(email!.detail, 'Packages: UNK ABC123 (Rx ending 0005); UPS 1Z9999990312345678 (Rx ending 0001, 0002); UPS 9400100000000000000012 (Rx ending 0003, 0004)');
+  const [aggregate] = await sql<{ none: string; unknown: string; known: string; first: string }[]>`
+    select (select package_carrier(c) from unnest(array[]::text[]) c) as none,
+           (select package_carrier(c) from unnest(array['UNK', 'UNK']) c) as unknown,
+           (select package_carrier(c) from unnest(array['UNK', 'FEDEX', 'UNK']) c) as known,
+           (select package_carrier(c) from unnest(array['USPS', 'UNK', 'DHL']) c) as first`;
+  t.same(aggregate, { none: 'UNK', unknown: 'UNK', known: 'FEDEX', first: 'DHL' });
+});
+
 t.test('waits for a quiet period, but not longer than the maximum wait', async (t) => {
   const { sql } = await testDatabase(t);
   await insertDispenses(sql, [

@@ -83,14 +83,20 @@ t.test('a package on the edge of the window is looked up on the other side whate
 
 t.test('carrier spelling is not a difference; another carrier is', async (t) => {
   const report = compareShadow({
-    rows: [sent(A, 'P1', '2026-05-14T12:00:00Z', 'Fed-Ex'), sent(A, 'P2', '2026-05-14T12:00:00Z', 'UPS'), sent(A, 'P3', '2026-05-14T12:00:00Z', 'UNK')],
+    rows: [
+      sent(A, 'P1', '2026-05-14T12:00:00Z', 'Fed-Ex'), sent(A, 'P2', '2026-05-14T12:00:00Z', 'UPS'), sent(A, 'P3', '2026-05-14T12:00:00Z', 'UNK'),
+      sent(A, 'P4', '2026-05-14T12:00:00Z', 'UNITED STATES POSTAL SERVICE'),
+    ],
     badRows: [],
-    ours: [emailed(A, 'P1', 'e1', undefined, 'FEDEX'), emailed(A, 'P2', 'e1', undefined, 'USPS'), emailed(A, 'P3', 'e1', undefined, 'DHL')],
+    ours: [
+      emailed(A, 'P1', 'e1', undefined, 'FEDEX'), emailed(A, 'P2', 'e1', undefined, 'USPS'), emailed(A, 'P3', 'e1', undefined, 'DHL'),
+      emailed(A, 'P4', 'e1', undefined, 'USPS'),
+    ],
     window,
   });
   t.same(report.mismatches.map((m) => [m.kind, m.trackingNumbers[0], m.detail]), [['carrier_differs', 'P2', 'MHV UPS, service USPS']]);
   t.equal(report.summary.carrierDiffers.packages, 1);
-  t.same(report.summary.matched, { packages: 3, veterans: 0 });
+  t.same(report.summary.matched, { packages: 4, veterans: 0 });
 });
 
 t.test('MHV emailing one package on two days is reported once, and grouped by its first day', async (t) => {
