@@ -84,10 +84,10 @@ export const ConfigSchema = Type.Object({
     description: 'HL7 messages and dispenses (RXD segments), or JSON events, one ingest body may hold (and ten segments per record); a body with more is kept and refused whole (400)',
   }),
 
-  GROUPING_QUIET_MINUTES: Integer({ default: 60, description: "a patient's dispenses are grouped once the newest is this old" }),
+  GROUPING_QUIET_MINUTES: Integer({ default: 60, description: "a veteran's dispenses are grouped once the newest is this old" }),
   GROUPING_MAX_WAIT_MINUTES: Integer({ default: 1440, description: '... or once the oldest is this old, even if more keep arriving' }),
-  GROUPING_BATCH_SIZE: Integer({ default: 5000, minimum: 1, description: 'patients grouped per grouping run at most' }),
-  GROUPING_CONCURRENCY: Integer({ default: 2, minimum: 1, maximum: 8, description: "a grouping run's transactions at once, each for a share of the patients by ICN hash (the same on every instance)" }),
+  GROUPING_BATCH_SIZE: Integer({ default: 5000, minimum: 1, description: 'veterans grouped per grouping run at most' }),
+  GROUPING_CONCURRENCY: Integer({ default: 2, minimum: 1, maximum: 8, description: "a grouping run's transactions at once, each for a share of the veterans by ICN hash (the same on every instance)" }),
   EMAIL_INCLUDE_DRUG_NAMES: Bool(false, 'list drug names in the email (PHI; off by default)'),
   EMAIL_MAX_PACKAGES_LISTED: Integer({
     default: 50,

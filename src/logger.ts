@@ -3,7 +3,7 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
 
 export const sensitiveKeys = [
-  'icn', 'patientIcn', 'patient_icn', 'id_value', 'recipient_identifier', 'recipientIdentifier',
+  'icn', 'veteranIcn', 'patientIcn', 'patient_icn', 'id_value', 'recipient_identifier', 'recipientIdentifier',
   'to', 'email', 'emailAddress', 'email_address',
   'name', 'patientName', 'ssn',
   'rxNumber', 'rx_number', 'drugName', 'drug_name',

@@ -31,6 +31,7 @@ t.test('sensitive keys are censored at any depth, in objects, arrays and binding
     {
       notificationId: 'a-uuid',
       patientIcn: '1012345678V123456',
+      dispense: { veteranIcn: '1012345678V123456', state: 'pending' },
       email: { to: 'veteran@example.com', subject: 'kept' },
       rows: [{ rx_number: '2719551', state: 'grouped' }],
       deep: { a: { b: { c: { d: { ssn: '666112222', kept: true } } } } },
@@ -45,6 +46,7 @@ t.test('sensitive keys are censored at any depth, in objects, arrays and binding
     icn: '[redacted]',
     notificationId: 'a-uuid',
     patientIcn: '[redacted]',
+    dispense: { veteranIcn: '[redacted]', state: 'pending' },
     email: '[redacted]',
     rows: [{ rx_number: '[redacted]', state: 'grouped' }],
     deep: { a: { b: { c: { d: { ssn: '[redacted]', kept: true } } } } },

@@ -26,7 +26,7 @@ export interface DispenseRecord {
   quantity: number | null;
   dispensedAt: Date | null;
   shippedAt: Date | null;
-  patientIcn: string | null;
+  veteranIcn: string | null;
   mhvCorrelationId: string | null;
   /** HL7 MSH-10 or the JSON messageId: lets an operator find the message a row came from. */
   messageControlId: string | null;

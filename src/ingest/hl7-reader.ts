@@ -61,7 +61,7 @@ export function readEncoding(headerLine: string): EncodingRead {
  * VT (0x0B) starts an MLLP frame and FS (0x1C) ends one; neither may appear inside a message. They
  * break lines, rather than being deleted, because frames sent back to back need not put a CR after
  * FS (`<VT>msg1<FS><VT>msg2<FS><CR>`): deleted, msg2's MSH was glued to msg1's last segment, and msg2
- * was read as part of msg1, its dispense under msg1's patient. A frame byte also ends the message
+ * was read as part of msg1, its dispense under msg1's veteran. A frame byte also ends the message
  * ({@link isFrameBreak}): what follows belongs to the next frame.
  *
  * Splitting (hl7.ts) and masking (mask.ts) each write out their own loop over these, and must break

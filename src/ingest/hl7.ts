@@ -541,7 +541,7 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
       quantity,
       dispensedAt: parseHl7Timestamp(value(group.rxd, 3), zone),
       shippedAt: cancelled ? null : messageTime,
-      patientIcn: patient.icn,
+      veteranIcn: patient.icn,
       mhvCorrelationId: patient.mhvCorrelationId,
       messageControlId: value(msh, 10) || header.controlId,
       state: 'pending',

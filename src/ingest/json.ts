@@ -129,7 +129,7 @@ export function toDispenseRecord(event: DispenseEvent): DispenseRecord {
     quantity: event.prescription.quantity ?? null,
     dispensedAt: event.dispensedAt === undefined ? null : new Date(event.dispensedAt),
     shippedAt: event.shippedAt === undefined ? null : new Date(event.shippedAt),
-    patientIcn: event.patient.icn,
+    veteranIcn: event.patient.icn,
     mhvCorrelationId: event.patient.mhvCorrelationId?.trim() ?? null,
     messageControlId: event.messageId?.trim() ?? null,
     state: 'pending',

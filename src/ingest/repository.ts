@@ -183,7 +183,7 @@ export function dispenseRows(dispenses: readonly DispenseRecord[], bodyOf?: Read
     columns: [
       column((d) => d.stationNumber), column((d) => d.rxNumber), column((d) => d.fillNumber), column((d) => d.trackingNumber),
       column((d) => d.carrier), column((d) => d.drugName), column((d) => d.ndc), column((d) => d.quantity),
-      column((d) => d.dispensedAt), column((d) => d.shippedAt), column((d) => d.patientIcn), column((d) => d.mhvCorrelationId),
+      column((d) => d.dispensedAt), column((d) => d.shippedAt), column((d) => d.veteranIcn), column((d) => d.mhvCorrelationId),
       column((d) => d.messageControlId), column((d) => d.state), column((d) => d.stateReason),
     ],
     bodies: bodyOf === undefined ? null : rowsOfBodies(rows, bodyOf),
@@ -199,7 +199,7 @@ function rowsOfBodies(rows: readonly DispenseRecord[], bodyOf: ReadonlyMap<Dispe
 }
 
 /** Positions in {@link DispenseRows.columns} of the columns read on their own. */
-const ColumnAt = { stationNumber: 0, rxNumber: 1, fillNumber: 2, trackingNumber: 3, patientIcn: 10, state: 13 } as const;
+const ColumnAt = { stationNumber: 0, rxNumber: 1, fillNumber: 2, trackingNumber: 3, veteranIcn: 10, state: 13 } as const;
 
 export interface StoredDispenses {
   /** Rows this statement created or corrected. */
@@ -398,7 +398,7 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
       insert into tracking_email_draft as r (patient_icn)
       select patient_icn from (
         select d.patient_icn
-          from unnest(${column(ColumnAt.patientIcn)}::text[], ${column(ColumnAt.state)}::text[]) as d (patient_icn, state)
+          from unnest(${column(ColumnAt.veteranIcn)}::text[], ${column(ColumnAt.state)}::text[]) as d (patient_icn, state)
          where d.state = 'pending'
         union
         -- The veterans of the stored pending dispenses the body names, under whatever ICN or state

@@ -47,10 +47,10 @@ export async function listTrackingEmails(
 }
 
 /** A veteran's emails, newest first: the ones that list their dispenses and the ones resent since. */
-export function findVeteranEmails(sql: Sql, patientIcn: string, limit: number): Promise<EmailSummaryRow[]> {
+export function findVeteranEmails(sql: Sql, veteranIcn: string, limit: number): Promise<EmailSummaryRow[]> {
   return sql<EmailSummaryRow[]>`
     select ${summaryColumns(sql)} from tracking_email e
-     where e.patient_icn = ${patientIcn}
+     where e.patient_icn = ${veteranIcn}
      order by e.created_at desc, e.id desc
      limit ${limit}`;
 }

@@ -16,7 +16,7 @@ import {
   insertGroupedDispenses,
   insertEmail,
   notificationRow,
-  patientIcn,
+  veteranIcn,
   recipient,
   snapshot,
 } from '../support/status.ts';
@@ -283,7 +283,7 @@ t.test('VA Notify callbacks', async (t) => {
   t.test('the logs carry no email address and no ICN', async (t) => {
     t.ok(logs.lines.length > 0);
     t.notMatch(logs.text, recipient);
-    t.notMatch(logs.text, patientIcn);
+    t.notMatch(logs.text, veteranIcn);
     t.notMatch(logs.text, token);
     t.match(logs.text, /"outcome":"applied"/);
     t.match(logs.text, /"outcome":"duplicate"/);

@@ -216,7 +216,7 @@ t.test('a veteran whose draft an ingest holds is passed by, not waited for, and 
   const inbound = await insertInboundMessage(ingest, { source: 'http', contentType: 'application/json', maskedBody: '{}' });
   const resend = await ingestDispenses(ingest, inbound, [{
     stationNumber: '521', rxNumber: '1000002', fillNumber: 0, trackingNumber: 'T2', carrier: 'UPS', drugName: null, ndc: null,
-    quantity: null, dispensedAt: null, shippedAt: null, patientIcn: icn(1), mhvCorrelationId: null, messageControlId: null,
+    quantity: null, dispensedAt: null, shippedAt: null, veteranIcn: icn(1), mhvCorrelationId: null, messageControlId: null,
     state: 'pending', stateReason: null,
   }]);
   t.equal(resend.stored.size, 0, 'the resend is a duplicate');
@@ -335,10 +335,10 @@ t.test('a run reports whether a partition took its whole share, so that the next
 });
 
 /** A dispense as CMOP sends it, for a veteran, through the ingest's repository. */
-function cmopDispense(patientIcn: string, rxNumber: string, trackingNumber: string) {
+function cmopDispense(veteranIcn: string, rxNumber: string, trackingNumber: string) {
   return {
     stationNumber: '521', rxNumber, fillNumber: 0, trackingNumber, carrier: 'UPS', drugName: null, ndc: null,
-    quantity: null, dispensedAt: null, shippedAt: null, patientIcn, mhvCorrelationId: null, messageControlId: null,
+    quantity: null, dispensedAt: null, shippedAt: null, veteranIcn, mhvCorrelationId: null, messageControlId: null,
     state: 'pending' as const, stateReason: null,
   };
 }
@@ -424,8 +424,8 @@ t.test('a replay naming a veteran\'s pending events without their ICN waits for 
   const inbound = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
   // Both events again, second first, without an ICN: unprocessable copies of stored pending events.
   const replay = outcome(ingestDispenses(sql, inbound, [
-    { ...cmopDispense(icn(1), '1000002', 'TY'), patientIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
-    { ...cmopDispense(icn(1), '1000001', 'TX'), patientIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
+    { ...cmopDispense(icn(1), '1000002', 'TY'), veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
+    { ...cmopDispense(icn(1), '1000001', 'TX'), veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
   ]));
   await lockWaiters(sql, 2);
   await blocker`commit`;

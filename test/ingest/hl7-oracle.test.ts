@@ -322,7 +322,7 @@ t.test('the fields the adapter reads come out as generated and as the library re
           const [dispense] = message?.dispenses ?? [];
           const got = {
             ack: message?.ack, controlId: dispense?.messageControlId, drug: dispense?.drugName, rx: dispense?.rxNumber, fill: dispense?.fillNumber,
-            tracking: dispense?.trackingNumber, carrier: dispense?.carrier, icn: dispense?.patientIcn, mhv: dispense?.mhvCorrelationId,
+            tracking: dispense?.trackingNumber, carrier: dispense?.carrier, icn: dispense?.veteranIcn, mhv: dispense?.mhvCorrelationId,
           };
           const expected = {
             ack: 'AA', controlId: decoded(valueIn(f.controlId, 1)), drug: decoded(valueIn(f.drug, 2)) || null, rx: decoded(valueIn(f.rx, 1)), fill: 2,

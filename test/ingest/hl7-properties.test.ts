@@ -51,7 +51,7 @@ function runAdapter(body: string): void {
     if (message.ack !== 'AA' && message.errors.length === 0) throw new Error('a non-AA message without a reason');
     for (const d of message.dispenses) {
       if (!Number.isInteger(d.fillNumber) || d.rxNumber === '') throw new Error('a dispense without its identity');
-      if (d.state === 'pending' && (d.patientIcn === null || d.trackingNumber === '')) throw new Error('a pending dispense that cannot be emailed');
+      if (d.state === 'pending' && (d.veteranIcn === null || d.trackingNumber === '')) throw new Error('a pending dispense that cannot be emailed');
       // Postgres text cannot hold a NUL: one in any value would fail the whole body's insert.
       if (Object.values(d).some((v) => typeof v === 'string' && v.includes('\0'))) throw new Error('a dispense value with a NUL');
     }

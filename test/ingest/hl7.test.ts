@@ -44,7 +44,7 @@ t.test('MLLP frames back to back are separate messages, with or without a CR aft
   ] as const) {
     const messages = messagesOf(body);
     t.same(
-      messages.map((m) => [m.header?.controlId, m.ack, m.dispenses.map((d) => [d.rxNumber, d.patientIcn, d.trackingNumber])]),
+      messages.map((m) => [m.header?.controlId, m.ack, m.dispenses.map((d) => [d.rxNumber, d.veteranIcn, d.trackingNumber])]),
       [['F-1', 'AA', [['110', '1012345678V123456', '1Z10']]], ['F-2', 'AA', [['111', '1000000123V456789', '94111']]]],
       name,
     );
@@ -56,9 +56,9 @@ t.test('MLLP frames back to back are separate messages, with or without a CR aft
 
 t.test('the ICN from PID-17 when PID-3 has none; a malformed ICN is no ICN', async (t) => {
   const legacy = messagesOf([msh('L-1'), 'PID|||7172676^^^USVHA^PI||CMOPTEST^OLD||||||||||||1011111111V222333', rxd('102', '1Z3')].join('\r'));
-  t.match(legacy[0], { ack: 'AA', dispenses: [{ patientIcn: '1011111111V222333', state: 'pending' }] });
+  t.match(legacy[0], { ack: 'AA', dispenses: [{ veteranIcn: '1011111111V222333', state: 'pending' }] });
   const malformed = messagesOf([msh('L-2'), 'PID|||12345^^^USVHA^NI', rxd('103', '1Z4')].join('\r'));
-  t.match(malformed[0], { ack: 'AE', dispenses: [{ patientIcn: null, state: 'unprocessable', stateReason: /not in the form/ }] });
+  t.match(malformed[0], { ack: 'AE', dispenses: [{ veteranIcn: null, state: 'unprocessable', stateReason: /not in the form/ }] });
 });
 
 t.test('several ORC/RXD groups in one message, each with its own ZR2', async (t) => {

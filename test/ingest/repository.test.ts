@@ -10,7 +10,7 @@ import { insertTrackingEmail } from '../support/fixtures.ts';
 
 const dispense = (rxNumber: string, overrides: Partial<DispenseRecord> = {}): DispenseRecord => ({
   stationNumber: '521', rxNumber, fillNumber: 0, trackingNumber: `1Z${rxNumber}`, carrier: 'UPS', drugName: null, ndc: null,
-  quantity: null, dispensedAt: null, shippedAt: null, patientIcn: '1012345678V123456', mhvCorrelationId: null,
+  quantity: null, dispensedAt: null, shippedAt: null, veteranIcn: '1012345678V123456', mhvCorrelationId: null,
   messageControlId: null, state: 'pending', stateReason: null, ...overrides,
 });
 
@@ -48,7 +48,7 @@ t.test('a dispense must name a stored body, on insert and when a correction rena
   t.equal(after!.count, 2, 'nothing of a refused statement is stored');
 
   // A corrected resend (unprocessable, then with the ICN) renames the dispense's body: checked too.
-  await insertDispenses(sql, body, [dispense('7', { patientIcn: null, state: 'unprocessable', stateReason: 'no ICN' })]);
+  await insertDispenses(sql, body, [dispense('7', { veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN' })]);
   await t.rejects(insertDispenses(sql, body + 1000, [dispense('7')]), { code: '23503' });
   const corrected = await insertDispenses(sql, body, [dispense('7')]);
   t.equal(corrected.insertedByState.pending, 1, 'the correction naming a stored body is taken');
@@ -138,9 +138,9 @@ t.test('new events are inserted as they are; an event stored before is a duplica
 t.test('two copies of an event in one call: a later copy that corrects an unprocessable one is the copy stored', async (t) => {
   const { sql } = await testDatabase(t);
   const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
-  const noIcn = dispense('1', { patientIcn: null, state: 'unprocessable', stateReason: 'no ICN', messageControlId: 'first' });
+  const noIcn = dispense('1', { veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN', messageControlId: 'first' });
   const corrected = dispense('1', { messageControlId: 'second' });
-  const late = dispense('1', { patientIcn: null, state: 'unprocessable', stateReason: 'no ICN', messageControlId: 'third' });
+  const late = dispense('1', { veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN', messageControlId: 'third' });
   const again = dispense('1', { messageControlId: 'fourth' });
   const rows = dispenseRows([noIcn, corrected, late, again]);
   t.same({ events: rows.events, distinct: rows.distinct, byState: rows.byState }, { events: 4, distinct: 1, byState: { pending: 1, cancelled: 0, unprocessable: 0 } });

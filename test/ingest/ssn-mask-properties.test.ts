@@ -79,7 +79,7 @@ t.test('HL7: no generated SSN is stored, and the dispenses read are the same', a
       const fields = (m: typeof before.messages) => m.map((x) => ({ ack: x.ack, dispenses: x.dispenses }));
       t.same(fields(after.messages), fields(before.messages));
       const [dispense] = after.messages[0]!.dispenses;
-      return dispense?.patientIcn === k.icn && dispense.mhvCorrelationId === k.mhvId && dispense.rxNumber === k.rxNumber && dispense.trackingNumber === k.tracking;
+      return dispense?.veteranIcn === k.icn && dispense.mhvCorrelationId === k.mhvId && dispense.rxNumber === k.rxNumber && dispense.trackingNumber === k.tracking;
     }),
     { numRuns: 300 },
   );

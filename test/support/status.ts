@@ -5,13 +5,13 @@ import type { SqlHandle } from '../../src/db/connect.ts';
 import type { StatusEvent } from '../../src/status/repository.ts';
 import { insertDispenses, insertTrackingEmail, type DispenseFixture, type TrackingEmailFixture } from './fixtures.ts';
 
-export const patientIcn = '1012845631V123456';
+export const veteranIcn = '1012845631V123456';
 export const recipient = 'veteran@example.com';
 
 /** A tracking email as the sender leaves it after its first send; returns its id. */
 export function insertEmail(sql: SqlHandle, email: TrackingEmailFixture = {}): Promise<string> {
   return insertTrackingEmail(sql, {
-    patient_icn: patientIcn,
+    patient_icn: veteranIcn,
     mhv_correlation_id: '15176497',
     personalisation: { tracking_info: 'UPS 1Z9999990312345678' },
     state: 'sent',
@@ -24,7 +24,7 @@ export function insertEmail(sql: SqlHandle, email: TrackingEmailFixture = {}): P
 export function insertGroupedDispenses(sql: SqlHandle, emailId: string, dispenses: Omit<DispenseFixture, 'patient_icn'>[]): Promise<number[]> {
   return insertDispenses(sql, dispenses.map((dispense, index) => ({
     station_number: '741',
-    patient_icn: patientIcn,
+    patient_icn: veteranIcn,
     fill_number: index,
     mhv_correlation_id: '15176497',
     shipped_at: null,

@@ -49,11 +49,11 @@ async function settle(vaNotify: SandboxVaNotify, sql: Sql, expectOpen = 0): Prom
   return open;
 }
 
-const sendsTo = (vaNotify: SandboxVaNotify, patientIcn: string) =>
-  [...vaNotify.state.notifications.values()].filter((n) => n.recipientIdentifier?.id_value === patientIcn);
+const sendsTo = (vaNotify: SandboxVaNotify, veteranIcn: string) =>
+  [...vaNotify.state.notifications.values()].filter((n) => n.recipientIdentifier?.id_value === veteranIcn);
 
-const emailOf = async (sql: Sql, patientIcn: string) => {
-  const [row] = await sql`select id, state, state_reason, attempts from tracking_email where patient_icn = ${patientIcn}`;
+const emailOf = async (sql: Sql, veteranIcn: string) => {
+  const [row] = await sql`select id, state, state_reason, attempts from tracking_email where patient_icn = ${veteranIcn}`;
   return row!;
 };
 
@@ -220,23 +220,23 @@ t.test('a temporary failure is replayed, at most SEND_MAX_ATTEMPTS sends, then f
 
 t.test('a replayed email that is then delivered gets exactly one AAL event', async (t) => {
   const { app, db, vaNotify, aal } = await testApp(t, { REPLAY_DELAY_MINUTES: '0' }, { listen: true });
-  const patient = veteran(21);
-  vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
-  await insertDispenses(db.sql, [patient]);
+  const dispense = veteran(21);
+  vaNotify.state.outcomeOverrides.set(dispense.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
+  await insertDispenses(db.sql, [dispense]);
   await runJob(app, 'grouping');
   await runJob(app, 'send');
   await settle(vaNotify, db.sql);
-  t.match(await emailOf(db.sql, patient.patient_icn), { state: 'temporary_failure' });
+  t.match(await emailOf(db.sql, dispense.patient_icn), { state: 'temporary_failure' });
 
-  vaNotify.state.outcomeOverrides.delete(patient.patient_icn);
+  vaNotify.state.outcomeOverrides.delete(dispense.patient_icn);
   t.match(await runJob(app, 'sweep'), { replayed: 1 });
   t.match(await runJob(app, 'send'), { sent: 1 });
   await settle(vaNotify, db.sql);
-  t.match(await emailOf(db.sql, patient.patient_icn), { state: 'delivered', state_reason: null, attempts: 2 });
+  t.match(await emailOf(db.sql, dispense.patient_icn), { state: 'delivered', state_reason: null, attempts: 2 });
   t.match(await runJob(app, 'sweep'), { replayed: 0 });
   t.match(await runJob(app, 'aal'), { posted: 1 });
   t.equal(aal.state.events.length, 1);
-  t.equal(sendsTo(vaNotify, patient.patient_icn).length, 2);
+  t.equal(sendsTo(vaNotify, dispense.patient_icn).length, 2);
 });
 
 /** An email as the sender leaves it after a send, with one notification row VA Notify may not know. */
@@ -339,9 +339,9 @@ async function sendGivenBack({ db, vaNotify, config }: TestApp) {
 t.test('an orphan whose attempt was given back: adopted as the send it was, and counted against SEND_MAX_ATTEMPTS', async (t) => {
   const service = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '2' }, { listen: true });
   const { app, db, vaNotify } = service;
-  const patient = veteran(61);
-  vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
-  await insertDispenses(db.sql, [patient]);
+  const dispense = veteran(61);
+  vaNotify.state.outcomeOverrides.set(dispense.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
+  await insertDispenses(db.sql, [dispense]);
   await runJob(app, 'grouping');
   t.match(await runJob(app, 'send'), { sent: 1 });
   await settle(vaNotify, db.sql);
@@ -357,20 +357,20 @@ t.test('an orphan whose attempt was given back: adopted as the send it was, and 
   t.same(notifications.map((n) => [n.attempt, n.status]), [[1, 'temporary-failure'], [2, 'temporary-failure']],
     'the adopted send is stored beside the first, under the next attempt');
   t.equal(notifications[1]!.id, notificationId);
-  t.match(await emailOf(db.sql, patient.patient_icn), { state: 'failed', state_reason: RetryableReason, attempts: 2 },
+  t.match(await emailOf(db.sql, dispense.patient_icn), { state: 'failed', state_reason: RetryableReason, attempts: 2 },
     'two sends of two allowed: failed, not left sent');
 
   t.match(await runJob(app, 'sweep'), { replayed: 0 });
   t.match(await runJob(app, 'send'), { sent: 0 });
-  t.equal(sendsTo(vaNotify, patient.patient_icn).length, 2, 'VA Notify received the email twice, SEND_MAX_ATTEMPTS');
+  t.equal(sendsTo(vaNotify, dispense.patient_icn).length, 2, 'VA Notify received the email twice, SEND_MAX_ATTEMPTS');
 });
 
 t.test('a first send whose attempt was given back: adopted as attempt 1, so no replay goes past SEND_MAX_ATTEMPTS', async (t) => {
   const service = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '1' }, { listen: true });
   const { app, db, vaNotify } = service;
-  const patient = veteran(62);
-  vaNotify.state.outcomeOverrides.set(patient.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
-  await insertDispenses(db.sql, [patient]);
+  const dispense = veteran(62);
+  vaNotify.state.outcomeOverrides.set(dispense.patient_icn, { status: 'temporary-failure', statusReason: RetryableReason });
+  await insertDispenses(db.sql, [dispense]);
   await runJob(app, 'grouping');
   await sendGivenBack(service);
 
@@ -378,10 +378,10 @@ t.test('a first send whose attempt was given back: adopted as attempt 1, so no r
   t.match(await runJob(app, 'sweep'), { status: 'done', released: 0 });
   const [notification] = await db.sql`select attempt, status from notification`;
   t.match(notification, { attempt: 1, status: 'temporary-failure' });
-  t.match(await emailOf(db.sql, patient.patient_icn), { state: 'failed', attempts: 1 });
+  t.match(await emailOf(db.sql, dispense.patient_icn), { state: 'failed', attempts: 1 });
   t.match(await runJob(app, 'sweep'), { replayed: 0 });
   t.match(await runJob(app, 'send'), { sent: 0 });
-  t.equal(sendsTo(vaNotify, patient.patient_icn).length, 1, 'sent once, as SEND_MAX_ATTEMPTS allows');
+  t.equal(sendsTo(vaNotify, dispense.patient_icn).length, 1, 'sent once, as SEND_MAX_ATTEMPTS allows');
 });
 
 t.test('two sweeps at once: one runs, the other answers already_running', async (t) => {
