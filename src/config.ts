@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Type, type StaticDecode, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { UuidPattern, UuidText } from './http/schemas.ts';
 
 const Integer = (options: { default: number; minimum?: number; maximum?: number; description: string }) =>
   Type.Integer({ minimum: 0, ...options });
@@ -22,7 +23,7 @@ const List = (description: string, defaultValue = '') =>
 
 const Url = (description: string) => Type.String({ pattern: '^https?://[^\\s/]+', description });
 const Uuid = (description: string) =>
-  Type.String({ pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$', description });
+  Type.String({ pattern: UuidPattern, description });
 
 const InstantPattern = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):?(\d{2}))$/;
 
@@ -382,8 +383,7 @@ function isProxyAddress(entry: string): boolean {
   return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128);
 }
 
-const UUID = '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}';
-const CombinedKey = new RegExp(`^.+-(${UUID})-(${UUID})$`);
+const CombinedKey = new RegExp(`^.+-(${UuidText})-(${UuidText})$`);
 
 export function isCombinedApiKey(key: string | undefined): boolean {
   return key !== undefined && CombinedKey.test(key);

@@ -1,6 +1,6 @@
 // What an on-call engineer needs to answer "did this veteran get their email?", and the metrics.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { errorResponses, UuidPattern } from '../http/schemas.ts';
+import { errorResponses, isUuid, UuidPattern } from '../http/schemas.ts';
 import { stateCounts } from '../metrics.ts';
 import { IcnPattern } from '../ingest/dispense.ts';
 import { TrackingEmailStates } from '../tracking-email/states.ts';
@@ -17,7 +17,7 @@ function readCursor(cursor: string): ListPosition | undefined {
     if (!Array.isArray(value) || value.length !== 2) return undefined;
     const [createdAt, id] = value as unknown[];
     if (typeof createdAt !== 'string' || !/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}\+00$/.test(createdAt)) return undefined;
-    if (typeof id !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return undefined;
+    if (typeof id !== 'string' || !isUuid(id)) return undefined;
     // The shape admits 2026-13-45 99:99:99, which Postgres would refuse with a 500: a real instant only.
     const at = new Date(`${createdAt.slice(0, 10)}T${createdAt.slice(11, 26)}Z`);
     if (Number.isNaN(at.getTime()) || at.toISOString().slice(0, 19) !== `${createdAt.slice(0, 10)}T${createdAt.slice(11, 19)}`) return undefined;

@@ -14,6 +14,7 @@ import type { AalClient } from '../../src/aal/aal-client.ts';
 import { claimAalEvents, recordAalEventFailed, recordAalEventPosted, pauseAalPosting, releaseAalEvents } from '../../src/aal/repository.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
+import { UuidText } from '../../src/http/schemas.ts';
 import { createLogger } from '../../src/logger.ts';
 import { internalAuth, LogCapture, testApp } from '../support/app.ts';
 import { testDatabase, type TestDatabase } from '../support/database.ts';
@@ -426,7 +427,7 @@ t.test('logs name the event and the email, never the veteran', async (t) => {
   for (const id of correlationIds) t.notMatch(logs.text, id, 'no correlation id in the logs');
   t.notMatch(logs.text, '1Z999AA10123456784', 'no detail value in the logs');
   t.match(logs.text, /"aalEventId":\d+/);
-  t.match(logs.text, /"emailId":"[0-9a-f-]{36}"/);
+  t.match(logs.text, new RegExp(`"emailId":"${UuidText}"`));
   t.equal((await aalEvent(db.sql, refused.aalEventId)).last_error, 'AAL answered 400: user [userProfileId] is not enrolled', 'an echoed id is not stored either');
 });
 

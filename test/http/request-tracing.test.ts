@@ -2,10 +2,11 @@
 // every log line of the request and of the job run it triggers; requests are counted and timed per
 // route pattern and status.
 import t from 'tap';
+import { UuidPattern } from '../../src/http/schemas.ts';
 import { icn, insertDispenses } from '../support/fixtures.ts';
 import { internalAuth, testApp } from '../support/app.ts';
 
-const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const uuid = new RegExp(UuidPattern);
 
 t.test("the caller's x-request-id is answered and on every log line of the request and its job run", async (t) => {
   const { app, db, logs } = await testApp(t, { GROUPING_QUIET_MINUTES: '0' });
