@@ -2,7 +2,7 @@
 // could hold an ICN, an email address, a name, an SSN, a full Rx number or a secret, wherever it sits.
 import pino, { type DestinationStream, type Logger } from 'pino';
 
-export const sensitiveKeys = [
+export const SensitiveKeys = [
   'icn', 'veteranIcn', 'patientIcn', 'patient_icn', 'id_value', 'recipient_identifier', 'recipientIdentifier',
   'to', 'email', 'emailAddress', 'email_address',
   'name', 'patientName', 'ssn',
@@ -15,12 +15,12 @@ export const sensitiveKeys = [
 ];
 
 /** Header names that carry credentials, censored like the keys above. */
-const credentialHeaders = ['x-enp-signature', 'apptoken', 'x-api-key'];
+const CredentialHeaders = ['x-enp-signature', 'apptoken', 'x-api-key'];
 
-const sensitive = new Set([...sensitiveKeys, ...credentialHeaders]);
-const censor = '[redacted]';
+const SensitiveNames = new Set([...SensitiveKeys, ...CredentialHeaders]);
+const Censor = '[redacted]';
 /** Objects nested deeper than this are not logged at all (nothing in this service logs them). */
-const maxDepth = 8;
+const MaxDepth = 8;
 
 /**
  * A copy of `value` with every sensitive key censored at any depth; `value` itself when it holds
@@ -31,7 +31,7 @@ const maxDepth = 8;
 export function redactSensitive(value: unknown, depth = 0): unknown {
   // Values that serialise themselves (Date, Buffer, URL) are left to their toJSON.
   if (typeof value !== 'object' || value === null || typeof (value as { toJSON?: unknown }).toJSON === 'function') return value;
-  if (depth >= maxDepth) return '[redacted: nested too deep]';
+  if (depth >= MaxDepth) return '[redacted: nested too deep]';
   if (Array.isArray(value)) {
     let copy: unknown[] | undefined;
     value.forEach((item, i) => {
@@ -43,21 +43,21 @@ export function redactSensitive(value: unknown, depth = 0): unknown {
   let copy: Record<string, unknown> | undefined;
   for (const key of Object.keys(value)) {
     const item = (value as Record<string, unknown>)[key];
-    const redacted = sensitive.has(key) && item !== undefined ? censor : redactSensitive(item, depth + 1);
+    const redacted = SensitiveNames.has(key) && item !== undefined ? Censor : redactSensitive(item, depth + 1);
     if (redacted !== item) (copy ??= { ...(value as Record<string, unknown>) })[key] = redacted;
   }
   return copy ?? value;
 }
 
 /** Keys whose values pino's serializers below turn into safe fields (errors are censored there). */
-const serialized = new Set(['req', 'res', 'err']);
+const SerializedKeys = new Set(['req', 'res', 'err']);
 
 function redactLine(object: Record<string, unknown>): Record<string, unknown> {
   let copy: Record<string, unknown> | undefined;
   for (const key of Object.keys(object)) {
-    if (serialized.has(key)) continue;
+    if (SerializedKeys.has(key)) continue;
     const item = object[key];
-    const redacted = sensitive.has(key) && item !== undefined ? censor : redactSensitive(item, 1);
+    const redacted = SensitiveNames.has(key) && item !== undefined ? Censor : redactSensitive(item, 1);
     if (redacted !== item) (copy ??= { ...object })[key] = redacted;
   }
   return copy ?? object;

@@ -32,11 +32,11 @@ const app = await buildApp({ config, sql: database.sql, logger: log, sandboxUrls
 
 // In-flight runs get SHUTDOWN_GRACE_SECONDS (the job runner's wait); what follows them (claims handed
 // back, the server and Postgres closed) gets this much more before close-with-grace gives up and exits 1.
-const closeAfterGraceMs = 10_000;
+const CloseAfterGraceMs = 10_000;
 
 closeWithGrace(
   {
-    delay: config.SHUTDOWN_GRACE_SECONDS * 1000 + closeAfterGraceMs,
+    delay: config.SHUTDOWN_GRACE_SECONDS * 1000 + CloseAfterGraceMs,
     logger: { error: (message: unknown) => log.error({ err: message }, 'shutdown') },
   },
   async ({ signal, err }) => {

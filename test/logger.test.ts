@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import pino from 'pino';
 import { Writable } from 'node:stream';
 import t from 'tap';
-import { createLogger, sensitiveKeys } from '../src/logger.ts';
+import { createLogger, SensitiveKeys } from '../src/logger.ts';
 
 function capture() {
   const lines: Record<string, unknown>[] = [];
@@ -89,8 +89,8 @@ t.test('the logged object itself is left as it was', async (t) => {
 
 t.test('to three levels deep, the same lines as pino redacting every key by path', async (t) => {
   // The path list the service used with pino's redact option.
-  const paths = sensitiveKeys.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]);
-  const key = fc.oneof(fc.constantFrom(...sensitiveKeys), fc.constantFrom('status', 'id', 'count', 'reason', 'source'));
+  const paths = SensitiveKeys.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]);
+  const key = fc.oneof(fc.constantFrom(...SensitiveKeys), fc.constantFrom('status', 'id', 'count', 'reason', 'source'));
   const leaf = fc.oneof(fc.string({ maxLength: 6 }), fc.integer(), fc.boolean(), fc.constant(null));
   const level2 = fc.dictionary(key, leaf, { maxKeys: 4 });
   const level1 = fc.dictionary(key, fc.oneof(leaf, level2), { maxKeys: 4 });

@@ -68,7 +68,7 @@ export function statusEventFromCallback(body: Static<typeof CallbackBody>): Stat
 
 const Received = Type.Object({ status: Type.Literal('received') });
 
-const UNAUTHORIZED = 'a valid bearer token or x-enp-signature is required';
+const Unauthorized = 'a valid bearer token or x-enp-signature is required';
 
 export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOptions> = async (app, options) => {
   const { config } = app;
@@ -82,7 +82,7 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
   // One answer for every authentication failure: which check failed is not for the caller to know.
   const unauthorized = (reply: FastifyReply) => {
     reply.header('www-authenticate', 'Bearer');
-    return app.httpErrors.unauthorized(UNAUTHORIZED);
+    return app.httpErrors.unauthorized(Unauthorized);
   };
 
   // The signature covers the body as VA Notify wrote it, so the raw text is kept next to the parsed
@@ -157,7 +157,7 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
         // Events are ordered by completed_at: one far in the future would outrank every real event
         // of its notification for good (the real delivery taken as late, the email replayed).
         if (typeof value === 'string' && !withinPlausibleWindow(value)) {
-          throw app.httpErrors.badRequest(`body/${field} is more than ${PLAUSIBLE_HOURS_AHEAD} hours in the future`);
+          throw app.httpErrors.badRequest(`body/${field} is more than ${PlausibleHoursAhead} hours in the future`);
         }
       }
       // Postgres text cannot hold NUL; rejecting it here keeps a retry loop (5xx) from starting.
@@ -198,11 +198,11 @@ function isRealInstant(value: string): boolean {
  * How far ahead of now a callback's times may lie (clocks drift). Only the future is bounded: a time
  * in the past can only make its event lose to a later one, never outrank the real ones.
  */
-export const PLAUSIBLE_HOURS_AHEAD = 24;
+export const PlausibleHoursAhead = 24;
 
 function withinPlausibleWindow(value: string): boolean {
   // The pattern's forms, made ISO for Date.parse: a T, a zone (UTC when none), ±HH:MM offsets.
   const iso = value.replace(' ', 'T').replace(/([+-]\d{2}):?(\d{2})?$/, (_, hours: string, minutes?: string) => `${hours}:${minutes ?? '00'}`);
   const at = Date.parse(/(Z|[+-]\d{2}:\d{2})$/i.test(iso) ? iso : `${iso}Z`);
-  return Number.isFinite(at) && at <= Date.now() + PLAUSIBLE_HOURS_AHEAD * 3_600_000;
+  return Number.isFinite(at) && at <= Date.now() + PlausibleHoursAhead * 3_600_000;
 }

@@ -204,7 +204,7 @@ function postgresReason(output: string): string {
   return (telling.length > 0 ? telling : lines.filter((line) => line.length > 0).slice(-3)).join(' ');
 }
 
-const ownerFile = 'rx-tracking-owner.pid';
+const OwnerFile = 'rx-tracking-owner.pid';
 
 function processAlive(pid: number): boolean {
   try {
@@ -243,7 +243,7 @@ async function stopOrphanedPostmaster(dataDir: string, log: (message: string) =>
   const lock = await readFile(join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined);
   const pid = Number(lock?.split('\n')[0]);
   if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid) || !isPostmasterOf(pid, dataDir)) return;
-  const starter = Number((await readFile(join(dataDir, ownerFile), 'utf8').catch(() => '')).trim());
+  const starter = Number((await readFile(join(dataDir, OwnerFile), 'utf8').catch(() => '')).trim());
   const parent = parentOf(pid);
   if (parent === undefined || (starter > 0 && parent === starter && processAlive(starter))) return;
   if (starter <= 0) return; // started by something else than this service: not ours to stop
@@ -369,7 +369,7 @@ export async function startEmbeddedPostgres(options: {
     throw new EmbeddedPostgresError(`the embedded PostgreSQL could not start: ${reason}. ${advice(reason, databaseDir)}`);
   }
   const child = server.child;
-  await writeFile(join(databaseDir, ownerFile), `${process.pid}\n`);
+  await writeFile(join(databaseDir, OwnerFile), `${process.pid}\n`);
   // A process that ends without stopping it (an exit in the middle of a test) still stops it.
   const stopOnExit = () => child.kill('SIGINT');
   process.once('exit', stopOnExit);

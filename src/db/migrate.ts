@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import type { Sql } from './connect.ts';
 import { AdvisoryLock } from './locks.ts';
 
-export const migrationsDir = fileURLToPath(new URL('../../sql/', import.meta.url));
-const MIGRATION_LOCK = AdvisoryLock.migrate;
+export const MigrationsDir = fileURLToPath(new URL('../../sql/', import.meta.url));
+const MigrationLock = AdvisoryLock.migrate;
 
 export interface Migration {
   version: number;
@@ -16,7 +16,7 @@ export interface Migration {
   file: string;
 }
 
-export async function listMigrations(dir = migrationsDir): Promise<Migration[]> {
+export async function listMigrations(dir = MigrationsDir): Promise<Migration[]> {
   const files = (await readdir(dir)).filter((f) => /^\d+_.+\.sql$/.test(f));
   const migrations = files.map((file) => {
     const [, version, name] = /^(\d+)_(.+)\.sql$/.exec(file)!;
@@ -34,11 +34,11 @@ export async function listMigrations(dir = migrationsDir): Promise<Migration[]> 
  * migration's transaction takes the advisory lock first and then checks whether it is still needed,
  * so a second instance waits for the first and then finds nothing left to do.
  */
-export async function migrate(sql: Sql, dir = migrationsDir): Promise<Migration[]> {
+export async function migrate(sql: Sql, dir = MigrationsDir): Promise<Migration[]> {
   const migrations = await listMigrations(dir);
   const applied: Migration[] = [];
   await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK})`;
+    await tx`select pg_advisory_xact_lock(${MigrationLock})`;
     await tx`
       create table if not exists schema_migration (
         version integer primary key,
@@ -49,7 +49,7 @@ export async function migrate(sql: Sql, dir = migrationsDir): Promise<Migration[
   for (const migration of migrations) {
     const text = await readFile(join(dir, migration.file), 'utf8');
     await sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK})`;
+      await tx`select pg_advisory_xact_lock(${MigrationLock})`;
       const [done] = await tx`select 1 from schema_migration where version = ${migration.version}`;
       if (done) return;
       await tx.unsafe(text);

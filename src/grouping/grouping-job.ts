@@ -16,7 +16,7 @@ export interface GroupingResult {
   skipped: boolean;
 }
 
-const nothing: GroupingResult = { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: false };
+const NothingGrouped: GroupingResult = { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: false };
 
 /** What one partition's transaction did; `filled`: it took its whole share, so more are probably ready. */
 type PartitionRun = Omit<GroupingResult, 'skipped'> & { filled: boolean };
@@ -48,7 +48,7 @@ async function groupPartitions(
   const failed = settled.find((s) => s.status === 'rejected');
   if (failed) throw failed.reason;
   const runs = settled.map((s) => (s.status === 'fulfilled' ? s.value : null));
-  const result: GroupingResult = { ...nothing, skipped: runs.every((r) => r === null) };
+  const result: GroupingResult = { ...NothingGrouped, skipped: runs.every((r) => r === null) };
   for (const run of runs) {
     if (!run) continue;
     result.emailsCreated += run.emailsCreated;
@@ -99,7 +99,7 @@ export async function runGrouping(deps: { sql: Sql; config: Config; log: Logger 
 /** One grouping run; `filled` (a partition took its whole share) asks the job runner for the next at once. */
 export async function groupReadyVeterans(deps: { sql: Sql; config: Config; log: Logger }): Promise<{ result: GroupingResult; filled: boolean }> {
   const { sql, config, log } = deps;
-  if (config.DELIVERY_MODE === 'off') return { result: nothing, filled: false };
+  if (config.DELIVERY_MODE === 'off') return { result: NothingGrouped, filled: false };
   if (config.DELIVERY_START_AT !== undefined && config.CUTOVER_HOLD_HOURS > 0) await followPackageDecisions(sql);
   const run = await groupPartitions(deps);
   const { result } = run;

@@ -3,7 +3,7 @@
 // metrics scrapes. At their rates, per-request log lines were a large share of the callback cost.
 import { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 
-const quietWhenSuccessful = new Set(['/v1/va-notify/callbacks', '/health/live', '/health/ready', '/metrics']);
+const QuietWhenSuccessful = new Set(['/v1/va-notify/callbacks', '/health/live', '/health/ready', '/metrics']);
 
 export class RequestLogController extends LogController {
   override incomingRequest(request: FastifyRequest): void {
@@ -15,7 +15,7 @@ export class RequestLogController extends LogController {
     if (this.isLogDisabled(request)) return;
     const details = { req: request, res: reply, responseTime: reply.elapsedTime };
     if (error) reply.log.error({ ...details, err: error }, 'request errored');
-    else if (reply.statusCode < 400 && quietWhenSuccessful.has(request.routeOptions.url ?? '')) reply.log.debug(details, 'request completed');
+    else if (reply.statusCode < 400 && QuietWhenSuccessful.has(request.routeOptions.url ?? '')) reply.log.debug(details, 'request completed');
     else reply.log.info(details, 'request completed');
   }
 }

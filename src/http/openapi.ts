@@ -5,10 +5,10 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance, RouteOptions } from 'fastify';
-import { requestIdHeader } from './request-tracing.ts';
+import { RequestIdHeader } from './request-tracing.ts';
 import { ErrorBody } from './schemas.ts';
 
-export const securitySchemes = {
+export const SecuritySchemes = {
   internalToken: {
     type: 'http',
     scheme: 'bearer',
@@ -73,7 +73,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
           'Every answer carries an `x-request-id` header: the one the request sent, or a new one.',
       },
       servers: [{ url: 'http://127.0.0.1:3000', description: 'npm start' }],
-      components: { securitySchemes: structuredClone(securitySchemes) as never },
+      components: { securitySchemes: structuredClone(SecuritySchemes) as never },
     },
     transformObject: (document) => withRequestIds((document as { openapiObject: OpenApiObject }).openapiObject) as never,
     // Shared schemas keep their $id as their component name.
@@ -91,7 +91,7 @@ interface OpenApiObject {
 function withRequestIds(document: OpenApiObject): OpenApiObject {
   const components = (document.components ??= {});
   (components.parameters ??= {}).RequestId = {
-    name: requestIdHeader,
+    name: RequestIdHeader,
     in: 'header',
     required: false,
     description: 'an id to trace the request by (up to 128 letters, digits and ._:@+=/-); a new uuid when absent or unusable',
@@ -105,7 +105,7 @@ function withRequestIds(document: OpenApiObject): OpenApiObject {
     for (const operation of Object.values(operations)) {
       (operation.parameters ??= []).push({ $ref: '#/components/parameters/RequestId' });
       for (const response of Object.values(operation.responses ?? {})) {
-        response.headers = { ...response.headers, [requestIdHeader]: { $ref: '#/components/headers/RequestId' } };
+        response.headers = { ...response.headers, [RequestIdHeader]: { $ref: '#/components/headers/RequestId' } };
       }
     }
   }

@@ -6,24 +6,24 @@ import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { Metrics } from '../metrics.ts';
 
-export const requestIdHeader = 'x-request-id';
+export const RequestIdHeader = 'x-request-id';
 
 /**
  * An id a caller may choose: short, and of characters that cannot break a log line or a header.
  * Anything else is replaced, not refused: a trace id is no reason to turn a request away.
  */
-const acceptableRequestId = /^[A-Za-z0-9._:@+=\/-]{1,128}$/;
+const AcceptableRequestId = /^[A-Za-z0-9._:@+=\/-]{1,128}$/;
 
 /** Fastify's genReqId: the caller's x-request-id when acceptable, else a new uuid. */
 export function requestIdOf(request: IncomingMessage): string {
-  const given = request.headers[requestIdHeader];
-  return typeof given === 'string' && acceptableRequestId.test(given) ? given : randomUUID();
+  const given = request.headers[RequestIdHeader];
+  return typeof given === 'string' && AcceptableRequestId.test(given) ? given : randomUUID();
 }
 
 export function traceRequests(app: FastifyInstance, metrics: Metrics): void {
   // onSend runs for every answer, errors and unknown routes included.
   app.addHook('onSend', async (request, reply, payload) => {
-    reply.header(requestIdHeader, request.id);
+    reply.header(RequestIdHeader, request.id);
     return payload;
   });
   app.addHook('onResponse', async (request, reply) => {

@@ -53,10 +53,10 @@ export const FieldLimits = {
 
 /** Ten digits, `V`, six-digit checksum: the VA's Integration Control Number. */
 export const IcnPattern = '^[0-9]{10}V[0-9]{6}$';
-const icn = new RegExp(IcnPattern);
+const Icn = new RegExp(IcnPattern);
 
 export function isIcn(value: string): boolean {
-  return icn.test(value);
+  return Icn.test(value);
 }
 
 /** Days in a month (1–12) of a proleptic Gregorian year, for refusing dates JavaScript would roll over. */
@@ -70,7 +70,7 @@ export function dispenseKey(d: Pick<DispenseRecord, 'stationNumber' | 'rxNumber'
   return JSON.stringify([d.stationNumber, d.rxNumber, d.fillNumber, d.trackingNumber]);
 }
 
-const carrierAliases: Record<string, string> = {
+const CarrierAliases: Record<string, string> = {
   UPS: 'UPS',
   UNITEDPARCELSERVICE: 'UPS',
   USPS: 'USPS',
@@ -91,7 +91,7 @@ const carrierAliases: Record<string, string> = {
 export function normaliseCarrier(value: string | null | undefined): string {
   const given = (value ?? '').trim().toUpperCase();
   if (given === '') return 'UNK';
-  return carrierAliases[given.replace(/[^A-Z0-9]/g, '')] ?? given;
+  return CarrierAliases[given.replace(/[^A-Z0-9]/g, '')] ?? given;
 }
 
 /** An NDC in any of its printed forms (10 or 11 digits, with or without hyphens); else null. */

@@ -13,7 +13,7 @@ export interface Hl7Encoding {
   subcomponent: string;
 }
 
-export const standardEncoding: Hl7Encoding = { field: '|', component: '^', repetition: '~', escape: '\\', subcomponent: '&' };
+export const StandardEncoding: Hl7Encoding = { field: '|', component: '^', repetition: '~', escape: '\\', subcomponent: '&' };
 
 /** A field holds an escape sequence the reader cannot decode; the message cannot be read as sent. */
 export class Hl7ReadError extends Error {}
@@ -170,7 +170,7 @@ function countOf(text: string, delimiter: string): number {
   return count;
 }
 
-const hexPairs = /^(?:[0-9A-Fa-f]{2})*$/;
+const HexPairs = /^(?:[0-9A-Fa-f]{2})*$/;
 
 /**
  * The text one escape sequence stands for, given what lies between its escape characters. What each
@@ -204,7 +204,7 @@ function decodeSequence(inner: string, encoding: Hl7Encoding): string | undefine
       return encoding.escape;
     case 'X': {
       const hex = inner.slice(1);
-      if (!hexPairs.test(hex)) throw new Hl7ReadError('a hex escape sequence (\\X…\\) is not pairs of hex digits');
+      if (!HexPairs.test(hex)) throw new Hl7ReadError('a hex escape sequence (\\X…\\) is not pairs of hex digits');
       let out = '';
       for (let i = 0; i < hex.length; i += 2) {
         const code = Number.parseInt(hex.slice(i, i + 2), 16);

@@ -15,10 +15,10 @@
 // differ on purpose: malformed \X..\ sequences and \X00\ (hl7-reader.ts says why), and a U+2028 or
 // U+2029 inside a segment followed by `MSH|`, which the library takes for a second MSH: segments
 // end at CR, LF, CRLF or an MLLP frame byte only, so it is read as text.
-import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, standardEncoding, type Hl7Encoding } from './hl7-reader.ts';
+import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, StandardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { daysInMonth, FieldLimits, isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
-export { readEncoding, standardEncoding, type Hl7Encoding };
+export { readEncoding, StandardEncoding as standardEncoding, type Hl7Encoding };
 
 export type AckCode = 'AA' | 'AE' | 'AR';
 
@@ -57,7 +57,7 @@ export type Hl7BodyResult =
   | { kind: 'hl7'; messages: Hl7MessageResult[]; notes: string[] }
   | { kind: 'not-hl7'; reason: string };
 
-const cancelledOrderControls = new Set(['CA', 'CR', 'OC']);
+const CancelledOrderControls = new Set(['CA', 'CR', 'OC']);
 
 /** True when the line starts a header segment (MSH, FHS, BHS) followed by a field separator. */
 function isHeaderLine(line: string, name: string): boolean {
@@ -70,7 +70,7 @@ function isBatchLine(line: string): boolean {
 }
 
 /** The white space before a line's first character; JavaScript counts a byte-order mark as white space. */
-const leadingSpace = /\s*/y;
+const LeadingSpace = /\s*/y;
 
 /**
  * Splits a body into its messages' segment lines: accepts CR, LF or CRLF between segments, MLLP
@@ -80,7 +80,7 @@ const leadingSpace = /\s*/y;
  * before the next MSH are ignored, as lines before the first MSH are. The body is scanned, not split:
  * each line is cut out once, without its leading white space, and blank lines not at all.
  */
-export function splitMessages(body: string, limits: BodyLimits = unlimited): { messages: string[][]; ignoredLines: number; overLimit?: string } {
+export function splitMessages(body: string, limits: BodyLimits = Unlimited): { messages: string[][]; ignoredLines: number; overLimit?: string } {
   const messages: string[][] = [];
   let current: string[] | undefined;
   let ignoredLines = 0;
@@ -89,7 +89,7 @@ export function splitMessages(body: string, limits: BodyLimits = unlimited): { m
   const lineBreaks = new LineBreaks(body);
   for (let start = 0; start <= body.length; ) {
     const end = lineBreaks.lineEnd(start);
-    const from = lineContentStart(body, start, end, leadingSpace);
+    const from = lineContentStart(body, start, end, LeadingSpace);
     start = lineBreaks.nextStart(end);
     if (from !== end) {
       // Counted before a line is cut out, so that a body past a limit costs no more than the limit.
@@ -130,7 +130,7 @@ export interface BodyLimits {
 /** Segment lines a body may hold per record it may hold: a CMOP message has five or six. */
 export const SegmentsPerRecord = 10;
 
-const unlimited: BodyLimits = { maxRecords: Number.POSITIVE_INFINITY, maxSegments: Number.POSITIVE_INFINITY };
+const Unlimited: BodyLimits = { maxRecords: Number.POSITIVE_INFINITY, maxSegments: Number.POSITIVE_INFINITY };
 
 /** The limits that follow from INGEST_MAX_RECORDS_PER_BODY. */
 export function bodyLimits(maxRecords: number): BodyLimits {
@@ -142,7 +142,7 @@ export function bodyLimits(maxRecords: number): BodyLimits {
  * receiver decodes exactly the value (delimiters as \F\ \S\ \T\ \R\ \E\, line breaks as \X0D\ and
  * \X0A\: a raw CR would end the segment).
  */
-export function escapeHl7(value: string, encoding: Hl7Encoding = standardEncoding): string {
+export function escapeHl7(value: string, encoding: Hl7Encoding = StandardEncoding): string {
   // Most values (control ids, trigger events, "accepted") hold nothing to escape: checked first, so
   // that a 1,000-message body's ACKs do not build a character table per value.
   if (!needsEscaping(value, encoding)) return value;
@@ -339,7 +339,7 @@ function readPatient(pid: Hl7Segment | undefined): PatientIdentifiers {
 // ---- Station
 
 /** A VA station number: three digits and an optional division suffix (521, 528A6). */
-const stationPattern = /^\d{3}[A-Z0-9]{0,2}$/;
+const StationPattern = /^\d{3}[A-Z0-9]{0,2}$/;
 
 /**
  * The dispensing station: MSH-4 when the sending facility is a station number (VistA's pharmacy
@@ -348,7 +348,7 @@ const stationPattern = /^\d{3}[A-Z0-9]{0,2}$/;
  */
 function readStation(msh: Hl7Segment | undefined, orc: Hl7Segment | undefined, rxNumber: string): string {
   const facility = value(msh, 4);
-  if (stationPattern.test(facility)) return facility;
+  if (StationPattern.test(facility)) return facility;
   const order = value(orc, 2).split('-');
   if (
     order.length >= 2 && order[0] !== '' && order[0]!.length <= FieldLimits.stationNumber && /^[A-Za-z0-9]+$/.test(order[0]!) &&
@@ -367,7 +367,7 @@ interface OrderGroup {
   zr2: Hl7Segment | undefined;
 }
 
-const supportedMessageCodes = new Set(['RDS', 'RRD']);
+const SupportedMessageCodes = new Set(['RDS', 'RRD']);
 
 function reject(index: number, header: Hl7Header | undefined, error: string): Hl7MessageResult {
   return { index, header, dispenses: [], errors: [error], ack: 'AR' };
@@ -384,9 +384,9 @@ function unreadableEncodingHeader(headerLine: string): Hl7Header | undefined {
   if (!isHeaderLine(headerLine, 'MSH')) return undefined;
   const fields = headerLine.split(headerLine[3]!, 12);
   // fields[0] is `MSH` and MSH-1 is the separator itself, so MSH-n is fields[n - 1].
-  const asSent = (n: number) => escapeHl7(fields[n - 1] ?? '', standardEncoding);
+  const asSent = (n: number) => escapeHl7(fields[n - 1] ?? '', StandardEncoding);
   return {
-    encoding: standardEncoding,
+    encoding: StandardEncoding,
     encodingCharacters: '^~\\&',
     sendingApplication: asSent(3),
     sendingFacility: asSent(4),
@@ -457,7 +457,7 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
   if (value(msh, 10).length > FieldLimits.messageControlId) {
     return { index, header, dispenses: [], errors: [`MSH-10 (message control id) is longer than ${FieldLimits.messageControlId} characters`], ack: 'AE' };
   }
-  if (!supportedMessageCodes.has(code)) {
+  if (!SupportedMessageCodes.has(code)) {
     return reject(index, header, `message type ${header.messageType} is not a dispense message (expected RDS^R06, RDS^O13 or RRD^O14)`);
   }
 
@@ -523,7 +523,7 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
       return;
     }
     const orderControl = value(group.orc, 1).toUpperCase();
-    const cancelled = cancelledOrderControls.has(orderControl);
+    const cancelled = CancelledOrderControls.has(orderControl);
     const quantityText = value(group.rxd, 4);
     // A quantity is a count of units: a longer number is no quantity anyone dispensed.
     const quantity = quantityText.length <= 12 && /^\d+(\.\d+)?$/.test(quantityText) ? Number(quantityText) : null;
@@ -569,7 +569,7 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
 }
 
 /** Parses a whole request body. Never throws. */
-export function parseHl7Body(body: string, limits: BodyLimits = unlimited): Hl7BodyResult {
+export function parseHl7Body(body: string, limits: BodyLimits = Unlimited): Hl7BodyResult {
   try {
     const { messages, ignoredLines, overLimit } = splitMessages(body, limits);
     if (overLimit !== undefined) {
@@ -617,7 +617,7 @@ export interface AckInput {
  * sender's parser reads it as it writes; MSA-2 is that message's MSH-10, unchanged.
  */
 export function buildAck({ header, code, text, controlId, now }: AckInput): string {
-  const encoding = header?.encoding ?? standardEncoding;
+  const encoding = header?.encoding ?? StandardEncoding;
   const characters = header?.encodingCharacters.slice(0, 4) ?? '^~\\&';
   const f = encoding.field;
   const c = encoding.component;

@@ -96,7 +96,7 @@ function eventErrors(event: unknown, index: number): EventError[] {
 }
 
 /** The parts of an instant that the Instant pattern admits. */
-const instantParts = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):?(\d{2}))$/;
+const InstantParts = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):?(\d{2}))$/;
 
 /**
  * True when every part of an instant is in range. `Date` rolls impossible dates over rather than
@@ -105,7 +105,7 @@ const instantParts = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d
  * and an offset past ±23:59 are refused too (Date.parse refused those already).
  */
 function isRealInstant(text: string): boolean {
-  const parts = instantParts.exec(text);
+  const parts = InstantParts.exec(text);
   if (parts === null) return false;
   // Year, month, day, hour, minute, second, offset hours and minutes; 0 for a part left out.
   const part = (i: number) => Number(parts[i] ?? 0);

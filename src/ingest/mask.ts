@@ -3,7 +3,7 @@
 // fails to parse is masked too. Everything else in the body is left byte for byte as it came.
 import { isFrameBreak, LineBreaks, lineContentStart, pieceEnd, pieceStart, readEncoding, type Hl7Encoding } from './hl7-reader.ts';
 
-const MASK = 'XXXXXXXXX';
+const Mask = 'XXXXXXXXX';
 
 /** Identifiers PID-3 may keep: the ICN, the MHV correlation id and the local DFN. */
 function isKeptIdentifier(type: string, authority: string): boolean {
@@ -99,7 +99,7 @@ function maskPid(body: string, start: number, end: number, enc: Hl7Encoding, mas
 }
 
 /** The segments ingest reads fields of; any other (GT1, NK1, IN1, IN2, NTE, Z-segments) is searched whole for SSN shapes. */
-const readSegments = new Set(['MSH', 'PID', 'ORC', 'RXD', 'ZR2', 'FHS', 'BHS', 'BTS', 'FTS', 'MSA']);
+const ReadSegments = new Set(['MSH', 'PID', 'ORC', 'RXD', 'ZR2', 'FHS', 'BHS', 'BTS', 'FTS', 'MSA']);
 
 /** True when body[at] starts a segment: a three-character name, then a character that is not a letter, digit or space. */
 function isSegmentStart(body: string, at: number, end: number): boolean {
@@ -131,7 +131,7 @@ function maskDigitRuns(body: string, start: number, end: number, maskRange: Mask
 }
 
 /** What may precede a segment name on its line: white space and a byte-order mark, as for the splitter. */
-const leadingNoise = /\s*/y;
+const LeadingNoise = /\s*/y;
 
 /**
  * Masks SSNs in HL7 segments, honouring the encoding characters of each MSH (or FHS/BHS) header;
@@ -152,20 +152,20 @@ function maskHl7(body: string): string {
   let copiedTo = 0;
   const maskRange: MaskRange = (from, to) => {
     // Masked already: left as it is, so that a body with nothing left to mask comes back unchanged.
-    if (to - from === MASK.length && body.startsWith(MASK, from)) return;
-    masked += body.slice(copiedTo, from) + MASK;
+    if (to - from === Mask.length && body.startsWith(Mask, from)) return;
+    masked += body.slice(copiedTo, from) + Mask;
     copiedTo = to;
   };
   const lineBreaks = new LineBreaks(body);
   for (let start = 0; start <= body.length; ) {
     const end = lineBreaks.lineEnd(start);
-    const at = lineContentStart(body, start, end, leadingNoise);
+    const at = lineContentStart(body, start, end, LeadingNoise);
     start = lineBreaks.nextStart(end);
     // A line of noise only has nothing to mask or read.
     if (at !== end && body.startsWith('PID', at)) {
       if (encoding === undefined) maskDigitRuns(body, at, end, maskRange);
       else if (body[at + 3] === encoding.field) maskPid(body, at, end, encoding, maskRange);
-    } else if (at !== end && !readSegments.has(body.slice(at, at + 3)) && isSegmentStart(body, at, end)) {
+    } else if (at !== end && !ReadSegments.has(body.slice(at, at + 3)) && isSegmentStart(body, at, end)) {
       maskSsnShapes(body, at, end, maskRange);
     } else if (at !== end && (body.startsWith('MSH', at) || body.startsWith('FHS', at) || body.startsWith('BHS', at))) {
       // Also when MSH-1 is a letter, a digit or a space, which the parser reads as a segment of the
@@ -183,33 +183,33 @@ function maskHl7(body: string): string {
 function maskPatterns(body: string): string {
   return body
     .replace(/(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)/g, 'XXX-XX-XXXX')
-    .replace(/("(?:ssn|socialSecurityNumber|social_security_number)"\s*:\s*)("(?:[^"\\]|\\.)*"|\d+)/gi, `$1"${MASK}"`);
+    .replace(/("(?:ssn|socialSecurityNumber|social_security_number)"\s*:\s*)("(?:[^"\\]|\\.)*"|\d+)/gi, `$1"${Mask}"`);
 }
 
 /**
  * The canonical event's identifiers, whose values are left as sent: an ICN, a tracking number or a
  * producer's message id may hold nine digits that are not an SSN, and ingest needs them as sent.
  */
-const keptJsonKeys = new Set([
+const KeptJsonKeys = new Set([
   'messageId', 'stationNumber', 'icn', 'mhvCorrelationId', 'rxNumber', 'fillNumber', 'ndc', 'quantity', 'trackingNumber', 'dispensedAt', 'shippedAt',
 ]);
 
 /** A JSON string (with its quotes) and whether a colon follows it (a key), or a number. */
-const jsonToken = /"(?:[^"\\]|\\.)*"(\s*:)?|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
-const ssnShape = /(?<!\d)\d{3}([ -]?)\d{2}\1\d{4}(?!\d)/g;
+const JsonToken = /"(?:[^"\\]|\\.)*"(\s*:)?|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+const SsnShape = /(?<!\d)\d{3}([ -]?)\d{2}\1\d{4}(?!\d)/g;
 
 /**
  * Masks SSN shapes in every JSON string and number that is not the value of one of
- * {@link keptJsonKeys}: under any key (`"patientSsn"`, `"note"`, an unknown nested object), in an
+ * {@link KeptJsonKeys}: under any key (`"patientSsn"`, `"note"`, an unknown nested object), in an
  * array, or in a key itself. Works on the text, so a body that does not parse is masked too; a
  * string with escapes is read, masked and written back.
  */
 function maskJson(body: string): string {
   let keyName: string | undefined;
   let keyEnd = -1;
-  return body.replace(jsonToken, (token: string, colon: string | undefined, offset: number) => {
+  return body.replace(JsonToken, (token: string, colon: string | undefined, offset: number) => {
     const direct = keyName !== undefined && body.slice(keyEnd, offset).trim() === '';
-    const kept = direct && keptJsonKeys.has(keyName!);
+    const kept = direct && KeptJsonKeys.has(keyName!);
     if (colon !== undefined) {
       keyName = token.slice(1, token.lastIndexOf('"'));
       keyEnd = offset + token.length;
@@ -218,16 +218,16 @@ function maskJson(body: string): string {
     }
     if (kept || token.length < 9) return token;
     // A number that is an SSN becomes the mask as a string, so that the body still parses.
-    if (!token.startsWith('"')) return /^\d{9}$/.test(token) ? `"${MASK}"` : token;
-    if (!token.includes('\\')) return token.replace(ssnShape, (shape) => shape.replace(/\d/g, 'X'));
+    if (!token.startsWith('"')) return /^\d{9}$/.test(token) ? `"${Mask}"` : token;
+    if (!token.includes('\\')) return token.replace(SsnShape, (shape) => shape.replace(/\d/g, 'X'));
     const quoted = colon === undefined ? token : token.slice(0, token.lastIndexOf('"') + 1);
     let text: string;
     try {
       text = JSON.parse(quoted) as string;
     } catch {
-      return token.replace(ssnShape, (shape) => shape.replace(/\d/g, 'X'));
+      return token.replace(SsnShape, (shape) => shape.replace(/\d/g, 'X'));
     }
-    const masked = text.replace(ssnShape, (shape) => shape.replace(/\d/g, 'X'));
+    const masked = text.replace(SsnShape, (shape) => shape.replace(/\d/g, 'X'));
     return masked === text ? token : JSON.stringify(masked) + token.slice(quoted.length);
   });
 }

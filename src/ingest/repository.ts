@@ -301,10 +301,10 @@ function dispenseSource(sql: SqlHandle, inboundMessageId: number, rows: Dispense
 }
 
 /** The columns {@link dispenseSource} gives, in the order the insert statements write them. */
-const sourceColumns = ['station_number', 'rx_number', 'fill_number', 'tracking_number', 'carrier', 'drug_name', 'ndc', 'quantity',
+const SourceColumns = ['station_number', 'rx_number', 'fill_number', 'tracking_number', 'carrier', 'drug_name', 'ndc', 'quantity',
   'dispensed_at', 'shipped_at', 'patient_icn', 'mhv_correlation_id', 'message_control_id', 'state', 'state_reason', 'inbound_message_id'];
-const insertedColumns = [...sourceColumns, 'tracking_email_id'].join(', ');
-const draftedColumns = sourceColumns.map((name) => `s.${name}`).join(', ');
+const InsertedColumns = [...SourceColumns, 'tracking_email_id'].join(', ');
+const DraftedColumns = SourceColumns.map((name) => `s.${name}`).join(', ');
 
 /**
  * The body's rows with their drafts (`drafts`: id and patient_icn), in the order given. With
@@ -314,7 +314,7 @@ const draftedColumns = sourceColumns.map((name) => `s.${name}`).join(', ');
  */
 function draftedSource(sql: SqlHandle, drafts: string, leaveOutRemoved = false) {
   return sql`
-    select ${sql.unsafe(draftedColumns)}, r.id
+    select ${sql.unsafe(DraftedColumns)}, r.id
       from source s left join ${sql.unsafe(drafts)} r on s.state = 'pending' and r.patient_icn = s.patient_icn
      ${leaveOutRemoved
        ? sql`where (select true from removed_dispense_key k
@@ -351,7 +351,7 @@ async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows
       returning id, patient_icn
     ),
     stored as (
-      insert into medication_dispense (${sql.unsafe(insertedColumns)}) ${draftedSource(sql, 'drafts')}
+      insert into medication_dispense (${sql.unsafe(InsertedColumns)}) ${draftedSource(sql, 'drafts')}
     )${outcomeUpdate(sql, inboundMessageId, outcome)}
     -- A hint to the grouping job on every instance listening; delivered at commit.
     select pg_notify('dispense_pending', '') where ${rows.byState.pending > 0}`;
@@ -420,7 +420,7 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
     }[]>`
       with source as materialized (${dispenseSource(tx, inboundMessageId, rows)}),
       stored as (
-        insert into medication_dispense (${tx.unsafe(insertedColumns)}) ${draftedSource(tx, 'tracking_email_draft', true)}
+        insert into medication_dispense (${tx.unsafe(InsertedColumns)}) ${draftedSource(tx, 'tracking_email_draft', true)}
         on conflict (station_number, rx_number, fill_number, tracking_number) do update
           set carrier = excluded.carrier, drug_name = excluded.drug_name, ndc = excluded.ndc, quantity = excluded.quantity,
               dispensed_at = excluded.dispensed_at, shipped_at = excluded.shipped_at, patient_icn = excluded.patient_icn,

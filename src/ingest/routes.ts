@@ -6,9 +6,9 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { errorResponses } from '../http/schemas.ts';
 import { ingestHl7, ingestJson, type IngestOutcome, type IngestOutcomeCounts } from './ingest.ts';
 
-export const hl7ContentTypes = ['application/hl7-v2', 'x-application/hl7-v2+er7', 'text/plain'] as const;
-const hl7Types = new Set<string>(hl7ContentTypes);
-const acceptedTypes = new Set<string>([...hl7ContentTypes, 'application/json']);
+export const Hl7ContentTypes = ['application/hl7-v2', 'x-application/hl7-v2+er7', 'text/plain'] as const;
+const Hl7Types = new Set<string>(Hl7ContentTypes);
+const AcceptedTypes = new Set<string>([...Hl7ContentTypes, 'application/json']);
 
 const Hl7Acks = Type.String({ description: 'one HL7 ACK (MSH + MSA) per message, segments ended by CR' });
 
@@ -99,9 +99,9 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
   // Any other type is answered 415 before the body is read, and not stored: it is not a feed.
   app.addHook('preParsing', async (request, reply) => {
     const type = essence(request.headers['content-type']);
-    if (!acceptedTypes.has(type)) {
+    if (!AcceptedTypes.has(type)) {
       throw app.httpErrors.unsupportedMediaType(
-        `${type === '' ? 'no content type' : `content type ${type}`} is not accepted: send ${[...acceptedTypes].join(', ')}`,
+        `${type === '' ? 'no content type' : `content type ${type}`} is not accepted: send ${[...AcceptedTypes].join(', ')}`,
       );
     }
     const release = budget.take(bodyWeight(request.headers['content-length'], bodyLimit));
@@ -125,7 +125,7 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
   // Every accepted type arrives as the raw string: the body must be stored before it is parsed,
   // JSON included.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser([...acceptedTypes], { parseAs: 'string', bodyLimit }, (_request, body, done) => {
+  app.addContentTypeParser([...AcceptedTypes], { parseAs: 'string', bodyLimit }, (_request, body, done) => {
     done(null, body);
   });
 
@@ -136,7 +136,7 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
       schema: {
         operationId: 'ingestDispenses',
         summary: 'Ingest CMOP dispense events (HL7 v2 or canonical JSON)',
-        consumes: [...acceptedTypes],
+        consumes: [...AcceptedTypes],
         body: Type.String({ description: 'HL7 v2 message(s), or one JSON dispense event or an array of them' }),
         response: {
           200: {
@@ -168,7 +168,7 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
   async function ingest(request: FastifyRequest, reply: FastifyReply) {
       const contentType = request.headers['content-type'] ?? '';
       const body = typeof request.body === 'string' ? request.body : '';
-      if (hl7Types.has(essence(contentType))) {
+      if (Hl7Types.has(essence(contentType))) {
         const result = await ingestHl7(app.sql, { source: 'http', contentType, body, maxRecordsPerBody });
         report(result.counts);
         request.log.info(

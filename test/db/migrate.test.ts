@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
-import { listMigrations, migrate, migrationsDir } from '../../src/db/migrate.ts';
+import { listMigrations, migrate, MigrationsDir } from '../../src/db/migrate.ts';
 import { testDatabase } from '../support/database.ts';
 import { startServiceProcess } from '../support/service-process.ts';
 
@@ -37,7 +37,7 @@ async function databaseBefore(t: Parameters<typeof testDatabase>[0], version: nu
     await drop();
     await rm(before, { recursive: true, force: true });
   });
-  for (const m of (await listMigrations()).filter((m) => m.version < version)) await copyFile(join(migrationsDir, m.file), join(before, m.file));
+  for (const m of (await listMigrations()).filter((m) => m.version < version)) await copyFile(join(MigrationsDir, m.file), join(before, m.file));
   await migrate(db, before);
   return db;
 }

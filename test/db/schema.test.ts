@@ -2,7 +2,7 @@
 // gives the same text, on PostgreSQL 15 (DATABASE_URL) and on the embedded PostgreSQL alike.
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { dumpSchema, schemaHeader } from '../../src/db/schema-dump.ts';
+import { dumpSchema, SchemaHeader } from '../../src/db/schema-dump.ts';
 import { testDatabase } from '../support/database.ts';
 
 const committed = readFileSync(new URL('../../sql/schema.sql', import.meta.url), 'utf8');
@@ -10,7 +10,7 @@ const committed = readFileSync(new URL('../../sql/schema.sql', import.meta.url),
 t.test('sql/schema.sql is what the migrations make', async (t) => {
   const { sql } = await testDatabase(t, { max: 1 });
   const current = await dumpSchema(sql);
-  t.ok(current.startsWith(schemaHeader), 'the text says it is generated and never applied');
+  t.ok(current.startsWith(SchemaHeader), 'the text says it is generated and never applied');
   t.match(current, /^CREATE TABLE public\.tracking_email \(/m, 'the tables are in it');
   t.match(current, /^CREATE OR REPLACE FUNCTION public\.tracking_link\(/m, 'the functions are in it');
   t.equal(committed, current, 'sql/schema.sql differs from a newly migrated database: run `npm run schema` and commit sql/schema.sql');
