@@ -26,8 +26,8 @@ import { fileURLToPath } from 'node:url';
 import { connect, type Sql } from '../src/db/connect.ts';
 import { freePortBelowEphemeralRange, startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
-import { sandboxAalCredentials, startSandboxAal, type SandboxAal } from '../src/sandbox/aal.ts';
-import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../src/sandbox/va-notify.ts';
+import { SandboxAalCredentials, startSandboxAal, type SandboxAal } from '../src/sandbox/aal.ts';
+import { SandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../src/sandbox/va-notify.ts';
 import { withDrafts } from '../test/support/drafts.ts';
 import { startCommand } from '../scripts/start-command.ts';
 
@@ -94,15 +94,15 @@ function instanceEnv(databaseUrl: string, port: number, vaNotify: SandboxVaNotif
     DATABASE_POOL_MAX: '5',
     INTERNAL_API_TOKENS: internalToken,
     VA_NOTIFY_BASE_URL: vaNotify.url,
-    VA_NOTIFY_SERVICE_ID: sandboxDefaults.serviceId,
-    VA_NOTIFY_API_KEY: sandboxDefaults.secret,
-    VA_NOTIFY_TEMPLATE_ID: sandboxDefaults.templateId,
+    VA_NOTIFY_SERVICE_ID: SandboxDefaults.serviceId,
+    VA_NOTIFY_API_KEY: SandboxDefaults.secret,
+    VA_NOTIFY_TEMPLATE_ID: SandboxDefaults.templateId,
     VA_NOTIFY_CALLBACK_TOKENS: callbackToken,
     VA_NOTIFY_TIMEOUT_MS: '2000',
     VA_NOTIFY_RATE_LIMIT_PER_MINUTE: '60000',
     AAL_BASE_URL: aal.url,
-    AAL_APP_TOKEN: sandboxAalCredentials.appToken,
-    AAL_API_KEY: sandboxAalCredentials.apiKey,
+    AAL_APP_TOKEN: SandboxAalCredentials.appToken,
+    AAL_API_KEY: SandboxAalCredentials.apiKey,
     AAL_TIMEOUT_MS: '1000',
     AAL_BATCH_SIZE: '10',
     JOBS_ENABLED: 'true',

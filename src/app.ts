@@ -19,7 +19,7 @@ import { groupReadyVeterans } from './grouping/grouping-job.ts';
 import { createRateBudget } from './sending/rate-budget.ts';
 import { runSend } from './sending/sender.ts';
 import { vaNotifyClientFromConfig } from './sending/va-notify-client.ts';
-import { sandboxDefaults } from './sandbox/va-notify.ts';
+import { SandboxDefaults } from './sandbox/va-notify.ts';
 import { aalClientFromConfig } from './aal/aal-client.ts';
 import { runAalPosts } from './aal/aal-worker.ts';
 import { runSweep } from './sweep/sweep-job.ts';
@@ -119,7 +119,7 @@ export async function buildApp(options: AppOptions) {
     vaNotifyBaseUrl === undefined
       ? undefined
       : vaNotifyClientFromConfig(config, vaNotifyBaseUrl, {
-          ...(config.VA_NOTIFY_BASE_URL === undefined ? sandboxDefaults : {}),
+          ...(config.VA_NOTIFY_BASE_URL === undefined ? SandboxDefaults : {}),
           onRequest: (operation, outcome, seconds) => metrics.vaNotifyLatency.observe({ operation, outcome }, seconds),
         });
   const budget = createRateBudget(sql, config.VA_NOTIFY_RATE_LIMIT_PER_MINUTE);
@@ -220,7 +220,7 @@ export async function buildApp(options: AppOptions) {
     // The sandbox signs per-notification callbacks with its own key, which is public: accepted only
     // while this process sends to a sandbox it started, never merely because VA Notify is unset.
     ...(config.VA_NOTIFY_BASE_URL === undefined && options.sandboxUrls?.vaNotify !== undefined && {
-      signatureSecrets: [...vaNotifySigningSecrets(config), sandboxDefaults.secret],
+      signatureSecrets: [...vaNotifySigningSecrets(config), SandboxDefaults.secret],
     }),
     onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
     // Nothing in a refused callback is trusted, its status least of all.

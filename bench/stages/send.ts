@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { testConfig } from '../../src/config.ts';
-import { sandboxDefaults } from '../../src/sandbox/va-notify.ts';
+import { SandboxDefaults } from '../../src/sandbox/va-notify.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { insertEmails, veteranIcn } from '../lib/fixtures.ts';
@@ -19,7 +19,7 @@ export const sendConcurrency = testConfig().SEND_CONCURRENCY;
 
 /** The sandbox VA Notify alone: `total` sends through the service's client, `concurrency` in flight. */
 export async function sandboxAloneSends(sandbox: Sandboxes, total: number, concurrency: number, personalisation: Record<string, unknown>): Promise<number> {
-  const client = vaNotifyClientFromConfig(testConfig(), sandbox.vaNotify, sandboxDefaults);
+  const client = vaNotifyClientFromConfig(testConfig(), sandbox.vaNotify, SandboxDefaults);
   let accepted = 0;
   const ms = await concurrently(total, concurrency, async (i) => {
     const outcome = await client.sendEmail({ icn: veteranIcn(900_000 + i), reference: randomUUID(), personalisation });

@@ -3,7 +3,7 @@
 // turned into one of four outcomes by classifyAalOutcome, the single place that says what is
 // worth retrying and what is not the event's fault.
 import type { Config } from '../config.ts';
-import { sandboxAalCredentials } from '../sandbox/aal.ts';
+import { SandboxAalCredentials } from '../sandbox/aal.ts';
 
 export interface AalClientOptions {
   /** MHV user-management base URL; paths `/v1/usermgmt/...` are appended to it. */
@@ -52,7 +52,7 @@ export interface AalClient {
 /** What one HTTP exchange came to: an answer with its body, or an error before any answer. */
 export type AalExchange = { status: number; body: string } | { error: unknown };
 
-const reasonLimit = 500;
+const ReasonLimit = 500;
 
 /**
  * The one rule for AAL answers: 2xx is posted; 5xx, 408, 429, timeouts and connection errors are
@@ -78,7 +78,7 @@ function describeError(error: unknown): string {
   if (name === 'TimeoutError' || name === 'AbortError') return 'AAL request timed out';
   const cause = (error as { cause?: { code?: string; message?: string } } | null)?.cause;
   const detail = cause?.code ?? cause?.message ?? (error as Error | null)?.message ?? String(error);
-  return `AAL unreachable: ${detail}`.slice(0, reasonLimit);
+  return `AAL unreachable: ${detail}`.slice(0, ReasonLimit);
 }
 
 /** The message of an MHV error body (`message`, `developerMessage`, `error`), else the text itself. */
@@ -89,12 +89,12 @@ function messageOf(body: string): string {
     const parsed = JSON.parse(text) as Record<string, unknown>;
     for (const key of ['message', 'developerMessage', 'error', 'errorMessage']) {
       const value = parsed?.[key];
-      if (typeof value === 'string' && value.trim() !== '') return value.trim().slice(0, reasonLimit);
+      if (typeof value === 'string' && value.trim() !== '') return value.trim().slice(0, ReasonLimit);
     }
   } catch {
     // Not JSON: the text is the message.
   }
-  return text.replace(/\s+/g, ' ').slice(0, reasonLimit);
+  return text.replace(/\s+/g, ' ').slice(0, ReasonLimit);
 }
 
 /** RFC 7231 IMF-fixdate, e.g. `Thu, 14 May 2026 13:22:41 GMT`. */
@@ -276,8 +276,8 @@ export function aalClientFromConfig(config: Config, baseUrl: string): AalClient 
   const real = config.AAL_BASE_URL !== undefined;
   return createAalClient({
     baseUrl: config.AAL_BASE_URL ?? baseUrl,
-    appToken: real ? (config.AAL_APP_TOKEN ?? '') : (config.AAL_APP_TOKEN ?? sandboxAalCredentials.appToken),
-    apiKey: real ? (config.AAL_API_KEY ?? '') : (config.AAL_API_KEY ?? sandboxAalCredentials.apiKey),
+    appToken: real ? (config.AAL_APP_TOKEN ?? '') : (config.AAL_APP_TOKEN ?? SandboxAalCredentials.appToken),
+    apiKey: real ? (config.AAL_API_KEY ?? '') : (config.AAL_API_KEY ?? SandboxAalCredentials.apiKey),
     timeoutMs: config.AAL_TIMEOUT_MS,
     activityType: config.AAL_ACTIVITY_TYPE,
     action: config.AAL_ACTION,

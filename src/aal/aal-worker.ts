@@ -62,8 +62,8 @@ export interface AalWorkerDeps {
   quickRetry?: QuickRetry;
 }
 
-export const defaultAalConcurrency = 10;
-export const defaultQuickRetry: QuickRetry = { retries: 2, minTimeoutMs: 250, maxTimeoutMs: 2000 };
+export const DefaultAalConcurrency = 10;
+export const DefaultQuickRetry: QuickRetry = { retries: 2, minTimeoutMs: 250, maxTimeoutMs: 2000 };
 
 /** Durable retries wait at least one timer interval (sooner would find no run to pick them up), at most 6 h. */
 export function aalBackoff(config: Pick<Config, 'AAL_INTERVAL_SECONDS'>): AalBackoff {
@@ -77,8 +77,8 @@ export function aalBackoff(config: Pick<Config, 'AAL_INTERVAL_SECONDS'>): AalBac
  */
 export function aalLeaseSeconds(
   config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_TIMEOUT_MS'>,
-  concurrency = defaultAalConcurrency,
-  quickRetry: QuickRetry = defaultQuickRetry,
+  concurrency = DefaultAalConcurrency,
+  quickRetry: QuickRetry = DefaultQuickRetry,
 ): number {
   const postAttempts = quickRetry.retries + 1;
   const worstPostMs = postAttempts * 4 * config.AAL_TIMEOUT_MS + quickRetry.retries * quickRetry.maxTimeoutMs;
@@ -106,8 +106,8 @@ class TransientAalFailure extends Error {
 
 export async function runAalPosts(deps: AalWorkerDeps): Promise<AalRunResult> {
   const { sql, config, log, signal } = deps;
-  const concurrency = deps.concurrency ?? defaultAalConcurrency;
-  const quickRetry = deps.quickRetry ?? defaultQuickRetry;
+  const concurrency = deps.concurrency ?? DefaultAalConcurrency;
+  const quickRetry = deps.quickRetry ?? DefaultQuickRetry;
   const result: AalRunResult = { posted: 0, retried: 0, failed: 0, released: 0, paused: false };
   if (signal?.aborted) return result;
   // Checked before claiming, so a paused instance takes no claim at all, and a failed read leaves no

@@ -3,7 +3,7 @@
 // MHV's AAL back): send it again, post it again. Each request names the rows; nothing is chosen for
 // the operator. sql/016_operator_resend.sql says why a resend is a new email.
 import type { Sql } from '../db/connect.ts';
-import { FINAL_STATUSES } from '../status/notification-status.ts';
+import { FinalStatuses } from '../status/notification-status.ts';
 import { ResendableStates, stateLiteral, type TrackingEmailState } from '../tracking-email/states.ts';
 
 /**
@@ -50,7 +50,7 @@ export async function resendTrackingEmails(sql: Sql, ids: readonly string[], rea
              sends.open_sends, sends.settled_at, coalesce(sends.settled_at > now(), false) as settling
         from tracking_email e
        cross join lateral (
-             select count(*) filter (where n.status <> all(${FINAL_STATUSES as string[]}))::int as open_sends,
+             select count(*) filter (where n.status <> all(${FinalStatuses as string[]}))::int as open_sends,
                     max(n.last_event_at) + make_interval(hours => ${ResendSettleHours}) as settled_at,
                     coalesce(bool_or(exists (select 1 from notification_status_event s
                                               where s.notification_id = n.id and s.status = 'delivered')), false) as delivered

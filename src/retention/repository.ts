@@ -8,7 +8,7 @@ import type { Sql, SqlHandle } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
 import type { MedicationDispenseState } from '../ingest/dispense.ts';
 import { FinalStates } from '../tracking-email/states.ts';
-import { NON_FINAL_STATUSES } from '../status/notification-status.ts';
+import { NonFinalStatuses } from '../status/notification-status.ts';
 
 /**
  * AAL event states that leave nothing to post: posted, or unpostable (no MHV correlation id, which an
@@ -148,7 +148,7 @@ export async function removeFinalHistories(
          and not exists (select 1 from aal_event a where a.tracking_email_id = e.id
                           and a.state <> all(${RemovableAalStates as unknown as string[]}::text[]))
          and not exists (select 1 from notification n where n.tracking_email_id = e.id
-                          and n.status = any(${NON_FINAL_STATUSES as unknown as string[]}::text[]))
+                          and n.status = any(${NonFinalStatuses as unknown as string[]}::text[]))
        for update of e skip locked
     ),
     notifications as (

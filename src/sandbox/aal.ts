@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 
 /** Credentials the sandbox accepts by default (and the service presents to it when AAL is unset). */
-export const sandboxAalCredentials = { appToken: 'sandbox-aal-app-token', apiKey: 'sandbox-aal-api-key' } as const;
+export const SandboxAalCredentials = { appToken: 'sandbox-aal-app-token', apiKey: 'sandbox-aal-api-key' } as const;
 
 export interface SandboxAalOptions {
   appToken?: string;
@@ -77,7 +77,7 @@ export interface SandboxAal {
   close(): Promise<void>;
 }
 
-const activityFields = {
+const ActivityFields = {
   userProfileId: 'integer',
   activityType: 'string',
   action: 'string',
@@ -87,17 +87,17 @@ const activityFields = {
   status: 'integer',
 } as const;
 
-const imfFixdate = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
-const bodyLimitBytes = 64 * 1024;
+const ImfFixdate = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+const BodyLimitBytes = 64 * 1024;
 
 /** The reasons an activity body breaks the contract; empty when it is valid. */
 export function activityBodyProblems(body: unknown): string[] {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return ['the body must be a JSON object'];
   const record = body as Record<string, unknown>;
   const problems: string[] = [];
-  const unknown = Object.keys(record).filter((key) => !(key in activityFields));
+  const unknown = Object.keys(record).filter((key) => !(key in ActivityFields));
   if (unknown.length > 0) problems.push(`unknown fields: ${unknown.join(', ')}`);
-  for (const [field, type] of Object.entries(activityFields)) {
+  for (const [field, type] of Object.entries(ActivityFields)) {
     const value = record[field];
     if (value === undefined || value === null) problems.push(`${field} is required`);
     else if (type === 'integer' && !Number.isSafeInteger(value)) problems.push(`${field} must be an integer`);
@@ -106,7 +106,7 @@ export function activityBodyProblems(body: unknown): string[] {
   }
   const completionTime = record.completionTime;
   if (typeof completionTime === 'string' && completionTime.trim() !== '') {
-    if (!imfFixdate.test(completionTime) || Number.isNaN(Date.parse(completionTime))) {
+    if (!ImfFixdate.test(completionTime) || Number.isNaN(Date.parse(completionTime))) {
       problems.push('completionTime must be an HTTP date (RFC 7231), e.g. "Thu, 14 May 2026 13:22:41 GMT"');
     }
   }
@@ -118,8 +118,8 @@ export function activityBodyProblems(body: unknown): string[] {
 }
 
 export async function startSandboxAal(options: SandboxAalOptions = {}): Promise<SandboxAal> {
-  const appToken = options.appToken ?? sandboxAalCredentials.appToken;
-  const apiKey = options.apiKey ?? sandboxAalCredentials.apiKey;
+  const appToken = options.appToken ?? SandboxAalCredentials.appToken;
+  const apiKey = options.apiKey ?? SandboxAalCredentials.apiKey;
   const ttlMs = (options.sessionTtlSeconds ?? 600) * 1000;
   const sessions = new Map<string, { correlationId: string; expiresAt: number }>();
   const issuedPerVeteran = new Map<string, number>();
@@ -198,7 +198,7 @@ export async function startSandboxAal(options: SandboxAalOptions = {}): Promise<
       return reject(500, 'internal error');
     }
     if (state.failRate > 0 && Math.random() < state.failRate) return reject(500, 'internal error');
-    if (raw === undefined) return reject(413, `the body exceeds ${bodyLimitBytes} bytes`);
+    if (raw === undefined) return reject(413, `the body exceeds ${BodyLimitBytes} bytes`);
     const contentType = header(req, 'content-type') ?? '';
     if (!/^application\/json\b/i.test(contentType)) return reject(415, 'Content-Type must be application/json');
     let body: unknown;
@@ -280,7 +280,7 @@ async function readBody(req: IncomingMessage): Promise<string | undefined> {
   // An oversized body is read to its end (and dropped) so the answer can still be sent.
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size <= bodyLimitBytes) chunks.push(chunk as Buffer);
+    if (size <= BodyLimitBytes) chunks.push(chunk as Buffer);
   }
-  return size > bodyLimitBytes ? undefined : Buffer.concat(chunks).toString('utf8');
+  return size > BodyLimitBytes ? undefined : Buffer.concat(chunks).toString('utf8');
 }

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { startSandboxAal, type SandboxAal } from './aal.ts';
-import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from './va-notify.ts';
+import { SandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from './va-notify.ts';
 
 export interface Sandboxes {
   urls: { vaNotify?: string; aal?: string };
@@ -17,7 +17,7 @@ export async function startSandboxesFor(config: Config, log: Logger): Promise<Sa
   let vaNotify: SandboxVaNotify | undefined;
   if (config.VA_NOTIFY_BASE_URL === undefined && config.DELIVERY_MODE === 'live') {
     vaNotify = await startSandboxVaNotify({
-      callbackToken: config.VA_NOTIFY_CALLBACK_TOKENS[0] ?? sandboxDefaults.callbackToken,
+      callbackToken: config.VA_NOTIFY_CALLBACK_TOKENS[0] ?? SandboxDefaults.callbackToken,
       callbackDelayMs: config.SANDBOX_CALLBACK_DELAY_MS,
       log: log.child({ sandbox: 'va-notify' }),
     });

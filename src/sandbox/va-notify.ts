@@ -24,10 +24,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import type { Logger } from 'pino';
 import { DevelopmentSecrets } from '../config.ts';
+import { isUuid } from '../http/schemas.ts';
 import { enpSignature } from '../callbacks/signature.ts';
 
 /** Credentials the sandbox accepts unless told otherwise; the service uses them in sandbox mode. */
-export const sandboxDefaults = {
+export const SandboxDefaults = {
   serviceId: '5a1d0c5e-0000-4000-8000-5a4db0c00001',
   secret: '5a1d0c5e-0000-4000-8000-5ec7e7000001',
   templateId: '5a1d0c5e-0000-4000-8000-7e3d1a7e0001',
@@ -35,7 +36,7 @@ export const sandboxDefaults = {
 } as const;
 
 /** The address VA Profile "has" for every veteran in the sandbox (the callback's `to`). */
-export const sandboxRecipientEmail = 'veteran.sandbox@example.com';
+export const SandboxRecipientEmail = 'veteran.sandbox@example.com';
 
 export const DefaultRequiredPersonalisation = ['tracking_info', 'package_count', 'prescription_count', 'shipped_date'] as const;
 
@@ -183,7 +184,6 @@ const SimulatedAddresses = new Set(['simulate-delivered@notifications.va.gov', '
 const ListQueryParameters = new Set(['reference', 'older_than', 'status', 'template_type', 'include_jobs']);
 const MaxBodyBytes = 1024 * 1024;
 const ClockSkewSeconds = 30;
-const UuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const EmailPattern = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 const TemplateSubject = 'Your VA prescription shipment';
@@ -232,7 +232,7 @@ function schemaErrors(body: unknown): string[] {
   if (extra.length > 0) errors.push(unexpected(extra));
 
   if (!('template_id' in body)) errors.push('template_id is a required property');
-  else if (typeof body.template_id !== 'string' || !UuidPattern.test(body.template_id)) errors.push('template_id is not a valid UUID');
+  else if (typeof body.template_id !== 'string' || !isUuid(body.template_id)) errors.push('template_id is not a valid UUID');
 
   if (!('email_address' in body) && !('recipient_identifier' in body)) {
     errors.push('Please provide either a recipient_identifier or an email_address');
@@ -347,13 +347,13 @@ interface Sandbox {
 type Auth = { header: ProtectedHeaderParameters; claims: JWTPayload };
 
 function settingsFrom(options: SandboxVaNotifyOptions): Settings {
-  const secret = options.secret ?? sandboxDefaults.secret;
+  const secret = options.secret ?? SandboxDefaults.secret;
   return {
-    serviceId: options.serviceId ?? sandboxDefaults.serviceId,
-    templateId: options.templateId ?? sandboxDefaults.templateId,
+    serviceId: options.serviceId ?? SandboxDefaults.serviceId,
+    templateId: options.templateId ?? SandboxDefaults.templateId,
     secret,
     key: new TextEncoder().encode(secret),
-    callbackToken: options.callbackToken ?? sandboxDefaults.callbackToken,
+    callbackToken: options.callbackToken ?? SandboxDefaults.callbackToken,
     rateLimit: options.rateLimitPerMinute ?? 3000,
     callbackDelayMs: options.callbackDelayMs ?? 1000,
     callbackStatuses: options.callbackStatuses ?? 'final',
@@ -412,7 +412,7 @@ async function authenticate(settings: Settings, req: IncomingMessage): Promise<A
     return v2Error(403, 'AuthError', 'Invalid token: signature, api token not found');
   }
   if (claims.iss === undefined) return v2Error(403, 'AuthError', 'Invalid token: iss field not provided');
-  if (!UuidPattern.test(claims.iss)) return v2Error(403, 'AuthError', 'Invalid token: service id is not the right data type');
+  if (!isUuid(claims.iss)) return v2Error(403, 'AuthError', 'Invalid token: service id is not the right data type');
   if (claims.iss.toLowerCase() !== settings.serviceId.toLowerCase()) return v2Error(403, 'AuthError', 'Invalid token: service not found');
   const refused = await signatureAndClock(settings, token, claims);
   if (refused !== null) return refused;
@@ -709,7 +709,7 @@ async function progress(sandbox: Sandbox, n: StoredNotification): Promise<void> 
   const mechanism: CallbackAttempt['mechanism'] = n.callbackUrl === null ? 'service' : 'notification';
   const make = (stale: boolean): Callback => ({ notificationId: n.id, mechanism, url: n.callbackUrl, body: callbackBody(n, mechanism), stale });
 
-  n.emailAddress ??= sandboxRecipientEmail;
+  n.emailAddress ??= SandboxRecipientEmail;
   n.sentAt = stamp();
   n.status = 'sending';
   const sending = make(false);
@@ -814,7 +814,7 @@ async function handleGetById(sandbox: Sandbox, req: IncomingMessage, res: Server
   if (!(await readAllowed(sandbox, req, res))) return;
   sandbox.state.counters.getsById++;
   const decoded = decodeURIComponent(id);
-  if (!UuidPattern.test(decoded)) return answer(res, v2Error(400, 'ValidationError', 'notification_id is not a valid UUID'));
+  if (!isUuid(decoded)) return answer(res, v2Error(400, 'ValidationError', 'notification_id is not a valid UUID'));
   const found = sandbox.state.notifications.get(decoded.toLowerCase());
   answer(res, found ? new HttpAnswer(200, notificationView(sandbox, found)) : v2Error(404, 'NoResultFound', 'No result found'));
 }

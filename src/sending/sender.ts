@@ -108,7 +108,7 @@ class VaNotifyUnavailable extends Error {
   }
 }
 
-const defaultInstanceId = `${process.pid}-${randomUUID().slice(0, 8)}`;
+const DefaultInstanceId = `${process.pid}-${randomUUID().slice(0, 8)}`;
 
 /**
  * A transient outcome after which VA Notify may hold the email: no answer at all, a gateway's 502 or
@@ -127,7 +127,7 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   // Read before the claim: a paused instance claims nothing, and a failed read leaves nothing claimed.
   const pause = await sendingPauseState(sql);
   if (pause === 'paused') return { ...result, paused: true };
-  const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? defaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
+  const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? DefaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
   const claimed = await claimDueEmails(sql, { batchSize: config.SEND_BATCH_SIZE, claim });
   if (claimed.length === 0) return result;
 

@@ -22,7 +22,7 @@ export const NotificationStatuses = [
 export type NotificationStatus = (typeof NotificationStatuses)[number];
 
 /** Statuses after which VA Notify does nothing more with the notification. */
-export const FINAL = new Set<NotificationStatus>([
+export const FinalStatusSet = new Set<NotificationStatus>([
   'delivered',
   'permanent-failure',
   'temporary-failure',
@@ -32,23 +32,23 @@ export const FINAL = new Set<NotificationStatus>([
   'expired',
 ]);
 
-export const NON_FINAL = new Set<NotificationStatus>(NotificationStatuses.filter((status) => !FINAL.has(status)));
+export const NonFinalStatusSet = new Set<NotificationStatus>(NotificationStatuses.filter((status) => !FinalStatusSet.has(status)));
 
 /** The same sets as arrays, for `= any(...)` in SQL. */
-export const FINAL_STATUSES: readonly NotificationStatus[] = [...FINAL];
-export const NON_FINAL_STATUSES: readonly NotificationStatus[] = [...NON_FINAL];
+export const FinalStatuses: readonly NotificationStatus[] = [...FinalStatusSet];
+export const NonFinalStatuses: readonly NotificationStatus[] = [...NonFinalStatusSet];
 
 /** Failures that end the email: VA Notify will not deliver it, and replaying would not help. */
-export const PERMANENT_FAILURES = new Set<NotificationStatus>(['permanent-failure', 'failed', 'cancelled', 'validation-failed']);
+export const PermanentFailures = new Set<NotificationStatus>(['permanent-failure', 'failed', 'cancelled', 'validation-failed']);
 
-export const PREFERENCES_DECLINED_REASON = 'Undeliverable - Preferences declined in VA Profile';
+export const PreferencesDeclinedReason = 'Undeliverable - Preferences declined in VA Profile';
 
 export function isNotificationStatus(value: string): value is NotificationStatus {
   return (NotificationStatuses as readonly string[]).includes(value);
 }
 
 export function isFinal(status: NotificationStatus): boolean {
-  return FINAL.has(status);
+  return FinalStatusSet.has(status);
 }
 
 /**
@@ -75,7 +75,7 @@ export function progressRank(status: NotificationStatus): number {
  * non-final, then the later completion, then progress rank.
  */
 export const StatusOrder: { finalStatuses: string[]; rankedStatuses: string[]; ranks: number[] } = {
-  finalStatuses: [...FINAL_STATUSES],
+  finalStatuses: [...FinalStatuses],
   rankedStatuses: [...NotificationStatuses],
   ranks: NotificationStatuses.map(progressRank),
 };
@@ -97,7 +97,7 @@ export function normaliseStatus(status: string, statusReason: string | null | un
   const value = status.trim().toLowerCase();
   if (value === 'technical-failure') return { status: 'permanent-failure', statusReason: reason, known: true };
   if (value === 'preferences-declined') {
-    return { status: 'permanent-failure', statusReason: reason ?? PREFERENCES_DECLINED_REASON, known: true };
+    return { status: 'permanent-failure', statusReason: reason ?? PreferencesDeclinedReason, known: true };
   }
   if (isNotificationStatus(value)) return { status: value, statusReason: reason, known: true };
   return { status, statusReason: reason, known: false };

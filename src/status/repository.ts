@@ -5,9 +5,10 @@
 // (sql/006_record_status_event.sql), so that an event costs one round trip, not one per step.
 import { AdvisoryLock } from '../db/locks.ts';
 import type { Sql, SqlHandle, TransactionSql } from '../db/connect.ts';
+import { isUuid } from '../http/schemas.ts';
 import { AwaitingNotificationStates, stateList, stateLiteral, type FinalStatusState } from '../tracking-email/states.ts';
 import {
-  PERMANENT_FAILURES,
+  PermanentFailures,
   StatusOrder,
   isFinal,
   normaliseStatus,
@@ -71,7 +72,7 @@ interface StoredEvent {
  * callback that commits while the sender's transaction is open would see no notification, and the
  * sender would see no event, and the event would never be applied.
  */
-const NOTIFICATION_LOCK = AdvisoryLock.notification;
+const NotificationLock = AdvisoryLock.notification;
 
 const messages: Record<StatusOutcome, string> = {
   applied: 'notification status applied',
@@ -103,7 +104,7 @@ function statusEffects({ status, statusReason, known }: NormalisedStatus): Statu
     : value === 'delivered' ? 'delivered'
     : value === 'expired' ? 'expired'
     : value === 'temporary-failure' ? 'temporary_failure'
-    : PERMANENT_FAILURES.has(value) ? 'permanent_failure'
+    : PermanentFailures.has(value) ? 'permanent_failure'
     : null;
   const emailReason = value === 'delivered' ? statusReason : (statusReason ?? `VA Notify status ${value}`);
   return { known, final, rank: progressRank(value), emailState, emailReason };
@@ -126,7 +127,7 @@ export async function recordStatusEvent(
   const run = async (handle: SqlHandle) => {
     const [row] = await handle<{ outcome: StatusOutcome; aal_event_created: boolean }[]>`
       select outcome, aal_event_created from record_status_event(
-        p_lock_namespace => ${NOTIFICATION_LOCK}::int,
+        p_lock_namespace => ${NotificationLock}::int,
         p_notification_id => ${event.notificationId}::uuid,
         p_status => ${normalised.status}::text,
         p_status_reason => ${normalised.statusReason}::text,
@@ -207,7 +208,7 @@ export async function recordStatusEvents(
   // U+FFFD in its place is what recordStatusEvent stores too (postgres.js encodes parameters as UTF-8).
   const rows = await sql<{ outcome: StatusOutcome | 'failed'; aal_event_created: boolean; error_code: string | null; error_message: string | null }[]>`
     select outcome, aal_event_created, error_code, error_message from record_status_events(
-      p_lock_namespace => ${NOTIFICATION_LOCK}::int,
+      p_lock_namespace => ${NotificationLock}::int,
       p_events => ${eventsJson(payload)}::text::jsonb,
       p_source => ${options.source}::text,
       p_replay_delay_minutes => ${options.replayDelayMinutes}::int,
@@ -261,7 +262,7 @@ export async function applyPendingStatusEvents(
   notificationId: string,
   options: ApplyOptions,
 ): Promise<{ applied: number; stale: number; aalEventCreated: boolean }> {
-  await tx`select pg_advisory_xact_lock(${NOTIFICATION_LOCK}, hashtext(${notificationId}::uuid::text))`;
+  await tx`select pg_advisory_xact_lock(${NotificationLock}, hashtext(${notificationId}::uuid::text))`;
   // Oldest first, the order VA Notify produced them in; the guard makes the end state the same
   // whatever the order, and this order also replays the intermediate effects (a delivery, then its bounce).
   const events = await tx<StoredEvent[]>`
@@ -299,8 +300,6 @@ function timestamp(value: string | Date | null | undefined): string | null {
   return /(Z|[+-]\d{2}(:?\d{2})?)$/i.test(value) ? value : `${value}Z`;
 }
 
-const UuidText = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /**
  * An event for a notification id this service never stored names its tracking email in `reference`
  * (the sender sets it to the email id): a send VA Notify accepted whose answer was lost. The email
@@ -315,13 +314,13 @@ export async function adoptNotificationByReference(
   options: ApplyOptions,
 ): Promise<boolean> {
   const reference = event.reference?.trim();
-  if (reference === undefined || !UuidText.test(reference)) return false;
+  if (reference === undefined || !isUuid(reference)) return false;
   // A sender storing this very notification holds the email's row and then takes the notification's
   // lock, the reverse of the order here: rather than wait (a deadlock), the adoption gives up at
   // once, and that sender applies the event, which is committed already.
   return sql.begin(async (tx) => {
     await tx`select set_config('lock_timeout', '100ms', true)`;
-    await tx`select pg_advisory_xact_lock(${NOTIFICATION_LOCK}, hashtext(${event.notificationId}::uuid::text))`;
+    await tx`select pg_advisory_xact_lock(${NotificationLock}, hashtext(${event.notificationId}::uuid::text))`;
     // The send found is after every send stored (as the sweep's adoption counts it): its attempt is
     // one past the last stored, and the email is charged for it.
     const [email] = await tx<{ attempts: number }[]>`

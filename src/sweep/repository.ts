@@ -4,7 +4,7 @@
 // afterwards in statements of its own.
 import { planForWorkInProgress, type Sql, type SqlHandle } from '../db/connect.ts';
 import { AdvisoryLock } from '../db/locks.ts';
-import { NON_FINAL_STATUSES } from '../status/notification-status.ts';
+import { NonFinalStatuses } from '../status/notification-status.ts';
 import { stateLiteral, type RetryState } from '../tracking-email/states.ts';
 
 /**
@@ -57,7 +57,7 @@ export async function claimStaleNotifications(
     with stale as (
       select id
         from notification
-       where status = any(${NON_FINAL_STATUSES as string[]}::text[])
+       where status = any(${NonFinalStatuses as string[]}::text[])
          and last_event_at < now() - make_interval(mins => ${p.pollAfterMinutes})
        order by last_event_at
        limit ${p.batchSize}

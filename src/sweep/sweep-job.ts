@@ -72,7 +72,7 @@ export interface SweepCounts {
   failed: number;
   /** AAL events whose worker's claim had expired, made due again. */
   aalReleased: number;
-  /** Status events for a notification never stored, pending ORPHANED_STATUS_EVENT_HOURS: removed. */
+  /** Status events for a notification never stored, pending OrphanedStatusEventHours: removed. */
   statusEventsExpired: number;
   /** VA Notify rejected our credentials (401/403): no more requests were made in this run. */
   vaNotifyRejected: boolean;
@@ -89,9 +89,9 @@ type Halt = 'unauthorized' | 'rate_limited' | 'stopped';
  * A status event whose notification was never stored waits this long before it expires: a send's
  * answer is stored within seconds, and an orphaned send is looked up by the next sweeps.
  */
-export const ORPHANED_STATUS_EVENT_HOURS = 24;
+export const OrphanedStatusEventHours = 24;
 
-const defaultSweeperId = `sweep-${process.pid}-${randomUUID().slice(0, 8)}`;
+const DefaultSweeperId = `sweep-${process.pid}-${randomUUID().slice(0, 8)}`;
 
 /** Only strings reach the status events: VA Notify's timestamps keep their microseconds that way. */
 function text(value: unknown): string | null {
@@ -267,7 +267,7 @@ async function notFound(run: SweepRun, notification: StaleNotification): Promise
 /** Step 2: sends whose outcome was never recorded, looked up at VA Notify by reference. */
 async function settleOrphanedSends(run: SweepRun): Promise<void> {
   const { sql, config } = run.deps;
-  const sweeperId = run.deps.instanceId ?? defaultSweeperId;
+  const sweeperId = run.deps.instanceId ?? DefaultSweeperId;
   const orphans = await claimOrphanedEmails(sql, { batchSize: config.SWEEP_BATCH_SIZE, leaseSeconds: config.SEND_LEASE_SECONDS, sweeperId });
   try {
     await inLanes(run, orphans, (email) => settleOrphan(run, email, sweeperId));
@@ -348,11 +348,11 @@ async function replayTemporaryFailures(run: SweepRun): Promise<void> {
  * they can never apply. An orphaned send of ours is settled by step 2 long before.
  */
 async function expireUnstoredStatusEvents(run: SweepRun): Promise<void> {
-  const expired = await expireOrphanedStatusEvents(run.deps.sql, ORPHANED_STATUS_EVENT_HOURS);
+  const expired = await expireOrphanedStatusEvents(run.deps.sql, OrphanedStatusEventHours);
   run.counts.statusEventsExpired = expired;
   if (expired === 0) return;
   run.deps.metrics?.statusEventsExpired.inc(expired);
-  run.deps.log.warn({ count: expired, olderThanHours: ORPHANED_STATUS_EVENT_HOURS }, 'status events for notifications never stored expired');
+  run.deps.log.warn({ count: expired, olderThanHours: OrphanedStatusEventHours }, 'status events for notifications never stored expired');
 }
 
 /** Wakes the jobs the sweep handed work to, and logs a run that did anything. */

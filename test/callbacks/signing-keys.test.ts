@@ -7,7 +7,7 @@ import { buildApp } from '../../src/app.ts';
 import { pythonUrlencode } from '../../src/callbacks/signature.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
-import { sandboxDefaults } from '../../src/sandbox/va-notify.ts';
+import { SandboxDefaults } from '../../src/sandbox/va-notify.ts';
 import { testApp } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
 import { insertNotification } from '../support/fixtures.ts';
@@ -42,7 +42,7 @@ t.test('a callback signed by a previous API key is accepted; one signed by an un
 });
 
 t.test("the sandbox's public key: accepted while this process runs the sandbox, refused in shadow mode without it", async (t) => {
-  const sandboxSigned = signed(callbackBody(randomUUID()), sandboxDefaults.secret);
+  const sandboxSigned = signed(callbackBody(randomUUID()), SandboxDefaults.secret);
   const withSandbox = await testApp(t);
   t.equal((await withSandbox.app.inject(sandboxSigned)).statusCode, 200, 'the sandbox VA Notify signs with it');
 

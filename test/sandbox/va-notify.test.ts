@@ -10,7 +10,7 @@ import {
   PreferencesDeclinedReason,
   RetryableReason,
   sandboxOutcomeFor,
-  sandboxRecipientEmail,
+  SandboxRecipientEmail,
   startSandboxVaNotify,
   type SandboxVaNotifyOptions,
 } from '../../src/sandbox/va-notify.ts';
@@ -219,7 +219,7 @@ t.test('service-level callbacks carry the bearer token and the contract body, nu
   const stored = va.state.notifications.get(sent.body.id)!;
   t.same(Object.keys(delivered!), ['id', 'reference', 'to', 'status', 'created_at', 'completed_at', 'sent_at', 'notification_type', 'status_reason', 'provider']);
   t.same(delivered, {
-    id: sent.body.id, reference: 'email-1', to: sandboxRecipientEmail, status: 'delivered',
+    id: sent.body.id, reference: 'email-1', to: SandboxRecipientEmail, status: 'delivered',
     created_at: stored.createdAt, completed_at: stored.completedAt, sent_at: stored.sentAt,
     notification_type: 'email', status_reason: null, provider: 'ses',
   });
@@ -228,7 +228,7 @@ t.test('service-level callbacks carry the bearer token and the contract body, nu
   t.ok(String(delivered!.completed_at) > String(delivered!.sent_at));
 
   const got = await call(`${va.url}/v2/notifications/${sent.body.id}`);
-  t.match(got.body, { status: 'delivered', email_address: sandboxRecipientEmail, sent_by: 'ses', completed_at: stored.completedAt });
+  t.match(got.body, { status: 'delivered', email_address: SandboxRecipientEmail, sent_by: 'ses', completed_at: stored.completedAt });
   t.equal(va.state.counters.callbacksPosted, 2);
 });
 
@@ -362,7 +362,7 @@ t.test('sendFailureRate answers 503 with the 500-shape body; the log has no ICN 
   await va.whenIdle();
   t.match(va.logs.text, /sandbox VA Notify: no real email is sent/);
   t.notMatch(va.logs.text, icn);
-  t.notMatch(va.logs.text, sandboxRecipientEmail);
+  t.notMatch(va.logs.text, SandboxRecipientEmail);
 });
 
 t.test('enpSignature matches what Python computes for the same body', async (t) => {

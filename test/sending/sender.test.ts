@@ -11,7 +11,7 @@ import { resumeSending } from '../../src/sending/va-notify-pause.ts';
 import { claimDueEmails, releaseClaimedEmails, renewLease } from '../../src/sending/repository.ts';
 import { runSend } from '../../src/sending/sender.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
-import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../../src/sandbox/va-notify.ts';
+import { SandboxDefaults, startSandboxVaNotify, type SandboxVaNotify } from '../../src/sandbox/va-notify.ts';
 import { testApp, internalAuth, runJob } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
 import { icn, insertDispenses } from '../support/fixtures.ts';
@@ -42,7 +42,7 @@ t.test('one email per veteran, by ICN, with only the properties the contract all
   for (const notification of received) {
     t.same(Object.keys(notification.request).sort(), ['personalisation', 'recipient_identifier', 'reference', 'template_id']);
     t.equal(notification.recipientIdentifier?.id_type, 'ICN');
-    t.equal(notification.request.template_id, sandboxDefaults.templateId);
+    t.equal(notification.request.template_id, SandboxDefaults.templateId);
   }
   t.match(byIcn.get(alpha)!.request.personalisation, {
     tracking_info: /1Z9999990312345678[\s\S]*ending in 9043\n- Prescription ending in 9100/,
@@ -173,7 +173,7 @@ t.test('a shutdown that cuts an email\'s tries short says nothing of VA Notify: 
   setTimeout(() => stopping.abort(), 100);
   const result = await runSend({
     sql: db.sql, config, log, signal: stopping.signal,
-    vaNotify: vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults), budget: createRateBudget(db.sql, 0),
+    vaNotify: vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults), budget: createRateBudget(db.sql, 0),
   });
   t.match(result, { paused: false, sent: 0 });
   const [pause] = await db.sql`select paused_until > now() as paused from rate_budget`;
@@ -215,7 +215,7 @@ t.test('a crash between the 201 and our commit: after the lease expires the emai
   await runJob(app, 'grouping');
   // The "crashed" sender: it claims and sends, and dies before recording anything.
   const [claimed] = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults);
   const outcome = await client.sendEmail({ icn: claimed!.patient_icn, reference: claimed!.id, personalisation: claimed!.personalisation });
   t.equal(outcome.kind, 'accepted');
   t.match(await runJob(app, 'send'), { sent: 0, recovered: 0 }, 'a live lease is left alone');
@@ -277,7 +277,7 @@ t.test('three instances grouping and sending at once: 500 veterans, 500 emails, 
   const log = createLogger('silent');
   const instance = async (n: number) => {
     const own = connect(url, { max: 3 });
-    const vaNotify = vaNotifyClientFromConfig(config, sandbox.url, sandboxDefaults);
+    const vaNotify = vaNotifyClientFromConfig(config, sandbox.url, SandboxDefaults);
     const budget = createRateBudget(own, 0);
     try {
       for (let round = 0; round < 200; round++) {
@@ -385,7 +385,7 @@ async function acceptedOrphan(app: Pick<Awaited<ReturnType<typeof testApp>>, 'db
   await insertDispenses(db.sql, [{ patient_icn: icn(veteran), rx_number: `${3000000 + veteran}`, tracking_number: `T${veteran}` }]);
   await runGrouping({ sql: db.sql, config, log: createLogger('silent') });
   const lost = await orphan(db.sql);
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults);
   const outcome = await client.sendEmail({ icn: lost.patient_icn, reference: lost.id, personalisation: lost.personalisation });
   if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
   return client;
@@ -411,7 +411,7 @@ t.test('an orphan handed back unlooked-up (a 403 on its lookup) stays an orphan:
   const { db, vaNotify, config } = await testApp(t);
   const client = await acceptedOrphan({ db, vaNotify, config }, 34);
 
-  const refused = vaNotifyClientFromConfig(config, vaNotify.url, { ...sandboxDefaults, secret: 'not-the-sandbox-secret-0001' });
+  const refused = vaNotifyClientFromConfig(config, vaNotify.url, { ...SandboxDefaults, secret: 'not-the-sandbox-secret-0001' });
   const budget = createRateBudget(db.sql, 0);
   const log = createLogger('silent');
   t.match(await runSend({ sql: db.sql, config, vaNotify: refused, budget, log }), { paused: true, released: 1, failed: 0 });
@@ -489,7 +489,7 @@ t.test('a sender whose lease ran out mid-run does not send what another sender c
   const log = createLogger('silent');
   await runGrouping({ sql: db.sql, config, log });
   vaNotify.state.faults.latencyMs = 1_000;
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults);
   const budget = createRateBudget(db.sql, 0);
 
   const first = runSend({ sql: db.sql, config, vaNotify: client, budget, log, instanceId: 'first' });

@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { testConfig } from '../../src/config.ts';
-import { sandboxDefaults, startSandboxVaNotify, type SandboxVaNotifyOptions } from '../../src/sandbox/va-notify.ts';
+import { SandboxDefaults, startSandboxVaNotify, type SandboxVaNotifyOptions } from '../../src/sandbox/va-notify.ts';
 import {
   classifyOutcome,
   createVaNotifyClient,
@@ -88,7 +88,7 @@ t.test('from configuration in sandbox mode: the sandbox credentials fill in', as
   t.teardown(() => va.close());
   const config = testConfig();
   t.throws(() => vaNotifyClientFromConfig(config, va.url), /service id is missing/);
-  const client = vaNotifyClientFromConfig(config, va.url, sandboxDefaults);
+  const client = vaNotifyClientFromConfig(config, va.url, SandboxDefaults);
   t.equal((await client.sendEmail(email())).kind, 'accepted');
 });
 

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import t from 'tap';
 import {
-  FINAL,
-  NON_FINAL,
+  FinalStatusSet,
+  NonFinalStatusSet,
   NotificationStatuses,
-  PREFERENCES_DECLINED_REASON,
+  PreferencesDeclinedReason,
   normaliseStatus,
 } from '../../src/status/notification-status.ts';
 import { applyPendingStatusEvents, recordStatusEvent, recordStatusEvents, type StatusEvent } from '../../src/status/repository.ts';
@@ -36,10 +36,10 @@ const delivered = (notificationId: string, fields: Partial<StatusEvent> = {}): S
 });
 
 t.test('the status lists', async (t) => {
-  t.same([...FINAL, ...NON_FINAL].sort(), [...NotificationStatuses].sort(), 'every status is final or not, never both');
-  t.same([...NON_FINAL], ['created', 'sending', 'pending', 'sent']);
+  t.same([...FinalStatusSet, ...NonFinalStatusSet].sort(), [...NotificationStatuses].sort(), 'every status is final or not, never both');
+  t.same([...NonFinalStatusSet], ['created', 'sending', 'pending', 'sent']);
   t.same(normaliseStatus('technical-failure', null), { status: 'permanent-failure', statusReason: null, known: true });
-  t.same(normaliseStatus('preferences-declined', null), { status: 'permanent-failure', statusReason: PREFERENCES_DECLINED_REASON, known: true });
+  t.same(normaliseStatus('preferences-declined', null), { status: 'permanent-failure', statusReason: PreferencesDeclinedReason, known: true });
   t.same(normaliseStatus('preferences-declined', 'declined by veteran'), { status: 'permanent-failure', statusReason: 'declined by veteran', known: true });
   t.same(normaliseStatus('Delivered', null), { status: 'delivered', statusReason: null, known: true });
   t.same(normaliseStatus('virus-scan-failed', null), { status: 'virus-scan-failed', statusReason: null, known: false });
@@ -249,8 +249,8 @@ t.test('status events against a real database', async (t) => {
     const declinedEmailId = await insertEmail(sql);
     const declinedId = await insertNotification(sql, declinedEmailId);
     await recordStatusEvent(sql, delivered(declinedId, { status: 'preferences-declined' }), callback);
-    t.same((await eventsOf(sql, declinedId)).map((e) => [e.status, e.status_reason]), [['permanent-failure', PREFERENCES_DECLINED_REASON]]);
-    t.equal((await emailRow(sql, declinedEmailId)).state_reason, PREFERENCES_DECLINED_REASON);
+    t.same((await eventsOf(sql, declinedId)).map((e) => [e.status, e.status_reason]), [['permanent-failure', PreferencesDeclinedReason]]);
+    t.equal((await emailRow(sql, declinedEmailId)).state_reason, PreferencesDeclinedReason);
   });
 
   t.test('an email without an MHV correlation id gets an unpostable AAL event', async (t) => {

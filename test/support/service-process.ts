@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { startCommand } from '../../scripts/start-command.ts';
 import { freePortBelowEphemeralRange } from '../../src/db/embedded.ts';
-import { sandboxDefaults } from '../../src/sandbox/va-notify.ts';
+import { SandboxDefaults } from '../../src/sandbox/va-notify.ts';
 import { callbackToken, internalToken } from './app.ts';
 import { repoRoot as root } from './cli.ts';
 
@@ -19,9 +19,9 @@ export interface ServiceProcess {
 export function sandboxVaNotifyEnv(vaNotifyUrl: string): Record<string, string> {
   return {
     VA_NOTIFY_BASE_URL: vaNotifyUrl,
-    VA_NOTIFY_SERVICE_ID: sandboxDefaults.serviceId,
-    VA_NOTIFY_API_KEY: sandboxDefaults.secret,
-    VA_NOTIFY_TEMPLATE_ID: sandboxDefaults.templateId,
+    VA_NOTIFY_SERVICE_ID: SandboxDefaults.serviceId,
+    VA_NOTIFY_API_KEY: SandboxDefaults.secret,
+    VA_NOTIFY_TEMPLATE_ID: SandboxDefaults.templateId,
   };
 }
 

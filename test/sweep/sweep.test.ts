@@ -15,7 +15,7 @@ import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts'
 import {
   PreferencesDeclinedReason,
   RetryableReason,
-  sandboxDefaults,
+  SandboxDefaults,
   type SandboxVaNotify,
 } from '../../src/sandbox/va-notify.ts';
 import { internalAuth, testApp, type TestApp, runJob } from '../support/app.ts';
@@ -288,7 +288,7 @@ t.test('orphaned sends: adopted when VA Notify has them, released and sent once 
   const claimed = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
   t.equal(claimed.length, 2);
   const sent = claimed.find((e) => e.patient_icn === had.patient_icn)!;
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults);
   const outcome = await client.sendEmail({ icn: sent.patient_icn, reference: sent.id, personalisation: sent.personalisation });
   if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
   await vaNotify.whenIdle();
@@ -328,7 +328,7 @@ async function sendGivenBack({ db, vaNotify, config }: TestApp) {
   const claim = { token: randomUUID(), instanceId: 'outage', leaseSeconds: 60 };
   const [email] = await claimDueEmails(db.sql, { batchSize: 10, claim });
   if (!email) throw new Error('no email was due');
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults);
   const outcome = await client.sendEmail({ icn: email.patient_icn, reference: email.id, personalisation: email.personalisation });
   if (outcome.kind !== 'accepted') throw new Error(`the direct send was not accepted: ${outcome.kind}`);
   if ((await releaseClaimedOrphans(db.sql, [email.id], claim)) !== 1) throw new Error('the claim was not given back');
@@ -496,7 +496,7 @@ t.test('shutdown: a sweep stops between requests and leaves the rest for the nex
   const { db, vaNotify, config } = await testApp(t, { SEND_CONCURRENCY: '1' });
   for (let i = 0; i < 5; i++) await sentEmailWithNotification(db.sql, { createdMinutesAgo: 60, silentMinutes: 45 });
   const shutdown = new AbortController();
-  const client = vaNotifyClientFromConfig(config, vaNotify.url, sandboxDefaults);
+  const client = vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults);
   // The real client; the process "receives SIGTERM" while its first poll is on the way.
   const vaNotifyClient = {
     ...client,

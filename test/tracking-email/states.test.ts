@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import t, { type Test } from 'tap';
 import { MedicationDispenseStates } from '../../src/ingest/dispense.ts';
-import { NotificationStatuses, StatusOrder, FINAL_STATUSES, progressRank } from '../../src/status/notification-status.ts';
+import { NotificationStatuses, StatusOrder, FinalStatuses, progressRank } from '../../src/status/notification-status.ts';
 import {
   ClaimableStates,
   FinalStates,
@@ -49,7 +49,7 @@ t.test('the status SQL moves emails in the states the module names, and takes th
   for (const argument of ['p_final_statuses text[]', 'p_ranked_statuses text[]', 'p_ranks integer[]']) t.match(fn!.arguments, argument);
   t.same(StatusOrder.rankedStatuses, [...NotificationStatuses]);
   t.same(StatusOrder.ranks, NotificationStatuses.map(progressRank));
-  t.same(StatusOrder.finalStatuses, [...FINAL_STATUSES]);
+  t.same(StatusOrder.finalStatuses, [...FinalStatuses]);
   // (`pending` and `delivered` are AAL and email states too.)
   t.notOk(/'(created|permanent-failure|temporary-failure|validation-failed|cancelled)'/.test(body), 'no notification status written in the function');
 });
