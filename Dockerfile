@@ -25,6 +25,8 @@ EXPOSE 3000
 # would have the orchestrator replace them all together. /health/ready is for the load balancer.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/health/live').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# Run it under a restart policy (ECS service, Kubernetes Deployment, `--restart=on-failure`): after an
+# uncaught error, such as the driver's after a database failover, the process exits 1 to be restarted.
 # Heap caps: left to itself V8 sizes its heap from the host's memory (gigabytes) and lets garbage pile
 # up under load; live data stays well under these, and the benchmarks run the service with them.
 CMD ["node", "--max-old-space-size=160", "--max-semi-space-size=16", "src/server.ts"]

@@ -3,6 +3,7 @@
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
+import { isDriverWriteAfterClose } from './db/connect.ts';
 import { openDatabase, type Database } from './db/database.ts';
 import { createLogger } from './logger.ts';
 import { startSandboxesFor } from './sandbox/start.ts';
@@ -40,8 +41,20 @@ closeWithGrace(
     logger: { error: (message: unknown) => log.error({ err: message }, 'shutdown') },
   },
   async ({ signal, err }) => {
-    if (err) log.error({ err }, 'shutting down after an unexpected error');
-    else log.info({ signal }, 'shutting down: no new work is claimed; in-flight work gets the grace period');
+    if (err) {
+      // After an uncaught error nobody can vouch for the process: a transaction whose connection the
+      // driver lost may never settle, so draining could only wait out the grace. It exits 1 at once
+      // (close-with-grace) and the orchestrator starts a fresh instance. Nothing is lost: whatever was
+      // not committed is done again (event-bus records from the committed offset, claimed emails when
+      // their lease runs out), as after a crash.
+      if (isDriverWriteAfterClose(err)) {
+        log.fatal({ err, cause: 'postgres-driver-write-after-close' }, 'exiting: a database connection was cut mid-transaction and the Postgres driver failed with it (postgres.js #1208); uncommitted work is retried after the restart');
+      } else {
+        log.fatal({ err }, 'exiting after an unexpected error; uncommitted work is retried after the restart');
+      }
+      return;
+    }
+    log.info({ signal }, 'shutting down: no new work is claimed; in-flight work gets the grace period');
     // app.close() stops the timers, drains in-flight jobs (releasing their claims) and the server.
     await app.close();
     await sandboxes.close();

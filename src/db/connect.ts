@@ -49,3 +49,18 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   const code = (error as { code?: string } | null)?.code ?? '';
   return ['ECONNREFUSED', 'ECONNRESET', 'CONNECT_TIMEOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', '57P01', '57P03', '53300'].includes(code);
 }
+
+/**
+ * The error postgres.js 3.4.x throws, outside every promise, when a connection is cut while a query of
+ * a `sql.begin()` transaction is in flight (a backend terminated, a Postgres restart, a failover): its
+ * own ROLLBACK is written to a socket it has already dropped (porsager/postgres#1208). The process
+ * cannot catch it where it happens, and the transaction's connection is left in a state nobody can
+ * vouch for, so the service exits and is restarted (src/server.ts).
+ */
+export function isDriverWriteAfterClose(error: unknown): boolean {
+  return (
+    error instanceof TypeError &&
+    /reading 'write'/.test(error.message) &&
+    /[\\/]postgres[\\/]src[\\/]connection\.js/.test(error.stack ?? '')
+  );
+}

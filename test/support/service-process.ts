@@ -59,3 +59,50 @@ export async function startServiceProcess(env: Record<string, string>, options: 
   child.kill('SIGKILL');
   throw new Error(`service did not become ready:\n${output}`);
 }
+
+export interface SupervisedService {
+  /** The instance running now (the one started last). */
+  current(): ServiceProcess;
+  /** Every instance that exited on its own: how it ended and everything it wrote. */
+  exits: { code: number | null; signal: NodeJS.Signals | null; output: string }[];
+  /** Stops restarting and kills the instance running now. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs the service as production's restart policy does: an instance that exits on its own is started
+ * again, at once, with the same settings.
+ */
+export async function superviseServiceProcess(env: Record<string, string>, options: { readyTimeoutMs?: number } = {}): Promise<SupervisedService> {
+  let stopping = false;
+  let current = await startServiceProcess(env, options);
+  const exits: SupervisedService['exits'] = [];
+  let restarting: Promise<void> = Promise.resolve();
+  let restartFailure: unknown;
+  const watch = (instance: ServiceProcess) => {
+    void instance.exited.then((exit) => {
+      if (stopping) return;
+      exits.push({ ...exit, output: instance.output() });
+      restarting = startServiceProcess(env, options).then(
+        (next) => {
+          current = next;
+          if (stopping) next.child.kill('SIGKILL');
+          else watch(next);
+        },
+        (error: unknown) => void (restartFailure = error),
+      );
+    });
+  };
+  watch(current);
+  return {
+    current: () => current,
+    exits,
+    async stop() {
+      stopping = true;
+      await restarting;
+      if (current.child.exitCode === null && current.child.signalCode === null) current.child.kill('SIGKILL');
+      await current.exited;
+      if (restartFailure) throw restartFailure;
+    },
+  };
+}
