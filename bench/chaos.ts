@@ -55,7 +55,14 @@ export interface ChaosReport {
   notifications: number;
   seconds: number;
   /** Sandbox VA Notify: accepted sends, GETs by id and by reference, callbacks lost and posted. */
-  vaNotify: { sendsAccepted: number; sendsRejected: number; getsById: number; getsByReference: number; callbacksDropped: number; callbacksPosted: number };
+  vaNotify: {
+    sendsAccepted: number;
+    sendsRejected: number;
+    getsById: number;
+    getsByReference: number;
+    callbacksDropped: number;
+    callbacksPosted: number;
+  };
   aal: { eventsAccepted: number; postsRejected: number };
   /** How orphaned sends were settled: by the sweep (adopted, released) or by a sender (recovered). */
   orphans: { sweepAdopted: number; sweepReleased: number; senderRecovered: number };
@@ -176,7 +183,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (;;) {
       if (child.exitCode !== null) throw new Error(`${instance.name} exited with ${child.exitCode} while starting`);
       if (Date.now() > deadline) throw new Error(`${instance.name} did not become ready`);
-      const ready = await fetch(`${instance.url}/health/ready`).then((r) => r.ok, () => false);
+      const ready = await fetch(`${instance.url}/health/ready`).then(
+        (r) => r.ok,
+        () => false,
+      );
       if (ready) return;
       await sleep(100);
     }
@@ -279,7 +289,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
     const counters = { sends: {} as Record<string, number>, polls: {} as Record<string, number>, callbacks: 0 };
     for (const instance of instances) {
-      const text = await fetch(`${instance.url}/metrics`).then((r) => r.text(), () => '');
+      const text = await fetch(`${instance.url}/metrics`).then(
+        (r) => r.text(),
+        () => '',
+      );
       for (const line of text.split('\n')) {
         const sample = /^rx_(sends|status_polls|callbacks)_total\{([^}]*)\} (\d+(?:\.\d+)?)$/.exec(line);
         if (!sample) continue;
@@ -298,7 +311,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const line of [...loggedIcns].slice(0, 5)) violations.push(`an ICN was logged: ${line}`);
 
     const emails = Object.fromEntries(
-      (await sql<{ state: string; n: number }[]>`select state, count(*)::int as n from tracking_email group by state order by state`).map((r) => [r.state, r.n]),
+      (await sql<{ state: string; n: number }[]>`select state, count(*)::int as n from tracking_email group by state order by state`).map(
+        (r) => [r.state, r.n],
+      ),
     );
     const [notifications] = await sql<{ n: number }[]>`select count(*)::int as n from notification`;
     const c = vaNotify.state.counters;
@@ -337,7 +352,17 @@ async function checkPromises(
   dispenses: number,
 ): Promise<string[]> {
   const problems: string[] = [];
-  const emails = await sql<{ id: string; patient_icn: string; mhv_correlation_id: string; state: string; attempts: number; notifications: number; prescription_count: number }[]>`
+  const emails = await sql<
+    {
+      id: string;
+      patient_icn: string;
+      mhv_correlation_id: string;
+      state: string;
+      attempts: number;
+      notifications: number;
+      prescription_count: number;
+    }[]
+  >`
     select e.id, e.patient_icn, e.mhv_correlation_id, e.state, e.attempts, e.prescription_count,
            (select count(*)::int from notification n where n.tracking_email_id = e.id) as notifications
       from tracking_email e`;
@@ -353,11 +378,15 @@ async function checkPromises(
   }
   for (const email of emails) {
     const sends = sendsByReference.get(email.id) ?? 0;
-    if (sends !== email.notifications) problems.push(`email ${email.id}: VA Notify received ${sends} sends, we recorded ${email.notifications} notifications`);
+    if (sends !== email.notifications)
+      problems.push(`email ${email.id}: VA Notify received ${sends} sends, we recorded ${email.notifications} notifications`);
     if (sends > sendMaxAttempts) problems.push(`email ${email.id}: sent ${sends} times, more than ${sendMaxAttempts}`);
-    if (!['delivered', 'permanent_failure', 'failed', 'expired'].includes(email.state)) problems.push(`email ${email.id} ended in ${email.state}`);
+    if (!['delivered', 'permanent_failure', 'failed', 'expired'].includes(email.state))
+      problems.push(`email ${email.id} ended in ${email.state}`);
   }
-  const [open] = await sql<{ n: number }[]>`select count(*)::int as n from notification where status in ('created', 'sending', 'pending', 'sent')`;
+  const [open] = await sql<
+    { n: number }[]
+  >`select count(*)::int as n from notification where status in ('created', 'sending', 'pending', 'sent')`;
   if (open!.n > 0) problems.push(`${open!.n} notifications without a final status`);
 
   // One AAL event per delivered email (one email per veteran here: the waves never share a veteran).

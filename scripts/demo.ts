@@ -34,14 +34,22 @@ const posts: { file: string; contentType: string; what: string }[] = [
   { file: 'rds-o13-one-package-two-rx.hl7', contentType: 'application/hl7-v2', what: 'RDS^O13: two prescriptions in one package' },
   { file: 'rrd-o14-vista-encoding-cr.hl7', contentType: 'x-application/hl7-v2+er7', what: "RRD^O14 with VistA's encoding characters" },
   { file: 'dispense-events.json', contentType: 'application/json', what: 'canonical JSON: two events' },
-  { file: 'sandbox-outcomes.json', contentType: 'application/json', what: 'two veterans whose ICNs make the sandbox fail (…000001) and fail for now (…000002)' },
+  {
+    file: 'sandbox-outcomes.json',
+    contentType: 'application/json',
+    what: 'two veterans whose ICNs make the sandbox fail (…000001) and fail for now (…000002)',
+  },
   { file: 'bad/no-icn.hl7', contentType: 'application/hl7-v2', what: 'no ICN: kept as unprocessable, answered AE' },
   { file: 'bad/not-hl7.txt', contentType: 'text/plain', what: 'not HL7 at all: stored, answered 400 and AR' },
 ];
 
 const out = (line = '') => process.stdout.write(`${line}\n`);
 const heading = (line: string) => out(`\n== ${line}`);
-const indent = (text: string, by = '    ') => text.split('\n').map((line) => by + line).join('\n');
+const indent = (text: string, by = '    ') =>
+  text
+    .split('\n')
+    .map((line) => by + line)
+    .join('\n');
 
 interface Service {
   url: string;
@@ -77,7 +85,14 @@ async function startService(databaseEnv: Record<string, string>): Promise<Servic
   const { nodeFlags, entry } = startCommand();
   // Only what the tour needs from the environment: a VA_NOTIFY_BASE_URL left set in a shell must not
   // send the tour's emails anywhere real.
-  const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...tourSettings, ...databaseEnv, PORT: String(port), HOST: '127.0.0.1' };
+  const env = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '',
+    ...tourSettings,
+    ...databaseEnv,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+  };
   const child = spawn(process.execPath, [...nodeFlags, entry], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
@@ -86,7 +101,13 @@ async function startService(databaseEnv: Record<string, string>): Promise<Servic
   // The first start of an embedded PostgreSQL runs initdb: give it a minute.
   for (let i = 0; i < 600; i++) {
     if (child.exitCode !== null) throw new Error(`the service exited during startup (exit code ${child.exitCode}); see ${logPath}`);
-    if (await fetch(`${url}/health/ready`).then((r) => r.ok, () => false)) return { url, child, exited };
+    if (
+      await fetch(`${url}/health/ready`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return { url, child, exited };
     await sleep(100);
   }
   child.kill('SIGKILL');
@@ -131,7 +152,9 @@ async function callbacksIn(service: Service): Promise<void> {
 const veteran = (icn: string) => `veteran …${icn.slice(-6)}`;
 
 function printEmail(email: any): void {
-  out(`  email ${email.id}  ${veteran(email.patientIcn)}  ${email.packageCount} package(s), ${email.prescriptionCount} prescription(s)  → ${email.state}${email.stateReason ? ` (${email.stateReason})` : ''}`);
+  out(
+    `  email ${email.id}  ${veteran(email.patientIcn)}  ${email.packageCount} package(s), ${email.prescriptionCount} prescription(s)  → ${email.state}${email.stateReason ? ` (${email.stateReason})` : ''}`,
+  );
   const body = String(email.personalisation?.tracking_info ?? '');
   if (body) out(indent(body, '      | '));
   for (const n of email.notifications) {
@@ -154,7 +177,16 @@ async function tour(service: Service): Promise<{ delivered: number; posted: numb
     out(`  samples/${post.file} (${post.what})`);
     out(`    ${post.contentType} → ${response.status}`);
     // HL7 answers are segments ended by CR, which a terminal would print over one another.
-    if (response.headers.get('content-type')?.includes('hl7')) out(indent(text.split(/\r\n|\r|\n/).filter((s) => s !== '').join('\n'), '      '));
+    if (response.headers.get('content-type')?.includes('hl7'))
+      out(
+        indent(
+          text
+            .split(/\r\n|\r|\n/)
+            .filter((s) => s !== '')
+            .join('\n'),
+          '      ',
+        ),
+      );
     else out(indent(JSON.stringify(JSON.parse(text)), '      '));
   }
   let stats = await api(service, 'GET', '/v1/stats');

@@ -8,7 +8,7 @@ import { ConfigSchema, DevelopmentSecrets, SecretNames } from '../src/config.ts'
 
 export function envExample(): string {
   const lines = [
-    '# The service\'s settings, generated from the config schema in src/config.ts by `npm run env-example`.',
+    "# The service's settings, generated from the config schema in src/config.ts by `npm run env-example`.",
     '# Every value shown is the default; a setting without one is unset by default. README.md explains each.',
     '',
   ];

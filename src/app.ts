@@ -91,7 +91,14 @@ export async function buildApp(options: AppOptions) {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const method of methods) {
       // Read when asked: hooks that run after this one complete the schema (src/http/openapi.ts).
-      if (method !== 'HEAD') registeredRoutes.push({ method, url: route.url, get schema() { return route.schema as Record<string, unknown> | undefined; } });
+      if (method !== 'HEAD')
+        registeredRoutes.push({
+          method,
+          url: route.url,
+          get schema() {
+            return route.schema as Record<string, unknown> | undefined;
+          },
+        });
     }
   });
 
@@ -126,14 +133,18 @@ export async function buildApp(options: AppOptions) {
 
   // A run handles one batch; one that fills its batch asks for the next run at once, so the timers
   // pace idle polling, never throughput.
-  const moreIf = <R>(full: (result: R) => boolean, name: JobName) => (result: R) => {
-    if (full(result)) jobs.wake(name);
-    return result;
-  };
+  const moreIf =
+    <R>(full: (result: R) => boolean, name: JobName) =>
+    (result: R) => {
+      if (full(result)) jobs.wake(name);
+      return result;
+    };
   const jobs: JobRunner = createJobRunner(
     {
       grouping: (_signal, log) =>
-        groupReadyVeterans({ sql, config, log }).then(moreIf((r) => r.filled, 'grouping')).then((r) => r.result),
+        groupReadyVeterans({ sql, config, log })
+          .then(moreIf((r) => r.filled, 'grouping'))
+          .then((r) => r.result),
       ...(vaNotify && {
         send: (signal: AbortSignal, log: Logger) =>
           runSend({ sql, config, vaNotify, budget, log, signal, onOutcome: (outcome) => metrics.sends.inc({ outcome }) }).then(
@@ -153,20 +164,21 @@ export async function buildApp(options: AppOptions) {
     log,
   );
   app.decorate('jobs', jobs);
-  const eventBus = config.EVENT_BUS_BROKERS.length === 0
-    ? undefined
-    : createEventBusConsumer({
-        config,
-        sql,
-        log,
-        ...options.eventBus,
-        onRecords: (outcome, count) => metrics.eventBusRecords.inc({ outcome }, count),
-        onDispenses: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count),
-        onLag: (topic, partition, lag) => {
-          if (lag === null) metrics.eventBusLag.remove({ topic, partition: String(partition) });
-          else metrics.eventBusLag.set({ topic, partition: String(partition) }, lag);
-        },
-      });
+  const eventBus =
+    config.EVENT_BUS_BROKERS.length === 0
+      ? undefined
+      : createEventBusConsumer({
+          config,
+          sql,
+          log,
+          ...options.eventBus,
+          onRecords: (outcome, count) => metrics.eventBusRecords.inc({ outcome }, count),
+          onDispenses: (outcome, count) => metrics.dispensesIngested.inc({ outcome }, count),
+          onLag: (topic, partition, lag) => {
+            if (lag === null) metrics.eventBusLag.remove({ topic, partition: String(partition) });
+            else metrics.eventBusLag.set({ topic, partition: String(partition) }, lag);
+          },
+        });
   app.decorate('eventBus', eventBus);
   let wakeListener: { unlisten(): Promise<void> } | undefined;
   app.addHook('onReady', async () => {
@@ -219,9 +231,10 @@ export async function buildApp(options: AppOptions) {
   await app.register(vaNotifyCallbackRoutes, {
     // The sandbox signs per-notification callbacks with its own key, which is public: accepted only
     // while this process sends to a sandbox it started, never merely because VA Notify is unset.
-    ...(config.VA_NOTIFY_BASE_URL === undefined && options.sandboxUrls?.vaNotify !== undefined && {
-      signatureSecrets: [...vaNotifySigningSecrets(config), SandboxDefaults.secret],
-    }),
+    ...(config.VA_NOTIFY_BASE_URL === undefined &&
+      options.sandboxUrls?.vaNotify !== undefined && {
+        signatureSecrets: [...vaNotifySigningSecrets(config), SandboxDefaults.secret],
+      }),
     onStatusEvent: ({ status, outcome }) => metrics.callbacks.inc({ outcome, status }),
     // Nothing in a refused callback is trusted, its status least of all.
     onCallbackRefused: (outcome) => metrics.callbacks.inc({ outcome, status: 'none' }),

@@ -9,8 +9,7 @@ import { UuidPattern, UuidText } from './http/schemas.ts';
 const Integer = (options: { default: number; minimum?: number; maximum?: number; description: string }) =>
   Type.Integer({ minimum: 0, ...options });
 
-const Bool = (defaultValue: boolean, description: string) =>
-  Type.Boolean({ default: defaultValue, description });
+const Bool = (defaultValue: boolean, description: string) => Type.Boolean({ default: defaultValue, description });
 
 /**
  * A comma-separated list in the environment, a trimmed array in the config. Line breaks separate
@@ -18,12 +17,16 @@ const Bool = (defaultValue: boolean, description: string) =>
  */
 const List = (description: string, defaultValue = '') =>
   Type.Transform(Type.String({ default: defaultValue, description }))
-    .Decode((value) => value.split(/[,\r\n]/).map((item) => item.trim()).filter((item) => item.length > 0))
+    .Decode((value) =>
+      value
+        .split(/[,\r\n]/)
+        .map((item) => item.trim())
+        .filter((item) => item.length > 0),
+    )
     .Encode((items) => items.join(','));
 
 const Url = (description: string) => Type.String({ pattern: '^https?://[^\\s/]+', description });
-const Uuid = (description: string) =>
-  Type.String({ pattern: UuidPattern, description });
+const Uuid = (description: string) => Type.String({ pattern: UuidPattern, description });
 
 const InstantPattern = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):?(\d{2}))$/;
 
@@ -37,8 +40,16 @@ export function isRealInstant(value: string): boolean {
   if (!m) return false;
   const [year, month, day, hour, minute, second = '0', offsetHours = '0', offsetMinutes = '0'] = m.slice(1).map((part) => part ?? '0');
   const date = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
-  return date.getUTCFullYear() === Number(year) && date.getUTCMonth() === Number(month) - 1 && date.getUTCDate() === Number(day)
-    && Number(hour) <= 23 && Number(minute) <= 59 && Number(second) <= 59 && Number(offsetHours) <= 14 && Number(offsetMinutes) <= 59;
+  return (
+    date.getUTCFullYear() === Number(year) &&
+    date.getUTCMonth() === Number(month) - 1 &&
+    date.getUTCDate() === Number(day) &&
+    Number(hour) <= 23 &&
+    Number(minute) <= 59 &&
+    Number(second) <= 59 &&
+    Number(offsetHours) <= 14 &&
+    Number(offsetMinutes) <= 59
+  );
 }
 
 /** An ISO 8601 instant in the environment, a Date in the config. */
@@ -60,59 +71,100 @@ export const ConfigSchema = Type.Object({
   }),
   PORT: Integer({ default: 3000, maximum: 65535, description: 'HTTP port' }),
   HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'interface to listen on (0.0.0.0 in a container)' }),
-  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
-    default: 'info',
-    description: 'pino log level',
-  }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    {
+      default: 'info',
+      description: 'pino log level',
+    },
+  ),
 
-  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'Postgres connection URL; unset starts an embedded PostgreSQL' })),
-  DATABASE_POOL_MAX: Integer({ default: 10, minimum: 2, description: 'connections per instance (at least 2: the sweep holds one for its lock)' }),
-  EMBEDDED_PG_DIR: Type.String({ default: '.data/postgres', minLength: 1, description: 'data folder of the embedded PostgreSQL, kept between runs' }),
+  DATABASE_URL: Type.Optional(
+    Type.String({ pattern: '^postgres(ql)?://', description: 'Postgres connection URL; unset starts an embedded PostgreSQL' }),
+  ),
+  DATABASE_POOL_MAX: Integer({
+    default: 10,
+    minimum: 2,
+    description: 'connections per instance (at least 2: the sweep holds one for its lock)',
+  }),
+  EMBEDDED_PG_DIR: Type.String({
+    default: '.data/postgres',
+    minLength: 1,
+    description: 'data folder of the embedded PostgreSQL, kept between runs',
+  }),
 
   INTERNAL_API_TOKENS: List('bearer tokens accepted on internal endpoints (ingest, jobs, operator views)'),
   RATE_LIMIT_PER_MINUTE: Integer({ default: 6000, minimum: 1, description: 'requests per minute per client address on internal routes' }),
-  TRUST_PROXY: List('addresses or CIDR ranges of the load balancers in front of the service, whose X-Forwarded-For is trusted (also loopback, linklocal, uniquelocal); none trusts no proxy: every client is known by its own address', 'none'),
+  TRUST_PROXY: List(
+    'addresses or CIDR ranges of the load balancers in front of the service, whose X-Forwarded-For is trusted (also loopback, linklocal, uniquelocal); none trusts no proxy: every client is known by its own address',
+    'none',
+  ),
   INGEST_BODY_LIMIT_BYTES: Integer({ default: 5 * 1024 * 1024, minimum: 1024, description: 'largest ingest body accepted (413 above)' }),
   INGEST_BYTES_IN_WORK: Integer({
     default: 10 * 1024 * 1024,
     minimum: 1024,
-    description: 'ingest body bytes read and stored at once per instance (each body counted as its Content-Length, at least 16 KiB; a body of unknown length as INGEST_BODY_LIMIT_BYTES); a body beyond it is answered 503 with Retry-After before it is read, so that load never exhausts the heap. At least INGEST_BODY_LIMIT_BYTES',
+    description:
+      'ingest body bytes read and stored at once per instance (each body counted as its Content-Length, at least 16 KiB; a body of unknown length as INGEST_BODY_LIMIT_BYTES); a body beyond it is answered 503 with Retry-After before it is read, so that load never exhausts the heap. At least INGEST_BODY_LIMIT_BYTES',
   }),
   INGEST_MAX_RECORDS_PER_BODY: Integer({
     default: 20_000,
     minimum: 1,
     maximum: 100_000,
-    description: 'HL7 messages and dispenses (RXD segments), or JSON events, one ingest body may hold (and ten segments per record); a body with more is kept and refused whole (400)',
+    description:
+      'HL7 messages and dispenses (RXD segments), or JSON events, one ingest body may hold (and ten segments per record); a body with more is kept and refused whole (400)',
   }),
 
   GROUPING_QUIET_MINUTES: Integer({ default: 60, description: "a veteran's dispenses are grouped once the newest is this old" }),
   GROUPING_MAX_WAIT_MINUTES: Integer({ default: 1440, description: '... or once the oldest is this old, even if more keep arriving' }),
   GROUPING_BATCH_SIZE: Integer({ default: 5000, minimum: 1, description: 'veterans grouped per grouping run at most' }),
-  GROUPING_CONCURRENCY: Integer({ default: 2, minimum: 1, maximum: 8, description: "a grouping run's transactions at once, each for a share of the veterans by ICN hash (the same on every instance)" }),
+  GROUPING_CONCURRENCY: Integer({
+    default: 2,
+    minimum: 1,
+    maximum: 8,
+    description: "a grouping run's transactions at once, each for a share of the veterans by ICN hash (the same on every instance)",
+  }),
   EMAIL_INCLUDE_DRUG_NAMES: Bool(false, 'list drug names in the email (PHI; off by default)'),
   EMAIL_MAX_PACKAGES_LISTED: Integer({
     default: 50,
     minimum: 1,
     maximum: 100,
-    description: 'packages one email lists at most (each with up to 20 prescriptions); the rest are counted ("and N more packages"), so the email stays under VA Notify\'s 1 MiB',
+    description:
+      'packages one email lists at most (each with up to 20 prescriptions); the rest are counted ("and N more packages"), so the email stays under VA Notify\'s 1 MiB',
   }),
-  DELIVERY_MODE: Type.Union(DeliveryModes.map((m) => Type.Literal(m)), {
-    default: 'live',
-    description: 'live sends through VA Notify; shadow groups and records what would be sent; off only ingests',
+  DELIVERY_MODE: Type.Union(
+    DeliveryModes.map((m) => Type.Literal(m)),
+    {
+      default: 'live',
+      description: 'live sends through VA Notify; shadow groups and records what would be sent; off only ingests',
+    },
+  ),
+  DELIVERY_START_AT: Type.Optional(
+    Instant('the cut-over instant T: dispenses shipped before it are left to MHV; required in production with DELIVERY_MODE=live'),
+  ),
+  CUTOVER_HOLD_HOURS: Integer({
+    default: 12,
+    maximum: 168,
+    description:
+      "packages shipped within this many hours of DELIVERY_START_AT are held until MHV's export is compared (0: no hold, the instant alone decides)",
   }),
-  DELIVERY_START_AT: Type.Optional(Instant('the cut-over instant T: dispenses shipped before it are left to MHV; required in production with DELIVERY_MODE=live')),
-  CUTOVER_HOLD_HOURS: Integer({ default: 12, maximum: 168, description: 'packages shipped within this many hours of DELIVERY_START_AT are held until MHV\'s export is compared (0: no hold, the instant alone decides)' }),
 
   VA_NOTIFY_BASE_URL: Type.Optional(Url('VA Notify API base URL; unset runs the built-in sandbox')),
   VA_NOTIFY_SERVICE_ID: Type.Optional(Uuid('VA Notify service id (JWT iss)')),
-  VA_NOTIFY_API_KEY: Type.Optional(Type.String({ minLength: 10, description: 'API key secret, or a combined {name}-{service_id}-{secret} key' })),
+  VA_NOTIFY_API_KEY: Type.Optional(
+    Type.String({ minLength: 10, description: 'API key secret, or a combined {name}-{service_id}-{secret} key' }),
+  ),
   VA_NOTIFY_TEMPLATE_ID: Type.Optional(Uuid('Rx tracking email template id')),
   VA_NOTIFY_BILLING_CODE: Type.Optional(Type.String({ maxLength: 256, description: 'billing code sent with each email' })),
   VA_NOTIFY_CALLBACK_URL: Type.Optional(Url('per-notification callback_url (https); unset uses the service-level callback')),
   VA_NOTIFY_CALLBACK_TOKENS: List('bearer tokens VA Notify presents on service-level callbacks (each at least 10 characters)'),
-  VA_NOTIFY_PREVIOUS_API_KEYS: List('API keys replaced by VA_NOTIFY_API_KEY, still accepted on the x-enp-signature of per-notification callbacks for what they sent'),
+  VA_NOTIFY_PREVIOUS_API_KEYS: List(
+    'API keys replaced by VA_NOTIFY_API_KEY, still accepted on the x-enp-signature of per-notification callbacks for what they sent',
+  ),
   VA_NOTIFY_TIMEOUT_MS: Integer({ default: 10_000, minimum: 100, description: 'timeout of one VA Notify request' }),
-  VA_NOTIFY_RATE_LIMIT_PER_MINUTE: Integer({ default: 2900, description: 'VA Notify requests per minute shared by all instances (0: no pacing, for benchmarks only)' }),
+  VA_NOTIFY_RATE_LIMIT_PER_MINUTE: Integer({
+    default: 2900,
+    description: 'VA Notify requests per minute shared by all instances (0: no pacing, for benchmarks only)',
+  }),
   VA_NOTIFY_RETENTION_DAYS: Integer({ default: 7, minimum: 1, description: 'after this, VA Notify answers 404 for a notification' }),
   CALLBACK_RATE_LIMIT_PER_MINUTE: Integer({ default: 60_000, minimum: 1, description: 'callback requests per minute per client address' }),
   CALLBACK_BODY_LIMIT_BYTES: Integer({ default: 64 * 1024, minimum: 1024, description: 'largest callback body accepted (413 above)' }),
@@ -122,9 +174,21 @@ export const ConfigSchema = Type.Object({
   SEND_CONCURRENCY: Integer({ default: 10, minimum: 1, description: 'VA Notify requests in flight per instance' }),
   SEND_LEASE_SECONDS: Integer({ default: 120, minimum: 1, description: 'how long a claimed email belongs to one instance' }),
   SEND_RETRY_BASE_SECONDS: Integer({ default: 60, minimum: 1, description: 'first durable retry delay; doubles per attempt, with jitter' }),
-  SEND_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'sending pauses this long after VA Notify rejects our credentials or has no send endpoint at its URL' }),
-  SEND_RATE_LIMIT_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'sending pauses this long after VA Notify answers 429 for its per-minute limit' }),
-  SEND_UNAVAILABLE_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'sending pauses this long when VA Notify looks down (sends in a row with no usable answer); the next run then probes it' }),
+  SEND_PAUSE_SECONDS: Integer({
+    default: 300,
+    minimum: 1,
+    description: 'sending pauses this long after VA Notify rejects our credentials or has no send endpoint at its URL',
+  }),
+  SEND_RATE_LIMIT_PAUSE_SECONDS: Integer({
+    default: 60,
+    minimum: 1,
+    description: 'sending pauses this long after VA Notify answers 429 for its per-minute limit',
+  }),
+  SEND_UNAVAILABLE_PAUSE_SECONDS: Integer({
+    default: 60,
+    minimum: 1,
+    description: 'sending pauses this long when VA Notify looks down (sends in a row with no usable answer); the next run then probes it',
+  }),
 
   AAL_BASE_URL: Type.Optional(Url('MHV user-management base URL; unset runs the built-in sandbox')),
   AAL_APP_TOKEN: Type.Optional(Type.String({ minLength: 1, description: 'MHV appToken header' })),
@@ -135,8 +199,17 @@ export const ConfigSchema = Type.Object({
   AAL_TIMEOUT_MS: Integer({ default: 10_000, minimum: 100, description: 'timeout of one AAL request' }),
   AAL_MAX_ATTEMPTS: Integer({ default: 10, minimum: 1, description: 'posts of one AAL event before it is failed' }),
   AAL_BATCH_SIZE: Integer({ default: 100, minimum: 1, description: 'AAL events claimed per run' }),
-  AAL_PAUSE_SECONDS: Integer({ default: 300, minimum: 1, description: 'AAL posting pauses this long after MHV refuses our credentials (a 403, or a 401 to the session request)' }),
-  AAL_UNAVAILABLE_PAUSE_SECONDS: Integer({ default: 60, minimum: 1, description: 'AAL posting pauses this long when the AAL looks down (events in a row with no usable answer); the next run then probes it' }),
+  AAL_PAUSE_SECONDS: Integer({
+    default: 300,
+    minimum: 1,
+    description: 'AAL posting pauses this long after MHV refuses our credentials (a 403, or a 401 to the session request)',
+  }),
+  AAL_UNAVAILABLE_PAUSE_SECONDS: Integer({
+    default: 60,
+    minimum: 1,
+    description:
+      'AAL posting pauses this long when the AAL looks down (events in a row with no usable answer); the next run then probes it',
+  }),
 
   JOBS_ENABLED: Bool(true, 'run the jobs on timers in this instance'),
   GROUPING_INTERVAL_SECONDS: Integer({ default: 60, minimum: 1, description: 'grouping timer' }),
@@ -146,30 +219,85 @@ export const ConfigSchema = Type.Object({
   STATUS_POLL_AFTER_MINUTES: Integer({ default: 30, description: 'a notification silent this long is polled' }),
   REPLAY_DELAY_MINUTES: Integer({ default: 60, description: 'a temporary failure is sent again after this' }),
   SWEEP_BATCH_SIZE: Integer({ default: 500, minimum: 1, description: 'rows per sweep step' }),
-  INBOUND_BODY_RETENTION_DAYS: Integer({ default: 30, description: 'a raw CMOP body is emptied this long after it was received, once every dispense it carried is final (emailed and the email final, excluded, or cancelled); the row, its outcome and its error stay (0: bodies are kept)' }),
-  RECORD_RETENTION_DAYS: Integer({ default: 90, description: "a final email's whole history (dispenses, email, notifications, status events, AAL event) is removed this long after it was created and last changed, never before its AAL event is posted; also cancelled and excluded dispenses and emptied inbound messages (0: kept forever)" }),
-  DISPENSE_KEY_RETENTION_DAYS: Integer({ default: 365, description: 'a hash of a removed emailed dispense\'s event key is kept this long, so that a CMOP resend of it is a duplicate (0: kept forever)' }),
-  RETENTION_BATCH_SIZE: Integer({ default: 100, minimum: 1, maximum: 10_000, description: 'emails, or inbound messages, per retention batch: one short transaction each' }),
-  RETENTION_DUTY_PERCENT: Integer({ default: 25, minimum: 1, maximum: 100, description: "the share of a retention run's time spent in batches: after a batch that took d it rests d × (100 − p) / p, leaving the database's CPU to callbacks, ingest and sending (100: batches back to back)" }),
+  INBOUND_BODY_RETENTION_DAYS: Integer({
+    default: 30,
+    description:
+      'a raw CMOP body is emptied this long after it was received, once every dispense it carried is final (emailed and the email final, excluded, or cancelled); the row, its outcome and its error stay (0: bodies are kept)',
+  }),
+  RECORD_RETENTION_DAYS: Integer({
+    default: 90,
+    description:
+      "a final email's whole history (dispenses, email, notifications, status events, AAL event) is removed this long after it was created and last changed, never before its AAL event is posted; also cancelled and excluded dispenses and emptied inbound messages (0: kept forever)",
+  }),
+  DISPENSE_KEY_RETENTION_DAYS: Integer({
+    default: 365,
+    description:
+      "a hash of a removed emailed dispense's event key is kept this long, so that a CMOP resend of it is a duplicate (0: kept forever)",
+  }),
+  RETENTION_BATCH_SIZE: Integer({
+    default: 100,
+    minimum: 1,
+    maximum: 10_000,
+    description: 'emails, or inbound messages, per retention batch: one short transaction each',
+  }),
+  RETENTION_DUTY_PERCENT: Integer({
+    default: 25,
+    minimum: 1,
+    maximum: 100,
+    description:
+      "the share of a retention run's time spent in batches: after a batch that took d it rests d × (100 − p) / p, leaving the database's CPU to callbacks, ingest and sending (100: batches back to back)",
+  }),
   RETENTION_INTERVAL_SECONDS: Integer({ default: 3600, minimum: 1, description: 'retention timer' }),
   SHUTDOWN_GRACE_SECONDS: Integer({ default: 20, minimum: 1, description: 'time in-flight work gets to finish on SIGTERM' }),
 
-  EVENT_BUS_BROKERS: List('Kafka bootstrap brokers (host:port, comma-separated) of the VA Enterprise Event Bus; unset runs no event-bus consumer'),
-  EVENT_BUS_TOPIC: Type.String({ default: 'cmop_medication_dispense', pattern: '^[A-Za-z0-9._-]{1,249}$', description: 'topic of CMOP dispense events' }),
+  EVENT_BUS_BROKERS: List(
+    'Kafka bootstrap brokers (host:port, comma-separated) of the VA Enterprise Event Bus; unset runs no event-bus consumer',
+  ),
+  EVENT_BUS_TOPIC: Type.String({
+    default: 'cmop_medication_dispense',
+    pattern: '^[A-Za-z0-9._-]{1,249}$',
+    description: 'topic of CMOP dispense events',
+  }),
   EVENT_BUS_GROUP_ID: Type.String({ default: 'rx-tracking-email', minLength: 1, description: 'consumer group shared by every instance' }),
   EVENT_BUS_SCHEMA_REGISTRY_URL: Type.Optional(Url('Confluent Schema Registry base URL; required with EVENT_BUS_BROKERS')),
-  EVENT_BUS_AUTH: Type.Union(EventBusAuths.map((a) => Type.Literal(a)), {
-    default: 'msk-iam',
-    description: 'msk-iam: AWS IAM over SASL/OAUTHBEARER (the Event Bus); scram-sha-512; none (a local broker)',
+  EVENT_BUS_AUTH: Type.Union(
+    EventBusAuths.map((a) => Type.Literal(a)),
+    {
+      default: 'msk-iam',
+      description: 'msk-iam: AWS IAM over SASL/OAUTHBEARER (the Event Bus); scram-sha-512; none (a local broker)',
+    },
+  ),
+  EVENT_BUS_AWS_REGION: Type.String({
+    default: 'us-gov-west-1',
+    pattern: '^[a-z]{2}(-[a-z]+)+-\\d$',
+    description: 'AWS region of the MSK cluster (msk-iam)',
   }),
-  EVENT_BUS_AWS_REGION: Type.String({ default: 'us-gov-west-1', pattern: '^[a-z]{2}(-[a-z]+)+-\\d$', description: 'AWS region of the MSK cluster (msk-iam)' }),
-  EVENT_BUS_AWS_ROLE_ARN: Type.Optional(Type.String({ pattern: '^arn:aws[a-z-]*:iam::\\d{12}:role/.+$', description: 'IAM role to assume for the MSK token (msk-iam); unset signs with the default AWS credentials' })),
+  EVENT_BUS_AWS_ROLE_ARN: Type.Optional(
+    Type.String({
+      pattern: '^arn:aws[a-z-]*:iam::\\d{12}:role/.+$',
+      description: 'IAM role to assume for the MSK token (msk-iam); unset signs with the default AWS credentials',
+    }),
+  ),
   EVENT_BUS_SCRAM_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'SCRAM-SHA-512 user (scram-sha-512)' })),
   EVENT_BUS_SCRAM_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'SCRAM-SHA-512 password (scram-sha-512)' })),
   EVENT_BUS_TLS: Type.Optional(Type.Boolean({ description: 'TLS to the brokers; default on outside development' })),
-  EVENT_BUS_BATCH_SIZE: Integer({ default: 500, minimum: 1, maximum: 10_000, description: 'records stored per database transaction at most' }),
-  EVENT_BUS_SESSION_TIMEOUT_SECONDS: Integer({ default: 10, minimum: 1, description: "a consumer silent this long leaves the group, and its partitions go to the other instances (the brokers' group.min.session.timeout.ms applies: 6 s on MSK)" }),
-  EVENT_BUS_RETRY_MAX_SECONDS: Integer({ default: 30, minimum: 1, description: 'longest wait between retries while the schema registry, the database or the brokers are unreachable' }),
+  EVENT_BUS_BATCH_SIZE: Integer({
+    default: 500,
+    minimum: 1,
+    maximum: 10_000,
+    description: 'records stored per database transaction at most',
+  }),
+  EVENT_BUS_SESSION_TIMEOUT_SECONDS: Integer({
+    default: 10,
+    minimum: 1,
+    description:
+      "a consumer silent this long leaves the group, and its partitions go to the other instances (the brokers' group.min.session.timeout.ms applies: 6 s on MSK)",
+  }),
+  EVENT_BUS_RETRY_MAX_SECONDS: Integer({
+    default: 30,
+    minimum: 1,
+    description: 'longest wait between retries while the schema registry, the database or the brokers are unreachable',
+  }),
 
   SANDBOX_CALLBACK_DELAY_MS: Integer({ default: 1000, description: 'sandbox VA Notify: delay before it posts a status callback' }),
 });
@@ -262,8 +390,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     if ((schema as TSchema).type === 'integer' && text !== undefined && text !== '' && !/^\s*-?\d+\s*$/.test(text)) converted[key] = text;
   }
   // The schema's pattern checks an instant's shape; a date JavaScript would roll over is refused here.
-  const unreal = InstantSettings.filter((key) => typeof converted[key] === 'string' && InstantPattern.test(converted[key] as string) && !isRealInstant(converted[key] as string))
-    .map((key) => `${key}: not a real date and time (got ${JSON.stringify(converted[key])})`);
+  const unreal = InstantSettings.filter(
+    (key) =>
+      typeof converted[key] === 'string' && InstantPattern.test(converted[key] as string) && !isRealInstant(converted[key] as string),
+  ).map((key) => `${key}: not a real date and time (got ${JSON.stringify(converted[key])})`);
   if (!Value.Check(ConfigSchema, converted) || unreal.length > 0) {
     const schemaErrors = Value.Check(ConfigSchema, converted) ? [] : [describeErrors(ConfigSchema, converted)];
     throw new ConfigError(`invalid configuration: ${[...schemaErrors, ...unreal].join('; ')}`);
@@ -277,13 +407,16 @@ function checkCombinations(config: Config): void {
   const problems: string[] = [];
   // Without the instant a live instance emails every pending dispense, MHV's included: two emails.
   if (config.NODE_ENV === 'production' && config.DELIVERY_MODE === 'live' && config.DELIVERY_START_AT === undefined) {
-    problems.push('DELIVERY_START_AT: required in production with DELIVERY_MODE=live (the cut-over instant; without it every package MHV emails is emailed again)');
+    problems.push(
+      'DELIVERY_START_AT: required in production with DELIVERY_MODE=live (the cut-over instant; without it every package MHV emails is emailed again)',
+    );
   }
   if (config.INTERNAL_API_TOKENS.length === 0) problems.push('INTERNAL_API_TOKENS: required outside development');
   // The development defaults are published in this repository: anyone could present them.
   if (config.NODE_ENV !== 'development') {
     for (const [name, value] of Object.entries(DevelopmentSecrets)) {
-      if (config[name as keyof typeof DevelopmentSecrets].includes(value)) problems.push(`${name}: holds the public development token; set a secret one`);
+      if (config[name as keyof typeof DevelopmentSecrets].includes(value))
+        problems.push(`${name}: holds the public development token; set a secret one`);
     }
   }
   if (config.DATABASE_URL !== undefined) {
@@ -295,11 +428,15 @@ function checkCombinations(config: Config): void {
     problems.push('VA_NOTIFY_CALLBACK_TOKENS: each token needs at least 10 characters (VA Notify requires it)');
   }
   const badProxies = config.TRUST_PROXY.filter((entry) => !isProxyAddress(entry));
-  if (badProxies.length > 0) problems.push(`TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: ${badProxies.join(', ')}`);
+  if (badProxies.length > 0)
+    problems.push(`TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: ${badProxies.join(', ')}`);
   if (config.TRUST_PROXY.some((entry) => /\/0+$/.test(entry))) {
-    problems.push('TRUST_PROXY: a /0 range trusts every address, so any client could choose its own address; name the load balancers\' addresses or ranges');
+    problems.push(
+      "TRUST_PROXY: a /0 range trusts every address, so any client could choose its own address; name the load balancers' addresses or ranges",
+    );
   }
-  if (config.TRUST_PROXY.includes('none') && config.TRUST_PROXY.length > 1) problems.push('TRUST_PROXY: none trusts no proxy, so it stands alone');
+  if (config.TRUST_PROXY.includes('none') && config.TRUST_PROXY.length > 1)
+    problems.push('TRUST_PROXY: none trusts no proxy, so it stands alone');
   if (config.INGEST_BYTES_IN_WORK < config.INGEST_BODY_LIMIT_BYTES) {
     problems.push('INGEST_BYTES_IN_WORK: must be at least INGEST_BODY_LIMIT_BYTES, or the largest body accepted could never be read');
   }
@@ -328,7 +465,9 @@ function checkCombinations(config: Config): void {
   }
   // VA Notify may still call back, and the sweep still poll, until its own retention has passed.
   if (config.RECORD_RETENTION_DAYS > 0 && config.RECORD_RETENTION_DAYS < config.VA_NOTIFY_RETENTION_DAYS) {
-    problems.push('RECORD_RETENTION_DAYS: must be 0 (kept forever) or at least VA_NOTIFY_RETENTION_DAYS, so that no history is removed while VA Notify may still report on it');
+    problems.push(
+      'RECORD_RETENTION_DAYS: must be 0 (kept forever) or at least VA_NOTIFY_RETENTION_DAYS, so that no history is removed while VA Notify may still report on it',
+    );
   }
   if (config.NODE_ENV === 'production' && config.DATABASE_URL === undefined) {
     problems.push('DATABASE_URL: required in production (the embedded PostgreSQL is for development)');
@@ -336,10 +475,13 @@ function checkCombinations(config: Config): void {
   if (config.EVENT_BUS_BROKERS.length > 0) {
     const bad = config.EVENT_BUS_BROKERS.filter((broker) => !/^[A-Za-z0-9.-]+:\d{1,5}$/.test(broker));
     if (bad.length > 0) problems.push(`EVENT_BUS_BROKERS: not host:port: ${bad.join(', ')}`);
-    if (config.EVENT_BUS_SCHEMA_REGISTRY_URL === undefined) problems.push('EVENT_BUS_SCHEMA_REGISTRY_URL: required when EVENT_BUS_BROKERS is set');
+    if (config.EVENT_BUS_SCHEMA_REGISTRY_URL === undefined)
+      problems.push('EVENT_BUS_SCHEMA_REGISTRY_URL: required when EVENT_BUS_BROKERS is set');
     if (config.EVENT_BUS_AUTH === 'scram-sha-512') {
-      if (config.EVENT_BUS_SCRAM_USERNAME === undefined) problems.push('EVENT_BUS_SCRAM_USERNAME: required when EVENT_BUS_AUTH=scram-sha-512');
-      if (config.EVENT_BUS_SCRAM_PASSWORD === undefined) problems.push('EVENT_BUS_SCRAM_PASSWORD: required when EVENT_BUS_AUTH=scram-sha-512');
+      if (config.EVENT_BUS_SCRAM_USERNAME === undefined)
+        problems.push('EVENT_BUS_SCRAM_USERNAME: required when EVENT_BUS_AUTH=scram-sha-512');
+      if (config.EVENT_BUS_SCRAM_PASSWORD === undefined)
+        problems.push('EVENT_BUS_SCRAM_PASSWORD: required when EVENT_BUS_AUTH=scram-sha-512');
     }
     if (config.NODE_ENV === 'production' && config.EVENT_BUS_AUTH === 'none') {
       problems.push('EVENT_BUS_AUTH: none is for a local broker; production uses msk-iam (or scram-sha-512)');
@@ -361,7 +503,8 @@ function databaseUrlProblem(value: string): string | undefined {
   } catch {
     url = undefined as unknown as URL;
   }
-  const reservedHint = 'percent-encode reserved characters in the user name and password (# as %23, / as %2F, ? as %3F, @ as %40, % as %25)';
+  const reservedHint =
+    'percent-encode reserved characters in the user name and password (# as %23, / as %2F, ? as %3F, @ as %40, % as %25)';
   if (url === undefined || url.hostname === '' || url.hash !== '') return `not a valid URL; ${reservedHint}`;
   if (/^\/[^/]*$/.test(url.pathname) === false) return `the database name holds a "/"; ${reservedHint}`;
   try {
@@ -408,7 +551,9 @@ export function vaNotifyCredentials(config: Pick<Config, 'VA_NOTIFY_API_KEY' | '
  * that sent the notification, so after a rotation the replaced keys still sign callbacks (retries,
  * and statuses that come days later) for what they sent.
  */
-export function vaNotifySigningSecrets(config: Pick<Config, 'VA_NOTIFY_API_KEY' | 'VA_NOTIFY_PREVIOUS_API_KEYS' | 'VA_NOTIFY_SERVICE_ID'>): string[] {
+export function vaNotifySigningSecrets(
+  config: Pick<Config, 'VA_NOTIFY_API_KEY' | 'VA_NOTIFY_PREVIOUS_API_KEYS' | 'VA_NOTIFY_SERVICE_ID'>,
+): string[] {
   return [config.VA_NOTIFY_API_KEY, ...config.VA_NOTIFY_PREVIOUS_API_KEYS]
     .map((key) => vaNotifyCredentials({ VA_NOTIFY_API_KEY: key, VA_NOTIFY_SERVICE_ID: config.VA_NOTIFY_SERVICE_ID }).secret)
     .filter((secret) => secret.length > 0);

@@ -102,17 +102,17 @@ export function createMetrics(sql: Sql) {
   });
   const cutoverHeldDispenses = new Gauge({
     name: 'rx_cutover_held_dispenses',
-    help: 'Dispenses held at the cut-over (CUTOVER_HOLD_HOURS) until MHV\'s export is compared: POST /v1/cutover/release decides them',
+    help: "Dispenses held at the cut-over (CUTOVER_HOLD_HOURS) until MHV's export is compared: POST /v1/cutover/release decides them",
     registers: [registry],
   });
   const cutoverHeldPackages = new Gauge({
     name: 'rx_cutover_held_packages',
-    help: 'Packages (tracking numbers) held at the cut-over until MHV\'s export is compared',
+    help: "Packages (tracking numbers) held at the cut-over until MHV's export is compared",
     registers: [registry],
   });
   const cutoverOldestHeld = new Gauge({
     name: 'rx_cutover_oldest_held_age_seconds',
-    help: 'How long the oldest dispense held at the cut-over has waited for MHV\'s export to be compared (0 when none): alarm on it, a held package is emailed by nobody',
+    help: "How long the oldest dispense held at the cut-over has waited for MHV's export to be compared (0 when none): alarm on it, a held package is emailed by nobody",
     registers: [registry],
   });
   const sendingPaused = new Gauge({
@@ -143,7 +143,20 @@ export function createMetrics(sql: Sql) {
   }
 
   return {
-    registry, dispensesIngested, eventBusRecords, eventBusLag, sends, vaNotifyLatency, callbacks, polls, statusEventsExpired, aalPosts, retentionRemoved, httpRequests, httpRequestDuration, collectFromDatabase,
+    registry,
+    dispensesIngested,
+    eventBusRecords,
+    eventBusLag,
+    sends,
+    vaNotifyLatency,
+    callbacks,
+    polls,
+    statusEventsExpired,
+    aalPosts,
+    retentionRemoved,
+    httpRequests,
+    httpRequestDuration,
+    collectFromDatabase,
   };
 }
 
@@ -168,12 +181,22 @@ async function gaugeReadings(sql: Sql): Promise<{
 }> {
   return sql.begin(async (tx) => {
     await planForWorkInProgress(tx);
-    const [row] = await tx<{
-      dispense_pending: number; email_queued: number; email_sending: number; email_temporary_failure: number;
-      aal_pending: number; aal_posting: number;
-      dispense_age: number; paused: boolean; aal_paused: boolean;
-      held_dispenses: number; held_packages: number; held_age: number;
-    }[]>`
+    const [row] = await tx<
+      {
+        dispense_pending: number;
+        email_queued: number;
+        email_sending: number;
+        email_temporary_failure: number;
+        aal_pending: number;
+        aal_posting: number;
+        dispense_age: number;
+        paused: boolean;
+        aal_paused: boolean;
+        held_dispenses: number;
+        held_packages: number;
+        held_age: number;
+      }[]
+    >`
       select
         -- Pending dispenses are those of the tracking email drafts (sql/019), read by the email index.
         (select count(*) from tracking_email_draft r
@@ -230,7 +253,16 @@ const StatsTables = {
  * The email states counted exactly in a large table (tracking_email_state and the partial indexes);
  * written into the statement as literals, so that the planner picks the index for each.
  */
-const ExactEmailStates = ['queued', 'sending', 'sent', 'temporary_failure', 'permanent_failure', 'failed', 'expired', 'resent'] as const satisfies readonly TrackingEmailState[];
+const ExactEmailStates = [
+  'queued',
+  'sending',
+  'sent',
+  'temporary_failure',
+  'permanent_failure',
+  'failed',
+  'expired',
+  'resent',
+] as const satisfies readonly TrackingEmailState[];
 
 /** Above this many rows (the planner's estimate), a table's history states are estimated, not counted. */
 export const StatsExactUpTo = 200_000;
@@ -284,9 +316,13 @@ export async function stateCounts(sql: Sql, options: { exactUpTo?: number } = {}
              (select count(*) from tracking_email_draft r join medication_dispense d on d.tracking_email_id = r.id and d.state = 'pending')::int as count
        where ${large.has('medication_dispense')}
       union all
-      ${tx.unsafe(ExactEmailStates.map((state) => `
+      ${tx.unsafe(
+        ExactEmailStates.map(
+          (state) => `
       select 'tracking_email', '${state}', (select count(*) from tracking_email where state = '${state}')::int where ${large.has('tracking_email')}
-      union all`).join(''))}
+      union all`,
+        ).join(''),
+      )}
       select 'notification', status, count(*)::int from notification
        where ${large.has('notification')} and status in ('created', 'sending', 'pending', 'sent') group by status
       union all

@@ -48,7 +48,10 @@ closeWithGrace(
       // not committed is done again (event-bus records from the committed offset, claimed emails when
       // their lease runs out), as after a crash.
       if (isDriverWriteAfterClose(err)) {
-        log.fatal({ err, cause: 'postgres-driver-write-after-close' }, 'exiting: a database connection was cut mid-transaction and the Postgres driver failed with it (postgres.js #1208); uncommitted work is retried after the restart');
+        log.fatal(
+          { err, cause: 'postgres-driver-write-after-close' },
+          'exiting: a database connection was cut mid-transaction and the Postgres driver failed with it (postgres.js #1208); uncommitted work is retried after the restart',
+        );
       } else {
         log.fatal({ err }, 'exiting after an unexpected error; uncommitted work is retried after the restart');
       }

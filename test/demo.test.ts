@@ -27,7 +27,11 @@ t.test('npm run demo prints dispenses, emails with packages, statuses, AAL event
   t.match(stdout, /\| - Prescription ending in 9100/);
   t.match(stdout, /veteran …000001 .*→ permanent_failure \(Undeliverable - Preferences declined in VA Profile\)/, 'the failure');
   t.match(stdout, /sweep: replayed 1/, 'the replay');
-  t.match(stdout, new RegExp(`veteran …000002 [^\\n]*\\n(?:[^\\n]*\\n)*? +send 2: notification ${UuidText}: temporary-failure`), 'the replayed email was sent a second time');
+  t.match(
+    stdout,
+    new RegExp(`veteran …000002 [^\\n]*\\n(?:[^\\n]*\\n)*? +send 2: notification ${UuidText}: temporary-failure`),
+    'the replayed email was sent a second time',
+  );
   t.match(stdout, /AAL event: posted at \d{4}-/);
   t.match(stdout, /emails: +delivered 4, permanent_failure 1, temporary_failure 1/);
   t.match(stdout, /AAL events: +posted 3, unpostable 1/);

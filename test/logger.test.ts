@@ -58,7 +58,10 @@ t.test('sensitive keys are censored at any depth, in objects, arrays and binding
 
 t.test("an error's own fields are censored; its message and type are kept", async (t) => {
   const { lines, stream } = capture();
-  const error = Object.assign(new Error('VA Notify answered 400'), { status: 400, recipient_identifier: { id_value: '1012345678V123456' } });
+  const error = Object.assign(new Error('VA Notify answered 400'), {
+    status: 400,
+    recipient_identifier: { id_value: '1012345678V123456' },
+  });
   createLogger('info', stream).error({ err: error }, 'send failed');
   const err = lines[0]!.err as Record<string, unknown>;
   t.equal(err.message, 'VA Notify answered 400');

@@ -31,11 +31,15 @@ const document = parse(committed) as Document;
 
 /** Runs `redocly lint` on a document; resolves with its problems and exit code, never throws. */
 async function lint(path: string): Promise<{ code: number; errors: string[]; warnings: string[] }> {
-  const result = await run(join(root, 'node_modules/.bin/redocly'), ['lint', path, '--format=json', `--config=${join(root, 'redocly.yaml')}`], {
-    cwd: root,
-    // No network here: no usage report, no update check.
-    env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' },
-  }).then(
+  const result = await run(
+    join(root, 'node_modules/.bin/redocly'),
+    ['lint', path, '--format=json', `--config=${join(root, 'redocly.yaml')}`],
+    {
+      cwd: root,
+      // No network here: no usage report, no update check.
+      env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' },
+    },
+  ).then(
     ({ stdout }) => ({ code: 0, stdout }),
     (error: { code: number; stdout: string }) => ({ code: error.code, stdout: error.stdout }),
   );
@@ -89,7 +93,10 @@ t.test('every operation has an id, a summary and its security', async (t) => {
           ? [{ internalToken: [] }]
           : [];
       t.same(operation.security, expected, `${name}'s security`);
-      t.ok(operation.parameters?.some((p) => (p as { $ref?: string }).$ref === '#/components/parameters/RequestId'), `${name} takes an x-request-id`);
+      t.ok(
+        operation.parameters?.some((p) => (p as { $ref?: string }).$ref === '#/components/parameters/RequestId'),
+        `${name} takes an x-request-id`,
+      );
       for (const [code, response] of Object.entries(operation.responses)) {
         t.ok((response as { headers?: Record<string, unknown> }).headers?.['x-request-id'], `${name} ${code} carries x-request-id`);
       }
@@ -111,12 +118,15 @@ function plain(schema: unknown): unknown {
       const name = object.$ref.replace('#/components/schemas/', '');
       return resolve(document.components.schemas?.[name] ?? name);
     }
-    const entries = Object.entries(object).filter(([key]) => key !== '$id').map(([key, item]): [string, unknown] => {
-      if (key === 'const') return ['enum', [item]];
-      const patterns = item as Record<string, unknown>;
-      if (key === 'patternProperties' && Object.keys(patterns).length === 1 && '^(.*)$' in patterns) return ['additionalProperties', patterns['^(.*)$']];
-      return [key, item];
-    });
+    const entries = Object.entries(object)
+      .filter(([key]) => key !== '$id')
+      .map(([key, item]): [string, unknown] => {
+        if (key === 'const') return ['enum', [item]];
+        const patterns = item as Record<string, unknown>;
+        if (key === 'patternProperties' && Object.keys(patterns).length === 1 && '^(.*)$' in patterns)
+          return ['additionalProperties', patterns['^(.*)$']];
+        return [key, item];
+      });
     return Object.fromEntries(entries.map(([key, item]) => [key, resolve(item)]));
   };
   return resolve(JSON.parse(JSON.stringify(schema)));
@@ -125,7 +135,8 @@ function plain(schema: unknown): unknown {
 t.test("the document lists exactly the app's routes, with their request and response schemas", async (t) => {
   const { app } = await testApp(t);
   const errorBody = plain(app.getSchema('ErrorBody'));
-  const inRoute = (schema: unknown) => plain(schema === 'ErrorBody' || (schema as { $ref?: string })?.$ref === 'ErrorBody' ? errorBody : schema);
+  const inRoute = (schema: unknown) =>
+    plain(schema === 'ErrorBody' || (schema as { $ref?: string })?.$ref === 'ErrorBody' ? errorBody : schema);
   const fromApp = new Set<string>();
   for (const route of app.registeredRoutes) {
     const path = route.url.replace(/:(\w+)/g, '{$1}');
@@ -137,7 +148,8 @@ t.test("the document lists exactly the app's routes, with their request and resp
       continue;
     }
     const schema = route.schema as {
-      body?: unknown; querystring?: { properties: Record<string, unknown>; required?: string[] };
+      body?: unknown;
+      querystring?: { properties: Record<string, unknown>; required?: string[] };
       params?: { properties: Record<string, unknown> };
       response: Record<string, unknown>;
     };
@@ -148,28 +160,40 @@ t.test("the document lists exactly the app's routes, with their request and resp
       const byType = (response as { content?: Record<string, { schema: unknown }> }).content;
       if (byType) {
         t.same(Object.keys(documented).sort(), Object.keys(byType).sort(), `${name} ${code}: media types`);
-        for (const [type, { schema: s }] of Object.entries(byType)) t.same(plain(documented[type]?.schema), inRoute(s), `${name} ${code} ${type}`);
+        for (const [type, { schema: s }] of Object.entries(byType))
+          t.same(plain(documented[type]?.schema), inRoute(s), `${name} ${code} ${type}`);
       } else {
         t.same(plain(documented['application/json']?.schema), inRoute(response), `${name} ${code}`);
       }
     }
     // Request: the body under every media type the route reads, and each query and path parameter.
     if (schema.body === undefined) t.notOk(operation.requestBody, `${name}: no request body`);
-    else for (const [type, content] of Object.entries(operation.requestBody?.content ?? { none: { schema: undefined } })) {
-      t.same(plain(content.schema), plain(schema.body), `${name}: request body as ${type}`);
-    }
-    for (const [where, part] of [['query', schema.querystring], ['path', schema.params]] as const) {
+    else
+      for (const [type, content] of Object.entries(operation.requestBody?.content ?? { none: { schema: undefined } })) {
+        t.same(plain(content.schema), plain(schema.body), `${name}: request body as ${type}`);
+      }
+    for (const [where, part] of [
+      ['query', schema.querystring],
+      ['path', schema.params],
+    ] as const) {
       const documented = (operation.parameters ?? []).filter((p) => p.in === where);
       t.same(documented.map((p) => p.name).sort(), Object.keys(part?.properties ?? {}).sort(), `${name}: ${where} parameters`);
       for (const parameter of documented) {
         // A parameter's description sits beside its schema in OpenAPI, inside it in the route's.
-        const described = parameter.description === undefined ? parameter.schema : { ...parameter.schema, description: parameter.description };
+        const described =
+          parameter.description === undefined ? parameter.schema : { ...parameter.schema, description: parameter.description };
         t.same(plain(described), plain(part!.properties[parameter.name]), `${name}: ${where} ${parameter.name}`);
-        t.equal(parameter.required === true, where === 'path' || (part as { required?: string[] }).required?.includes(parameter.name) === true, `${name}: ${where} ${parameter.name} required`);
+        t.equal(
+          parameter.required === true,
+          where === 'path' || (part as { required?: string[] }).required?.includes(parameter.name) === true,
+          `${name}: ${where} ${parameter.name} required`,
+        );
       }
     }
   }
-  const fromDocument = Object.entries(document.paths).flatMap(([path, operations]) => Object.keys(operations).map((m) => `${m.toUpperCase()} ${path}`));
+  const fromDocument = Object.entries(document.paths).flatMap(([path, operations]) =>
+    Object.keys(operations).map((m) => `${m.toUpperCase()} ${path}`),
+  );
   t.same(fromDocument.filter((r) => !fromApp.has(r)).sort(), [], 'documented routes the app does not serve');
 });
 
@@ -193,12 +217,16 @@ t.test('every answer to a bad request is one the document lists for that operati
       for (const request of requests) {
         const response = await app.inject({ method: method.toUpperCase() as 'GET', url, ...request });
         answered.add(String(response.statusCode));
-        if (!(String(response.statusCode) in operation.responses)) unlisted.push(`${method.toUpperCase()} ${path}: ${response.statusCode} ${response.body.slice(0, 120)}`);
+        if (!(String(response.statusCode) in operation.responses))
+          unlisted.push(`${method.toUpperCase()} ${path}: ${response.statusCode} ${response.body.slice(0, 120)}`);
       }
     }
   }
   t.same(unlisted, [], 'answers the document does not list');
-  t.ok(['200', '400', '401', '413', '415'].every((code) => answered.has(code)), `the probes reached the routes (${[...answered].sort().join(', ')})`);
+  t.ok(
+    ['200', '400', '401', '413', '415'].every((code) => answered.has(code)),
+    `the probes reached the routes (${[...answered].sort().join(', ')})`,
+  );
 });
 
 t.test('the document and its reference UI are served at /documentation', async (t) => {

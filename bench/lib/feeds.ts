@@ -75,7 +75,14 @@ export function dispenseRow(d: FeedDispense) {
 }
 
 /** Bodies of `perBody` consecutive dispenses starting at `first`, written by `write`. */
-export function bodiesOf<T>(first: number, bodies: number, perBody: number, perVeteran: number, write: (ds: FeedDispense[]) => T, rxBase?: number): T[] {
+export function bodiesOf<T>(
+  first: number,
+  bodies: number,
+  perBody: number,
+  perVeteran: number,
+  write: (ds: FeedDispense[]) => T,
+  rxBase?: number,
+): T[] {
   return Array.from({ length: bodies }, (_, b) =>
     write(Array.from({ length: perBody }, (_, k) => feedDispense(first + b * perBody + k, perVeteran, rxBase))),
   );

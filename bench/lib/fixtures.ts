@@ -164,7 +164,8 @@ export async function insertSentNotifications(sql: Sql, p: { first: number; coun
 
 /** A delivered callback for notification n, as the sandbox (and VA Notify) writes it. */
 export function deliveredCallback(n: number, at = new Date()): string {
-  const stamp = (offsetMs: number) => `${new Date(at.getTime() + offsetMs).toISOString().slice(0, 23)}${String(n % 1000).padStart(3, '0')}Z`;
+  const stamp = (offsetMs: number) =>
+    `${new Date(at.getTime() + offsetMs).toISOString().slice(0, 23)}${String(n % 1000).padStart(3, '0')}Z`;
   return JSON.stringify({
     id: fixtureUuidOf('f', n),
     reference: fixtureUuidOf('e', n),

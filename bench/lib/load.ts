@@ -63,7 +63,12 @@ export async function httpLoad(load: HttpLoad): Promise<HttpLoadResult> {
  * Posts every body once, `concurrency` requests in flight, and times it to the millisecond (autocannon's
  * `amount` runs end on its one-second tick, too coarse for a few hundred large bodies).
  */
-export async function postAll(load: { url: string; bodies: string[]; headers: Record<string, string>; concurrency: number }): Promise<HttpLoadResult> {
+export async function postAll(load: {
+  url: string;
+  bodies: string[];
+  headers: Record<string, string>;
+  concurrency: number;
+}): Promise<HttpLoadResult> {
   const latencies: number[] = [];
   let answered = 0;
   let failures = 0;

@@ -74,7 +74,9 @@ export function peakRssRow(peakRssBytes: number) {
 
 export function machineNote(database: string): string {
   const cpu = cpus();
-  const load = loadavg().map((n) => n.toFixed(1)).join(' ');
+  const load = loadavg()
+    .map((n) => n.toFixed(1))
+    .join(' ');
   return `machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown CPU'}), ${integer.format(totalmem() / 2 ** 30)} GiB RAM, Node ${process.versions.node}, load average ${load} at the end (the machine is shared); ${database}`;
 }
 
@@ -89,7 +91,9 @@ export function formatTable(table: ResultTable): string {
     '',
     `| ${header.join(' | ')} |`,
     `| ${header.map(() => '---').join(' | ')} |`,
-    ...table.rows.map((row) => `| ${[row.measure, row.result, row.limit, row.ratio ?? '', row.target ?? ''].map(escapeCell).join(' | ')} |`),
+    ...table.rows.map(
+      (row) => `| ${[row.measure, row.result, row.limit, row.ratio ?? '', row.target ?? ''].map(escapeCell).join(' | ')} |`,
+    ),
     '',
     ...table.notes.map((note) => `- ${note}`),
   ];

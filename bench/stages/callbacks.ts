@@ -13,7 +13,18 @@ import { benchDatabase, settle } from '../lib/database.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
 import { httpLoad, pacedLoad, type HttpLoadResult } from '../lib/load.ts';
 import { callbackHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';
-import { count, machineNote, millis, percent, progress, rate, verdict, type ResultRow, type ResultTable, peakRssRow } from '../lib/report.ts';
+import {
+  count,
+  machineNote,
+  millis,
+  percent,
+  progress,
+  rate,
+  verdict,
+  type ResultRow,
+  type ResultTable,
+  peakRssRow,
+} from '../lib/report.ts';
 
 const config = testConfig();
 
@@ -41,11 +52,11 @@ export async function sqlOnlyCallbacks(
     async function lane() {
       while (performance.now() < deadline && next < limit) {
         const body = JSON.parse(payloads[next++ % payloads.length]!) as Static<typeof CallbackBody>;
-        await recordStatusEvent(
-          sql,
-          statusEventFromCallback(body),
-          { source: 'callback', replayDelayMinutes: config.REPLAY_DELAY_MINUTES, sendMaxAttempts: config.SEND_MAX_ATTEMPTS },
-        );
+        await recordStatusEvent(sql, statusEventFromCallback(body), {
+          source: 'callback',
+          replayDelayMinutes: config.REPLAY_DELAY_MINUTES,
+          sendMaxAttempts: config.SEND_MAX_ATTEMPTS,
+        });
         done += 1;
       }
     }
@@ -88,7 +99,9 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     }
     const rangeBodies = (name: string) => bodies(starts.get(name)!, ranges.find((r) => r.name === name)!.size);
 
-    progress(`limit: the callback transaction from a postgres.js loop, ${saturationConnections} concurrent, pool ${config.DATABASE_POOL_MAX}`);
+    progress(
+      `limit: the callback transaction from a postgres.js loop, ${saturationConnections} concurrent, pool ${config.DATABASE_POOL_MAX}`,
+    );
     await sqlOnlyCallbacks(db.url, rangeBodies('warmup-sql'), saturationConnections, warmup);
     await settle(sql);
     const sqlOnly = await sqlOnlyCallbacks(db.url, rangeBodies('sql'), saturationConnections, duration);
@@ -96,17 +109,41 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     progress('limit: a bare Fastify answering an empty route');
     const bare = await startBareFastify();
     const sampleBodies = rangeBodies('saturation').slice(0, 1000);
-    await httpLoad({ url: bare.url, bodies: sampleBodies, headers: callbackHeaders, connections: saturationConnections, durationSeconds: warmup });
-    const empty = await httpLoad({ url: bare.url, bodies: sampleBodies, headers: callbackHeaders, connections: saturationConnections, durationSeconds: duration });
+    await httpLoad({
+      url: bare.url,
+      bodies: sampleBodies,
+      headers: callbackHeaders,
+      connections: saturationConnections,
+      durationSeconds: warmup,
+    });
+    const empty = await httpLoad({
+      url: bare.url,
+      bodies: sampleBodies,
+      headers: callbackHeaders,
+      connections: saturationConnections,
+      durationSeconds: duration,
+    });
     await bare.stop();
 
     service = await startService(serviceSettings(db.url));
     const callbackUrl = `${service.url}/v1/va-notify/callbacks`;
     progress('service: warm-up');
-    await httpLoad({ url: callbackUrl, bodies: rangeBodies('warmup-http'), headers: callbackHeaders, connections: saturationConnections, durationSeconds: warmup });
+    await httpLoad({
+      url: callbackUrl,
+      bodies: rangeBodies('warmup-http'),
+      headers: callbackHeaders,
+      connections: saturationConnections,
+      durationSeconds: warmup,
+    });
     progress(`service: saturation, ${saturationConnections} connections`);
     await settle(sql);
-    const saturation = await httpLoad({ url: callbackUrl, bodies: rangeBodies('saturation'), headers: callbackHeaders, connections: saturationConnections, durationSeconds: duration });
+    const saturation = await httpLoad({
+      url: callbackUrl,
+      bodies: rangeBodies('saturation'),
+      headers: callbackHeaders,
+      connections: saturationConnections,
+      durationSeconds: duration,
+    });
     const fixed: { load: number; result: HttpLoadResult }[] = [];
     for (const load of loads) {
       progress(`service: ${load} callbacks/s offered`);
@@ -151,13 +188,15 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         limit: `bare Fastify, empty route, same bodies: ${rate(empty.perSecond, 'requests')}`,
         ratio: percent(saturation.perSecond / empty.perSecond),
       },
-      ...fixed.map(({ load, result }): ResultRow => ({
-        measure: `${count(load)} callbacks/s offered, paced (up to 64 connections)`,
-        result: `${rate(result.perSecond, 'callbacks')}; p50 ${millis(result.p50Ms)}, p99 ${millis(result.p99Ms)}`,
-        limit: `SQL-only ${rate(sqlOnly.perSecond, 'transactions')}`,
-        ratio: percent(result.perSecond / load),
-        target: load === 1_000 ? verdict('p99 < 25 ms', result.p99Ms < 25) : '',
-      })),
+      ...fixed.map(
+        ({ load, result }): ResultRow => ({
+          measure: `${count(load)} callbacks/s offered, paced (up to 64 connections)`,
+          result: `${rate(result.perSecond, 'callbacks')}; p50 ${millis(result.p50Ms)}, p99 ${millis(result.p99Ms)}`,
+          limit: `SQL-only ${rate(sqlOnly.perSecond, 'transactions')}`,
+          ratio: percent(result.perSecond / load),
+          target: load === 1_000 ? verdict('p99 < 25 ms', result.p99Ms < 25) : '',
+        }),
+      ),
       peakRssRow(peakRssBytes),
     ];
     return {

@@ -71,7 +71,10 @@ export async function run(options: StageOptions): Promise<ResultTable> {
   let service: Service | undefined;
   try {
     const { sql } = db;
-    service = await startService(serviceSettings(db.url, { GROUPING_QUIET_MINUTES: '0' }), { vaNotify: sandbox.vaNotify, aal: sandbox.aal });
+    service = await startService(serviceSettings(db.url, { GROUPING_QUIET_MINUTES: '0' }), {
+      vaNotify: sandbox.vaNotify,
+      aal: sandbox.aal,
+    });
     await sandbox.setCallbackUrl(`${service.url}/v1/va-notify/callbacks`);
     const hl7Bodies = bodiesOf(0, bodies, body, perVeteran, (ds) => ds.map(hl7Message).join(''), 40_000_000);
 
@@ -145,8 +148,16 @@ export async function run(options: StageOptions): Promise<ResultTable> {
           limit: `sum of the stage limits: ${seconds(limitMs)}`,
           ratio: percent(ratio),
         },
-        { measure: '… ingest (HL7, 1,000-message bodies)', result: seconds(ingestedMs), limit: `postgres.js insert of the rows: ${seconds(ingestLimit.ms)}` },
-        { measure: '… grouping, sending, callbacks and AAL, side by side', result: seconds(totalMs - ingestedMs), limit: `INSERT ... SELECT ${seconds(groupingLimitMs)} + sandbox alone ${seconds(sendLimitMs)} + SQL-only callbacks ${seconds(callbackLimitMs)}` },
+        {
+          measure: '… ingest (HL7, 1,000-message bodies)',
+          result: seconds(ingestedMs),
+          limit: `postgres.js insert of the rows: ${seconds(ingestLimit.ms)}`,
+        },
+        {
+          measure: '… grouping, sending, callbacks and AAL, side by side',
+          result: seconds(totalMs - ingestedMs),
+          limit: `INSERT ... SELECT ${seconds(groupingLimitMs)} + sandbox alone ${seconds(sendLimitMs)} + SQL-only callbacks ${seconds(callbackLimitMs)}`,
+        },
         peakRssRow(peakRssBytes),
       ],
       notes: [
@@ -163,4 +174,3 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     await db.close();
   }
 }
-

@@ -23,7 +23,13 @@ const PollMs = 200;
 
 /** The same client with no database work: reads `records` records, committing each batch. */
 async function readOnly(brokers: string, topic: string, records: number, batchSize: number): Promise<{ perSecond: number }> {
-  const consumer = new Consumer({ clientId: 'bench-read-only', groupId: `bench-read-${Date.now()}`, bootstrapBrokers: [brokers], autocommit: false, maxWaitTime: 500 });
+  const consumer = new Consumer({
+    clientId: 'bench-read-only',
+    groupId: `bench-read-${Date.now()}`,
+    bootstrapBrokers: [brokers],
+    autocommit: false,
+    maxWaitTime: 500,
+  });
   try {
     const stream = await consumer.consume({ topics: [topic], autocommit: false, mode: 'earliest' });
     let read = 0;
@@ -64,7 +70,14 @@ export async function run(options: StageOptions): Promise<ResultTable> {
 
     progress(`publishing ${count(records)} one-message HL7 records`);
     const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
-    const messages = bodiesOf(0, records, 1, perVeteran, (ds) => ({ eventId: ds[0]!.controlId, hl7Message: hl7Message(ds[0]!) }), 40_000_000);
+    const messages = bodiesOf(
+      0,
+      records,
+      1,
+      perVeteran,
+      (ds) => ({ eventId: ds[0]!.controlId, hl7Message: hl7Message(ds[0]!) }),
+      40_000_000,
+    );
     for (let i = 0; i < messages.length; i += 1000) await publisher.publish(messages.slice(i, i + 1000));
     await publisher.close();
 
@@ -78,15 +91,17 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const direct = await directInsert(db.sql, 0, batches, batchSize, 1, 42_000_000);
 
     progress('service: consuming the topic');
-    service = await startService(serviceSettings(db.url, {
-      EVENT_BUS_BROKERS: broker.plaintext,
-      EVENT_BUS_SCHEMA_REGISTRY_URL: registry.url,
-      EVENT_BUS_TOPIC: topic,
-      EVENT_BUS_GROUP_ID: 'bench-service',
-      EVENT_BUS_AUTH: 'none',
-      EVENT_BUS_TLS: 'false',
-      EVENT_BUS_BATCH_SIZE: String(batchSize),
-    }));
+    service = await startService(
+      serviceSettings(db.url, {
+        EVENT_BUS_BROKERS: broker.plaintext,
+        EVENT_BUS_SCHEMA_REGISTRY_URL: registry.url,
+        EVENT_BUS_TOPIC: topic,
+        EVENT_BUS_GROUP_ID: 'bench-service',
+        EVENT_BUS_AUTH: 'none',
+        EVENT_BUS_TLS: 'false',
+        EVENT_BUS_BATCH_SIZE: String(batchSize),
+      }),
+    );
     // Timed from the first batch seen committed to the last, by polling: a transaction's rows all
     // carry its start time, so created_at cannot time a batch. The records of that first batch are
     // left out of the count, as the group join is left out of the time. The count reads the whole
@@ -96,10 +111,15 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     let first: { at: number; stored: number } | undefined;
     let last = 0;
     for (;;) {
-      const [row] = await db.sql<{ n: number }[]>`select count(*)::int as n from medication_dispense where rx_number::bigint between 40000000 and 40999999`;
+      const [row] = await db.sql<
+        { n: number }[]
+      >`select count(*)::int as n from medication_dispense where rx_number::bigint between 40000000 and 40999999`;
       const now = performance.now();
       if (first === undefined && row!.n > 0) first = { at: now, stored: row!.n };
-      if (row!.n === records) { last = now; break; }
+      if (row!.n === records) {
+        last = now;
+        break;
+      }
       if (Date.now() > deadline) throw new Error(`only ${row!.n} of ${records} records stored after 30 minutes`);
       await new Promise((resolve) => setTimeout(resolve, PollMs));
     }

@@ -19,8 +19,29 @@ import type { Sql } from '../../src/db/connect.ts';
 import { benchDatabase, settle, type BenchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
 import { pacedLoad, postAll, untilDone } from '../lib/load.ts';
-import { callbackHeaders, internalHeaders, serviceSettings, startSandboxes, startService, type Sandboxes, type Service } from '../lib/processes.ts';
-import { count, machineNote, megabytes, millis, percent, progress, rate, seconds, verdict, type ResultRow, type ResultTable, peakRssRow } from '../lib/report.ts';
+import {
+  callbackHeaders,
+  internalHeaders,
+  serviceSettings,
+  startSandboxes,
+  startService,
+  type Sandboxes,
+  type Service,
+} from '../lib/processes.ts';
+import {
+  count,
+  machineNote,
+  megabytes,
+  millis,
+  percent,
+  progress,
+  rate,
+  seconds,
+  verdict,
+  type ResultRow,
+  type ResultTable,
+  peakRssRow,
+} from '../lib/report.ts';
 
 const perVeteran = 4;
 const perBody = 1_000;
@@ -181,7 +202,14 @@ async function timedGet(url: string, headers: Record<string, string> = {}): Prom
 }
 
 /** One normal day through every stage, each on its own, on `db`. */
-async function runDay(db: BenchDatabase, sandbox: Sandboxes, service: Service, day: number, callbackRate: number, rxBase: number): Promise<DayResult> {
+async function runDay(
+  db: BenchDatabase,
+  sandbox: Sandboxes,
+  service: Service,
+  day: number,
+  callbackRate: number,
+  rxBase: number,
+): Promise<DayResult> {
   const { sql } = db;
   const bodies = Math.ceil(day / perBody);
   const body = Math.min(perBody, day);
@@ -190,13 +218,20 @@ async function runDay(db: BenchDatabase, sandbox: Sandboxes, service: Service, d
 
   progress(`day: ingesting ${count(day)} dispenses`);
   const ingestMs = await timed(async () => {
-    const posted = await postAll({ url: `${service.url}/v1/dispenses`, bodies: hl7Bodies, headers: { ...internalHeaders, 'content-type': 'application/hl7-v2' }, concurrency: 4 });
+    const posted = await postAll({
+      url: `${service.url}/v1/dispenses`,
+      bodies: hl7Bodies,
+      headers: { ...internalHeaders, 'content-type': 'application/hl7-v2' },
+      concurrency: 4,
+    });
     if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
   });
 
   progress('day: grouping');
   const groupingMs = await untilDone(async () => (await service.trigger<{ emailsCreated: number }>('grouping')).emailsCreated > 0);
-  const [{ emails } = { emails: 0 }] = await sql<{ emails: number }[]>`select count(*)::int as emails from tracking_email where state = 'queued'`;
+  const [{ emails } = { emails: 0 }] = await sql<
+    { emails: number }[]
+  >`select count(*)::int as emails from tracking_email where state = 'queued'`;
 
   progress(`day: sending ${count(emails)} emails at 50 ms VA Notify latency`);
   await sandbox.setLatency(50);
@@ -208,23 +243,40 @@ async function runDay(db: BenchDatabase, sandbox: Sandboxes, service: Service, d
     select id, tracking_email_id from notification where status <> 'delivered'`;
   const at = new Date();
   const callbackBodies = notifications.map((n, i) => {
-    const stamp = (offsetMs: number) => `${new Date(at.getTime() + offsetMs).toISOString().slice(0, 23)}${String(i % 1000).padStart(3, '0')}Z`;
+    const stamp = (offsetMs: number) =>
+      `${new Date(at.getTime() + offsetMs).toISOString().slice(0, 23)}${String(i % 1000).padStart(3, '0')}Z`;
     return JSON.stringify({
-      id: n.id, reference: n.tracking_email_id, to: 'veteran.sandbox@example.com', status: 'delivered',
-      created_at: stamp(-2000), completed_at: stamp(0), sent_at: stamp(-1000), notification_type: 'email', status_reason: null, provider: 'ses',
+      id: n.id,
+      reference: n.tracking_email_id,
+      to: 'veteran.sandbox@example.com',
+      status: 'delivered',
+      created_at: stamp(-2000),
+      completed_at: stamp(0),
+      sent_at: stamp(-1000),
+      notification_type: 'email',
+      status_reason: null,
+      provider: 'ses',
     });
   });
   progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
   const load = await pacedLoad({
-    url: `${service.url}/v1/va-notify/callbacks`, bodies: callbackBodies, headers: callbackHeaders, connections: 64,
-    ratePerSecond: callbackRate, durationSeconds: callbackBodies.length / callbackRate,
+    url: `${service.url}/v1/va-notify/callbacks`,
+    bodies: callbackBodies,
+    headers: callbackHeaders,
+    connections: 64,
+    ratePerSecond: callbackRate,
+    durationSeconds: callbackBodies.length / callbackRate,
   });
   const callbacks = { ms: load.seconds * 1000, p50Ms: load.p50Ms, p99Ms: load.p99Ms, perSecond: load.perSecond, failures: load.failures };
 
   progress('day: posting AAL events');
   const aalMs = await untilDone(async () => (await service.trigger<{ posted: number }>('aal')).posted > 0);
   progress('day: sweep');
-  const sweepMs = await timed(() => service.trigger('sweep').catch((error: unknown) => { throw new Error('sweep failed', { cause: error }); }));
+  const sweepMs = await timed(() =>
+    service.trigger('sweep').catch((error: unknown) => {
+      throw new Error('sweep failed', { cause: error });
+    }),
+  );
 
   progress(`day: sweep took ${seconds(sweepMs)}; GET /metrics and /v1/stats`);
   const scrapeMs = await timedGet(`${service.url}/metrics`);
@@ -233,7 +285,8 @@ async function runDay(db: BenchDatabase, sandbox: Sandboxes, service: Service, d
   const [check] = await sql<{ delivered: number; posted: number }[]>`
     select (select count(*)::int from tracking_email where state = 'delivered' and created_at >= ${dayStart}) as delivered,
            (select count(*)::int from aal_event where state = 'posted' and created_at >= ${dayStart}) as posted`;
-  if (check!.delivered !== emails || check!.posted !== emails) throw new Error(`day: ${emails} emails, ${check!.delivered} delivered, ${check!.posted} AAL events posted`);
+  if (check!.delivered !== emails || check!.posted !== emails)
+    throw new Error(`day: ${emails} emails, ${check!.delivered} delivered, ${check!.posted} AAL events posted`);
   return { ingestMs, groupingMs, sendMs, callbacks, aalMs, sweepMs, emails, scrapeMs, statsMs, peakRssBytes: 0, errorLines: 0 };
 }
 
@@ -252,7 +305,10 @@ async function retentionLoop(service: Service, stop: () => boolean): Promise<Ret
   const totals: RetentionTotals = { runs: 0, busyMs: 0, trackingEmails: 0, dispenses: 0, inboundBodies: 0, lockTimeouts: 0, batches: 0 };
   while (!stop()) {
     const started = performance.now();
-    const r = await service.trigger<{ status: string; trackingEmails: number; dispenses: number; inboundBodies: number; lockTimeouts: number; batches: number }>('retention')
+    const r = await service
+      .trigger<{ status: string; trackingEmails: number; dispenses: number; inboundBodies: number; lockTimeouts: number; batches: number }>(
+        'retention',
+      )
       .catch((error: unknown) => {
         throw new Error(`retention run ${totals.runs + 1} failed`, { cause: error });
       });
@@ -299,14 +355,20 @@ export async function run(options: StageOptions): Promise<ResultTable> {
   }
   const historyBytes = await databaseBytes(full.sql);
   const tables = await tableBytes(full.sql);
-  const [bodyShare] = await full.sql<{ bytes: number }[]>`select coalesce(sum(pg_column_size(body)), 0)::float8 as bytes from inbound_message`;
+  const [bodyShare] = await full.sql<
+    { bytes: number }[]
+  >`select coalesce(sum(pg_column_size(body)), 0)::float8 as bytes from inbound_message`;
   progress(`history: ${seconds(historyMs)}, database ${megabytes(historyBytes)}`);
   if (process.env.BENCH_HISTORY_WRITE_ONLY === '1') {
     await full.close();
     return {
       title: `History written: ${days} days of ${count(perDay)} dispenses a day`,
       rows: [{ measure: 'history written by set-based SQL', result: seconds(historyMs), limit: `database ${megabytes(historyBytes)}` }],
-      notes: [keep ? `kept in ${keep}: run again without BENCH_HISTORY_WRITE_ONLY to measure the day beside it` : 'not kept: set BENCH_HISTORY_DATABASE to keep it'],
+      notes: [
+        keep
+          ? `kept in ${keep}: run again without BENCH_HISTORY_WRITE_ONLY to measure the day beside it`
+          : 'not kept: set BENCH_HISTORY_DATABASE to keep it',
+      ],
     };
   }
 
@@ -316,7 +378,10 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     // The empty database.
     const empty = await benchDatabase();
     dbs.push(empty);
-    service = await startService(serviceSettings(empty.url, { GROUPING_QUIET_MINUTES: '0' }), { vaNotify: sandbox.vaNotify, aal: sandbox.aal });
+    service = await startService(serviceSettings(empty.url, { GROUPING_QUIET_MINUTES: '0' }), {
+      vaNotify: sandbox.vaNotify,
+      aal: sandbox.aal,
+    });
     const emptyBefore = await databaseBytes(empty.sql);
     const onEmpty = await runDay(empty, sandbox, service, day, callbackRate, 50_000_000);
     const emptyDayBytes = (await databaseBytes(empty.sql)) - emptyBefore;
@@ -370,7 +435,13 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const restPerSecond = restMs > 0 ? rest / (restMs / 1000) : 0;
     const rows: ResultRow[] = [];
     const stageRow = (name: string, a: number, b: number) => {
-      rows.push({ measure: `${name}: day beside ${days} days of history, retention running`, result: seconds(b), limit: `empty database: ${seconds(a)}`, ratio: percent(b / a), target: verdict('≤ 120%', b <= a * 1.2) });
+      rows.push({
+        measure: `${name}: day beside ${days} days of history, retention running`,
+        result: seconds(b),
+        limit: `empty database: ${seconds(a)}`,
+        ratio: percent(b / a),
+        target: verdict('≤ 120%', b <= a * 1.2),
+      });
     };
     stageRow('ingest', onEmpty.ingestMs, onHistory.ingestMs);
     stageRow('grouping', onEmpty.groupingMs, onHistory.groupingMs);
@@ -397,17 +468,33 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       limit: `created: ${rate(emailsPerSecondCreated, 'emails')}`,
       ratio: `${(restPerSecond / emailsPerSecondCreated).toFixed(0)}×`,
     });
-    rows.push({ measure: '`GET /metrics` at size', result: millis(onHistory.scrapeMs), limit: `empty database: ${millis(onEmpty.scrapeMs)}` });
-    rows.push({ measure: '`GET /v1/stats` at size', result: millis(onHistory.statsMs), limit: `empty database: ${millis(onEmpty.statsMs)}` });
+    rows.push({
+      measure: '`GET /metrics` at size',
+      result: millis(onHistory.scrapeMs),
+      limit: `empty database: ${millis(onEmpty.scrapeMs)}`,
+    });
+    rows.push({
+      measure: '`GET /v1/stats` at size',
+      result: millis(onHistory.statsMs),
+      limit: `empty database: ${millis(onEmpty.statsMs)}`,
+    });
     const perDayBytes = historyBytes / days;
-    rows.push({ measure: 'disk per day of volume, no retention', result: megabytes(perDayBytes), limit: `the day through the service on the empty database: ${megabytes(emptyDayBytes)}` });
+    rows.push({
+      measure: 'disk per day of volume, no retention',
+      result: megabytes(perDayBytes),
+      limit: `the day through the service on the empty database: ${megabytes(emptyDayBytes)}`,
+    });
     rows.push({
       measure: `database after retention removed ${count(removed.trackingEmails + rest)} emails and vacuum (${recordDays} days kept, bodies emptied after ${bodyDays})`,
       result: megabytes(afterBytes),
       limit: `before: ${megabytes(historyBytes)} for ${days} days`,
     });
     rows.push(peakRssRow(Math.max(onEmpty.peakRssBytes, onHistory.peakRssBytes)));
-    const tableList = Object.entries(tables).sort((a, b) => b[1] - a[1]).filter(([, b]) => b > 1024 * 1024).map(([n, b]) => `${n} ${megabytes(b)}`).join(', ');
+    const tableList = Object.entries(tables)
+      .sort((a, b) => b[1] - a[1])
+      .filter(([, b]) => b > 1024 * 1024)
+      .map(([n, b]) => `${n} ${megabytes(b)}`)
+      .join(', ');
     return {
       title: `History: a day of ${count(day)} dispenses beside ${days} days of ${count(perDay)} dispenses a day, retention running`,
       rows,

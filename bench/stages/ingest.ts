@@ -19,9 +19,18 @@ const hl7Headers = { ...internalHeaders, 'content-type': 'application/hl7-v2' };
 const jsonHeaders = { ...internalHeaders, 'content-type': 'application/json' };
 
 /** The limit: dispense rows inserted by postgres.js, `perBatch` rows a statement, `concurrency` statements in flight. */
-export async function directInsert(sql: Sql, first: number, batches: number, perBatch: number, concurrency: number, rxBase: number): Promise<{ perSecond: number; ms: number }> {
+export async function directInsert(
+  sql: Sql,
+  first: number,
+  batches: number,
+  perBatch: number,
+  concurrency: number,
+  rxBase: number,
+): Promise<{ perSecond: number; ms: number }> {
   // The rows as ingest stores them, naming their veterans' drafts, made before the clock starts.
-  const rows = await Promise.all(bodiesOf(first, batches, perBatch, perVeteran, (ds) => ds.map(dispenseRow), rxBase).map((body) => withDrafts(sql, body)));
+  const rows = await Promise.all(
+    bodiesOf(first, batches, perBatch, perVeteran, (ds) => ds.map(dispenseRow), rxBase).map((body) => withDrafts(sql, body)),
+  );
   const ms = await concurrently(batches, concurrency, (b) => sql`insert into medication_dispense ${sql(rows[b]!)}`);
   return { perSecond: (batches * perBatch) / (ms / 1000), ms };
 }
@@ -85,12 +94,16 @@ export async function run(options: StageOptions): Promise<ResultTable> {
   let service: Service | undefined;
   try {
     const { sql } = db;
-    progress(`preparing bodies: ${count(singleBudget)} one-message HL7 bodies, ${batchBodies} HL7 and ${batchBodies} JSON bodies of ${count(perBatch)}`);
+    progress(
+      `preparing bodies: ${count(singleBudget)} one-message HL7 bodies, ${batchBodies} HL7 and ${batchBodies} JSON bodies of ${count(perBatch)}`,
+    );
     const singles = bodiesOf(0, singleBudget, 1, perVeteran, (ds) => hl7Message(ds[0]!), 30_000_000);
     const hl7Batches = bodiesOf(0, batchBodies, perBatch, perVeteran, (ds) => ds.map(hl7Message).join(''), 31_000_000);
     const jsonBatches = bodiesOf(0, batchBodies, perBatch, perVeteran, (ds) => JSON.stringify(ds.map(jsonEvent)), 32_000_000);
 
-    progress(`limit warm-up: ${count(Math.max(2, batchBodies / 10) * perBatch)} rows inserted by postgres.js, ${count(perBatch)} a statement`);
+    progress(
+      `limit warm-up: ${count(Math.max(2, batchBodies / 10) * perBatch)} rows inserted by postgres.js, ${count(perBatch)} a statement`,
+    );
     await directInsert(sql, 0, Math.max(2, batchBodies / 10), perBatch, batchConnections, 34_000_000);
 
     progress(`limit: rows inserted one a statement, ${singleConnections} in flight, for ${duration} s`);
@@ -99,7 +112,13 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     progress('limit: a bare Fastify answering an empty route');
     const bare = await startBareFastify();
     await httpLoad({ url: bare.url, bodies: singles, headers: hl7Headers, connections: singleConnections, durationSeconds: 1 });
-    const bareSingle = await httpLoad({ url: bare.url, bodies: singles, headers: hl7Headers, connections: singleConnections, durationSeconds: duration });
+    const bareSingle = await httpLoad({
+      url: bare.url,
+      bodies: singles,
+      headers: hl7Headers,
+      connections: singleConnections,
+      durationSeconds: duration,
+    });
     const bareBatch = await postAll({ url: bare.url, bodies: hl7Batches, headers: hl7Headers, concurrency: batchConnections });
     await bare.stop();
 
@@ -107,7 +126,10 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const url = `${service.url}/v1/dispenses`;
     progress('service: warm-up');
     const warmup = bodiesOf(0, 2_000, 1, perVeteran, (ds) => hl7Message(ds[0]!), 35_000_000);
-    checkAnswers('warm-up', await httpLoad({ url, bodies: warmup, headers: hl7Headers, connections: singleConnections, amount: warmup.length }));
+    checkAnswers(
+      'warm-up',
+      await httpLoad({ url, bodies: warmup, headers: hl7Headers, connections: singleConnections, amount: warmup.length }),
+    );
     progress(`service: one-message HL7 bodies, ${singleConnections} connections, ${duration} s`);
     const single = await httpLoad({ url, bodies: singles, headers: hl7Headers, connections: singleConnections, durationSeconds: duration });
     checkAnswers('one-message HL7', single);
@@ -122,13 +144,22 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     const hl7Rounds: HttpLoadResult[] = [];
     let hl7Cpu: CpuSnapshot = { service: 0, postgres: 0, driver: 0 };
     for (let round = 0; round < rounds; round++) {
-      progress(`round ${round + 1} of ${rounds}: limit, ${count(perRound * perBatch)} rows by postgres.js, ${count(perBatch)} a statement, ${batchConnections} in flight`);
+      progress(
+        `round ${round + 1} of ${rounds}: limit, ${count(perRound * perBatch)} rows by postgres.js, ${count(perBatch)} a statement, ${batchConnections} in flight`,
+      );
       const beforeDirect = cpuSnapshot();
       directMs += (await directInsert(sql, round * perRound * perBatch, perRound, perBatch, batchConnections, 33_000_000)).ms;
       directCpu = cpuSum(directCpu, cpuPer(beforeDirect, cpuSnapshot(), batchBodies));
-      progress(`round ${round + 1} of ${rounds}: service, ${perRound} HL7 bodies of ${count(perBatch)} messages, ${batchConnections} connections`);
+      progress(
+        `round ${round + 1} of ${rounds}: service, ${perRound} HL7 bodies of ${count(perBatch)} messages, ${batchConnections} connections`,
+      );
       const beforeHl7 = cpuSnapshot(service.pid);
-      const part = await postAll({ url, bodies: hl7Batches.slice(round * perRound, (round + 1) * perRound), headers: hl7Headers, concurrency: batchConnections });
+      const part = await postAll({
+        url,
+        bodies: hl7Batches.slice(round * perRound, (round + 1) * perRound),
+        headers: hl7Headers,
+        concurrency: batchConnections,
+      });
       hl7Cpu = cpuSum(hl7Cpu, cpuPer(beforeHl7, cpuSnapshot(service.pid), batchBodies));
       checkAnswers('HL7 batches', part);
       hl7Rounds.push(part);

@@ -39,7 +39,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       title: `Rate: a ${burst}-email burst under a ${budgetPerMinute}/min budget, sandbox VA Notify limited to ${vaNotifyLimitPerMinute}/min`,
       rows: [
         {
-          measure: 'achieved send rate (after the first second\'s bucket)',
+          measure: "achieved send rate (after the first second's bucket)",
           result: `${count(perMinute)} emails/min (${count(afterBucketPerMinute)}/min)`,
           limit: `configured budget ${budgetPerMinute}/min`,
           ratio: percent(afterBucketPerMinute / budgetPerMinute),
@@ -62,7 +62,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       ],
       notes: [
         `${count(counts.sendsAccepted)} sends accepted in ${runs} send runs; sandbox answers other than 201: ${JSON.stringify(counts.sendsRejected)}; service error log lines: ${errorLines}`,
-        'budget pace: the bucket starts full (one second\'s worth), then refills at 10 a second',
+        "budget pace: the bucket starts full (one second's worth), then refills at 10 a second",
         machineNote(db.description),
       ],
     };

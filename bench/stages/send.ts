@@ -12,13 +12,29 @@ import { benchDatabase } from '../lib/database.ts';
 import { insertEmails, veteranIcn } from '../lib/fixtures.ts';
 import { concurrently, untilDone } from '../lib/load.ts';
 import { serviceSettings, startSandboxes, startService, type Sandboxes, type Service } from '../lib/processes.ts';
-import { count, machineNote, percent, progress, rate, seconds, verdict, type ResultRow, type ResultTable, peakRssRow } from '../lib/report.ts';
+import {
+  count,
+  machineNote,
+  percent,
+  progress,
+  rate,
+  seconds,
+  verdict,
+  type ResultRow,
+  type ResultTable,
+  peakRssRow,
+} from '../lib/report.ts';
 
 /** The service's send concurrency (its default), used for the sandbox-alone limit as well. */
 export const sendConcurrency = testConfig().SEND_CONCURRENCY;
 
 /** The sandbox VA Notify alone: `total` sends through the service's client, `concurrency` in flight. */
-export async function sandboxAloneSends(sandbox: Sandboxes, total: number, concurrency: number, personalisation: Record<string, unknown>): Promise<number> {
+export async function sandboxAloneSends(
+  sandbox: Sandboxes,
+  total: number,
+  concurrency: number,
+  personalisation: Record<string, unknown>,
+): Promise<number> {
   const client = vaNotifyClientFromConfig(testConfig(), sandbox.vaNotify, SandboxDefaults);
   let accepted = 0;
   const ms = await concurrently(total, concurrency, async (i) => {
@@ -47,8 +63,14 @@ export async function sendAll(service: Service, sql: Sql, expected: number): Pro
 
 export async function run(options: StageOptions): Promise<ResultTable> {
   const phases = options.small
-    ? [{ latencyMs: 0, emails: 200 }, { latencyMs: 50, emails: 100 }]
-    : [{ latencyMs: 0, emails: 10_000 }, { latencyMs: 50, emails: 4_000 }];
+    ? [
+        { latencyMs: 0, emails: 200 },
+        { latencyMs: 50, emails: 100 },
+      ]
+    : [
+        { latencyMs: 0, emails: 10_000 },
+        { latencyMs: 50, emails: 4_000 },
+      ];
   const db = await benchDatabase();
   // No callbacks here (the callbacks stage measures them), and a limit VA Notify never reaches.
   const sandbox = await startSandboxes({ rateLimitPerMinute: 1_000_000_000, callbackUrl: null });
@@ -82,7 +104,9 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         ratio: percent(ratio),
         target: phase.latencyMs === 50 ? verdict('≥ 80%', ratio >= 0.8) : '',
       });
-      notes.push(`${phase.latencyMs} ms: ${count(phase.emails)} emails in ${runs} send runs (SEND_BATCH_SIZE 100, SEND_CONCURRENCY ${sendConcurrency})`);
+      notes.push(
+        `${phase.latencyMs} ms: ${count(phase.emails)} emails in ${runs} send runs (SEND_BATCH_SIZE 100, SEND_CONCURRENCY ${sendConcurrency})`,
+      );
     }
     const counts = await sandbox.counts();
     const { peakRssBytes, errorLines } = await service.stop();
@@ -94,7 +118,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       notes: [
         ...notes,
         `sandbox counters: ${count(counts.sendsAccepted)} sends accepted, rejected ${JSON.stringify(counts.sendsRejected)}; service error log lines: ${errorLines}`,
-        'the service, the sandbox and the driver run in three processes; peak RSS is the service process\'s high-water mark (VmHWM)',
+        "the service, the sandbox and the driver run in three processes; peak RSS is the service process's high-water mark (VmHWM)",
         machineNote(db.description),
       ],
     };

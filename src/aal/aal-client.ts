@@ -151,7 +151,8 @@ export function createAalClient(options: AalClientOptions): AalClient {
     const classified = classifyAalOutcome({ status: response.status, body: body.text });
     // A 401 elsewhere is a session that lapsed; this request carries none, so it is our appToken or
     // key that was refused, as with a 403: no retry helps until a person fixes them.
-    const outcome: AalOutcome = classified.kind === 'transient' && classified.status === 401 ? { ...classified, kind: 'unauthorized', status: 401 } : classified;
+    const outcome: AalOutcome =
+      classified.kind === 'transient' && classified.status === 401 ? { ...classified, kind: 'unauthorized', status: 401 } : classified;
     if (outcome.kind !== 'posted') {
       throw new SessionError({ ...outcome, reason: `session: ${scrub(outcome.reason, correlationId)}` });
     }

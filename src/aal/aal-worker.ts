@@ -50,7 +50,15 @@ export interface QuickRetry {
 export interface AalWorkerDeps {
   /** The pool: each claim runs in its own transaction. */
   sql: Sql;
-  config: Pick<Config, 'AAL_BATCH_SIZE' | 'AAL_MAX_ATTEMPTS' | 'AAL_TIMEOUT_MS' | 'AAL_INTERVAL_SECONDS' | 'AAL_PAUSE_SECONDS' | 'AAL_UNAVAILABLE_PAUSE_SECONDS'>;
+  config: Pick<
+    Config,
+    | 'AAL_BATCH_SIZE'
+    | 'AAL_MAX_ATTEMPTS'
+    | 'AAL_TIMEOUT_MS'
+    | 'AAL_INTERVAL_SECONDS'
+    | 'AAL_PAUSE_SECONDS'
+    | 'AAL_UNAVAILABLE_PAUSE_SECONDS'
+  >;
   aal: AalClient;
   log: Pick<BaseLogger, 'info' | 'warn' | 'error'>;
   /** Aborted on shutdown: no new post starts, and unposted claims are released. */
@@ -174,7 +182,11 @@ type Ids = { aalEventId: number; emailId: string };
 
 function pauseUnavailableOnce(run: AalRun, outcome: Extract<AalOutcome, { kind: 'transient' }>): Promise<Date> {
   const { sql, config, log } = run.deps;
-  run.pausingUnavailable ??= pauseAalPosting(sql, config.AAL_UNAVAILABLE_PAUSE_SECONDS, `AAL unavailable: ${pauseReason(outcome.reason)}`).then((pausedUntil) => {
+  run.pausingUnavailable ??= pauseAalPosting(
+    sql,
+    config.AAL_UNAVAILABLE_PAUSE_SECONDS,
+    `AAL unavailable: ${pauseReason(outcome.reason)}`,
+  ).then((pausedUntil) => {
     log.error(
       { status: outcome.status, reason: pauseReason(outcome.reason), pausedUntil },
       'the AAL is not answering: AAL posting is paused on every instance; no event is charged for it',

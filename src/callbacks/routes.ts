@@ -153,7 +153,8 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       const body = request.body;
       for (const field of ['created_at', 'sent_at', 'completed_at'] as const) {
         const value = body[field];
-        if (typeof value === 'string' && !isRealInstant(value)) throw app.httpErrors.badRequest(`body/${field} is not a valid date and time`);
+        if (typeof value === 'string' && !isRealInstant(value))
+          throw app.httpErrors.badRequest(`body/${field} is not a valid date and time`);
         // Events are ordered by completed_at: one far in the future would outrank every real event
         // of its notification for good (the real delivery taken as late, the email replayed).
         if (typeof value === 'string' && !withinPlausibleWindow(value)) {
@@ -190,8 +191,15 @@ function isRealInstant(value: string): boolean {
   const date = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
   const [, offsetHours = '0', offsetMinutes = '0'] = /[+-](\d{2}):?(\d{2})?$/.exec(value.slice(19)) ?? [];
   const offsetIsReal = Number(offsetMinutes) <= 59 && Number(offsetHours) * 60 + Number(offsetMinutes) <= 14 * 60;
-  return offsetIsReal && date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d
-    && date.getUTCHours() === h && date.getUTCMinutes() === mi && date.getUTCSeconds() === s;
+  return (
+    offsetIsReal &&
+    date.getUTCFullYear() === y &&
+    date.getUTCMonth() === mo - 1 &&
+    date.getUTCDate() === d &&
+    date.getUTCHours() === h &&
+    date.getUTCMinutes() === mi &&
+    date.getUTCSeconds() === s
+  );
 }
 
 /**
@@ -202,7 +210,9 @@ export const PlausibleHoursAhead = 24;
 
 function withinPlausibleWindow(value: string): boolean {
   // The pattern's forms, made ISO for Date.parse: a T, a zone (UTC when none), ±HH:MM offsets.
-  const iso = value.replace(' ', 'T').replace(/([+-]\d{2}):?(\d{2})?$/, (_, hours: string, minutes?: string) => `${hours}:${minutes ?? '00'}`);
+  const iso = value
+    .replace(' ', 'T')
+    .replace(/([+-]\d{2}):?(\d{2})?$/, (_, hours: string, minutes?: string) => `${hours}:${minutes ?? '00'}`);
   const at = Date.parse(/(Z|[+-]\d{2}:\d{2})$/i.test(iso) ? iso : `${iso}Z`);
   return Number.isFinite(at) && at <= Date.now() + PlausibleHoursAhead * 3_600_000;
 }

@@ -27,20 +27,26 @@ if (exportPath !== undefined) {
 }
 
 const sql = serviceDatabase(command);
-await runAndExit(command, sql, exportPath, (e) => e instanceof ReleaseInputError, async () => {
-  if (exportPath !== undefined && mhvJobRunAt !== undefined) {
-    const result = await releaseFromExport(sql, createReadStream(exportPath), mhvJobRunAt);
+await runAndExit(
+  command,
+  sql,
+  exportPath,
+  (e) => e instanceof ReleaseInputError,
+  async () => {
+    if (exportPath !== undefined && mhvJobRunAt !== undefined) {
+      const result = await releaseFromExport(sql, createReadStream(exportPath), mhvJobRunAt);
+      process.stdout.write(
+        `export rows: ${result.exportRows}\n` +
+          `released to this service: ${result.released.packages} packages (${result.released.dispenses} dispenses)\n` +
+          `left to MHV (emailed by MHV): ${result.emailedByMhv.packages} packages (${result.emailedByMhv.dispenses} dispenses)\n` +
+          `still held (a fill arrived at or after --mhv-job-run-at): ${result.stillHeld.packages} packages (${result.stillHeld.dispenses} dispenses)\n`,
+      );
+      for (const n of result.stillHeld.trackingNumbers) process.stdout.write(`still held: ${n}\n`);
+    }
+    const status = await cutoverStatus(sql, 50);
     process.stdout.write(
-      `export rows: ${result.exportRows}\n` +
-        `released to this service: ${result.released.packages} packages (${result.released.dispenses} dispenses)\n` +
-        `left to MHV (emailed by MHV): ${result.emailedByMhv.packages} packages (${result.emailedByMhv.dispenses} dispenses)\n` +
-        `still held (a fill arrived at or after --mhv-job-run-at): ${result.stillHeld.packages} packages (${result.stillHeld.dispenses} dispenses)\n`,
+      `held now: ${status.held.packages} packages (${status.held.dispenses} dispenses), oldest held at ${status.held.oldestHeldAt ?? '-'}\n` +
+        `decided so far: ${status.released.packages} packages released, ${status.emailedByMhv.packages} left to MHV\n`,
     );
-    for (const n of result.stillHeld.trackingNumbers) process.stdout.write(`still held: ${n}\n`);
-  }
-  const status = await cutoverStatus(sql, 50);
-  process.stdout.write(
-    `held now: ${status.held.packages} packages (${status.held.dispenses} dispenses), oldest held at ${status.held.oldestHeldAt ?? '-'}\n` +
-      `decided so far: ${status.released.packages} packages released, ${status.emailedByMhv.packages} left to MHV\n`,
-  );
-});
+  },
+);

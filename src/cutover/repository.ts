@@ -32,10 +32,17 @@ export interface CutoverStatus {
 
 /** What is held and what was decided; reads cutover_dispense, never the dispense history. */
 export async function cutoverStatus(sql: SqlHandle, limit: number): Promise<CutoverStatus> {
-  const [counts] = await sql<{
-    held_packages: number; held_dispenses: number; oldest_held_at: Date | null;
-    mhv_packages: number; mhv_dispenses: number; released_packages: number; released_dispenses: number;
-  }[]>`
+  const [counts] = await sql<
+    {
+      held_packages: number;
+      held_dispenses: number;
+      oldest_held_at: Date | null;
+      mhv_packages: number;
+      mhv_dispenses: number;
+      released_packages: number;
+      released_dispenses: number;
+    }[]
+  >`
     select count(distinct tracking_number) filter (where set_aside = 'held' and decision is null)::int as held_packages,
            count(*) filter (where set_aside = 'held' and decision is null)::int as held_dispenses,
            min(set_aside_at) filter (where set_aside = 'held' and decision is null) as oldest_held_at,
@@ -45,7 +52,9 @@ export async function cutoverStatus(sql: SqlHandle, limit: number): Promise<Cuto
            count(*) filter (where decision = 'released')::int as released_dispenses
       from cutover_dispense
      where decision is not null or set_aside = 'held'`;
-  const held = await sql<{ tracking_number: string; icn_last4: string | null; dispenses: number; shipped_at: Date | null; held_at: Date }[]>`
+  const held = await sql<
+    { tracking_number: string; icn_last4: string | null; dispenses: number; shipped_at: Date | null; held_at: Date }[]
+  >`
     select c.tracking_number, right(max(d.patient_icn), 4) as icn_last4, count(*)::int as dispenses,
            min(d.shipped_at) as shipped_at, min(c.set_aside_at) as held_at
       from cutover_dispense c
@@ -112,7 +121,11 @@ export async function releaseHeldPackages(sql: Sql, exportTrackingNumbers: Reado
     const toRelease = packages.filter((p) => p.complete && !p.listed);
     const waiting = packages.filter((p) => !p.complete);
 
-    const releasedDispenses = await decide(tx, byMhv.map((p) => p.tracking_number), toRelease.map((p) => p.tracking_number));
+    const releasedDispenses = await decide(
+      tx,
+      byMhv.map((p) => p.tracking_number),
+      toRelease.map((p) => p.tracking_number),
+    );
     const count = (list: readonly { dispenses: number }[]) => list.reduce((sum, p) => sum + p.dispenses, 0);
     return {
       released: { packages: toRelease.length, dispenses: releasedDispenses, trackingNumbers: toRelease.map((p) => p.tracking_number) },

@@ -18,19 +18,25 @@ const Instant = Type.Union([Type.String({ format: 'date-time' }), Type.Null()]);
 const CutoverStatus = Type.Object({
   deliveryStartAt: Instant,
   holdHours: Count,
-  holdWindow: Type.Union([Type.Object({ from: Type.String({ format: 'date-time' }), to: Type.String({ format: 'date-time' }) }), Type.Null()], {
-    description: 'shipped-at from (inclusive) to (exclusive) that is held; null without DELIVERY_START_AT or with CUTOVER_HOLD_HOURS=0',
-  }),
+  holdWindow: Type.Union(
+    [Type.Object({ from: Type.String({ format: 'date-time' }), to: Type.String({ format: 'date-time' }) }), Type.Null()],
+    {
+      description: 'shipped-at from (inclusive) to (exclusive) that is held; null without DELIVERY_START_AT or with CUTOVER_HOLD_HOURS=0',
+    },
+  ),
   held: Type.Object({ packages: Count, dispenses: Count, oldestHeldAt: Instant }),
   emailedByMhv: Counts,
   released: Counts,
-  heldPackages: Type.Array(Type.Object({
-    trackingNumber: Type.String(),
-    icnLast4: Type.Union([Type.String(), Type.Null()]),
-    dispenses: Count,
-    shippedAt: Instant,
-    heldAt: Type.String({ format: 'date-time' }),
-  }), { description: 'held packages, longest held first, up to limit' }),
+  heldPackages: Type.Array(
+    Type.Object({
+      trackingNumber: Type.String(),
+      icnLast4: Type.Union([Type.String(), Type.Null()]),
+      dispenses: Count,
+      shippedAt: Instant,
+      heldAt: Type.String({ format: 'date-time' }),
+    }),
+    { description: 'held packages, longest held first, up to limit' },
+  ),
 });
 
 const ReleaseResult = Type.Object({
@@ -75,9 +81,14 @@ export const cutoverRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: "Decide the held packages from MHV's export (CSV), per tracking number",
         consumes: ['text/csv', 'application/csv'],
         body: Type.Unknown({ description: "MHV's export of the Rx tracking emails it sent, as CSV (docs/cutover.md)" }),
-        querystring: Type.Object({
-          mhvJobRunAt: Type.Optional(Type.String({ description: "when the last run of MHV's email job before the export started (ISO 8601 with offset)" })),
-        }, { additionalProperties: false }),
+        querystring: Type.Object(
+          {
+            mhvJobRunAt: Type.Optional(
+              Type.String({ description: "when the last run of MHV's email job before the export started (ISO 8601 with offset)" }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
         response: { 200: ReleaseResult, ...errorResponses(400, 401, 413, 415, 429) },
       },
     },
@@ -85,11 +96,16 @@ export const cutoverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const body = request.body as Buffer | undefined;
       try {
         const mhvJobRunAt = parseMhvJobRunAt(request.query.mhvJobRunAt);
-        if (body === undefined || body.length === 0) throw new ReleaseInputError('body: send MHV\'s export as text/csv');
+        if (body === undefined || body.length === 0) throw new ReleaseInputError("body: send MHV's export as text/csv");
         const result = await releaseFromExport(app.sql, body, mhvJobRunAt);
         request.log.info(
-          { released: result.released.packages, emailedByMhv: result.emailedByMhv.packages, stillHeld: result.stillHeld.packages, exportRows: result.exportRows },
-          'cut-over: held packages decided from MHV\'s export',
+          {
+            released: result.released.packages,
+            emailedByMhv: result.emailedByMhv.packages,
+            stillHeld: result.stillHeld.packages,
+            exportRows: result.exportRows,
+          },
+          "cut-over: held packages decided from MHV's export",
         );
         return result;
       } catch (error) {

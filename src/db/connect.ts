@@ -47,7 +47,17 @@ export async function planForWorkInProgress(tx: SqlHandle): Promise<void> {
 /** True when the error is Postgres saying it could not serve us (down, restarting, unreachable). */
 export function isDatabaseUnavailable(error: unknown): boolean {
   const code = (error as { code?: string } | null)?.code ?? '';
-  return ['ECONNREFUSED', 'ECONNRESET', 'CONNECT_TIMEOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', '57P01', '57P03', '53300'].includes(code);
+  return [
+    'ECONNREFUSED',
+    'ECONNRESET',
+    'CONNECT_TIMEOUT',
+    'CONNECTION_CLOSED',
+    'CONNECTION_ENDED',
+    'CONNECTION_DESTROYED',
+    '57P01',
+    '57P03',
+    '53300',
+  ].includes(code);
 }
 
 /**

@@ -20,7 +20,10 @@ export async function openDatabase(config: Config, log: Logger): Promise<Databas
     const { startEmbeddedPostgres } = await import('./embedded.ts');
     const embedded = await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, onLog: (message) => log.debug(message) });
     if (embedded.dir !== resolve(config.EMBEDDED_PG_DIR)) {
-      log.warn({ dir: embedded.dir }, "the postgres user cannot reach EMBEDDED_PG_DIR: the embedded PostgreSQL's data is kept here instead");
+      log.warn(
+        { dir: embedded.dir },
+        "the postgres user cannot reach EMBEDDED_PG_DIR: the embedded PostgreSQL's data is kept here instead",
+      );
     }
     url = embedded.url;
     stopEmbedded = embedded.stop;

@@ -71,7 +71,9 @@ export async function packagedBinaries(): Promise<Binaries> {
   try {
     module = (await import(name)) as { initdb: string; postgres: string };
   } catch {
-    throw new EmbeddedPostgresError(`no embedded PostgreSQL for this platform (${name} is not installed): set DATABASE_URL to a PostgreSQL server`);
+    throw new EmbeddedPostgresError(
+      `no embedded PostgreSQL for this platform (${name} is not installed): set DATABASE_URL to a PostgreSQL server`,
+    );
   }
   return { root: dirname(dirname(module.postgres)), initdb: module.initdb, postgres: module.postgres };
 }
@@ -144,7 +146,9 @@ async function ownedByRootAndNotWritable(path: string): Promise<boolean> {
 
 function tempFolderError(error: unknown, purpose: string): EmbeddedPostgresError {
   const code = (error as NodeJS.ErrnoException).code ?? String(error);
-  return new EmbeddedPostgresError(`cannot write ${purpose} to the temporary folder ${tmpdir()} (${code}): set TMPDIR to a writable folder, or set DATABASE_URL`);
+  return new EmbeddedPostgresError(
+    `cannot write ${purpose} to the temporary folder ${tmpdir()} (${code}): set TMPDIR to a writable folder, or set DATABASE_URL`,
+  );
 }
 
 /**
@@ -192,7 +196,9 @@ async function dataFolderFor(user: OsUser | undefined, requested: string): Promi
     throw tempFolderError(error, 'the PostgreSQL data');
   }
   if (!(await ownedByRootAndNotWritable(holder))) {
-    throw new EmbeddedPostgresError(`${holder} was not made by this service (not a folder owned by root and writable only by it): remove it, or set EMBEDDED_PG_DIR to a folder the postgres user can reach`);
+    throw new EmbeddedPostgresError(
+      `${holder} was not made by this service (not a folder owned by root and writable only by it): remove it, or set EMBEDDED_PG_DIR to a folder the postgres user can reach`,
+    );
   }
   return join(holder, 'data');
 }
@@ -218,7 +224,9 @@ function processAlive(pid: number): boolean {
 /** The parent of a process, from /proc (Linux); undefined where there is no /proc. */
 function parentOf(pid: number): number | undefined {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)\s/, '').split(' ');
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      .replace(/^.*\)\s/, '')
+      .split(' ');
     return Number(fields[1]);
   } catch {
     return undefined;
@@ -251,7 +259,9 @@ async function stopOrphanedPostmaster(dataDir: string, log: (message: string) =>
   process.kill(pid, 'SIGINT');
   for (let i = 0; i < 150 && processAlive(pid); i++) await sleep(100);
   if (processAlive(pid)) {
-    throw new EmbeddedPostgresError(`the orphaned embedded PostgreSQL (PID ${pid}) in ${dataDir} did not stop: stop it (kill ${pid}), then start again`);
+    throw new EmbeddedPostgresError(
+      `the orphaned embedded PostgreSQL (PID ${pid}) in ${dataDir} did not stop: stop it (kill ${pid}), then start again`,
+    );
   }
 }
 
@@ -295,7 +305,9 @@ function runPostgresProcess(
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
-    child.once('error', (error: NodeJS.ErrnoException) => reject(new EmbeddedPostgresError(`cannot run ${command} (${error.code ?? error.message})`)));
+    child.once('error', (error: NodeJS.ErrnoException) =>
+      reject(new EmbeddedPostgresError(`cannot run ${command} (${error.code ?? error.message})`)),
+    );
     child.once('close', (code, signal) => {
       if (readyWhen === undefined && code === 0) resolveDone();
       else reject(new EmbeddedPostgresError(postgresReason(output) || `${command} ended (${signal ?? `exit code ${code}`})`));
@@ -313,7 +325,10 @@ export async function startEmbeddedPostgres(options: {
 }): Promise<EmbeddedDatabase> {
   const onLog = options.onLog ?? (() => {});
   const user = await postgresUser();
-  const binaries = await binariesFor(user, options.binaries === undefined ? await packagedBinaries() : binariesIn(resolve(options.binaries)));
+  const binaries = await binariesFor(
+    user,
+    options.binaries === undefined ? await packagedBinaries() : binariesIn(resolve(options.binaries)),
+  );
   const databaseDir = await dataFolderFor(user, resolve(options.dir));
   const port = await freePort();
   const password = 'postgres';
@@ -330,7 +345,14 @@ export async function startEmbeddedPostgres(options: {
       try {
         await runPostgresProcess(
           binaries.initdb,
-          [`--pgdata=${databaseDir}`, '--auth=scram-sha-256', '--username=postgres', `--pwfile=${passwordFile}`, '--no-locale', '--encoding=UTF8'],
+          [
+            `--pgdata=${databaseDir}`,
+            '--auth=scram-sha-256',
+            '--username=postgres',
+            `--pwfile=${passwordFile}`,
+            '--no-locale',
+            '--encoding=UTF8',
+          ],
           user,
           onLog,
         ).done;
@@ -340,23 +362,34 @@ export async function startEmbeddedPostgres(options: {
     }
   } catch (error) {
     if (error instanceof EmbeddedPostgresError) {
-      throw new EmbeddedPostgresError(`the embedded PostgreSQL could not be created in ${databaseDir}: ${error.message}. ${advice(error.message, databaseDir)}`);
+      throw new EmbeddedPostgresError(
+        `the embedded PostgreSQL could not be created in ${databaseDir}: ${error.message}. ${advice(error.message, databaseDir)}`,
+      );
     }
     const code = (error as NodeJS.ErrnoException).code ?? String(error);
-    throw new EmbeddedPostgresError(`the embedded PostgreSQL could not be created in ${databaseDir} (${code}): set EMBEDDED_PG_DIR to a writable folder, or set DATABASE_URL`);
+    throw new EmbeddedPostgresError(
+      `the embedded PostgreSQL could not be created in ${databaseDir} (${code}): set EMBEDDED_PG_DIR to a writable folder, or set DATABASE_URL`,
+    );
   }
 
   await stopOrphanedPostmaster(databaseDir, onLog);
   const server = runPostgresProcess(
     binaries.postgres,
     [
-      '-D', databaseDir, '-p', String(port),
-      '-c', 'listen_addresses=127.0.0.1',
+      '-D',
+      databaseDir,
+      '-p',
+      String(port),
+      '-c',
+      'listen_addresses=127.0.0.1',
       // No Unix socket: its lock file would go to /tmp, which may not be writable, and TCP is all we use.
-      '-c', 'unix_socket_directories=',
-      '-c', 'max_connections=200',
+      '-c',
+      'unix_socket_directories=',
+      '-c',
+      'max_connections=200',
       // A development database: durability is traded for speed, never in a deployed one.
-      '-c', 'fsync=off',
+      '-c',
+      'fsync=off',
     ],
     user,
     onLog,

@@ -95,7 +95,9 @@ type Catalog = [
 export async function dumpSchema(sql: Sql): Promise<string> {
   const unsupported = await unsupportedObjects(sql);
   if (unsupported.length > 0) {
-    throw new Error(`src/db/schema-dump.ts cannot show ${unsupported.join(', ')}: teach it to, so that sql/schema.sql shows the whole database`);
+    throw new Error(
+      `src/db/schema-dump.ts cannot show ${unsupported.join(', ')}: teach it to, so that sql/schema.sql shows the whole database`,
+    );
   }
   // Within the definitions, names are the public schema's own, unqualified: it is the only schema.
   let catalog: Catalog | undefined;
@@ -167,7 +169,8 @@ export async function dumpSchema(sql: Sql): Promise<string> {
   const sections: string[] = [SchemaHeader];
   for (const table of tables) {
     const lines = columns.filter((column) => column.table === table.oid).map(columnLine);
-    for (const constraint of constraints.filter((c) => c.table === table.oid)) lines.push(`  CONSTRAINT ${constraint.name} ${constraint.definition}`);
+    for (const constraint of constraints.filter((c) => c.table === table.oid))
+      lines.push(`  CONSTRAINT ${constraint.name} ${constraint.definition}`);
     const options = table.options === null ? '' : ` WITH (${table.options.join(', ')})`;
     let text = `CREATE ${table.unlogged ? 'UNLOGGED ' : ''}TABLE public.${table.name} (\n${lines.join(',\n')}\n)${options};\n`;
     if (table.comment !== null) text += `COMMENT ON TABLE public.${table.name} IS ${quoteLiteral(table.comment)};\n`;

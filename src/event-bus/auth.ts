@@ -10,9 +10,14 @@ export function mskIamTokenProvider(options: { region: string; roleArn?: string 
       // Loaded on first use: the AWS SDK it brings costs memory that an instance without MSK IAM
       // (no event bus, or another mechanism) should not pay.
       const { generateAuthToken, generateAuthTokenFromRole } = await import('aws-msk-iam-sasl-signer-js');
-      cached = options.roleArn === undefined
-        ? await generateAuthToken({ region: options.region })
-        : await generateAuthTokenFromRole({ region: options.region, awsRoleArn: options.roleArn, awsRoleSessionName: 'rx-tracking-email' });
+      cached =
+        options.roleArn === undefined
+          ? await generateAuthToken({ region: options.region })
+          : await generateAuthTokenFromRole({
+              region: options.region,
+              awsRoleArn: options.roleArn,
+              awsRoleSessionName: 'rx-tracking-email',
+            });
     }
     return cached.token;
   };

@@ -46,14 +46,27 @@ export interface EventBusConsumer {
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
   });
 
 /** Waits for work, or for ms at most, without keeping the process alive for the timer. */
 async function within(work: Promise<unknown> | undefined, ms: number): Promise<void> {
   if (work === undefined || ms <= 0) return;
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([work, new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); timer.unref(); })]);
+  await Promise.race([
+    work,
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+      timer.unref();
+    }),
+  ]);
   clearTimeout(timer);
 }
 
@@ -115,10 +128,18 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       retries: 3,
       retryDelay: 500,
     });
-    consumer.on('consumer:heartbeat:end', () => { status = 'ok'; });
-    consumer.on('consumer:heartbeat:error', () => { status = 'broker unreachable'; });
-    consumer.on('client:broker:failed', () => { status = 'broker unreachable'; });
-    consumer.on('consumer:group:join', () => { status = 'ok'; });
+    consumer.on('consumer:heartbeat:end', () => {
+      status = 'ok';
+    });
+    consumer.on('consumer:heartbeat:error', () => {
+      status = 'broker unreachable';
+    });
+    consumer.on('client:broker:failed', () => {
+      status = 'broker unreachable';
+    });
+    consumer.on('consumer:group:join', () => {
+      status = 'ok';
+    });
     consumer.on('consumer:lag', (lag) => {
       const partitions = lag.get(topic) ?? [];
       partitions.forEach((value, partition) => {
@@ -140,8 +161,14 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
     if (stopping.signal.aborted) return false;
     const delay = backoff(attempt);
     const what = error instanceof RegistryUnavailableError ? 'the schema registry' : 'the database';
-    log.warn({ err: { message: (error as Error).message, code: (error as { code?: string }).code }, attempt: attempt + 1, retryInMs: Math.round(delay) },
-      `event-bus batch not stored (${what} unavailable): held uncommitted, retrying`);
+    log.warn(
+      {
+        err: { message: (error as Error).message, code: (error as { code?: string }).code },
+        attempt: attempt + 1,
+        retryInMs: Math.round(delay),
+      },
+      `event-bus batch not stored (${what} unavailable): held uncommitted, retrying`,
+    );
     await sleep(delay, stopping.signal);
     return !stopping.signal.aborted;
   }
@@ -169,11 +196,22 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
     for (let attempt = 0; ; attempt++) {
       try {
         const stored = await storeBatch(sql, prepared);
-        for (const [outcome, count] of Object.entries(stored.outcomes) as [RecordOutcome, number][]) if (count > 0) options.onRecords?.(outcome, count);
-        for (const [outcome, count] of Object.entries(stored.dispenses) as [IngestOutcome, number][]) if (count > 0) options.onDispenses?.(outcome, count);
+        for (const [outcome, count] of Object.entries(stored.outcomes) as [RecordOutcome, number][])
+          if (count > 0) options.onRecords?.(outcome, count);
+        for (const [outcome, count] of Object.entries(stored.dispenses) as [IngestOutcome, number][])
+          if (count > 0) options.onDispenses?.(outcome, count);
         const rejected = prepared.records.filter((r) => r.decoded.kind === 'bad');
         if (rejected.length > 0) {
-          log.warn({ rejected: rejected.map((r) => ({ partition: r.position.partition, offset: String(r.position.offset), reason: r.decoded.kind === 'bad' ? r.decoded.outcome : '' })) }, 'event-bus records kept as rejected');
+          log.warn(
+            {
+              rejected: rejected.map((r) => ({
+                partition: r.position.partition,
+                offset: String(r.position.offset),
+                reason: r.decoded.kind === 'bad' ? r.decoded.outcome : '',
+              })),
+            },
+            'event-bus records kept as rejected',
+          );
         }
         log.debug({ records: batch.length, ...stored.outcomes }, 'event-bus batch stored');
         break;
@@ -184,15 +222,20 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
     // The last record of each partition: committing it commits everything before it.
     const last = new Map<number, Record>();
     for (const message of batch) last.set(message.partition, message);
-    await Promise.all([...last.values()].map(async (message) => {
-      try {
-        await message.commit();
-      } catch (error) {
-        // Lost in a rebalance: the partition's new owner reads these records again and, finding
-        // them stored, stores nothing.
-        log.info({ partition: message.partition, offset: String(message.offset), err: { message: (error as Error).message } }, 'event-bus offset not committed (partition reassigned); the stored records are skipped on redelivery');
-      }
-    }));
+    await Promise.all(
+      [...last.values()].map(async (message) => {
+        try {
+          await message.commit();
+        } catch (error) {
+          // Lost in a rebalance: the partition's new owner reads these records again and, finding
+          // them stored, stores nothing.
+          log.info(
+            { partition: message.partition, offset: String(message.offset), err: { message: (error as Error).message } },
+            'event-bus offset not committed (partition reassigned); the stored records are skipped on redelivery',
+          );
+        }
+      }),
+    );
   }
 
   /** Reads one consumer's stream until it fails or the consumer stops. */
@@ -207,18 +250,30 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       const buffer: Record[] = [];
       let failure: Error | undefined;
       let wake: (() => void) | undefined;
-      const poke = () => { const w = wake; wake = undefined; w?.(); };
+      const poke = () => {
+        const w = wake;
+        wake = undefined;
+        w?.();
+      };
       stream.on('data', (message: Record) => {
         buffer.push(message);
         if (buffer.length >= config.EVENT_BUS_BATCH_SIZE) stream.pause();
         poke();
       });
-      stream.on('error', (error: Error) => { failure = error; poke(); });
-      stream.on('close', () => { failure ??= new Error('the event-bus stream closed'); poke(); });
+      stream.on('error', (error: Error) => {
+        failure = error;
+        poke();
+      });
+      stream.on('close', () => {
+        failure ??= new Error('the event-bus stream closed');
+        poke();
+      });
       stopping.signal.addEventListener('abort', poke, { once: true });
       while (!stopping.signal.aborted && !draining && failure === undefined) {
         if (buffer.length === 0) {
-          await new Promise<void>((resolve) => { wake = resolve; });
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
           continue;
         }
         status = 'ok';
@@ -230,14 +285,22 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         const prepared = await prepare(batch);
         await batchInHand;
         if (prepared === undefined || stopping.signal.aborted || draining) break;
-        batchInHand = write(batch, prepared).finally(() => { batchInHand = undefined; });
+        batchInHand = write(batch, prepared).finally(() => {
+          batchInHand = undefined;
+        });
       }
       await batchInHand;
       if (failure && !stopping.signal.aborted) throw failure;
     } finally {
       consumer.stopLagMonitoring();
-      await within(current.stream?.close().catch(() => {}), 5000);
-      await within(consumer.close(true).catch(() => {}), 5000);
+      await within(
+        current.stream?.close().catch(() => {}),
+        5000,
+      );
+      await within(
+        consumer.close(true).catch(() => {}),
+        5000,
+      );
       current = undefined;
     }
   }
@@ -251,7 +314,10 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         if (stopping.signal.aborted) break;
         status = 'broker unreachable';
         const delay = backoff(attempt);
-        log.error({ err: { message: (error as Error).message }, retryInMs: Math.round(delay) }, 'event-bus consumer stopped reading (brokers lost or refused it); reconnecting');
+        log.error(
+          { err: { message: (error as Error).message }, retryInMs: Math.round(delay) },
+          'event-bus consumer stopped reading (brokers lost or refused it); reconnecting',
+        );
         await sleep(delay, stopping.signal);
       }
     }
@@ -259,7 +325,16 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
 
   return {
     start() {
-      log.info({ topic, groupId: config.EVENT_BUS_GROUP_ID, brokers: config.EVENT_BUS_BROKERS, auth: config.EVENT_BUS_AUTH, tls: eventBusTls(config) }, 'event-bus consumer starting');
+      log.info(
+        {
+          topic,
+          groupId: config.EVENT_BUS_GROUP_ID,
+          brokers: config.EVENT_BUS_BROKERS,
+          auth: config.EVENT_BUS_AUTH,
+          tls: eventBusTls(config),
+        },
+        'event-bus consumer starting',
+      );
       running = run();
     },
     async stop(graceMs) {
@@ -282,6 +357,10 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       log.info('event-bus consumer stopped');
     },
     status: () => status,
-    partitions: () => (current?.consumer.assignments ?? []).filter((a) => a.topic === topic).flatMap((a) => a.partitions).sort((a, b) => a - b),
+    partitions: () =>
+      (current?.consumer.assignments ?? [])
+        .filter((a) => a.topic === topic)
+        .flatMap((a) => a.partitions)
+        .sort((a, b) => a - b),
   };
 }

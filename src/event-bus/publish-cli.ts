@@ -19,7 +19,9 @@ try {
   process.exit(78);
 }
 if (config.EVENT_BUS_BROKERS.length === 0 || config.EVENT_BUS_SCHEMA_REGISTRY_URL === undefined) {
-  process.stderr.write('EVENT_BUS_BROKERS and EVENT_BUS_SCHEMA_REGISTRY_URL must be set (npm run event-bus:broker prints them for a local broker)\n');
+  process.stderr.write(
+    'EVENT_BUS_BROKERS and EVENT_BUS_SCHEMA_REGISTRY_URL must be set (npm run event-bus:broker prints them for a local broker)\n',
+  );
   process.exit(78);
 }
 const publisher = await createPublisher({
@@ -33,7 +35,9 @@ try {
   for (const file of files) {
     const events = eventsOfFile(file);
     await publisher.publish(events);
-    process.stdout.write(`${file}: ${events.length} record${events.length === 1 ? '' : 's'} published to ${config.EVENT_BUS_TOPIC} (schema id ${publisher.schemaId})\n`);
+    process.stdout.write(
+      `${file}: ${events.length} record${events.length === 1 ? '' : 's'} published to ${config.EVENT_BUS_TOPIC} (schema id ${publisher.schemaId})\n`,
+    );
   }
 } finally {
   await publisher.close();

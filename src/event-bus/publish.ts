@@ -28,12 +28,15 @@ export async function registerSchema(registryUrl: string, subject: string, schem
 
 /** The Avro value of one event, framed with its schema id. */
 export function encodeDispenseEvent(schemaId: number, event: DispenseEventInput, producedAt = new Date()): Buffer {
-  return frame(schemaId, valueType.toBuffer({
-    eventId: event.eventId,
-    producedAt: producedAt.getTime(),
-    hl7Message: event.hl7Message ?? null,
-    dispense: event.dispense === undefined ? null : avroDispense(event.dispense as Record<string, unknown>),
-  }));
+  return frame(
+    schemaId,
+    valueType.toBuffer({
+      eventId: event.eventId,
+      producedAt: producedAt.getTime(),
+      hl7Message: event.hl7Message ?? null,
+      dispense: event.dispense === undefined ? null : avroDispense(event.dispense as Record<string, unknown>),
+    }),
+  );
 }
 
 /** A canonical JSON event as the DispenseFields record: every optional field present, null when absent. */
@@ -64,7 +67,10 @@ export function eventsOfFile(path: string): DispenseEventInput[] {
   if (path.endsWith('.json')) {
     const parsed = JSON.parse(text) as unknown;
     const events = Array.isArray(parsed) ? parsed : [parsed];
-    return events.map((dispense, index) => ({ eventId: String((dispense as { messageId?: string }).messageId ?? `${path}#${index}`), dispense }));
+    return events.map((dispense, index) => ({
+      eventId: String((dispense as { messageId?: string }).messageId ?? `${path}#${index}`),
+      dispense,
+    }));
   }
   const controlId = /MSH\|[^\r\n]*/.exec(text)?.[0].split('|')[9] ?? path;
   return [{ eventId: controlId, hl7Message: text }];
@@ -97,14 +103,22 @@ export async function createPublisher(options: {
   });
   const send = async (messages: { key: Buffer; value: Buffer }[], partition?: number) => {
     if (messages.length === 0) return;
-    await producer.send({ messages: messages.map((m) => ({ topic: options.topic, key: m.key, value: m.value, ...(partition !== undefined && { partition }) })) });
+    await producer.send({
+      messages: messages.map((m) => ({ topic: options.topic, key: m.key, value: m.value, ...(partition !== undefined && { partition }) })),
+    });
   };
   return {
     schemaId,
     publish: (events, publishOptions = {}) =>
-      send(events.map((event) => ({ key: frame(keySchemaId, keyType.toBuffer(event.eventId)), value: encodeDispenseEvent(schemaId, event) })), publishOptions.partition),
+      send(
+        events.map((event) => ({ key: frame(keySchemaId, keyType.toBuffer(event.eventId)), value: encodeDispenseEvent(schemaId, event) })),
+        publishOptions.partition,
+      ),
     publishRaw: (values, publishOptions = {}) =>
-      send(values.map((value, i) => ({ key: frame(keySchemaId, keyType.toBuffer(`raw-${i}`)), value })), publishOptions.partition),
+      send(
+        values.map((value, i) => ({ key: frame(keySchemaId, keyType.toBuffer(`raw-${i}`)), value })),
+        publishOptions.partition,
+      ),
     close: () => producer.close(),
   };
 }

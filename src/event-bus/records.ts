@@ -5,12 +5,26 @@ import type { SchemaRegistryClient } from './registry-client.ts';
 import { dispenseReaderType, unframe, withoutNulls, type DispenseEventValue } from './schema.ts';
 
 /** What became of a record, for `rx_event_bus_records_total{outcome}`. */
-export const RecordOutcomes = ['stored', 'duplicate', 'redelivered', 'not_avro', 'unknown_schema', 'undecodable', 'invalid_dispense'] as const;
+export const RecordOutcomes = [
+  'stored',
+  'duplicate',
+  'redelivered',
+  'not_avro',
+  'unknown_schema',
+  'undecodable',
+  'invalid_dispense',
+] as const;
 export type RecordOutcome = (typeof RecordOutcomes)[number];
 
 export type DecodedRecord =
   | { kind: 'dispense'; contentType: 'application/hl7-v2' | 'application/json'; body: string }
-  | { kind: 'bad'; outcome: 'not_avro' | 'unknown_schema' | 'undecodable' | 'invalid_dispense'; reason: string; contentType: string; body: string };
+  | {
+      kind: 'bad';
+      outcome: 'not_avro' | 'unknown_schema' | 'undecodable' | 'invalid_dispense';
+      reason: string;
+      contentType: string;
+      body: string;
+    };
 
 /**
  * A record's bytes as inbound_message keeps them when they cannot be read as an event: base64 of
@@ -34,12 +48,19 @@ export async function decodeRecord(value: Buffer | null | undefined, registry: S
   try {
     // Read with this service's schema, resolved from the writer's: a newer optional field is skipped.
     const decoded = dispenseReaderType.decode(framed.body, 0, lookup.resolver);
-    if (decoded.offset !== framed.body.length) throw new Error(`${framed.body.length - Math.max(decoded.offset, 0)} bytes left over or missing after the record`);
+    if (decoded.offset !== framed.body.length)
+      throw new Error(`${framed.body.length - Math.max(decoded.offset, 0)} bytes left over or missing after the record`);
     event = decoded.value as DispenseEventValue;
   } catch (error) {
-    return { kind: 'bad', outcome: 'undecodable', reason: `Avro body does not decode with schema id ${framed.schemaId}: ${(error as Error).message}`, ...keptBytes(value) };
+    return {
+      kind: 'bad',
+      outcome: 'undecodable',
+      reason: `Avro body does not decode with schema id ${framed.schemaId}: ${(error as Error).message}`,
+      ...keptBytes(value),
+    };
   }
-  if (event.hl7Message !== null && event.dispense === null) return { kind: 'dispense', contentType: 'application/hl7-v2', body: event.hl7Message };
+  if (event.hl7Message !== null && event.dispense === null)
+    return { kind: 'dispense', contentType: 'application/hl7-v2', body: event.hl7Message };
   if (event.dispense !== null && event.hl7Message === null) {
     return { kind: 'dispense', contentType: 'application/json', body: JSON.stringify(withoutNulls(event.dispense)) };
   }

@@ -15,44 +15,47 @@ export const DispenseEventSchema = {
     {
       name: 'dispense',
       default: null,
-      type: ['null', {
-        type: 'record',
-        name: 'DispenseFields',
-        doc: 'the canonical JSON dispense event of POST /v1/dispenses, field for field',
-        fields: [
-          { name: 'messageId', type: ['null', 'string'], default: null },
-          { name: 'stationNumber', type: 'string' },
-          {
-            name: 'patient',
-            type: {
-              type: 'record',
-              name: 'Patient',
-              fields: [
-                { name: 'icn', type: 'string' },
-                { name: 'mhvCorrelationId', type: ['null', 'string'], default: null },
-              ],
+      type: [
+        'null',
+        {
+          type: 'record',
+          name: 'DispenseFields',
+          doc: 'the canonical JSON dispense event of POST /v1/dispenses, field for field',
+          fields: [
+            { name: 'messageId', type: ['null', 'string'], default: null },
+            { name: 'stationNumber', type: 'string' },
+            {
+              name: 'patient',
+              type: {
+                type: 'record',
+                name: 'Patient',
+                fields: [
+                  { name: 'icn', type: 'string' },
+                  { name: 'mhvCorrelationId', type: ['null', 'string'], default: null },
+                ],
+              },
             },
-          },
-          {
-            name: 'prescription',
-            type: {
-              type: 'record',
-              name: 'Prescription',
-              fields: [
-                { name: 'rxNumber', type: 'string' },
-                { name: 'fillNumber', type: 'int' },
-                { name: 'drugName', type: ['null', 'string'], default: null },
-                { name: 'ndc', type: ['null', 'string'], default: null },
-                { name: 'quantity', type: ['null', 'double'], default: null },
-              ],
+            {
+              name: 'prescription',
+              type: {
+                type: 'record',
+                name: 'Prescription',
+                fields: [
+                  { name: 'rxNumber', type: 'string' },
+                  { name: 'fillNumber', type: 'int' },
+                  { name: 'drugName', type: ['null', 'string'], default: null },
+                  { name: 'ndc', type: ['null', 'string'], default: null },
+                  { name: 'quantity', type: ['null', 'double'], default: null },
+                ],
+              },
             },
-          },
-          { name: 'dispensedAt', type: ['null', 'string'], default: null, doc: 'ISO 8601 with a zone' },
-          { name: 'shippedAt', type: ['null', 'string'], default: null, doc: 'ISO 8601 with a zone' },
-          { name: 'carrier', type: ['null', 'string'], default: null },
-          { name: 'trackingNumber', type: 'string' },
-        ],
-      }],
+            { name: 'dispensedAt', type: ['null', 'string'], default: null, doc: 'ISO 8601 with a zone' },
+            { name: 'shippedAt', type: ['null', 'string'], default: null, doc: 'ISO 8601 with a zone' },
+            { name: 'carrier', type: ['null', 'string'], default: null },
+            { name: 'trackingNumber', type: 'string' },
+          ],
+        },
+      ],
     },
   ],
 } as const;
@@ -85,7 +88,8 @@ export function frame(schemaId: number, body: Buffer): Buffer {
 export function unframe(value: Buffer | null | undefined): { schemaId: number; body: Buffer } | { error: string } {
   if (value === null || value === undefined || value.length === 0) return { error: 'empty record value' };
   if (value.length < 5) return { error: `not Confluent Avro: ${value.length} bytes, fewer than the 5-byte header` };
-  if (value[0] !== MagicByte) return { error: `not Confluent Avro: first byte 0x${value[0]!.toString(16).padStart(2, '0')}, not the magic byte 0x00` };
+  if (value[0] !== MagicByte)
+    return { error: `not Confluent Avro: first byte 0x${value[0]!.toString(16).padStart(2, '0')}, not the magic byte 0x00` };
   return { schemaId: value.readInt32BE(1), body: value.subarray(5) };
 }
 

@@ -4,7 +4,13 @@
 // (storePositionedBodies). A record whose position is stored already (a redelivery) is skipped:
 // the batch's offsets are committed to Kafka only after this commits.
 import type { Sql } from '../db/connect.ts';
-import { readPositionedBodies, storePositionedBodies, type IngestOutcomeCounts, type PositionedBody, type ReadPositionedBodies } from '../ingest/ingest.ts';
+import {
+  readPositionedBodies,
+  storePositionedBodies,
+  type IngestOutcomeCounts,
+  type PositionedBody,
+  type ReadPositionedBodies,
+} from '../ingest/ingest.ts';
 import type { EventPosition } from '../ingest/repository.ts';
 import type { DecodedRecord, RecordOutcome } from './records.ts';
 
@@ -29,13 +35,17 @@ export interface PreparedBatch {
 export function prepareBatch(records: readonly BatchRecord[]): PreparedBatch {
   return {
     records,
-    read: readPositionedBodies(records.map(({ position, decoded }): PositionedBody => ({
-      source: 'event-bus',
-      contentType: decoded.contentType,
-      body: decoded.body,
-      event: position,
-      ...(decoded.kind === 'bad' && { rejectedFor: decoded.reason }),
-    }))),
+    read: readPositionedBodies(
+      records.map(
+        ({ position, decoded }): PositionedBody => ({
+          source: 'event-bus',
+          contentType: decoded.contentType,
+          body: decoded.body,
+          event: position,
+          ...(decoded.kind === 'bad' && { rejectedFor: decoded.reason }),
+        }),
+      ),
+    ),
   };
 }
 
@@ -43,7 +53,13 @@ export async function storeBatch(sql: Sql, batch: PreparedBatch | readonly Batch
   const { records, read } = 'read' in batch ? batch : prepareBatch(batch);
   const { results, counts } = await sql.begin((tx) => storePositionedBodies(tx, read));
   const outcomes: Record<RecordOutcome, number> = {
-    stored: 0, duplicate: 0, redelivered: 0, not_avro: 0, unknown_schema: 0, undecodable: 0, invalid_dispense: 0,
+    stored: 0,
+    duplicate: 0,
+    redelivered: 0,
+    not_avro: 0,
+    unknown_schema: 0,
+    undecodable: 0,
+    invalid_dispense: 0,
   };
   results.forEach((result, i) => {
     const decoded = records[i]!.decoded;

@@ -32,9 +32,7 @@ type PartitionRun = Omit<GroupingResult, 'skipped'> & { filled: boolean };
  * for as long as they differ; a draft is taken by deleting it, so every dispense still goes out in
  * one email.)
  */
-async function groupPartitions(
-  deps: { sql: Sql; config: Config },
-): Promise<{ result: GroupingResult; filled: boolean }> {
+async function groupPartitions(deps: { sql: Sql; config: Config }): Promise<{ result: GroupingResult; filled: boolean }> {
   const { sql, config } = deps;
   const batch = config.GROUPING_BATCH_SIZE;
   // Every partition needs a share of at least one veteran, or its veterans would never be grouped.
@@ -97,14 +95,27 @@ export async function runGrouping(deps: { sql: Sql; config: Config; log: Logger 
 }
 
 /** One grouping run; `filled` (a partition took its whole share) asks the job runner for the next at once. */
-export async function groupReadyVeterans(deps: { sql: Sql; config: Config; log: Logger }): Promise<{ result: GroupingResult; filled: boolean }> {
+export async function groupReadyVeterans(deps: {
+  sql: Sql;
+  config: Config;
+  log: Logger;
+}): Promise<{ result: GroupingResult; filled: boolean }> {
   const { sql, config, log } = deps;
   if (config.DELIVERY_MODE === 'off') return { result: NothingGrouped, filled: false };
   if (config.DELIVERY_START_AT !== undefined && config.CUTOVER_HOLD_HOURS > 0) await followPackageDecisions(sql);
   const run = await groupPartitions(deps);
   const { result } = run;
   if (result.emailsCreated > 0 || result.dispensesExcluded > 0 || result.dispensesHeld > 0) {
-    log.info({ emailsCreated: result.emailsCreated, dispensesGrouped: result.dispensesGrouped, dispensesExcluded: result.dispensesExcluded, dispensesHeld: result.dispensesHeld, deliveryMode: config.DELIVERY_MODE }, 'dispenses grouped into tracking emails');
+    log.info(
+      {
+        emailsCreated: result.emailsCreated,
+        dispensesGrouped: result.dispensesGrouped,
+        dispensesExcluded: result.dispensesExcluded,
+        dispensesHeld: result.dispensesHeld,
+        deliveryMode: config.DELIVERY_MODE,
+      },
+      'dispenses grouped into tracking emails',
+    );
   }
   if (result.emailsCreated > 0 && config.DELIVERY_MODE === 'live') await sql`select pg_notify('tracking_email_queued', '')`;
   return run;

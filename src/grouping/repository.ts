@@ -91,7 +91,7 @@ function cutoverPlace(sql: SqlHandle, bounds: CutoverBounds) {
 const MaxPrescriptionsListed = 20;
 
 const ExcludedReason = 'shipped before DELIVERY_START_AT (MHV sends these)';
-const HeldReason = 'shipped within CUTOVER_HOLD_HOURS of DELIVERY_START_AT: held until MHV\'s export is compared';
+const HeldReason = "shipped within CUTOVER_HOLD_HOURS of DELIVERY_START_AT: held until MHV's export is compared";
 const HeldWithPackageReason = 'a fill of a package held at the cut-over: held with it';
 const ExcludedWithPackageReason = 'a fill of a package MHV emails at the cut-over (MHV sends these)';
 
@@ -119,7 +119,11 @@ function placeReason(sql: SqlHandle, place: Fragment) {
  * dispenses, which is pending work, never history; the package is looked up only for dispenses
  * shipped before the bounds' `scanUntil`.
  */
-export async function setAsideForCutover(sql: SqlHandle, bounds: CutoverBounds, partition: VeteranPartition): Promise<{ excluded: number; held: number }> {
+export async function setAsideForCutover(
+  sql: SqlHandle,
+  bounds: CutoverBounds,
+  partition: VeteranPartition,
+): Promise<{ excluded: number; held: number }> {
   const [counts] = await sql<{ excluded: number; held: number }[]>`
     with candidates as (
       select d.id, upper(d.tracking_number) as package, ${cutoverPlace(sql, bounds)} as place
@@ -279,13 +283,17 @@ export async function groupDrafts(
              updated_at = now()
        where d.tracking_email_id = any(${draftIds}::uuid[]) and d.state = 'pending'
       returning d.state${bounds === null ? sql`` : sql`, case when d.state <> 'grouped' then d.id end as set_aside_id, d.tracking_number`}
-    )${bounds === null ? sql`` : sql`,
+    )${
+      bounds === null
+        ? sql``
+        : sql`,
     recorded as (
       insert into cutover_dispense (dispense_id, tracking_number, set_aside)
       select set_aside_id, upper(tracking_number), case state when 'held_for_cutover' then 'held' else 'excluded' end
         from grouped where set_aside_id is not null
       on conflict (dispense_id) do nothing
-    )`}
+    )`
+    }
     select (select count(*) from inserted)::int as emails_created,
            (select count(*) from grouped where state = 'grouped')::int as dispenses_grouped,
            (select count(*) from grouped where state = 'excluded')::int as dispenses_excluded,

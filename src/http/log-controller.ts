@@ -15,7 +15,8 @@ export class RequestLogController extends LogController {
     if (this.isLogDisabled(request)) return;
     const details = { req: request, res: reply, responseTime: reply.elapsedTime };
     if (error) reply.log.error({ ...details, err: error }, 'request errored');
-    else if (reply.statusCode < 400 && QuietWhenSuccessful.has(request.routeOptions.url ?? '')) reply.log.debug(details, 'request completed');
+    else if (reply.statusCode < 400 && QuietWhenSuccessful.has(request.routeOptions.url ?? ''))
+      reply.log.debug(details, 'request completed');
     else reply.log.info(details, 'request completed');
   }
 }

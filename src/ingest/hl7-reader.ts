@@ -208,7 +208,8 @@ function decodeSequence(inner: string, encoding: Hl7Encoding): string | undefine
       let out = '';
       for (let i = 0; i < hex.length; i += 2) {
         const code = Number.parseInt(hex.slice(i, i + 2), 16);
-        if (code === 0) throw new Hl7ReadError('a hex escape sequence (\\X…\\) stands for a NUL character (U+0000), which cannot be stored');
+        if (code === 0)
+          throw new Hl7ReadError('a hex escape sequence (\\X…\\) stands for a NUL character (U+0000), which cannot be stored');
         out += String.fromCharCode(code);
       }
       return out;

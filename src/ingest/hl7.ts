@@ -53,9 +53,7 @@ export interface Hl7MessageResult {
   ack: AckCode;
 }
 
-export type Hl7BodyResult =
-  | { kind: 'hl7'; messages: Hl7MessageResult[]; notes: string[] }
-  | { kind: 'not-hl7'; reason: string };
+export type Hl7BodyResult = { kind: 'hl7'; messages: Hl7MessageResult[]; notes: string[] } | { kind: 'not-hl7'; reason: string };
 
 const CancelledOrderControls = new Set(['CA', 'CR', 'OC']);
 
@@ -80,7 +78,10 @@ const LeadingSpace = /\s*/y;
  * before the next MSH are ignored, as lines before the first MSH are. The body is scanned, not split:
  * each line is cut out once, without its leading white space, and blank lines not at all.
  */
-export function splitMessages(body: string, limits: BodyLimits = Unlimited): { messages: string[][]; ignoredLines: number; overLimit?: string } {
+export function splitMessages(
+  body: string,
+  limits: BodyLimits = Unlimited,
+): { messages: string[][]; ignoredLines: number; overLimit?: string } {
   const messages: string[][] = [];
   let current: string[] | undefined;
   let ignoredLines = 0;
@@ -101,7 +102,8 @@ export function splitMessages(body: string, limits: BodyLimits = Unlimited): { m
       if (isBatchLine(line)) {
         current = undefined;
       } else if (isHeaderLine(line, 'MSH')) {
-        if (messages.length >= limits.maxRecords) return { messages: [], ignoredLines, overLimit: `more than ${limits.maxRecords} messages` };
+        if (messages.length >= limits.maxRecords)
+          return { messages: [], ignoredLines, overLimit: `more than ${limits.maxRecords} messages` };
         current = [line];
         messages.push(current);
       } else if (current) {
@@ -165,8 +167,13 @@ export function escapeHl7(value: string, encoding: Hl7Encoding = StandardEncodin
 
 function needsEscaping(value: string, encoding: Hl7Encoding): boolean {
   return (
-    value.includes(encoding.escape) || value.includes(encoding.field) || value.includes(encoding.component) ||
-    value.includes(encoding.subcomponent) || value.includes(encoding.repetition) || value.includes('\r') || value.includes('\n')
+    value.includes(encoding.escape) ||
+    value.includes(encoding.field) ||
+    value.includes(encoding.component) ||
+    value.includes(encoding.subcomponent) ||
+    value.includes(encoding.repetition) ||
+    value.includes('\r') ||
+    value.includes('\n')
   );
 }
 
@@ -351,7 +358,10 @@ function readStation(msh: Hl7Segment | undefined, orc: Hl7Segment | undefined, r
   if (StationPattern.test(facility)) return facility;
   const order = value(orc, 2).split('-');
   if (
-    order.length >= 2 && order[0] !== '' && order[0]!.length <= FieldLimits.stationNumber && /^[A-Za-z0-9]+$/.test(order[0]!) &&
+    order.length >= 2 &&
+    order[0] !== '' &&
+    order[0]!.length <= FieldLimits.stationNumber &&
+    /^[A-Za-z0-9]+$/.test(order[0]!) &&
     (rxNumber === '' || order[1] === rxNumber)
   ) {
     return order[0]!;
@@ -455,7 +465,13 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
   if (header.controlId.trim() === '') missing.push('MSH-10 (message control id)');
   if (missing.length > 0) return reject(index, header, `${missing.join(' and ')} missing: the message is incomplete`);
   if (value(msh, 10).length > FieldLimits.messageControlId) {
-    return { index, header, dispenses: [], errors: [`MSH-10 (message control id) is longer than ${FieldLimits.messageControlId} characters`], ack: 'AE' };
+    return {
+      index,
+      header,
+      dispenses: [],
+      errors: [`MSH-10 (message control id) is longer than ${FieldLimits.messageControlId} characters`],
+      ack: 'AE',
+    };
   }
   if (!SupportedMessageCodes.has(code)) {
     return reject(index, header, `message type ${header.messageType} is not a dispense message (expected RDS^R06, RDS^O13 or RRD^O14)`);

@@ -138,13 +138,15 @@ function hl7Acks(
   // Joined, not appended one by one: join writes one flat string, where += leaves a tree of pieces
   // (thousands of objects for a 1,000-message body) that would be kept while Postgres works.
   return messages
-    .map((m) => buildAck({
-      header: m.header,
-      code: m.ack === 'AA' && conflictsOf(m, conflicts) ? 'AE' : m.ack,
-      text: ackText(m, stored, conflicts),
-      controlId: `${inboundMessageId}-${m.index + 1}`,
-      now,
-    }))
+    .map((m) =>
+      buildAck({
+        header: m.header,
+        code: m.ack === 'AA' && conflictsOf(m, conflicts) ? 'AE' : m.ack,
+        text: ackText(m, stored, conflicts),
+        controlId: `${inboundMessageId}-${m.index + 1}`,
+        now,
+      }),
+    )
     .join('');
 }
 
@@ -201,7 +203,10 @@ function readHl7Body(inboundMessageId: number, maskedBody: string, now: Date, li
 function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result: StoredDispenses, now: Date): string {
   const parsed = parseHl7Body(maskedBody);
   if (parsed.kind === 'not-hl7') throw new Error('a stored body read as HL7 once and not the second time');
-  const stored = storedRecords(parsed.messages.flatMap((m) => m.dispenses), result);
+  const stored = storedRecords(
+    parsed.messages.flatMap((m) => m.dispenses),
+    result,
+  );
   return hl7Acks(inboundMessageId, parsed.messages, stored, now, result.conflictKeys);
 }
 
@@ -288,7 +293,15 @@ export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<Js
     return {
       outcome: 'rejected',
       statusCode: 400,
-      summary: { inboundMessageId: id, received: 0, inserted: 0, duplicates: 0, conflicts: 0, rejected: 0, errors: [{ message: read.error }] },
+      summary: {
+        inboundMessageId: id,
+        received: 0,
+        inserted: 0,
+        duplicates: 0,
+        conflicts: 0,
+        rejected: 0,
+        errors: [{ message: read.error }],
+      },
       counts: outcomeCounts(0, undefined, 1),
     };
   }
@@ -325,9 +338,10 @@ export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<Js
 }
 
 /** A parsed JSON body as the insert's columns: the records are not kept past this call. */
-function readJsonBody(maskedBody: string, maxEvents: number | undefined):
-  | { kind: 'invalid'; error: string }
-  | { kind: 'events'; received: number; rows: DispenseRows; errors: EventError[] } {
+function readJsonBody(
+  maskedBody: string,
+  maxEvents: number | undefined,
+): { kind: 'invalid'; error: string } | { kind: 'events'; received: number; rows: DispenseRows; errors: EventError[] } {
   const parsed = parseJsonBody(maskedBody, maxEvents);
   if (parsed.kind === 'invalid') return parsed;
   return { kind: 'events', received: parsed.received, rows: dispenseRows(parsed.dispenses), errors: parsed.errors };
@@ -356,13 +370,21 @@ export interface ReadBody {
 }
 
 function readBody(input: InboundBody, maskedBody: string): ReadBody {
-  const rejectedBody = (error: string): ReadBody => ({ dispenses: [], record: { outcome: 'rejected', messageCount: 0, error }, rejected: 1 });
+  const rejectedBody = (error: string): ReadBody => ({
+    dispenses: [],
+    record: { outcome: 'rejected', messageCount: 0, error },
+    rejected: 1,
+  });
   if (input.contentType === 'application/json') {
     const parsed = parseJsonBody(maskedBody, input.maxRecordsPerBody);
     if (parsed.kind === 'invalid') return rejectedBody(parsed.error);
     const { received, dispenses, errors } = parsed;
     const error = errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
-    return { dispenses, record: { outcome: outcomeOf(received, dispenses.length, dispenses.length), messageCount: received, error }, rejected: received - dispenses.length };
+    return {
+      dispenses,
+      record: { outcome: outcomeOf(received, dispenses.length, dispenses.length), messageCount: received, error },
+      rejected: received - dispenses.length,
+    };
   }
   const parsed = parseHl7Body(maskedBody, limitsOf(input));
   if (parsed.kind === 'not-hl7') return rejectedBody(parsed.reason);
@@ -371,7 +393,11 @@ function readBody(input: InboundBody, maskedBody: string): ReadBody {
   const accepted = messages.filter((m) => m.ack === 'AA').length;
   return {
     dispenses,
-    record: { outcome: outcomeOf(messages.length, accepted, dispenses.length), messageCount: messages.length, error: describeHl7Errors(messages, notes) },
+    record: {
+      outcome: outcomeOf(messages.length, accepted, dispenses.length),
+      messageCount: messages.length,
+      error: describeHl7Errors(messages, notes),
+    },
     rejected: messages.filter((m) => m.dispenses.length === 0).length,
   };
 }
@@ -388,9 +414,15 @@ export interface ReadPositionedBodies {
  * apart from {@link storePositionedBodies} so that a caller can do it while an earlier set is stored.
  */
 export function readPositionedBodies(bodies: readonly PositionedBody[]): ReadPositionedBodies {
-  const masked = bodies.map((b) => (b.rejectedFor === undefined ? maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7') : maskSsns(b.body)));
-  const reads = bodies.map((b, i): ReadBody =>
-    b.rejectedFor === undefined ? readBody(b, masked[i]!) : { dispenses: [], record: { outcome: 'rejected', messageCount: 0, error: b.rejectedFor }, rejected: 0 });
+  const masked = bodies.map((b) =>
+    b.rejectedFor === undefined ? maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7') : maskSsns(b.body),
+  );
+  const reads = bodies.map(
+    (b, i): ReadBody =>
+      b.rejectedFor === undefined
+        ? readBody(b, masked[i]!)
+        : { dispenses: [], record: { outcome: 'rejected', messageCount: 0, error: b.rejectedFor }, rejected: 0 },
+  );
   return { bodies, masked, reads };
 }
 
@@ -407,9 +439,16 @@ export async function storePositionedBodies(
   tx: SqlHandle,
   { bodies, masked, reads }: ReadPositionedBodies,
 ): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
-  const ids = await insertPositionedMessages(tx, bodies.map((b, i) => ({
-    source: b.source, contentType: b.contentType, maskedBody: masked[i]!, event: b.event, outcome: reads[i]!.record,
-  })));
+  const ids = await insertPositionedMessages(
+    tx,
+    bodies.map((b, i) => ({
+      source: b.source,
+      contentType: b.contentType,
+      maskedBody: masked[i]!,
+      event: b.event,
+      outcome: reads[i]!.record,
+    })),
+  );
   const counts: IngestOutcomeCounts = { inserted: 0, cancelled: 0, unprocessable: 0, duplicate: 0, rejected: 0 };
   const dispenses: DispenseRecord[] = [];
   const bodyOf = new Map<DispenseRecord, number>();

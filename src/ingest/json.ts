@@ -31,7 +31,9 @@ export const DispenseEvent = Type.Object(
     }),
     dispensedAt: Type.Optional(Instant('when the fill was dispensed')),
     shippedAt: Type.Optional(Instant('when the package shipped')),
-    carrier: Type.Optional(Type.String({ maxLength: FieldLimits.carrier, description: 'UPS, USPS, FEDEX, DHL; blank or absent means unknown (UNK)' })),
+    carrier: Type.Optional(
+      Type.String({ maxLength: FieldLimits.carrier, description: 'UPS, USPS, FEDEX, DHL; blank or absent means unknown (UNK)' }),
+    ),
     trackingNumber: Text(FieldLimits.trackingNumber, 'package tracking number'),
   },
   { $id: 'DispenseEvent', description: 'one CMOP medication dispense, already parsed' },
@@ -49,7 +51,13 @@ export interface EventError {
 }
 
 export type JsonBodyResult =
-  | { kind: 'events'; received: number; dispenses: DispenseRecord[]; /** Each dispense's index in the body. */ indices: number[]; errors: EventError[] }
+  | {
+      kind: 'events';
+      received: number;
+      dispenses: DispenseRecord[] /** Each dispense's index in the body. */;
+      indices: number[];
+      errors: EventError[];
+    }
   | { kind: 'invalid'; error: string };
 
 function fieldName(path: string): string {
@@ -112,8 +120,16 @@ function isRealInstant(text: string): boolean {
   const month = part(2);
   const day = part(3);
   return (
-    month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(part(1), month) && part(4) <= 23 && part(5) <= 59 && part(6) <= 59 &&
-    part(7) <= 23 && part(8) <= 59 && !Number.isNaN(Date.parse(text))
+    month >= 1 &&
+    month <= 12 &&
+    day >= 1 &&
+    day <= daysInMonth(part(1), month) &&
+    part(4) <= 23 &&
+    part(5) <= 59 &&
+    part(6) <= 59 &&
+    part(7) <= 23 &&
+    part(8) <= 59 &&
+    !Number.isNaN(Date.parse(text))
   );
 }
 

@@ -59,7 +59,13 @@ function maskSsnShapes(body: string, start: number, end: number, maskRange: Mask
     const length = run - i;
     if (length === 9) {
       maskRange(i, run);
-    } else if (length === 3 && body[run] === ' ' && digitsAt(body, run + 1, 2, end) && body[run + 3] === ' ' && digitsAt(body, run + 4, 4, end)) {
+    } else if (
+      length === 3 &&
+      body[run] === ' ' &&
+      digitsAt(body, run + 1, 2, end) &&
+      body[run + 3] === ' ' &&
+      digitsAt(body, run + 4, 4, end)
+    ) {
       const last = run + 8;
       if (last >= end || !isDigitCode(body.charCodeAt(last))) {
         maskRange(i, last);
@@ -191,7 +197,17 @@ function maskPatterns(body: string): string {
  * producer's message id may hold nine digits that are not an SSN, and ingest needs them as sent.
  */
 const KeptJsonKeys = new Set([
-  'messageId', 'stationNumber', 'icn', 'mhvCorrelationId', 'rxNumber', 'fillNumber', 'ndc', 'quantity', 'trackingNumber', 'dispensedAt', 'shippedAt',
+  'messageId',
+  'stationNumber',
+  'icn',
+  'mhvCorrelationId',
+  'rxNumber',
+  'fillNumber',
+  'ndc',
+  'quantity',
+  'trackingNumber',
+  'dispensedAt',
+  'shippedAt',
 ]);
 
 /** A JSON string (with its quotes) and whether a colon follows it (a key), or a number. */

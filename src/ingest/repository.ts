@@ -77,11 +77,7 @@ export async function insertPositionedMessages(
 }
 
 /** Records what became of an inbound message; an operator reads `error` to see why. */
-export async function recordInboundOutcome(
-  sql: SqlHandle,
-  id: number,
-  outcome: InboundOutcomeRecord,
-): Promise<void> {
+export async function recordInboundOutcome(sql: SqlHandle, id: number, outcome: InboundOutcomeRecord): Promise<void> {
   await sql`
     update inbound_message
     set outcome = ${outcome.outcome}, message_count = ${outcome.messageCount}, error = ${storableText(outcome.error)}, processed_at = now()
@@ -172,19 +168,32 @@ export function dispenseRows(dispenses: readonly DispenseRecord[], bodyOf?: Read
   // Times travel as milliseconds since the epoch: Postgres reads a number faster than an ISO string,
   // and Node writes one faster.
   const column = (pick: (d: DispenseRecord) => string | number | Date | null) =>
-    textArrayLiteral(rows.map((d) => {
-      const value = pick(d);
-      return value instanceof Date ? String(value.getTime()) : text(value);
-    }));
+    textArrayLiteral(
+      rows.map((d) => {
+        const value = pick(d);
+        return value instanceof Date ? String(value.getTime()) : text(value);
+      }),
+    );
   return {
     events: dispenses.length,
     distinct: rows.length,
     byState,
     columns: [
-      column((d) => d.stationNumber), column((d) => d.rxNumber), column((d) => d.fillNumber), column((d) => d.trackingNumber),
-      column((d) => d.carrier), column((d) => d.drugName), column((d) => d.ndc), column((d) => d.quantity),
-      column((d) => d.dispensedAt), column((d) => d.shippedAt), column((d) => d.veteranIcn), column((d) => d.mhvCorrelationId),
-      column((d) => d.messageControlId), column((d) => d.state), column((d) => d.stateReason),
+      column((d) => d.stationNumber),
+      column((d) => d.rxNumber),
+      column((d) => d.fillNumber),
+      column((d) => d.trackingNumber),
+      column((d) => d.carrier),
+      column((d) => d.drugName),
+      column((d) => d.ndc),
+      column((d) => d.quantity),
+      column((d) => d.dispensedAt),
+      column((d) => d.shippedAt),
+      column((d) => d.veteranIcn),
+      column((d) => d.mhvCorrelationId),
+      column((d) => d.messageControlId),
+      column((d) => d.state),
+      column((d) => d.stateReason),
     ],
     bodies: bodyOf === undefined ? null : rowsOfBodies(rows, bodyOf),
   };
@@ -293,16 +302,36 @@ function dispenseSource(sql: SqlHandle, inboundMessageId: number, rows: Dispense
     from unnest(
       ${column(0)}::text[], ${column(1)}::text[], ${column(2)}::text[], ${column(3)}::text[], ${column(4)}::text[],
       ${column(5)}::text[], ${column(6)}::text[], ${column(7)}::text[], ${column(8)}::text[], ${column(9)}::text[],
-      ${column(10)}::text[], ${column(11)}::text[], ${column(12)}::text[], ${column(13)}::text[], ${column(14)}::text[]${bodies === null ? sql`` : sql`,
-      ${bodies.ids}::text[]`}
+      ${column(10)}::text[], ${column(11)}::text[], ${column(12)}::text[], ${column(13)}::text[], ${column(14)}::text[]${
+        bodies === null
+          ? sql``
+          : sql`,
+      ${bodies.ids}::text[]`
+      }
     ) with ordinality as d (
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
       dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason,${bodies === null ? sql`` : sql` body_id,`} position)`;
 }
 
 /** The columns {@link dispenseSource} gives, in the order the insert statements write them. */
-const SourceColumns = ['station_number', 'rx_number', 'fill_number', 'tracking_number', 'carrier', 'drug_name', 'ndc', 'quantity',
-  'dispensed_at', 'shipped_at', 'patient_icn', 'mhv_correlation_id', 'message_control_id', 'state', 'state_reason', 'inbound_message_id'];
+const SourceColumns = [
+  'station_number',
+  'rx_number',
+  'fill_number',
+  'tracking_number',
+  'carrier',
+  'drug_name',
+  'ndc',
+  'quantity',
+  'dispensed_at',
+  'shipped_at',
+  'patient_icn',
+  'mhv_correlation_id',
+  'message_control_id',
+  'state',
+  'state_reason',
+  'inbound_message_id',
+];
 const InsertedColumns = [...SourceColumns, 'tracking_email_id'].join(', ');
 const DraftedColumns = SourceColumns.map((name) => `s.${name}`).join(', ');
 
@@ -316,10 +345,12 @@ function draftedSource(sql: SqlHandle, drafts: string, leaveOutRemoved = false) 
   return sql`
     select ${sql.unsafe(DraftedColumns)}, r.id
       from source s left join ${sql.unsafe(drafts)} r on s.state = 'pending' and r.patient_icn = s.patient_icn
-     ${leaveOutRemoved
-       ? sql`where (select true from removed_dispense_key k
+     ${
+       leaveOutRemoved
+         ? sql`where (select true from removed_dispense_key k
                      where k.key_hash = dispense_key_hash(s.station_number, s.rx_number, s.fill_number, s.tracking_number)) is null`
-       : sql``}
+         : sql``
+     }
      order by s.position`;
 }
 
@@ -341,7 +372,12 @@ function outcomeUpdate(sql: SqlHandle, inboundMessageId: number, outcome: Inboun
  * the same order. The body's new rows are the only dispenses this statement locks, so whatever
  * order Postgres runs the two inserts in, it never holds a dispense another writer waits for.
  */
-async function insertNewDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<void> {
+async function insertNewDispenses(
+  sql: SqlHandle,
+  inboundMessageId: number,
+  rows: DispenseRows,
+  outcome: InboundOutcomeRecord | null,
+): Promise<void> {
   await sql`
     with source as materialized (${dispenseSource(sql, inboundMessageId, rows)}),
     drafts as (
@@ -369,9 +405,9 @@ const DeadlockAttempts = 3;
 async function inOwnTransaction<T>(sql: Sql, work: (tx: SqlHandle) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await sql.begin(work) as T;
+      return (await sql.begin(work)) as T;
     } catch (error) {
-      const retryable = error instanceof postgres.PostgresError && error.code === '40P01' || isStoredEventConflict(error);
+      const retryable = (error instanceof postgres.PostgresError && error.code === '40P01') || isStoredEventConflict(error);
       if (attempt >= DeadlockAttempts || !retryable) throw error;
     }
   }
@@ -391,7 +427,12 @@ async function inOwnTransaction<T>(sql: Sql, work: (tx: SqlHandle) => Promise<T>
  * stores have their newest arrival moved to now: a replayed body does not hold back its veterans'
  * emails.
  */
-async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows, outcome: InboundOutcomeRecord | null): Promise<StoredDispenses> {
+async function upsertDispenses(
+  sql: SqlHandle,
+  inboundMessageId: number,
+  rows: DispenseRows,
+  outcome: InboundOutcomeRecord | null,
+): Promise<StoredDispenses> {
   const column = (at: number) => rows.columns[at]!;
   const store = async (tx: SqlHandle) => {
     await tx`
@@ -413,11 +454,18 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
          where m.state = 'pending') veterans
        order by patient_icn
       on conflict (patient_icn) do update set last_arrival_at = r.last_arrival_at`;
-    return tx<{
-      stored: number; pending: number; cancelled: number; unprocessable: number;
-      stored_keys: [string, string, number, string][] | null; conflict_keys: [string, string, number, string][] | null;
-      stored_by_body?: Record<string, number> | null; conflicts_by_body?: Record<string, number> | null;
-    }[]>`
+    return tx<
+      {
+        stored: number;
+        pending: number;
+        cancelled: number;
+        unprocessable: number;
+        stored_keys: [string, string, number, string][] | null;
+        conflict_keys: [string, string, number, string][] | null;
+        stored_by_body?: Record<string, number> | null;
+        conflicts_by_body?: Record<string, number> | null;
+      }[]
+    >`
       with source as materialized (${dispenseSource(tx, inboundMessageId, rows)}),
       stored as (
         insert into medication_dispense (${tx.unsafe(InsertedColumns)}) ${draftedSource(tx, 'tracking_email_draft', true)}
@@ -457,11 +505,15 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
                           from stored)
              end as stored_keys,
              case when counted.pending > 0 then pg_notify('dispense_pending', '') end as notified,
-             (select json_agg(key) from conflicts) as conflict_keys${rows.bodies === null ? tx`` : tx`,
+             (select json_agg(key) from conflicts) as conflict_keys${
+               rows.bodies === null
+                 ? tx``
+                 : tx`,
              (select json_object_agg(inbound_message_id, n)
                 from (select inbound_message_id, count(*)::int as n from stored group by inbound_message_id) b) as stored_by_body,
              (select json_object_agg(inbound_message_id, n)
-                from (select inbound_message_id, count(*)::int as n from conflicts group by inbound_message_id) b) as conflicts_by_body`}
+                from (select inbound_message_id, count(*)::int as n from conflicts group by inbound_message_id) b) as conflicts_by_body`
+             }
         from (select count(*)::int as stored,
                      count(*) filter (where state = 'pending')::int as pending,
                      count(*) filter (where state = 'cancelled')::int as cancelled,
@@ -470,17 +522,28 @@ async function upsertDispenses(sql: SqlHandle, inboundMessageId: number, rows: D
   };
   const [result] = 'begin' in sql ? await inOwnTransaction(sql as Sql, store) : await store(sql);
   const { stored, pending, cancelled, unprocessable, stored_keys: keys, conflict_keys: conflicts } = result!;
-  const byBodyId = (counts: Record<string, number> | null | undefined) => new Map(Object.entries(counts ?? {}).map(([id, n]) => [Number(id), n]));
+  const byBodyId = (counts: Record<string, number> | null | undefined) =>
+    new Map(Object.entries(counts ?? {}).map(([id, n]) => [Number(id), n]));
   return {
     ...(rows.bodies && { byBody: { stored: byBodyId(result!.stored_by_body), conflicts: byBodyId(result!.conflicts_by_body) } }),
     stored,
     byState: { pending, cancelled, unprocessable },
-    conflictKeys: conflicts === null
-      ? null
-      : new Set(conflicts.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) => dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }))),
-    storedKeys: keys === null
-      ? null
-      : new Set(keys.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) => dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }))),
+    conflictKeys:
+      conflicts === null
+        ? null
+        : new Set(
+            conflicts.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) =>
+              dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }),
+            ),
+          ),
+    storedKeys:
+      keys === null
+        ? null
+        : new Set(
+            keys.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) =>
+              dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }),
+            ),
+          ),
   };
 }
 

@@ -23,7 +23,10 @@ const IngestSummary = Type.Object({
   received: Type.Integer({ description: 'events in the body' }),
   inserted: Type.Integer({ description: 'events stored now' }),
   duplicates: Type.Integer({ description: 'valid events already stored before' }),
-  conflicts: Type.Integer({ description: 'events already stored, sent again with another ICN or carrier: kept for review (medication_dispense_conflict), not applied; each listed in errors' }),
+  conflicts: Type.Integer({
+    description:
+      'events already stored, sent again with another ICN or carrier: kept for review (medication_dispense_conflict), not applied; each listed in errors',
+  }),
   rejected: Type.Integer({ description: 'invalid events, each listed in errors' }),
   errors: Type.Array(EventError),
 });
@@ -111,7 +114,10 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
       // the producer never saw the answer).
       request.log.warn({ bytesInWork: app.config.INGEST_BYTES_IN_WORK }, 'ingest at its limit of body bytes in work: answered 503');
       const message = `ingest is at its limit of ${app.config.INGEST_BYTES_IN_WORK} body bytes in work at once: retry after ${IngestRetryAfterSeconds} seconds`;
-      return reply.status(503).header('retry-after', String(IngestRetryAfterSeconds)).send({ statusCode: 503, error: 'Service Unavailable', message });
+      return reply
+        .status(503)
+        .header('retry-after', String(IngestRetryAfterSeconds))
+        .send({ statusCode: 503, error: 'Service Unavailable', message });
     }
     request.releaseIngestSlot = release;
   });
@@ -166,29 +172,32 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
   );
 
   async function ingest(request: FastifyRequest, reply: FastifyReply) {
-      const contentType = request.headers['content-type'] ?? '';
-      const body = typeof request.body === 'string' ? request.body : '';
-      if (Hl7Types.has(essence(contentType))) {
-        const result = await ingestHl7(app.sql, { source: 'http', contentType, body, maxRecordsPerBody });
-        report(result.counts);
-        request.log.info(
-          {
-            inboundMessageId: result.inboundMessageId,
-            outcome: result.outcome,
-            messages: result.messages,
-            acks: result.acksByCode,
-            inserted: result.inserted,
-            duplicates: result.duplicates,
-            unprocessable: result.unprocessable,
-          },
-          'HL7 dispense body ingested',
-        );
-        return reply.status(result.statusCode).type('application/hl7-v2').send(result.acks);
-      }
-      const result = await ingestJson(app.sql, { source: 'http', contentType, body, maxRecordsPerBody });
+    const contentType = request.headers['content-type'] ?? '';
+    const body = typeof request.body === 'string' ? request.body : '';
+    if (Hl7Types.has(essence(contentType))) {
+      const result = await ingestHl7(app.sql, { source: 'http', contentType, body, maxRecordsPerBody });
       report(result.counts);
-      const { inboundMessageId, received, inserted, duplicates, rejected } = result.summary;
-      request.log.info({ inboundMessageId, outcome: result.outcome, received, inserted, duplicates, rejected }, 'JSON dispense body ingested');
-      return reply.status(result.statusCode).type('application/json').send(result.summary);
+      request.log.info(
+        {
+          inboundMessageId: result.inboundMessageId,
+          outcome: result.outcome,
+          messages: result.messages,
+          acks: result.acksByCode,
+          inserted: result.inserted,
+          duplicates: result.duplicates,
+          unprocessable: result.unprocessable,
+        },
+        'HL7 dispense body ingested',
+      );
+      return reply.status(result.statusCode).type('application/hl7-v2').send(result.acks);
+    }
+    const result = await ingestJson(app.sql, { source: 'http', contentType, body, maxRecordsPerBody });
+    report(result.counts);
+    const { inboundMessageId, received, inserted, duplicates, rejected } = result.summary;
+    request.log.info(
+      { inboundMessageId, outcome: result.outcome, received, inserted, duplicates, rejected },
+      'JSON dispense body ingested',
+    );
+    return reply.status(result.statusCode).type('application/json').send(result.summary);
   }
 };

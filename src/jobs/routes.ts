@@ -7,7 +7,9 @@ const GroupingResult = Type.Object({
   emailsCreated: Type.Integer(),
   dispensesGrouped: Type.Integer(),
   dispensesExcluded: Type.Integer({ description: 'shipped before DELIVERY_START_AT, left to MHV' }),
-  dispensesHeld: Type.Integer({ description: 'shipped within CUTOVER_HOLD_HOURS of DELIVERY_START_AT, held until MHV\'s export is compared' }),
+  dispensesHeld: Type.Integer({
+    description: "shipped within CUTOVER_HOLD_HOURS of DELIVERY_START_AT, held until MHV's export is compared",
+  }),
   skipped: Type.Boolean({ description: 'other instances were grouping every partition at that moment' }),
 });
 
@@ -16,7 +18,10 @@ const AalResult = Type.Object({
   retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
   failed: Type.Integer({ description: 'refused by the AAL, or out of attempts' }),
   released: Type.Integer({ description: 'claimed but handed back unposted, attempt refunded (shutdown, or posting paused)' }),
-  paused: Type.Boolean({ description: 'AAL posting is paused on every instance: MHV refused our credentials (a 403, or a 401 to the session request), or the AAL is not answering' }),
+  paused: Type.Boolean({
+    description:
+      'AAL posting is paused on every instance: MHV refused our credentials (a 403, or a 401 to the session request), or the AAL is not answering',
+  }),
 });
 
 const SendResult = Type.Object({
@@ -24,11 +29,19 @@ const SendResult = Type.Object({
   recovered: Type.Integer({ description: 'found already at VA Notify by reference and recorded instead of sent again' }),
   retried: Type.Integer({ description: 'transient failures, retried later with backoff' }),
   failed: Type.Integer({ description: 'refused by VA Notify (400), or out of attempts' }),
-  released: Type.Integer({ description: "claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed by another sender after this claim's lease ran out" }),
-  paused: Type.Boolean({ description: 'sending is paused on every instance: VA Notify rejected our credentials (401/403), has no send endpoint at the configured URL (404), is over its rate or daily limit (429), or is not answering (5xx, timeouts)' }),
-  deliveryMode: Type.Optional(Type.Union([Type.Literal('shadow'), Type.Literal('off')], {
-    description: 'present when DELIVERY_MODE is shadow or off: the run sent nothing (every count 0), as that mode never sends',
-  })),
+  released: Type.Integer({
+    description:
+      "claimed but not sent by this run: handed back (sending paused, or shutdown), or claimed by another sender after this claim's lease ran out",
+  }),
+  paused: Type.Boolean({
+    description:
+      'sending is paused on every instance: VA Notify rejected our credentials (401/403), has no send endpoint at the configured URL (404), is over its rate or daily limit (429), or is not answering (5xx, timeouts)',
+  }),
+  deliveryMode: Type.Optional(
+    Type.Union([Type.Literal('shadow'), Type.Literal('off')], {
+      description: 'present when DELIVERY_MODE is shadow or off: the run sent nothing (every count 0), as that mode never sends',
+    }),
+  ),
 });
 
 const SweepDone = Type.Object({
@@ -43,7 +56,9 @@ const SweepDone = Type.Object({
   replayed: Type.Integer({ description: 'temporary failures queued to be sent again' }),
   failed: Type.Integer({ description: 'emails failed because they had used all their attempts' }),
   aalReleased: Type.Integer({ description: 'AAL events whose worker claim had expired, made due again' }),
-  statusEventsExpired: Type.Integer({ description: 'status events for a notification never stored (and not adopted by its reference) that waited 24 hours: removed' }),
+  statusEventsExpired: Type.Integer({
+    description: 'status events for a notification never stored (and not adopted by its reference) that waited 24 hours: removed',
+  }),
   vaNotifyRejected: Type.Boolean({ description: 'VA Notify rejected our credentials (401/403): polling stopped for this run' }),
   stopped: Type.Boolean({ description: 'the run stopped early (shutdown)' }),
 });
@@ -75,23 +90,59 @@ const RetentionAlreadyRunning = Type.Object({
 
 export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const errors = errorResponses(401, 429, 503);
-  app.post('/v1/jobs/grouping', { schema: { operationId: 'runGroupingJob', summary: 'Group ready pending dispenses into tracking emails now', response: { 200: GroupingResult, ...errors } } }, (request) =>
-    app.jobs.run<Static<typeof GroupingResult>>('grouping', request.log as Logger),
+  app.post(
+    '/v1/jobs/grouping',
+    {
+      schema: {
+        operationId: 'runGroupingJob',
+        summary: 'Group ready pending dispenses into tracking emails now',
+        response: { 200: GroupingResult, ...errors },
+      },
+    },
+    (request) => app.jobs.run<Static<typeof GroupingResult>>('grouping', request.log as Logger),
   );
-  app.post('/v1/jobs/send', { schema: { operationId: 'runSendJob', summary: 'Send queued tracking emails through VA Notify now', response: { 200: SendResult, ...errors } } }, async (request) => {
-    const deliveryMode = app.config.DELIVERY_MODE;
-    // Outside live mode there may be no VA Notify at all (and so no send job): nothing is sent either way.
-    if (deliveryMode !== 'live') return { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false, deliveryMode };
-    return app.jobs.run<Static<typeof SendResult>>('send', request.log as Logger);
-  });
+  app.post(
+    '/v1/jobs/send',
+    {
+      schema: {
+        operationId: 'runSendJob',
+        summary: 'Send queued tracking emails through VA Notify now',
+        response: { 200: SendResult, ...errors },
+      },
+    },
+    async (request) => {
+      const deliveryMode = app.config.DELIVERY_MODE;
+      // Outside live mode there may be no VA Notify at all (and so no send job): nothing is sent either way.
+      if (deliveryMode !== 'live') return { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false, deliveryMode };
+      return app.jobs.run<Static<typeof SendResult>>('send', request.log as Logger);
+    },
+  );
   // Another instance sweeping is a normal answer, not a conflict: its run covers the same work.
-  app.post('/v1/jobs/sweep', { schema: { operationId: 'runSweepJob', summary: 'Run the fallback sweep now', response: { 200: Type.Union([SweepDone, SweepAlreadyRunning]), ...errors } } }, (request) =>
-    app.jobs.run<Static<typeof SweepDone> | Static<typeof SweepAlreadyRunning>>('sweep', request.log as Logger),
+  app.post(
+    '/v1/jobs/sweep',
+    {
+      schema: {
+        operationId: 'runSweepJob',
+        summary: 'Run the fallback sweep now',
+        response: { 200: Type.Union([SweepDone, SweepAlreadyRunning]), ...errors },
+      },
+    },
+    (request) => app.jobs.run<Static<typeof SweepDone> | Static<typeof SweepAlreadyRunning>>('sweep', request.log as Logger),
   );
-  app.post('/v1/jobs/retention', { schema: { operationId: 'runRetentionJob', summary: 'Remove raw bodies and final histories past their retention now', response: { 200: Type.Union([RetentionDone, RetentionAlreadyRunning]), ...errors } } }, (request) =>
-    app.jobs.run<Static<typeof RetentionDone> | Static<typeof RetentionAlreadyRunning>>('retention', request.log as Logger),
+  app.post(
+    '/v1/jobs/retention',
+    {
+      schema: {
+        operationId: 'runRetentionJob',
+        summary: 'Remove raw bodies and final histories past their retention now',
+        response: { 200: Type.Union([RetentionDone, RetentionAlreadyRunning]), ...errors },
+      },
+    },
+    (request) => app.jobs.run<Static<typeof RetentionDone> | Static<typeof RetentionAlreadyRunning>>('retention', request.log as Logger),
   );
-  app.post('/v1/jobs/aal', { schema: { operationId: 'runAalJob', summary: 'Post pending AAL events now', response: { 200: AalResult, ...errors } } }, (request) =>
-    app.jobs.run<Static<typeof AalResult>>('aal', request.log as Logger),
+  app.post(
+    '/v1/jobs/aal',
+    { schema: { operationId: 'runAalJob', summary: 'Post pending AAL events now', response: { 200: AalResult, ...errors } } },
+    (request) => app.jobs.run<Static<typeof AalResult>>('aal', request.log as Logger),
   );
 };

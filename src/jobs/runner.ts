@@ -98,7 +98,11 @@ export function createJobRunner(jobs: Partial<Record<JobName, Job>>, log: Logger
       const settled = Promise.allSettled([...inFlight]).then(() => 'done' as const);
       const outcome = await Promise.race([settled, deadline]);
       clearTimeout(timeout);
-      if (outcome === 'timeout') log.warn({ runs: inFlight.size }, 'job runs still in flight after the grace period; their leases will expire and another instance recovers them');
+      if (outcome === 'timeout')
+        log.warn(
+          { runs: inFlight.size },
+          'job runs still in flight after the grace period; their leases will expire and another instance recovers them',
+        );
     },
     get stopping() {
       return shutdown.signal.aborted;

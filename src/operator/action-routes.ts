@@ -13,7 +13,12 @@ const ResendResult = Type.Object({
   results: Type.Array(
     Type.Object({
       id: Type.String({ format: 'uuid' }),
-      outcome: Type.Union([Type.Literal('resent'), Type.Literal('already_resent'), Type.Literal('not_resendable'), Type.Literal('not_found')]),
+      outcome: Type.Union([
+        Type.Literal('resent'),
+        Type.Literal('already_resent'),
+        Type.Literal('not_resendable'),
+        Type.Literal('not_found'),
+      ]),
       resentAs: Type.Optional(Type.String({ format: 'uuid', description: 'the new email (resent, already_resent)' })),
       state: Type.Optional(Type.String({ description: "the email's state (not_resendable)" })),
       reason: Type.Optional(Type.String({ description: 'why it was not resent (not_resendable)' })),
@@ -45,7 +50,9 @@ export const operatorActionRoutes: FastifyPluginAsyncTypebox = async (app) => {
             // Not only white space, and no NUL character, which no Postgres text holds. Linear in the
             // length, so that a long body of spaces costs no more than reading it.
             reason: Type.String({
-              minLength: 1, maxLength: 500, pattern: '^\\s*[^\\s\\u0000][^\\u0000]*$',
+              minLength: 1,
+              maxLength: 500,
+              pattern: '^\\s*[^\\s\\u0000][^\\u0000]*$',
               description: 'why (not only white space, no NUL character), kept on each new email for whoever looks at it later; not logged',
             }),
           },

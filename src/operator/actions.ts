@@ -20,7 +20,13 @@ export type ResendOutcome =
   | { id: string; outcome: 'not_found' };
 
 /** Why an email found by a resend request is not resent; undefined when it is. */
-function refusal(row: { state: TrackingEmailState; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean }): string | undefined {
+function refusal(row: {
+  state: TrackingEmailState;
+  delivered: boolean;
+  open_sends: number;
+  settled_at: Date | null;
+  settling: boolean;
+}): string | undefined {
   if (row.delivered) return 'VA Notify reported it delivered: a resend would email the veteran twice';
   if (!(ResendableStates as readonly string[]).includes(row.state)) return `only an email in ${ResendableStates.join(', ')} is resent`;
   if (row.open_sends > 0) return 'a send of this email is still open at VA Notify: wait for its final status';
@@ -40,7 +46,14 @@ function refusal(row: { state: TrackingEmailState; delivered: boolean; open_send
  */
 export async function resendTrackingEmails(sql: Sql, ids: readonly string[], reason: string): Promise<ResendOutcome[]> {
   return sql.begin(async (tx) => {
-    type Found = { id: string; state: TrackingEmailState; delivered: boolean; open_sends: number; settled_at: Date | null; settling: boolean };
+    type Found = {
+      id: string;
+      state: TrackingEmailState;
+      delivered: boolean;
+      open_sends: number;
+      settled_at: Date | null;
+      settling: boolean;
+    };
     // Delivered: an AAL event, or a `delivered` report about any of its sends. Before sql/012 a
     // delivery that reached us after a later bounce wrote no AAL event, and such an email still
     // stands in permanent_failure.
@@ -60,7 +73,10 @@ export async function resendTrackingEmails(sql: Sql, ids: readonly string[], rea
          for update of e`;
     const resendable = found.filter((row) => refusal(row) === undefined).map((row) => row.id);
 
-    const copies = resendable.length === 0 ? [] : await tx<{ id: string; resent_from: string }[]>`
+    const copies =
+      resendable.length === 0
+        ? []
+        : await tx<{ id: string; resent_from: string }[]>`
       insert into tracking_email (id, patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count,
                                   state, resent_from, resend_reason)
       select time_ordered_uuid(), e.patient_icn, e.mhv_correlation_id, e.personalisation, e.package_count, e.prescription_count,
@@ -80,7 +96,10 @@ export async function resendTrackingEmails(sql: Sql, ids: readonly string[], rea
     }
     const copyOf = new Map(copies.map((c) => [c.resent_from, c.id]));
     const resentBefore = found.filter((row) => row.state === 'resent').map((row) => row.id);
-    const earlier = resentBefore.length === 0 ? [] : await tx<{ id: string; resent_from: string }[]>`
+    const earlier =
+      resentBefore.length === 0
+        ? []
+        : await tx<{ id: string; resent_from: string }[]>`
       select id, resent_from from tracking_email where resent_from = any(${resentBefore}::uuid[])`;
     const earlierCopyOf = new Map(earlier.map((c) => [c.resent_from, c.id]));
     const byId = new Map(found.map((row) => [row.id, row]));
@@ -132,11 +151,18 @@ export async function retryAalEvents(sql: Sql, trackingEmailIds: readonly string
     const row = rows.found.get(key);
     if (!row) return { trackingEmailId, outcome: 'not_found' };
     if (row.aal_state === null) {
-      return { trackingEmailId, outcome: 'not_retryable', reason: `the email has no AAL event: it is ${row.email_state}, and was never reported delivered` };
+      return {
+        trackingEmailId,
+        outcome: 'not_retryable',
+        reason: `the email has no AAL event: it is ${row.email_state}, and was never reported delivered`,
+      };
     }
-    const reason = row.aal_state === 'posted' ? 'already posted: posting it again would log the email twice'
-      : row.aal_state === 'unpostable' ? 'it has no MHV correlation id to post with'
-      : 'it is already due, or being posted';
+    const reason =
+      row.aal_state === 'posted'
+        ? 'already posted: posting it again would log the email twice'
+        : row.aal_state === 'unpostable'
+          ? 'it has no MHV correlation id to post with'
+          : 'it is already due, or being posted';
     return { trackingEmailId, outcome: 'not_retryable', state: row.aal_state, reason };
   });
 }

@@ -30,7 +30,9 @@ export async function listTrackingEmails(
   const conditions = [
     ...(p.state === undefined ? [] : [sql`e.state = ${p.state}`]),
     // The few emails whose AAL event needs attention, by their own index (aal_event_needs_attention).
-    ...(p.aalState === undefined ? [] : [sql`e.id = any(array(select a.tracking_email_id from aal_event a where a.state = ${p.aalState}))`]),
+    ...(p.aalState === undefined
+      ? []
+      : [sql`e.id = any(array(select a.tracking_email_id from aal_event a where a.state = ${p.aalState}))`]),
     ...(p.before === undefined ? [] : [sql`e.created_at < ${p.before}`]),
     ...(p.after === undefined ? [] : [sql`(e.created_at, e.id) < (${p.after.createdAt}::text::timestamptz, ${p.after.id}::uuid)`]),
   ];
@@ -66,7 +68,9 @@ export async function getTrackingEmail(sql: Sql, id: string): Promise<EmailDetai
       from tracking_email e where e.id = ${id}`;
   if (!email) return undefined;
   const [dispenses, notifications, events, aal] = await Promise.all([
-    sql<EmailDetailView['dispenses']>`select station_number as "stationNumber", right(rx_number, 4) as "rxLast4", fill_number as "fillNumber",
+    sql<
+      EmailDetailView['dispenses']
+    >`select station_number as "stationNumber", right(rx_number, 4) as "rxLast4", fill_number as "fillNumber",
                carrier, tracking_number as "trackingNumber", shipped_at as "shippedAt"
           from medication_dispense where tracking_email_id = ${id} order by tracking_number, rx_number`,
     sql<Notification[]>`select id, attempt, status, status_reason as "statusReason", sent_at as "sentAt",
@@ -79,7 +83,9 @@ export async function getTrackingEmail(sql: Sql, id: string): Promise<EmailDetai
           from notification_status_event s
          where s.notification_id = any(array(select id from notification where tracking_email_id = ${id}))
          order by s.received_at, s.id`,
-    sql<NonNullable<EmailDetailView['aalEvent']>[]>`select state, attempts, attempts_before_retry as "attemptsBeforeRetry", last_error as "lastError", completion_time as "completionTime", posted_at as "postedAt"
+    sql<
+      NonNullable<EmailDetailView['aalEvent']>[]
+    >`select state, attempts, attempts_before_retry as "attemptsBeforeRetry", last_error as "lastError", completion_time as "completionTime", posted_at as "postedAt"
           from aal_event where tracking_email_id = ${id}`,
   ]);
   return {

@@ -20,7 +20,8 @@ function readCursor(cursor: string): ListPosition | undefined {
     if (typeof id !== 'string' || !isUuid(id)) return undefined;
     // The shape admits 2026-13-45 99:99:99, which Postgres would refuse with a 500: a real instant only.
     const at = new Date(`${createdAt.slice(0, 10)}T${createdAt.slice(11, 26)}Z`);
-    if (Number.isNaN(at.getTime()) || at.toISOString().slice(0, 19) !== `${createdAt.slice(0, 10)}T${createdAt.slice(11, 19)}`) return undefined;
+    if (Number.isNaN(at.getTime()) || at.toISOString().slice(0, 19) !== `${createdAt.slice(0, 10)}T${createdAt.slice(11, 19)}`)
+      return undefined;
     return { createdAt, id };
   } catch {
     return undefined;
@@ -36,7 +37,9 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Tracking emails, newest first, by state or AAL state',
         querystring: Type.Object({
           state: Type.Optional(Type.Union(TrackingEmailStates.map((s) => Type.Literal(s)))),
-          aalState: Type.Optional(Type.Union([Type.Literal('failed'), Type.Literal('unpostable')], { description: 'emails whose AAL event is in this state' })),
+          aalState: Type.Optional(
+            Type.Union([Type.Literal('failed'), Type.Literal('unpostable')], { description: 'emails whose AAL event is in this state' }),
+          ),
           limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
           before: Type.Optional(Type.String({ format: 'date-time', description: 'emails created before this instant' })),
           cursor: Type.Optional(Type.String({ maxLength: 200, description: 'the next page: nextCursor of the page before' })),
@@ -100,16 +103,26 @@ export const operatorRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.get('/v1/stats', { schema: { operationId: 'getStats', summary: 'Rows by state of dispenses, emails, notifications and AAL events', response: { 200: Stats, ...errorResponses(401, 429) } } }, async () => {
-    const { counts, estimated } = await stateCounts(app.sql);
-    return {
-      dispenses: counts.medication_dispense,
-      emails: counts.tracking_email,
-      notifications: counts.notification,
-      aalEvents: counts.aal_event,
-      ...(estimated.length > 0 && { estimated }),
-    };
-  });
+  app.get(
+    '/v1/stats',
+    {
+      schema: {
+        operationId: 'getStats',
+        summary: 'Rows by state of dispenses, emails, notifications and AAL events',
+        response: { 200: Stats, ...errorResponses(401, 429) },
+      },
+    },
+    async () => {
+      const { counts, estimated } = await stateCounts(app.sql);
+      return {
+        dispenses: counts.medication_dispense,
+        emails: counts.tracking_email,
+        notifications: counts.notification,
+        aalEvents: counts.aal_event,
+        ...(estimated.length > 0 && { estimated }),
+      };
+    },
+  );
 };
 
 /** GET /metrics: Prometheus text format. No PII in any label, so it is served without a token. */
@@ -120,7 +133,10 @@ export const metricsRoute: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         operationId: 'getMetrics',
         summary: 'Prometheus metrics (no PII)',
-        response: { 200: { content: { 'text/plain': { schema: Type.String({ description: 'Prometheus text exposition format 0.0.4' }) } } }, ...errorResponses(503) },
+        response: {
+          200: { content: { 'text/plain': { schema: Type.String({ description: 'Prometheus text exposition format 0.0.4' }) } } },
+          ...errorResponses(503),
+        },
       },
     },
     async (_request, reply) => {

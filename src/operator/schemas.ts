@@ -32,7 +32,9 @@ export const EmailDetail = Type.Composite([
     patientIcn: Type.String({ description: 'shown only in this single view, for the on-call engineer' }),
     hasMhvCorrelationId: Type.Boolean(),
     personalisation: Type.Record(Type.String(), Type.Unknown()),
-    resentAs: Type.Union([Type.String({ format: 'uuid' }), Type.Null()], { description: 'the email an operator resent this one as: its dispenses are listed there' }),
+    resentAs: Type.Union([Type.String({ format: 'uuid' }), Type.Null()], {
+      description: 'the email an operator resent this one as: its dispenses are listed there',
+    }),
     resendReason: Type.Union([Type.String(), Type.Null()], { description: "the operator's reason, on an email that is a resend" }),
     dispenses: Type.Array(
       Type.Object({
@@ -60,7 +62,9 @@ export const EmailDetail = Type.Composite([
       Type.Object({
         state: Type.String(),
         attempts: Type.Integer(),
-        attemptsBeforeRetry: Type.Integer({ description: "attempts spent before an operator's last retry; AAL_MAX_ATTEMPTS counts from there" }),
+        attemptsBeforeRetry: Type.Integer({
+          description: "attempts spent before an operator's last retry; AAL_MAX_ATTEMPTS counts from there",
+        }),
         lastError: Type.Union([Type.String(), Type.Null()]),
         completionTime: Timestamp,
         postedAt: Timestamp,
@@ -75,9 +79,12 @@ export const Stats = Type.Object({
   emails: Type.Record(Type.String(), Type.Integer()),
   notifications: Type.Record(Type.String(), Type.Integer()),
   aalEvents: Type.Record(Type.String(), Type.Integer()),
-  estimated: Type.Optional(Type.Array(Type.Union(['dispenses', 'emails', 'notifications', 'aalEvents'].map((s) => Type.Literal(s))), {
-    description: 'sections of large tables whose history states are estimates from the planner statistics; work in progress and failures are counted exactly',
-  })),
+  estimated: Type.Optional(
+    Type.Array(Type.Union(['dispenses', 'emails', 'notifications', 'aalEvents'].map((s) => Type.Literal(s))), {
+      description:
+        'sections of large tables whose history states are estimates from the planner statistics; work in progress and failures are counted exactly',
+    }),
+  ),
 });
 
 export type EmailSummaryRow = Static<typeof EmailSummary>;

@@ -129,10 +129,18 @@ export async function removeFinalHistories(
   p: { days: number; batchSize: number; after: Cursor | null },
 ): Promise<BatchResult<Cursor> & RemovedHistories> {
   const after = p.after ?? Start;
-  const [row] = await tx<{
-    emails: number; dispenses: number; notifications: number; status_events: number; aal_events: number; dispense_keys: number;
-    last_at: string | null; last_id: string | null;
-  }[]>`
+  const [row] = await tx<
+    {
+      emails: number;
+      dispenses: number;
+      notifications: number;
+      status_events: number;
+      aal_events: number;
+      dispense_keys: number;
+      last_at: string | null;
+      last_id: string | null;
+    }[]
+  >`
     with walked as (
       -- The oldest emails first, off tracking_email_created_at (created_at, id).
       select e.id, e.created_at from tracking_email e
@@ -180,8 +188,12 @@ export async function removeFinalHistories(
            (select created_at::text from last) as last_at, (select id from last)::text as last_id`;
   const r = row!;
   return {
-    emails: r.emails, dispenses: r.dispenses, notifications: r.notifications, statusEvents: r.status_events,
-    aalEvents: r.aal_events, dispenseKeys: r.dispense_keys,
+    emails: r.emails,
+    dispenses: r.dispenses,
+    notifications: r.notifications,
+    statusEvents: r.status_events,
+    aalEvents: r.aal_events,
+    dispenseKeys: r.dispense_keys,
     next: r.last_at === null ? null : { at: r.last_at, id: r.last_id! },
   };
 }
@@ -223,7 +235,11 @@ export async function removeOldInboundMessages(
     last as (select received_at, id from walked order by received_at desc, id desc limit 1)
     select (select count(*) from messages)::int as messages, (select count(*) from dispenses)::int as dispenses,
            (select received_at::text from last) as last_at, (select id from last)::text as last_id`;
-  return { messages: row!.messages, dispenses: row!.dispenses, next: row!.last_at === null ? null : { at: row!.last_at, id: row!.last_id! } };
+  return {
+    messages: row!.messages,
+    dispenses: row!.dispenses,
+    next: row!.last_at === null ? null : { at: row!.last_at, id: row!.last_id! },
+  };
 }
 
 /**

@@ -41,7 +41,14 @@ export type RetentionResult =
 
 export interface RetentionDeps {
   sql: Sql;
-  config: Pick<Config, 'INBOUND_BODY_RETENTION_DAYS' | 'RECORD_RETENTION_DAYS' | 'DISPENSE_KEY_RETENTION_DAYS' | 'RETENTION_BATCH_SIZE' | 'RETENTION_DUTY_PERCENT'>;
+  config: Pick<
+    Config,
+    | 'INBOUND_BODY_RETENTION_DAYS'
+    | 'RECORD_RETENTION_DAYS'
+    | 'DISPENSE_KEY_RETENTION_DAYS'
+    | 'RETENTION_BATCH_SIZE'
+    | 'RETENTION_DUTY_PERCENT'
+  >;
   log: Logger;
   signal?: AbortSignal;
   /** Counts each batch's removals as they commit (the metrics counter). */
@@ -85,8 +92,15 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
   const { sql, config, signal } = deps;
   const batchSize = config.RETENTION_BATCH_SIZE;
   const counts: RetentionCounts = {
-    inboundBodies: 0, inboundMessages: 0, trackingEmails: 0, dispenses: 0, notifications: 0,
-    statusEvents: 0, aalEvents: 0, dispenseKeysKept: 0, dispenseKeysPurged: 0,
+    inboundBodies: 0,
+    inboundMessages: 0,
+    trackingEmails: 0,
+    dispenses: 0,
+    notifications: 0,
+    statusEvents: 0,
+    aalEvents: 0,
+    dispenseKeysKept: 0,
+    dispenseKeysPurged: 0,
   };
   let batches = 0;
   let lockTimeouts = 0;
@@ -102,7 +116,10 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
    * Runs one step's batches until it reports nothing more. A batch that waited too long for a row
    * lock is rolled back and its step ends for this run: the next run finds the same rows.
    */
-  async function step<C>(name: string, batch: (tx: SqlHandle, after: C | null) => Promise<{ next: C | null; more: boolean }>): Promise<void> {
+  async function step<C>(
+    name: string,
+    batch: (tx: SqlHandle, after: C | null) => Promise<{ next: C | null; more: boolean }>,
+  ): Promise<void> {
     let after: C | null = null;
     while (!signal?.aborted && !more) {
       if (performance.now() >= deadline) {

@@ -73,53 +73,79 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   const dir = mkdtempSync(join(tmpdir(), 'rx-kafka-'));
   const scram = { username: 'rx-consumer', password: 'rx-consumer-secret' };
   const properties = join(dir, 'server.properties');
-  writeFileSync(properties, [
-    'process.roles=broker,controller',
-    'node.id=1',
-    `controller.quorum.bootstrap.servers=127.0.0.1:${controllerPort}`,
-    `listeners=PLAINTEXT://127.0.0.1:${plainPort},SASL://127.0.0.1:${saslPort},CONTROLLER://127.0.0.1:${controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${plainPort},SASL://127.0.0.1:${saslPort}`,
-    'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT',
-    'controller.listener.names=CONTROLLER',
-    'inter.broker.listener.name=PLAINTEXT',
-    `log.dirs=${join(dir, 'data')}`,
-    `num.partitions=${options.partitions ?? 1}`,
-    'offsets.topic.replication.factor=1',
-    'offsets.topic.num.partitions=1',
-    'transaction.state.log.replication.factor=1',
-    'transaction.state.log.min.isr=1',
-    'share.coordinator.state.topic.replication.factor=1',
-    'share.coordinator.state.topic.min.isr=1',
-    'group.initial.rebalance.delay.ms=0',
-    'group.consumer.min.session.timeout.ms=1000',
-    'group.min.session.timeout.ms=1000',
-    'auto.create.topics.enable=true',
-    'log.flush.interval.messages=1000000',
-    'listener.name.sasl.sasl.enabled.mechanisms=OAUTHBEARER,SCRAM-SHA-512',
-    // Kafka's unsecured JWS validator: any well-formed unsigned token with sub, iat and exp is
-    // accepted until its exp. For tests only.
-    'listener.name.sasl.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.internals.unsecured.OAuthBearerUnsecuredValidatorCallbackHandler',
-    'listener.name.sasl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";',
-    'listener.name.sasl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
-    ...(options.maxReauthMs === undefined ? [] : [`listener.name.sasl.connections.max.reauth.ms=${options.maxReauthMs}`]),
-    '',
-  ].join('\n'));
+  writeFileSync(
+    properties,
+    [
+      'process.roles=broker,controller',
+      'node.id=1',
+      `controller.quorum.bootstrap.servers=127.0.0.1:${controllerPort}`,
+      `listeners=PLAINTEXT://127.0.0.1:${plainPort},SASL://127.0.0.1:${saslPort},CONTROLLER://127.0.0.1:${controllerPort}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${plainPort},SASL://127.0.0.1:${saslPort}`,
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT',
+      'controller.listener.names=CONTROLLER',
+      'inter.broker.listener.name=PLAINTEXT',
+      `log.dirs=${join(dir, 'data')}`,
+      `num.partitions=${options.partitions ?? 1}`,
+      'offsets.topic.replication.factor=1',
+      'offsets.topic.num.partitions=1',
+      'transaction.state.log.replication.factor=1',
+      'transaction.state.log.min.isr=1',
+      'share.coordinator.state.topic.replication.factor=1',
+      'share.coordinator.state.topic.min.isr=1',
+      'group.initial.rebalance.delay.ms=0',
+      'group.consumer.min.session.timeout.ms=1000',
+      'group.min.session.timeout.ms=1000',
+      'auto.create.topics.enable=true',
+      'log.flush.interval.messages=1000000',
+      'listener.name.sasl.sasl.enabled.mechanisms=OAUTHBEARER,SCRAM-SHA-512',
+      // Kafka's unsecured JWS validator: any well-formed unsigned token with sub, iat and exp is
+      // accepted until its exp. For tests only.
+      'listener.name.sasl.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.internals.unsecured.OAuthBearerUnsecuredValidatorCallbackHandler',
+      'listener.name.sasl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";',
+      'listener.name.sasl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+      ...(options.maxReauthMs === undefined ? [] : [`listener.name.sasl.connections.max.reauth.ms=${options.maxReauthMs}`]),
+      '',
+    ].join('\n'),
+  );
   // Kafka's slf4j binding here is reload4j (log4j 1 syntax): warnings, and the line saying it started.
-  writeFileSync(join(dir, 'log4j.properties'), [
-    'log4j.rootLogger=WARN, stdout',
-    'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
-    'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
-    'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n',
-    'log4j.logger.kafka.server.KafkaRaftServer=INFO',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(dir, 'log4j.properties'),
+    [
+      'log4j.rootLogger=WARN, stdout',
+      'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
+      'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
+      'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n',
+      'log4j.logger.kafka.server.KafkaRaftServer=INFO',
+      '',
+    ].join('\n'),
+  );
   const jvm = [
-    `-Xmx${options.heap ?? '256m'}`, `-Xms${options.heap ?? '256m'}`, '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Xss512k',
-    '-Djava.awt.headless=true', `-Dlog4j.configuration=file:${join(dir, 'log4j.properties')}`, '-cp', classpath,
+    `-Xmx${options.heap ?? '256m'}`,
+    `-Xms${options.heap ?? '256m'}`,
+    '-XX:+UseSerialGC',
+    '-XX:TieredStopAtLevel=1',
+    '-Xss512k',
+    '-Djava.awt.headless=true',
+    `-Dlog4j.configuration=file:${join(dir, 'log4j.properties')}`,
+    '-cp',
+    classpath,
   ];
-  const format = spawnSync(java, [...jvm.filter((a) => !a.startsWith('-Xms')), 'kafka.tools.StorageTool', 'format', '--standalone',
-    '-t', randomUUID().replaceAll('-', '').slice(0, 22), '-c', properties,
-    '--add-scram', `SCRAM-SHA-512=[name=${scram.username},password=${scram.password}]`], { encoding: 'utf8' });
+  const format = spawnSync(
+    java,
+    [
+      ...jvm.filter((a) => !a.startsWith('-Xms')),
+      'kafka.tools.StorageTool',
+      'format',
+      '--standalone',
+      '-t',
+      randomUUID().replaceAll('-', '').slice(0, 22),
+      '-c',
+      properties,
+      '--add-scram',
+      `SCRAM-SHA-512=[name=${scram.username},password=${scram.password}]`,
+    ],
+    { encoding: 'utf8' },
+  );
   if (format.status !== 0) {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`formatting the Kafka storage failed: ${format.stderr}${format.stdout}`);
@@ -165,7 +191,9 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     sasl: `127.0.0.1:${saslPort}`,
     scram,
     stop,
-    get process() { return child; },
+    get process() {
+      return child;
+    },
     async restart() {
       await halt();
       await launch();
@@ -188,13 +216,15 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { startSandboxSchemaRegistry } = await import('./schema-registry.ts');
   const broker = await startKafkaBroker({ partitions: Number(process.env.PARTITIONS ?? 3), log: (line) => process.stderr.write(line) });
   const registry = await startSandboxSchemaRegistry();
-  process.stdout.write([
-    `Kafka broker: PLAINTEXT ${broker.plaintext}; SASL ${broker.sasl} (SCRAM-SHA-512 ${broker.scram.username}/${broker.scram.password}, or OAUTHBEARER unsecured test tokens)`,
-    `Schema registry: ${registry.url}`,
-    'Run the service and the publisher with:',
-    `  EVENT_BUS_BROKERS=${broker.plaintext} EVENT_BUS_SCHEMA_REGISTRY_URL=${registry.url} EVENT_BUS_AUTH=none EVENT_BUS_TLS=false`,
-    '',
-  ].join('\n'));
+  process.stdout.write(
+    [
+      `Kafka broker: PLAINTEXT ${broker.plaintext}; SASL ${broker.sasl} (SCRAM-SHA-512 ${broker.scram.username}/${broker.scram.password}, or OAUTHBEARER unsecured test tokens)`,
+      `Schema registry: ${registry.url}`,
+      'Run the service and the publisher with:',
+      `  EVENT_BUS_BROKERS=${broker.plaintext} EVENT_BUS_SCHEMA_REGISTRY_URL=${registry.url} EVENT_BUS_AUTH=none EVENT_BUS_TLS=false`,
+      '',
+    ].join('\n'),
+  );
   const shutdown = () => void Promise.all([broker.stop(), registry.close()]).then(() => process.exit(0));
   process.once('SIGINT', shutdown);
   process.once('SIGTERM', shutdown);

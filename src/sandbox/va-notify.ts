@@ -179,8 +179,21 @@ export interface SandboxVaNotify {
 }
 
 const IdTypes = ['VAPROFILEID', 'PID', 'ICN', 'BIRLSID', 'EDIPI'] as const;
-const AllowedProperties = ['template_id', 'email_address', 'recipient_identifier', 'personalisation', 'reference', 'billing_code', 'callback_url', 'scheduled_for'];
-const SimulatedAddresses = new Set(['simulate-delivered@notifications.va.gov', 'simulate-delivered-2@notifications.va.gov', 'simulate-delivered-3@notifications.va.gov']);
+const AllowedProperties = [
+  'template_id',
+  'email_address',
+  'recipient_identifier',
+  'personalisation',
+  'reference',
+  'billing_code',
+  'callback_url',
+  'scheduled_for',
+];
+const SimulatedAddresses = new Set([
+  'simulate-delivered@notifications.va.gov',
+  'simulate-delivered-2@notifications.va.gov',
+  'simulate-delivered-3@notifications.va.gov',
+]);
 const ListQueryParameters = new Set(['reference', 'older_than', 'status', 'template_type', 'include_jobs']);
 const MaxBodyBytes = 1024 * 1024;
 const ClockSkewSeconds = 30;
@@ -465,7 +478,12 @@ function redactedBody(): string {
 }
 
 /** The checks of POST /v2/notifications/email up to a valid request: a refusal, or the request. */
-async function checkSend(sandbox: Sandbox, req: IncomingMessage, text: string, tooLarge: boolean): Promise<HttpAnswer | { request: Record<string, unknown>; auth: Auth }> {
+async function checkSend(
+  sandbox: Sandbox,
+  req: IncomingMessage,
+  text: string,
+  tooLarge: boolean,
+): Promise<HttpAnswer | { request: Record<string, unknown>; auth: Auth }> {
   const { settings, state } = sandbox;
   const auth = await authenticate(settings, req);
   if (auth instanceof HttpAnswer) return auth;
@@ -487,7 +505,8 @@ async function checkSend(sandbox: Sandbox, req: IncomingMessage, text: string, t
 
 /** What VA Notify refuses in a request the schema allows: another template, a schedule, missing personalisation. */
 function requestRefusal(settings: Settings, request: Record<string, unknown>): HttpAnswer | null {
-  if (String(request.template_id).toLowerCase() !== settings.templateId.toLowerCase()) return v2Error(400, 'BadRequestError', 'Template not found');
+  if (String(request.template_id).toLowerCase() !== settings.templateId.toLowerCase())
+    return v2Error(400, 'BadRequestError', 'Template not found');
   if (request.scheduled_for !== undefined && request.scheduled_for !== null) {
     return v2Error(400, 'BadRequestError', 'Cannot schedule notifications (this feature is invite-only)');
   }
@@ -498,7 +517,12 @@ function requestRefusal(settings: Settings, request: Record<string, unknown>): H
 }
 
 /** The body of POST /v2/notifications/email: an answer, or the notification to store. */
-async function acceptSend(sandbox: Sandbox, req: IncomingMessage, text: string, tooLarge: boolean): Promise<HttpAnswer | { notification: StoredNotification | null; answer: HttpAnswer }> {
+async function acceptSend(
+  sandbox: Sandbox,
+  req: IncomingMessage,
+  text: string,
+  tooLarge: boolean,
+): Promise<HttpAnswer | { notification: StoredNotification | null; answer: HttpAnswer }> {
   const checked = await checkSend(sandbox, req, text, tooLarge);
   if (checked instanceof HttpAnswer) return checked;
   const { request, auth } = checked;
@@ -707,7 +731,13 @@ async function progress(sandbox: Sandbox, n: StoredNotification): Promise<void> 
   await sleep(settings.callbackDelayMs, undefined, { signal: sandbox.closing.signal });
   const outcome = outcomeOf(state, n);
   const mechanism: CallbackAttempt['mechanism'] = n.callbackUrl === null ? 'service' : 'notification';
-  const make = (stale: boolean): Callback => ({ notificationId: n.id, mechanism, url: n.callbackUrl, body: callbackBody(n, mechanism), stale });
+  const make = (stale: boolean): Callback => ({
+    notificationId: n.id,
+    mechanism,
+    url: n.callbackUrl,
+    body: callbackBody(n, mechanism),
+    stale,
+  });
 
   n.emailAddress ??= SandboxRecipientEmail;
   n.sentAt = stamp();

@@ -31,10 +31,7 @@ export interface SendClaim {
  * Every claim counts an attempt, so even an email whose sends keep timing out ends after
  * SEND_MAX_ATTEMPTS.
  */
-export async function claimDueEmails(
-  sql: Sql,
-  p: { batchSize: number; claim: SendClaim },
-): Promise<ClaimedEmail[]> {
+export async function claimDueEmails(sql: Sql, p: { batchSize: number; claim: SendClaim }): Promise<ClaimedEmail[]> {
   return sql.begin(async (tx) => {
     await planForWorkInProgress(tx);
     return tx<ClaimedEmail[]>`
@@ -183,7 +180,5 @@ export async function newestUnstoredNotification<N extends { id: string; created
   listed: readonly N[],
 ): Promise<N | undefined> {
   const known = await storedNotificationIds(sql, emailId);
-  return listed
-    .filter((n) => !known.has(n.id))
-    .sort((a, b) => String(b.created_at ?? '').localeCompare(String(a.created_at ?? '')))[0];
+  return listed.filter((n) => !known.has(n.id)).sort((a, b) => String(b.created_at ?? '').localeCompare(String(a.created_at ?? '')))[0];
 }

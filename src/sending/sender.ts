@@ -127,7 +127,11 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
   // Read before the claim: a paused instance claims nothing, and a failed read leaves nothing claimed.
   const pause = await sendingPauseState(sql);
   if (pause === 'paused') return { ...result, paused: true };
-  const claim: SendClaim = { token: randomUUID(), instanceId: deps.instanceId ?? DefaultInstanceId, leaseSeconds: config.SEND_LEASE_SECONDS };
+  const claim: SendClaim = {
+    token: randomUUID(),
+    instanceId: deps.instanceId ?? DefaultInstanceId,
+    leaseSeconds: config.SEND_LEASE_SECONDS,
+  };
   const claimed = await claimDueEmails(sql, { batchSize: config.SEND_BATCH_SIZE, claim });
   if (claimed.length === 0) return result;
 
@@ -152,7 +156,13 @@ export async function runSend(deps: SenderDeps): Promise<SendResult> {
     work: async (email) => count(await sendOne(run, email).catch((error: unknown) => handBackOnHalt(run, email, error))),
   });
   // Claims no lane started (shutdown, pause, or a failure) go back as they were, attempt refunded.
-  count('released', await handBack(run, end.unstarted.map((email) => email.id)));
+  count(
+    'released',
+    await handBack(
+      run,
+      end.unstarted.map((email) => email.id),
+    ),
+  );
   if (end.failure) throw end.failure.error;
   result.paused = run.pausedUntil !== undefined;
   log.info({ ...result, claimed: claimed.length }, 'send run finished');
@@ -179,7 +189,10 @@ async function handBack(run: SendRun, emailIds: string[], delaySeconds = 0): Pro
   const { sql } = run.deps;
   const orphans = emailIds.filter((id) => run.mayBeAtVaNotify.has(id));
   const others = emailIds.filter((id) => !run.mayBeAtVaNotify.has(id));
-  return (await releaseClaimedOrphans(sql, orphans, run.claim, delaySeconds)) + (await releaseClaimedEmails(sql, others, run.claim, delaySeconds));
+  return (
+    (await releaseClaimedOrphans(sql, orphans, run.claim, delaySeconds)) +
+    (await releaseClaimedEmails(sql, others, run.claim, delaySeconds))
+  );
 }
 
 /**
@@ -191,8 +204,16 @@ async function handBackOnHalt(run: SendRun, email: ClaimedEmail, error: unknown)
   if (error instanceof VaNotifyUnavailable) {
     if (!run.unavailablePauseTaken) {
       run.unavailablePauseTaken = true;
-      run.pausedUntil = await pauseSending(sql, config.SEND_UNAVAILABLE_PAUSE_SECONDS, 'unavailable', `VA Notify unavailable: ${error.message}`);
-      log.error({ reason: error.message, pausedUntil: run.pausedUntil }, 'VA Notify is not answering: sending is paused on every instance; no email is charged for it');
+      run.pausedUntil = await pauseSending(
+        sql,
+        config.SEND_UNAVAILABLE_PAUSE_SECONDS,
+        'unavailable',
+        `VA Notify unavailable: ${error.message}`,
+      );
+      log.error(
+        { reason: error.message, pausedUntil: run.pausedUntil },
+        'VA Notify is not answering: sending is paused on every instance; no email is charged for it',
+      );
     }
     // Due after the first retry delay rather than at once, so that the next probe is another
     // email: if the fault was this email's own, it does not hold every other email back.
@@ -242,15 +263,26 @@ function logHalt(log: Logger, outcome: SendingHalted['outcome'], pausedUntil: Da
   switch (outcome.kind) {
     case 'unauthorized':
       // An operator must act: new or rotated credentials, or a clock fix.
-      log.error(fields, 'VA Notify rejected our credentials: sending is paused on every instance; check VA_NOTIFY_API_KEY, VA_NOTIFY_SERVICE_ID and the clock');
+      log.error(
+        fields,
+        'VA Notify rejected our credentials: sending is paused on every instance; check VA_NOTIFY_API_KEY, VA_NOTIFY_SERVICE_ID and the clock',
+      );
       break;
     case 'not_found':
       // The send endpoint's path names no email: a 404 means the URL is wrong, not the email.
-      log.error(fields, 'VA Notify has no send endpoint at the configured URL: sending is paused on every instance; check VA_NOTIFY_BASE_URL');
+      log.error(
+        fields,
+        'VA Notify has no send endpoint at the configured URL: sending is paused on every instance; check VA_NOTIFY_BASE_URL',
+      );
       break;
     case 'rate_limited':
-      if (outcome.daily) log.error(fields, 'VA Notify\'s daily send limit is reached: sending is paused on every instance until the next UTC day');
-      else log.warn(fields, 'VA Notify\'s rate limit was exceeded: sending is paused on every instance; VA_NOTIFY_RATE_LIMIT_PER_MINUTE may be above this service\'s limit');
+      if (outcome.daily)
+        log.error(fields, "VA Notify's daily send limit is reached: sending is paused on every instance until the next UTC day");
+      else
+        log.warn(
+          fields,
+          "VA Notify's rate limit was exceeded: sending is paused on every instance; VA_NOTIFY_RATE_LIMIT_PER_MINUTE may be above this service's limit",
+        );
       break;
   }
 }
@@ -330,7 +362,10 @@ async function sendOne(run: SendRun, email: ClaimedEmail): Promise<SendOutcomeLa
     if (error instanceof AttemptsUsedUp) {
       const reason = `gave up after ${email.attempts - 1} attempts: the last send was never confirmed and VA Notify has no notification for it`;
       await recordEmailFailed(sql, email.id, claim, reason);
-      log.warn({ emailId: email.id, attempts: email.attempts - 1 }, 'orphaned send: VA Notify does not have it and its attempts are used up; failed');
+      log.warn(
+        { emailId: email.id, attempts: email.attempts - 1 },
+        'orphaned send: VA Notify does not have it and its attempts are used up; failed',
+      );
       return 'failed';
     }
     if (error instanceof TransientSendError) {
@@ -338,7 +373,10 @@ async function sendOne(run: SendRun, email: ClaimedEmail): Promise<SendOutcomeLa
       // An unanswered last try leaves the claim to expire instead: it comes back as an orphan and is
       // looked up by reference before it is sent again.
       if (error.ambiguous) {
-        log.warn({ emailId: email.id, reason: error.message }, 'send outcome unknown; the email is looked up by reference when its lease expires');
+        log.warn(
+          { emailId: email.id, reason: error.message },
+          'send outcome unknown; the email is looked up by reference when its lease expires',
+        );
         return 'retried';
       }
       const next = await recordRetryLater(sql, {

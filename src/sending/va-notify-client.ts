@@ -80,9 +80,7 @@ export function isRetryable(outcome: { kind: OutcomeKind }): boolean {
 }
 
 /** One request's raw result: the HTTP answer, or the error fetch threw. */
-export type HttpResult =
-  | { status: number; text: string }
-  | { error: unknown; timeoutMs?: number };
+export type HttpResult = { status: number; text: string } | { error: unknown; timeoutMs?: number };
 
 const MaxMessageLength = 500;
 
@@ -130,7 +128,8 @@ function describeError(result: { error: unknown; timeoutMs?: number }): string {
 
 function acceptedBody(operation: VaNotifyOperation, body: unknown): boolean {
   if (!isObject(body)) return false;
-  if (operation === 'list') return Array.isArray(body.notifications) && body.notifications.every((n) => isObject(n) && typeof n.id === 'string');
+  if (operation === 'list')
+    return Array.isArray(body.notifications) && body.notifications.every((n) => isObject(n) && typeof n.id === 'string');
   if (typeof body.id !== 'string' || body.id.length === 0) return false;
   return operation === 'send' || typeof body.status === 'string';
 }
@@ -158,16 +157,15 @@ export function classifyOutcome(operation: VaNotifyOperation, result: HttpResult
   if (status === 200 || status === 201) {
     if (!acceptedBody(operation, body)) return { kind: 'transient', status, reason: `HTTP ${status} with an unreadable body` };
     const record = body as Record<string, unknown>;
-    const notificationId = operation === 'list'
-      ? newestId(record.notifications as VaNotifyNotification[])
-      : (record.id as string);
+    const notificationId = operation === 'list' ? newestId(record.notifications as VaNotifyNotification[]) : (record.id as string);
     return { kind: 'accepted', status, notificationId, body };
   }
   if (status === 401 || status === 403) return { kind: 'unauthorized', status, message };
   if (status === 404) return { kind: 'not_found', status, message };
   if (status === 429) return { kind: 'rate_limited', status, message, daily: errorName(body) === 'TooManyRequestsError' };
   // A gateway's 408 means the request did not get through in time: like a timeout.
-  if (status === 408 || status >= 500) return { kind: 'transient', status, reason: vaMessage === undefined ? `HTTP ${status}` : `HTTP ${status}: ${message}` };
+  if (status === 408 || status >= 500)
+    return { kind: 'transient', status, reason: vaMessage === undefined ? `HTTP ${status}` : `HTTP ${status}: ${message}` };
   if (status >= 400) return { kind: 'rejected', status, message };
   // Other 2xx and 3xx: not an answer VA Notify gives; most likely a misconfigured base URL. Kept
   // retryable so it fails the email only after the bounded attempts, not at the first request.

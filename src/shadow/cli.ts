@@ -14,7 +14,10 @@ import { commandArguments, fail, runAndExit, serviceDatabase } from './export-co
 import { mismatchCsv, summaryText } from './report.ts';
 import { parseWindowBound, runShadowComparison, WindowError } from './run.ts';
 
-const command = { name: 'shadow-compare', usage: 'usage: npm run shadow-compare -- <mhv-export.csv> [--out mismatches.csv|-] [--from ISO] [--to ISO]' };
+const command = {
+  name: 'shadow-compare',
+  usage: 'usage: npm run shadow-compare -- <mhv-export.csv> [--out mismatches.csv|-] [--from ISO] [--to ISO]',
+};
 
 const args = commandArguments(command, { out: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' } });
 if (args.positionals.length !== 1) fail(command, 2, `give exactly one export file\n${command.usage}`);
@@ -31,20 +34,26 @@ try {
 }
 
 const sql = serviceDatabase(command);
-await runAndExit(command, sql, exportPath, (e) => e instanceof ExportFormatError || e instanceof WindowError, async () => {
-  const report = await runShadowComparison(sql, createReadStream(exportPath), { from, to });
-  const out = values.out;
-  const summary = summaryText(report);
-  if (out === '-') {
-    process.stderr.write(summary);
-    process.stdout.write(mismatchCsv(report));
-    return;
-  }
-  process.stdout.write(summary);
-  if (out !== undefined) {
-    await writeFile(out, mismatchCsv(report), { mode: 0o600 });
-    process.stdout.write(`\n${report.mismatches.length} mismatches written to ${out}\n`);
-  } else if (report.mismatches.length > 0) {
-    process.stdout.write(`\nWrite every mismatch as CSV with --out FILE.\n`);
-  }
-});
+await runAndExit(
+  command,
+  sql,
+  exportPath,
+  (e) => e instanceof ExportFormatError || e instanceof WindowError,
+  async () => {
+    const report = await runShadowComparison(sql, createReadStream(exportPath), { from, to });
+    const out = values.out;
+    const summary = summaryText(report);
+    if (out === '-') {
+      process.stderr.write(summary);
+      process.stdout.write(mismatchCsv(report));
+      return;
+    }
+    process.stdout.write(summary);
+    if (out !== undefined) {
+      await writeFile(out, mismatchCsv(report), { mode: 0o600 });
+      process.stdout.write(`\n${report.mismatches.length} mismatches written to ${out}\n`);
+    } else if (report.mismatches.length > 0) {
+      process.stdout.write(`\nWrite every mismatch as CSV with --out FILE.\n`);
+    }
+  },
+);

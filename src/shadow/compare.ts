@@ -102,7 +102,7 @@ export const NotEmailedReasons = {
   pending: 'still pending',
   unprocessable: 'unprocessable',
   excluded: 'excluded before DELIVERY_START_AT',
-  held: 'held at the cut-over until MHV\'s export is compared',
+  held: "held at the cut-over until MHV's export is compared",
   cancelled: 'cancelled',
 } as const;
 
@@ -167,7 +167,14 @@ export function compareShadow({ rows, badRows, ours, window }: CompareInput): Sh
   const mhv = new Map<string, MhvPackage>();
   for (const row of rows) {
     const key = packageKey(row.icn, row.trackingNumber);
-    const pkg = mhv.get(key) ?? { icn: row.icn, trackingNumber: row.trackingNumber, carrier: row.carrier, lines: [], sentDays: [], inWindow: false };
+    const pkg = mhv.get(key) ?? {
+      icn: row.icn,
+      trackingNumber: row.trackingNumber,
+      carrier: row.carrier,
+      lines: [],
+      sentDays: [],
+      inWindow: false,
+    };
     pkg.lines.push(row.line);
     if (!pkg.sentDays.includes(day(row.sentAt))) pkg.sentDays.push(day(row.sentAt));
     pkg.inWindow ||= inWindow(row.sentAt, window);
@@ -206,7 +213,11 @@ export function compareShadow({ rows, badRows, ours, window }: CompareInput): Sh
       if (m.sentDays.length > 1) {
         twice++;
         differing.add(icn);
-        mismatches.push({ ...packageMismatch(m, o), kind: 'emailed_twice_by_mhv', detail: `MHV emailed this package on ${m.sentDays.length} days; the service emails a package once` });
+        mismatches.push({
+          ...packageMismatch(m, o),
+          kind: 'emailed_twice_by_mhv',
+          detail: `MHV emailed this package on ${m.sentDays.length} days; the service emails a package once`,
+        });
       }
     }
     if (o?.emailId) {
@@ -219,7 +230,12 @@ export function compareShadow({ rows, badRows, ours, window }: CompareInput): Sh
       if (carrierName(m.carrier) !== carrierName(o.carrier) && carrierName(m.carrier) !== 'UNK' && carrierName(o.carrier) !== 'UNK') {
         carrierDiffers++;
         differing.add(icn);
-        mismatches.push({ ...packageMismatch(m, o), kind: 'carrier_differs', carrier: null, detail: `MHV ${m.carrier}, service ${o.carrier}` });
+        mismatches.push({
+          ...packageMismatch(m, o),
+          kind: 'carrier_differs',
+          carrier: null,
+          detail: `MHV ${m.carrier}, service ${o.carrier}`,
+        });
       }
     } else if (m !== undefined) {
       differing.add(icn);
@@ -243,7 +259,10 @@ export function compareShadow({ rows, badRows, ours, window }: CompareInput): Sh
   for (const { m, o } of mhvOnlyPackages) {
     const others = byTracking.get(m.trackingNumber) ?? [];
     const dispensed = o ?? others.find((p) => p.icn === null);
-    const reason = whyNotEmailed(dispensed, others.some((p) => p.icn !== null && p.icn !== m.icn));
+    const reason = whyNotEmailed(
+      dispensed,
+      others.some((p) => p.icn !== null && p.icn !== m.icn),
+    );
     const reasonKey = reason.startsWith(`${NotEmailedReasons.unprocessable}:`) ? NotEmailedReasons.unprocessable : reason;
     byReason[reasonKey] = (byReason[reasonKey] ?? 0) + 1;
     mismatches.push({ ...packageMismatch(m, dispensed), kind: 'emailed_by_mhv_only', detail: reason });
@@ -285,11 +304,12 @@ export function compareShadow({ rows, badRows, ours, window }: CompareInput): Sh
   }
 
   const kindOrder = (kind: MismatchKind) => MismatchKinds.indexOf(kind);
-  mismatches.sort((a, b) =>
-    kindOrder(a.kind) - kindOrder(b.kind) ||
-    (a.lines[0] ?? 0) - (b.lines[0] ?? 0) ||
-    (a.icnLast4 ?? '').localeCompare(b.icnLast4 ?? '') ||
-    (a.trackingNumbers[0] ?? '').localeCompare(b.trackingNumbers[0] ?? ''),
+  mismatches.sort(
+    (a, b) =>
+      kindOrder(a.kind) - kindOrder(b.kind) ||
+      (a.lines[0] ?? 0) - (b.lines[0] ?? 0) ||
+      (a.icnLast4 ?? '').localeCompare(b.icnLast4 ?? '') ||
+      (a.trackingNumbers[0] ?? '').localeCompare(b.trackingNumbers[0] ?? ''),
   );
 
   const comparedRows = rows.filter((row) => compared.has(packageKey(row.icn, row.trackingNumber))).length;

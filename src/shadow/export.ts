@@ -47,7 +47,8 @@ export function exportCommandFailure(
 ): { message: string; exitCode: number } {
   const code = (error as NodeJS.ErrnoException).code;
   if (isInputError(error)) return { message: `${command}: ${exportPath ?? 'the export'}: ${(error as Error).message}\n`, exitCode: 2 };
-  if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR') return { message: `${command}: cannot read ${exportPath} (${code})\n`, exitCode: 2 };
+  if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR')
+    return { message: `${command}: cannot read ${exportPath} (${code})\n`, exitCode: 2 };
   return { message: `${command}: ${(error as Error).message}\n`, exitCode: 1 };
 }
 
@@ -77,7 +78,10 @@ const MaxTrackingNumberLength = 60; // ZR2-2 carries up to 60 characters
 const MaxCarrierLength = 40;
 
 function normaliseHeader(name: string): string {
-  return name.trim().toLowerCase().replace(/[\s_-]+/g, '');
+  return name
+    .trim()
+    .toLowerCase()
+    .replace(/[\s_-]+/g, '');
 }
 
 /** Maps each header cell to the column it names; unknown columns are ignored, duplicates are an error. */
@@ -86,7 +90,8 @@ function readHeader(cells: string[]): Map<ExportColumn, number> {
   cells.forEach((cell, index) => {
     const column = HeaderAliases[normaliseHeader(cell)];
     if (column === undefined) return;
-    if (positions.has(column)) throw new ExportFormatError(`header: two columns name ${column} ("${cells[positions.get(column)!]}" and "${cell}")`);
+    if (positions.has(column))
+      throw new ExportFormatError(`header: two columns name ${column} ("${cells[positions.get(column)!]}" and "${cell}")`);
     positions.set(column, index);
   });
   const missing = ExportColumns.filter((column) => !positions.has(column));
@@ -156,7 +161,8 @@ function readRow(cells: string[], line: number, header: Map<ExportColumn, number
     problems.push(`tracking_number: not a tracking number (letters, digits and hyphens, at most ${MaxTrackingNumberLength})`);
   }
   const carrier = value('carrier').toUpperCase() || 'UNK';
-  if (carrier.length > MaxCarrierLength || /[\r\n]/.test(carrier)) problems.push(`carrier: not a carrier name (one line, at most ${MaxCarrierLength} characters)`);
+  if (carrier.length > MaxCarrierLength || /[\r\n]/.test(carrier))
+    problems.push(`carrier: not a carrier name (one line, at most ${MaxCarrierLength} characters)`);
   const sentAt = parseSentDate(value('sent_date'));
   if (sentAt === undefined) problems.push('sent_date: not a date (YYYY-MM-DD, an ISO 8601 date-time, MM/DD/YYYY or DD-MON-YY)');
   if (problems.length > 0 || sentAt === undefined) return { line, problem: problems.join('; ') };

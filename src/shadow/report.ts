@@ -4,7 +4,15 @@ import { stringify } from 'csv-stringify/sync';
 import type { Mismatch, ShadowReport } from './compare.ts';
 
 export const MismatchCsvColumns = [
-  'kind', 'icn_last4', 'tracking_numbers', 'lines', 'carrier', 'mhv_sent_dates', 'shipped_at', 'email_ids', 'detail',
+  'kind',
+  'icn_last4',
+  'tracking_numbers',
+  'lines',
+  'carrier',
+  'mhv_sent_dates',
+  'shipped_at',
+  'email_ids',
+  'detail',
 ] as const;
 
 /** Lists are joined with spaces: one CSV cell each, still readable in a spreadsheet. */
@@ -55,7 +63,9 @@ export function summaryText(report: ShadowReport, options: { listFirst?: number 
         m.lines.length > 0 ? `line ${m.lines.join(',')}` : '',
         m.icnLast4 ? `ICN ...${m.icnLast4}` : '',
         m.trackingNumbers.join(' '),
-      ].filter(Boolean).join(' ');
+      ]
+        .filter(Boolean)
+        .join(' ');
       lines.push(`  ${m.kind}  ${where}: ${m.detail}`);
     }
   }

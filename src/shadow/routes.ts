@@ -106,7 +106,12 @@ export const shadowRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       const s = report.summary;
       request.log.info(
-        { packagesCompared: s.packagesCompared, mismatches: report.mismatches.length, badRows: s.export.badRows, packageMismatchRate: s.packageMismatchRate },
+        {
+          packagesCompared: s.packagesCompared,
+          mismatches: report.mismatches.length,
+          badRows: s.export.badRows,
+          packageMismatchRate: s.packageMismatchRate,
+        },
         'shadow comparison',
       );
       if (prefersCsv(request.headers.accept)) {

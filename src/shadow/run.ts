@@ -20,7 +20,8 @@ export function parseWindowBound(text: string, bound: 'from' | 'to'): Date {
   const date = parseBound(text, bound);
   // A comparison period lies in the service's life; far dates (9999-12-31, whose end is in year
   // 10000) are beyond what Postgres and ISO dates share.
-  if (date.getUTCFullYear() < 2000 || date.getUTCFullYear() > 2999) throw new WindowError(`${bound}: must lie between the years 2000 and 2999`);
+  if (date.getUTCFullYear() < 2000 || date.getUTCFullYear() > 2999)
+    throw new WindowError(`${bound}: must lie between the years 2000 and 2999`);
   return date;
 }
 
@@ -61,6 +62,10 @@ export async function runShadowComparison(
 ): Promise<ShadowReport> {
   const parsed = await parseMhvExport(input);
   const window = resolveWindow(parsed, options.from, options.to);
-  const ours = await loadOurPackages(sql, window, parsed.rows.map((row) => row.trackingNumber));
+  const ours = await loadOurPackages(
+    sql,
+    window,
+    parsed.rows.map((row) => row.trackingNumber),
+  );
   return compareShadow({ rows: parsed.rows, badRows: parsed.badRows, ours, window });
 }

@@ -100,27 +100,27 @@ function statusEffects({ status, statusReason, known }: NormalisedStatus): Statu
   if (!known) return { known, final: false, rank: null, emailState: null, emailReason: null };
   const value = status as NotificationStatus;
   const final = isFinal(value);
-  const emailState = !final ? null
-    : value === 'delivered' ? 'delivered'
-    : value === 'expired' ? 'expired'
-    : value === 'temporary-failure' ? 'temporary_failure'
-    : PermanentFailures.has(value) ? 'permanent_failure'
-    : null;
+  const emailState = !final
+    ? null
+    : value === 'delivered'
+      ? 'delivered'
+      : value === 'expired'
+        ? 'expired'
+        : value === 'temporary-failure'
+          ? 'temporary_failure'
+          : PermanentFailures.has(value)
+            ? 'permanent_failure'
+            : null;
   const emailReason = value === 'delivered' ? statusReason : (statusReason ?? `VA Notify status ${value}`);
   return { known, final, rank: progressRank(value), emailState, emailReason };
 }
-
 
 /**
  * Records one status event and applies it: one statement, so one round trip and one transaction
  * (a savepoint when `sql` is already a transaction). Duplicates and late events are harmless and
  * reported as such.
  */
-export async function recordStatusEvent(
-  sql: Sql | TransactionSql,
-  event: StatusEvent,
-  options: RecordOptions,
-): Promise<StatusEventResult> {
+export async function recordStatusEvent(sql: Sql | TransactionSql, event: StatusEvent, options: RecordOptions): Promise<StatusEventResult> {
   const normalised = normaliseStatus(event.status, event.statusReason);
   const effects = statusEffects(normalised);
   // Timestamps go as text (see timestamp()); `to` is never stored.
@@ -206,7 +206,9 @@ export async function recordStatusEvents(
   // VA Notify, e.g. "\ud800" in a status_reason) as that escape, which Postgres's jsonb input refuses,
   // failing the whole statement, every event of the batch with it, and on each of VA Notify's retries.
   // U+FFFD in its place is what recordStatusEvent stores too (postgres.js encodes parameters as UTF-8).
-  const rows = await sql<{ outcome: StatusOutcome | 'failed'; aal_event_created: boolean; error_code: string | null; error_message: string | null }[]>`
+  const rows = await sql<
+    { outcome: StatusOutcome | 'failed'; aal_event_created: boolean; error_code: string | null; error_message: string | null }[]
+  >`
     select outcome, aal_event_created, error_code, error_message from record_status_events(
       p_lock_namespace => ${NotificationLock}::int,
       p_events => ${eventsJson(payload)}::text::jsonb,
@@ -219,7 +221,8 @@ export async function recordStatusEvents(
     order by event_index`;
   return events.map(({ event, log }, index) => {
     const row = rows[index]!;
-    if (row.outcome === 'failed') return new StatusEventFailedError(row.error_code ?? 'XX000', row.error_message ?? 'status event not recorded');
+    if (row.outcome === 'failed')
+      return new StatusEventFailedError(row.error_code ?? 'XX000', row.error_message ?? 'status event not recorded');
     logOutcome(log, event, row.outcome, options.source);
     return { outcome: row.outcome, aalEventCreated: row.aal_event_created };
   });
@@ -318,35 +321,40 @@ export async function adoptNotificationByReference(
   // A sender storing this very notification holds the email's row and then takes the notification's
   // lock, the reverse of the order here: rather than wait (a deadlock), the adoption gives up at
   // once, and that sender applies the event, which is committed already.
-  return sql.begin(async (tx) => {
-    await tx`select set_config('lock_timeout', '100ms', true)`;
-    await tx`select pg_advisory_xact_lock(${NotificationLock}, hashtext(${event.notificationId}::uuid::text))`;
-    // The send found is after every send stored (as the sweep's adoption counts it): its attempt is
-    // one past the last stored, and the email is charged for it.
-    const [email] = await tx<{ attempts: number }[]>`
+  return sql
+    .begin(async (tx) => {
+      await tx`select set_config('lock_timeout', '100ms', true)`;
+      await tx`select pg_advisory_xact_lock(${NotificationLock}, hashtext(${event.notificationId}::uuid::text))`;
+      // The send found is after every send stored (as the sweep's adoption counts it): its attempt is
+      // one past the last stored, and the email is charged for it.
+      const [email] = await tx<{ attempts: number }[]>`
       select greatest(e.attempts, 1 + coalesce((select max(n.attempt) from notification n where n.tracking_email_id = e.id), 0)) as attempts
         from tracking_email e
        where e.id = ${reference}::uuid and e.state in ${stateList(tx, AwaitingNotificationStates)}
          and not exists (select 1 from notification where id = ${event.notificationId}::uuid)
        for update`;
-    if (email === undefined) return false;
-    await tx`
+      if (email === undefined) return false;
+      await tx`
       insert into notification (id, tracking_email_id, attempt, status)
       values (${event.notificationId}, ${reference}, ${email.attempts}, 'created')
       on conflict do nothing`;
-    // A send in flight for it finds the email sent and records nothing twice; a queued one is not sent.
-    await tx`
+      // A send in flight for it finds the email sent and records nothing twice; a queued one is not sent.
+      await tx`
       update tracking_email
          set state = ${stateLiteral(tx, 'sent')}, attempts = ${email.attempts}, lease_until = null, leased_by = null, lease_token = null,
              last_error = null, state_reason = null, updated_at = now()
        where id = ${reference}::uuid`;
-    await applyPendingStatusEvents(tx, event.notificationId, options);
-    options.log?.warn({ emailId: reference, notificationId: event.notificationId }, 'status event for a notification never stored: its email adopted it');
-    return true;
-  }).catch((error: { code?: string }) => {
-    if (error.code === '55P03' || error.code === '40P01') return false;
-    throw error;
-  });
+      await applyPendingStatusEvents(tx, event.notificationId, options);
+      options.log?.warn(
+        { emailId: reference, notificationId: event.notificationId },
+        'status event for a notification never stored: its email adopted it',
+      );
+      return true;
+    })
+    .catch((error: { code?: string }) => {
+      if (error.code === '55P03' || error.code === '40P01') return false;
+      throw error;
+    });
 }
 
 /**

@@ -13,13 +13,7 @@
 // statement itself fails (the database unreachable), every event of the batch rejects: none of them
 // was committed, and each is retried.
 import type { SqlHandle } from '../db/connect.ts';
-import {
-  recordStatusEvents,
-  type RecordOptions,
-  type StatusEvent,
-  type StatusEventResult,
-  type StatusLog,
-} from './repository.ts';
+import { recordStatusEvents, type RecordOptions, type StatusEvent, type StatusEventResult, type StatusLog } from './repository.ts';
 
 export interface StatusEventBatcherOptions extends Omit<RecordOptions, 'log'> {
   /**

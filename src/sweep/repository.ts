@@ -137,10 +137,7 @@ export async function releaseOrphanedEmail(
  * with nothing open to poll), or attempt 0, and its temporary failure be replayed past
  * SEND_MAX_ATTEMPTS. The send VA Notify had is after every send already stored.
  */
-export async function chargeAdoptedSend(
-  sql: SqlHandle,
-  p: { emailId: string; sweeperId: string },
-): Promise<number | undefined> {
+export async function chargeAdoptedSend(sql: SqlHandle, p: { emailId: string; sweeperId: string }): Promise<number | undefined> {
   const [row] = await sql<{ attempts: number }[]>`
     update tracking_email e
        set attempts = greatest(e.attempts, 1 + (select coalesce(max(n.attempt), 0) from notification n where n.tracking_email_id = e.id)),

@@ -135,8 +135,19 @@ async function sweep(deps: SweepDeps): Promise<SweepCounts> {
   const run: SweepRun = {
     deps,
     counts: {
-      polled: 0, statusesApplied: 0, expired: 0, notFound: 0, errors: 0, adopted: 0, released: 0,
-      replayed: 0, failed: 0, aalReleased: 0, statusEventsExpired: 0, vaNotifyRejected: false, stopped: false,
+      polled: 0,
+      statusesApplied: 0,
+      expired: 0,
+      notFound: 0,
+      errors: 0,
+      adopted: 0,
+      released: 0,
+      replayed: 0,
+      failed: 0,
+      aalReleased: 0,
+      statusEventsExpired: 0,
+      vaNotifyRejected: false,
+      stopped: false,
     },
     apply: { replayDelayMinutes: config.REPLAY_DELAY_MINUTES, sendMaxAttempts: config.SEND_MAX_ATTEMPTS, log },
     halt: undefined,
@@ -268,7 +279,11 @@ async function notFound(run: SweepRun, notification: StaleNotification): Promise
 async function settleOrphanedSends(run: SweepRun): Promise<void> {
   const { sql, config } = run.deps;
   const sweeperId = run.deps.instanceId ?? DefaultSweeperId;
-  const orphans = await claimOrphanedEmails(sql, { batchSize: config.SWEEP_BATCH_SIZE, leaseSeconds: config.SEND_LEASE_SECONDS, sweeperId });
+  const orphans = await claimOrphanedEmails(sql, {
+    batchSize: config.SWEEP_BATCH_SIZE,
+    leaseSeconds: config.SEND_LEASE_SECONDS,
+    sweeperId,
+  });
   try {
     await inLanes(run, orphans, (email) => settleOrphan(run, email, sweeperId));
   } finally {
@@ -287,7 +302,10 @@ async function settleOrphan(run: SweepRun, email: OrphanedEmail, sweeperId: stri
     if (found.kind === 'unauthorized') return rejected(run, found.status, found.message, 'orphan lookup');
     run.counts.errors++;
     if (found.kind === 'rate_limited') run.halt ??= 'rate_limited';
-    run.deps.log.warn({ ...ids, reason: found.kind === 'transient' ? found.reason : found.message }, 'orphaned send lookup failed; looked up again later');
+    run.deps.log.warn(
+      { ...ids, reason: found.kind === 'transient' ? found.reason : found.message },
+      'orphaned send lookup failed; looked up again later',
+    );
     return;
   }
   const newest = await newestUnstoredNotification(run.deps.sql, email.id, found.body);
@@ -309,7 +327,12 @@ async function releaseOrphan(run: SweepRun, email: OrphanedEmail, sweeperId: str
 }
 
 /** The orphan's send went through and only its answer was lost: record it as the sender would have. */
-async function adoptOrphanSend(run: SweepRun, email: OrphanedEmail, sweeperId: string, newest: VaNotifyNotification & { id: string }): Promise<void> {
+async function adoptOrphanSend(
+  run: SweepRun,
+  email: OrphanedEmail,
+  sweeperId: string,
+  newest: VaNotifyNotification & { id: string },
+): Promise<void> {
   const { sql, log } = run.deps;
   const ids = { emailId: email.id, attempt: email.attempts };
   const attempt = await sql.begin(async (tx) => {
@@ -376,7 +399,10 @@ async function vaNotifyAvailable(deps: SweepDeps): Promise<boolean> {
   if (deps.vaNotify === undefined || deps.config.DELIVERY_MODE !== 'live') return false;
   const pause = await sendingPausedUntil(deps.sql);
   if (pause && pauseStopsEveryRequest(pause.kind)) {
-    deps.log.warn({ pausedUntil: pause.until, kind: pause.kind, reason: pause.reason }, 'sending is paused: the sweep asks VA Notify nothing until the pause ends');
+    deps.log.warn(
+      { pausedUntil: pause.until, kind: pause.kind, reason: pause.reason },
+      'sending is paused: the sweep asks VA Notify nothing until the pause ends',
+    );
     return false;
   }
   return true;

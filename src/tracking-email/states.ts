@@ -5,7 +5,16 @@
 import type { SqlHandle } from '../db/connect.ts';
 
 export const TrackingEmailStates = [
-  'queued', 'sending', 'sent', 'delivered', 'permanent_failure', 'temporary_failure', 'failed', 'expired', 'shadowed', 'resent',
+  'queued',
+  'sending',
+  'sent',
+  'delivered',
+  'permanent_failure',
+  'temporary_failure',
+  'failed',
+  'expired',
+  'shadowed',
+  'resent',
 ] as const;
 
 export type TrackingEmailState = (typeof TrackingEmailStates)[number];
@@ -30,11 +39,21 @@ export const AwaitingNotificationStates = ClaimableStates;
  * being sent belongs to the sender, and a shadowed or resent one is never moved by a status event.
  */
 export const FollowingNotificationStates = [
-  'sent', 'delivered', 'permanent_failure', 'temporary_failure', 'failed', 'expired',
+  'sent',
+  'delivered',
+  'permanent_failure',
+  'temporary_failure',
+  'failed',
+  'expired',
 ] as const satisfies readonly TrackingEmailState[];
 
 /** The state a notification's final status gives its email (src/status/repository.ts, statusEffects). */
-export const FinalStatusStates = ['delivered', 'permanent_failure', 'temporary_failure', 'expired'] as const satisfies readonly TrackingEmailState[];
+export const FinalStatusStates = [
+  'delivered',
+  'permanent_failure',
+  'temporary_failure',
+  'expired',
+] as const satisfies readonly TrackingEmailState[];
 
 export type FinalStatusState = (typeof FinalStatusStates)[number];
 
@@ -46,7 +65,14 @@ export const StatusEventStates = [...FinalStatusStates, 'failed'] as const satis
  * remove it). A `delivered` email can still take a late bounce, which changes its record and not
  * what happens.
  */
-export const FinalStates = ['delivered', 'permanent_failure', 'failed', 'expired', 'shadowed', 'resent'] as const satisfies readonly TrackingEmailState[];
+export const FinalStates = [
+  'delivered',
+  'permanent_failure',
+  'failed',
+  'expired',
+  'shadowed',
+  'resent',
+] as const satisfies readonly TrackingEmailState[];
 
 /** The states still in the service's hands: queued, being sent, sent and awaiting its status, or waiting for a replay. */
 export const NonFinalStates = TrackingEmailStates.filter((state) => !(FinalStates as readonly string[]).includes(state));
@@ -69,10 +95,25 @@ export interface TrackingEmailTransition {
 /** Every move an email can make (docs/design.md draws them). Creation is {@link InitialStates}. */
 export const TrackingEmailTransitions: readonly TrackingEmailTransition[] = [
   { from: ['queued'], to: 'sending', label: 'claimed', by: 'the sender claims it (src/sending/repository.ts)' },
-  { from: ['sending'], to: 'sending', label: 'lease ran out, claimed again', by: 'the sender claims an orphan; the sweep claims it to look it up (src/sweep/repository.ts)' },
+  {
+    from: ['sending'],
+    to: 'sending',
+    label: 'lease ran out, claimed again',
+    by: 'the sender claims an orphan; the sweep claims it to look it up (src/sweep/repository.ts)',
+  },
   { from: ['sending'], to: 'queued', label: 'retry later, handed back, or an orphan VA Notify lacks', by: 'the sender, or the sweep' },
-  { from: ['sending'], to: 'sent', label: 'VA Notify accepted it, or had it', by: 'the sender, the sweep, or a status event naming it by reference' },
-  { from: ['queued'], to: 'sent', label: 'a status event names it (VA Notify had it)', by: 'adoptNotificationByReference (src/status/repository.ts)' },
+  {
+    from: ['sending'],
+    to: 'sent',
+    label: 'VA Notify accepted it, or had it',
+    by: 'the sender, the sweep, or a status event naming it by reference',
+  },
+  {
+    from: ['queued'],
+    to: 'sent',
+    label: 'a status event names it (VA Notify had it)',
+    by: 'adoptNotificationByReference (src/status/repository.ts)',
+  },
   { from: ['sending'], to: 'failed', label: 'refused, or attempts used up', by: 'the sender, or the sweep' },
   ...StatusEventStates.map((to) => ({
     from: FollowingNotificationStates.filter((state) => state !== to),
@@ -81,7 +122,12 @@ export const TrackingEmailTransitions: readonly TrackingEmailTransition[] = [
   })),
   { from: ['temporary_failure'], to: 'queued', label: 'replayed', by: 'the sweep (src/sweep/repository.ts)' },
   { from: ['temporary_failure'], to: 'failed', label: 'attempts used up, not replayed', by: 'the sweep' },
-  { from: ResendableStates, to: 'resent', label: 'resent by an operator', by: 'a new email is queued in its place (src/operator/actions.ts)' },
+  {
+    from: ResendableStates,
+    to: 'resent',
+    label: 'resent by an operator',
+    by: 'a new email is queued in its place (src/operator/actions.ts)',
+  },
 ];
 
 /** The diagram's arrows, as Mermaid writes them: `from --> to` or `from --> to : label`, creation first. */

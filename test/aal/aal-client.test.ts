@@ -30,10 +30,10 @@ t.test('posts one activity with the contract headers and camelCase body', async 
   t.equal(event!.headers.xApiKey, aalCredentials.apiKey);
   t.match(event!.headers.contentType, /^application\/json/);
   t.equal(event!.sessionCorrelationId, '15176497', 'the Token header is the session issued for this veteran');
-  t.same(aal.state.requests.map((r) => `${r.method} ${r.path} ${r.status}`), [
-    'GET /v1/usermgmt/auth/session 200',
-    'POST /v1/usermgmt/activity 200',
-  ]);
+  t.same(
+    aal.state.requests.map((r) => `${r.method} ${r.path} ${r.status}`),
+    ['GET /v1/usermgmt/auth/session 200', 'POST /v1/usermgmt/activity 200'],
+  );
 });
 
 t.test('the configured activity type, action and performer are sent', async (t) => {
@@ -72,7 +72,10 @@ t.test('the session cache is bounded', async (t) => {
   for (const id of ['1', '2', '1', '3', '1', '2']) await aalClient.post(activity(id));
   t.equal(aalClient.cachedSessions, 2);
   // 1 and 2 cached; 1 touched; 3 evicts 2; 1 still cached; 2 needs a new session.
-  t.same(['1', '2', '3'].map((id) => aal.state.sessionsFor(id)), [1, 2, 1]);
+  t.same(
+    ['1', '2', '3'].map((id) => aal.state.sessionsFor(id)),
+    [1, 2, 1],
+  );
 });
 
 t.test('a session refused mid-use is renewed once and the post succeeds', async (t) => {
@@ -81,13 +84,16 @@ t.test('a session refused mid-use is renewed once and the post succeeds', async 
   await aalClient.post(activity('2001'));
   aal.state.expireAllSessions();
   t.same(await aalClient.post(activity('2001', 'after expiry')), { kind: 'posted' });
-  t.same(aal.state.requests.map((r) => `${r.path} ${r.status}`), [
-    '/v1/usermgmt/auth/session 200',
-    '/v1/usermgmt/activity 200',
-    '/v1/usermgmt/activity 401',
-    '/v1/usermgmt/auth/session 200',
-    '/v1/usermgmt/activity 200',
-  ]);
+  t.same(
+    aal.state.requests.map((r) => `${r.path} ${r.status}`),
+    [
+      '/v1/usermgmt/auth/session 200',
+      '/v1/usermgmt/activity 200',
+      '/v1/usermgmt/activity 401',
+      '/v1/usermgmt/auth/session 200',
+      '/v1/usermgmt/activity 200',
+    ],
+  );
   t.equal(aal.state.events.length, 2);
 });
 
@@ -110,8 +116,16 @@ t.test('a 403 on the post is unauthorized, after one request, and the session is
   const aal = await sandbox(t);
   const aalClient = client(aal);
   aal.state.forceStatus = { status: 403, message: 'Invalid API key for user 3003' };
-  t.same(await aalClient.post(activity('3003')), { kind: 'unauthorized', status: 403, reason: 'AAL answered 403: Invalid API key for user [userProfileId]' });
-  t.same(aal.state.requests.map((r) => `${r.path} ${r.status}`), ['/v1/usermgmt/auth/session 200', '/v1/usermgmt/activity 403'], 'no session renewal, no second post');
+  t.same(await aalClient.post(activity('3003')), {
+    kind: 'unauthorized',
+    status: 403,
+    reason: 'AAL answered 403: Invalid API key for user [userProfileId]',
+  });
+  t.same(
+    aal.state.requests.map((r) => `${r.path} ${r.status}`),
+    ['/v1/usermgmt/auth/session 200', '/v1/usermgmt/activity 403'],
+    'no session renewal, no second post',
+  );
   aal.state.forceStatus = undefined;
   t.same(await aalClient.post(activity('3003')), { kind: 'posted' });
   t.equal(aal.state.sessionsFor('3003'), 1);
@@ -160,14 +174,22 @@ t.test('classification rule', async (t) => {
   for (const status of [401, 408, 429, 500, 502, 503, 504]) t.equal(kind(status), 'transient', `${status}`);
   for (const status of [400, 404, 409, 413, 415, 422]) t.equal(kind(status), 'permanent', `${status}`);
   t.equal(kind(403), 'unauthorized', 'a gateway 403 is our credentials, not the event');
-  t.same(classifyAalOutcome({ status: 403, body: '{"message":"Forbidden"}' }), { kind: 'unauthorized', status: 403, reason: 'AAL answered 403: Forbidden' });
+  t.same(classifyAalOutcome({ status: 403, body: '{"message":"Forbidden"}' }), {
+    kind: 'unauthorized',
+    status: 403,
+    reason: 'AAL answered 403: Forbidden',
+  });
   t.equal(classifyAalOutcome({ error: new TypeError('fetch failed', { cause: { code: 'ECONNRESET' } }) }).kind, 'transient');
   t.same(classifyAalOutcome({ status: 422, body: '{"developerMessage":"bad action"}' }), {
     kind: 'permanent',
     status: 422,
     reason: 'AAL answered 422: bad action',
   });
-  t.same(classifyAalOutcome({ status: 400, body: 'plain\ntext' }), { kind: 'permanent', status: 400, reason: 'AAL answered 400: plain text' });
+  t.same(classifyAalOutcome({ status: 400, body: 'plain\ntext' }), {
+    kind: 'permanent',
+    status: 400,
+    reason: 'AAL answered 400: plain text',
+  });
 });
 
 t.test('completion times are RFC 7231 HTTP dates', async (t) => {

@@ -38,9 +38,21 @@ t.test('one post per event, with the right headers and body', async (t) => {
   const db = await testDatabase(t);
   const aal = await sandbox(t);
   const completionTime = new Date('2026-05-14T13:22:41.250Z');
-  const first = await insertDeliveredEmail(db.sql, { correlationId: '15176497', completionTime, detailValue: 'Tracking #: 1Z999AA10123456784 (UPS) RX #: ...9043, ...1187' });
-  const second = await insertDeliveredEmail(db.sql, { correlationId: '15176497', completionTime: new Date('2026-05-15T08:01:02Z'), detailValue: 'Tracking #: 9400111899223856921234 (USPS) RX #: ...5521' });
-  const other = await insertDeliveredEmail(db.sql, { correlationId: '20334455', completionTime, detailValue: 'Tracking #: 1Z999AA10123456799 (UPS) RX #: ...0004' });
+  const first = await insertDeliveredEmail(db.sql, {
+    correlationId: '15176497',
+    completionTime,
+    detailValue: 'Tracking #: 1Z999AA10123456784 (UPS) RX #: ...9043, ...1187',
+  });
+  const second = await insertDeliveredEmail(db.sql, {
+    correlationId: '15176497',
+    completionTime: new Date('2026-05-15T08:01:02Z'),
+    detailValue: 'Tracking #: 9400111899223856921234 (USPS) RX #: ...5521',
+  });
+  const other = await insertDeliveredEmail(db.sql, {
+    correlationId: '20334455',
+    completionTime,
+    detailValue: 'Tracking #: 1Z999AA10123456799 (UPS) RX #: ...0004',
+  });
   const outcomes: AalRunOutcome[] = [];
   const { run, logs } = worker(db, client(aal), {}, { onOutcome: (o) => outcomes.push(o) });
 
@@ -63,7 +75,7 @@ t.test('one post per event, with the right headers and body', async (t) => {
   for (const event of aal.state.events) {
     t.equal(event.headers.xApiKey, aalCredentials.apiKey);
     t.match(event.headers.contentType, /^application\/json/);
-    t.equal(String(event.body.userProfileId), event.sessionCorrelationId, 'each post carries its own veteran\'s session');
+    t.equal(String(event.body.userProfileId), event.sessionCorrelationId, "each post carries its own veteran's session");
   }
   t.equal(aal.state.sessionsFor('15176497'), 1, 'one session for two events of one veteran');
   t.equal(aal.state.sessionsFor('20334455'), 1, 'a new session for another veteran');
@@ -82,20 +94,34 @@ t.test('AAL down for a while, then up: posting pauses, no event is charged past 
   const db = await testDatabase(t);
   const aal = await sandbox(t);
   const events = await Promise.all(['111', '222', '333'].map((id) => insertDeliveredEmail(db.sql, { correlationId: id })));
-  const { run, logs } = worker(db, client(aal), {}, { config: { ...testConfig(), AAL_INTERVAL_SECONDS: 60, AAL_UNAVAILABLE_PAUSE_SECONDS: 1 } });
+  const { run, logs } = worker(
+    db,
+    client(aal),
+    {},
+    { config: { ...testConfig(), AAL_INTERVAL_SECONDS: 60, AAL_UNAVAILABLE_PAUSE_SECONDS: 1 } },
+  );
   const rows = () => Promise.all(events.map(({ aalEventId }) => aalEvent(db.sql, aalEventId)));
 
   aal.state.down = true;
-  t.same(await run(), { posted: 0, retried: 2, failed: 0, released: 1, paused: true },
-    'two events in a row without an answer are bad luck; the third is an outage');
+  t.same(
+    await run(),
+    { posted: 0, retried: 2, failed: 0, released: 1, paused: true },
+    'two events in a row without an answer are bad luck; the third is an outage',
+  );
   t.equal(aal.state.requests.length, 9, 'three quick attempts per event, no more');
   const first = (await rows()).sort((a, b) => b.attempts - a.attempts);
   for (const row of first.slice(0, 2)) {
     t.match(row, { state: 'pending', attempts: 1, lease_until: null, last_error: /AAL answered 503/ });
-    t.ok(row.due_in_seconds > 25 && row.due_in_seconds <= 95, `first backoff is about one interval with jitter (${row.due_in_seconds.toFixed(1)} s)`);
+    t.ok(
+      row.due_in_seconds > 25 && row.due_in_seconds <= 95,
+      `first backoff is about one interval with jitter (${row.due_in_seconds.toFixed(1)} s)`,
+    );
   }
   t.match(first[2], { state: 'pending', attempts: 0, lease_until: null }, 'the third goes back uncharged');
-  t.ok(first[2]!.due_in_seconds > 55 && first[2]!.due_in_seconds <= 60, 'due after the first retry delay, so that another event probes next');
+  t.ok(
+    first[2]!.due_in_seconds > 55 && first[2]!.due_in_seconds <= 60,
+    'due after the first retry delay, so that another event probes next',
+  );
   t.match(await aalPostingPausedUntil(db.sql), { reason: /^AAL unavailable: .*503/ });
   t.match(logs.text, /the AAL is not answering: AAL posting is paused on every instance/);
   t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: true }, 'nothing during the pause');
@@ -103,7 +129,11 @@ t.test('AAL down for a while, then up: posting pauses, no event is charged past 
   for (let probe = 1; probe <= 3; probe++) {
     await pauseEnds(db.sql);
     await backoffElapses(db.sql);
-    t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 3, paused: true }, `probe ${probe}: the first unanswered event pauses again`);
+    t.same(
+      await run(),
+      { posted: 0, retried: 0, failed: 0, released: 3, paused: true },
+      `probe ${probe}: the first unanswered event pauses again`,
+    );
   }
   t.same((await rows()).map((r) => r.attempts).sort(), [0, 1, 1], 'no event charged by the probes');
 
@@ -116,7 +146,11 @@ t.test('AAL down for a while, then up: posting pauses, no event is charged past 
   await backoffElapses(db.sql);
   t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: false });
   t.same(aal.state.events.map((e) => e.body.userProfileId).sort(), [111, 222, 333], 'each event once');
-  t.same((await rows()).map((r) => [r.state, r.attempts]).sort(), [['posted', 1], ['posted', 2], ['posted', 2]]);
+  t.same((await rows()).map((r) => [r.state, r.attempts]).sort(), [
+    ['posted', 1],
+    ['posted', 2],
+    ['posted', 2],
+  ]);
 });
 
 t.test('a flaky AAL is absorbed by the quick retries', async (t) => {
@@ -157,7 +191,11 @@ t.test('a session expiring between posts is renewed, and the event posted once',
   t.same(await run(), { posted: 1, retried: 0, failed: 0, released: 0, paused: false });
   t.equal(aal.state.sessionsFor('666'), 2, 'renewed once');
   t.equal(aal.state.postsRejected, 1, 'the stale token was refused once');
-  t.same(aal.state.events.map((e) => e.body.detailValue).filter((d) => d === 'Tracking #: 2'), ['Tracking #: 2'], 'posted once');
+  t.same(
+    aal.state.events.map((e) => e.body.detailValue).filter((d) => d === 'Tracking #: 2'),
+    ['Tracking #: 2'],
+    'posted once',
+  );
   t.match(await aalEvent(db.sql, first.aalEventId), { state: 'posted' });
   t.match(await aalEvent(db.sql, second.aalEventId), { state: 'posted', attempts: 1 });
 });
@@ -170,7 +208,11 @@ t.test('a 400 fails the event with the reason, after one request', async (t) => 
   const { run } = worker(db, client(aal));
   t.same(await run(), { posted: 0, retried: 0, failed: 1, released: 0, paused: false });
   t.equal(aal.state.requests.filter((r) => r.path.endsWith('/activity')).length, 1, 'one activity request, no retries');
-  t.match(await aalEvent(db.sql, aalEventId), { state: 'failed', attempts: 1, last_error: 'AAL answered 400: detailValue exceeds 255 characters' });
+  t.match(await aalEvent(db.sql, aalEventId), {
+    state: 'failed',
+    attempts: 1,
+    last_error: 'AAL answered 400: detailValue exceeds 255 characters',
+  });
   t.equal(await aalPostingPausedUntil(db.sql), undefined, 'a refused event pauses nothing');
   aal.state.forceStatus = undefined;
   await backoffElapses(db.sql);
@@ -191,7 +233,8 @@ async function pauseEnds(sql: SqlHandle): Promise<void> {
 }
 
 const errorLines = (lines: string[]) => lines.filter((line) => (JSON.parse(line) as { level: number }).level >= 50);
-const activityRequests = (aal: { state: { requests: { path: string }[] } }) => aal.state.requests.filter((r) => r.path.endsWith('/activity')).length;
+const activityRequests = (aal: { state: { requests: { path: string }[] } }) =>
+  aal.state.requests.filter((r) => r.path.endsWith('/activity')).length;
 const credentialAdvice = /MHV refused our AAL credentials: .*paused on every instance.*check AAL_API_KEY.*AAL_APP_TOKEN/;
 
 t.test('a 403 on the post fails and charges nothing, pauses posting on every instance, and logs one error line', async (t) => {
@@ -213,7 +256,10 @@ t.test('a 403 on the post fails and charges nothing, pauses posting on every ins
     t.ok(row.due_in_seconds <= 0, 'due: the pause alone holds it back');
   }
   const pause = await pauseRow(db.sql);
-  t.ok(pause && pause.endsInSeconds > 290 && pause.endsInSeconds <= 300, `paused for the default 300 s (${pause?.endsInSeconds.toFixed(1)} s)`);
+  t.ok(
+    pause && pause.endsInSeconds > 290 && pause.endsInSeconds <= 300,
+    `paused for the default 300 s (${pause?.endsInSeconds.toFixed(1)} s)`,
+  );
   // Whichever post was refused first, no veteran's id is kept: its own is scrubbed, another's masked.
   const echoed = /^AAL answered 403: Invalid API key \(user \[(userProfileId|number)\]\)$/;
   t.match(pause?.reason, echoed);
@@ -248,7 +294,11 @@ t.test('posting resumes by itself when the pause ends; a probe still refused pau
   t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 2, paused: true });
   t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: true }, 'nothing during the pause');
   await pauseEnds(db.sql);
-  t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 2, paused: true }, 'the probe after the pause, still refused, pauses again');
+  t.same(
+    await run(),
+    { posted: 0, retried: 0, failed: 0, released: 2, paused: true },
+    'the probe after the pause, still refused, pauses again',
+  );
   t.equal(errorLines(logs.lines).length, 2, 'one error line per pause');
   for (const { aalEventId } of events) t.match(await aalEvent(db.sql, aalEventId), { state: 'pending', attempts: 0 });
 
@@ -256,7 +306,8 @@ t.test('posting resumes by itself when the pause ends; a probe still refused pau
   t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: true }, 'a fixed key waits for the pause to end');
   await pauseEnds(db.sql);
   t.same(await run(), { posted: 2, retried: 0, failed: 0, released: 0, paused: false }, 'the next probe posts');
-  for (const { aalEventId } of events) t.match(await aalEvent(db.sql, aalEventId), { state: 'posted', attempts: 1 }, 'refused claims were never charged');
+  for (const { aalEventId } of events)
+    t.match(await aalEvent(db.sql, aalEventId), { state: 'posted', attempts: 1 }, 'refused claims were never charged');
   t.equal(aal.state.events.length, 2, 'each event posted once');
 });
 
@@ -282,7 +333,8 @@ t.test('a 403 on the session call is handled the same; clearing the pause resume
   t.same(await run(), { posted: 0, retried: 0, failed: 0, released: 3, paused: true });
   t.equal(activityRequests(aal), 0, 'no activity post without a session');
   t.equal(aal.state.requests.length, 3, 'one session request per event in flight, none retried');
-  for (const { aalEventId } of events) t.match(await aalEvent(db.sql, aalEventId), { state: 'pending', attempts: 0, lease_until: null, last_error: null });
+  for (const { aalEventId } of events)
+    t.match(await aalEvent(db.sql, aalEventId), { state: 'pending', attempts: 0, lease_until: null, last_error: null });
   t.match(await pauseRow(db.sql), { reason: 'session: AAL answered 403: Forbidden' });
   const errors = errorLines(logs.lines);
   t.equal(errors.length, 1);
@@ -311,30 +363,41 @@ t.test('a shorter pause never cuts a longer one short; the reason is the latest'
   t.ok(short.getTime() < long.getTime(), 'after a clear, a new pause starts afresh');
 });
 
-t.test('a refused key through the app: the job answers paused, metrics count releases and raise the AAL pause gauge, not VA Notify\'s', async (t) => {
-  const { app, db, aal } = await testApp(t);
-  for (const id of ['70001', '70002']) await insertDeliveredEmail(db.sql, { correlationId: id });
-  aal.state.forceStatus = { status: 403, message: 'Forbidden' };
-  const job = await app.inject({ method: 'POST', url: '/v1/jobs/aal', headers: internalAuth });
-  t.equal(job.statusCode, 200);
-  t.same(job.json(), { posted: 0, retried: 0, failed: 0, released: 2, paused: true });
-  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
-  t.match(metrics, /rx_aal_posts_total\{outcome="released"\} 2/);
-  t.notMatch(metrics, /rx_aal_posts_total\{outcome="failed"\}/);
-  t.match(metrics, /rx_rows\{table="aal_event",state="pending"\} 2/);
-  t.match(metrics, /rx_sending_paused 0/, 'an AAL pause is not a VA Notify pause');
-  t.match(metrics, /rx_aal_paused 1/);
-  t.ok(await aalPostingPausedUntil(db.sql));
-});
+t.test(
+  "a refused key through the app: the job answers paused, metrics count releases and raise the AAL pause gauge, not VA Notify's",
+  async (t) => {
+    const { app, db, aal } = await testApp(t);
+    for (const id of ['70001', '70002']) await insertDeliveredEmail(db.sql, { correlationId: id });
+    aal.state.forceStatus = { status: 403, message: 'Forbidden' };
+    const job = await app.inject({ method: 'POST', url: '/v1/jobs/aal', headers: internalAuth });
+    t.equal(job.statusCode, 200);
+    t.same(job.json(), { posted: 0, retried: 0, failed: 0, released: 2, paused: true });
+    const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    t.match(metrics, /rx_aal_posts_total\{outcome="released"\} 2/);
+    t.notMatch(metrics, /rx_aal_posts_total\{outcome="failed"\}/);
+    t.match(metrics, /rx_rows\{table="aal_event",state="pending"\} 2/);
+    t.match(metrics, /rx_sending_paused 0/, 'an AAL pause is not a VA Notify pause');
+    t.match(metrics, /rx_aal_paused 1/);
+    t.ok(await aalPostingPausedUntil(db.sql));
+  },
+);
 
 t.test('unpostable events are never posted', async (t) => {
   const db = await testDatabase(t);
   const aal = await sandbox(t);
-  const { aalEventId } = await insertDeliveredEmail(db.sql, { correlationId: null, state: 'unpostable', lastError: 'no MHV correlation id' });
+  const { aalEventId } = await insertDeliveredEmail(db.sql, {
+    correlationId: null,
+    state: 'unpostable',
+    lastError: 'no MHV correlation id',
+  });
   // A pending event without a correlation id (written by hand) is kept as unpostable, not posted.
   const stray = await insertDeliveredEmail(db.sql, { correlationId: null });
   const outcomes: string[] = [];
-  t.same(await worker(db, client(aal), {}, { onOutcome: (outcome) => outcomes.push(outcome) }).run(), { posted: 0, retried: 0, failed: 0, released: 0, paused: false }, 'unpostable is not failed');
+  t.same(
+    await worker(db, client(aal), {}, { onOutcome: (outcome) => outcomes.push(outcome) }).run(),
+    { posted: 0, retried: 0, failed: 0, released: 0, paused: false },
+    'unpostable is not failed',
+  );
   t.same(outcomes, [], 'nor counted as a post (rx_aal_posts_total)');
   t.equal(aal.state.requests.length, 0, 'the AAL was never called');
   t.match(await aalEvent(db.sql, aalEventId), { state: 'unpostable', attempts: 0, last_error: 'no MHV correlation id' });
@@ -356,7 +419,9 @@ t.test('two workers at once never post one event twice', async (t) => {
   for (let round = 0; round < 40; round += 1) {
     const [ra, rb] = await Promise.all([a.run(), b.run()]);
     totalPosted += ra.posted + rb.posted;
-    const [{ left } = { left: 0 }] = await db.sql<{ left: number }[]>`select count(*)::int as "left" from aal_event where state <> 'posted'`;
+    const [{ left } = { left: 0 }] = await db.sql<
+      { left: number }[]
+    >`select count(*)::int as "left" from aal_event where state <> 'posted'`;
     if (left === 0) break;
     await backoffElapses(db.sql);
   }
@@ -364,7 +429,9 @@ t.test('two workers at once never post one event twice', async (t) => {
   const details = aal.state.events.map((e) => e.body.detailValue);
   t.equal(details.length, 40, 'forty accepted posts');
   t.equal(new Set(details).size, 40, 'no event posted twice');
-  const [{ posted } = { posted: 0 }] = await db.sql<{ posted: number }[]>`select count(*)::int as posted from aal_event where state = 'posted'`;
+  const [{ posted } = { posted: 0 }] = await db.sql<
+    { posted: number }[]
+  >`select count(*)::int as posted from aal_event where state = 'posted'`;
   t.equal(posted, 40);
 });
 
@@ -373,21 +440,33 @@ t.test('shutdown: no new post starts and unposted claims are released', async (t
   const aal = await sandbox(t);
   for (const id of ['901', '902', '903', '904']) await insertDeliveredEmail(db.sql, { correlationId: id });
   const controller = new AbortController();
-  const { run } = worker(db, client(aal), {}, {
-    concurrency: 1,
-    signal: controller.signal,
-    onOutcome: (outcome) => {
-      if (outcome === 'posted') controller.abort();
+  const { run } = worker(
+    db,
+    client(aal),
+    {},
+    {
+      concurrency: 1,
+      signal: controller.signal,
+      onOutcome: (outcome) => {
+        if (outcome === 'posted') controller.abort();
+      },
     },
-  });
+  );
   t.same(await run(), { posted: 1, retried: 0, failed: 0, released: 3, paused: false });
   t.equal(aal.state.events.length, 1, 'only the post in flight was made');
   const rows = await db.sql`select state, attempts, lease_until from aal_event where state <> 'posted'`;
   t.equal(rows.length, 3);
   for (const row of rows) t.match(row, { state: 'pending', attempts: 0, lease_until: null });
-  t.same(await runAalPosts({ sql: db.sql, config: testConfig(), aal: client(aal), log: createLogger('silent'), signal: controller.signal }),
-    { posted: 0, retried: 0, failed: 0, released: 0, paused: false }, 'a stopped worker claims nothing');
-  t.same(await worker(db, client(aal)).run(), { posted: 3, retried: 0, failed: 0, released: 0, paused: false }, 'another run picks them up');
+  t.same(
+    await runAalPosts({ sql: db.sql, config: testConfig(), aal: client(aal), log: createLogger('silent'), signal: controller.signal }),
+    { posted: 0, retried: 0, failed: 0, released: 0, paused: false },
+    'a stopped worker claims nothing',
+  );
+  t.same(
+    await worker(db, client(aal)).run(),
+    { posted: 3, retried: 0, failed: 0, released: 0, paused: false },
+    'another run picks them up',
+  );
 });
 
 t.test('expired leases: released by the sweep, or reclaimed by the worker', async (t) => {
@@ -428,7 +507,11 @@ t.test('logs name the event and the email, never the veteran', async (t) => {
   t.notMatch(logs.text, '1Z999AA10123456784', 'no detail value in the logs');
   t.match(logs.text, /"aalEventId":\d+/);
   t.match(logs.text, new RegExp(`"emailId":"${UuidText}"`));
-  t.equal((await aalEvent(db.sql, refused.aalEventId)).last_error, 'AAL answered 400: user [userProfileId] is not enrolled', 'an echoed id is not stored either');
+  t.equal(
+    (await aalEvent(db.sql, refused.aalEventId)).last_error,
+    'AAL answered 400: user [userProfileId] is not enrolled',
+    'an echoed id is not stored either',
+  );
 });
 
 t.test('a claim taken over after its lease ran out cannot record over the newer one', async (t) => {

@@ -14,7 +14,12 @@ const url = '/v1/va-notify/callbacks';
 t.test('callbacks that fail authentication are rate limited too', async (t) => {
   const { app } = await testApp(t, { ...settings, CALLBACK_RATE_LIMIT_PER_MINUTE: '2' });
   const guess = (attempt: number) =>
-    app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json', authorization: `Bearer guess-${attempt}-0000000` }, payload: JSON.stringify(callbackBody(randomUUID())) });
+    app.inject({
+      method: 'POST',
+      url,
+      headers: { 'content-type': 'application/json', authorization: `Bearer guess-${attempt}-0000000` },
+      payload: JSON.stringify(callbackBody(randomUUID())),
+    });
   const codes = [];
   for (let attempt = 0; attempt < 4; attempt++) codes.push((await guess(attempt)).statusCode);
   t.same(codes, [401, 401, 429, 429]);
@@ -24,16 +29,28 @@ t.test('internal requests that fail authentication are rate limited too', async 
   const { app } = await testApp(t, { RATE_LIMIT_PER_MINUTE: '2' });
   const codes = [];
   for (let attempt = 0; attempt < 3; attempt++) {
-    codes.push((await app.inject({ method: 'GET', url: '/v1/stats', headers: { authorization: `Bearer guess-${attempt}-000000000000` } })).statusCode);
+    codes.push(
+      (await app.inject({ method: 'GET', url: '/v1/stats', headers: { authorization: `Bearer guess-${attempt}-000000000000` } }))
+        .statusCode,
+    );
   }
   t.same(codes, [401, 401, 429]);
-  t.equal((await app.inject({ method: 'GET', url: '/v1/stats', headers: internalAuth })).statusCode, 429, 'the same client, now with the right token, waits too');
+  t.equal(
+    (await app.inject({ method: 'GET', url: '/v1/stats', headers: internalAuth })).statusCode,
+    429,
+    'the same client, now with the right token, waits too',
+  );
 });
 
 t.test('a completed_at far in the future is refused, and the real delivery then applies', async (t) => {
   const { app, db } = await testApp(t, settings);
   const post = (body: unknown) =>
-    app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, payload: JSON.stringify(body) });
+    app.inject({
+      method: 'POST',
+      url,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      payload: JSON.stringify(body),
+    });
   const emailId = await insertEmail(db.sql);
   const id = await insertNotification(db.sql, emailId);
   const pinned = await post(callbackBody(id, { status: 'temporary-failure', completed_at: '9999-12-31T23:59:59.000000Z' }));
@@ -52,7 +69,12 @@ t.test('a completed_at far in the future is refused, and the real delivery then 
 t.test('an event for a notification never stored is adopted by the email its reference names', async (t) => {
   const { app, db } = await testApp(t, settings);
   const post = (body: unknown) =>
-    app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, payload: JSON.stringify(body) });
+    app.inject({
+      method: 'POST',
+      url,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      payload: JSON.stringify(body),
+    });
   // A send VA Notify accepted whose answer was lost: the email is still `sending`, no notification stored.
   const emailId = await insertEmail(db.sql, { state: 'sending', attempts: 2 });
   const orphanId = randomUUID();
@@ -62,7 +84,11 @@ t.test('an event for a notification never stored is adopted by the email its ref
   t.equal((await notificationRow(db.sql, orphanId)).status, 'delivered');
   t.equal((await emailRow(db.sql, emailId)).state, 'delivered');
   t.equal((await aalEventsOf(db.sql, emailId)).length, 1, 'its AAL event written');
-  t.equal((await eventsOf(db.sql, orphanId)).filter((e: { applied_at: Date | null }) => e.applied_at === null).length, 0, 'nothing left pending');
+  t.equal(
+    (await eventsOf(db.sql, orphanId)).filter((e: { applied_at: Date | null }) => e.applied_at === null).length,
+    0,
+    'nothing left pending',
+  );
 
   // A queued email (its orphan released for another send) is not sent again once VA Notify says it has it.
   const queued = await insertEmail(db.sql, { state: 'queued', attempts: 1 });
@@ -77,14 +103,20 @@ t.test('an event for a notification never stored is adopted by the email its ref
 t.test('events no email adopts wait, then expire and are counted', async (t) => {
   const { app, db } = await testApp(t, settings);
   const post = (body: unknown) =>
-    app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, payload: JSON.stringify(body) });
+    app.inject({
+      method: 'POST',
+      url,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      payload: JSON.stringify(body),
+    });
   const delivered = await insertEmail(db.sql, { state: 'delivered' });
   const foreign = [randomUUID(), randomUUID(), randomUUID()];
   await post(callbackBody(foreign[0]!)); // no reference
   await post(callbackBody(foreign[1]!, { reference: 'not-an-email-id' }));
   await post(callbackBody(foreign[2]!, { reference: delivered })); // an email that has its notification
   t.equal((await emailRow(db.sql, delivered)).state, 'delivered', 'an email already sent adopts nothing');
-  const pending = async () => (await db.sql`select count(*)::int as n from notification_status_event where applied_at is null`)[0]!.n as number;
+  const pending = async () =>
+    (await db.sql`select count(*)::int as n from notification_status_event where applied_at is null`)[0]!.n as number;
   t.equal(await pending(), 3, 'pending, in case the sender stores the notification yet');
 
   t.match(await runJob(app, 'sweep'), { statusEventsExpired: 0 }, 'young events are left alone');

@@ -85,8 +85,13 @@ t.test('VA Notify callbacks', async (t) => {
     // hours), and the callbacks recorded beside it are not affected. (An event Postgres refuses
     // inside a batch fails alone too: test/status/status-event-batcher.test.ts.)
     const refused = ids[3]!;
-    const responses = await Promise.all(ids.map((id) => post(callbackBody(id, id === refused ? { completed_at: '2026-05-14T13:22:41+99:00' } : {}))));
-    t.same(responses.map((r) => r.statusCode), ids.map((id) => (id === refused ? 400 : 200)));
+    const responses = await Promise.all(
+      ids.map((id) => post(callbackBody(id, id === refused ? { completed_at: '2026-05-14T13:22:41+99:00' } : {}))),
+    );
+    t.same(
+      responses.map((r) => r.statusCode),
+      ids.map((id) => (id === refused ? 400 : 200)),
+    );
     t.same(await eventsOf(sql, refused), []);
     for (const [index, id] of ids.entries()) {
       if (id === refused) continue;
@@ -104,10 +109,17 @@ t.test('VA Notify callbacks', async (t) => {
     const ids = await Promise.all(emails.map((emailId) => insertNotification(sql, emailId)));
     const odd = ids[1]!;
     // JSON.stringify writes it as the escape, as Python's json.dumps (VA Notify) does.
-    const body = (id: string) => (id === odd ? JSON.stringify(callbackBody(id, { status_reason: 'Undeliverable - x\ud800y' })) : callbackBody(id));
+    const body = (id: string) =>
+      id === odd ? JSON.stringify(callbackBody(id, { status_reason: 'Undeliverable - x\ud800y' })) : callbackBody(id);
     const responses = await Promise.all(ids.map((id) => post(body(id))));
-    t.same(responses.map((r) => r.statusCode), ids.map(() => 200));
-    t.same((await eventsOf(sql, odd)).map((e) => e.status_reason), ['Undeliverable - x\ufffdy']);
+    t.same(
+      responses.map((r) => r.statusCode),
+      ids.map(() => 200),
+    );
+    t.same(
+      (await eventsOf(sql, odd)).map((e) => e.status_reason),
+      ['Undeliverable - x\ufffdy'],
+    );
     for (const [index, id] of ids.entries()) {
       t.equal((await notificationRow(sql, id)).status, 'delivered');
       t.equal((await aalEventsOf(sql, emails[index]!)).length, 1);
@@ -131,11 +143,13 @@ t.test('VA Notify callbacks', async (t) => {
     const emailId = await insertEmail(sql);
     const id = await insertNotification(sql, emailId);
     await post(callbackBody(id));
-    const bounce = await post(callbackBody(id, {
-      status: 'permanent-failure',
-      completed_at: '2026-05-14T13:40:02.000001Z',
-      status_reason: 'Undeliverable - Unable to deliver',
-    }));
+    const bounce = await post(
+      callbackBody(id, {
+        status: 'permanent-failure',
+        completed_at: '2026-05-14T13:40:02.000001Z',
+        status_reason: 'Undeliverable - Unable to deliver',
+      }),
+    );
     t.equal(bounce.statusCode, 200);
     const notification = await notificationRow(sql, id);
     t.same([notification.status, notification.status_reason], ['permanent-failure', 'Undeliverable - Unable to deliver']);
@@ -150,11 +164,13 @@ t.test('VA Notify callbacks', async (t) => {
     const emailId = await insertEmail(sql);
     await insertGroupedDispenses(sql, emailId, [{ rx_number: '2719099', tracking_number: '1Z9999990399999999', carrier: 'UPS' }]);
     const id = await insertNotification(sql, emailId);
-    const bounce = await post(callbackBody(id, {
-      status: 'permanent-failure',
-      completed_at: '2026-05-14T13:40:02.000001Z',
-      status_reason: 'Undeliverable - Unable to deliver',
-    }));
+    const bounce = await post(
+      callbackBody(id, {
+        status: 'permanent-failure',
+        completed_at: '2026-05-14T13:40:02.000001Z',
+        status_reason: 'Undeliverable - Unable to deliver',
+      }),
+    );
     t.equal(bounce.statusCode, 200);
     t.equal((await aalEventsOf(sql, emailId)).length, 0, 'a bounce alone is no delivery');
     t.equal((await post(callbackBody(id))).statusCode, 200);
@@ -251,17 +267,32 @@ t.test('VA Notify callbacks', async (t) => {
       ['another scheme', body, { authorization: `Basic ${token}` }, 401],
       ['a bad signature', body, { 'x-enp-signature': goodSignature }, 401],
       ['a signature that is not hex', body, { 'x-enp-signature': 'nope' }, 401],
-      ['a signature by another key', body, { 'x-enp-signature': createHmac('sha256', 'another-key-0001').update('id=').digest('hex') }, 401],
+      [
+        'a signature by another key',
+        body,
+        { 'x-enp-signature': createHmac('sha256', 'another-key-0001').update('id=').digest('hex') },
+        401,
+      ],
       ['malformed JSON', `{"id": "${id}", "status": "delivered", "to": "${recipient}"`, { authorization: `Bearer ${token}` }, 400],
       ['malformed JSON with a signature', `{"id": "${id}", "status": "delivered"`, { 'x-enp-signature': goodSignature }, 401],
-      ['malformed JSON with a wrong token', `{"id": "${id}", "status": "delivered"`, { authorization: 'Bearer not-the-callback-token' }, 401],
+      [
+        'malformed JSON with a wrong token',
+        `{"id": "${id}", "status": "delivered"`,
+        { authorization: 'Bearer not-the-callback-token' },
+        401,
+      ],
       ['an invalid body with a bad signature', { ...body, id: 'notification-1' }, { 'x-enp-signature': goodSignature }, 401],
       ['an array', [body], { authorization: `Bearer ${token}` }, 400],
       ['no id', { ...body, id: undefined }, { authorization: `Bearer ${token}` }, 400],
       ['an id that is no uuid', { ...body, id: 'notification-1' }, { authorization: `Bearer ${token}` }, 400],
       ['no status', { ...body, status: undefined }, { authorization: `Bearer ${token}` }, 400],
       ['a date that does not exist', { ...body, completed_at: '2026-02-30T13:22:41.654321Z' }, { authorization: `Bearer ${token}` }, 400],
-      ['a zone offset no zone has', { ...body, completed_at: '2026-05-14T13:22:41.654321+15:30' }, { authorization: `Bearer ${token}` }, 400],
+      [
+        'a zone offset no zone has',
+        { ...body, completed_at: '2026-05-14T13:22:41.654321+15:30' },
+        { authorization: `Bearer ${token}` },
+        400,
+      ],
       ['a timestamp that is no timestamp', { ...body, sent_at: 'yesterday' }, { authorization: `Bearer ${token}` }, 400],
       ['a NUL in the reason', { ...body, status_reason: 'a\u0000b' }, { authorization: `Bearer ${token}` }, 400],
       ['a 10 MB body', hugeBody, { authorization: `Bearer ${token}` }, 413],
@@ -292,11 +323,13 @@ t.test('VA Notify callbacks', async (t) => {
 
 t.test('callbacks are rate limited', async (t) => {
   const { app } = await testApp(t, { ...settings, CALLBACK_RATE_LIMIT_PER_MINUTE: '2' });
-  const send = () => app.inject({
-    method: 'POST', url,
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    payload: json(callbackBody(randomUUID())),
-  });
+  const send = () =>
+    app.inject({
+      method: 'POST',
+      url,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      payload: json(callbackBody(randomUUID())),
+    });
   t.equal((await send()).statusCode, 200);
   t.equal((await send()).statusCode, 200);
   const limited = await send();
@@ -319,7 +352,8 @@ t.test('a database that cannot store the event answers 503 so VA Notify retries'
   });
   t.teardown(() => app.close());
   const response = await app.inject({
-    method: 'POST', url,
+    method: 'POST',
+    url,
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     payload: json(callbackBody(randomUUID())),
   });
@@ -331,7 +365,8 @@ t.test('any other database error answers 5xx too', async (t) => {
   const { app, db } = await testApp(t, settings);
   await db.sql`alter table notification_status_event rename to notification_status_event_gone`;
   const response = await app.inject({
-    method: 'POST', url,
+    method: 'POST',
+    url,
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     payload: json(callbackBody(randomUUID())),
   });

@@ -9,7 +9,12 @@ import { callbackBody, insertEmail } from '../support/status.ts';
 
 const token = 'va-notify-callback-token-0001';
 const root = new URL('../../', import.meta.url);
-const docs = ['README.md', ...readdirSync(new URL('docs/', root)).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)]
+const docs = [
+  'README.md',
+  ...readdirSync(new URL('docs/', root))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+]
   .map((file) => readFileSync(new URL(file, root), 'utf8'))
   .join('\n');
 
@@ -40,7 +45,12 @@ function counter(metrics: string, name: string, outcome: string): number {
 t.test('rx_callbacks_total: every named outcome happens when its case does', async (t) => {
   const { app, db } = await testApp(t, { VA_NOTIFY_CALLBACK_TOKENS: token });
   const post = (body: unknown, authorization = `Bearer ${token}`) =>
-    app.inject({ method: 'POST', url: '/v1/va-notify/callbacks', headers: { 'content-type': 'application/json', authorization }, payload: JSON.stringify(body) });
+    app.inject({
+      method: 'POST',
+      url: '/v1/va-notify/callbacks',
+      headers: { 'content-type': 'application/json', authorization },
+      payload: JSON.stringify(body),
+    });
   const id = await insertNotification(db.sql, await insertEmail(db.sql));
   const cases: Record<string, () => Promise<unknown>> = {
     applied: () => post(callbackBody(id)),
@@ -56,7 +66,11 @@ t.test('rx_callbacks_total: every named outcome happens when its case does', asy
 
   const named = new Set([...helpValues(metrics, 'rx_callbacks_total'), ...documentedValues('rx_callbacks_total')]);
   t.ok(named.has('unauthorized') && named.has('invalid'), 'the help text and the docs name the refused outcomes');
-  t.same([...named].filter((outcome) => !(outcome in cases)), [], 'every named outcome has a case here');
+  t.same(
+    [...named].filter((outcome) => !(outcome in cases)),
+    [],
+    'every named outcome has a case here',
+  );
   for (const outcome of named) t.ok(counter(metrics, 'rx_callbacks_total', outcome) > 0, `${outcome} emitted`);
 });
 
@@ -66,6 +80,10 @@ t.test('the outcomes the docs name for any counter are among those its help text
   for (const name of ['rx_callbacks_total', 'rx_sends_total', 'rx_aal_posts_total', 'rx_dispenses_ingested_total']) {
     const listed = helpValues(metrics, name);
     t.ok(listed.length > 0, `${name} lists its outcomes`);
-    t.same(documentedValues(name).filter((outcome) => !listed.includes(outcome)), [], `${name}: documented outcomes it never emits`);
+    t.same(
+      documentedValues(name).filter((outcome) => !listed.includes(outcome)),
+      [],
+      `${name}: documented outcomes it never emits`,
+    );
   }
 });

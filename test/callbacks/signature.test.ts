@@ -23,7 +23,9 @@ t.test('urlencodes the body as Python does', async (t) => {
   t.equal(pythonUrlencode(body), encoded);
   t.equal(pythonUrlencode(JSON.parse(body) as Record<string, unknown>), encoded, 'an object is taken as its JSON text');
   t.equal(
-    pythonUrlencode('{"ok": true, "no": false, "n": 3, "f": 2.50, "big": 1e16, "small": 0.00001, "nested": {"a": "it\'s", "b": [1, null]}}'),
+    pythonUrlencode(
+      '{"ok": true, "no": false, "n": 3, "f": 2.50, "big": 1e16, "small": 0.00001, "nested": {"a": "it\'s", "b": [1, null]}}',
+    ),
     'ok=True&no=False&n=3&f=2.5&big=1e%2B16&small=1e-05&nested=%7B%27a%27%3A+%22it%27s%22%2C+%27b%27%3A+%5B1%2C+None%5D%7D',
     'booleans, numbers and nested values print as Python prints them',
   );

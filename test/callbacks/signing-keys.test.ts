@@ -63,11 +63,20 @@ t.test('the callbacks metric labels a status it does not know as unrecognised', 
   const { app } = await testApp(t);
   const token = { authorization: 'Bearer test-callback-token-0001', 'content-type': 'application/json' };
   for (const status of ['made-up-1', 'made-up-2', 'technical-failure']) {
-    const response = await app.inject({ method: 'POST', url, headers: token, payload: JSON.stringify(callbackBody(randomUUID(), { status })) });
+    const response = await app.inject({
+      method: 'POST',
+      url,
+      headers: token,
+      payload: JSON.stringify(callbackBody(randomUUID(), { status })),
+    });
     t.equal(response.statusCode, 200, status);
   }
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   t.notMatch(metrics, /made-up/);
   t.match(metrics, /rx_callbacks_total\{outcome="pending_notification",status="unrecognised"\} 2/);
-  t.match(metrics, /rx_callbacks_total\{outcome="pending_notification",status="permanent-failure"\} 1/, 'a legacy status under its name today');
+  t.match(
+    metrics,
+    /rx_callbacks_total\{outcome="pending_notification",status="permanent-failure"\} 1/,
+    'a legacy status under its name today',
+  );
 });

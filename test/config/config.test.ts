@@ -11,7 +11,6 @@ const serviceId = '6c7d9d2e-7a1b-4c55-9a0e-3f1d2c4b5a69';
 const secret = '3f0c5d1e-9b2a-4e6f-8a7b-1c2d3e4f5a6b';
 const templateId = '0f7a2c3d-1e2f-4a5b-8c9d-0e1f2a3b4c5d';
 
-
 t.test('defaults', async (t) => {
   const config = loadConfig({});
   t.equal(config.NODE_ENV, 'development');
@@ -52,25 +51,68 @@ t.test('values from the environment are converted', async (t) => {
 
 t.test('a bad value names its variable', async (t) => {
   for (const PORT of ['abc', '70000', '-1', '80.5', '1e3', '0x50']) {
-    t.match(configError(() => loadConfig({ ...base, PORT })), /^invalid configuration: PORT: /, PORT);
+    t.match(
+      configError(() => loadConfig({ ...base, PORT })),
+      /^invalid configuration: PORT: /,
+      PORT,
+    );
   }
-  t.equal(configError(() => loadConfig({ ...base, GROUPING_QUIET_MINUTES: '1e3' })), 'invalid configuration: GROUPING_QUIET_MINUTES: Expected integer (got "1e3")', 'not read as 1');
-  t.match(configError(() => loadConfig({ ...base, DELIVERY_MODE: 'shadowed' })), 'DELIVERY_MODE:');
-  t.match(configError(() => loadConfig({ ...base, DELIVERY_START_AT: 'June 1st' })), 'DELIVERY_START_AT:');
-  t.match(configError(() => loadConfig({ ...base, DELIVERY_START_AT: '2026-06-01T14:00:00' })), 'DELIVERY_START_AT:', 'an instant needs its offset');
-  for (const DELIVERY_START_AT of ['2026-02-30T14:00:00Z', '2026-06-01T24:00:00Z', '2026-06-31T14:00:00-04:00', '2026-06-01T14:60:00Z', '2026-06-01T14:00:00+15:00']) {
+  t.equal(
+    configError(() => loadConfig({ ...base, GROUPING_QUIET_MINUTES: '1e3' })),
+    'invalid configuration: GROUPING_QUIET_MINUTES: Expected integer (got "1e3")',
+    'not read as 1',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, DELIVERY_MODE: 'shadowed' })),
+    'DELIVERY_MODE:',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, DELIVERY_START_AT: 'June 1st' })),
+    'DELIVERY_START_AT:',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, DELIVERY_START_AT: '2026-06-01T14:00:00' })),
+    'DELIVERY_START_AT:',
+    'an instant needs its offset',
+  );
+  for (const DELIVERY_START_AT of [
+    '2026-02-30T14:00:00Z',
+    '2026-06-01T24:00:00Z',
+    '2026-06-31T14:00:00-04:00',
+    '2026-06-01T14:60:00Z',
+    '2026-06-01T14:00:00+15:00',
+  ]) {
     t.equal(
       configError(() => loadConfig({ ...base, DELIVERY_START_AT })),
       `invalid configuration: DELIVERY_START_AT: not a real date and time (got ${JSON.stringify(DELIVERY_START_AT)})`,
       `${DELIVERY_START_AT} is refused, not rolled over`,
     );
   }
-  t.same(loadConfig({ ...base, DELIVERY_START_AT: '2028-02-29T23:59:59.5-05:00' }).DELIVERY_START_AT, new Date('2028-03-01T04:59:59.500Z'), 'a leap day is a real date');
-  t.match(configError(() => loadConfig({ ...base, CUTOVER_HOLD_HOURS: '169' })), 'CUTOVER_HOLD_HOURS:');
-  t.match(configError(() => loadConfig({ ...base, CUTOVER_HOLD_HOURS: '1.5' })), 'CUTOVER_HOLD_HOURS:');
-  t.match(configError(() => loadConfig({ ...base, NODE_ENV: 'staging' })), 'NODE_ENV:');
-  t.match(configError(() => loadConfig({ ...base, VA_NOTIFY_TEMPLATE_ID: 'not-a-uuid' })), 'VA_NOTIFY_TEMPLATE_ID:');
-  t.match(configError(() => loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'api.notifications.va.gov' })), 'VA_NOTIFY_BASE_URL:');
+  t.same(
+    loadConfig({ ...base, DELIVERY_START_AT: '2028-02-29T23:59:59.5-05:00' }).DELIVERY_START_AT,
+    new Date('2028-03-01T04:59:59.500Z'),
+    'a leap day is a real date',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, CUTOVER_HOLD_HOURS: '169' })),
+    'CUTOVER_HOLD_HOURS:',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, CUTOVER_HOLD_HOURS: '1.5' })),
+    'CUTOVER_HOLD_HOURS:',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, NODE_ENV: 'staging' })),
+    'NODE_ENV:',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, VA_NOTIFY_TEMPLATE_ID: 'not-a-uuid' })),
+    'VA_NOTIFY_TEMPLATE_ID:',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'api.notifications.va.gov' })),
+    'VA_NOTIFY_BASE_URL:',
+  );
   const both = configError(() => loadConfig({ ...base, PORT: 'x', GROUPING_QUIET_MINUTES: 'y' }));
   t.match(both, 'PORT:');
   t.match(both, 'GROUPING_QUIET_MINUTES:', 'every bad value at once, not one per restart');
@@ -81,7 +123,11 @@ t.test('VA Notify keys: a bare secret with a service id, or one combined key', a
   const combined = `rx-tracking-prod-${serviceId}-${secret}`;
   t.ok(isCombinedApiKey(combined));
   t.same(vaNotifyCredentials({ VA_NOTIFY_API_KEY: combined, VA_NOTIFY_SERVICE_ID: undefined }), { serviceId, secret });
-  t.same(vaNotifyCredentials({ VA_NOTIFY_API_KEY: `key-with-dashes-in-its-name-${serviceId}-${secret}`, VA_NOTIFY_SERVICE_ID: undefined }), { serviceId, secret }, 'dashes in the key name');
+  t.same(
+    vaNotifyCredentials({ VA_NOTIFY_API_KEY: `key-with-dashes-in-its-name-${serviceId}-${secret}`, VA_NOTIFY_SERVICE_ID: undefined }),
+    { serviceId, secret },
+    'dashes in the key name',
+  );
   const urlSafe = 'a'.repeat(43) + '-_' + 'B'.repeat(41);
   t.equal(urlSafe.length, 86);
   t.notOk(isCombinedApiKey(urlSafe), 'an 86-character url-safe secret is a bare secret');
@@ -89,27 +135,51 @@ t.test('VA Notify keys: a bare secret with a service id, or one combined key', a
   t.notOk(isCombinedApiKey(secret), 'a bare UUID secret');
   t.notOk(isCombinedApiKey(undefined));
 
-  const config = loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'https://staging.api.notifications.va.gov', VA_NOTIFY_API_KEY: combined, VA_NOTIFY_TEMPLATE_ID: templateId, VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001' });
+  const config = loadConfig({
+    ...base,
+    VA_NOTIFY_BASE_URL: 'https://staging.api.notifications.va.gov',
+    VA_NOTIFY_API_KEY: combined,
+    VA_NOTIFY_TEMPLATE_ID: templateId,
+    VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
+  });
   t.same(vaNotifyCredentials(config), { serviceId, secret }, 'a combined key needs no VA_NOTIFY_SERVICE_ID');
 });
 
 t.test('callback signatures: the current key and every previous key, in either form', async (t) => {
   const previous = '8e7d6c5b-4a39-4281-9f0e-1d2c3b4a5968';
-  const config = loadConfig({ ...base, VA_NOTIFY_API_KEY: `rx-tracking-${serviceId}-${secret}`, VA_NOTIFY_PREVIOUS_API_KEYS: `old-${serviceId}-${previous}, ${'c'.repeat(86)}` });
+  const config = loadConfig({
+    ...base,
+    VA_NOTIFY_API_KEY: `rx-tracking-${serviceId}-${secret}`,
+    VA_NOTIFY_PREVIOUS_API_KEYS: `old-${serviceId}-${previous}, ${'c'.repeat(86)}`,
+  });
   t.same(vaNotifySigningSecrets(config), [secret, previous, 'c'.repeat(86)]);
   t.same(vaNotifySigningSecrets(loadConfig(base)), [], 'none configured: none accepted');
 });
 
 t.test('TRUST_PROXY: addresses, CIDR ranges and the named ranges; anything else names itself', async (t) => {
   t.same(loadConfig(base).TRUST_PROXY, ['none'], 'no proxy is trusted unless one is named');
-  t.same(loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/16, 192.0.2.10, fd00::/8, linklocal' }).TRUST_PROXY, ['10.0.0.0/16', '192.0.2.10', 'fd00::/8', 'linklocal']);
+  t.same(loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/16, 192.0.2.10, fd00::/8, linklocal' }).TRUST_PROXY, [
+    '10.0.0.0/16',
+    '192.0.2.10',
+    'fd00::/8',
+    'linklocal',
+  ]);
   t.same(loadConfig({ ...base, TRUST_PROXY: 'none' }).TRUST_PROXY, ['none']);
-  t.match(configError(() => loadConfig({ ...base, TRUST_PROXY: 'none,loopback' })), 'TRUST_PROXY: none trusts no proxy, so it stands alone');
-  t.match(configError(() => loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/33,alb.internal,10.1.2' })), 'TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: 10.0.0.0/33, alb.internal, 10.1.2');
+  t.match(
+    configError(() => loadConfig({ ...base, TRUST_PROXY: 'none,loopback' })),
+    'TRUST_PROXY: none trusts no proxy, so it stands alone',
+  );
+  t.match(
+    configError(() => loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/33,alb.internal,10.1.2' })),
+    'TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: 10.0.0.0/33, alb.internal, 10.1.2',
+  );
 });
 
 t.test('a send lease must outlast a VA Notify request with room to spare', async (t) => {
-  t.match(configError(() => loadConfig({ ...base, SEND_LEASE_SECONDS: '15', VA_NOTIFY_TIMEOUT_MS: '10000' })), 'SEND_LEASE_SECONDS: must be at least twice VA_NOTIFY_TIMEOUT_MS');
+  t.match(
+    configError(() => loadConfig({ ...base, SEND_LEASE_SECONDS: '15', VA_NOTIFY_TIMEOUT_MS: '10000' })),
+    'SEND_LEASE_SECONDS: must be at least twice VA_NOTIFY_TIMEOUT_MS',
+  );
   t.equal(loadConfig({ ...base, SEND_LEASE_SECONDS: '20', VA_NOTIFY_TIMEOUT_MS: '10000' }).SEND_LEASE_SECONDS, 20);
 });
 
@@ -121,11 +191,31 @@ t.test('VA_NOTIFY_BASE_URL set requires the rest of the VA Notify settings', asy
   t.match(message, 'VA_NOTIFY_SERVICE_ID: required when VA_NOTIFY_BASE_URL is set and VA_NOTIFY_API_KEY is a bare secret');
   t.match(message, 'VA_NOTIFY_CALLBACK_TOKENS: required when VA_NOTIFY_BASE_URL is set');
 
-  const complete = { ...base, ...url, VA_NOTIFY_API_KEY: secret, VA_NOTIFY_SERVICE_ID: serviceId, VA_NOTIFY_TEMPLATE_ID: templateId, VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001' };
+  const complete = {
+    ...base,
+    ...url,
+    VA_NOTIFY_API_KEY: secret,
+    VA_NOTIFY_SERVICE_ID: serviceId,
+    VA_NOTIFY_TEMPLATE_ID: templateId,
+    VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
+  };
   t.equal(loadConfig(complete).VA_NOTIFY_BASE_URL, url.VA_NOTIFY_BASE_URL);
-  t.match(configError(() => loadConfig({ ...complete, VA_NOTIFY_SERVICE_ID: undefined })), 'VA_NOTIFY_SERVICE_ID: required');
-  t.ok(loadConfig({ ...complete, VA_NOTIFY_CALLBACK_TOKENS: undefined, VA_NOTIFY_CALLBACK_URL: 'https://rx.example.va.gov/v1/va-notify/callbacks' }), 'per-notification callbacks need no token');
-  t.match(configError(() => loadConfig({ ...complete, VA_NOTIFY_CALLBACK_TOKENS: 'short' })), 'VA_NOTIFY_CALLBACK_TOKENS: each token needs at least 10 characters');
+  t.match(
+    configError(() => loadConfig({ ...complete, VA_NOTIFY_SERVICE_ID: undefined })),
+    'VA_NOTIFY_SERVICE_ID: required',
+  );
+  t.ok(
+    loadConfig({
+      ...complete,
+      VA_NOTIFY_CALLBACK_TOKENS: undefined,
+      VA_NOTIFY_CALLBACK_URL: 'https://rx.example.va.gov/v1/va-notify/callbacks',
+    }),
+    'per-notification callbacks need no token',
+  );
+  t.match(
+    configError(() => loadConfig({ ...complete, VA_NOTIFY_CALLBACK_TOKENS: 'short' })),
+    'VA_NOTIFY_CALLBACK_TOKENS: each token needs at least 10 characters',
+  );
 });
 
 t.test('production with DELIVERY_MODE=live needs real VA Notify, AAL and a database', async (t) => {
@@ -136,7 +226,10 @@ t.test('production with DELIVERY_MODE=live needs real VA Notify, AAL and a datab
   const shadow = configError(() => loadConfig({ ...base, NODE_ENV: 'production', DELIVERY_MODE: 'shadow' }));
   t.notMatch(shadow, 'VA_NOTIFY_BASE_URL', 'a shadow run calls nobody');
   t.match(shadow, 'DATABASE_URL: required in production');
-  t.match(configError(() => loadConfig({ ...base, AAL_BASE_URL: 'https://apigw.myhealth.va.gov' })), 'AAL_APP_TOKEN: required when AAL_BASE_URL is set');
+  t.match(
+    configError(() => loadConfig({ ...base, AAL_BASE_URL: 'https://apigw.myhealth.va.gov' })),
+    'AAL_APP_TOKEN: required when AAL_BASE_URL is set',
+  );
 });
 
 t.test('production with DELIVERY_MODE=live needs the cut-over instant', async (t) => {

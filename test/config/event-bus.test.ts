@@ -22,25 +22,63 @@ t.test('TLS is on by default outside development, and never off in production', 
   t.equal(eventBusTls(testConfig(on)), true, 'test');
   t.equal(eventBusTls(loadConfig({ NODE_ENV: 'development', ...on })), false, 'development');
   t.equal(eventBusTls(testConfig({ ...on, EVENT_BUS_TLS: 'false' })), false);
-  t.match(configError(() => loadConfig({ ...production, ...on, EVENT_BUS_TLS: 'false' })), 'EVENT_BUS_TLS: must stay on in production');
+  t.match(
+    configError(() => loadConfig({ ...production, ...on, EVENT_BUS_TLS: 'false' })),
+    'EVENT_BUS_TLS: must stay on in production',
+  );
 });
 
 const production = {
-  NODE_ENV: 'production', INTERNAL_API_TOKENS: 'internal-token-000000001', DATABASE_URL: 'postgres://db/rx', DELIVERY_MODE: 'off',
-  AAL_BASE_URL: 'https://aal.example', AAL_APP_TOKEN: 'x', AAL_API_KEY: 'y',
+  NODE_ENV: 'production',
+  INTERNAL_API_TOKENS: 'internal-token-000000001',
+  DATABASE_URL: 'postgres://db/rx',
+  DELIVERY_MODE: 'off',
+  AAL_BASE_URL: 'https://aal.example',
+  AAL_APP_TOKEN: 'x',
+  AAL_API_KEY: 'y',
 };
 
 t.test('a bad or missing setting names its variable', async (t) => {
-  t.match(configError(() => testConfig({ EVENT_BUS_BROKERS: 'b-1.msk.example' })), 'EVENT_BUS_BROKERS: not host:port: b-1.msk.example');
-  t.match(configError(() => testConfig({ EVENT_BUS_BROKERS: 'b-1:9098' })), 'EVENT_BUS_SCHEMA_REGISTRY_URL: required when EVENT_BUS_BROKERS is set');
-  t.match(configError(() => testConfig({ ...on, EVENT_BUS_AUTH: 'plain' })), 'EVENT_BUS_AUTH');
-  t.match(configError(() => testConfig({ ...on, EVENT_BUS_AUTH: 'scram-sha-512' })), 'EVENT_BUS_SCRAM_USERNAME: required when EVENT_BUS_AUTH=scram-sha-512');
-  t.match(configError(() => testConfig({ ...on, EVENT_BUS_AUTH: 'scram-sha-512', EVENT_BUS_SCRAM_USERNAME: 'rx' })), 'EVENT_BUS_SCRAM_PASSWORD: required');
-  t.match(configError(() => testConfig({ ...on, EVENT_BUS_AWS_ROLE_ARN: 'my-role' })), 'EVENT_BUS_AWS_ROLE_ARN');
-  t.match(configError(() => testConfig({ ...on, EVENT_BUS_AWS_REGION: 'Mars' })), 'EVENT_BUS_AWS_REGION');
-  t.match(configError(() => testConfig({ ...on, EVENT_BUS_TOPIC: 'bad topic' })), 'EVENT_BUS_TOPIC');
-  t.match(configError(() => testConfig({ ...on, EVENT_BUS_BATCH_SIZE: '0' })), 'EVENT_BUS_BATCH_SIZE');
-  t.match(configError(() => loadConfig({ ...production, ...on, EVENT_BUS_AUTH: 'none' })), 'EVENT_BUS_AUTH: none is for a local broker');
+  t.match(
+    configError(() => testConfig({ EVENT_BUS_BROKERS: 'b-1.msk.example' })),
+    'EVENT_BUS_BROKERS: not host:port: b-1.msk.example',
+  );
+  t.match(
+    configError(() => testConfig({ EVENT_BUS_BROKERS: 'b-1:9098' })),
+    'EVENT_BUS_SCHEMA_REGISTRY_URL: required when EVENT_BUS_BROKERS is set',
+  );
+  t.match(
+    configError(() => testConfig({ ...on, EVENT_BUS_AUTH: 'plain' })),
+    'EVENT_BUS_AUTH',
+  );
+  t.match(
+    configError(() => testConfig({ ...on, EVENT_BUS_AUTH: 'scram-sha-512' })),
+    'EVENT_BUS_SCRAM_USERNAME: required when EVENT_BUS_AUTH=scram-sha-512',
+  );
+  t.match(
+    configError(() => testConfig({ ...on, EVENT_BUS_AUTH: 'scram-sha-512', EVENT_BUS_SCRAM_USERNAME: 'rx' })),
+    'EVENT_BUS_SCRAM_PASSWORD: required',
+  );
+  t.match(
+    configError(() => testConfig({ ...on, EVENT_BUS_AWS_ROLE_ARN: 'my-role' })),
+    'EVENT_BUS_AWS_ROLE_ARN',
+  );
+  t.match(
+    configError(() => testConfig({ ...on, EVENT_BUS_AWS_REGION: 'Mars' })),
+    'EVENT_BUS_AWS_REGION',
+  );
+  t.match(
+    configError(() => testConfig({ ...on, EVENT_BUS_TOPIC: 'bad topic' })),
+    'EVENT_BUS_TOPIC',
+  );
+  t.match(
+    configError(() => testConfig({ ...on, EVENT_BUS_BATCH_SIZE: '0' })),
+    'EVENT_BUS_BATCH_SIZE',
+  );
+  t.match(
+    configError(() => loadConfig({ ...production, ...on, EVENT_BUS_AUTH: 'none' })),
+    'EVENT_BUS_AUTH: none is for a local broker',
+  );
   t.ok(loadConfig({ ...production, ...on, EVENT_BUS_AWS_ROLE_ARN: 'arn:aws-us-gov:iam::123456789012:role/rx-tracking-email' }));
 });
 

@@ -25,7 +25,10 @@ function secretsDir(t: { teardown(fn: () => unknown): void }): (name: string, co
 /** A value each secret accepts, and what the config holds for it. */
 const samples: Record<(typeof SecretNames)[number], { value: string; expected: unknown }> = {
   VA_NOTIFY_API_KEY: { value: 'rx-tracking-key-0123456789abcdef', expected: 'rx-tracking-key-0123456789abcdef' },
-  VA_NOTIFY_CALLBACK_TOKENS: { value: 'callback-token-current,callback-token-next', expected: ['callback-token-current', 'callback-token-next'] },
+  VA_NOTIFY_CALLBACK_TOKENS: {
+    value: 'callback-token-current,callback-token-next',
+    expected: ['callback-token-current', 'callback-token-next'],
+  },
   VA_NOTIFY_PREVIOUS_API_KEYS: { value: 'rx-tracking-key-retired-0123456789', expected: ['rx-tracking-key-retired-0123456789'] },
   INTERNAL_API_TOKENS: { value: 'internal-token-0000000001', expected: ['internal-token-0000000001'] },
   AAL_APP_TOKEN: { value: 'mhv-app-token-value', expected: 'mhv-app-token-value' },
@@ -36,7 +39,6 @@ const samples: Record<(typeof SecretNames)[number], { value: string; expected: u
 };
 
 const base = { NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001' };
-
 
 t.test('every secret can come from a file; the trailing newline is trimmed', async (t) => {
   const file = secretsDir(t);
@@ -73,16 +75,33 @@ t.test('a missing, unreadable or empty file stops startup naming the variable', 
   const file = secretsDir(t);
   const missing = join(tmpdir(), 'rx-secrets-does-not-exist', 'key');
   for (const name of SecretNames) {
-    const env = { NODE_ENV: 'test', ...(name === 'INTERNAL_API_TOKENS' ? {} : { INTERNAL_API_TOKENS: base.INTERNAL_API_TOKENS }), [`${name}_FILE`]: missing };
-    t.equal(configError(() => loadConfig(env)), `${name}_FILE: cannot read ${missing} (ENOENT)`, name);
+    const env = {
+      NODE_ENV: 'test',
+      ...(name === 'INTERNAL_API_TOKENS' ? {} : { INTERNAL_API_TOKENS: base.INTERNAL_API_TOKENS }),
+      [`${name}_FILE`]: missing,
+    };
+    t.equal(
+      configError(() => loadConfig(env)),
+      `${name}_FILE: cannot read ${missing} (ENOENT)`,
+      name,
+    );
   }
   const directory = join(file('x', ''), '..', 'a-directory');
   mkdirSync(directory);
-  t.equal(configError(() => loadConfig({ ...base, VA_NOTIFY_API_KEY_FILE: directory })), `VA_NOTIFY_API_KEY_FILE: cannot read ${directory} (EISDIR)`);
+  t.equal(
+    configError(() => loadConfig({ ...base, VA_NOTIFY_API_KEY_FILE: directory })),
+    `VA_NOTIFY_API_KEY_FILE: cannot read ${directory} (EISDIR)`,
+  );
   const empty = file('empty', '\n');
-  t.equal(configError(() => loadConfig({ ...base, DATABASE_URL_FILE: empty })), `DATABASE_URL_FILE: ${empty} is empty`);
+  t.equal(
+    configError(() => loadConfig({ ...base, DATABASE_URL_FILE: empty })),
+    `DATABASE_URL_FILE: ${empty} is empty`,
+  );
   // In development an empty token file would otherwise fall back to the development token.
-  t.equal(configError(() => loadConfig({ NODE_ENV: 'development', INTERNAL_API_TOKENS_FILE: empty })), `INTERNAL_API_TOKENS_FILE: ${empty} is empty`);
+  t.equal(
+    configError(() => loadConfig({ NODE_ENV: 'development', INTERNAL_API_TOKENS_FILE: empty })),
+    `INTERNAL_API_TOKENS_FILE: ${empty} is empty`,
+  );
 });
 
 t.test('the server exits non-zero naming VA_NOTIFY_API_KEY_FILE when the file is missing', async (t) => {
@@ -103,7 +122,9 @@ t.test('the server exits non-zero naming VA_NOTIFY_API_KEY_FILE when the file is
 t.test('NAME and NAME_FILE together are an error', async (t) => {
   const file = secretsDir(t);
   for (const name of SecretNames) {
-    const message = configError(() => loadConfig({ ...base, [name]: samples[name].value, [`${name}_FILE`]: file(name, samples[name].value) }));
+    const message = configError(() =>
+      loadConfig({ ...base, [name]: samples[name].value, [`${name}_FILE`]: file(name, samples[name].value) }),
+    );
     t.equal(message, `${name} and ${name}_FILE are both set; set only one`);
     t.notOk(message.includes(samples[name].value));
   }
@@ -111,7 +132,10 @@ t.test('NAME and NAME_FILE together are an error', async (t) => {
 
 t.test('a _FILE for a setting that is not a secret is refused, not ignored', async (t) => {
   const file = secretsDir(t);
-  t.match(configError(() => loadConfig({ ...base, VA_NOTIFY_TEMPLATE_ID_FILE: file('template', 'x') })), /^VA_NOTIFY_TEMPLATE_ID_FILE: VA_NOTIFY_TEMPLATE_ID is not read from a file/);
+  t.match(
+    configError(() => loadConfig({ ...base, VA_NOTIFY_TEMPLATE_ID_FILE: file('template', 'x') })),
+    /^VA_NOTIFY_TEMPLATE_ID_FILE: VA_NOTIFY_TEMPLATE_ID is not read from a file/,
+  );
 });
 
 t.test("a bad secret's error names it and never contains its value", async (t) => {
@@ -124,7 +148,10 @@ t.test("a bad secret's error names it and never contains its value", async (t) =
   ];
   for (const [name, value] of bad) {
     for (const via of ['env', 'file'] as const) {
-      const env: Record<string, string | undefined> = { ...base, ...(via === 'env' ? { [name]: value } : { [`${name}_FILE`]: file(name, value) }) };
+      const env: Record<string, string | undefined> = {
+        ...base,
+        ...(via === 'env' ? { [name]: value } : { [`${name}_FILE`]: file(name, value) }),
+      };
       if (name === 'INTERNAL_API_TOKENS') delete env.INTERNAL_API_TOKENS;
       const message = configError(() => loadConfig(env));
       t.match(message, `${name}:`, `${name} via ${via}: named`);
@@ -133,16 +160,26 @@ t.test("a bad secret's error names it and never contains its value", async (t) =
   }
   // A VA Notify key missing its companions: the message names what is missing, not the key.
   const key = 'rx-tracking-key-0123456789abcdef';
-  const message = configError(() => loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'https://staging.api.notifications.va.gov', VA_NOTIFY_API_KEY: key }));
+  const message = configError(() =>
+    loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'https://staging.api.notifications.va.gov', VA_NOTIFY_API_KEY: key }),
+  );
   t.match(message, 'VA_NOTIFY_TEMPLATE_ID: required when VA_NOTIFY_BASE_URL is set');
   t.notOk(message.includes(key));
 });
 
 t.test('INTERNAL_API_TOKENS is required outside development', async (t) => {
   for (const NODE_ENV of ['test', 'production']) {
-    t.match(configError(() => loadConfig({ NODE_ENV })), 'INTERNAL_API_TOKENS: required outside development', NODE_ENV);
+    t.match(
+      configError(() => loadConfig({ NODE_ENV })),
+      'INTERNAL_API_TOKENS: required outside development',
+      NODE_ENV,
+    );
   }
   t.same(loadConfig({ NODE_ENV: 'development' }).INTERNAL_API_TOKENS, ['local-dev-internal-token'], 'development has a default');
   t.same(loadConfig({}).INTERNAL_API_TOKENS, ['local-dev-internal-token'], 'development is the default environment');
-  t.match(configError(() => loadConfig({ NODE_ENV: 'test', INTERNAL_API_TOKENS: ' , ' })), 'INTERNAL_API_TOKENS: required outside development', 'blank items do not count');
+  t.match(
+    configError(() => loadConfig({ NODE_ENV: 'test', INTERNAL_API_TOKENS: ' , ' })),
+    'INTERNAL_API_TOKENS: required outside development',
+    'blank items do not count',
+  );
 });

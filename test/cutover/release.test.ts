@@ -19,18 +19,32 @@ t.test('a release refuses what it cannot decide on, and changes nothing', async 
   t.equal(refused.statusCode, 400);
   t.match(refused.json().message, /1 row\(s\) that cannot be read, so nothing was decided: line 3: /);
   t.notMatch(refused.body, new RegExp(icn(9)), 'no ICN in the answer');
-  t.equal((await release(app, 'icn,tracking_number,carrier,sent_date\r\n')).json().message, 'the export has no rows, so nothing was decided: an export of the hold window always lists the packages MHV emailed before the cut-over');
+  t.equal(
+    (await release(app, 'icn,tracking_number,carrier,sent_date\r\n')).json().message,
+    'the export has no rows, so nothing was decided: an export of the hold window always lists the packages MHV emailed before the cut-over',
+  );
   t.match((await release(app, mhvExport(packages), null)).json().message, /^mhvJobRunAt: required/);
   t.match((await release(app, mhvExport(packages), '2026-02-30T00:00:00Z')).json().message, /^mhvJobRunAt: expected a real ISO 8601/);
-  t.match((await release(app, mhvExport(packages), new Date(Date.now() + 3_600_000).toISOString())).json().message, /^mhvJobRunAt: is in the future/);
+  t.match(
+    (await release(app, mhvExport(packages), new Date(Date.now() + 3_600_000).toISOString())).json().message,
+    /^mhvJobRunAt: is in the future/,
+  );
   t.equal(await held(), 2, 'nothing was decided');
 
   // A package with a fill that arrived after MHV's job ran waits for a later export.
   const ranAt = new Date(Date.now() - 60_000).toISOString();
   const waiting = await release(app, mhvExport(packages), ranAt);
-  t.match(waiting.json(), { released: { packages: 0 }, emailedByMhv: { packages: 0 }, stillHeld: { packages: 2, trackingNumbers: ['1Z0000000000000002', '1Z0000000000000003'] } });
+  t.match(waiting.json(), {
+    released: { packages: 0 },
+    emailedByMhv: { packages: 0 },
+    stillHeld: { packages: 2, trackingNumbers: ['1Z0000000000000002', '1Z0000000000000003'] },
+  });
   t.equal(await held(), 2);
-  t.match((await release(app, mhvExport(packages))).json(), { released: { packages: 1 }, emailedByMhv: { packages: 1 }, stillHeld: { packages: 0 } });
+  t.match((await release(app, mhvExport(packages))).json(), {
+    released: { packages: 1 },
+    emailedByMhv: { packages: 1 },
+    stillHeld: { packages: 0 },
+  });
   t.equal(await held(), 0);
 });
 
@@ -40,15 +54,28 @@ t.test('a fill held after its package was decided follows the decision at the ne
   await runJob(app, 'grouping');
   t.match((await release(app, mhvExport(packages))).json(), { released: { packages: 1 }, emailedByMhv: { packages: 1 } });
   // As if a run that had not yet seen the decision held a fill of each package.
-  for (const [rx, tracking, p] of [['2000077', '1Z0000000000000002', packages[1]!], ['3000077', '1Z0000000000000003', packages[2]!]] as const) {
+  for (const [rx, tracking, p] of [
+    ['2000077', '1Z0000000000000002', packages[1]!],
+    ['3000077', '1Z0000000000000003', packages[2]!],
+  ] as const) {
     await db.sql`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, shipped_at, state, state_reason)
                  values ('521', ${rx}, 0, ${tracking}, ${icn(p.veteran)}, ${hours(1)}, 'held_for_cutover', 'held')`;
     await db.sql`insert into cutover_dispense (dispense_id, tracking_number, set_aside) select id, ${tracking}, 'held' from medication_dispense where rx_number = ${rx}`;
   }
   await runJob(app, 'grouping');
   const rows = await db.sql`select rx_number, state from medication_dispense where rx_number in ('2000077', '3000077') order by rx_number`;
-  t.same(rows.map((r) => [r.rx_number, r.state]), [['2000077', 'grouped'], ['3000077', 'excluded']]);
-  t.match((await app.inject({ method: 'GET', url: '/v1/cutover', headers: internalAuth })).json(), { held: { packages: 0, dispenses: 0 }, released: { packages: 1, dispenses: 2 }, emailedByMhv: { packages: 1, dispenses: 2 } });
+  t.same(
+    rows.map((r) => [r.rx_number, r.state]),
+    [
+      ['2000077', 'grouped'],
+      ['3000077', 'excluded'],
+    ],
+  );
+  t.match((await app.inject({ method: 'GET', url: '/v1/cutover', headers: internalAuth })).json(), {
+    held: { packages: 0, dispenses: 0 },
+    released: { packages: 1, dispenses: 2 },
+    emailedByMhv: { packages: 1, dispenses: 2 },
+  });
 });
 
 const runCli = (args: string[], env: Record<string, string>) =>

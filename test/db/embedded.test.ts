@@ -28,21 +28,25 @@ async function answers(url: string): Promise<number> {
   }
 }
 
-t.test('as root, it runs from a private folder the postgres user cannot enter', { skip: process.getuid?.() !== 0 && 'needs root' }, async (t) => {
-  // A clone in `mktemp -d` (mode 700): its binaries and its data folder are out of the postgres user's reach.
-  const privateFolder = scratch(t);
-  const binaries = join(privateFolder, 'native');
-  cpSync((await packagedBinaries()).root, binaries, { recursive: true, verbatimSymlinks: true });
-  const db = await startEmbeddedPostgres({ dir: join(privateFolder, '.data', 'postgres'), binaries, persistent: false });
-  t.teardown(() => db.stop());
-  t.equal(await answers(db.url), 1);
-  t.notOk(db.dir.startsWith(privateFolder), 'the data is kept where the postgres user can reach it');
+t.test(
+  'as root, it runs from a private folder the postgres user cannot enter',
+  { skip: process.getuid?.() !== 0 && 'needs root' },
+  async (t) => {
+    // A clone in `mktemp -d` (mode 700): its binaries and its data folder are out of the postgres user's reach.
+    const privateFolder = scratch(t);
+    const binaries = join(privateFolder, 'native');
+    cpSync((await packagedBinaries()).root, binaries, { recursive: true, verbatimSymlinks: true });
+    const db = await startEmbeddedPostgres({ dir: join(privateFolder, '.data', 'postgres'), binaries, persistent: false });
+    t.teardown(() => db.stop());
+    t.equal(await answers(db.url), 1);
+    t.notOk(db.dir.startsWith(privateFolder), 'the data is kept where the postgres user can reach it');
 
-  await db.stop();
-  const again = await startEmbeddedPostgres({ dir: join(privateFolder, '.data', 'postgres'), binaries, persistent: false });
-  t.teardown(() => again.stop());
-  t.equal(again.dir, db.dir, 'the next start finds the same data folder');
-});
+    await db.stop();
+    const again = await startEmbeddedPostgres({ dir: join(privateFolder, '.data', 'postgres'), binaries, persistent: false });
+    t.teardown(() => again.stop());
+    t.equal(again.dir, db.dir, 'the next start finds the same data folder');
+  },
+);
 
 t.test('a second start on a data folder in use names the other process and what to do', async (t) => {
   const dir = join(scratch(t), 'postgres');
@@ -60,10 +64,17 @@ t.test('a second start on a data folder in use names the other process and what 
 t.test('a PostgreSQL orphaned by a killed instance is stopped, and the next start succeeds', async (t) => {
   const dir = join(scratch(t), 'postgres');
   const module = new URL('../../src/db/embedded.ts', import.meta.url).href;
-  const child = spawn(process.execPath, ['--input-type=module', '-e',
-    `const { startEmbeddedPostgres } = await import(${JSON.stringify(module)});
+  const child = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const { startEmbeddedPostgres } = await import(${JSON.stringify(module)});
      const db = await startEmbeddedPostgres({ dir: ${JSON.stringify(dir)} });
-     console.log(db.url); setInterval(() => {}, 1000);`], { stdio: ['ignore', 'pipe', 'inherit'] });
+     console.log(db.url); setInterval(() => {}, 1000);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const [line] = (await once(child.stdout!, 'data')) as [Buffer];
   const orphanUrl = line.toString().trim();
   t.equal(await answers(orphanUrl), 1);
@@ -87,28 +98,38 @@ t.test('a data folder that cannot be made says which and what to do', async (t) 
     },
     (e: Error) => e,
   );
-  t.match((error as Error).message, /could not be created in .*not-a-folder\/postgres \(ENOTDIR\): set EMBEDDED_PG_DIR to a writable folder/);
+  t.match(
+    (error as Error).message,
+    /could not be created in .*not-a-folder\/postgres \(ENOTDIR\): set EMBEDDED_PG_DIR to a writable folder/,
+  );
 });
 
-t.test('as root, an unwritable temporary folder is named, with what to do', { skip: process.getuid?.() !== 0 && 'needs root' }, async (t) => {
-  const privateFolder = scratch(t);
-  const binaries = join(privateFolder, 'native');
-  cpSync((await packagedBinaries()).root, binaries, { recursive: true, verbatimSymlinks: true });
-  const notAFolder = join(privateFolder, 'tmp-is-a-file');
-  writeFileSync(notAFolder, '');
-  const saved = process.env.TMPDIR;
-  process.env.TMPDIR = notAFolder;
-  t.teardown(() => {
-    if (saved === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = saved;
-  });
-  const error = await startEmbeddedPostgres({ dir: join(privateFolder, 'postgres'), binaries }).then(
-    async (db) => {
-      await db.stop();
-      return new Error('started');
-    },
-    (e: Error) => e,
-  );
-  t.match(error.message, /cannot write a copy of the PostgreSQL binaries to the temporary folder .*tmp-is-a-file \(ENOTDIR\): set TMPDIR to a writable folder, or set DATABASE_URL/);
-  t.notMatch(error.message, /undefined/);
-});
+t.test(
+  'as root, an unwritable temporary folder is named, with what to do',
+  { skip: process.getuid?.() !== 0 && 'needs root' },
+  async (t) => {
+    const privateFolder = scratch(t);
+    const binaries = join(privateFolder, 'native');
+    cpSync((await packagedBinaries()).root, binaries, { recursive: true, verbatimSymlinks: true });
+    const notAFolder = join(privateFolder, 'tmp-is-a-file');
+    writeFileSync(notAFolder, '');
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = notAFolder;
+    t.teardown(() => {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    });
+    const error = await startEmbeddedPostgres({ dir: join(privateFolder, 'postgres'), binaries }).then(
+      async (db) => {
+        await db.stop();
+        return new Error('started');
+      },
+      (e: Error) => e,
+    );
+    t.match(
+      error.message,
+      /cannot write a copy of the PostgreSQL binaries to the temporary folder .*tmp-is-a-file \(ENOTDIR\): set TMPDIR to a writable folder, or set DATABASE_URL/,
+    );
+    t.notMatch(error.message, /undefined/);
+  },
+);

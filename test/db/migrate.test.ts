@@ -10,7 +10,6 @@ import { listMigrations, migrate, MigrationsDir } from '../../src/db/migrate.ts'
 import { testDatabase } from '../support/database.ts';
 import { startServiceProcess } from '../support/service-process.ts';
 
-
 /**
  * An empty database beside the test database (whose connection reaches the server): its URL, and
  * how to drop it, once the test has closed its own connections to it.
@@ -37,7 +36,8 @@ async function databaseBefore(t: Parameters<typeof testDatabase>[0], version: nu
     await drop();
     await rm(before, { recursive: true, force: true });
   });
-  for (const m of (await listMigrations()).filter((m) => m.version < version)) await copyFile(join(MigrationsDir, m.file), join(before, m.file));
+  for (const m of (await listMigrations()).filter((m) => m.version < version))
+    await copyFile(join(MigrationsDir, m.file), join(before, m.file));
   await migrate(db, before);
   return db;
 }
@@ -63,8 +63,15 @@ t.test('two concurrent migration runs on one empty database', async (t) => {
   );
   const recorded = await first<{ version: number; count: number }[]>`
     select version, count(*)::int as count from schema_migration group by version order by version`;
-  t.same(recorded.map((r) => r.version), expected, 'every migration is recorded');
-  t.ok(recorded.every((r) => r.count === 1), 'each recorded once');
+  t.same(
+    recorded.map((r) => r.version),
+    expected,
+    'every migration is recorded',
+  );
+  t.ok(
+    recorded.every((r) => r.count === 1),
+    'each recorded once',
+  );
   const [table] = await second`select to_regclass('medication_dispense') is not null as exists`;
   t.equal(table?.exists, true, 'the schema is there');
 
@@ -88,9 +95,18 @@ t.test('two service processes started at once on one empty database both come up
     const ready = await fetch(`${instance.url}/health/ready`);
     t.equal(ready.status, 200, `${instance.url} is ready`);
   }
-  const rows = await db<{ version: number; n: number }[]>`select version, count(*)::int as n from schema_migration group by version order by version`;
-  t.same(rows.map((r) => r.version), (await listMigrations()).map((m) => m.version), 'every migration recorded');
-  t.ok(rows.every((r) => r.n === 1), 'each once');
+  const rows = await db<
+    { version: number; n: number }[]
+  >`select version, count(*)::int as n from schema_migration group by version order by version`;
+  t.same(
+    rows.map((r) => r.version),
+    (await listMigrations()).map((m) => m.version),
+    'every migration recorded',
+  );
+  t.ok(
+    rows.every((r) => r.n === 1),
+    'each once',
+  );
   const applied = instances.map((i) => (i.output().match(/"msg":"migration applied"/g) ?? []).length);
   t.equal(applied[0]! + applied[1]!, rows.length, 'each migration applied by exactly one of the two');
 });
@@ -117,12 +133,16 @@ t.test('a sending pause recorded before pause_kind existed gets its kind from it
     outage: 'unavailable',
     'va-notify': 'daily_limit',
   });
-  await t.rejects(db`update rate_budget set pause_reason = 'x' where name = 'none'`, /rate_budget_pause_kind_with_reason/, 'a reason without a kind is refused');
+  await t.rejects(
+    db`update rate_budget set pause_reason = 'x' where name = 'none'`,
+    /rate_budget_pause_kind_with_reason/,
+    'a reason without a kind is refused',
+  );
 });
 
 // Grouping reads pending dispenses through their drafts (sql/019): the pending dispenses of a
 // database deployed before drafts existed get theirs, and are grouped as before.
-t.test('pending dispenses stored before drafts existed get their veterans\' drafts', async (t) => {
+t.test("pending dispenses stored before drafts existed get their veterans' drafts", async (t) => {
   const db = await databaseBefore(t, 19);
   const [email] = await db<{ id: string }[]>`
     insert into tracking_email (patient_icn, personalisation, package_count, prescription_count, state)
@@ -142,13 +162,24 @@ t.test('pending dispenses stored before drafts existed get their veterans\' draf
            round(extract(epoch from now() - r.last_arrival_at) / 60)::int as last,
            (select count(*)::int from medication_dispense d where d.tracking_email_id = r.id and d.state = 'pending') as dispenses
       from tracking_email_draft r order by r.patient_icn`;
-  t.same(drafts, [
-    { patient_icn: '1012345678V123456', first: 30, last: 20, dispenses: 2 },
-    { patient_icn: '1098765432V654321', first: 10, last: 10, dispenses: 1 },
-  ], 'one draft a veteran with pending dispenses, spanning their arrivals');
+  t.same(
+    drafts,
+    [
+      { patient_icn: '1012345678V123456', first: 30, last: 20, dispenses: 2 },
+      { patient_icn: '1098765432V654321', first: 10, last: 10, dispenses: 1 },
+    ],
+    'one draft a veteran with pending dispenses, spanning their arrivals',
+  );
   const others = await db`select rx_number, state, tracking_email_id from medication_dispense where state <> 'pending' order by rx_number`;
-  t.same(others.map((r) => [r.rx_number, r.state, r.tracking_email_id]), [['1', 'grouped', email!.id], ['5', 'unprocessable', null], ['6', 'unprocessable', null]],
-    'other dispenses are left as they were; a pending one without an ICN is unprocessable, as ingest keeps it');
+  t.same(
+    others.map((r) => [r.rx_number, r.state, r.tracking_email_id]),
+    [
+      ['1', 'grouped', email!.id],
+      ['5', 'unprocessable', null],
+      ['6', 'unprocessable', null],
+    ],
+    'other dispenses are left as they were; a pending one without an ICN is unprocessable, as ingest keeps it',
+  );
   const [table] = await db<{ options: string[] }[]>`select reloptions as options from pg_class where relname = 'medication_dispense'`;
   t.same(table!.options, ['fillfactor=50']);
 });
@@ -174,35 +205,63 @@ t.test('the version before drafts, running beside this one, never leaves a pendi
   const rows = await sql<{ rx_number: string; state: string; draft_icn: string | null }[]>`
     select d.rx_number, d.state, r.patient_icn as draft_icn
       from medication_dispense d left join tracking_email_draft r on r.id = d.tracking_email_id order by d.rx_number`;
-  t.same(rows, [
-    { rx_number: '1', state: 'pending', draft_icn: '1012345678V123456' },
-    { rx_number: '2', state: 'pending', draft_icn: '1012345678V123456' },
-    { rx_number: '3', state: 'pending', draft_icn: '1098765432V654321' },
-    { rx_number: '4', state: 'unprocessable', draft_icn: null },
-  ], 'the earlier version\'s new pending dispenses name their veterans\' drafts');
+  t.same(
+    rows,
+    [
+      { rx_number: '1', state: 'pending', draft_icn: '1012345678V123456' },
+      { rx_number: '2', state: 'pending', draft_icn: '1012345678V123456' },
+      { rx_number: '3', state: 'pending', draft_icn: '1098765432V654321' },
+      { rx_number: '4', state: 'unprocessable', draft_icn: null },
+    ],
+    "the earlier version's new pending dispenses name their veterans' drafts",
+  );
   const [drafts] = await sql<{ count: number }[]>`select count(*)::int as count from tracking_email_draft`;
   t.equal(drafts!.count, 2, 'one draft a veteran');
 
-  await t.rejects(earlierInsert('4', '1055555555V111222'), { code: '23514', constraint_name: 'medication_dispense_pending_draft' },
-    'the earlier version\'s correction is refused');
-  await t.rejects(sql`update medication_dispense set state = 'excluded', state_reason = 'shipped before DELIVERY_START_AT' where rx_number = '1'`,
-    { code: '23503' }, 'the earlier version\'s exclusion is refused');
+  await t.rejects(
+    earlierInsert('4', '1055555555V111222'),
+    { code: '23514', constraint_name: 'medication_dispense_pending_draft' },
+    "the earlier version's correction is refused",
+  );
+  await t.rejects(
+    sql`update medication_dispense set state = 'excluded', state_reason = 'shipped before DELIVERY_START_AT' where rx_number = '1'`,
+    { code: '23503' },
+    "the earlier version's exclusion is refused",
+  );
   const states = await sql`select state from medication_dispense order by rx_number`;
-  t.same(states.map((r) => r.state), ['pending', 'pending', 'pending', 'unprocessable'], 'both left the dispenses as they were');
+  t.same(
+    states.map((r) => r.state),
+    ['pending', 'pending', 'pending', 'unprocessable'],
+    'both left the dispenses as they were',
+  );
 });
 
 t.test('the cut-over hold is added to a database with dispenses in every state', async (t) => {
   const db = await databaseBefore(t, 21);
-  const [body] = await db<{ id: number }[]>`insert into inbound_message (content_type, body) values ('application/json', '[]') returning id`;
-  for (const [rx, state] of [['1', 'grouped'], ['2', 'excluded'], ['3', 'cancelled'], ['4', 'unprocessable']] as const) {
+  const [body] = await db<
+    { id: number }[]
+  >`insert into inbound_message (content_type, body) values ('application/json', '[]') returning id`;
+  for (const [rx, state] of [
+    ['1', 'grouped'],
+    ['2', 'excluded'],
+    ['3', 'cancelled'],
+    ['4', 'unprocessable'],
+  ] as const) {
     await db`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, state, inbound_message_id)
              values ('521', ${rx}, 0, ${'1Z' + rx}, '1012345678V123456', ${state}, ${body!.id})`;
   }
   t.same((await migrate(db)).map((m) => m.version)[0], 21);
   const states = await db`select state from medication_dispense order by rx_number`;
-  t.same(states.map((r) => r.state), ['grouped', 'excluded', 'cancelled', 'unprocessable'], 'every row kept as it was');
+  t.same(
+    states.map((r) => r.state),
+    ['grouped', 'excluded', 'cancelled', 'unprocessable'],
+    'every row kept as it was',
+  );
   await db`update medication_dispense set state = 'held_for_cutover' where rx_number = '2'`;
-  await t.rejects(db`update medication_dispense set state = 'held' where rx_number = '2'`, { code: '23514', constraint_name: 'medication_dispense_state_check' });
+  await t.rejects(db`update medication_dispense set state = 'held' where rx_number = '2'`, {
+    code: '23514',
+    constraint_name: 'medication_dispense_state_check',
+  });
   const [place] = await db`select cutover_set_aside('1z2', now(), now(), now() - interval '1 hour', now() + interval '1 hour') as place`;
   t.equal(place!.place, 'held', 'a fill inside the window is held');
 });

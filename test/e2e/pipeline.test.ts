@@ -23,18 +23,23 @@ async function ingestSamples(app: TestApp['app']) {
     app.inject({ method: 'POST', url: '/v1/dispenses', headers: json, payload: sample('dispense-events.json') }),
     app.inject({ method: 'POST', url: '/v1/dispenses', headers: hl7, payload: sample('bad/no-icn.hl7') }),
     app.inject({
-      method: 'POST', url: '/v1/dispenses', headers: json,
+      method: 'POST',
+      url: '/v1/dispenses',
+      headers: json,
       payload: {
-        messageId: 'declined-1', stationNumber: '521',
+        messageId: 'declined-1',
+        stationNumber: '521',
         patient: { icn: declined.icn, mhvCorrelationId: String(declined.mhv) },
         prescription: { rxNumber: '8800123', fillNumber: 0, drugName: 'ASPIRIN 81MG TAB', ndc: '00000000000', quantity: 30 },
-        dispensedAt: '2026-05-14T09:00:00Z', shippedAt: '2026-05-14T15:00:00Z', carrier: 'UPS', trackingNumber: '1Z9999990399999999',
+        dispensedAt: '2026-05-14T09:00:00Z',
+        shippedAt: '2026-05-14T15:00:00Z',
+        carrier: 'UPS',
+        trackingNumber: '1Z9999990399999999',
       },
     }),
   ]);
   for (const answer of answers) if (answer.statusCode !== 200) throw new Error(`ingest answered ${answer.statusCode}: ${answer.body}`);
 }
-
 
 async function waitForCallbacks(sql: TestApp['db']['sql']) {
   for (let i = 0; i < 200; i++) {
@@ -77,14 +82,19 @@ t.test('samples in, one email per veteran out, delivered, one AAL event each', a
   const byIcn = new Map(emails.map((e) => [e.patient_icn, e]));
   for (const veteran of [alpha, bravo, delta, echo]) t.equal(byIcn.get(veteran.icn)?.state, 'delivered', veteran.icn);
   t.same(byIcn.get(declined.icn), {
-    patient_icn: declined.icn, state: 'permanent_failure', state_reason: 'Undeliverable - Preferences declined in VA Profile',
+    patient_icn: declined.icn,
+    state: 'permanent_failure',
+    state_reason: 'Undeliverable - Preferences declined in VA Profile',
   });
 
   // One AAL event per delivered email with a correlation id; none for the declined one.
   t.match(await runJob(app, 'aal'), { posted: 3, failed: 0 });
   t.match(await runJob(app, 'aal'), { posted: 0 }, 'nothing posted twice');
   const events = aal.state.events.map((e) => e.body).sort((a, b) => a.userProfileId - b.userProfileId);
-  t.same(events.map((e) => e.userProfileId), [alpha.mhv, bravo.mhv, echo.mhv]);
+  t.same(
+    events.map((e) => e.userProfileId),
+    [alpha.mhv, bravo.mhv, echo.mhv],
+  );
   for (const event of events) {
     t.match(event, { activityType: 'Rx Tracking Email', action: 'Rx Tracking Email Delivered', performerType: 'System', status: 1 });
     t.match(event.completionTime, /^\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
@@ -92,9 +102,15 @@ t.test('samples in, one email per veteran out, delivered, one AAL event each', a
   }
   t.match(events[0]!.detailValue, /1Z9999990312345678.*9043.*9100/);
   const aalRows = await db.sql`select e.patient_icn, a.state from aal_event a join tracking_email e on e.id = a.tracking_email_id`;
-  t.same(new Map(aalRows.map((r) => [r.patient_icn, r.state])), new Map([
-    [alpha.icn, 'posted'], [bravo.icn, 'posted'], [delta.icn, 'unpostable'], [echo.icn, 'posted'],
-  ]));
+  t.same(
+    new Map(aalRows.map((r) => [r.patient_icn, r.state])),
+    new Map([
+      [alpha.icn, 'posted'],
+      [bravo.icn, 'posted'],
+      [delta.icn, 'unpostable'],
+      [echo.icn, 'posted'],
+    ]),
+  );
 
   // The metrics an operator watches agree.
   const metrics = await app.inject({ method: 'GET', url: '/metrics' }).then((r) => r.body);
@@ -104,8 +120,9 @@ t.test('samples in, one email per veteran out, delivered, one AAL event each', a
   t.match(metrics, /rx_rows\{table="aal_event",state="pending"\} 0/);
   t.match(metrics, /rx_oldest_pending_dispense_age_seconds 0/);
   // A callback may beat the sender's commit (then it is applied when the id is stored): count both.
-  const deliveredCallbacks = [...metrics.matchAll(/^rx_callbacks_total\{outcome="(applied|pending_notification)",status="delivered"\} (\d+)$/gm)]
-    .reduce((sum, m) => sum + Number(m[2]), 0);
+  const deliveredCallbacks = [
+    ...metrics.matchAll(/^rx_callbacks_total\{outcome="(applied|pending_notification)",status="delivered"\} (\d+)$/gm),
+  ].reduce((sum, m) => sum + Number(m[2]), 0);
   t.equal(deliveredCallbacks, 4);
   t.match(metrics, /rx_dispenses_ingested_total\{outcome="inserted"\} 8/);
 

@@ -19,8 +19,11 @@ function unsecuredToken(subject: string, lifetimeMs: number): string {
 const event = (n: number) => ({
   eventId: `auth-${n}`,
   dispense: {
-    stationNumber: '521', patient: { icn: '1012345678V123456' }, prescription: { rxNumber: `99${String(n).padStart(5, '0')}`, fillNumber: 0 },
-    carrier: 'UPS', trackingNumber: `1Z99999905${String(n).padStart(8, '0')}`,
+    stationNumber: '521',
+    patient: { icn: '1012345678V123456' },
+    prescription: { rxNumber: `99${String(n).padStart(5, '0')}`, fillNumber: 0 },
+    carrier: 'UPS',
+    trackingNumber: `1Z99999905${String(n).padStart(8, '0')}`,
   },
 });
 
@@ -34,18 +37,22 @@ t.test('OAUTHBEARER authenticates against the broker and re-authenticates as eac
   let tokens = 0;
   let refused = 0;
   let disconnects = 0;
-  const { app, db } = await testApp(t, { ...eventBusSettings(broker.sasl, registry, topic, uniqueName('group')), EVENT_BUS_AUTH: 'msk-iam' }, {
-    eventBus: {
-      tokenProvider: async () => {
-        tokens++;
-        return unsecuredToken('rx-tracking-email', 10_000);
-      },
-      onClient: (client) => {
-        client.on('client:broker:disconnect', () => disconnects++);
-        client.on('client:broker:failed', () => refused++);
+  const { app, db } = await testApp(
+    t,
+    { ...eventBusSettings(broker.sasl, registry, topic, uniqueName('group')), EVENT_BUS_AUTH: 'msk-iam' },
+    {
+      eventBus: {
+        tokenProvider: async () => {
+          tokens++;
+          return unsecuredToken('rx-tracking-email', 10_000);
+        },
+        onClient: (client) => {
+          client.on('client:broker:disconnect', () => disconnects++);
+          client.on('client:broker:failed', () => refused++);
+        },
       },
     },
-  });
+  );
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
   await publisher.publish([event(1)]);
@@ -57,7 +64,10 @@ t.test('OAUTHBEARER authenticates against the broker and re-authenticates as eac
   t.ok(tokens >= before + 2, `a new token asked for at each re-authentication (${before} then ${tokens})`);
   t.equal(disconnects, disconnectsBefore, 'no connection was closed for an expired session');
   await publisher.publish([event(2)]);
-  await waitFor('a record after re-authentication stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 2);
+  await waitFor(
+    'a record after re-authentication stored',
+    async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 2,
+  );
   t.equal(refused, 0, 'never refused');
 });
 
@@ -65,9 +75,13 @@ t.test('an expired token is refused by the broker, and the consumer says it lost
   const broker = await testBroker({ maxReauthMs: 3000 });
   const registry = await testRegistry(t);
   const topic = uniqueName('dispenses');
-  const { app } = await testApp(t, { ...eventBusSettings(broker.sasl, registry, topic, uniqueName('group')), EVENT_BUS_AUTH: 'msk-iam' }, {
-    eventBus: { tokenProvider: async () => unsecuredToken('rx-tracking-email', -60_000) },
-  });
+  const { app } = await testApp(
+    t,
+    { ...eventBusSettings(broker.sasl, registry, topic, uniqueName('group')), EVENT_BUS_AUTH: 'msk-iam' },
+    {
+      eventBus: { tokenProvider: async () => unsecuredToken('rx-tracking-email', -60_000) },
+    },
+  );
   await waitFor('reported', () => app.eventBus!.status() === 'broker unreachable', 30_000);
   const ready = await app.inject({ method: 'GET', url: '/health/ready' });
   t.equal(ready.statusCode, 503);
@@ -80,7 +94,9 @@ t.test('SCRAM-SHA-512 authenticates with the user and password given', { skip: k
   await createTopic(broker.plaintext, topic, 1);
   const { db } = await testApp(t, {
     ...eventBusSettings(broker.sasl, registry, topic, uniqueName('group')),
-    EVENT_BUS_AUTH: 'scram-sha-512', EVENT_BUS_SCRAM_USERNAME: broker.scram.username, EVENT_BUS_SCRAM_PASSWORD: broker.scram.password,
+    EVENT_BUS_AUTH: 'scram-sha-512',
+    EVENT_BUS_SCRAM_USERNAME: broker.scram.username,
+    EVENT_BUS_SCRAM_PASSWORD: broker.scram.password,
   });
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
@@ -91,7 +107,9 @@ t.test('SCRAM-SHA-512 authenticates with the user and password given', { skip: k
 
 t.test('the MSK IAM token is a presigned kafka-cluster:Connect URL, reused until a minute before it expires', async (t) => {
   const saved = { ...process.env };
-  t.teardown(() => { process.env = saved; });
+  t.teardown(() => {
+    process.env = saved;
+  });
   // Static credentials: the signer presigns locally, with no call to AWS.
   process.env.AWS_ACCESS_KEY_ID = 'AKIAIOSFODNN7EXAMPLE';
   process.env.AWS_SECRET_ACCESS_KEY = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';

@@ -7,11 +7,20 @@ import { eventsOfFile, createPublisher, encodeDispenseEvent, type Publisher } fr
 import { frame } from '../../src/event-bus/schema.ts';
 import { testApp, type TestApp, runJob } from '../support/app.ts';
 import { postSample, samples, samplesDir, sampleSsns } from '../support/ingest.ts';
-import { committedOffsets, countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../support/kafka.ts';
+import {
+  committedOffsets,
+  countOf,
+  createTopic,
+  eventBusSettings,
+  kafkaSkip,
+  testBroker,
+  testRegistry,
+  uniqueName,
+  waitFor,
+} from '../support/kafka.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
-
 
 /** What a database holds of the dispenses and emails, independent of ids and times. */
 async function dispensesAndEmails(sql: TestApp['db']['sql']) {
@@ -33,7 +42,12 @@ async function eventBusApp(t: { teardown(fn: () => unknown): void }, topic: stri
   return { broker, registry, ...app };
 }
 
-async function publisherFor(t: { teardown(fn: () => unknown): void }, brokers: string, registryUrl: string, topic: string): Promise<Publisher> {
+async function publisherFor(
+  t: { teardown(fn: () => unknown): void },
+  brokers: string,
+  registryUrl: string,
+  topic: string,
+): Promise<Publisher> {
   const publisher = await createPublisher({ brokers: [brokers], registryUrl, topic });
   t.teardown(() => publisher.close());
   return publisher;
@@ -52,9 +66,13 @@ t.test('records of every sample become the same dispenses and emails as the HTTP
     await publisher.publish(eventsOfFile(`${samplesDir}${sample.file}`));
   }
   const records = samples.reduce((n, s) => n + eventsOfFile(`${samplesDir}${s.file}`).length, 0);
-  await waitFor('every record stored', async () =>
-    (await countOf(viaKafka.db.sql, `select count(*)::int as n from inbound_message where source = 'event-bus'`)) === records)
-    .catch((e) => { console.error(viaKafka.logs.text); throw e; });
+  await waitFor(
+    'every record stored',
+    async () => (await countOf(viaKafka.db.sql, `select count(*)::int as n from inbound_message where source = 'event-bus'`)) === records,
+  ).catch((e) => {
+    console.error(viaKafka.logs.text);
+    throw e;
+  });
 
   const kafka = await dispensesAndEmails(viaKafka.db.sql);
   t.ok(kafka.dispenses.length > 5, `${kafka.dispenses.length} dispenses`);
@@ -76,9 +94,12 @@ t.test('records of every sample become the same dispenses and emails as the HTTP
   let metrics = (await viaKafka.app.inject({ method: 'GET', url: '/metrics' })).body;
   t.match(metrics, /rx_event_bus_records_total\{outcome="stored"\} \d+/);
   t.match(metrics, /rx_event_bus_records_total\{outcome="invalid_dispense"\} 2/, 'not-hl7.txt and truncated.hl7 are invalid dispenses');
-  await waitFor('the lag of every partition reported', async () =>
-    [0, 1, 2].every((p) => new RegExp(`rx_event_bus_consumer_lag\\{topic="${topic}",partition="${p}"\\} 0\n`).test(metrics)) ||
-    (metrics = (await viaKafka.app.inject({ method: 'GET', url: '/metrics' })).body, false));
+  await waitFor(
+    'the lag of every partition reported',
+    async () =>
+      [0, 1, 2].every((p) => new RegExp(`rx_event_bus_consumer_lag\\{topic="${topic}",partition="${p}"\\} 0\n`).test(metrics)) ||
+      ((metrics = (await viaKafka.app.inject({ method: 'GET', url: '/metrics' })).body), false),
+  );
 });
 
 const dispense = (n: number, icn = '1012345678V123456') => ({
@@ -110,7 +131,9 @@ t.test('a record published twice, and records read again by a consumer that neve
   // A consumer whose offsets were never committed (stopped between its transaction and its commit;
   // here: a new group on the same database) reads every record again.
   const again = await testApp(t, { ...eventBusSettings(broker.plaintext, first.registry, topic, uniqueName('group')) }, { db: first.db });
-  await waitFor('the records read again', async () => /rx_event_bus_records_total\{outcome="redelivered"\} 4/.test((await again.app.inject({ method: 'GET', url: '/metrics' })).body));
+  await waitFor('the records read again', async () =>
+    /rx_event_bus_records_total\{outcome="redelivered"\} 4/.test((await again.app.inject({ method: 'GET', url: '/metrics' })).body),
+  );
   t.equal(await countOf(first.db.sql, 'select count(*)::int as n from inbound_message'), 4, 'no record stored twice');
   t.equal(await countOf(first.db.sql, 'select count(*)::int as n from medication_dispense'), 3, 'no dispense stored twice');
 });
@@ -133,14 +156,22 @@ t.test('a poison record is kept with its reason, counted, committed past, and th
   await publisher.publish([event(12)]);
   await waitFor('6 records kept', async () => (await countOf(db.sql, 'select count(*)::int as n from inbound_message')) === 6);
   const kept = await db.sql`select event_offset::int as offset, outcome, error, body from inbound_message order by event_offset`;
-  t.same(kept.map((r) => r.outcome), ['accepted', 'rejected', 'rejected', 'rejected', 'rejected', 'accepted'], 'good records either side of the poison ones');
+  t.same(
+    kept.map((r) => r.outcome),
+    ['accepted', 'rejected', 'rejected', 'rejected', 'rejected', 'accepted'],
+    'good records either side of the poison ones',
+  );
   t.match(kept[1]!.error, /not Confluent Avro: first byte 0x7b/);
   t.notMatch(Buffer.from(kept[1]!.body as string, 'base64').toString('latin1'), /666-12-3456/, 'the SSN in the garbage is masked');
   t.match(Buffer.from(kept[1]!.body as string, 'base64').toString('latin1'), /"not":"avro"/, 'the rest kept byte for byte');
   t.match(kept[2]!.error, /unknown schema id 4242/);
   t.match(kept[3]!.error, /does not decode with schema id/);
   t.match(kept[4]!.error, /patient\.icn/);
-  t.equal(await countOf(db.sql, 'select count(*)::int as n from medication_dispense'), 2, 'the good records before and after are dispenses');
+  t.equal(
+    await countOf(db.sql, 'select count(*)::int as n from medication_dispense'),
+    2,
+    'the good records before and after are dispenses',
+  );
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   for (const outcome of ['not_avro', 'unknown_schema', 'undecodable', 'invalid_dispense']) {
     t.match(metrics, new RegExp(`rx_event_bus_records_total\\{outcome="${outcome}"\\} 1`), outcome);
@@ -173,7 +204,13 @@ t.test('npm run event-bus:publish publishes the sample files as Avro records, re
   const files = ['rds-o13-one-package-two-rx.hl7', 'dispense-events.json'].map((f) => `${samplesDir}${f}`);
   const child = spawn(process.execPath, ['--no-warnings', 'src/event-bus/publish-cli.ts', ...files], {
     cwd: new URL('../../', import.meta.url).pathname,
-    env: { PATH: process.env.PATH ?? '', EVENT_BUS_BROKERS: broker.plaintext, EVENT_BUS_SCHEMA_REGISTRY_URL: registry.url, EVENT_BUS_TOPIC: topic, EVENT_BUS_AUTH: 'none' },
+    env: {
+      PATH: process.env.PATH ?? '',
+      EVENT_BUS_BROKERS: broker.plaintext,
+      EVENT_BUS_SCHEMA_REGISTRY_URL: registry.url,
+      EVENT_BUS_TOPIC: topic,
+      EVENT_BUS_AUTH: 'none',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -182,7 +219,10 @@ t.test('npm run event-bus:publish publishes the sample files as Avro records, re
   t.equal(await new Promise((resolve) => child.on('close', resolve)), 0, output);
   t.match(output, new RegExp(`rds-o13-one-package-two-rx.hl7: 1 record published to ${topic} \\(schema id 1\\)`));
   const records = 1 + eventsOfFile(files[1]!).length;
-  await waitFor('the published records stored', async () => (await countOf(db.sql, `select count(*)::int as n from inbound_message where outcome = 'accepted'`)) === records);
-  const subjects = await fetch(`${registry.url}/subjects/${topic}-value/versions/1`).then((r) => r.json()) as { id: number };
+  await waitFor(
+    'the published records stored',
+    async () => (await countOf(db.sql, `select count(*)::int as n from inbound_message where outcome = 'accepted'`)) === records,
+  );
+  const subjects = (await fetch(`${registry.url}/subjects/${topic}-value/versions/1`).then((r) => r.json())) as { id: number };
   t.equal(subjects.id, 1, 'the value schema registered under <topic>-value');
 });

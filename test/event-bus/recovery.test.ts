@@ -4,7 +4,18 @@ import { connect } from '../../src/db/connect.ts';
 import { createPublisher } from '../../src/event-bus/publish.ts';
 import { testApp } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
-import { committedOffsets, countOf, createTopic, eventBusSettings, jsonDispenseEvent, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../support/kafka.ts';
+import {
+  committedOffsets,
+  countOf,
+  createTopic,
+  eventBusSettings,
+  jsonDispenseEvent,
+  kafkaSkip,
+  testBroker,
+  testRegistry,
+  uniqueName,
+  waitFor,
+} from '../support/kafka.ts';
 import { startServiceProcess, superviseServiceProcess } from '../support/service-process.ts';
 
 t.setTimeout(300_000);
@@ -19,7 +30,10 @@ t.test('the database terminated mid-batch: nothing committed past what was store
   const db = await testDatabase(t);
   // A real process under a supervisor: postgres.js may take the process down with the cut connection
   // (src/db/connect.ts, isDriverWriteAfterClose); it then exits and is started again, as in production.
-  const service = await superviseServiceProcess({ ...eventBusSettings(broker.plaintext, registry, topic, group), DATABASE_URL: db.url, JOBS_ENABLED: 'false' }, { readyTimeoutMs: 120_000 });
+  const service = await superviseServiceProcess(
+    { ...eventBusSettings(broker.plaintext, registry, topic, group), DATABASE_URL: db.url, JOBS_ENABLED: 'false' },
+    { readyTimeoutMs: 120_000 },
+  );
   t.teardown(() => service.stop());
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
@@ -50,7 +64,8 @@ t.test('the database terminated mid-batch: nothing committed past what was store
   // Retried by the same instance, or by the one started after it exited: either way the batch comes
   // back to the lock on a new connection.
   await waitFor('the failed batch retried', async () => (await waitingOnTheLock()).some((pid) => !waiting.includes(pid)));
-  if (service.exits.length === 0) t.match(service.current().output(), 'event-bus batch not stored (the database unavailable)', 'the instance logged the failed batch');
+  if (service.exits.length === 0)
+    t.match(service.current().output(), 'event-bus batch not stored (the database unavailable)', 'the instance logged the failed batch');
   t.equal((await committedOffsets(broker.plaintext, group, topic)).get(0), undefined, 'no offset committed');
   release();
   await holder;
@@ -64,7 +79,7 @@ t.test('the database terminated mid-batch: nothing committed past what was store
   }
 });
 
-t.test('two instances in one group split the partitions; a killed instance\'s partitions are taken over with nothing lost', async (t) => {
+t.test("two instances in one group split the partitions; a killed instance's partitions are taken over with nothing lost", async (t) => {
   const broker = await testBroker();
   const registry = await testRegistry(t);
   const topic = uniqueName('dispenses');
@@ -75,26 +90,33 @@ t.test('two instances in one group split the partitions; a killed instance\'s pa
   const first = await testApp(t, settings, { db });
   await waitFor('the first instance holds every partition', () => first.app.eventBus!.partitions().length === 4);
   const second = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false' }, { readyTimeoutMs: 120_000 });
-  t.teardown(() => { second.child.kill('SIGKILL'); });
+  t.teardown(() => {
+    second.child.kill('SIGKILL');
+  });
   await waitFor('the partitions split', () => first.app.eventBus!.partitions().length === 2, 60_000);
   const held = first.app.eventBus!.partitions();
 
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
-  for (let partition = 0; partition < 4; partition++) await publisher.publish([jsonDispenseEvent(partition * 10 + 1), jsonDispenseEvent(partition * 10 + 2)], { partition });
+  for (let partition = 0; partition < 4; partition++)
+    await publisher.publish([jsonDispenseEvent(partition * 10 + 1), jsonDispenseEvent(partition * 10 + 2)], { partition });
   await waitFor('8 records stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 8);
   const byInstance = await db.sql`select distinct event_partition from inbound_message where event_partition <> all(${held}::int[])`;
   t.equal(byInstance.length, 2, 'the other instance stored the records of its two partitions');
 
   second.child.kill('SIGKILL');
   await second.exited;
-  for (let partition = 0; partition < 4; partition++) await publisher.publish([jsonDispenseEvent(partition * 10 + 3), jsonDispenseEvent(partition * 10 + 4)], { partition });
-  await waitFor('the killed instance\'s partitions taken over', () => first.app.eventBus!.partitions().length === 4, 60_000);
-  await waitFor('16 records stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 16, 60_000);
+  for (let partition = 0; partition < 4; partition++)
+    await publisher.publish([jsonDispenseEvent(partition * 10 + 3), jsonDispenseEvent(partition * 10 + 4)], { partition });
+  await waitFor("the killed instance's partitions taken over", () => first.app.eventBus!.partitions().length === 4, 60_000);
+  await waitFor(
+    '16 records stored',
+    async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 16,
+    60_000,
+  );
   t.equal(await countOf(db.sql, 'select count(*)::int as n from inbound_message'), 16, 'each record kept once');
   await waitFor('every partition committed to its end', async () => {
     const offsets = await committedOffsets(broker.plaintext, group, topic);
     return [0, 1, 2, 3].every((p) => offsets.get(p) === 4n);
   });
 });
-

@@ -4,7 +4,18 @@ import { createPublisher } from '../../src/event-bus/publish.ts';
 import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
 import { testApp } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
-import { committedOffsets, countOf, createTopic, eventBusSettings, jsonDispenseEvent, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../support/kafka.ts';
+import {
+  committedOffsets,
+  countOf,
+  createTopic,
+  eventBusSettings,
+  jsonDispenseEvent,
+  kafkaSkip,
+  testBroker,
+  testRegistry,
+  uniqueName,
+  waitFor,
+} from '../support/kafka.ts';
 import { startServiceProcess } from '../support/service-process.ts';
 
 t.setTimeout(300_000);
@@ -18,8 +29,13 @@ t.test('SIGTERM commits what is stored and leaves the group within the grace per
   await createTopic(broker.plaintext, topic, 2);
   const db = await testDatabase(t);
   const settings = eventBusSettings(broker.plaintext, registry, topic, group);
-  const service = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false', SHUTDOWN_GRACE_SECONDS: '5' }, { readyTimeoutMs: 120_000 });
-  t.teardown(() => { service.child.kill('SIGKILL'); });
+  const service = await startServiceProcess(
+    { ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false', SHUTDOWN_GRACE_SECONDS: '5' },
+    { readyTimeoutMs: 120_000 },
+  );
+  t.teardown(() => {
+    service.child.kill('SIGKILL');
+  });
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
   await publisher.publish([1, 2, 3].map(jsonDispenseEvent), { partition: 0 });
@@ -62,8 +78,11 @@ t.test('/health/ready reports a consumer that lost its broker, and ready again o
   const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
   t.teardown(() => publisher.close());
   await publisher.publish([jsonDispenseEvent(1)]);
-  await waitFor('the record published after the broker came back stored', async () =>
-    (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 1, 120_000);
+  await waitFor(
+    'the record published after the broker came back stored',
+    async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 1,
+    120_000,
+  );
   await waitFor('ready again', async () => (await ready()).statusCode === 200, 60_000);
   t.same(await ready(), { statusCode: 200, eventBus: 'ok' });
 });

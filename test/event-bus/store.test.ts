@@ -19,7 +19,10 @@ const dispense = (n: number, icn = '1012345678V123456') => ({
   trackingNumber: `1Z99999905${String(n).padStart(8, '0')}`,
 });
 const json = (value: unknown): DecodedRecord => ({ kind: 'dispense', contentType: 'application/json', body: JSON.stringify(value) });
-const at = (offset: number, decoded: DecodedRecord, partition = 0): BatchRecord => ({ position: { topic, partition, offset: BigInt(offset) }, decoded });
+const at = (offset: number, decoded: DecodedRecord, partition = 0): BatchRecord => ({
+  position: { topic, partition, offset: BigInt(offset) },
+  decoded,
+});
 
 t.test('a batch mixing good, poison, duplicate and redelivered records stores each good dispense once', async (t) => {
   const db = await testDatabase(t);
@@ -46,30 +49,65 @@ t.test('a batch mixing good, poison, duplicate and redelivered records stores ea
       from medication_dispense d join inbound_message m on m.id = d.inbound_message_id
      order by m.event_partition, m.event_offset, d.rx_number`;
   t.equal(dispenses.length, 5, 'the five good dispenses, each once');
-  t.same(dispenses.filter((d) => d.rx_number.startsWith('66')).map((d) => [d.rx_number, d.event_partition, d.event_offset]),
-    [['6600001', 0, 0], ['6600002', 0, 1], ['6600004', 1, 0]], 'each from the first record that carried it');
-  t.same(dispenses.filter((d) => !d.rx_number.startsWith('66')).map((d) => d.event_offset), [5, 5], 'the HL7 record\'s two');
+  t.same(
+    dispenses.filter((d) => d.rx_number.startsWith('66')).map((d) => [d.rx_number, d.event_partition, d.event_offset]),
+    [
+      ['6600001', 0, 0],
+      ['6600002', 0, 1],
+      ['6600004', 1, 0],
+    ],
+    'each from the first record that carried it',
+  );
+  t.same(
+    dispenses.filter((d) => !d.rx_number.startsWith('66')).map((d) => d.event_offset),
+    [5, 5],
+    "the HL7 record's two",
+  );
 
   const kept = await db.sql`
     select event_partition, event_offset::int as event_offset, outcome, message_count, error, body, processed_at is not null as processed
       from inbound_message order by event_partition, event_offset`;
-  t.same(kept.map((m) => [m.event_partition, m.event_offset, m.outcome]), [
-    [0, 0, 'accepted'], [0, 1, 'accepted'], [0, 2, 'rejected'], [0, 3, 'accepted'], [0, 4, 'accepted'],
-    [0, 5, 'accepted'], [0, 6, 'rejected'], [1, 0, 'accepted'],
-  ], 'every record kept once at its position, the copies too');
-  t.ok(kept.every((m) => m.processed), 'each with its outcome recorded');
+  t.same(
+    kept.map((m) => [m.event_partition, m.event_offset, m.outcome]),
+    [
+      [0, 0, 'accepted'],
+      [0, 1, 'accepted'],
+      [0, 2, 'rejected'],
+      [0, 3, 'accepted'],
+      [0, 4, 'accepted'],
+      [0, 5, 'accepted'],
+      [0, 6, 'rejected'],
+      [1, 0, 'accepted'],
+    ],
+    'every record kept once at its position, the copies too',
+  );
+  t.ok(
+    kept.every((m) => m.processed),
+    'each with its outcome recorded',
+  );
   t.match(kept[2]!.error, /not Confluent Avro/);
-  t.notMatch(Buffer.from(kept[2]!.body as string, 'base64').toString('latin1'), new RegExp(sampleSsns[0]!), 'the SSN in the poison record masked');
+  t.notMatch(
+    Buffer.from(kept[2]!.body as string, 'base64').toString('latin1'),
+    new RegExp(sampleSsns[0]!),
+    'the SSN in the poison record masked',
+  );
   t.match(kept[6]!.error, /patient\.icn/);
-  t.equal(kept[5]!.message_count, 2, 'the HL7 record\'s two messages');
-  t.equal(await countOf(db.sql, 'select count(*)::int as n from tracking_email_draft'),
-    await countOf(db.sql, 'select count(distinct patient_icn)::int as n from medication_dispense'), 'a draft for each veteran with new pending dispenses');
+  t.equal(kept[5]!.message_count, 2, "the HL7 record's two messages");
+  t.equal(
+    await countOf(db.sql, 'select count(*)::int as n from tracking_email_draft'),
+    await countOf(db.sql, 'select count(distinct patient_icn)::int as n from medication_dispense'),
+    'a draft for each veteran with new pending dispenses',
+  );
 });
 
 t.test('a resend naming another veteran is kept for review against the record that sent it', async (t) => {
   const db = await testDatabase(t);
   await storeBatch(db.sql, [at(0, json(dispense(1)))]);
-  const stored = await storeBatch(db.sql, [at(1, json(dispense(2))), at(2, json(dispense(1, '1098765432V654321'))), at(3, json(dispense(3)))]);
+  const stored = await storeBatch(db.sql, [
+    at(1, json(dispense(2))),
+    at(2, json(dispense(1, '1098765432V654321'))),
+    at(3, json(dispense(3))),
+  ]);
   t.same(stored.outcomes.stored, 2);
   t.same(stored.outcomes.duplicate, 1);
   const [conflict] = await db.sql`
@@ -79,7 +117,11 @@ t.test('a resend naming another veteran is kept for review against the record th
   const errors = await db.sql`select event_offset::int as event_offset, error from inbound_message where error is not null`;
   t.equal(errors.length, 1, 'only that record names the conflict');
   t.match(errors[0], { event_offset: 2, error: /already received with another ICN or carrier/ });
-  t.equal(await countOf(db.sql, `select count(*)::int as n from medication_dispense where patient_icn = '1012345678V123456'`), 3, 'the stored dispense unchanged');
+  t.equal(
+    await countOf(db.sql, `select count(*)::int as n from medication_dispense where patient_icn = '1012345678V123456'`),
+    3,
+    'the stored dispense unchanged',
+  );
 });
 
 t.test('a batch of poison records only keeps each with its reason', async (t) => {
@@ -90,6 +132,12 @@ t.test('a batch of poison records only keeps each with its reason', async (t) =>
   ]);
   t.same(stored.outcomes, { stored: 0, duplicate: 0, redelivered: 0, not_avro: 0, unknown_schema: 1, undecodable: 0, invalid_dispense: 1 });
   const kept = await db.sql`select outcome, error is not null as has_error from inbound_message order by event_offset`;
-  t.same([...kept], [{ outcome: 'rejected', has_error: true }, { outcome: 'rejected', has_error: true }]);
+  t.same(
+    [...kept],
+    [
+      { outcome: 'rejected', has_error: true },
+      { outcome: 'rejected', has_error: true },
+    ],
+  );
   t.equal(await countOf(db.sql, 'select count(*)::int as n from medication_dispense'), 0);
 });

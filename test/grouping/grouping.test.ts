@@ -17,9 +17,28 @@ t.test('one email per veteran, packages by tracking number, last four of each Rx
   const { sql } = await testDatabase(t);
   const alpha = '1012345678V123456';
   await insertDispenses(sql, [
-    { patient_icn: alpha, rx_number: '2719100', tracking_number: '1Z9999990312345678', carrier: 'UPS', shipped_at: new Date('2026-05-14T16:05:00Z') },
-    { patient_icn: alpha, rx_number: '2719043', fill_number: 1, tracking_number: '1Z9999990312345678', carrier: 'UPS', shipped_at: new Date('2026-05-14T16:05:00Z') },
-    { patient_icn: alpha, rx_number: '7004520', tracking_number: '771234567890', carrier: 'FEDEX', shipped_at: new Date('2026-05-15T10:30:00Z') },
+    {
+      patient_icn: alpha,
+      rx_number: '2719100',
+      tracking_number: '1Z9999990312345678',
+      carrier: 'UPS',
+      shipped_at: new Date('2026-05-14T16:05:00Z'),
+    },
+    {
+      patient_icn: alpha,
+      rx_number: '2719043',
+      fill_number: 1,
+      tracking_number: '1Z9999990312345678',
+      carrier: 'UPS',
+      shipped_at: new Date('2026-05-14T16:05:00Z'),
+    },
+    {
+      patient_icn: alpha,
+      rx_number: '7004520',
+      tracking_number: '771234567890',
+      carrier: 'FEDEX',
+      shipped_at: new Date('2026-05-15T10:30:00Z'),
+    },
     { patient_icn: alpha, rx_number: '5550001', tracking_number: 'ABC-1', carrier: 'UNK', shipped_at: new Date('2026-05-15T11:00:00Z') },
     { patient_icn: '1098765432V654321', rx_number: '7004512', tracking_number: '9400100000000000000012', carrier: 'USPS' },
     { patient_icn: '1098765432V654321', rx_number: '7004513', tracking_number: '', carrier: 'UNK', state: 'cancelled' },
@@ -51,17 +70,32 @@ t.test('one email per veteran, packages by tracking number, last four of each Rx
   t.same(
     states.map((r) => [r.rx_number, r.state, r.in_email]),
     [
-      ['2719043', 'grouped', true], ['2719100', 'grouped', true], ['555', 'unprocessable', false],
-      ['5550001', 'grouped', true], ['7004512', 'grouped', true], ['7004513', 'cancelled', false], ['7004520', 'grouped', true],
+      ['2719043', 'grouped', true],
+      ['2719100', 'grouped', true],
+      ['555', 'unprocessable', false],
+      ['5550001', 'grouped', true],
+      ['7004512', 'grouped', true],
+      ['7004513', 'cancelled', false],
+      ['7004520', 'grouped', true],
     ],
   );
-  t.same(await group(sql), { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: false }, 'nothing left to group');
+  t.same(
+    await group(sql),
+    { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: false },
+    'nothing left to group',
+  );
 });
 
 t.test('USPS and DHL links; drug names only when configured', async (t) => {
   const { sql } = await testDatabase(t);
   await insertDispenses(sql, [
-    { patient_icn: icn(1), rx_number: '1234567', tracking_number: '9400100000000000000012', carrier: 'USPS', drug_name: 'METFORMIN HCL 500MG TAB' },
+    {
+      patient_icn: icn(1),
+      rx_number: '1234567',
+      tracking_number: '9400100000000000000012',
+      carrier: 'USPS',
+      drug_name: 'METFORMIN HCL 500MG TAB',
+    },
     { patient_icn: icn(1), rx_number: '1234568', tracking_number: '1234567890', carrier: 'DHL', drug_name: 'LISINOPRIL 10MG TAB' },
   ]);
   await group(sql, { EMAIL_INCLUDE_DRUG_NAMES: 'true' });
@@ -116,9 +150,14 @@ t.test('the email and the AAL detail name each package by the same carrier', asy
   await group(sql);
   const [email] = await sql<{ id: string; tracking_info: string; detail: string }[]>`
     select id, personalisation->>'tracking_info' as tracking_info, aal_detail(id) as detail from tracking_email`;
-  const emailCarriers = [...email!.tracking_info.matchAll(/^\*\*(.+)\*\* tracking number: \[?([A-Z0-9]+)/gm)].map(([, carrier, number]) => `${number} ${carrier}`);
+  const emailCarriers = [...email!.tracking_info.matchAll(/^\*\*(.+)\*\* tracking number: \[?([A-Z0-9]+)/gm)].map(
+    ([, carrier, number]) => `${number} ${carrier}`,
+  );
   t.same(emailCarriers.sort(), ['1Z9999990312345678 UPS', '9400100000000000000012 UPS', 'ABC123 Carrier not provided']);
-  t.equal(email!.detail, 'Packages: UNK ABC123 (Rx ending 0005); UPS 1Z9999990312345678 (Rx ending 0001, 0002); UPS 9400100000000000000012 (Rx ending 0003, 0004)');
+  t.equal(
+    email!.detail,
+    'Packages: UNK ABC123 (Rx ending 0005); UPS 1Z9999990312345678 (Rx ending 0001, 0002); UPS 9400100000000000000012 (Rx ending 0003, 0004)',
+  );
   const [aggregate] = await sql<{ none: string; unknown: string; known: string; first: string }[]>`
     select (select package_carrier(c) from unnest(array[]::text[]) c) as none,
            (select package_carrier(c) from unnest(array['UNK', 'UNK']) c) as unknown,
@@ -154,13 +193,24 @@ t.test('DELIVERY_START_AT with no hold leaves earlier shipments to MHV', async (
   const result = await group(sql, { DELIVERY_START_AT: '2026-06-01T12:00:00Z', CUTOVER_HOLD_HOURS: '0' });
   t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 2, dispensesHeld: 0, skipped: false });
   const rows = await sql`select rx_number, state, state_reason from medication_dispense order by rx_number`;
-  t.same(rows.map((r) => [r.rx_number, r.state]), [['1000001', 'excluded'], ['1000002', 'grouped'], ['2000001', 'excluded']]);
+  t.same(
+    rows.map((r) => [r.rx_number, r.state]),
+    [
+      ['1000001', 'excluded'],
+      ['1000002', 'grouped'],
+      ['2000001', 'excluded'],
+    ],
+  );
   t.match(rows[0]!.state_reason, /DELIVERY_START_AT/);
   const [email] = await sql`select personalisation from tracking_email`;
   t.notMatch(email!.personalisation.tracking_info, /ending in 0001\b.*\n.*T1/s);
   t.match(email!.personalisation.tracking_info, /T2/);
   const excluded = await sql`select tracking_email_id from medication_dispense where state = 'excluded'`;
-  t.same(excluded.map((r) => r.tracking_email_id), [null, null], 'an excluded dispense names no draft, so no email');
+  t.same(
+    excluded.map((r) => r.tracking_email_id),
+    [null, null],
+    'an excluded dispense names no draft, so no email',
+  );
   const [left] = await sql`select count(*)::int as drafts from tracking_email_draft`;
   t.equal(left!.drafts, 0, 'the draft left with nothing pending is gone, and became no email');
 });
@@ -179,7 +229,8 @@ t.test('three instances grouping at once: every dispense in exactly one email, o
   const { sql, url } = await testDatabase(t);
   const dispenses = [];
   for (let v = 0; v < 500; v++) {
-    for (let k = 0; k < 4; k++) dispenses.push({ patient_icn: icn(v), rx_number: `${v}${k}`.padStart(7, '0'), tracking_number: `TRK${v}-${k % 2}` });
+    for (let k = 0; k < 4; k++)
+      dispenses.push({ patient_icn: icn(v), rx_number: `${v}${k}`.padStart(7, '0'), tracking_number: `TRK${v}-${k % 2}` });
   }
   await insertDispenses(sql, dispenses);
   const instances = [connect(url, { max: 2 }), connect(url, { max: 2 }), connect(url, { max: 2 })];
@@ -214,29 +265,63 @@ t.test('a veteran whose draft an ingest holds is passed by, not waited for, and 
   t.teardown(() => ingest.release());
   await ingest`begin`;
   const inbound = await insertInboundMessage(ingest, { source: 'http', contentType: 'application/json', maskedBody: '{}' });
-  const resend = await ingestDispenses(ingest, inbound, [{
-    stationNumber: '521', rxNumber: '1000002', fillNumber: 0, trackingNumber: 'T2', carrier: 'UPS', drugName: null, ndc: null,
-    quantity: null, dispensedAt: null, shippedAt: null, veteranIcn: icn(1), mhvCorrelationId: null, messageControlId: null,
-    state: 'pending', stateReason: null,
-  }]);
+  const resend = await ingestDispenses(ingest, inbound, [
+    {
+      stationNumber: '521',
+      rxNumber: '1000002',
+      fillNumber: 0,
+      trackingNumber: 'T2',
+      carrier: 'UPS',
+      drugName: null,
+      ndc: null,
+      quantity: null,
+      dispensedAt: null,
+      shippedAt: null,
+      veteranIcn: icn(1),
+      mhvCorrelationId: null,
+      messageControlId: null,
+      state: 'pending',
+      stateReason: null,
+    },
+  ]);
   t.equal(resend.stored.size, 0, 'the resend is a duplicate');
 
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('grouping waited for the lock')), 5_000).unref());
-  t.same(await Promise.race([group(sql), timeout]), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, dispensesHeld: 0, skipped: false },
-    'the other veteran is grouped');
+  t.same(
+    await Promise.race([group(sql), timeout]),
+    { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, dispensesHeld: 0, skipped: false },
+    'the other veteran is grouped',
+  );
   const [first] = await sql`select patient_icn from tracking_email`;
   t.equal(first!.patient_icn, icn(2));
   const held = await sql`select state, tracking_email_id from medication_dispense where patient_icn = ${icn(1)}`;
-  t.same(held.map((r) => r.state), ['pending', 'pending'], 'the held veteran waits, whole');
+  t.same(
+    held.map((r) => r.state),
+    ['pending', 'pending'],
+    'the held veteran waits, whole',
+  );
 
   await ingest`commit`;
   t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 2, dispensesExcluded: 0, dispensesHeld: 0, skipped: false });
   const [second] = await sql`select id, prescription_count, personalisation from tracking_email where patient_icn = ${icn(1)}`;
   t.equal(second!.prescription_count, 2, 'one email for both dispenses');
-  t.match(second!.personalisation.tracking_info, /tracknum=T1\)\n- Prescription ending in 0001\n\n.*tracknum=T2\)\n- Prescription ending in 0002$/s);
+  t.match(
+    second!.personalisation.tracking_info,
+    /tracknum=T1\)\n- Prescription ending in 0001\n\n.*tracknum=T2\)\n- Prescription ending in 0002$/s,
+  );
   const grouped = await sql`select state, tracking_email_id from medication_dispense where patient_icn = ${icn(1)}`;
-  t.same(grouped.map((r) => [r.state, r.tracking_email_id]), [['grouped', second!.id], ['grouped', second!.id]]);
-  t.same(held.map((r) => r.tracking_email_id), [second!.id, second!.id], 'the email has the id the pending dispenses named');
+  t.same(
+    grouped.map((r) => [r.state, r.tracking_email_id]),
+    [
+      ['grouped', second!.id],
+      ['grouped', second!.id],
+    ],
+  );
+  t.same(
+    held.map((r) => r.tracking_email_id),
+    [second!.id, second!.id],
+    'the email has the id the pending dispenses named',
+  );
 });
 
 t.test('email ids are time-ordered UUIDs (version 7), later runs after earlier ones', async (t) => {
@@ -248,7 +333,11 @@ t.test('email ids are time-ordered UUIDs (version 7), later runs after earlier o
   await insertDispenses(sql, [{ patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T2' }]);
   await group(sql);
   const emails = await sql<{ id: string; patient_icn: string }[]>`select id::text, patient_icn from tracking_email order by id`;
-  t.same(emails.map((e) => e.patient_icn), [icn(1), icn(2)], 'ordered by creation');
+  t.same(
+    emails.map((e) => e.patient_icn),
+    [icn(1), icn(2)],
+    'ordered by creation',
+  );
   for (const { id } of emails) {
     t.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     const ms = parseInt(id.replace(/-/g, '').slice(0, 12), 16);
@@ -261,7 +350,12 @@ function sixtyVeterans() {
   const dispenses = [];
   for (let v = 0; v < 60; v++) {
     for (let k = 0; k < 3; k++) {
-      dispenses.push({ patient_icn: icn(v), rx_number: `${v}${k}`.padStart(7, '0'), tracking_number: `TRK${v}-${k % 2}`, arrived_minutes_ago: 600 - v });
+      dispenses.push({
+        patient_icn: icn(v),
+        rx_number: `${v}${k}`.padStart(7, '0'),
+        tracking_number: `TRK${v}-${k % 2}`,
+        arrived_minutes_ago: 600 - v,
+      });
     }
   }
   return dispenses;
@@ -290,7 +384,10 @@ t.test('a run splits its veterans across concurrent transactions: the same email
   for (const concurrency of ['2', '3', '8']) {
     const split = await emailsWith(concurrency);
     t.same(split.emails, one.emails, `${concurrency} transactions: the same 60 emails`);
-    t.ok(split.runs.every((n) => n <= 8), `${concurrency} transactions: no run takes more than its batch (${split.runs.join(', ')})`);
+    t.ok(
+      split.runs.every((n) => n <= 8),
+      `${concurrency} transactions: no run takes more than its batch (${split.runs.join(', ')})`,
+    );
   }
   const tiny = await emailsWith('4', '1');
   t.same(tiny.emails, one.emails, 'a batch of one veteran with 4 transactions allowed: one at a time, every veteran grouped');
@@ -315,7 +412,11 @@ t.test('a partition another instance is grouping is skipped; the others are grou
   t.equal(held!.pending, (60 - grouped) * 3, "partition 0's dispenses wait, none split");
 
   const single = await groupReadyVeterans({ sql, config: testConfig({ GROUPING_CONCURRENCY: '1' }), log });
-  t.same(single.result, { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: true }, 'one partition, held elsewhere: skipped');
+  t.same(
+    single.result,
+    { emailsCreated: 0, dispensesGrouped: 0, dispensesExcluded: 0, dispensesHeld: 0, skipped: true },
+    'one partition, held elsewhere: skipped',
+  );
 
   await other`rollback`;
   const rest = await groupReadyVeterans({ sql, config, log });
@@ -330,16 +431,31 @@ t.test('a run reports whether a partition took its whole share, so that the next
   t.equal(first.filled, true, `a partition took its 20 (${first.result.emailsCreated} emails)`);
   const runs = [first];
   while (runs.at(-1)!.result.emailsCreated > 0) runs.push(await groupReadyVeterans({ sql, config, log }));
-  t.equal(runs.reduce((n, r) => n + r.result.emailsCreated, 0), 60);
+  t.equal(
+    runs.reduce((n, r) => n + r.result.emailsCreated, 0),
+    60,
+  );
   t.equal(runs.at(-1)!.filled, false, 'nothing left: the timer paces the next run');
 });
 
 /** A dispense as CMOP sends it, for a veteran, through the ingest's repository. */
 function cmopDispense(veteranIcn: string, rxNumber: string, trackingNumber: string) {
   return {
-    stationNumber: '521', rxNumber, fillNumber: 0, trackingNumber, carrier: 'UPS', drugName: null, ndc: null,
-    quantity: null, dispensedAt: null, shippedAt: null, veteranIcn, mhvCorrelationId: null, messageControlId: null,
-    state: 'pending' as const, stateReason: null,
+    stationNumber: '521',
+    rxNumber,
+    fillNumber: 0,
+    trackingNumber,
+    carrier: 'UPS',
+    drugName: null,
+    ndc: null,
+    quantity: null,
+    dispensedAt: null,
+    shippedAt: null,
+    veteranIcn,
+    mhvCorrelationId: null,
+    messageControlId: null,
+    state: 'pending' as const,
+    stateReason: null,
   };
 }
 
@@ -354,7 +470,10 @@ t.test('a dispense that arrives while grouping takes its veteran waits for the r
   t.teardown(() => run.release());
   await run`begin`;
   const taken = await run`delete from tracking_email_draft returning id`;
-  t.same(taken.map((r) => r.id), [draft!.id]);
+  t.same(
+    taken.map((r) => r.id),
+    [draft!.id],
+  );
   const inbound = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
   let arrived = false;
   const ingest = ingestDispenses(sql, inbound, [cmopDispense(icn(1), '1000002', 'T2')]).then((r) => {
@@ -370,14 +489,20 @@ t.test('a dispense that arrives while grouping takes its veteran waits for the r
 
   const rows = await sql<{ rx_number: string; state: string; tracking_email_id: string }[]>`
     select rx_number, state, tracking_email_id from medication_dispense order by rx_number`;
-  t.same(rows.map((r) => [r.rx_number, r.state]), [['1000001', 'grouped'], ['1000002', 'pending']]);
+  t.same(
+    rows.map((r) => [r.rx_number, r.state]),
+    [
+      ['1000001', 'grouped'],
+      ['1000002', 'pending'],
+    ],
+  );
   t.equal(rows[0]!.tracking_email_id, draft!.id);
   const [next] = await sql<{ id: string }[]>`select id from tracking_email_draft where patient_icn = ${icn(1)}`;
   t.ok(next && next.id !== draft!.id, 'the veteran has a new draft');
   t.equal(rows[1]!.tracking_email_id, next!.id, 'the new dispense names it, not the email being sent');
 });
 
-t.test('a replayed body neither holds back its veterans\' emails nor leaves a dispense without its draft', async (t) => {
+t.test("a replayed body neither holds back its veterans' emails nor leaves a dispense without its draft", async (t) => {
   const { sql } = await testDatabase(t);
   await insertDispenses(sql, [{ patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', arrived_minutes_ago: 120 }]);
   const [before] = await sql`select id, last_arrival_at from tracking_email_draft`;
@@ -389,10 +514,15 @@ t.test('a replayed body neither holds back its veterans\' emails nor leaves a di
   ]);
   t.equal(replay.stored.size, 1, 'only the new event is stored');
   const [after] = await sql`select id, last_arrival_at from tracking_email_draft where patient_icn = ${icn(1)}`;
-  t.same(after, before, 'the replayed veteran\'s draft keeps its newest arrival');
-  t.same(await group(sql), { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, dispensesHeld: 0, skipped: false }, 'the replayed veteran is ready');
-  const [second] = await sql`select d.tracking_email_id = r.id as named from medication_dispense d join tracking_email_draft r on r.patient_icn = d.patient_icn where d.rx_number = '2000001'`;
-  t.ok(second?.named, 'the new veteran\'s dispense names their new draft');
+  t.same(after, before, "the replayed veteran's draft keeps its newest arrival");
+  t.same(
+    await group(sql),
+    { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, dispensesHeld: 0, skipped: false },
+    'the replayed veteran is ready',
+  );
+  const [second] =
+    await sql`select d.tracking_email_id = r.id as named from medication_dispense d join tracking_email_draft r on r.patient_icn = d.patient_icn where d.rx_number = '2000001'`;
+  t.ok(second?.named, "the new veteran's dispense names their new draft");
 });
 
 /** Waits until `count` backends of the test's database wait for a lock. */
@@ -406,7 +536,7 @@ async function lockWaiters(sql: Parameters<typeof runGrouping>[0]['sql'], count:
   throw new Error(`never saw ${count} backends waiting for a lock`);
 }
 
-t.test('a replay naming a veteran\'s pending events without their ICN waits for grouping, and neither fails', async (t) => {
+t.test("a replay naming a veteran's pending events without their ICN waits for grouping, and neither fails", async (t) => {
   const { sql } = await testDatabase(t);
   await insertDispenses(sql, [
     { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'TX' },
@@ -418,39 +548,64 @@ t.test('a replay naming a veteran\'s pending events without their ICN waits for 
   t.teardown(() => blocker.release());
   await blocker`begin`;
   await blocker`select id from medication_dispense where rx_number = '1000001' for update`;
-  const outcome = (p: Promise<unknown>) => p.then(() => 'ok', (error: { code?: string; message: string }) => `${error.code}: ${error.message}`);
+  const outcome = (p: Promise<unknown>) =>
+    p.then(
+      () => 'ok',
+      (error: { code?: string; message: string }) => `${error.code}: ${error.message}`,
+    );
   const grouping = outcome(group(sql));
   await lockWaiters(sql, 1);
   const inbound = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
   // Both events again, second first, without an ICN: unprocessable copies of stored pending events.
-  const replay = outcome(ingestDispenses(sql, inbound, [
-    { ...cmopDispense(icn(1), '1000002', 'TY'), veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
-    { ...cmopDispense(icn(1), '1000001', 'TX'), veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
-  ]));
+  const replay = outcome(
+    ingestDispenses(sql, inbound, [
+      { ...cmopDispense(icn(1), '1000002', 'TY'), veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
+      { ...cmopDispense(icn(1), '1000001', 'TX'), veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN' },
+    ]),
+  );
   await lockWaiters(sql, 2);
   await blocker`commit`;
   t.same({ grouping: await grouping, replay: await replay }, { grouping: 'ok', replay: 'ok' });
   const rows = await sql`select state from medication_dispense order by rx_number`;
-  t.same(rows.map((r) => r.state), ['grouped', 'grouped'], 'the run grouped both; the replay changed nothing');
+  t.same(
+    rows.map((r) => r.state),
+    ['grouped', 'grouped'],
+    'the run grouped both; the replay changed nothing',
+  );
 });
 
-t.test('a dispense shipped before DELIVERY_START_AT that the run\'s exclusion did not see is set aside when its draft is grouped', async (t) => {
-  const { sql } = await testDatabase(t);
-  await insertDispenses(sql, [
-    { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', shipped_at: new Date('2026-06-01T11:59:59Z') },
-    { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2', shipped_at: new Date('2026-06-01T12:00:00Z') },
-  ]);
-  // As if it committed between the run's exclusion and its taking of the drafts.
-  const parameters = {
-    quietMinutes: 60, maxWaitMinutes: 240, batchSize: 10, includeDrugNames: false, emailState: 'queued' as const,
-    partition: { index: 0, count: 1 }, deliveryStartAt: new Date('2026-06-01T12:00:00Z'),
-  };
-  const result = await sql.begin(async (tx) => groupDrafts(tx, await takeReadyDrafts(tx, parameters), parameters));
-  t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 0 });
-  const rows = await sql`select rx_number, state, state_reason, tracking_email_id is null as unnamed from medication_dispense order by rx_number`;
-  t.same(rows.map((r) => [r.rx_number, r.state, r.unnamed]), [['1000001', 'excluded', true], ['1000002', 'grouped', false]]);
-  t.match(rows[0]!.state_reason, /DELIVERY_START_AT/);
-  const [email] = await sql`select prescription_count, personalisation from tracking_email`;
-  t.equal(email!.prescription_count, 1);
-  t.notMatch(email!.personalisation.tracking_info, /T1/);
-});
+t.test(
+  "a dispense shipped before DELIVERY_START_AT that the run's exclusion did not see is set aside when its draft is grouped",
+  async (t) => {
+    const { sql } = await testDatabase(t);
+    await insertDispenses(sql, [
+      { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', shipped_at: new Date('2026-06-01T11:59:59Z') },
+      { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2', shipped_at: new Date('2026-06-01T12:00:00Z') },
+    ]);
+    // As if it committed between the run's exclusion and its taking of the drafts.
+    const parameters = {
+      quietMinutes: 60,
+      maxWaitMinutes: 240,
+      batchSize: 10,
+      includeDrugNames: false,
+      emailState: 'queued' as const,
+      partition: { index: 0, count: 1 },
+      deliveryStartAt: new Date('2026-06-01T12:00:00Z'),
+    };
+    const result = await sql.begin(async (tx) => groupDrafts(tx, await takeReadyDrafts(tx, parameters), parameters));
+    t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 0 });
+    const rows =
+      await sql`select rx_number, state, state_reason, tracking_email_id is null as unnamed from medication_dispense order by rx_number`;
+    t.same(
+      rows.map((r) => [r.rx_number, r.state, r.unnamed]),
+      [
+        ['1000001', 'excluded', true],
+        ['1000002', 'grouped', false],
+      ],
+    );
+    t.match(rows[0]!.state_reason, /DELIVERY_START_AT/);
+    const [email] = await sql`select prescription_count, personalisation from tracking_email`;
+    t.equal(email!.prescription_count, 1);
+    t.notMatch(email!.personalisation.tracking_info, /T1/);
+  },
+);

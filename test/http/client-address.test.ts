@@ -32,6 +32,7 @@ t.test('by default no proxy is trusted: a client on a private address cannot cho
   // A client inside the VPC (10.0.9.4), with no load balancer between: each request claims a new address.
   const { app } = await testApp(t, { RATE_LIMIT_PER_MINUTE: '2', TRUST_PROXY: undefined });
   const codes = [];
-  for (const claimed of ['198.51.100.1', '198.51.100.2', '198.51.100.3']) codes.push((await app.inject(stats(claimed, '10.0.9.4'))).statusCode);
+  for (const claimed of ['198.51.100.1', '198.51.100.2', '198.51.100.3'])
+    codes.push((await app.inject(stats(claimed, '10.0.9.4'))).statusCode);
   t.same(codes, [200, 200, 429]);
 });

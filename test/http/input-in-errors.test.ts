@@ -19,7 +19,9 @@ t.test('a tampered list cursor is a 400 naming the cursor', async (t) => {
 t.test('a shadow comparison up to 9999-12-31 is a 400 naming the bound', async (t) => {
   const { app } = await testApp(t);
   const response = await app.inject({
-    method: 'POST', url: '/v1/shadow/compare?from=2026-05-01&to=9999-12-31', headers: { ...internalAuth, 'content-type': 'text/csv' },
+    method: 'POST',
+    url: '/v1/shadow/compare?from=2026-05-01&to=9999-12-31',
+    headers: { ...internalAuth, 'content-type': 'text/csv' },
     payload: `icn,tracking_number,carrier,sent_date\n${icn},${trackingNumber},UPS,2026-05-14\n`,
   });
   t.equal(response.statusCode, 400);
@@ -29,11 +31,16 @@ t.test('a shadow comparison up to 9999-12-31 is a 400 naming the bound', async (
 t.test('an export without its header is a 400 that quotes none of its first row', async (t) => {
   const { app, logs } = await testApp(t);
   const response = await app.inject({
-    method: 'POST', url: '/v1/shadow/compare', headers: { ...internalAuth, 'content-type': 'text/csv' },
+    method: 'POST',
+    url: '/v1/shadow/compare',
+    headers: { ...internalAuth, 'content-type': 'text/csv' },
     payload: `${icn},${trackingNumber},UPS,2026-05-14\n${icn},1Z9999990312345679,UPS,2026-05-14\n`,
   });
   t.equal(response.statusCode, 400);
-  t.match(response.json().message, /header: missing columns icn, tracking_number, carrier, sent_date; .* \(found 4 columns, none of them a known name\)/);
+  t.match(
+    response.json().message,
+    /header: missing columns icn, tracking_number, carrier, sent_date; .* \(found 4 columns, none of them a known name\)/,
+  );
   for (const value of [icn, trackingNumber, '1012845631']) {
     t.notMatch(response.body, value, 'not in the answer');
     t.notMatch(logs.text, value, 'not in the log');

@@ -27,7 +27,11 @@ t.test('an id is generated when none, or an unusable one, is given; errors carry
   const none = await app.inject({ method: 'GET', url: '/v1/stats' });
   t.equal(none.statusCode, 401);
   t.match(none.headers['x-request-id'], uuid);
-  const unusable = await app.inject({ method: 'GET', url: '/v1/stats', headers: { ...internalAuth, 'x-request-id': 'two words\nand a line' } });
+  const unusable = await app.inject({
+    method: 'GET',
+    url: '/v1/stats',
+    headers: { ...internalAuth, 'x-request-id': 'two words\nand a line' },
+  });
   t.equal(unusable.statusCode, 200);
   t.match(unusable.headers['x-request-id'], uuid);
   t.notMatch(logs.text, /and a line/, 'the unusable id is not logged');

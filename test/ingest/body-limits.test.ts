@@ -6,8 +6,11 @@ import { testApp } from '../support/app.ts';
 import { postDispenses, readAcks } from '../support/ingest.ts';
 
 const message = (i: number) =>
-  [`MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|LIM-${i}|P|2.5`, 'PID|||1012345678V123456^^^USVHA^NI',
-    `RXD|1|00093718098^SIMVASTATIN^NDC|20260514|90|TAB||${100 + i}||||||1Z${i}`].join('\r');
+  [
+    `MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|LIM-${i}|P|2.5`,
+    'PID|||1012345678V123456^^^USVHA^NI',
+    `RXD|1|00093718098^SIMVASTATIN^NDC|20260514|90|TAB||${100 + i}||||||1Z${i}`,
+  ].join('\r');
 
 t.test('a body over INGEST_MAX_RECORDS_PER_BODY is kept and answered 400 naming the limit', async (t) => {
   const { app, db } = await testApp(t, { INGEST_MAX_RECORDS_PER_BODY: '3' });
@@ -30,10 +33,18 @@ t.test('a body over INGEST_MAX_RECORDS_PER_BODY is kept and answered 400 naming 
   t.equal(json.statusCode, 400);
   t.match(json.json(), { received: 0, errors: [{ message: /more than 3 dispense events/ }] });
   const unread = await postDispenses(app, `[${'0,'.repeat(200)}0]`, 'application/json');
-  t.match(unread.json(), { errors: [{ message: /more than 3 dispense events/ }] }, 'a body of more values than 3 events hold is refused unread');
+  t.match(
+    unread.json(),
+    { errors: [{ message: /more than 3 dispense events/ }] },
+    'a body of more values than 3 events hold is refused unread',
+  );
 
   const rows = await db.sql<{ outcome: string }[]>`select outcome from inbound_message order by id`;
-  t.same(rows.map((r) => r.outcome), ['accepted', 'rejected', 'rejected', 'rejected', 'rejected', 'rejected'], 'every body kept');
+  t.same(
+    rows.map((r) => r.outcome),
+    ['accepted', 'rejected', 'rejected', 'rejected', 'rejected', 'rejected'],
+    'every body kept',
+  );
   const [stored] = await db.sql<{ n: number }[]>`select count(*)::int as n from medication_dispense`;
   t.equal(stored!.n, 3, 'nothing of a refused body stored');
 });

@@ -70,8 +70,10 @@ function decodeToken(token: Token, enc: Hl7Encoding): string {
   }
 }
 
-const encodeLeaf = (leaf: Leaf, enc: Hl7Encoding) => leaf.tokens.map((tk) => encodeToken(tk, enc)).join('') + (leaf.loneEscape ? enc.escape : '');
-const decodeLeaf = (leaf: Leaf, enc: Hl7Encoding) => leaf.tokens.map((tk) => decodeToken(tk, enc)).join('') + (leaf.loneEscape ? enc.escape : '');
+const encodeLeaf = (leaf: Leaf, enc: Hl7Encoding) =>
+  leaf.tokens.map((tk) => encodeToken(tk, enc)).join('') + (leaf.loneEscape ? enc.escape : '');
+const decodeLeaf = (leaf: Leaf, enc: Hl7Encoding) =>
+  leaf.tokens.map((tk) => decodeToken(tk, enc)).join('') + (leaf.loneEscape ? enc.escape : '');
 
 /** Plain characters: letters, digits, space, accents and every delimiter candidate (sent escaped when it is one). */
 const plainChars = [...'AZaz09 7.,-/:()\'"_é', ...delimiterPool];
@@ -82,10 +84,23 @@ const charToken = (chars: fc.Arbitrary<string>): fc.Arbitrary<Token> =>
 
 const token: fc.Arbitrary<Token> = fc.oneof(
   { weight: 6, arbitrary: charToken(fc.constantFrom(...plainChars)) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('delimiter' as const), which: fc.constantFrom<Delimiter>('field', 'component', 'repetition', 'escape', 'subcomponent') }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('delimiter' as const),
+      which: fc.constantFrom<Delimiter>('field', 'component', 'repetition', 'escape', 'subcomponent'),
+    }),
+  },
   // Any byte: CR and LF (as escapeHl7 writes them), MLLP framing bytes, Latin-1. Not NUL, which the
   // reader refuses on purpose (a test below).
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('hex' as const), codes: fc.array(fc.integer({ min: 1, max: 255 }), { maxLength: 4 }), lowerHex: fc.boolean() }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('hex' as const),
+      codes: fc.array(fc.integer({ min: 1, max: 255 }), { maxLength: 4 }),
+      lowerHex: fc.boolean(),
+    }),
+  },
   {
     weight: 1,
     arbitrary: fc
@@ -98,7 +113,12 @@ const token: fc.Arbitrary<Token> = fc.oneof(
       .map((inner) => ({ kind: 'dropped' as const, inner })),
   },
   // Formatting commands hold no delimiter candidate (HL7's \.in+4\ would, when + is one).
-  { weight: 1, arbitrary: fc.constantFrom('.br', '.sp', '.sp2', '.fi', '.nf', '.in-4', '.ti-2', '.ce', '.sk3').map((inner) => ({ kind: 'formatting' as const, inner })) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom('.br', '.sp', '.sp2', '.fi', '.nf', '.in-4', '.ti-2', '.ce', '.sk3')
+      .map((inner) => ({ kind: 'formatting' as const, inner })),
+  },
 );
 
 const leaf: fc.Arbitrary<Leaf> = fc.record({
@@ -108,7 +128,10 @@ const leaf: fc.Arbitrary<Leaf> = fc.record({
 
 /** A field: repetitions of components of subcomponents. */
 type Field = Leaf[][][];
-const field: fc.Arbitrary<Field> = fc.array(fc.array(fc.array(leaf, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 6 }), { minLength: 1, maxLength: 3 });
+const field: fc.Arbitrary<Field> = fc.array(fc.array(fc.array(leaf, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 6 }), {
+  minLength: 1,
+  maxLength: 3,
+});
 const emptyField: Field = [[[{ tokens: [], loneEscape: false }]]];
 
 const encodeField = (f: Field, enc: Hl7Encoding) =>
@@ -152,12 +175,16 @@ interface GeneratedSegment {
   fields: Field[];
 }
 
-const segmentFields = (maxFields: number) => fc.array(fc.oneof({ weight: 1, arbitrary: fc.constant(emptyField) }, { weight: 2, arbitrary: field }), { maxLength: maxFields });
+const segmentFields = (maxFields: number) =>
+  fc.array(fc.oneof({ weight: 1, arbitrary: fc.constant(emptyField) }, { weight: 2, arbitrary: field }), { maxLength: maxFields });
 
 const messageShape = fc.record({
   encoding,
   msh: segmentFields(10),
-  segments: fc.array(fc.record({ name: fc.constantFrom('PID', 'ORC', 'RXD', 'ZR2', 'NTE', 'PV1'), fields: segmentFields(20) }), { minLength: 1, maxLength: 4 }),
+  segments: fc.array(fc.record({ name: fc.constantFrom('PID', 'ORC', 'RXD', 'ZR2', 'NTE', 'PV1'), fields: segmentFields(20) }), {
+    minLength: 1,
+    maxLength: 4,
+  }),
 });
 
 function segmentLine(segment: GeneratedSegment, enc: Hl7Encoding): string {
@@ -183,8 +210,10 @@ t.test('every repetition, component and subcomponent reads as the library reads 
           for (let n = first; n <= first + g.fields.length; n++) {
             const f = g.fields[n - first];
             const sent = f === undefined ? '' : encodeField(f, enc);
-            if (ours.raw(n) !== (n === first + g.fields.length - 1 ? sent.trimEnd() : sent)) throw new Error(`${g.name}-${n} raw text differs from what was sent`);
-            if (ours.repetitionCount(n) !== libraryRepetitionCount(theirs, n)) throw new Error(`${g.name}-${n}: repetition count differs from the library's`);
+            if (ours.raw(n) !== (n === first + g.fields.length - 1 ? sent.trimEnd() : sent))
+              throw new Error(`${g.name}-${n} raw text differs from what was sent`);
+            if (ours.repetitionCount(n) !== libraryRepetitionCount(theirs, n))
+              throw new Error(`${g.name}-${n}: repetition count differs from the library's`);
             const reps = f ?? emptyField;
             for (let r = 1; r <= reps.length + 1; r++) {
               const comps = reps[r - 1] ?? emptyField[0]!;
@@ -219,8 +248,14 @@ t.test('MSH-1 is the field separator itself; MSH-2 the encoding characters', asy
   ]) {
     const line = ['MSH', encodingCharacters(enc), 'CMOP', '521', 'MHV'].join(enc.field);
     const msh = new Hl7Segment(line, enc);
-    t.same([msh.raw(1), msh.raw(2), msh.raw(3), msh.raw(4), msh.raw(5), msh.raw(6)], [enc.field, encodingCharacters(enc), 'CMOP', '521', 'MHV', '']);
-    t.same([msh.value(3), msh.value(4)], [libraryValue(librarySegments([line])[0]!, 3, 1, 1, 1), libraryValue(librarySegments([line])[0]!, 4, 1, 1, 1)]);
+    t.same(
+      [msh.raw(1), msh.raw(2), msh.raw(3), msh.raw(4), msh.raw(5), msh.raw(6)],
+      [enc.field, encodingCharacters(enc), 'CMOP', '521', 'MHV', ''],
+    );
+    t.same(
+      [msh.value(3), msh.value(4)],
+      [libraryValue(librarySegments([line])[0]!, 3, 1, 1, 1), libraryValue(librarySegments([line])[0]!, 4, 1, 1, 1)],
+    );
     const pid = new Hl7Segment(['PID', '1', 'X'].join(enc.field), enc);
     t.same([pid.raw(1), pid.raw(2), pid.raw(3)], ['1', 'X', ''], 'other segments number their fields from the name on');
   }
@@ -236,7 +271,11 @@ t.test('a hex escape that is not pairs of hex digits is refused by name, without
   const body = `MSH|^~\\&|CMOP|521|MHV|MHV|20260514||RDS^O13|H-1|P|2.5\rPID|||1012345678V123456^^^USVHA^NI\rRXD|1|X^A\\XZZ\\B^L|20260514|1|||700||||||1Z1`;
   const result = parseHl7Body(body);
   if (result.kind !== 'hl7') throw new Error(result.reason);
-  t.match(result.messages[0], { ack: 'AR', header: { controlId: 'H-1' }, errors: ['the message could not be parsed: RXD-2: a hex escape sequence (\\X…\\) is not pairs of hex digits'] });
+  t.match(result.messages[0], {
+    ack: 'AR',
+    header: { controlId: 'H-1' },
+    errors: ['the message could not be parsed: RXD-2: a hex escape sequence (\\X…\\) is not pairs of hex digits'],
+  });
 });
 
 t.test('a hex escape that stands for NUL is refused by name (Postgres text cannot hold one); the library read it', async (t) => {
@@ -245,13 +284,22 @@ t.test('a hex escape that stands for NUL is refused by name (Postgres text canno
     const line = `RXD|1|SECRET${nul}^DRUG`;
     t.ok(libraryValue(librarySegments(['MSH|^~\\&|CMOP', line])[1]!, 2, 1, 1, 1).includes('\0'), `the library read ${nul} as a NUL`);
     const rxd = new Hl7Segment(line, enc);
-    t.throws(() => rxd.value(2), { message: 'RXD-2: a hex escape sequence (\\X…\\) stands for a NUL character (U+0000), which cannot be stored' }, nul);
+    t.throws(
+      () => rxd.value(2),
+      { message: 'RXD-2: a hex escape sequence (\\X…\\) stands for a NUL character (U+0000), which cannot be stored' },
+      nul,
+    );
     t.equal(rxd.value(2, 2), 'DRUG', 'only the piece that is read is decoded');
   }
 });
 
 t.test('a line separator inside a segment is text, not a second MSH (the library refused the message)', async (t) => {
-  const lines = ['MSH|^~\\&|CMOP|521|MHV|MHV|20260514||RDS^O13|U-1|P|2.5', 'PID|||1012345678V123456^^^USVHA^NI', 'NTE|1||see\u2028MSH|note', 'RXD|1|X^DRUG^L|20260514|1|||701||||||1Z2'];
+  const lines = [
+    'MSH|^~\\&|CMOP|521|MHV|MHV|20260514||RDS^O13|U-1|P|2.5',
+    'PID|||1012345678V123456^^^USVHA^NI',
+    'NTE|1||see\u2028MSH|note',
+    'RXD|1|X^DRUG^L|20260514|1|||701||||||1Z2',
+  ];
   t.throws(() => librarySegments(lines), { message: /Multiple MSH segments/ });
   const result = parseHl7Body(lines.join('\r'));
   if (result.kind !== 'hl7') throw new Error(result.reason);
@@ -285,7 +333,10 @@ const around = (value: fc.Arbitrary<Leaf>, component: number): fc.Arbitrary<Fiel
   });
 const valueIn = (f: Field, component: number): Leaf => f[0]![component - 1]![0]!;
 
-const plain = (text: string): Leaf => ({ tokens: [...text].map((ch): Token => ({ kind: 'char', ch, asHex: false, lowerHex: false })), loneEscape: false });
+const plain = (text: string): Leaf => ({
+  tokens: [...text].map((ch): Token => ({ kind: 'char', ch, asHex: false, lowerHex: false })),
+  loneEscape: false,
+});
 const plainField = (...components: string[]): Field => [components.map((c) => [plain(c)])];
 
 t.test('the fields the adapter reads come out as generated and as the library reads them', async (t) => {
@@ -294,8 +345,14 @@ t.test('the fields the adapter reads come out as generated and as the library re
       fc.property(
         encoding,
         fc.record({
-          controlId: around(requiredLeaf, 1), drug: around(requiredLeaf, 2), rx: around(requiredLeaf, 1), tracking: around(requiredLeaf, 1),
-          carrier: around(leaf, 1), fill: around(identifierLeaf('2'), 1), icn: identifierLeaf('1012345678V123456'), mhv: requiredLeaf,
+          controlId: around(requiredLeaf, 1),
+          drug: around(requiredLeaf, 2),
+          rx: around(requiredLeaf, 1),
+          tracking: around(requiredLeaf, 1),
+          carrier: around(leaf, 1),
+          fill: around(identifierLeaf('2'), 1),
+          icn: identifierLeaf('1012345678V123456'),
+          mhv: requiredLeaf,
         }),
         fc.shuffledSubarray([0, 1, 2], { minLength: 3, maxLength: 3 }),
         fc.constantFrom('\r', '\n', '\r\n'),
@@ -309,10 +366,41 @@ t.test('the fields the adapter reads come out as generated and as the library re
             [[plain('666001234')], [plain('')], [plain('')], [plain('USSSA')], [plain('SS')]],
           ];
           const generated: GeneratedSegment[] = [
-            { name: 'MSH', fields: [plainField('CMOP'), plainField('521'), plainField('MHV'), plainField('MHV'), plainField('20260514160512'), emptyField, plainField('RDS', 'O13'), f.controlId, plainField('P'), plainField('2.5')] },
+            {
+              name: 'MSH',
+              fields: [
+                plainField('CMOP'),
+                plainField('521'),
+                plainField('MHV'),
+                plainField('MHV'),
+                plainField('20260514160512'),
+                emptyField,
+                plainField('RDS', 'O13'),
+                f.controlId,
+                plainField('P'),
+                plainField('2.5'),
+              ],
+            },
             { name: 'PID', fields: [emptyField, emptyField, order.map((i) => ids[i]!)] },
             { name: 'ORC', fields: [plainField('RE'), plainField('1')] },
-            { name: 'RXD', fields: [f.fill, f.drug, plainField('20260514'), plainField('1'), emptyField, emptyField, f.rx, emptyField, emptyField, emptyField, emptyField, emptyField, f.tracking] },
+            {
+              name: 'RXD',
+              fields: [
+                f.fill,
+                f.drug,
+                plainField('20260514'),
+                plainField('1'),
+                emptyField,
+                emptyField,
+                f.rx,
+                emptyField,
+                emptyField,
+                emptyField,
+                emptyField,
+                emptyField,
+                f.tracking,
+              ],
+            },
             { name: 'ZR2', fields: [f.carrier] },
           ];
           const lines = generated.map((g) => segmentLine(g, enc));
@@ -321,24 +409,47 @@ t.test('the fields the adapter reads come out as generated and as the library re
           const [message] = result.messages;
           const [dispense] = message?.dispenses ?? [];
           const got = {
-            ack: message?.ack, controlId: dispense?.messageControlId, drug: dispense?.drugName, rx: dispense?.rxNumber, fill: dispense?.fillNumber,
-            tracking: dispense?.trackingNumber, carrier: dispense?.carrier, icn: dispense?.veteranIcn, mhv: dispense?.mhvCorrelationId,
+            ack: message?.ack,
+            controlId: dispense?.messageControlId,
+            drug: dispense?.drugName,
+            rx: dispense?.rxNumber,
+            fill: dispense?.fillNumber,
+            tracking: dispense?.trackingNumber,
+            carrier: dispense?.carrier,
+            icn: dispense?.veteranIcn,
+            mhv: dispense?.mhvCorrelationId,
           };
           const expected = {
-            ack: 'AA', controlId: decoded(valueIn(f.controlId, 1)), drug: decoded(valueIn(f.drug, 2)) || null, rx: decoded(valueIn(f.rx, 1)), fill: 2,
-            tracking: decoded(valueIn(f.tracking, 1)), carrier: normaliseCarrier(decoded(valueIn(f.carrier, 1))), icn: '1012345678V123456', mhv: decoded(f.mhv) || null,
+            ack: 'AA',
+            controlId: decoded(valueIn(f.controlId, 1)),
+            drug: decoded(valueIn(f.drug, 2)) || null,
+            rx: decoded(valueIn(f.rx, 1)),
+            fill: 2,
+            tracking: decoded(valueIn(f.tracking, 1)),
+            carrier: normaliseCarrier(decoded(valueIn(f.carrier, 1))),
+            icn: '1012345678V123456',
+            mhv: decoded(f.mhv) || null,
           };
           const [msh, pid, , rxd, zr2] = librarySegments(lines) as [LibraryNode, LibraryNode, LibraryNode, LibraryNode, LibraryNode];
           const pidRepetitions = Array.from({ length: libraryRepetitionCount(pid, 3) }, (_, i) => i + 1);
-          const libraryId = (type: string) => pidRepetitions.filter((r) => libraryValue(pid, 3, 5, 1, r) === type).map((r) => libraryValue(pid, 3, 1, 1, r))[0];
+          const libraryId = (type: string) =>
+            pidRepetitions.filter((r) => libraryValue(pid, 3, 5, 1, r) === type).map((r) => libraryValue(pid, 3, 1, 1, r))[0];
           const library = {
-            ack: 'AA', controlId: libraryValue(msh, 10, 1, 1, 1), drug: libraryValue(rxd, 2, 2, 1, 1) || null, rx: libraryValue(rxd, 7, 1, 1, 1),
-            fill: Number(libraryValue(rxd, 1, 1, 1, 1)), tracking: libraryValue(rxd, 13, 1, 1, 1), carrier: normaliseCarrier(libraryValue(zr2, 1, 1, 1, 1)),
-            icn: libraryId('NI'), mhv: libraryId('PI') || null,
+            ack: 'AA',
+            controlId: libraryValue(msh, 10, 1, 1, 1),
+            drug: libraryValue(rxd, 2, 2, 1, 1) || null,
+            rx: libraryValue(rxd, 7, 1, 1, 1),
+            fill: Number(libraryValue(rxd, 1, 1, 1, 1)),
+            tracking: libraryValue(rxd, 13, 1, 1, 1),
+            carrier: normaliseCarrier(libraryValue(zr2, 1, 1, 1, 1)),
+            icn: libraryId('NI'),
+            mhv: libraryId('PI') || null,
           };
           const sent = JSON.stringify(lines);
-          if (JSON.stringify(got) !== JSON.stringify(expected)) throw new Error(`generated ${JSON.stringify(expected)}, the adapter read ${JSON.stringify(got)} from ${sent}`);
-          if (JSON.stringify(got) !== JSON.stringify(library)) throw new Error(`the library read ${JSON.stringify(library)}, the adapter ${JSON.stringify(got)} from ${sent}`);
+          if (JSON.stringify(got) !== JSON.stringify(expected))
+            throw new Error(`generated ${JSON.stringify(expected)}, the adapter read ${JSON.stringify(got)} from ${sent}`);
+          if (JSON.stringify(got) !== JSON.stringify(library))
+            throw new Error(`the library read ${JSON.stringify(library)}, the adapter ${JSON.stringify(got)} from ${sent}`);
         },
       ),
       { numRuns: 300 },

@@ -16,9 +16,35 @@ const sampleBodies = [
 ].map(readSample);
 
 /** Characters that upset HL7 readers: every delimiter, escape starts, separators, framing. */
-const nasty = ['|', '^', '~', '\\', '&', '\r', '\n', '\r\n', '\x0b', '\x1c', 'MSH|', 'MSH|^~\\&|', 'PID|', 'RXD|', 'ZR2|', 'FHS|', '\\X0D\\', '\\X00\\', '\\E\\', '\\F', 'é', '\u0000'];
+const nasty = [
+  '|',
+  '^',
+  '~',
+  '\\',
+  '&',
+  '\r',
+  '\n',
+  '\r\n',
+  '\x0b',
+  '\x1c',
+  'MSH|',
+  'MSH|^~\\&|',
+  'PID|',
+  'RXD|',
+  'ZR2|',
+  'FHS|',
+  '\\X0D\\',
+  '\\X00\\',
+  '\\E\\',
+  '\\F',
+  'é',
+  '\u0000',
+];
 
-type Mutation = { kind: 'insert'; at: number; text: string } | { kind: 'delete'; at: number; length: number } | { kind: 'truncate'; at: number };
+type Mutation =
+  | { kind: 'insert'; at: number; text: string }
+  | { kind: 'delete'; at: number; length: number }
+  | { kind: 'truncate'; at: number };
 
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), text: fc.oneof(fc.constantFrom(...nasty), fc.string({ maxLength: 8 })) }),
@@ -51,7 +77,8 @@ function runAdapter(body: string): void {
     if (message.ack !== 'AA' && message.errors.length === 0) throw new Error('a non-AA message without a reason');
     for (const d of message.dispenses) {
       if (!Number.isInteger(d.fillNumber) || d.rxNumber === '') throw new Error('a dispense without its identity');
-      if (d.state === 'pending' && (d.veteranIcn === null || d.trackingNumber === '')) throw new Error('a pending dispense that cannot be emailed');
+      if (d.state === 'pending' && (d.veteranIcn === null || d.trackingNumber === ''))
+        throw new Error('a pending dispense that cannot be emailed');
       // Postgres text cannot hold a NUL: one in any value would fail the whole body's insert.
       if (Object.values(d).some((v) => typeof v === 'string' && v.includes('\0'))) throw new Error('a dispense value with a NUL');
     }
@@ -83,12 +110,46 @@ t.test('the adapter never throws on generated or mutated bodies', async (t) => {
 /** Five distinct delimiter characters, as a sender may choose them in MSH-1/MSH-2. */
 const encoding: fc.Arbitrary<Hl7Encoding> = fc
   .shuffledSubarray(['|', '^', '~', '\\', '&', '#', '!', '*', '$', '%', '@', '+', ';', '?', '='], { minLength: 5, maxLength: 5 })
-  .map(([field, component, repetition, escape, subcomponent]) => ({ field: field!, component: component!, repetition: repetition!, escape: escape!, subcomponent: subcomponent! }));
+  .map(([field, component, repetition, escape, subcomponent]) => ({
+    field: field!,
+    component: component!,
+    repetition: repetition!,
+    escape: escape!,
+    subcomponent: subcomponent!,
+  }));
 
 /** Field values full of delimiter characters (and line breaks), trimmed and non-empty. */
 const fieldValue = fc
   .string({
-    unit: fc.constantFrom('|', '^', '~', '\\', '&', '#', '!', '*', '$', '%', '@', '+', ';', '?', '=', 'A', 'z', '7', ' ', '\r', '\n', 'F', 'S', 'T', 'R', 'E', 'X'),
+    unit: fc.constantFrom(
+      '|',
+      '^',
+      '~',
+      '\\',
+      '&',
+      '#',
+      '!',
+      '*',
+      '$',
+      '%',
+      '@',
+      '+',
+      ';',
+      '?',
+      '=',
+      'A',
+      'z',
+      '7',
+      ' ',
+      '\r',
+      '\n',
+      'F',
+      'S',
+      'T',
+      'R',
+      'E',
+      'X',
+    ),
     minLength: 1,
     maxLength: 24,
   })
@@ -105,10 +166,38 @@ t.test('values escaped with any encoding characters parse back unchanged', async
           const { field: f, component: c, repetition: r, escape: e, subcomponent: s } = enc;
           const esc = (value: string) => escapeHl7(value, enc);
           const body = [
-            ['MSH', `${c}${r}${e}${s}`, 'CMOP', '521', 'MHV', 'MHV', '20260514160512', '', `RDS${c}O13`, esc(values.controlId), 'P', '2.5'].join(f),
+            [
+              'MSH',
+              `${c}${r}${e}${s}`,
+              'CMOP',
+              '521',
+              'MHV',
+              'MHV',
+              '20260514160512',
+              '',
+              `RDS${c}O13`,
+              esc(values.controlId),
+              'P',
+              '2.5',
+            ].join(f),
             ['PID', '', '', `1012345678V123456${c}${c}${c}USVHA${c}NI${r}${esc(values.mhv)}${c}${c}${c}200MHS${c}PI`].join(f),
             ['ORC', 'RE', '1'].join(f),
-            ['RXD', '1', `X${c}${esc(values.drug)}${c}L`, '20260514', '1', '', '', esc(values.rx), '', '', '', '', '', esc(values.tracking)].join(f),
+            [
+              'RXD',
+              '1',
+              `X${c}${esc(values.drug)}${c}L`,
+              '20260514',
+              '1',
+              '',
+              '',
+              esc(values.rx),
+              '',
+              '',
+              '',
+              '',
+              '',
+              esc(values.tracking),
+            ].join(f),
           ].join(separator);
 
           const result = parseHl7Body(body);
@@ -116,15 +205,19 @@ t.test('values escaped with any encoding characters parse back unchanged', async
           const [message] = result.messages;
           const [dispense] = message?.dispenses ?? [];
           const got = {
-            drug: dispense?.drugName, rx: dispense?.rxNumber, tracking: dispense?.trackingNumber,
-            mhv: dispense?.mhvCorrelationId, controlId: dispense?.messageControlId,
+            drug: dispense?.drugName,
+            rx: dispense?.rxNumber,
+            tracking: dispense?.trackingNumber,
+            mhv: dispense?.mhvCorrelationId,
+            controlId: dispense?.messageControlId,
           };
           if (JSON.stringify(got) !== JSON.stringify(values)) {
             throw new Error(`round trip changed a value: sent ${JSON.stringify(values)}, got ${JSON.stringify(got)}`);
           }
           // The ACK echoes MSH-10 unchanged, whatever it contains.
           const ack = buildAck({ header: message?.header, code: 'AA', text: 'accepted', controlId: '1-1', now: new Date() });
-          if (!ack.includes(`\rMSA${f}AA${f}${esc(values.controlId)}${f}accepted\r`)) throw new Error(`MSA-2 is not the message's MSH-10: ${JSON.stringify(ack)}`);
+          if (!ack.includes(`\rMSA${f}AA${f}${esc(values.controlId)}${f}accepted\r`))
+            throw new Error(`MSA-2 is not the message's MSH-10: ${JSON.stringify(ack)}`);
         },
       ),
       { numRuns: 300 },

@@ -9,8 +9,11 @@ import { internalAuth, testApp } from '../support/app.ts';
 import { configError } from '../support/config-error.ts';
 
 const message = (i: number) =>
-  [`MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|BUDGET-${i}|P|2.5`, 'PID|||1012345678V123456^^^USVHA^NI',
-    `RXD|1|00093718098^SIMVASTATIN^NDC|20260514|90|TAB||${500 + i}||||||1ZBUDGET${i}`].join('\r');
+  [
+    `MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|BUDGET-${i}|P|2.5`,
+    'PID|||1012345678V123456^^^USVHA^NI',
+    `RXD|1|00093718098^SIMVASTATIN^NDC|20260514|90|TAB||${500 + i}||||||1ZBUDGET${i}`,
+  ].join('\r');
 
 const post = (url: string, body: string) =>
   fetch(`${url}/v1/dispenses`, { method: 'POST', headers: { ...internalAuth, 'content-type': 'application/hl7-v2' }, body });
@@ -30,7 +33,11 @@ async function startUpload(url: string, contentLength: number): Promise<Socket> 
 t.test('forty small bodies posted at once are all taken with the default budget', async (t) => {
   const { url } = await testApp(t, {}, { listen: true });
   const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => post(url!, message(i))));
-  t.same(answers.map((a) => a.status).filter((s) => s !== 200), [], 'every body answered 200');
+  t.same(
+    answers.map((a) => a.status).filter((s) => s !== 200),
+    [],
+    'every body answered 200',
+  );
 });
 
 t.test('a large body beyond the budget is answered 503 unread, while small ones still pass', async (t) => {

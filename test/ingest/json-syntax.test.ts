@@ -36,23 +36,26 @@ t.test('the position found is where JSON.parse stops, for any broken text', asyn
     const i = at % (json.length + 1);
     return json.slice(0, i) + ch + json.slice(i + 1);
   });
-  fc.assert(fc.property(broken, (body) => {
-    let valid = true;
-    let position: number | undefined;
-    try {
-      JSON.parse(body);
-    } catch (error) {
-      valid = false;
-      const stated = /at position (\d+)/.exec((error as Error).message)?.[1];
-      position = stated === undefined ? undefined : Number(stated);
-    }
-    const result = parseJsonBody(body);
-    if (valid) return result.kind !== 'invalid' || !result.error.startsWith('the body is not valid JSON');
-    if (result.kind !== 'invalid') return false;
-    const character = Number(/character (\d+)\)/.exec(result.error)?.[1]);
-    // Where V8 states a position, it is the same one.
-    if (position !== undefined) return character === position + 1;
-    return character >= 1 && character <= body.length + 1;
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(broken, (body) => {
+      let valid = true;
+      let position: number | undefined;
+      try {
+        JSON.parse(body);
+      } catch (error) {
+        valid = false;
+        const stated = /at position (\d+)/.exec((error as Error).message)?.[1];
+        position = stated === undefined ? undefined : Number(stated);
+      }
+      const result = parseJsonBody(body);
+      if (valid) return result.kind !== 'invalid' || !result.error.startsWith('the body is not valid JSON');
+      if (result.kind !== 'invalid') return false;
+      const character = Number(/character (\d+)\)/.exec(result.error)?.[1]);
+      // Where V8 states a position, it is the same one.
+      if (position !== undefined) return character === position + 1;
+      return character >= 1 && character <= body.length + 1;
+    }),
+    { numRuns: 2000 },
+  );
   t.pass('every broken body located');
 });

@@ -24,10 +24,17 @@ t.test('no SSN from the samples is stored anywhere', async (t) => {
   t.match(dump, /inbound_message: /, 'the dump covers the stored bodies');
   t.match(dump, /medication_dispense: /, 'and the dispenses');
   for (const ssn of sampleSsns) {
-    t.ok(readSample('rds-r06-batch.hl7').includes(ssn) || readSample('rds-o13-one-package-two-rx.hl7').includes(ssn), `the samples carry ${ssn}`);
+    t.ok(
+      readSample('rds-r06-batch.hl7').includes(ssn) || readSample('rds-o13-one-package-two-rx.hl7').includes(ssn),
+      `the samples carry ${ssn}`,
+    );
     t.notOk(dump.includes(ssn), `SSN ${ssn} is in no table`);
   }
-  t.match(dump, /1098765432V654321\^\^\^USVHA\^NI~XXXXXXXXX\^4\^M11~20987654\^\^\^200MHS\^PI/, 'R06: the untyped SSN repetition is masked, ICN and MHV id kept');
+  t.match(
+    dump,
+    /1098765432V654321\^\^\^USVHA\^NI~XXXXXXXXX\^4\^M11~20987654\^\^\^200MHS\^PI/,
+    'R06: the untyped SSN repetition is masked, ICN and MHV id kept',
+  );
   t.match(dump, /1000000123V456789~~~USVHA~NI\^XXXXXXXXX~~~USSSA~SS\^7172676~~~USVHA~PI/, 'VistA encoding: masked with its own delimiters');
 });
 
@@ -42,7 +49,11 @@ t.test('SSNs in PID-19, in other PID-3 repetitions and in ddd-dd-dddd form anywh
   ].join('\r');
   const response = await postDispenses(app, message, 'application/hl7-v2');
   t.equal(response.statusCode, 200);
-  const json = await postDispenses(app, JSON.stringify({ stationNumber: '521', ssn: '666115555', note: 'ssn 666-11-6666' }), 'application/json');
+  const json = await postDispenses(
+    app,
+    JSON.stringify({ stationNumber: '521', ssn: '666115555', note: 'ssn 666-11-6666' }),
+    'application/json',
+  );
   t.equal(json.statusCode, 400);
 
   const dump = await dumpDatabase(db.sql);
@@ -52,7 +63,11 @@ t.test('SSNs in PID-19, in other PID-3 repetitions and in ddd-dd-dddd form anywh
   const [stored] = await db.sql<{ body: string }[]>`select body from inbound_message order by id limit 1`;
   t.match(stored?.body, /~7172676\^\^\^USVHA\^PI\|\|CMOPTEST/, 'the DFN is kept');
   t.match(stored?.body, /XXXXXXXXX\^\^\^USDOD\^EDIPI/, 'any other identifier is masked');
-  t.match(stored?.body, /\|XXXXXXXXX\rNTE\|1\|\|veteran said SSN is XXX-XX-XXXX\r/, 'PID-19 and the free-text SSN are masked, the rest as received');
+  t.match(
+    stored?.body,
+    /\|XXXXXXXXX\rNTE\|1\|\|veteran said SSN is XXX-XX-XXXX\r/,
+    'PID-19 and the free-text SSN are masked, the rest as received',
+  );
 });
 
 t.test('ingest logs carry no ICN, name, SSN or full Rx number', async (t) => {
@@ -63,9 +78,22 @@ t.test('ingest logs carry no ICN, name, SSN or full Rx number', async (t) => {
   t.match(logs.text, /dispense body ingested/, 'the ingest was logged');
   t.match(logs.text, /"inboundMessageId":\d+/, 'with the inbound message id');
   const secrets = [
-    ...sampleIcns, '1099999999V999999', ...sampleSsns,
-    'CMOPTEST', 'ALPHA', 'BRAVO', 'CHARLIE', 'DELTA', 'ECHO',
-    '7004512', '7004520', '7004513', '2719043', '2719100', '3100451', '3100452',
+    ...sampleIcns,
+    '1099999999V999999',
+    ...sampleSsns,
+    'CMOPTEST',
+    'ALPHA',
+    'BRAVO',
+    'CHARLIE',
+    'DELTA',
+    'ECHO',
+    '7004512',
+    '7004520',
+    '7004513',
+    '2719043',
+    '2719100',
+    '3100451',
+    '3100452',
   ];
   for (const secret of secrets) t.notOk(logs.text.includes(secret), `${secret} is not in the logs`);
 });
@@ -92,15 +120,23 @@ t.test('under a header whose encoding characters cannot be read, no SSN is store
   t.equal(stored.length, bodies.length, 'every body is kept');
   const dump = await dumpDatabase(db.sql);
   for (const ssn of sampleSsns) t.notOk(dump.includes(ssn), `SSN ${ssn} is in no table`);
-  t.equal(stored[0]?.body, bodies[0]!.replace('1000000123V456789', 'XXXXXXXXXV456789').replace('^666001234~', '^XXXXXXXXX~'), 'every run of nine or more digits in the PID is masked, the rest as received');
+  t.equal(
+    stored[0]?.body,
+    bodies[0]!.replace('1000000123V456789', 'XXXXXXXXXV456789').replace('^666001234~', '^XXXXXXXXX~'),
+    'every run of nine or more digits in the PID is masked, the rest as received',
+  );
   t.match(stored[1]?.body, /\rPID###XXXXXXXXX\^\^\^USSSA\^SS\r/, 'with `#` as the field separator too');
   t.match(stored[2]?.body, /\rPID\|\|\|XXXXXXXXX\^\^\^USSSA\^SS\|{16}XXXXXXXXX$/);
-  t.match(stored[3]?.body, /1012345678V123456\^\^\^USVHA\^NI~XXXXXXXXX\^\^\^USSSA\^SS~7172676\^\^\^USVHA\^PI\r/, 'the readable message is masked as usual');
+  t.match(
+    stored[3]?.body,
+    /1012345678V123456\^\^\^USVHA\^NI~XXXXXXXXX\^\^\^USSSA\^SS~7172676\^\^\^USVHA\^PI\r/,
+    'the readable message is masked as usual',
+  );
   const [dispense] = await db.sql`select patient_icn, state from medication_dispense`;
   t.same(dispense, { patient_icn: '1012345678V123456', state: 'pending' }, 'and its dispense is stored');
 });
 
-t.test('MLLP frames back to back without a CR after FS: each PID masked with its own message\'s delimiters', async (t) => {
+t.test("MLLP frames back to back without a CR after FS: each PID masked with its own message's delimiters", async (t) => {
   const { app, db } = await testApp(t);
   const first = [
     'MSH|^~\\&|CMOP|521|MHV|MHV|20260514160512||RDS^O13|F-1|P|2.5',
@@ -119,10 +155,30 @@ t.test('MLLP frames back to back without a CR after FS: each PID masked with its
   const stray = 'PID|||1000000123V456789~~~USVHA~NI^666009876~~~USSSA~SS';
   const response = await postDispenses(app, `\x0b${first}\x1c\x0b${second}\x1c\x0b${stray}\x1c\r`, 'application/hl7-v2');
   t.equal(response.statusCode, 200);
-  t.same(readAcks(response.body).map((a) => [a.code, a.controlId]), [['AA', 'F-1'], ['AA', 'F-2']], 'one ACK per message');
-  const rows = await db.sql<{ rx_number: string; patient_icn: string }[]>`select rx_number, patient_icn from medication_dispense order by rx_number`;
-  t.same(rows.map((r) => [r.rx_number, r.patient_icn]), [['400', '1012345678V123456'], ['401', '1000000123V456789']], 'each dispense under its own patient');
+  t.same(
+    readAcks(response.body).map((a) => [a.code, a.controlId]),
+    [
+      ['AA', 'F-1'],
+      ['AA', 'F-2'],
+    ],
+    'one ACK per message',
+  );
+  const rows = await db.sql<
+    { rx_number: string; patient_icn: string }[]
+  >`select rx_number, patient_icn from medication_dispense order by rx_number`;
+  t.same(
+    rows.map((r) => [r.rx_number, r.patient_icn]),
+    [
+      ['400', '1012345678V123456'],
+      ['401', '1000000123V456789'],
+    ],
+    'each dispense under its own patient',
+  );
   const dump = await dumpDatabase(db.sql);
   for (const ssn of sampleSsns) t.notOk(dump.includes(ssn), `SSN ${ssn} is in no table`);
-  t.match(dump, /1000000123V456789~~~USVHA~NI\^XXXXXXXXX~~~USSSA~SS\rORC/, 'the second message masked with its own delimiters, its ICN kept');
+  t.match(
+    dump,
+    /1000000123V456789~~~USVHA~NI\^XXXXXXXXX~~~USSSA~SS\rORC/,
+    'the second message masked with its own delimiters, its ICN kept',
+  );
 });

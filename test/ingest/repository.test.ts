@@ -9,21 +9,51 @@ import { testDatabase } from '../support/database.ts';
 import { insertTrackingEmail } from '../support/fixtures.ts';
 
 const dispense = (rxNumber: string, overrides: Partial<DispenseRecord> = {}): DispenseRecord => ({
-  stationNumber: '521', rxNumber, fillNumber: 0, trackingNumber: `1Z${rxNumber}`, carrier: 'UPS', drugName: null, ndc: null,
-  quantity: null, dispensedAt: null, shippedAt: null, veteranIcn: '1012345678V123456', mhvCorrelationId: null,
-  messageControlId: null, state: 'pending', stateReason: null, ...overrides,
+  stationNumber: '521',
+  rxNumber,
+  fillNumber: 0,
+  trackingNumber: `1Z${rxNumber}`,
+  carrier: 'UPS',
+  drugName: null,
+  ndc: null,
+  quantity: null,
+  dispensedAt: null,
+  shippedAt: null,
+  veteranIcn: '1012345678V123456',
+  mhvCorrelationId: null,
+  messageControlId: null,
+  state: 'pending',
+  stateReason: null,
+  ...overrides,
 });
 
 t.test('a text[] literal reads back as the values it was built from', async (t) => {
   const { sql } = await testDatabase(t);
   const values = [
-    'plain', '', 'NULL', null, 'with "quotes"', 'back\\slash', '\\"both"\\', 'comma, and {braces}', ' spaces ',
-    'tab\tand\nnewline', 'ünïcödé ✓', '"', '\\', '}', '{', "it's",
+    'plain',
+    '',
+    'NULL',
+    null,
+    'with "quotes"',
+    'back\\slash',
+    '\\"both"\\',
+    'comma, and {braces}',
+    ' spaces ',
+    'tab\tand\nnewline',
+    'ünïcödé ✓',
+    '"',
+    '\\',
+    '}',
+    '{',
+    "it's",
   ];
   // Read back as rows: postgres.js's own text[] parser returns a NULL element as the string 'NULL'.
   const rows = await sql<{ value: string | null }[]>`
     select value from unnest(${textArrayLiteral(values)}::text[]) with ordinality as x (value, position) order by position`;
-  t.same(rows.map((r) => r.value), values);
+  t.same(
+    rows.map((r) => r.value),
+    values,
+  );
   const [empty] = await sql<{ length: number }[]>`select cardinality(${textArrayLiteral([])}::text[]) as length`;
   t.equal(empty!.length, 0);
 });
@@ -64,10 +94,10 @@ t.test('a pending dispense must name a stored draft, a grouped one a stored trac
   await insertDispenses(sql, body, [dispense('1'), dispense('2')]);
   const emailId = await insertTrackingEmail(sql, { patient_icn: '1012345678V123456' });
   const missing = '01890000-0000-7000-8000-000000000000';
-  await t.rejects(
-    sql`update medication_dispense set tracking_email_id = ${missing} where rx_number = '1'`,
-    { code: '23503', message: `medication_dispense names tracking email draft ${missing}, which is not stored` },
-  );
+  await t.rejects(sql`update medication_dispense set tracking_email_id = ${missing} where rx_number = '1'`, {
+    code: '23503',
+    message: `medication_dispense names tracking email draft ${missing}, which is not stored`,
+  });
   await t.rejects(
     sql`update medication_dispense set tracking_email_id = null, patient_icn = null where rx_number = '1'`,
     { code: '23514', constraint_name: 'medication_dispense_pending_draft' },
@@ -78,20 +108,24 @@ t.test('a pending dispense must name a stored draft, a grouped one a stored trac
     { code: '23503' },
     'a pending dispense names a draft, not an email',
   );
-  await t.rejects(
-    sql`update medication_dispense set state = 'grouped', tracking_email_id = ${missing}`,
-    { code: '23503', message: `medication_dispense names tracking email ${missing}, which is not stored` },
-  );
+  await t.rejects(sql`update medication_dispense set state = 'grouped', tracking_email_id = ${missing}`, {
+    code: '23503',
+    message: `medication_dispense names tracking email ${missing}, which is not stored`,
+  });
   await t.rejects(
     sql`update medication_dispense set state = 'grouped',
                tracking_email_id = case rx_number when '1' then ${emailId}::uuid else ${missing}::uuid end`,
     { code: '23503' },
     'a statement naming a stored and a missing email is refused whole',
   );
-  const [before] = await sql<{ grouped: number }[]>`select count(*) filter (where state = 'grouped')::int as grouped from medication_dispense`;
+  const [before] = await sql<
+    { grouped: number }[]
+  >`select count(*) filter (where state = 'grouped')::int as grouped from medication_dispense`;
   t.equal(before!.grouped, 0, 'nothing of a refused statement is stored');
   await sql`update medication_dispense set state = 'grouped', tracking_email_id = ${emailId}`;
-  const [after] = await sql<{ grouped: number }[]>`select count(*) filter (where state = 'grouped')::int as grouped from medication_dispense`;
+  const [after] = await sql<
+    { grouped: number }[]
+  >`select count(*) filter (where state = 'grouped')::int as grouped from medication_dispense`;
   t.equal(after!.grouped, 2);
 });
 
@@ -99,14 +133,24 @@ t.test('dispense times are stored to the millisecond, before 1970 too', async (t
   const { sql } = await testDatabase(t);
   const body = await insertInboundMessage(sql, { source: 'http', contentType: 'application/json', maskedBody: '[]' });
   const times = ['2026-05-14T10:22:10.123Z', '1969-12-31T23:59:59.999Z', '0001-01-01T00:00:00.001Z', '2026-05-14T10:22:10.000Z'];
-  await insertDispenses(sql, body, times.map((time, i) => dispense(`90${i}`, { dispensedAt: new Date(time), shippedAt: new Date(Date.parse(time) + 1) })));
+  await insertDispenses(
+    sql,
+    body,
+    times.map((time, i) => dispense(`90${i}`, { dispensedAt: new Date(time), shippedAt: new Date(Date.parse(time) + 1) })),
+  );
   // Read as text: postgres.js's own parser takes year 0001 for 2001.
   const rows = await sql<{ dispensed_at: string; apart: string }[]>`
     select to_char(dispensed_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as dispensed_at,
            (shipped_at - dispensed_at)::text as apart
       from medication_dispense order by rx_number`;
-  t.same(rows.map((r) => r.dispensed_at), times);
-  t.same(rows.map((r) => r.apart), ['00:00:00.001', '00:00:00.001', '00:00:00.001', '00:00:00.001']);
+  t.same(
+    rows.map((r) => r.dispensed_at),
+    times,
+  );
+  t.same(
+    rows.map((r) => r.apart),
+    ['00:00:00.001', '00:00:00.001', '00:00:00.001', '00:00:00.001'],
+  );
 });
 
 t.test('new events are inserted as they are; an event stored before is a duplicate from the pool and inside a transaction', async (t) => {
@@ -132,7 +176,15 @@ t.test('new events are inserted as they are; an event stored before is a duplica
   });
   t.same(inTransaction, { stored: 1, rows: 4 });
   const rows = await sql<{ rx_number: string; state: string }[]>`select rx_number, state from medication_dispense order by rx_number`;
-  t.same(rows.map((r) => [r.rx_number, r.state]), [['1', 'pending'], ['2', 'cancelled'], ['3', 'pending'], ['4', 'pending']]);
+  t.same(
+    rows.map((r) => [r.rx_number, r.state]),
+    [
+      ['1', 'pending'],
+      ['2', 'cancelled'],
+      ['3', 'pending'],
+      ['4', 'pending'],
+    ],
+  );
 });
 
 t.test('two copies of an event in one call: a later copy that corrects an unprocessable one is the copy stored', async (t) => {
@@ -143,11 +195,17 @@ t.test('two copies of an event in one call: a later copy that corrects an unproc
   const late = dispense('1', { veteranIcn: null, state: 'unprocessable', stateReason: 'no ICN', messageControlId: 'third' });
   const again = dispense('1', { messageControlId: 'fourth' });
   const rows = dispenseRows([noIcn, corrected, late, again]);
-  t.same({ events: rows.events, distinct: rows.distinct, byState: rows.byState }, { events: 4, distinct: 1, byState: { pending: 1, cancelled: 0, unprocessable: 0 } });
+  t.same(
+    { events: rows.events, distinct: rows.distinct, byState: rows.byState },
+    { events: 4, distinct: 1, byState: { pending: 1, cancelled: 0, unprocessable: 0 } },
+  );
 
   const result = await insertDispenses(sql, body, [noIcn, corrected, late, again]);
   t.same([...result.stored], [corrected], 'the stored copy is the one credited');
   t.same(result.insertedByState, { pending: 1, cancelled: 0, unprocessable: 0 });
   const stored = await sql<{ state: string; message_control_id: string }[]>`select state, message_control_id from medication_dispense`;
-  t.same(stored.map((r) => [r.state, r.message_control_id]), [['pending', 'second']]);
+  t.same(
+    stored.map((r) => [r.state, r.message_control_id]),
+    [['pending', 'second']],
+  );
 });

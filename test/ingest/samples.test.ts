@@ -28,62 +28,161 @@ interface DispenseRow {
 const expectedDispenses: Partial<DispenseRow>[] = [
   // rds-r06-batch.hl7: FHS/BHS batch, LF separators, station from ORC-2 (STATION-RX-FILL), carrier from ZR2-1.
   {
-    station_number: '0124', rx_number: '7004512', fill_number: 1, drug_name: 'SIMVASTATIN 40MG TAB', ndc: null, quantity: '90',
-    dispensed_at: '2026-05-14T10:22:10.000Z', shipped_at: '2026-05-15T10:30:00.000Z', carrier: 'USPS',
-    tracking_number: '9400100000000000000012', patient_icn: '1098765432V654321', mhv_correlation_id: '20987654',
-    message_control_id: '0124-7004512-1', state: 'pending', state_reason: null,
+    station_number: '0124',
+    rx_number: '7004512',
+    fill_number: 1,
+    drug_name: 'SIMVASTATIN 40MG TAB',
+    ndc: null,
+    quantity: '90',
+    dispensed_at: '2026-05-14T10:22:10.000Z',
+    shipped_at: '2026-05-15T10:30:00.000Z',
+    carrier: 'USPS',
+    tracking_number: '9400100000000000000012',
+    patient_icn: '1098765432V654321',
+    mhv_correlation_id: '20987654',
+    message_control_id: '0124-7004512-1',
+    state: 'pending',
+    state_reason: null,
   },
   {
-    station_number: '0124', rx_number: '7004520', fill_number: 1, drug_name: 'ALBUTEROL 90MCG INHALER', ndc: null, quantity: '1',
-    dispensed_at: '2026-05-14T10:44:10.000Z', shipped_at: '2026-05-15T10:30:00.000Z', carrier: 'FEDEX',
-    tracking_number: '771234567890', patient_icn: '1098765432V654321', mhv_correlation_id: '20987654',
-    message_control_id: '0124-7004520-1', state: 'pending', state_reason: null,
+    station_number: '0124',
+    rx_number: '7004520',
+    fill_number: 1,
+    drug_name: 'ALBUTEROL 90MCG INHALER',
+    ndc: null,
+    quantity: '1',
+    dispensed_at: '2026-05-14T10:44:10.000Z',
+    shipped_at: '2026-05-15T10:30:00.000Z',
+    carrier: 'FEDEX',
+    tracking_number: '771234567890',
+    patient_icn: '1098765432V654321',
+    mhv_correlation_id: '20987654',
+    message_control_id: '0124-7004520-1',
+    state: 'pending',
+    state_reason: null,
   },
   {
-    station_number: '0124', rx_number: '7004513', fill_number: 2, drug_name: 'METFORMIN HCL 500MG TAB', ndc: null, quantity: '0',
-    dispensed_at: '2026-05-14T11:05:00.000Z', shipped_at: null, carrier: 'UNK', tracking_number: '',
-    patient_icn: '1055555555V111222', mhv_correlation_id: null, message_control_id: '0124-7004513-2',
-    state: 'cancelled', state_reason: 'cancelled by CMOP (ORC-1 CA): DRUG DISCONTINUED BY PROVIDER',
+    station_number: '0124',
+    rx_number: '7004513',
+    fill_number: 2,
+    drug_name: 'METFORMIN HCL 500MG TAB',
+    ndc: null,
+    quantity: '0',
+    dispensed_at: '2026-05-14T11:05:00.000Z',
+    shipped_at: null,
+    carrier: 'UNK',
+    tracking_number: '',
+    patient_icn: '1055555555V111222',
+    mhv_correlation_id: null,
+    message_control_id: '0124-7004513-2',
+    state: 'cancelled',
+    state_reason: 'cancelled by CMOP (ORC-1 CA): DRUG DISCONTINUED BY PROVIDER',
   },
   // rds-o13-one-package-two-rx.hl7: two messages, one package (same tracking number), NDC coded.
   {
-    station_number: '521', rx_number: '2719043', fill_number: 1, drug_name: 'SIMVASTATIN 40MG TAB', ndc: '00093718098', quantity: '90',
-    dispensed_at: '2026-05-14T10:22:10.000Z', shipped_at: '2026-05-14T16:05:12.000Z', carrier: 'UPS',
-    tracking_number: '1Z9999990312345678', patient_icn: '1012345678V123456', mhv_correlation_id: '10123456',
-    message_control_id: 'CMOP-260514-000101', state: 'pending', state_reason: null,
+    station_number: '521',
+    rx_number: '2719043',
+    fill_number: 1,
+    drug_name: 'SIMVASTATIN 40MG TAB',
+    ndc: '00093718098',
+    quantity: '90',
+    dispensed_at: '2026-05-14T10:22:10.000Z',
+    shipped_at: '2026-05-14T16:05:12.000Z',
+    carrier: 'UPS',
+    tracking_number: '1Z9999990312345678',
+    patient_icn: '1012345678V123456',
+    mhv_correlation_id: '10123456',
+    message_control_id: 'CMOP-260514-000101',
+    state: 'pending',
+    state_reason: null,
   },
   {
-    station_number: '521', rx_number: '2719100', fill_number: 0, drug_name: 'LISINOPRIL 10MG TAB', ndc: '00378180110', quantity: '30',
-    dispensed_at: '2026-05-14T10:24:55.000Z', shipped_at: '2026-05-14T16:05:12.000Z', carrier: 'UPS',
-    tracking_number: '1Z9999990312345678', patient_icn: '1012345678V123456', mhv_correlation_id: '10123456',
-    message_control_id: 'CMOP-260514-000102', state: 'pending', state_reason: null,
+    station_number: '521',
+    rx_number: '2719100',
+    fill_number: 0,
+    drug_name: 'LISINOPRIL 10MG TAB',
+    ndc: '00378180110',
+    quantity: '30',
+    dispensed_at: '2026-05-14T10:24:55.000Z',
+    shipped_at: '2026-05-14T16:05:12.000Z',
+    carrier: 'UPS',
+    tracking_number: '1Z9999990312345678',
+    patient_icn: '1012345678V123456',
+    mhv_correlation_id: '10123456',
+    message_control_id: 'CMOP-260514-000102',
+    state: 'pending',
+    state_reason: null,
   },
   // rrd-o14-vista-encoding-cr.hl7: VistA encoding (~^\&), CR separators, tracking in RXD-13, no ZR2,
   // MSH-7 at -0600, so the date-only RXD-3 is read in that zone.
   {
-    station_number: '521', rx_number: '2719043', fill_number: 1, drug_name: 'DIGOXIN 0.25MG TAB', ndc: null, quantity: null,
-    dispensed_at: '2026-05-14T06:00:00.000Z', shipped_at: '2026-05-14T21:30:12.000Z', carrier: 'UNK',
-    tracking_number: '9400100000000000000099', patient_icn: '1000000123V456789', mhv_correlation_id: null,
-    message_control_id: 'SP260514-0042', state: 'pending', state_reason: null,
+    station_number: '521',
+    rx_number: '2719043',
+    fill_number: 1,
+    drug_name: 'DIGOXIN 0.25MG TAB',
+    ndc: null,
+    quantity: null,
+    dispensed_at: '2026-05-14T06:00:00.000Z',
+    shipped_at: '2026-05-14T21:30:12.000Z',
+    carrier: 'UNK',
+    tracking_number: '9400100000000000000099',
+    patient_icn: '1000000123V456789',
+    mhv_correlation_id: null,
+    message_control_id: 'SP260514-0042',
+    state: 'pending',
+    state_reason: null,
   },
   // dispense-events.json
   {
-    station_number: '521', rx_number: '3100451', fill_number: 2, drug_name: 'METOPROLOL TARTRATE 25MG TAB', ndc: '00378001801', quantity: '60',
-    dispensed_at: '2026-05-14T09:12:00.000Z', shipped_at: '2026-05-14T15:40:00.000Z', carrier: 'USPS',
-    tracking_number: '9400100000000000000123', patient_icn: '1011111111V222333', mhv_correlation_id: '30111111',
-    message_control_id: 'json-0001', state: 'pending', state_reason: null,
+    station_number: '521',
+    rx_number: '3100451',
+    fill_number: 2,
+    drug_name: 'METOPROLOL TARTRATE 25MG TAB',
+    ndc: '00378001801',
+    quantity: '60',
+    dispensed_at: '2026-05-14T09:12:00.000Z',
+    shipped_at: '2026-05-14T15:40:00.000Z',
+    carrier: 'USPS',
+    tracking_number: '9400100000000000000123',
+    patient_icn: '1011111111V222333',
+    mhv_correlation_id: '30111111',
+    message_control_id: 'json-0001',
+    state: 'pending',
+    state_reason: null,
   },
   {
-    station_number: '521', rx_number: '3100452', fill_number: 0, drug_name: 'ATORVASTATIN 20MG TAB', ndc: '00071015523', quantity: '30',
-    dispensed_at: '2026-05-14T09:13:00.000Z', shipped_at: '2026-05-14T15:41:00.000Z', carrier: 'UPS',
-    tracking_number: '1Z9999990300000456', patient_icn: '1011111111V222333', mhv_correlation_id: '30111111',
-    message_control_id: 'json-0002', state: 'pending', state_reason: null,
+    station_number: '521',
+    rx_number: '3100452',
+    fill_number: 0,
+    drug_name: 'ATORVASTATIN 20MG TAB',
+    ndc: '00071015523',
+    quantity: '30',
+    dispensed_at: '2026-05-14T09:13:00.000Z',
+    shipped_at: '2026-05-14T15:41:00.000Z',
+    carrier: 'UPS',
+    tracking_number: '1Z9999990300000456',
+    patient_icn: '1011111111V222333',
+    mhv_correlation_id: '30111111',
+    message_control_id: 'json-0002',
+    state: 'pending',
+    state_reason: null,
   },
   // bad/no-icn.hl7: kept, but nobody can be emailed (and its ORC-2 names no station).
   {
-    station_number: '', rx_number: '555', fill_number: 1, drug_name: 'Y', ndc: null, quantity: '10',
-    dispensed_at: '2026-05-14T00:00:00.000Z', shipped_at: '2026-05-14T16:05:12.000Z', carrier: 'UPS', tracking_number: '1Z999',
-    patient_icn: null, mhv_correlation_id: null, message_control_id: 'NOICN-1', state: 'unprocessable',
+    station_number: '',
+    rx_number: '555',
+    fill_number: 1,
+    drug_name: 'Y',
+    ndc: null,
+    quantity: '10',
+    dispensed_at: '2026-05-14T00:00:00.000Z',
+    shipped_at: '2026-05-14T16:05:12.000Z',
+    carrier: 'UPS',
+    tracking_number: '1Z999',
+    patient_icn: null,
+    mhv_correlation_id: null,
+    message_control_id: 'NOICN-1',
+    state: 'unprocessable',
   },
 ];
 
@@ -102,20 +201,33 @@ t.test('every sample is ingested with the fields its tracking email depends on',
   const r06 = await postSample(app, byFile('rds-r06-batch.hl7'));
   t.equal(r06.statusCode, 200);
   t.match(r06.headers['content-type'], /^application\/hl7-v2/);
-  t.same(readAcks(r06.body).map((a) => [a.code, a.controlId, a.messageType]), [
-    ['AA', '0124-7004512-1', 'ACK^R06^ACK'],
-    ['AA', '0124-7004520-1', 'ACK^R06^ACK'],
-    ['AA', '0124-7004513-2', 'ACK^R06^ACK'],
-  ], 'one AA per message of the FHS/BHS batch, MSA-2 = its MSH-10');
+  t.same(
+    readAcks(r06.body).map((a) => [a.code, a.controlId, a.messageType]),
+    [
+      ['AA', '0124-7004512-1', 'ACK^R06^ACK'],
+      ['AA', '0124-7004520-1', 'ACK^R06^ACK'],
+      ['AA', '0124-7004513-2', 'ACK^R06^ACK'],
+    ],
+    'one AA per message of the FHS/BHS batch, MSA-2 = its MSH-10',
+  );
 
   const o13 = await postSample(app, byFile('rds-o13-one-package-two-rx.hl7'));
   t.equal(o13.statusCode, 200);
-  t.same(readAcks(o13.body).map((a) => [a.code, a.controlId]), [['AA', 'CMOP-260514-000101'], ['AA', 'CMOP-260514-000102']]);
+  t.same(
+    readAcks(o13.body).map((a) => [a.code, a.controlId]),
+    [
+      ['AA', 'CMOP-260514-000101'],
+      ['AA', 'CMOP-260514-000102'],
+    ],
+  );
 
   const vista = await postSample(app, byFile('rrd-o14-vista-encoding-cr.hl7'));
   t.equal(vista.statusCode, 200);
   t.match(vista.body, /^MSH\|~\^\\&\|/, 'the ACK is written in the encoding characters the sender used');
-  t.same(readAcks(vista.body).map((a) => [a.code, a.controlId, a.messageType]), [['AA', 'SP260514-0042', 'ACK~O14~ACK']]);
+  t.same(
+    readAcks(vista.body).map((a) => [a.code, a.controlId, a.messageType]),
+    [['AA', 'SP260514-0042', 'ACK~O14~ACK']],
+  );
 
   const json = await postSample(app, byFile('dispense-events.json'));
   t.equal(json.statusCode, 200);
@@ -131,32 +243,48 @@ t.test('every sample is ingested with the fields its tracking email depends on',
   const notHl7 = await postSample(app, byFile('bad/not-hl7.txt'));
   t.equal(notHl7.statusCode, 400);
   t.match(notHl7.headers['content-type'], /^application\/hl7-v2/);
-  t.same(readAcks(notHl7.body).map((a) => [a.code, a.controlId]), [['AR', '']]);
+  t.same(
+    readAcks(notHl7.body).map((a) => [a.code, a.controlId]),
+    [['AR', '']],
+  );
   t.match(readAcks(notHl7.body)[0]?.text, /no MSH segment/);
 
   const truncated = await postSample(app, byFile('bad/truncated.hl7'));
   t.equal(truncated.statusCode, 400);
-  t.same(readAcks(truncated.body).map((a) => a.code), ['AR']);
+  t.same(
+    readAcks(truncated.body).map((a) => a.code),
+    ['AR'],
+  );
   t.match(readAcks(truncated.body)[0]?.text, /MSH-9 \(message type\) and MSH-10 \(message control id\) missing/);
 
   const rows = await dispenseRows(db.sql);
   t.equal(rows.length, expectedDispenses.length, 'one row per dispense in the samples, no more');
   expectedDispenses.forEach((expected, i) => {
-    t.same(Object.fromEntries(Object.keys(expected).map((k) => [k, rows[i]?.[k as keyof DispenseRow]])), expected, `dispense of Rx ${expected.rx_number}`);
+    t.same(
+      Object.fromEntries(Object.keys(expected).map((k) => [k, rows[i]?.[k as keyof DispenseRow]])),
+      expected,
+      `dispense of Rx ${expected.rx_number}`,
+    );
   });
   t.match(rows.at(-1)?.state_reason, /no ICN/, 'the unprocessable dispense says why');
 
-  const inbound = await db.sql<{ content_type: string; body: string; outcome: string; message_count: number; error: string | null; processed: boolean }[]>`
+  const inbound = await db.sql<
+    { content_type: string; body: string; outcome: string; message_count: number; error: string | null; processed: boolean }[]
+  >`
     select content_type, body, outcome, message_count, error, processed_at is not null as processed from inbound_message order by id`;
-  t.same(inbound.map((m) => [m.content_type, m.outcome, m.message_count, m.processed]), [
-    ['text/plain', 'accepted', 3, true],
-    ['application/hl7-v2', 'accepted', 2, true],
-    ['x-application/hl7-v2+er7', 'accepted', 1, true],
-    ['application/json', 'accepted', 2, true],
-    ['application/hl7-v2', 'partial', 1, true],
-    ['application/hl7-v2', 'rejected', 0, true],
-    ['application/hl7-v2', 'rejected', 1, true],
-  ], 'every body is kept with its outcome');
+  t.same(
+    inbound.map((m) => [m.content_type, m.outcome, m.message_count, m.processed]),
+    [
+      ['text/plain', 'accepted', 3, true],
+      ['application/hl7-v2', 'accepted', 2, true],
+      ['x-application/hl7-v2+er7', 'accepted', 1, true],
+      ['application/json', 'accepted', 2, true],
+      ['application/hl7-v2', 'partial', 1, true],
+      ['application/hl7-v2', 'rejected', 0, true],
+      ['application/hl7-v2', 'rejected', 1, true],
+    ],
+    'every body is kept with its outcome',
+  );
   t.equal(inbound[5]?.body, readSample('bad/not-hl7.txt'), 'a body that is not HL7 is kept as received');
   t.match(inbound[5]?.error, /no MSH segment/);
   t.equal(inbound[6]?.body, readSample('bad/truncated.hl7'), 'the truncated body is kept as received');
@@ -165,8 +293,17 @@ t.test('every sample is ingested with the fields its tracking email depends on',
   t.equal(inbound[0]?.error, null);
 
   const metrics = await app.inject({ method: 'GET', url: '/metrics' });
-  for (const [outcome, count] of [['inserted', 7], ['cancelled', 1], ['unprocessable', 1], ['rejected', 2]] as const) {
-    t.match(metrics.body, new RegExp(`^rx_dispenses_ingested_total\\{outcome="${outcome}"\\} ${count}$`, 'm'), `ingest counter: ${count} ${outcome}`);
+  for (const [outcome, count] of [
+    ['inserted', 7],
+    ['cancelled', 1],
+    ['unprocessable', 1],
+    ['rejected', 2],
+  ] as const) {
+    t.match(
+      metrics.body,
+      new RegExp(`^rx_dispenses_ingested_total\\{outcome="${outcome}"\\} ${count}$`, 'm'),
+      `ingest counter: ${count} ${outcome}`,
+    );
   }
   t.notMatch(metrics.body, /rx_dispenses_ingested_total\{outcome="duplicate"\}/, 'no duplicates yet');
 });
@@ -178,11 +315,15 @@ t.test('re-posting every sample inserts nothing new', async (t) => {
 
   const r06 = await postSample(app, byFile('rds-r06-batch.hl7'));
   t.equal(r06.statusCode, 200);
-  t.same(readAcks(r06.body).map((a) => [a.code, a.text]), [
-    ['AA', 'accepted: already received'],
-    ['AA', 'accepted: already received'],
-    ['AA', 'accepted: already received'],
-  ], 'a replayed file is acknowledged, not stored twice');
+  t.same(
+    readAcks(r06.body).map((a) => [a.code, a.text]),
+    [
+      ['AA', 'accepted: already received'],
+      ['AA', 'accepted: already received'],
+      ['AA', 'accepted: already received'],
+    ],
+    'a replayed file is acknowledged, not stored twice',
+  );
   for (const sample of samples.filter((s) => s.file !== 'rds-r06-batch.hl7')) await postSample(app, sample);
   const json = await postSample(app, byFile('dispense-events.json'));
   t.equal(json.statusCode, 200);
@@ -192,7 +333,11 @@ t.test('re-posting every sample inserts nothing new', async (t) => {
   t.equal(after?.count, before?.count);
   t.equal(before?.count, 9);
   const metrics = await app.inject({ method: 'GET', url: '/metrics' });
-  t.match(metrics.body, /^rx_dispenses_ingested_total\{outcome="duplicate"\} 11$/m, "the replays are counted as duplicates (the JSON sample twice)");
+  t.match(
+    metrics.body,
+    /^rx_dispenses_ingested_total\{outcome="duplicate"\} 11$/m,
+    'the replays are counted as duplicates (the JSON sample twice)',
+  );
   const [kept] = await db.sql<{ count: number }[]>`select count(*)::int as count from inbound_message`;
   t.equal(kept?.count, samples.length * 2 + 1, 'every request body is kept, replays included');
 });

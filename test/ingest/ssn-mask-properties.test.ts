@@ -26,16 +26,47 @@ const encodings = [
   { f: '|', c: '~', r: '^', s: '&', msh2: '~^\\&' },
 ];
 
-type Place = 'PID-2' | 'PID-2 typed' | 'PID-4' | 'PID-3.2 of the ICN' | 'PID-3 untyped' | 'PID-5' | 'GT1' | 'NK1' | 'IN1' | 'IN2' | 'NTE' | 'ZPI';
-const places: Place[] = ['PID-2', 'PID-2 typed', 'PID-4', 'PID-3.2 of the ICN', 'PID-3 untyped', 'PID-5', 'GT1', 'NK1', 'IN1', 'IN2', 'NTE', 'ZPI'];
+type Place =
+  | 'PID-2'
+  | 'PID-2 typed'
+  | 'PID-4'
+  | 'PID-3.2 of the ICN'
+  | 'PID-3 untyped'
+  | 'PID-5'
+  | 'GT1'
+  | 'NK1'
+  | 'IN1'
+  | 'IN2'
+  | 'NTE'
+  | 'ZPI';
+const places: Place[] = [
+  'PID-2',
+  'PID-2 typed',
+  'PID-4',
+  'PID-3.2 of the ICN',
+  'PID-3 untyped',
+  'PID-5',
+  'GT1',
+  'NK1',
+  'IN1',
+  'IN2',
+  'NTE',
+  'ZPI',
+];
 
 const hl7Case = fc.record({
   encoding: fc.constantFrom(...encodings),
-  icn, mhvId, rxNumber, tracking,
+  icn,
+  mhvId,
+  rxNumber,
+  tracking,
   ssns: fc.array(fc.tuple(fc.constantFrom(...places), ssn), { minLength: 1, maxLength: 6 }),
 });
 
-function hl7Message(k: fc.Arbitrary<unknown> extends never ? never : typeof hl7Case extends fc.Arbitrary<infer T> ? T : never): { body: string; ssns: string[] } {
+function hl7Message(k: fc.Arbitrary<unknown> extends never ? never : typeof hl7Case extends fc.Arbitrary<infer T> ? T : never): {
+  body: string;
+  ssns: string[];
+} {
   const { f, c, r, msh2 } = k.encoding;
   const at = (place: Place) => k.ssns.filter(([p]) => p === place).map(([, s]) => s.written);
   const pid2 = [...at('PID-2'), ...at('PID-2 typed').map((s) => `${s}${c}${c}${c}USSSA${c}SS`)].join(r);
@@ -72,44 +103,92 @@ t.test('HL7: no generated SSN is stored, and the dispenses read are the same', a
     fc.property(hl7Case, (k) => {
       const { body, ssns } = hl7Message(k);
       const masked = maskSsns(body);
-      for (const s of ssns) if (holdsSsn(masked.replace(/\d{10,}/g, ''), s)) throw new Error(`SSN ${s} left in:\n${masked.replaceAll('\r', '\n')}`);
+      for (const s of ssns)
+        if (holdsSsn(masked.replace(/\d{10,}/g, ''), s)) throw new Error(`SSN ${s} left in:\n${masked.replaceAll('\r', '\n')}`);
       const before = parseHl7Body(body);
       const after = parseHl7Body(masked);
       if (before.kind !== 'hl7' || after.kind !== 'hl7') throw new Error('not read');
       const fields = (m: typeof before.messages) => m.map((x) => ({ ack: x.ack, dispenses: x.dispenses }));
       t.same(fields(after.messages), fields(before.messages));
       const [dispense] = after.messages[0]!.dispenses;
-      return dispense?.veteranIcn === k.icn && dispense.mhvCorrelationId === k.mhvId && dispense.rxNumber === k.rxNumber && dispense.trackingNumber === k.tracking;
+      return (
+        dispense?.veteranIcn === k.icn &&
+        dispense.mhvCorrelationId === k.mhvId &&
+        dispense.rxNumber === k.rxNumber &&
+        dispense.trackingNumber === k.tracking
+      );
     }),
     { numRuns: 300 },
   );
 });
 
-const jsonKey = fc.oneof(fc.constantFrom('patientSsn', 'SSN_NUMBER', 'note', 'ssn', 'taxId', 'extra', 'comment'), fc.string({ minLength: 1, maxLength: 8 }))
-  .filter((k) => !['patient', 'prescription', 'carrier', 'drugName', '__proto__', 'messageId', 'stationNumber', 'icn', 'mhvCorrelationId', 'rxNumber', 'fillNumber', 'ndc', 'quantity', 'trackingNumber', 'dispensedAt', 'shippedAt'].includes(k));
+const jsonKey = fc
+  .oneof(fc.constantFrom('patientSsn', 'SSN_NUMBER', 'note', 'ssn', 'taxId', 'extra', 'comment'), fc.string({ minLength: 1, maxLength: 8 }))
+  .filter(
+    (k) =>
+      ![
+        'patient',
+        'prescription',
+        'carrier',
+        'drugName',
+        '__proto__',
+        'messageId',
+        'stationNumber',
+        'icn',
+        'mhvCorrelationId',
+        'rxNumber',
+        'fillNumber',
+        'ndc',
+        'quantity',
+        'trackingNumber',
+        'dispensedAt',
+        'shippedAt',
+      ].includes(k),
+  );
 
 // Keys of the event's own fields are left out: an SSN-shaped carrier is masked, which changes the event.
 t.test('JSON: no SSN under any other key is stored, and the events read are the same', async (t) => {
   const jsonCase = fc.record({
-    icn, mhvId, rxNumber, tracking,
-    extras: fc.array(fc.tuple(jsonKey, ssn, fc.constantFrom('string', 'number', 'nested', 'array', 'text')), { minLength: 1, maxLength: 5 }),
+    icn,
+    mhvId,
+    rxNumber,
+    tracking,
+    extras: fc.array(fc.tuple(jsonKey, ssn, fc.constantFrom('string', 'number', 'nested', 'array', 'text')), {
+      minLength: 1,
+      maxLength: 5,
+    }),
   });
   fc.assert(
     fc.property(jsonCase, (k) => {
       const event: Record<string, unknown> = {
-        messageId: 'json-1', stationNumber: '521', patient: { icn: k.icn, mhvCorrelationId: k.mhvId },
-        prescription: { rxNumber: k.rxNumber, fillNumber: 1 }, carrier: 'UPS', trackingNumber: k.tracking,
+        messageId: 'json-1',
+        stationNumber: '521',
+        patient: { icn: k.icn, mhvCorrelationId: k.mhvId },
+        prescription: { rxNumber: k.rxNumber, fillNumber: 1 },
+        carrier: 'UPS',
+        trackingNumber: k.tracking,
       };
       const patient = event.patient as Record<string, unknown>;
       k.extras.forEach(([key, s, shape], i) => {
-        const value = shape === 'number' && s.written === s.digits ? Number(s.digits)
-          : shape === 'nested' ? { [key]: s.written } : shape === 'array' ? [s.written] : shape === 'text' ? `said ${s.written}.` : s.written;
+        const value =
+          shape === 'number' && s.written === s.digits
+            ? Number(s.digits)
+            : shape === 'nested'
+              ? { [key]: s.written }
+              : shape === 'array'
+                ? [s.written]
+                : shape === 'text'
+                  ? `said ${s.written}.`
+                  : s.written;
         (i % 2 === 0 ? event : patient)[`${key}`] = value;
       });
       const body = JSON.stringify([event]);
       const masked = maskSsns(body, 'json');
       for (const [, s] of k.extras) {
-        if (holdsSsn(masked.replace(/\d{10,}/g, ''), s.digits) && !holdsSsn(JSON.stringify([k.icn, k.mhvId, k.rxNumber, k.tracking]).replace(/\d{10,}/g, ''), s.digits)) {
+        if (
+          holdsSsn(masked.replace(/\d{10,}/g, ''), s.digits) &&
+          !holdsSsn(JSON.stringify([k.icn, k.mhvId, k.rxNumber, k.tracking]).replace(/\d{10,}/g, ''), s.digits)
+        ) {
           throw new Error(`SSN ${s.digits} left in ${masked}`);
         }
       }

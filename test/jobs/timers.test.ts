@@ -33,7 +33,10 @@ t.test('with timers on, every queued email is sent in back-to-back batches', asy
     SWEEP_INTERVAL_SECONDS: '3600',
     SEND_BATCH_SIZE: '5',
   });
-  await insertDispenses(db.sql, Array.from({ length: 23 }, (_, i) => ({ patient_icn: icn(i), rx_number: `${2000000 + i}`, tracking_number: `T${i}` })));
+  await insertDispenses(
+    db.sql,
+    Array.from({ length: 23 }, (_, i) => ({ patient_icn: icn(i), rx_number: `${2000000 + i}`, tracking_number: `T${i}` })),
+  );
   for (let i = 0; i < 400; i++) {
     const [row] = await db.sql`select count(*)::int as n from tracking_email where state <> 'queued' and state <> 'sending'`;
     if (row!.n === 23) break;

@@ -29,7 +29,9 @@ const veteran = (n: number) => ({
 async function settle(vaNotify: SandboxVaNotify, sql: Sql): Promise<void> {
   await vaNotify.whenIdle();
   for (let i = 0; i < 100; i++) {
-    const [row] = await sql<{ n: number }[]>`select count(*)::int as n from notification where status in ('created', 'sending', 'pending', 'sent')`;
+    const [row] = await sql<
+      { n: number }[]
+    >`select count(*)::int as n from notification where status in ('created', 'sending', 'pending', 'sent')`;
     if (row!.n === 0) return;
     await sleep(20);
   }
@@ -75,7 +77,16 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   const response = await resend(app, { ids: [a.id, b.id, c.id, d.id, unknown], reason: 'template mended, ticket OPS-4821' });
   t.equal(response.statusCode, 200, response.body);
   const results = response.json().results as Result[];
-  t.same(results.map((r) => [r.id, r.outcome]), [[a.id, 'resent'], [b.id, 'resent'], [c.id, 'not_resendable'], [d.id, 'not_resendable'], [unknown, 'not_found']]);
+  t.same(
+    results.map((r) => [r.id, r.outcome]),
+    [
+      [a.id, 'resent'],
+      [b.id, 'resent'],
+      [c.id, 'not_resendable'],
+      [d.id, 'not_resendable'],
+      [unknown, 'not_found'],
+    ],
+  );
   t.match(results[2], { state: 'delivered', reason: /reported it delivered/ });
   // VA Notify reported on the declined send moments ago: a delayed `delivered` could still come.
   t.match(results[3], { state: 'permanent_failure', reason: /may still report on its last send.*resend from \d{4}-/ });
@@ -85,7 +96,9 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   const copies = new Map([...results, ...later].filter((r) => r.resentAs).map((r) => [r.id, r.resentAs!]));
 
   // Each copy: queued, the same recipient and text, its dispenses moved over, the old one untouched.
-  const rows = await db.sql<{ id: string; resent_from: string; state: string; same: boolean; dispenses: number; left: number; old_state: string }[]>`
+  const rows = await db.sql<
+    { id: string; resent_from: string; state: string; same: boolean; dispenses: number; left: number; old_state: string }[]
+  >`
     select n.id, n.resent_from, n.state,
            n.patient_icn = o.patient_icn and n.personalisation = o.personalisation and n.mhv_correlation_id is not distinct from o.mhv_correlation_id as same,
            (select count(*)::int from medication_dispense m where m.tracking_email_id = n.id) as dispenses,
@@ -99,7 +112,13 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   }
 
   const oldView = (await get(app, `/v1/tracking-emails/${a.id}`)).json();
-  t.match(oldView, { state: 'resent', stateReason: /Missing personalisation: pharmacy_phone/, resentAs: copies.get(a.id), resentFrom: null, dispenses: [] });
+  t.match(oldView, {
+    state: 'resent',
+    stateReason: /Missing personalisation: pharmacy_phone/,
+    resentAs: copies.get(a.id),
+    resentFrom: null,
+    dispenses: [],
+  });
   const newView = (await get(app, `/v1/tracking-emails/${copies.get(a.id)}`)).json();
   t.match(newView, { state: 'queued', resentFrom: a.id, resentAs: null, resendReason: 'template mended, ticket OPS-4821', attempts: 0 });
   t.equal(newView.dispenses.length, 1);
@@ -110,12 +129,18 @@ t.test('a template fault, mended: the failed emails are resent, delivered and lo
   t.match(await runJob(app, 'send'), { sent: 3, failed: 0 });
   await settle(vaNotify, db.sql);
   const references = [...vaNotify.state.notifications.values()].map((n) => n.request.reference);
-  for (const copy of copies.values()) t.equal(references.filter((r) => r === copy).length, 1, 'the new email is sent once, under its own reference');
+  for (const copy of copies.values())
+    t.equal(references.filter((r) => r === copy).length, 1, 'the new email is sent once, under its own reference');
   for (const original of [a.id, b.id]) t.notOk(references.includes(original), 'a send VA Notify refused left no notification');
   t.match(await runJob(app, 'aal'), { posted: 3 });
-  const aalRows = await db.sql<{ tracking_email_id: string; detail_value: string }[]>`select tracking_email_id, detail_value from aal_event`;
+  const aalRows = await db.sql<
+    { tracking_email_id: string; detail_value: string }[]
+  >`select tracking_email_id, detail_value from aal_event`;
   t.same(aalRows.map((r) => r.tracking_email_id).sort(), [c.id, ...copies.values()].sort(), 'one AAL event per delivered email');
-  t.match(aalRows.find((r) => r.tracking_email_id === copies.get(a.id)), { detail_value: `Packages: UPS ${veteran(faultA).tracking_number} (Rx ending ${veteran(faultA).rx_number.slice(-4)})` });
+  t.match(
+    aalRows.find((r) => r.tracking_email_id === copies.get(a.id)),
+    { detail_value: `Packages: UPS ${veteran(faultA).tracking_number} (Rx ending ${veteran(faultA).rx_number.slice(-4)})` },
+  );
   t.equal(aal.state.events.length, 4);
 
   // Asked again: the resend that exists, nothing sent; and a delivered copy is not resent.
@@ -143,13 +168,20 @@ t.test('an email delivered, then bounced, is not resent; a resent email stays re
   await runJob(app, 'send');
   await settle(vaNotify, db.sql);
   const notificationOf = async (emailId: string) =>
-    (await db.sql<{ id: string; completed: Date }[]>`select id, status_completed_at as completed from notification where tracking_email_id = ${emailId}`)[0]!;
+    (
+      await db.sql<
+        { id: string; completed: Date }[]
+      >`select id, status_completed_at as completed from notification where tracking_email_id = ${emailId}`
+    )[0]!;
 
   // Delivered, then a hard bounce: the email was delivered (sql/012), and has its AAL event.
   const first = await emailOf(db.sql, bounced);
   const delivery = await notificationOf(first.id);
   const bounce = callbackBody(delivery.id, {
-    reference: first.id, status: 'permanent-failure', status_reason: 'Hard bounce', completed_at: new Date(delivery.completed.getTime() + 60_000).toISOString(),
+    reference: first.id,
+    status: 'permanent-failure',
+    status_reason: 'Hard bounce',
+    completed_at: new Date(delivery.completed.getTime() + 60_000).toISOString(),
   });
   t.equal((await callback(bounce)).statusCode, 200);
   t.equal((await emailOf(db.sql, bounced)).state, 'permanent_failure');
@@ -167,11 +199,18 @@ t.test('an email delivered, then bounced, is not resent; a resent email stays re
 
   // A status completed later than the decline, about the old send: it moves that notification only.
   const late = callbackBody(declinedSend.id, {
-    reference: second.id, status: 'temporary-failure', status_reason: 'Retryable', completed_at: new Date(declinedSend.completed.getTime() + 60_000).toISOString(),
+    reference: second.id,
+    status: 'temporary-failure',
+    status_reason: 'Retryable',
+    completed_at: new Date(declinedSend.completed.getTime() + 60_000).toISOString(),
   });
   t.equal((await callback(late)).statusCode, 200);
   t.match(await db.sql`select status from notification where id = ${declinedSend.id}`, [{ status: 'temporary-failure' }]);
-  t.match(await db.sql`select state from tracking_email where id = ${second.id}`, [{ state: 'resent' }], 'no late status moves a resent email');
+  t.match(
+    await db.sql`select state from tracking_email where id = ${second.id}`,
+    [{ state: 'resent' }],
+    'no late status moves a resent email',
+  );
   t.match(await runJob(app, 'sweep'), { replayed: 0 });
   t.match(await runJob(app, 'send'), { sent: 0 });
   const sends = (n: number) => [...vaNotify.state.notifications.values()].filter((x) => x.recipientIdentifier?.id_value === icn(n)).length;
@@ -203,7 +242,9 @@ t.test('a resend is refused while a send is open, outside live mode, and for a m
   await bad({ ids: [email.id], reason: 'x', state: 'failed' }, /state|additional/);
   t.equal((await retryAal(app, { trackingEmailIds: [] })).statusCode, 400);
   const notDelivered = (await retryAal(app, { trackingEmailIds: [email.id] })).json().results;
-  t.match(notDelivered, [{ trackingEmailId: email.id, outcome: 'not_retryable', reason: /no AAL event: it is failed, and was never reported delivered/ }]);
+  t.match(notDelivered, [
+    { trackingEmailId: email.id, outcome: 'not_retryable', reason: /no AAL event: it is failed, and was never reported delivered/ },
+  ]);
 
   const unauthorised = await app.inject({ method: 'POST', url: '/v1/tracking-emails/resend', payload: { ids: [email.id], reason: 'x' } });
   t.equal(unauthorised.statusCode, 401);
@@ -233,7 +274,11 @@ t.test('a failed AAL event is posted again with a fresh budget of attempts; a po
   await due();
   t.match(await runJob(app, 'aal'), { failed: 1 });
   const listed = (await get(app, '/v1/tracking-emails?aalState=failed')).json().emails as { id: string }[];
-  t.same(listed.map((e) => e.id), [failing.id], 'the list finds the email whose AAL event failed');
+  t.same(
+    listed.map((e) => e.id),
+    [failing.id],
+    'the list finds the email whose AAL event failed',
+  );
   t.same((await get(app, '/v1/tracking-emails?aalState=unpostable')).json().emails, []);
 
   const unknown = randomUUID();
@@ -249,9 +294,12 @@ t.test('a failed AAL event is posted again with a fresh budget of attempts; a po
   t.match(await runJob(app, 'aal'), { retried: 1 });
   await due();
   t.match(await runJob(app, 'aal'), { failed: 1 });
-  const [spent] = await db.sql`select state, attempts, attempts_before_retry, last_error from aal_event where tracking_email_id = ${failing.id}`;
+  const [spent] =
+    await db.sql`select state, attempts, attempts_before_retry, last_error from aal_event where tracking_email_id = ${failing.id}`;
   t.match(spent, { state: 'failed', attempts: 4, attempts_before_retry: 2, last_error: /gave up after 2 attempts/ });
-  t.match((await get(app, `/v1/tracking-emails/${failing.id}`)).json(), { aalEvent: { state: 'failed', attempts: 4, attemptsBeforeRetry: 2 } });
+  t.match((await get(app, `/v1/tracking-emails/${failing.id}`)).json(), {
+    aalEvent: { state: 'failed', attempts: 4, attemptsBeforeRetry: 2 },
+  });
 
   // MHV is back: retried once more, posted once.
   aal.state.failRate = 0;
@@ -286,7 +334,11 @@ t.test('an id written in capitals names the same email: the answer says what was
   ]);
 
   const retried = (await retryAal(app, { trackingEmailIds: [delivered.id.toUpperCase()] })).json().results;
-  t.match(await db.sql`select state from aal_event where tracking_email_id = ${delivered.id}`, [{ state: 'pending' }], 'the AAL event was made due');
+  t.match(
+    await db.sql`select state from aal_event where tracking_email_id = ${delivered.id}`,
+    [{ state: 'pending' }],
+    'the AAL event was made due',
+  );
   t.same(retried, [{ trackingEmailId: delivered.id.toUpperCase(), outcome: 'retried' }], 'and the answer says so');
 });
 

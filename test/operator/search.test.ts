@@ -18,12 +18,18 @@ t.test("a veteran's emails by ICN, newest first, and nobody else's", async (t) =
   // A later shipment of the same veteran: a second email.
   await insertDispenses(db.sql, [{ patient_icn: alpha, rx_number: '6100002', tracking_number: '1Z0000000000000063' }]);
   await runJob(app, 'grouping');
-  const emails = await db.sql<{ id: string; patient_icn: string }[]>`select id, patient_icn from tracking_email order by created_at desc, id desc`;
+  const emails = await db.sql<
+    { id: string; patient_icn: string }[]
+  >`select id, patient_icn from tracking_email order by created_at desc, id desc`;
   t.equal(emails.length, 3);
 
   const found = await search({ patientIcn: alpha });
   t.equal(found.statusCode, 200, found.body);
-  t.same(found.json().emails.map((e: { id: string }) => e.id), emails.filter((e) => e.patient_icn === alpha).map((e) => e.id), 'newest first');
+  t.same(
+    found.json().emails.map((e: { id: string }) => e.id),
+    emails.filter((e) => e.patient_icn === alpha).map((e) => e.id),
+    'newest first',
+  );
   t.match(found.json().emails[0], { state: 'queued', packageCount: 1, prescriptionCount: 1 });
   t.same((await search({ patientIcn: alpha, limit: 1 })).json().emails.length, 1);
   t.same((await search({ patientIcn: icn(63) })).json(), { emails: [] }, 'a veteran with no email');

@@ -44,7 +44,11 @@ function opsWith(edit: (text: string) => string): string {
 t.test('every alert reads only metrics that /metrics exports', async (t) => {
   const { app } = await testApp(t);
   const exported = exportedMetricNames((await app.inject({ method: 'GET', url: '/metrics' })).body);
-  const unknown = alerts.flatMap((rule) => metricsInExpression(rule.expr).filter((name) => !exported.has(name)).map((name) => `${rule.alert}: ${name}`));
+  const unknown = alerts.flatMap((rule) =>
+    metricsInExpression(rule.expr)
+      .filter((name) => !exported.has(name))
+      .map((name) => `${rule.alert}: ${name}`),
+  );
   t.same(unknown, [], 'metrics the service does not export');
 });
 
@@ -53,7 +57,11 @@ t.test('every alert has a synthetic series on which it fires', async (t) => {
     tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[];
   };
   const fired = new Set(cases.tests.flatMap((c) => c.alert_rule_test.filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname)));
-  t.same(alerts.map((rule) => rule.alert).filter((name) => !fired.has(name)), [], 'alerts never expected to fire');
+  t.same(
+    alerts.map((rule) => rule.alert).filter((name) => !fired.has(name)),
+    [],
+    'alerts never expected to fire',
+  );
 });
 
 const promtoolMissing = hasPromtool() ? false : 'promtool is not installed (apt-get install prometheus); .ci/run installs it';

@@ -11,9 +11,15 @@ interface Panel {
   panels?: Panel[];
 }
 
-const dashboard = JSON.parse(readFileSync(new URL('../../ops/dashboard.json', import.meta.url), 'utf8')) as { panels: Panel[]; uid: string };
+const dashboard = JSON.parse(readFileSync(new URL('../../ops/dashboard.json', import.meta.url), 'utf8')) as {
+  panels: Panel[];
+  uid: string;
+};
 const queries = dashboard.panels.flatMap(function expressions(panel): { panel: string; expr: string }[] {
-  return [...(panel.targets ?? []).map((target) => ({ panel: panel.title, expr: target.expr })), ...(panel.panels ?? []).flatMap(expressions)];
+  return [
+    ...(panel.targets ?? []).map((target) => ({ panel: panel.title, expr: target.expr })),
+    ...(panel.panels ?? []).flatMap(expressions),
+  ];
 });
 
 t.test('every dashboard query names only metrics that /metrics exports', async (t) => {
@@ -23,12 +29,18 @@ t.test('every dashboard query names only metrics that /metrics exports', async (
   const exported = exportedMetricNames(scrape.body);
   t.ok(exported.has('rx_sends_total'), 'the scrape was read');
   t.ok(queries.length >= 10, `the dashboard has queries (${queries.length})`);
-  const unknown = queries.flatMap(({ panel, expr }) => metricsInExpression(expr).filter((name) => !exported.has(name)).map((name) => `${panel}: ${name}`));
+  const unknown = queries.flatMap(({ panel, expr }) =>
+    metricsInExpression(expr)
+      .filter((name) => !exported.has(name))
+      .map((name) => `${panel}: ${name}`),
+  );
   t.same(unknown, [], 'metrics the service does not export');
 });
 
 t.test('the check finds a metric that does not exist', async (t) => {
-  const names = metricsInExpression('histogram_quantile(0.95, sum by (le, route) (rate(rx_no_such_metric_bucket{route="/x"}[5m]))) / on (job) group_left up');
+  const names = metricsInExpression(
+    'histogram_quantile(0.95, sum by (le, route) (rate(rx_no_such_metric_bucket{route="/x"}[5m]))) / on (job) group_left up',
+  );
   t.same(names.sort(), ['rx_no_such_metric_bucket', 'up']);
 });
 
@@ -37,5 +49,9 @@ t.test('every metric the README names is on the dashboard or in the alerts', asy
   const alerts = readFileSync(new URL('../../ops/alerts.yml', import.meta.url), 'utf8');
   const used = new Set(queries.flatMap(({ expr }) => metricsInExpression(expr)).map((name) => name.replace(/_bucket$/, '')));
   const named = [...new Set(readme.match(/\brx_[a-z_]+\b/g) ?? [])].filter((name) => !name.endsWith('_'));
-  t.same(named.filter((name) => !used.has(name) && !alerts.includes(name)), [], 'README metrics missing from ops/');
+  t.same(
+    named.filter((name) => !used.has(name) && !alerts.includes(name)),
+    [],
+    'README metrics missing from ops/',
+  );
 });

@@ -27,7 +27,9 @@ t.test('a grouping transaction cut mid-query: the process exits 1 at once, and t
   await insertDispenses(sql, [{ patient_icn: icn(7), rx_number: '7000007', tracking_number: 'T7' }]);
   const env = { DATABASE_URL: databaseUrl, JOBS_ENABLED: 'false', SHUTDOWN_GRACE_SECONDS: '20' };
   const started: ServiceProcess[] = [];
-  t.teardown(() => { for (const instance of started) instance.child.kill('SIGKILL'); });
+  t.teardown(() => {
+    for (const instance of started) instance.child.kill('SIGKILL');
+  });
   const start = async () => {
     const instance = await startServiceProcess(env);
     started.push(instance);
@@ -66,10 +68,15 @@ t.test('a grouping transaction cut mid-query: the process exits 1 at once, and t
       await service.exited;
       service = await start();
     }
-    const grouping = fetch(`${service.url}/v1/jobs/grouping`, { method: 'POST', headers: internalAuth }).then((r) => r.status, () => 'no answer');
+    const grouping = fetch(`${service.url}/v1/jobs/grouping`, { method: 'POST', headers: internalAuth }).then(
+      (r) => r.status,
+      () => 'no answer',
+    );
     let waiting: number[] = [];
     for (let i = 0; i < 500 && waiting.length === 0; i++) {
-      waiting = (await sql`select pid from pg_stat_activity where datname = ${name} and wait_event_type = 'Lock'`).map((r) => r.pid as number);
+      waiting = (await sql`select pid from pg_stat_activity where datname = ${name} and wait_event_type = 'Lock'`).map(
+        (r) => r.pid as number,
+      );
       if (waiting.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
     }
     if (waiting.length === 0) break;
@@ -83,9 +90,17 @@ t.test('a grouping transaction cut mid-query: the process exits 1 at once, and t
   t.comment(`cuts until the driver failed: ${cuts}`);
   t.same(exit, { code: 1, signal: null }, 'the process exits 1, at once rather than after the shutdown grace');
   t.ok(Date.now() - cutAt < 5_000, 'promptly');
-  const lines = service.output().split('\n').filter((line) => line.includes('postgres-driver-write-after-close'));
+  const lines = service
+    .output()
+    .split('\n')
+    .filter((line) => line.includes('postgres-driver-write-after-close'));
   t.equal(lines.length, 1, 'one log line names the cause');
-  t.match(JSON.parse(lines[0] ?? '{}'), { level: 60, cause: 'postgres-driver-write-after-close', err: { type: 'TypeError' }, msg: /postgres\.js #1208.*retried after the restart/ });
+  t.match(JSON.parse(lines[0] ?? '{}'), {
+    level: 60,
+    cause: 'postgres-driver-write-after-close',
+    err: { type: 'TypeError' },
+    msg: /postgres\.js #1208.*retried after the restart/,
+  });
   t.notMatch(service.output(), icn(7), 'no ICN in the output');
 
   release();

@@ -17,7 +17,13 @@ t.test('npm run dev restarts the service when a source file changes, with readab
   // The script as npm runs it, through a shell, with node_modules/.bin on the PATH.
   const child = spawn('sh', ['-c', packageJson.scripts.dev!], {
     cwd: root,
-    env: { PATH: `${root}node_modules/.bin:${process.env.PATH ?? ''}`, HOME: process.env.HOME ?? '', DATABASE_URL: db.url, PORT: String(port), JOBS_ENABLED: 'false' },
+    env: {
+      PATH: `${root}node_modules/.bin:${process.env.PATH ?? ''}`,
+      HOME: process.env.HOME ?? '',
+      DATABASE_URL: db.url,
+      PORT: String(port),
+      JOBS_ENABLED: 'false',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

@@ -9,7 +9,9 @@ import { testApp } from '../support/app.ts';
 
 const run = promisify(execFile);
 const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
-const packageJson = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { devDependencies: Record<string, string> };
+const packageJson = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  devDependencies: Record<string, string>;
+};
 
 t.test('every stage is built FROM the exact Node version of the node devDependency', async (t) => {
   const images = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!);
@@ -21,7 +23,8 @@ t.test('every stage is built FROM the exact Node version of the node devDependen
 
 /** The HEALTHCHECK's exec-form command. */
 function healthcheck(): string[] {
-  const match = /^HEALTHCHECK\b[^\n]*\\\n\s*CMD\s+(\[.*\])\s*$/m.exec(dockerfile) ?? /^HEALTHCHECK\b.*\bCMD\s+(\[.*\])\s*$/m.exec(dockerfile);
+  const match =
+    /^HEALTHCHECK\b[^\n]*\\\n\s*CMD\s+(\[.*\])\s*$/m.exec(dockerfile) ?? /^HEALTHCHECK\b.*\bCMD\s+(\[.*\])\s*$/m.exec(dockerfile);
   if (!match) throw new Error('the Dockerfile has no exec-form HEALTHCHECK');
   return JSON.parse(match[1]!) as string[];
 }
@@ -33,12 +36,18 @@ t.test('the HEALTHCHECK asks /health/live and passes against a running service',
   const { url } = await testApp(t, {}, { listen: true });
   const port = new URL(url!).port;
   const [program, ...args] = command;
-  const up = await run(program === 'node' ? process.execPath : program!, args, { env: { ...process.env, PORT: port } }).then(() => 0, (e: { code: number }) => e.code);
+  const up = await run(program === 'node' ? process.execPath : program!, args, { env: { ...process.env, PORT: port } }).then(
+    () => 0,
+    (e: { code: number }) => e.code,
+  );
   t.equal(up, 0, 'healthy while the service runs');
 });
 
 t.test('the HEALTHCHECK fails when nothing answers', async (t) => {
   const [, ...args] = healthcheck();
-  const down = await run(process.execPath, args, { env: { ...process.env, PORT: '1' } }).then(() => 0, (e: { code: number }) => e.code);
+  const down = await run(process.execPath, args, { env: { ...process.env, PORT: '1' } }).then(
+    () => 0,
+    (e: { code: number }) => e.code,
+  );
   t.equal(down, 1);
 });

@@ -27,7 +27,11 @@ t.test('64 concurrent 5 MiB bodies, half pathological: every one answered, the p
   const answers = await Promise.all(requests);
 
   t.equal(died, undefined, 'the process did not die');
-  t.same(answers.filter((a) => ![200, 400, 503].includes(a.status)), [], 'every body answered 200, 400 or 503');
+  t.same(
+    answers.filter((a) => ![200, 400, 503].includes(a.status)),
+    [],
+    'every body answered 200, 400 or 503',
+  );
   const overloaded = answers.filter((a) => a.status === 503);
   t.ok(overloaded.length > 0, `overload answered 503 (${overloaded.length} of 64)`);
   for (const a of overloaded) t.ok(Number(a.retryAfter) > 0, `${a.name}: 503 says when to retry`);

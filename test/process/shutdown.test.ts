@@ -30,7 +30,10 @@ async function sigtermDuringSend(t: Test, p: { emails: number; latencyMs: number
   const { sql, url: databaseUrl } = await testDatabase(t);
   const vaNotify = await startSandboxVaNotify({ callbackDelayMs: 0, faults: { latencyMs: p.latencyMs } });
   t.teardown(() => vaNotify.close());
-  await insertDispenses(sql, Array.from({ length: p.emails }, (_, i) => ({ patient_icn: icn(i), rx_number: `${1000000 + i}`, tracking_number: `T${i}` })));
+  await insertDispenses(
+    sql,
+    Array.from({ length: p.emails }, (_, i) => ({ patient_icn: icn(i), rx_number: `${1000000 + i}`, tracking_number: `T${i}` })),
+  );
 
   const service = await startServiceProcess({
     DATABASE_URL: databaseUrl,
@@ -43,7 +46,10 @@ async function sigtermDuringSend(t: Test, p: { emails: number; latencyMs: number
   const grouping = await fetch(`${service.url}/v1/jobs/grouping`, { method: 'POST', headers: internalAuth }).then((r) => r.json());
   t.match(grouping, { emailsCreated: p.emails });
 
-  const send = fetch(`${service.url}/v1/jobs/send`, { method: 'POST', headers: internalAuth }).then((r) => r.json(), (e: Error) => e);
+  const send = fetch(`${service.url}/v1/jobs/send`, { method: 'POST', headers: internalAuth }).then(
+    (r) => r.json(),
+    (e: Error) => e,
+  );
   for (let i = 0; i < 100; i++) {
     const [row] = await sql`select count(*)::int as n from tracking_email where state = 'sending'`;
     if (row!.n === p.emails) break;

@@ -16,6 +16,12 @@ t.test("the Dockerfile's CMD is npm start's command", async (t) => {
 t.test('the start path caps the heap', async (t) => {
   const { nodeFlags, entry } = startCommand();
   t.equal(entry, 'src/server.ts');
-  t.ok(nodeFlags.some((flag) => /^--max-old-space-size=\d+$/.test(flag)), 'old space capped');
-  t.ok(nodeFlags.some((flag) => /^--max-semi-space-size=\d+$/.test(flag)), 'young generation capped');
+  t.ok(
+    nodeFlags.some((flag) => /^--max-old-space-size=\d+$/.test(flag)),
+    'old space capped',
+  );
+  t.ok(
+    nodeFlags.some((flag) => /^--max-semi-space-size=\d+$/.test(flag)),
+    'young generation capped',
+  );
 });

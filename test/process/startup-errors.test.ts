@@ -16,11 +16,25 @@ t.setTimeout(240_000);
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
-function start(env: Record<string, string | undefined>, untilLine?: RegExp): Promise<{ code: number | null; output: string; stop?: () => void }> {
+function start(
+  env: Record<string, string | undefined>,
+  untilLine?: RegExp,
+): Promise<{ code: number | null; output: string; stop?: () => void }> {
   const { nodeFlags, entry } = startCommand();
-  const childEnv: Record<string, string | undefined> = { ...process.env, DATABASE_URL: undefined, LOG_LEVEL: 'info', JOBS_ENABLED: 'false', PORT: '0', ...env };
+  const childEnv: Record<string, string | undefined> = {
+    ...process.env,
+    DATABASE_URL: undefined,
+    LOG_LEVEL: 'info',
+    JOBS_ENABLED: 'false',
+    PORT: '0',
+    ...env,
+  };
   for (const key of Object.keys(childEnv)) if (childEnv[key] === undefined) delete childEnv[key];
-  const child = spawn(process.execPath, [...nodeFlags, entry], { cwd: root, env: childEnv as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeFlags, entry], {
+    cwd: root,
+    env: childEnv as NodeJS.ProcessEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   return new Promise((resolve) => {
     const onData = (chunk: Buffer) => {
@@ -35,7 +49,11 @@ function start(env: Record<string, string | undefined>, untilLine?: RegExp): Pro
 
 const secretPassword = 'hunter2-secret';
 
-for (const [what, password] of [['#', `pa#${secretPassword}`], ['/', `pa/${secretPassword}`], ['?', `pa?${secretPassword}`]] as const) {
+for (const [what, password] of [
+  ['#', `pa#${secretPassword}`],
+  ['/', `pa/${secretPassword}`],
+  ['?', `pa?${secretPassword}`],
+] as const) {
   t.test(`a DATABASE_URL whose password holds an unencoded ${what} is refused without quoting it`, async (t) => {
     const url = `postgres://rx:${password}@db.example.internal:5432/rx`;
     const message = configError(() => loadConfig({ DATABASE_URL: url }));
@@ -52,7 +70,10 @@ t.test('an unreachable database is named by host and port, with no password and 
   const port = await freePort();
   const run = await start({ DATABASE_URL: `postgres://rx:${secretPassword}@127.0.0.1:${port}/rx` });
   t.equal(run.code, 78);
-  t.match(run.output, new RegExp(`DATABASE_URL: cannot use PostgreSQL at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\): nothing listens there`));
+  t.match(
+    run.output,
+    new RegExp(`DATABASE_URL: cannot use PostgreSQL at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\): nothing listens there`),
+  );
   t.notMatch(run.output, secretPassword);
   t.notMatch(run.output, /\n\s+at /, 'no stack trace');
 });
@@ -66,8 +87,14 @@ t.test('a refused password is said so, without the password', { skip: !process.e
 });
 
 t.test('TRUST_PROXY=0.0.0.0/0 is refused at validation', async (t) => {
-  t.match(configError(() => loadConfig({ TRUST_PROXY: '0.0.0.0/0' })), /TRUST_PROXY: a \/0 range trusts every address/);
-  t.match(configError(() => loadConfig({ TRUST_PROXY: '::/0' })), /TRUST_PROXY: a \/0 range/);
+  t.match(
+    configError(() => loadConfig({ TRUST_PROXY: '0.0.0.0/0' })),
+    /TRUST_PROXY: a \/0 range trusts every address/,
+  );
+  t.match(
+    configError(() => loadConfig({ TRUST_PROXY: '::/0' })),
+    /TRUST_PROXY: a \/0 range/,
+  );
   const run = await start({ TRUST_PROXY: '0.0.0.0/0' });
   t.equal(run.code, 78);
   t.notMatch(run.output, /\n\s+at /, 'no stack trace');
@@ -75,7 +102,9 @@ t.test('TRUST_PROXY=0.0.0.0/0 is refused at validation', async (t) => {
 
 t.test('outside development the public development tokens are refused', async (t) => {
   const production = {
-    NODE_ENV: 'production', DATABASE_URL: 'postgres://rx@db.example.internal/rx', DELIVERY_MODE: 'off',
+    NODE_ENV: 'production',
+    DATABASE_URL: 'postgres://rx@db.example.internal/rx',
+    DELIVERY_MODE: 'off',
     DELIVERY_START_AT: '2026-06-01T14:00:00Z',
   };
   t.match(
@@ -83,7 +112,9 @@ t.test('outside development the public development tokens are refused', async (t
     /INTERNAL_API_TOKENS: holds the public development token/,
   );
   t.match(
-    configError(() => loadConfig({ ...production, INTERNAL_API_TOKENS: 'a-real-secret-token-0001', VA_NOTIFY_CALLBACK_TOKENS: 'local-dev-callback-token' })),
+    configError(() =>
+      loadConfig({ ...production, INTERNAL_API_TOKENS: 'a-real-secret-token-0001', VA_NOTIFY_CALLBACK_TOKENS: 'local-dev-callback-token' }),
+    ),
     /VA_NOTIFY_CALLBACK_TOKENS: holds the public development token/,
   );
   t.ok(loadConfig({ INTERNAL_API_TOKENS: 'local-dev-internal-token' }), 'development keeps it');

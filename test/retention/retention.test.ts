@@ -27,7 +27,6 @@ function dispenseEvent(n: number, rx = `31${String(n).padStart(5, '0')}`) {
   };
 }
 
-
 async function ingest(app: TestApp['app'], events: unknown[]) {
   const answer = await app.inject({ method: 'POST', url: '/v1/dispenses', headers: json, payload: events });
   if (answer.statusCode !== 200) throw new Error(`ingest answered ${answer.statusCode}: ${answer.body}`);
@@ -51,7 +50,8 @@ async function age(sql: Sql, days: number) {
   await sql`update notification_status_event set received_at = received_at - ${by}::interval`;
 }
 
-const counts = (sql: Sql) => sql`
+const counts = (sql: Sql) =>
+  sql`
   select (select count(*) from tracking_email)::int as emails, (select count(*) from medication_dispense)::int as dispenses,
          (select count(*) from notification)::int as notifications, (select count(*) from notification_status_event)::int as status_events,
          (select count(*) from aal_event)::int as aal_events, (select count(*) from removed_dispense_key)::int as keys`.then((r) => r[0]!);
@@ -63,7 +63,11 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   await ingest(app, [dispenseEvent(1), dispenseEvent(2), dispenseEvent(3)]);
   t.match(await runJob(app, 'grouping'), { emailsCreated: 3 });
   t.match(await runJob(app, 'send'), { sent: 3 });
-  await waitFor(sql, 'delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 3);
+  await waitFor(
+    sql,
+    'delivery',
+    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 3,
+  );
   t.match(await runJob(app, 'aal'), { posted: 3 });
   await sql`update aal_event set state = 'pending', posted_at = null where tracking_email_id =
               (select id from tracking_email where patient_icn = ${icn(102)})`;
@@ -78,13 +82,32 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
 
   const result = await runJob(app, 'retention');
   t.match(result, {
-    status: 'done', trackingEmails: 1, dispenses: 1, notifications: 1, aalEvents: 1, dispenseKeysKept: 1, lockTimeouts: 0, stopped: false,
+    status: 'done',
+    trackingEmails: 1,
+    dispenses: 1,
+    notifications: 1,
+    aalEvents: 1,
+    dispenseKeysKept: 1,
+    lockTimeouts: 0,
+    stopped: false,
   });
-  t.ok(result.statusEvents >= 1, 'the removed notification\'s status events');
+  t.ok(result.statusEvents >= 1, "the removed notification's status events");
   const left = await sql`select patient_icn, state from tracking_email order by patient_icn`;
-  t.same(left.map((e) => e.patient_icn), [icn(102), icn(103), icn(104)], 'kept: AAL event pending, AAL event failed, email queued');
+  t.same(
+    left.map((e) => e.patient_icn),
+    [icn(102), icn(103), icn(104)],
+    'kept: AAL event pending, AAL event failed, email queued',
+  );
   const dispenses = await sql`select patient_icn, state from medication_dispense order by patient_icn`;
-  t.same(dispenses.map((d) => [d.patient_icn, d.state]), [[icn(102), 'grouped'], [icn(103), 'grouped'], [icn(104), 'grouped'], [icn(105), 'pending']]);
+  t.same(
+    dispenses.map((d) => [d.patient_icn, d.state]),
+    [
+      [icn(102), 'grouped'],
+      [icn(103), 'grouped'],
+      [icn(104), 'grouped'],
+      [icn(105), 'pending'],
+    ],
+  );
   t.match(await counts(sql), { emails: 3, dispenses: 4, notifications: 2, aal_events: 2, keys: 1 });
   const [events] = await sql`select count(*)::int as n from notification_status_event e
                               where not exists (select 1 from notification n where n.id = e.notification_id)`;
@@ -93,8 +116,18 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   // Bodies: emptied when every dispense they carried is final; the body with veterans 1-3 was, the
   // ones holding a queued email's and a pending dispense are kept. The rows keep their outcome.
   const bodies = await sql`select body = '' as emptied, body_removed_at is not null as removed, outcome from inbound_message order by id`;
-  t.same(bodies.map((b) => [b.emptied, b.removed]), [[true, true], [false, false], [false, false]]);
-  t.ok(bodies.every((b) => b.outcome === 'accepted'), 'each row keeps its outcome');
+  t.same(
+    bodies.map((b) => [b.emptied, b.removed]),
+    [
+      [true, true],
+      [false, false],
+      [false, false],
+    ],
+  );
+  t.ok(
+    bodies.every((b) => b.outcome === 'accepted'),
+    'each row keeps its outcome',
+  );
 
   const metrics = await app.inject({ method: 'GET', url: '/metrics' });
   t.match(metrics.body, /rx_retention_removed_total\{record="trackingEmails"\} 1\b/);
@@ -115,7 +148,10 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   // The same resend in a body with a new event: the new one is stored, the removed one is not.
   const mixed = await ingest(app, [dispenseEvent(1), dispenseEvent(6)]);
   t.match(mixed, { duplicates: 1 });
-  t.same((await sql`select patient_icn from medication_dispense where patient_icn in (${icn(101)}, ${icn(106)})`).map((r) => r.patient_icn), [icn(106)]);
+  t.same(
+    (await sql`select patient_icn from medication_dispense where patient_icn in (${icn(101)}, ${icn(106)})`).map((r) => r.patient_icn),
+    [icn(106)],
+  );
 });
 
 t.test('an HL7 resend of a dispense whose history was removed is acknowledged and sends nothing', async (t) => {
@@ -123,10 +159,17 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
   const sql = db.sql;
   const body = readSample('rds-o13-one-package-two-rx.hl7');
   const first = await postDispenses(app, body, 'application/hl7-v2');
-  t.same(readAcks(first.body).map((a) => a.code), ['AA', 'AA']);
+  t.same(
+    readAcks(first.body).map((a) => a.code),
+    ['AA', 'AA'],
+  );
   t.match(await runJob(app, 'grouping'), { emailsCreated: 1 });
   t.match(await runJob(app, 'send'), { sent: 1 });
-  await waitFor(sql, 'delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1);
+  await waitFor(
+    sql,
+    'delivery',
+    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1,
+  );
   t.match(await runJob(app, 'aal'), { posted: 1 });
   await age(sql, 100);
   t.match(await runJob(app, 'retention'), { status: 'done', trackingEmails: 1, dispenses: 2, dispenseKeysKept: 2 });
@@ -135,8 +178,14 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
   const sentBefore = vaNotify.state.notifications.size;
   const resend = await postDispenses(app, body, 'application/hl7-v2');
   t.equal(resend.statusCode, 200);
-  t.same(readAcks(resend.body).map((a) => [a.code, a.text]), [['AA', 'accepted: already received'], ['AA', 'accepted: already received']],
-    'each message acknowledged as a duplicate');
+  t.same(
+    readAcks(resend.body).map((a) => [a.code, a.text]),
+    [
+      ['AA', 'accepted: already received'],
+      ['AA', 'accepted: already received'],
+    ],
+    'each message acknowledged as a duplicate',
+  );
   t.match(await runJob(app, 'grouping'), { emailsCreated: 0 });
   await runJob(app, 'send');
   t.equal(vaNotify.state.notifications.size, sentBefore, 'no second email');
@@ -144,11 +193,19 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
 });
 
 t.test('a second run removes nothing more; 0 keeps every record', async (t) => {
-  const { app, db } = await testApp(t, { GROUPING_QUIET_MINUTES: '0', RECORD_RETENTION_DAYS: '0', INBOUND_BODY_RETENTION_DAYS: '0' }, { listen: true });
+  const { app, db } = await testApp(
+    t,
+    { GROUPING_QUIET_MINUTES: '0', RECORD_RETENTION_DAYS: '0', INBOUND_BODY_RETENTION_DAYS: '0' },
+    { listen: true },
+  );
   await ingest(app, [dispenseEvent(1)]);
   await runJob(app, 'grouping');
   await runJob(app, 'send');
-  await waitFor(db.sql, 'delivery', async () => (await db.sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1);
+  await waitFor(
+    db.sql,
+    'delivery',
+    async () => (await db.sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1,
+  );
   await runJob(app, 'aal');
   await age(db.sql, 10_000);
   t.match(await runJob(app, 'retention'), { status: 'done', trackingEmails: 0, dispenses: 0, inboundBodies: 0 });
@@ -192,73 +249,91 @@ async function finalHistories(sql: Sql, n: number, daysAgo: number) {
     select tracking_email_id, id, now(), 'Packages', 'posted' from notifications`;
 }
 
-t.test('batches: each one short transaction over at most RETENTION_BATCH_SIZE emails, taking no table lock and passing by locked rows', async (t) => {
-  const db = await testDatabase(t);
-  const sql = db.sql;
-  await finalHistories(sql, 7, 100);
-  const emails = await sql<{ id: string }[]>`select id from tracking_email order by created_at, id`;
-  const config = testConfig({ RETENTION_BATCH_SIZE: '2' });
-  const log = createLogger('silent', new LogCapture());
+t.test(
+  'batches: each one short transaction over at most RETENTION_BATCH_SIZE emails, taking no table lock and passing by locked rows',
+  async (t) => {
+    const db = await testDatabase(t);
+    const sql = db.sql;
+    await finalHistories(sql, 7, 100);
+    const emails = await sql<{ id: string }[]>`select id from tracking_email order by created_at, id`;
+    const config = testConfig({ RETENTION_BATCH_SIZE: '2' });
+    const log = createLogger('silent', new LogCapture());
 
-  // A callback is changing the first email at this moment: its row is locked.
-  const callback = await sql.reserve();
-  t.teardown(() => callback.release());
-  await callback`begin`;
-  await callback`select id from tracking_email where id = ${emails[0]!.id} for update`;
+    // A callback is changing the first email at this moment: its row is locked.
+    const callback = await sql.reserve();
+    t.teardown(() => callback.release());
+    await callback`begin`;
+    await callback`select id from tracking_email where id = ${emails[0]!.id} for update`;
 
-  const perBatch: Partial<RetentionCounts>[] = [];
-  const observations: { lockedEmails: number; tableLocks: string[]; ingestFree: boolean }[] = [];
-  const outsider = sql;
-  const result = await runRetention({
-    sql, config, log,
-    onRemoved: (record, count) => {
-      if (record === 'trackingEmails') perBatch.push({ trackingEmails: count });
-    },
-    onBatch: async (tx, step) => {
-      if (step !== 'histories') return;
-      const locks = await tx<{ mode: string; relname: string | null; locktype: string }[]>`
+    const perBatch: Partial<RetentionCounts>[] = [];
+    const observations: { lockedEmails: number; tableLocks: string[]; ingestFree: boolean }[] = [];
+    const outsider = sql;
+    const result = await runRetention({
+      sql,
+      config,
+      log,
+      onRemoved: (record, count) => {
+        if (record === 'trackingEmails') perBatch.push({ trackingEmails: count });
+      },
+      onBatch: async (tx, step) => {
+        if (step !== 'histories') return;
+        const locks = await tx<{ mode: string; relname: string | null; locktype: string }[]>`
         select l.mode, c.relname, l.locktype from pg_locks l left join pg_class c on c.oid = l.relation
          where l.pid = pg_backend_pid() and l.locktype = 'relation' and l.granted`;
-      // The emails some transaction holds, seen from outside: those a SKIP LOCKED read passes by.
-      const ids = emails.map((e) => e.id);
-      const [visible] = await outsider<{ n: number }[]>`select count(*)::int as n from tracking_email where id = any(${ids}::uuid[])`;
-      const free = await outsider.begin((o) => o<{ id: string }[]>`select id from tracking_email where id = any(${ids}::uuid[]) for update skip locked`);
-      const locked = { n: visible!.n - free.length - 1 }; // less the one the callback holds
-      // Outside the batch, at this moment: an ingest's writes need no lock the batch holds (lock_timeout 1ms fails instead of waiting).
-      let ingestFree = true;
-      try {
-        await outsider.begin(async (o) => {
-          await o`set local lock_timeout = '1ms'`;
-          const [m] = await o<{ id: number }[]>`insert into inbound_message (content_type, body) values ('application/json', '[]') returning id`;
-          await o`insert into tracking_email_draft (patient_icn) values ('1099999999V999999') on conflict (patient_icn) do update set last_arrival_at = now()`;
-          throw Object.assign(new Error('roll back'), { rollback: m!.id });
+        // The emails some transaction holds, seen from outside: those a SKIP LOCKED read passes by.
+        const ids = emails.map((e) => e.id);
+        const [visible] = await outsider<{ n: number }[]>`select count(*)::int as n from tracking_email where id = any(${ids}::uuid[])`;
+        const free = await outsider.begin(
+          (o) => o<{ id: string }[]>`select id from tracking_email where id = any(${ids}::uuid[]) for update skip locked`,
+        );
+        const locked = { n: visible!.n - free.length - 1 }; // less the one the callback holds
+        // Outside the batch, at this moment: an ingest's writes need no lock the batch holds (lock_timeout 1ms fails instead of waiting).
+        let ingestFree = true;
+        try {
+          await outsider.begin(async (o) => {
+            await o`set local lock_timeout = '1ms'`;
+            const [m] = await o<
+              { id: number }[]
+            >`insert into inbound_message (content_type, body) values ('application/json', '[]') returning id`;
+            await o`insert into tracking_email_draft (patient_icn) values ('1099999999V999999') on conflict (patient_icn) do update set last_arrival_at = now()`;
+            throw Object.assign(new Error('roll back'), { rollback: m!.id });
+          });
+        } catch (error) {
+          if (!(error as { rollback?: number }).rollback) ingestFree = false;
+        }
+        observations.push({
+          lockedEmails: locked.n,
+          tableLocks: locks.filter((l) => l.relname !== null && !l.relname.startsWith('pg_')).map((l) => l.mode),
+          ingestFree,
         });
-      } catch (error) {
-        if (!(error as { rollback?: number }).rollback) ingestFree = false;
-      }
-      observations.push({
-        lockedEmails: locked.n,
-        tableLocks: locks.filter((l) => l.relname !== null && !l.relname.startsWith('pg_')).map((l) => l.mode),
-        ingestFree,
-      });
-    },
-  });
-  await callback`rollback`;
+      },
+    });
+    await callback`rollback`;
 
-  t.match(result, { status: 'done', trackingEmails: 6, lockTimeouts: 0 });
-  t.ok(perBatch.every((b) => (b.trackingEmails ?? 0) <= 2), 'no batch removed more than RETENTION_BATCH_SIZE emails');
-  t.ok(observations.length >= 3, 'several batches');
-  for (const o of observations) {
-    t.ok(o.lockedEmails <= 2, 'a batch holds at most RETENTION_BATCH_SIZE emails: a callback locks any other one at once (SKIP LOCKED takes it)');
-    t.same([...new Set(o.tableLocks)].filter((mode) => !['AccessShareLock', 'RowShareLock', 'RowExclusiveLock'].includes(mode)), [],
-      'no lock on a whole table beyond what every write takes');
-    t.ok(o.ingestFree, 'an ingest writes without waiting for the batch');
-  }
-  const [kept] = await sql`select count(*)::int as n from tracking_email where id = ${emails[0]!.id}`;
-  t.equal(kept!.n, 1, 'the email a callback held was passed by, not waited for');
-  const again = await runRetention({ sql, config, log });
-  t.match(again, { status: 'done', trackingEmails: 1 }, 'and removed by the next run');
-});
+    t.match(result, { status: 'done', trackingEmails: 6, lockTimeouts: 0 });
+    t.ok(
+      perBatch.every((b) => (b.trackingEmails ?? 0) <= 2),
+      'no batch removed more than RETENTION_BATCH_SIZE emails',
+    );
+    t.ok(observations.length >= 3, 'several batches');
+    for (const o of observations) {
+      t.ok(
+        o.lockedEmails <= 2,
+        'a batch holds at most RETENTION_BATCH_SIZE emails: a callback locks any other one at once (SKIP LOCKED takes it)',
+      );
+      t.same(
+        [...new Set(o.tableLocks)].filter((mode) => !['AccessShareLock', 'RowShareLock', 'RowExclusiveLock'].includes(mode)),
+        [],
+        'no lock on a whole table beyond what every write takes',
+      );
+      t.ok(o.ingestFree, 'an ingest writes without waiting for the batch');
+    }
+    const [kept] = await sql`select count(*)::int as n from tracking_email where id = ${emails[0]!.id}`;
+    t.equal(kept!.n, 1, 'the email a callback held was passed by, not waited for');
+    const again = await runRetention({ sql, config, log });
+    t.match(again, { status: 'done', trackingEmails: 1 }, 'and removed by the next run');
+  },
+);
 
 t.test('a batch that meets a row lock held elsewhere gives up for this run instead of queueing', async (t) => {
   const db = await testDatabase(t);
@@ -293,15 +368,26 @@ t.test('batches fill RETENTION_DUTY_PERCENT of a run: each one that leaves more 
   const log = createLogger('silent', new LogCapture());
   const rests: number[] = [];
   const rest = async (ms: number) => void rests.push(ms);
-  const result = await runRetention({ sql: db.sql, config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '25' }), log, rest });
+  const result = await runRetention({
+    sql: db.sql,
+    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '25' }),
+    log,
+    rest,
+  });
   t.match(result, { status: 'done', trackingEmails: 6 });
   t.ok(rests.length >= 2, `a rest after each batch that left more (${rests.length})`);
-  t.ok(rests.every((ms) => ms > 0), 'each rest as long as three times its batch');
+  t.ok(
+    rests.every((ms) => ms > 0),
+    'each rest as long as three times its batch',
+  );
 
   const other = await testDatabase(t);
   await finalHistories(other.sql, 6, 100);
   rests.length = 0;
-  t.match(await runRetention({ sql: other.sql, config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100' }), log, rest }), { trackingEmails: 6 });
+  t.match(
+    await runRetention({ sql: other.sql, config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100' }), log, rest }),
+    { trackingEmails: 6 },
+  );
   t.same(rests, [], '100: batches back to back');
 });
 
@@ -341,9 +427,17 @@ t.test('late status events that matched no notification, cancelled dispenses and
   t.match(result, { trackingEmails: 2, dispenseKeysKept: 2, dispenseKeysPurged: 1, inboundBodies: 1 });
   t.equal(result.status === 'done' && result.statusEvents, 3, 'two with their notifications, one late event that matched none');
   const left = await sql`select rx_number, state from medication_dispense order by rx_number`;
-  t.same(left.map((d) => d.state), ['unprocessable'], 'the cancelled dispense is removed; the unprocessable one waits for a correction');
+  t.same(
+    left.map((d) => d.state),
+    ['unprocessable'],
+    'the cancelled dispense is removed; the unprocessable one waits for a correction',
+  );
   const messages = await sql`select id, body from inbound_message order by id`;
-  t.same(messages.map((m) => m.id), [body!.id], 'the first body, emptied, with no dispense left, is removed; the one with an unprocessable dispense is kept');
+  t.same(
+    messages.map((m) => m.id),
+    [body!.id],
+    'the first body, emptied, with no dispense left, is removed; the one with an unprocessable dispense is kept',
+  );
   t.equal(messages[0]!.body, 'MSH|...', 'with its body: an unprocessable dispense is not final');
   const [events] = await sql`select count(*)::int as n from notification_status_event`;
   t.equal(events!.n, 1, 'the recent late event is kept');
@@ -351,24 +445,32 @@ t.test('late status events that matched no notification, cancelled dispenses and
   t.equal(keys!.n, 3);
 });
 
-t.test('an event-bus record published twice: its second body goes like any other, the first stays while its dispense is at work', async (t) => {
-  const db = await testDatabase(t);
-  const sql = db.sql;
-  const record = (offset: number) => ({
-    position: { topic: 'cmop_medication_dispense', partition: 0, offset: BigInt(offset) },
-    decoded: { kind: 'dispense' as const, contentType: 'application/json' as const, body: JSON.stringify(dispenseEvent(1)) },
-  });
-  const stored = await storeBatch(sql, [record(0), record(1)]);
-  t.match(stored.outcomes, { stored: 1, duplicate: 1 });
-  await age(sql, 100);
-  const log = createLogger('silent', new LogCapture());
-  await runRetention({ sql, config: testConfig(), log });
-  const kept = await sql`select event_offset::int as event_offset, body <> '' as has_body from inbound_message where source = 'event-bus' order by event_offset`;
-  t.same(kept.map((m) => [m.event_offset, m.has_body]), [[0, true]], 'the copy, which no dispense names, is removed; the body of the pending dispense is kept');
-  t.equal(await sql`select count(*)::int as n from medication_dispense`.then((r) => r[0]!.n), 1);
-});
+t.test(
+  'an event-bus record published twice: its second body goes like any other, the first stays while its dispense is at work',
+  async (t) => {
+    const db = await testDatabase(t);
+    const sql = db.sql;
+    const record = (offset: number) => ({
+      position: { topic: 'cmop_medication_dispense', partition: 0, offset: BigInt(offset) },
+      decoded: { kind: 'dispense' as const, contentType: 'application/json' as const, body: JSON.stringify(dispenseEvent(1)) },
+    });
+    const stored = await storeBatch(sql, [record(0), record(1)]);
+    t.match(stored.outcomes, { stored: 1, duplicate: 1 });
+    await age(sql, 100);
+    const log = createLogger('silent', new LogCapture());
+    await runRetention({ sql, config: testConfig(), log });
+    const kept =
+      await sql`select event_offset::int as event_offset, body <> '' as has_body from inbound_message where source = 'event-bus' order by event_offset`;
+    t.same(
+      kept.map((m) => [m.event_offset, m.has_body]),
+      [[0, true]],
+      'the copy, which no dispense names, is removed; the body of the pending dispense is kept',
+    );
+    t.equal(await sql`select count(*)::int as n from medication_dispense`.then((r) => r[0]!.n), 1);
+  },
+);
 
-t.test('RECORD_RETENTION_DAYS shorter than VA Notify\'s retention is refused at start', async (t) => {
+t.test("RECORD_RETENTION_DAYS shorter than VA Notify's retention is refused at start", async (t) => {
   t.throws(() => testConfig({ RECORD_RETENTION_DAYS: '3' }), /RECORD_RETENTION_DAYS: must be 0/);
   t.throws(() => testConfig({ RETENTION_BATCH_SIZE: '0' }), /RETENTION_BATCH_SIZE/);
   t.equal(testConfig({ RECORD_RETENTION_DAYS: '0' }).RECORD_RETENTION_DAYS, 0);

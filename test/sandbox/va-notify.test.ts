@@ -24,8 +24,14 @@ type Teardown = { teardown(fn: () => unknown): void };
 async function sandbox(t: Teardown, options: SandboxVaNotifyOptions = {}) {
   const logs = new LogCapture();
   const va = await startSandboxVaNotify({
-    serviceId, secret, templateId, callbackToken, callbackDelayMs: 0, callbackRetryDelayMs: 1,
-    log: createLogger('info', logs), ...options,
+    serviceId,
+    secret,
+    templateId,
+    callbackToken,
+    callbackDelayMs: 0,
+    callbackRetryDelayMs: 1,
+    log: createLogger('info', logs),
+    ...options,
   });
   t.teardown(() => va.close());
   return Object.assign(va, { logs });
@@ -50,7 +56,13 @@ async function receiver(t: Teardown, respond: (index: number) => number = () => 
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }));
+  t.teardown(
+    () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(resolve);
+      }),
+  );
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/callbacks`, received };
 }
 
@@ -88,15 +100,20 @@ t.test('authentication follows VA Notify: 401 without a bearer token, 403 for a 
   const authError = (status: number, message: string) => ({ status_code: status, errors: [{ error: 'AuthError', message }] });
 
   t.same(await send(null), { status: 401, body: authError(401, 'Unauthorized: authentication token must be provided') });
-  t.same(await send(`Basic ${Buffer.from('a:b').toString('base64')}`), { status: 401, body: authError(401, 'Unauthorized: authentication bearer scheme must be used') });
+  t.same(await send(`Basic ${Buffer.from('a:b').toString('base64')}`), {
+    status: 401,
+    body: authError(401, 'Unauthorized: authentication bearer scheme must be used'),
+  });
   const clock = authError(403, 'Error: Your system clock must be accurate to within 30 seconds');
   t.same(await send(`Bearer ${await token({ iatOffset: -40 })}`), { status: 403, body: clock }, 'a token 40 s old');
   t.same(await send(`Bearer ${await token({ iatOffset: 40 })}`), { status: 403, body: clock }, 'a token 40 s in the future');
   t.same(await send(`Bearer ${await token({ key: 'another-secret-another-secret-00' })}`), {
-    status: 403, body: authError(403, 'Invalid token: signature, api token not found'),
+    status: 403,
+    body: authError(403, 'Invalid token: signature, api token not found'),
   });
   t.same(await send(`Bearer ${await token({ iss: '11111111-2222-4333-8444-555555555555' })}`), {
-    status: 403, body: authError(403, 'Invalid token: service not found'),
+    status: 403,
+    body: authError(403, 'Invalid token: service not found'),
   });
   t.same(await send('Bearer not-a-jwt'), { status: 403, body: authError(403, 'Invalid token: signature, api token not found') });
   t.equal((await send(`Bearer ${await token({ iatOffset: -20 })}`)).status, 201, 'a token 20 s old is still fine');
@@ -110,17 +127,29 @@ t.test('authentication follows VA Notify: 401 without a bearer token, 403 for a 
 t.test('the email request schema: no other properties, the right template, every placeholder', async (t) => {
   const va = await sandbox(t);
   const send = (body: unknown) => call(`${va.url}/v2/notifications/email`, { body });
-  const error = (kind: string, ...messages: string[]) => ({ status: 400, body: { status_code: 400, errors: messages.map((message) => ({ error: kind, message })) } });
+  const error = (kind: string, ...messages: string[]) => ({
+    status: 400,
+    body: { status_code: 400, errors: messages.map((message) => ({ error: kind, message })) },
+  });
 
-  t.same(await send(emailRequest({ email_reply_to_id: 'x' })), error('ValidationError', 'Additional properties are not allowed (email_reply_to_id was unexpected)'));
-  t.same(await send(emailRequest({ callback_headers: {}, extra: 1 })), error('ValidationError', 'Additional properties are not allowed (callback_headers, extra were unexpected)'));
+  t.same(
+    await send(emailRequest({ email_reply_to_id: 'x' })),
+    error('ValidationError', 'Additional properties are not allowed (email_reply_to_id was unexpected)'),
+  );
+  t.same(
+    await send(emailRequest({ callback_headers: {}, extra: 1 })),
+    error('ValidationError', 'Additional properties are not allowed (callback_headers, extra were unexpected)'),
+  );
   const { template_id: _, ...withoutTemplate } = emailRequest();
   t.same(await send(withoutTemplate), error('ValidationError', 'template_id is a required property'));
   const { recipient_identifier: __, ...withoutRecipient } = emailRequest();
   t.same(await send(withoutRecipient), error('ValidationError', 'Please provide either a recipient_identifier or an email_address'));
   const wrongType = await send(emailRequest({ recipient_identifier: { id_type: 'SSN', id_value: icn } }));
   t.same(wrongType, error('ValidationError', 'recipient_identifier id_type is not one of [VAPROFILEID, PID, ICN, BIRLSID, EDIPI]'));
-  t.same(await send(emailRequest({ callback_url: 'http://example.com/callbacks' })), error('ValidationError', 'callback_url is not a valid https url'));
+  t.same(
+    await send(emailRequest({ callback_url: 'http://example.com/callbacks' })),
+    error('ValidationError', 'callback_url is not a valid https url'),
+  );
   t.same(await send(emailRequest({ billing_code: 'x'.repeat(257) })), error('ValidationError', 'billing_code is too long'));
   t.same(await send('{"template_id": '), error('BadRequestError', 'Invalid JSON supplied in POST data'));
   t.same(await send(emailRequest({ template_id: '00000000-0000-4000-8000-000000000000' })), error('BadRequestError', 'Template not found'));
@@ -128,7 +157,10 @@ t.test('the email request schema: no other properties, the right template, every
     await send(emailRequest({ personalisation: { tracking_info: 'x', package_count: '1' } })),
     error('BadRequestError', 'Missing personalisation: prescription_count, shipped_date'),
   );
-  t.same(await send(emailRequest({ scheduled_for: '2026-06-01 10:00' })), error('BadRequestError', 'Cannot schedule notifications (this feature is invite-only)'));
+  t.same(
+    await send(emailRequest({ scheduled_for: '2026-06-01 10:00' })),
+    error('BadRequestError', 'Cannot schedule notifications (this feature is invite-only)'),
+  );
   t.equal(va.state.notifications.size, 0, 'nothing invalid is stored');
   t.same(va.state.counters.sendsRejected, { 400: 11 });
 });
@@ -157,8 +189,16 @@ t.test('an accepted email: the 201 body, the stored request, GET by id and by re
   const got = await call(`${va.url}/v2/notifications/${id}`);
   t.equal(got.status, 200);
   t.match(got.body, {
-    id, reference: 'email-7', status: 'created', status_reason: null, sent_at: null, completed_at: null, email_address: null,
-    type: 'email', billing_code: 'RX', recipient_identifiers: [{ id_type: 'ICN', id_value: icn }],
+    id,
+    reference: 'email-7',
+    status: 'created',
+    status_reason: null,
+    sent_at: null,
+    completed_at: null,
+    email_address: null,
+    type: 'email',
+    billing_code: 'RX',
+    recipient_identifiers: [{ id_type: 'ICN', id_value: icn }],
   });
   t.match(got.body.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
 
@@ -169,21 +209,23 @@ t.test('an accepted email: the 201 body, the stored request, GET by id and by re
   await call(`${va.url}/v2/notifications/email`, { body: emailRequest({ reference: 'email-8' }) });
   const listed = await call(`${va.url}/v2/notifications?reference=email-7`);
   t.equal(listed.status, 200);
-  t.same(listed.body.notifications.map((n: { id: string }) => n.id), [id]);
+  t.same(
+    listed.body.notifications.map((n: { id: string }) => n.id),
+    [id],
+  );
   t.equal(listed.body.links.next, `${va.url}/v2/notifications?reference=email-7&older_than=${id}`);
   const after = await call(listed.body.links.next);
   t.same(after.body.notifications, [], 'the page after the last is empty');
   t.equal((await call(`${va.url}/v2/notifications?reference=email-7&colour=red`)).status, 400);
-  t.same(
-    { byId: va.state.counters.getsById, byReference: va.state.counters.getsByReference },
-    { byId: 3, byReference: 3 },
-  );
+  t.same({ byId: va.state.counters.getsById, byReference: va.state.counters.getsByReference }, { byId: 3, byReference: 3 });
 });
 
 t.test('simulated recipients get a 201 and nothing is stored', async (t) => {
   const va = await sandbox(t);
   const { recipient_identifier: _, ...rest } = emailRequest();
-  const sent = await call(`${va.url}/v2/notifications/email`, { body: { ...rest, email_address: 'simulate-delivered-2@notifications.va.gov' } });
+  const sent = await call(`${va.url}/v2/notifications/email`, {
+    body: { ...rest, email_address: 'simulate-delivered-2@notifications.va.gov' },
+  });
   t.equal(sent.status, 201);
   t.equal(va.state.notifications.size, 0);
 });
@@ -196,7 +238,10 @@ t.test('the per-minute limit answers 429, and refused requests count too', async
   const limited = await send();
   t.same(limited, {
     status: 429,
-    body: { status_code: 429, errors: [{ error: 'RateLimitError', message: 'Exceeded rate limit for key type LIVE of 2 requests per 60 seconds' }] },
+    body: {
+      status_code: 429,
+      errors: [{ error: 'RateLimitError', message: 'Exceeded rate limit for key type LIVE of 2 requests per 60 seconds' }],
+    },
   });
   t.equal((await send()).status, 429);
   t.equal((await call(`${va.url}/v2/notifications?reference=email-1`)).status, 200, 'reads are not limited');
@@ -209,7 +254,10 @@ t.test('service-level callbacks carry the bearer token and the contract body, nu
   const sent = await call(`${va.url}/v2/notifications/email`, { body: emailRequest() });
   await va.whenIdle();
 
-  t.same(hook.received.map((r) => r.body.status), ['sending', 'delivered']);
+  t.same(
+    hook.received.map((r) => r.body.status),
+    ['sending', 'delivered'],
+  );
   for (const { headers } of hook.received) {
     t.equal(headers.authorization, `Bearer ${callbackToken}`);
     t.equal(headers['content-type'], 'application/json');
@@ -217,11 +265,29 @@ t.test('service-level callbacks carry the bearer token and the contract body, nu
   }
   const [sending, delivered] = hook.received.map((r) => r.body);
   const stored = va.state.notifications.get(sent.body.id)!;
-  t.same(Object.keys(delivered!), ['id', 'reference', 'to', 'status', 'created_at', 'completed_at', 'sent_at', 'notification_type', 'status_reason', 'provider']);
+  t.same(Object.keys(delivered!), [
+    'id',
+    'reference',
+    'to',
+    'status',
+    'created_at',
+    'completed_at',
+    'sent_at',
+    'notification_type',
+    'status_reason',
+    'provider',
+  ]);
   t.same(delivered, {
-    id: sent.body.id, reference: 'email-1', to: SandboxRecipientEmail, status: 'delivered',
-    created_at: stored.createdAt, completed_at: stored.completedAt, sent_at: stored.sentAt,
-    notification_type: 'email', status_reason: null, provider: 'ses',
+    id: sent.body.id,
+    reference: 'email-1',
+    to: SandboxRecipientEmail,
+    status: 'delivered',
+    created_at: stored.createdAt,
+    completed_at: stored.completedAt,
+    sent_at: stored.sentAt,
+    notification_type: 'email',
+    status_reason: null,
+    provider: 'ses',
   });
   t.equal(sending!.completed_at, null, 'a sending callback has no completed_at');
   t.match(delivered!.completed_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
@@ -241,7 +307,10 @@ t.test('by default only completed statuses are called back; none without a callb
   va.setCallbackUrl(hook.url);
   await call(`${va.url}/v2/notifications/email`, { body: emailRequest() });
   await va.whenIdle();
-  t.same(hook.received.map((r) => r.body.status), ['delivered']);
+  t.same(
+    hook.received.map((r) => r.body.status),
+    ['delivered'],
+  );
 });
 
 t.test('a per-notification callback_url gets every status, signed with the API key secret', async (t) => {
@@ -252,7 +321,10 @@ t.test('a per-notification callback_url gets every status, signed with the API k
   await va.whenIdle();
 
   t.equal(service.received.length, 0, 'the service-level callback is not used');
-  t.same(hook.received.map((r) => r.body.status), ['sending', 'delivered']);
+  t.same(
+    hook.received.map((r) => r.body.status),
+    ['sending', 'delivered'],
+  );
   for (const { headers, body, text } of hook.received) {
     t.notOk(headers.authorization, 'no Authorization header');
     t.equal(body.provider_payload, null);
@@ -261,7 +333,10 @@ t.test('a per-notification callback_url gets every status, signed with the API k
     const parsed = JSON.parse(text) as Record<string, unknown>;
     t.equal(headers['x-enp-signature'], enpSignature(parsed, secret));
     t.ok(verifyEnpSignature(JSON.stringify(parsed), String(headers['x-enp-signature']), [secret]));
-    t.notOk(verifyEnpSignature(JSON.stringify({ ...parsed, status: 'permanent-failure' }), String(headers['x-enp-signature']), [secret]), 'a changed body fails');
+    t.notOk(
+      verifyEnpSignature(JSON.stringify({ ...parsed, status: 'permanent-failure' }), String(headers['x-enp-signature']), [secret]),
+      'a changed body fails',
+    );
   }
 });
 
@@ -282,12 +357,21 @@ t.test('outcomes are deterministic by ICN, visible to GET and to callbacks', asy
   }
   await va.whenIdle();
   const byReference = Object.fromEntries(hook.received.map((r) => [r.body.reference, [r.body.status, r.body.status_reason]]));
-  t.same(byReference, {
-    'ref-000001': ['permanent-failure', PreferencesDeclinedReason],
-    'ref-000002': ['temporary-failure', RetryableReason],
-    'ref-123456': ['delivered', null],
-  }, 'the one that stays sending is not called back (only completed statuses are)');
-  for (const [suffix, status] of [['000001', 'permanent-failure'], ['000002', 'temporary-failure'], ['000003', 'sending'], ['123456', 'delivered']]) {
+  t.same(
+    byReference,
+    {
+      'ref-000001': ['permanent-failure', PreferencesDeclinedReason],
+      'ref-000002': ['temporary-failure', RetryableReason],
+      'ref-123456': ['delivered', null],
+    },
+    'the one that stays sending is not called back (only completed statuses are)',
+  );
+  for (const [suffix, status] of [
+    ['000001', 'permanent-failure'],
+    ['000002', 'temporary-failure'],
+    ['000003', 'sending'],
+    ['123456', 'delivered'],
+  ]) {
     const got = await call(`${va.url}/v2/notifications/${ids[suffix!]}`);
     t.equal(got.body.status, status, `GET shows ${status}`);
   }
@@ -317,7 +401,11 @@ t.test('fault knobs: dropped, duplicated and reordered callbacks', async (t) => 
   hook.received.length = 0;
   await call(`${va.url}/v2/notifications/email`, { body: emailRequest() });
   await va.whenIdle();
-  t.same(hook.received.map((r) => r.body.status), ['delivered', 'sending'], 'a stale sending after the final status');
+  t.same(
+    hook.received.map((r) => r.body.status),
+    ['delivered', 'sending'],
+    'a stale sending after the final status',
+  );
   t.same(va.state.callbacks.map((c) => c.stale).slice(-2), [false, true]);
 });
 
@@ -327,7 +415,10 @@ t.test('callbacks are retried on 5xx and connection errors, never on other 4xx',
   await call(`${va.url}/v2/notifications/email`, { body: emailRequest() });
   await va.whenIdle();
   t.equal(flaky.received.length, 3, 'two 503s, then accepted');
-  t.same(va.state.callbacks.map((c) => c.responseStatus), [503, 503, 200]);
+  t.same(
+    va.state.callbacks.map((c) => c.responseStatus),
+    [503, 503, 200],
+  );
 
   const refusing = await receiver(t, () => 401);
   va.setCallbackUrl(refusing.url);
@@ -355,7 +446,8 @@ t.test('sendFailureRate answers 503 with the 500-shape body; the log has no ICN 
   const va = await sandbox(t, { callbackUrl: hook.url });
   va.state.faults.sendFailureRate = 1;
   t.same(await call(`${va.url}/v2/notifications/email`, { body: emailRequest() }), {
-    status: 503, body: { result: 'error', message: 'Internal server error' },
+    status: 503,
+    body: { result: 'error', message: 'Internal server error' },
   });
   va.state.faults.sendFailureRate = 0;
   await call(`${va.url}/v2/notifications/email`, { body: emailRequest() });
@@ -384,10 +476,10 @@ t.test('enpSignature matches what Python computes for the same body', async (t) 
   };
   t.equal(
     pythonUrlencode(body),
-    'id=3f5a2b1c-0000-4000-8000-000000000001&reference=email+42%2F%C3%BC%26x%3Dy&to=veteran%2Brx%40example.com&status=delivered'
-      + '&created_at=2026-05-14T13%3A22%3A08.123456Z&completed_at=None&sent_at=2026-05-14T13%3A22%3A09.000001Z&notification_type=email'
-      + '&status_reason=Undeliverable+-+it%27s+%28gone%29%21+%2A~&provider=ses&provider_payload=None&flag=True'
-      + '&nested=%7B%27a%27%3A+%5B1%2C+None%2C+False%5D%2C+%27b%27%3A+%27q%22x%27%7D',
+    'id=3f5a2b1c-0000-4000-8000-000000000001&reference=email+42%2F%C3%BC%26x%3Dy&to=veteran%2Brx%40example.com&status=delivered' +
+      '&created_at=2026-05-14T13%3A22%3A08.123456Z&completed_at=None&sent_at=2026-05-14T13%3A22%3A09.000001Z&notification_type=email' +
+      '&status_reason=Undeliverable+-+it%27s+%28gone%29%21+%2A~&provider=ses&provider_payload=None&flag=True' +
+      '&nested=%7B%27a%27%3A+%5B1%2C+None%2C+False%5D%2C+%27b%27%3A+%27q%22x%27%7D',
   );
   t.equal(enpSignature(body, 'secret-key'), 'd957b9debb54f7bfbb054ec7a4f0e715eb5eaaafc803f4e51ea197d28926e89f');
 });

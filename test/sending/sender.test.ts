@@ -28,7 +28,6 @@ async function twoVeterans(sql: Parameters<typeof insertDispenses>[0]) {
   ]);
 }
 
-
 t.test('one email per veteran, by ICN, with only the properties the contract allows', async (t) => {
   const { app, db, vaNotify, logs } = await testApp(t);
   await twoVeterans(db.sql);
@@ -75,12 +74,21 @@ t.test('transient failures are retried until VA Notify takes the email', async (
   await insertDispenses(db.sql, [{ patient_icn: icn(2), rx_number: '2000001', tracking_number: 'T2' }]);
   await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 429 });
-  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, released: 1, paused: true }, 'a 429: no quick retry, sending paused');
+  t.same(
+    await runJob(app, 'send'),
+    { sent: 0, recovered: 0, retried: 0, failed: 0, released: 1, paused: true },
+    'a 429: no quick retry, sending paused',
+  );
   t.equal(vaNotify.state.forcedResponses.length, 0, 'one request, not three');
   const [waiting] = await db.sql`select state, attempts, next_attempt_at <= now() as due from tracking_email where patient_icn = ${icn(2)}`;
   t.same(waiting, { state: 'queued', attempts: 0, due: true }, 'handed back with its attempt refunded; the pause alone holds it');
-  const [pause] = await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
-  t.match(pause, { pause_kind: 'rate_limit', pause_reason: /Exceeded rate limit/, a_minute: true }, 'SEND_RATE_LIMIT_PAUSE_SECONDS on every instance');
+  const [pause] =
+    await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
+  t.match(
+    pause,
+    { pause_kind: 'rate_limit', pause_reason: /Exceeded rate limit/, a_minute: true },
+    'SEND_RATE_LIMIT_PAUSE_SECONDS on every instance',
+  );
   t.match(await runJob(app, 'send'), { paused: true, sent: 0 });
   await resumeSending(db.sql);
   t.match(await runJob(app, 'send'), { sent: 1 }, 'sent at once when the pause is cleared');
@@ -97,29 +105,46 @@ t.test('transient failures are retried until VA Notify takes the email', async (
 
 t.test('a VA Notify outage pauses sending on every instance and fails no email, however long it lasts', async (t) => {
   const { app, db, vaNotify, logs } = await testApp(t, { SEND_MAX_ATTEMPTS: '3' });
-  await insertDispenses(db.sql, Array.from({ length: 6 }, (_, i) => ({ patient_icn: icn(40 + i), rx_number: `${4000040 + i}`, tracking_number: `T${40 + i}` })));
+  await insertDispenses(
+    db.sql,
+    Array.from({ length: 6 }, (_, i) => ({ patient_icn: icn(40 + i), rx_number: `${4000040 + i}`, tracking_number: `T${40 + i}` })),
+  );
   await runJob(app, 'grouping');
   const attempts = async () =>
     (await db.sql<{ attempts: number }[]>`select attempts from tracking_email order by attempts desc, id`).map((r) => r.attempts);
   // The pause ends and every email is due, as if the pause and the retry delays had passed.
-  const timePasses = () => db.sql`
+  const timePasses = () =>
+    db.sql`
     update rate_budget set paused_until = now() - interval '1 second' where paused_until > now();
     update tracking_email set next_attempt_at = now(), lease_until = case when state = 'sending' then now() end`.simple();
 
   vaNotify.state.faults.sendFailureRate = 1;
-  t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 2, failed: 0, released: 4, paused: true },
-    'two emails in a row without an answer are one email\'s bad luck; the third is an outage');
+  t.same(
+    await runJob(app, 'send'),
+    { sent: 0, recovered: 0, retried: 2, failed: 0, released: 4, paused: true },
+    "two emails in a row without an answer are one email's bad luck; the third is an outage",
+  );
   t.same(await attempts(), [1, 1, 0, 0, 0, 0], 'only the first two were charged an attempt');
-  const [pause] = await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
-  t.match(pause, { pause_kind: 'unavailable', pause_reason: /^VA Notify unavailable: .*503/, a_minute: true }, 'SEND_UNAVAILABLE_PAUSE_SECONDS on every instance');
-  const [waiting] = await db.sql`select count(*)::int as n from tracking_email where state = 'queued' and attempts = 0 and next_attempt_at > now() + interval '50 seconds'`;
+  const [pause] =
+    await db.sql`select pause_kind, pause_reason, paused_until - now() between interval '50 seconds' and interval '60 seconds' as a_minute from rate_budget`;
+  t.match(
+    pause,
+    { pause_kind: 'unavailable', pause_reason: /^VA Notify unavailable: .*503/, a_minute: true },
+    'SEND_UNAVAILABLE_PAUSE_SECONDS on every instance',
+  );
+  const [waiting] =
+    await db.sql`select count(*)::int as n from tracking_email where state = 'queued' and attempts = 0 and next_attempt_at > now() + interval '50 seconds'`;
   t.equal(waiting!.n, 4, 'handed back uncharged, due after the first retry delay');
   t.match(logs.text, /VA Notify is not answering: sending is paused on every instance/);
   t.match(await runJob(app, 'send'), { paused: true, sent: 0 }, 'held while the pause lasts');
 
   for (let probe = 1; probe <= 3; probe++) {
     await timePasses();
-    t.match(await runJob(app, 'send'), { sent: 0, retried: 0, failed: 0, paused: true }, `probe ${probe} after the pause: the first unanswered email pauses again`);
+    t.match(
+      await runJob(app, 'send'),
+      { sent: 0, retried: 0, failed: 0, paused: true },
+      `probe ${probe} after the pause: the first unanswered email pauses again`,
+    );
   }
   t.same(await attempts(), [1, 1, 0, 0, 0, 0], 'three probes later, enough to use up SEND_MAX_ATTEMPTS, no email was charged again');
   const [states] = await db.sql`select count(*) filter (where state = 'failed')::int as failed from tracking_email`;
@@ -136,12 +161,19 @@ t.test('a VA Notify outage pauses sending on every instance and fails no email, 
   await insertDispenses(db.sql, [{ patient_icn: icn(46), rx_number: '4000046', tracking_number: 'T46' }]);
   await runJob(app, 'grouping');
   vaNotify.state.forcedResponses.push({ status: 500 }, { status: 500 }, { status: 500 });
-  t.match(await runJob(app, 'send'), { retried: 1, released: 0, paused: false }, 'one email without an answer, once confirmed up, is retried later as before');
+  t.match(
+    await runJob(app, 'send'),
+    { retried: 1, released: 0, paused: false },
+    'one email without an answer, once confirmed up, is retried later as before',
+  );
 });
 
 t.test('an outage of no answers at all: the emails VA Notify may have go back as orphans, uncharged', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { VA_NOTIFY_TIMEOUT_MS: '200' });
-  await insertDispenses(db.sql, Array.from({ length: 3 }, (_, i) => ({ patient_icn: icn(60 + i), rx_number: `${4000060 + i}`, tracking_number: `T${60 + i}` })));
+  await insertDispenses(
+    db.sql,
+    Array.from({ length: 3 }, (_, i) => ({ patient_icn: icn(60 + i), rx_number: `${4000060 + i}`, tracking_number: `T${60 + i}` })),
+  );
   await runJob(app, 'grouping');
   vaNotify.state.faults.latencyMs = 1_000;
   t.match(await runJob(app, 'send'), { sent: 0, retried: 2, released: 1, paused: true });
@@ -150,14 +182,18 @@ t.test('an outage of no answers at all: the emails VA Notify may have go back as
     select state, attempts, leased_by is null as unleased,
            lease_until between now() + interval '50 seconds' and now() + interval '60 seconds' as due_in_a_minute
       from tracking_email order by attempts desc`;
-  t.same([...emails], [
-    { state: 'sending', attempts: 1, unleased: false, due_in_a_minute: false },
-    { state: 'sending', attempts: 1, unleased: false, due_in_a_minute: false },
-    { state: 'sending', attempts: 0, unleased: true, due_in_a_minute: true },
-  ], 'the first two left to expire with their lease, as before; the third handed back uncharged, an orphan still, looked up after the first retry delay');
+  t.same(
+    [...emails],
+    [
+      { state: 'sending', attempts: 1, unleased: false, due_in_a_minute: false },
+      { state: 'sending', attempts: 1, unleased: false, due_in_a_minute: false },
+      { state: 'sending', attempts: 0, unleased: true, due_in_a_minute: true },
+    ],
+    'the first two left to expire with their lease, as before; the third handed back uncharged, an orphan still, looked up after the first retry delay',
+  );
 });
 
-t.test('a shutdown that cuts an email\'s tries short says nothing of VA Notify: no pause, also right after one', async (t) => {
+t.test("a shutdown that cuts an email's tries short says nothing of VA Notify: no pause, also right after one", async (t) => {
   const db = await testDatabase(t);
   const vaNotify = await startSandboxVaNotify({ callbackDelayMs: 0 });
   t.teardown(() => vaNotify.close());
@@ -172,8 +208,12 @@ t.test('a shutdown that cuts an email\'s tries short says nothing of VA Notify: 
   const stopping = new AbortController();
   setTimeout(() => stopping.abort(), 100);
   const result = await runSend({
-    sql: db.sql, config, log, signal: stopping.signal,
-    vaNotify: vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults), budget: createRateBudget(db.sql, 0),
+    sql: db.sql,
+    config,
+    log,
+    signal: stopping.signal,
+    vaNotify: vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults),
+    budget: createRateBudget(db.sql, 0),
   });
   t.match(result, { paused: false, sent: 0 });
   const [pause] = await db.sql`select paused_until > now() as paused from rate_budget`;
@@ -182,7 +222,10 @@ t.test('a shutdown that cuts an email\'s tries short says nothing of VA Notify: 
 
 t.test('one email VA Notify never answers, among others it takes, pauses nothing and fails in the end', async (t) => {
   const { app, db, vaNotify } = await testApp(t, { SEND_MAX_ATTEMPTS: '2', SEND_CONCURRENCY: '1' });
-  await insertDispenses(db.sql, Array.from({ length: 4 }, (_, i) => ({ patient_icn: icn(50 + i), rx_number: `${4000050 + i}`, tracking_number: `T${50 + i}` })));
+  await insertDispenses(
+    db.sql,
+    Array.from({ length: 4 }, (_, i) => ({ patient_icn: icn(50 + i), rx_number: `${4000050 + i}`, tracking_number: `T${50 + i}` })),
+  );
   await runJob(app, 'grouping');
   const [first] = await db.sql<{ id: string }[]>`select id from tracking_email order by next_attempt_at, id limit 1`;
   for (let round = 1; round <= 2; round++) {
@@ -205,7 +248,8 @@ t.test('an answer lost after VA Notify accepted: recovered by reference, never s
   vaNotify.state.forcedResponses.push({ acceptThenDrop: true });
   t.match(await runJob(app, 'send'), { sent: 0, recovered: 1 });
   t.equal(vaNotify.state.counters.sendsAccepted, 1);
-  const [email] = await db.sql`select state, (select count(*) from notification n where n.tracking_email_id = e.id) as notifications from tracking_email e`;
+  const [email] =
+    await db.sql`select state, (select count(*) from notification n where n.tracking_email_id = e.id) as notifications from tracking_email e`;
   t.same(email, { state: 'sent', notifications: 1 });
 });
 
@@ -214,7 +258,10 @@ t.test('a crash between the 201 and our commit: after the lease expires the emai
   await insertDispenses(db.sql, [{ patient_icn: icn(5), rx_number: '5000001', tracking_number: 'T5' }]);
   await runJob(app, 'grouping');
   // The "crashed" sender: it claims and sends, and dies before recording anything.
-  const [claimed] = await claimDueEmails(db.sql, { batchSize: 10, claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 } });
+  const [claimed] = await claimDueEmails(db.sql, {
+    batchSize: 10,
+    claim: { token: randomUUID(), instanceId: 'crashed', leaseSeconds: 60 },
+  });
   const client = vaNotifyClientFromConfig(config, vaNotify.url, SandboxDefaults);
   const outcome = await client.sendEmail({ icn: claimed!.patient_icn, reference: claimed!.id, personalisation: claimed!.personalisation });
   t.equal(outcome.kind, 'accepted');
@@ -226,7 +273,7 @@ t.test('a crash between the 201 and our commit: after the lease expires the emai
   t.equal(notification!.id, outcome.kind === 'accepted' ? outcome.notificationId : '');
 });
 
-t.test('a 400 fails the email with VA Notify\'s message; a 403 pauses sending without failing any', async (t) => {
+t.test("a 400 fails the email with VA Notify's message; a 403 pauses sending without failing any", async (t) => {
   // One request at a time, so that the email due first meets the first forced answer: concurrent
   // sends reach VA Notify in whatever order their rate-budget round trips come back.
   const { app, db, vaNotify, logs } = await testApp(t, { SEND_CONCURRENCY: '1' });
@@ -257,7 +304,11 @@ t.test('shadow and off call nobody', async (t) => {
     const { app, db, vaNotify } = await testApp(t, { DELIVERY_MODE: mode });
     await insertDispenses(db.sql, [{ patient_icn: icn(8), rx_number: '8000001', tracking_number: 'T8' }]);
     await runJob(app, 'grouping');
-    t.same(await runJob(app, 'send'), { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false, deliveryMode: mode }, mode);
+    t.same(
+      await runJob(app, 'send'),
+      { sent: 0, recovered: 0, retried: 0, failed: 0, released: 0, paused: false, deliveryMode: mode },
+      mode,
+    );
     t.equal(vaNotify.state.counters.sendsAccepted + vaNotify.state.counters.getsByReference, 0, `${mode}: no request`);
     const [row] = await db.sql`select count(*)::int as emails, min(state) as state from tracking_email`;
     t.same(row, mode === 'shadow' ? { emails: 1, state: 'shadowed' } : { emails: 0, state: null }, mode);
@@ -270,7 +321,8 @@ t.test('three instances grouping and sending at once: 500 veterans, 500 emails, 
   t.teardown(() => sandbox.close());
   const dispenses = [];
   for (let v = 0; v < 500; v++) {
-    for (let k = 0; k < 4; k++) dispenses.push({ patient_icn: icn(v), rx_number: `${v}${k}`.padStart(7, '0'), tracking_number: `TRK${v}-${k % 2}` });
+    for (let k = 0; k < 4; k++)
+      dispenses.push({ patient_icn: icn(v), rx_number: `${v}${k}`.padStart(7, '0'), tracking_number: `TRK${v}-${k % 2}` });
   }
   await insertDispenses(sql, dispenses);
   const config = testConfig({ GROUPING_BATCH_SIZE: '40', SEND_BATCH_SIZE: '30', VA_NOTIFY_RATE_LIMIT_PER_MINUTE: '0' });
@@ -312,7 +364,10 @@ t.test('three instances grouping and sending at once: 500 veterans, 500 emails, 
 t.test('a claim hands emails over in the order they fell due, not the order they were stored', async (t) => {
   const { sql } = await testDatabase(t);
   const veterans = Array.from({ length: 300 }, (_, v) => v);
-  await insertDispenses(sql, veterans.map((v) => ({ patient_icn: icn(20 + v), rx_number: `${2000000 + v}`, tracking_number: `T${v}` })));
+  await insertDispenses(
+    sql,
+    veterans.map((v) => ({ patient_icn: icn(20 + v), rx_number: `${2000000 + v}`, tracking_number: `T${v}` })),
+  );
   await runGrouping({ sql, config: testConfig(), log: createLogger('silent') });
   // Due in the reverse of the order the rows were stored, read before the update moves them.
   const stored = await sql<{ id: string; patient_icn: string }[]>`select id, patient_icn from tracking_email order by ctid`;
@@ -322,7 +377,10 @@ t.test('a claim hands emails over in the order they fell due, not the order they
      where e.id = r.id`;
   await sql`analyze tracking_email`;
   const claimed = await claimDueEmails(sql, { batchSize: 300, claim: { token: randomUUID(), instanceId: 'test', leaseSeconds: 60 } });
-  t.same(claimed.map((e) => e.patient_icn), stored.map((e) => e.patient_icn).reverse());
+  t.same(
+    claimed.map((e) => e.patient_icn),
+    stored.map((e) => e.patient_icn).reverse(),
+  );
 });
 
 t.test('the daily send limit pauses sending until the next UTC day; a 404 pauses it; neither fails an email', async (t) => {
@@ -416,7 +474,11 @@ t.test('an orphan handed back unlooked-up (a 403 on its lookup) stays an orphan:
   const log = createLogger('silent');
   t.match(await runSend({ sql: db.sql, config, vaNotify: refused, budget, log }), { paused: true, released: 1, failed: 0 });
   const [email] = await db.sql`select state, attempts, lease_until <= now() as expired, lease_token from tracking_email`;
-  t.same(email, { state: 'sending', attempts: 1, expired: true, lease_token: null }, 'an orphan still; the lost claim keeps its attempt, this one is refunded');
+  t.same(
+    email,
+    { state: 'sending', attempts: 1, expired: true, lease_token: null },
+    'an orphan still; the lost claim keeps its attempt, this one is refunded',
+  );
 
   await resumeSending(db.sql);
   t.match(await runSend({ sql: db.sql, config, vaNotify: client, budget, log }), { sent: 0, recovered: 1 });
@@ -436,7 +498,14 @@ t.test('a database error between the tries of an orphan does not skip its lookup
       }
     },
   };
-  const result = await runSend({ sql: db.sql, config, vaNotify: client, budget, log: createLogger('silent'), quickRetry: { retries: 2, minTimeoutMs: 10 } });
+  const result = await runSend({
+    sql: db.sql,
+    config,
+    vaNotify: client,
+    budget,
+    log: createLogger('silent'),
+    quickRetry: { retries: 2, minTimeoutMs: 10 },
+  });
   t.match(result, { sent: 0, recovered: 1 });
   t.equal(vaNotify.state.counters.sendsAccepted, 1, 'the veteran got one email');
 });
@@ -470,7 +539,10 @@ t.test('an orphan VA Notify has no notification for, with every attempt used, fa
   await orphan(db.sql, 3);
   t.match(await runJob(app, 'send'), { sent: 0, failed: 1 });
   const [email] = await db.sql`select state, state_reason from tracking_email`;
-  t.same(email, { state: 'failed', state_reason: 'gave up after 3 attempts: the last send was never confirmed and VA Notify has no notification for it' });
+  t.same(email, {
+    state: 'failed',
+    state_reason: 'gave up after 3 attempts: the last send was never confirmed and VA Notify has no notification for it',
+  });
   t.equal(vaNotify.state.counters.getsByReference, 1);
   t.equal(vaNotify.state.counters.sendsAccepted, 0);
 });
@@ -485,7 +557,10 @@ t.test('a sender whose lease ran out mid-run does not send what another sender c
     VA_NOTIFY_RATE_LIMIT_PER_MINUTE: '0',
   });
   const veterans = [40, 41, 42, 43, 44];
-  await insertDispenses(db.sql, veterans.map((v) => ({ patient_icn: icn(v), rx_number: `${4000000 + v}`, tracking_number: `T${v}` })));
+  await insertDispenses(
+    db.sql,
+    veterans.map((v) => ({ patient_icn: icn(v), rx_number: `${4000000 + v}`, tracking_number: `T${v}` })),
+  );
   const log = createLogger('silent');
   await runGrouping({ sql: db.sql, config, log });
   vaNotify.state.faults.latencyMs = 1_000;
@@ -495,7 +570,8 @@ t.test('a sender whose lease ran out mid-run does not send what another sender c
   const first = runSend({ sql: db.sql, config, vaNotify: client, budget, log, instanceId: 'first' });
   // Wait for the first run's claim to expire (measured from the claim itself, not from a clock here).
   for (;;) {
-    const [row] = await db.sql`select count(*)::int as expired from tracking_email where state = 'sending' and leased_by = 'first' and lease_until < now()`;
+    const [row] =
+      await db.sql`select count(*)::int as expired from tracking_email where state = 'sending' and leased_by = 'first' and lease_until < now()`;
     if (row!.expired > 0) break;
     await sleep(50);
   }

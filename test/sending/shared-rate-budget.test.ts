@@ -34,10 +34,17 @@ t.test('three instances: no 60 s window over the budget, and at least 95% of it 
   const env = {
     ...sandboxVaNotifyEnv(vaNotify.url),
     DATABASE_URL: db.url,
-    AAL_BASE_URL: 'http://127.0.0.1:9', AAL_APP_TOKEN: 'unused', AAL_API_KEY: 'unused', AAL_INTERVAL_SECONDS: '3600',
+    AAL_BASE_URL: 'http://127.0.0.1:9',
+    AAL_APP_TOKEN: 'unused',
+    AAL_API_KEY: 'unused',
+    AAL_INTERVAL_SECONDS: '3600',
     VA_NOTIFY_RATE_LIMIT_PER_MINUTE: String(perMinute),
-    JOBS_ENABLED: 'true', SEND_INTERVAL_SECONDS: '1', SEND_BATCH_SIZE: '2', DATABASE_POOL_MAX: '3',
-    GROUPING_INTERVAL_SECONDS: '3600', SWEEP_INTERVAL_SECONDS: '3600',
+    JOBS_ENABLED: 'true',
+    SEND_INTERVAL_SECONDS: '1',
+    SEND_BATCH_SIZE: '2',
+    DATABASE_POOL_MAX: '3',
+    GROUPING_INTERVAL_SECONDS: '3600',
+    SWEEP_INTERVAL_SECONDS: '3600',
   };
   const instances: ServiceProcess[] = [];
   for (let i = 0; i < 3; i++) {
@@ -65,7 +72,10 @@ t.test('three instances: no 60 s window over the budget, and at least 95% of it 
   }
   t.ok(busiest <= perMinute, `the busiest 60 s window had ${busiest} sends; the budget is ${perMinute}`);
   const firstMinute = times.filter((at) => at < first + windowMs).length;
-  t.ok(firstMinute >= Math.ceil(0.95 * perMinute), `the first minute of the backlog had ${firstMinute} sends, at least 95% of ${perMinute}`);
+  t.ok(
+    firstMinute >= Math.ceil(0.95 * perMinute),
+    `the first minute of the backlog had ${firstMinute} sends, at least 95% of ${perMinute}`,
+  );
   t.ok(times.length < backlog, 'the backlog outlasted the observation');
   const senders = instances.filter((instance) => /"msg":"[^"]*sent/i.test(instance.output())).length;
   t.comment(`sends: ${times.length}, busiest window ${busiest}, first minute ${firstMinute}, instances that logged sends: ${senders}`);

@@ -24,7 +24,11 @@ async function setup(t: Teardown, sandboxOptions: SandboxVaNotifyOptions = {}, c
   t.teardown(() => va.close());
   const requests: Array<[VaNotifyOperation, string]> = [];
   const client = createVaNotifyClient({
-    baseUrl: va.url, serviceId, secret, templateId, timeoutMs: 5_000,
+    baseUrl: va.url,
+    serviceId,
+    secret,
+    templateId,
+    timeoutMs: 5_000,
     onRequest: (operation, outcome) => requests.push([operation, outcome]),
     ...clientOptions,
   });
@@ -54,11 +58,22 @@ t.test('an accepted send carries exactly the allowed properties and a fresh toke
 });
 
 t.test('billing_code and callback_url are sent only when configured', async (t) => {
-  const { va, client } = await setup(t, {}, { billingCode: 'RX-TRACKING', callbackUrl: 'https://rx.example.va.gov/v1/va-notify/callbacks' });
+  const { va, client } = await setup(
+    t,
+    {},
+    { billingCode: 'RX-TRACKING', callbackUrl: 'https://rx.example.va.gov/v1/va-notify/callbacks' },
+  );
   const outcome = await client.sendEmail(email());
   t.equal(outcome.kind, 'accepted');
   const stored = [...va.state.notifications.values()][0]!;
-  t.same(Object.keys(stored.request), ['template_id', 'recipient_identifier', 'personalisation', 'reference', 'billing_code', 'callback_url']);
+  t.same(Object.keys(stored.request), [
+    'template_id',
+    'recipient_identifier',
+    'personalisation',
+    'reference',
+    'billing_code',
+    'callback_url',
+  ]);
   t.equal(stored.request.billing_code, 'RX-TRACKING');
   t.equal(stored.request.callback_url, 'https://rx.example.va.gov/v1/va-notify/callbacks');
 });
@@ -77,10 +92,17 @@ t.test('from configuration: a combined {name}-{service_id}-{secret} key works', 
   t.equal([...va.state.notifications.values()][0]!.token.claims.iss, serviceId);
 
   const separate = testConfig({
-    VA_NOTIFY_BASE_URL: va.url, VA_NOTIFY_SERVICE_ID: serviceId, VA_NOTIFY_API_KEY: secret,
-    VA_NOTIFY_TEMPLATE_ID: templateId, VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-for-tests',
+    VA_NOTIFY_BASE_URL: va.url,
+    VA_NOTIFY_SERVICE_ID: serviceId,
+    VA_NOTIFY_API_KEY: secret,
+    VA_NOTIFY_TEMPLATE_ID: templateId,
+    VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-for-tests',
   });
-  t.equal((await vaNotifyClientFromConfig(separate, va.url).sendEmail(email())).kind, 'accepted', 'so does a bare secret with the service id');
+  t.equal(
+    (await vaNotifyClientFromConfig(separate, va.url).sendEmail(email())).kind,
+    'accepted',
+    'so does a bare secret with the service id',
+  );
 });
 
 t.test('from configuration in sandbox mode: the sandbox credentials fill in', async (t) => {
@@ -121,15 +143,29 @@ t.test('classification of every answer VA Notify gives', async (t) => {
 });
 
 t.test("VA Notify's own 400s keep its message", async (t) => {
-  const { client } = await setup(t, { requiredPersonalisation: ['tracking_info', 'package_count', 'prescription_count', 'shipped_date', 'facility_name'] });
+  const { client } = await setup(t, {
+    requiredPersonalisation: ['tracking_info', 'package_count', 'prescription_count', 'shipped_date', 'facility_name'],
+  });
   t.same(await client.sendEmail(email()), { kind: 'rejected', status: 400, message: 'Missing personalisation: facility_name' });
-  const wrongTemplate = createVaNotifyClient({ baseUrl: (await setup(t)).va.url, serviceId, secret, templateId: '00000000-0000-4000-8000-000000000000', timeoutMs: 5_000 });
+  const wrongTemplate = createVaNotifyClient({
+    baseUrl: (await setup(t)).va.url,
+    serviceId,
+    secret,
+    templateId: '00000000-0000-4000-8000-000000000000',
+    timeoutMs: 5_000,
+  });
   t.same(await wrongTemplate.sendEmail(email()), { kind: 'rejected', status: 400, message: 'Template not found' });
 });
 
 t.test('a token from the wrong secret is unauthorized, never retried', async (t) => {
   const { va } = await setup(t);
-  const client = createVaNotifyClient({ baseUrl: va.url, serviceId, secret: 'a-rotated-away-secret-0000000000', templateId, timeoutMs: 5_000 });
+  const client = createVaNotifyClient({
+    baseUrl: va.url,
+    serviceId,
+    secret: 'a-rotated-away-secret-0000000000',
+    templateId,
+    timeoutMs: 5_000,
+  });
   const outcome = await client.sendEmail(email());
   t.same(outcome, { kind: 'unauthorized', status: 403, message: 'Invalid token: signature, api token not found' });
   t.notOk(isRetryable(outcome));
@@ -146,7 +182,10 @@ t.test('no answer: a hang times out, a slow answer times out, a closed port fail
   va.state.faults.latencyMs = 2_000;
   t.same(await client.getNotification('3f5a2b1c-0000-4000-8000-000000000000'), { kind: 'transient', reason: 'timeout after 300 ms' });
   va.state.faults.latencyMs = 0;
-  t.same(requests, [['send', 'transient'], ['get', 'transient']]);
+  t.same(requests, [
+    ['send', 'transient'],
+    ['get', 'transient'],
+  ]);
 
   const closed = createServer();
   await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
@@ -187,13 +226,26 @@ t.test('GET by id and by reference, following the next links', async (t) => {
   const found = await client.findByReference('email-7');
   t.equal(found.kind, 'accepted');
   if (found.kind !== 'accepted') return;
-  t.same(found.body.map((n) => n.id), [...ids].reverse(), 'all three, newest first, across pages');
+  t.same(
+    found.body.map((n) => n.id),
+    [...ids].reverse(),
+    'all three, newest first, across pages',
+  );
   t.equal(found.notificationId, ids[2], 'the newest');
   t.equal(va.state.counters.getsByReference, 3, 'two pages of two and the empty page after');
 
   const none = await client.findByReference('email-unknown');
   t.same(none, { kind: 'accepted', status: 200, notificationId: null, body: [] });
-  t.same(requests.filter(([op]) => op !== 'send'), [['get', 'accepted'], ['list', 'accepted'], ['list', 'accepted'], ['list', 'accepted'], ['list', 'accepted']]);
+  t.same(
+    requests.filter(([op]) => op !== 'send'),
+    [
+      ['get', 'accepted'],
+      ['list', 'accepted'],
+      ['list', 'accepted'],
+      ['list', 'accepted'],
+      ['list', 'accepted'],
+    ],
+  );
 });
 
 t.test('over the per-minute limit: rate_limited, retryable', async (t) => {
@@ -201,21 +253,50 @@ t.test('over the per-minute limit: rate_limited, retryable', async (t) => {
   t.equal((await client.sendEmail(email())).kind, 'accepted');
   t.equal((await client.sendEmail(email())).kind, 'accepted');
   const limited = await client.sendEmail(email());
-  t.same(limited, { kind: 'rate_limited', status: 429, message: 'Exceeded rate limit for key type LIVE of 2 requests per 60 seconds', daily: false });
+  t.same(limited, {
+    kind: 'rate_limited',
+    status: 429,
+    message: 'Exceeded rate limit for key type LIVE of 2 requests per 60 seconds',
+    daily: false,
+  });
   t.ok(isRetryable(limited));
 });
 
 t.test('classifyOutcome on answers the sandbox does not give', async (t) => {
-  t.same(classifyOutcome('send', { status: 201, text: 'not json' }), { kind: 'transient', status: 201, reason: 'HTTP 201 with an unreadable body' });
-  t.same(classifyOutcome('get', { status: 200, text: '{"id":"x"}' }), { kind: 'transient', status: 200, reason: 'HTTP 200 with an unreadable body' });
-  t.same(classifyOutcome('send', { status: 502, text: '<html>Bad Gateway</html>' }), { kind: 'transient', status: 502, reason: 'HTTP 502' });
+  t.same(classifyOutcome('send', { status: 201, text: 'not json' }), {
+    kind: 'transient',
+    status: 201,
+    reason: 'HTTP 201 with an unreadable body',
+  });
+  t.same(classifyOutcome('get', { status: 200, text: '{"id":"x"}' }), {
+    kind: 'transient',
+    status: 200,
+    reason: 'HTTP 200 with an unreadable body',
+  });
+  t.same(classifyOutcome('send', { status: 502, text: '<html>Bad Gateway</html>' }), {
+    kind: 'transient',
+    status: 502,
+    reason: 'HTTP 502',
+  });
   t.same(classifyOutcome('send', { status: 413, text: '' }), { kind: 'rejected', status: 413, message: 'HTTP 413' });
   t.same(classifyOutcome('send', { status: 408, text: '' }), { kind: 'transient', status: 408, reason: 'HTTP 408' });
   t.same(classifyOutcome('send', { status: 302, text: '' }), { kind: 'transient', status: 302, reason: 'unexpected HTTP 302' });
-  t.same(classifyOutcome('send', { status: 429, text: '{"status_code":429,"errors":[{"error":"TooManyRequestsError","message":"Exceeded send limits (1000) for today"}]}' }), {
-    kind: 'rate_limited', status: 429, message: 'Exceeded send limits (1000) for today', daily: true,
-  });
+  t.same(
+    classifyOutcome('send', {
+      status: 429,
+      text: '{"status_code":429,"errors":[{"error":"TooManyRequestsError","message":"Exceeded send limits (1000) for today"}]}',
+    }),
+    {
+      kind: 'rate_limited',
+      status: 429,
+      message: 'Exceeded send limits (1000) for today',
+      daily: true,
+    },
+  );
   t.same(classifyOutcome('list', { status: 200, text: '{"notifications":[],"links":{}}' }), {
-    kind: 'accepted', status: 200, notificationId: null, body: { notifications: [], links: {} },
+    kind: 'accepted',
+    status: 200,
+    notificationId: null,
+    body: { notifications: [], links: {} },
   });
 });

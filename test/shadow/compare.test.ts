@@ -10,10 +10,26 @@ const window: Window = { from: new Date('2026-05-14T00:00:00Z'), to: new Date('2
 
 let line = 2;
 const sent = (icn: string, trackingNumber: string, sentAt: string, carrier = 'UPS'): ExportRow => ({
-  line: line++, icn, trackingNumber, carrier, sentAt: new Date(sentAt),
+  line: line++,
+  icn,
+  trackingNumber,
+  carrier,
+  sentAt: new Date(sentAt),
 });
-const emailed = (icn: string, trackingNumber: string, emailId: string, shippedAt = '2026-05-14T10:00:00Z', carrier = 'UPS'): OurPackage => ({
-  icn, trackingNumber, carrier, shippedAt: new Date(shippedAt), emailId, states: ['grouped'], unprocessableReason: null,
+const emailed = (
+  icn: string,
+  trackingNumber: string,
+  emailId: string,
+  shippedAt = '2026-05-14T10:00:00Z',
+  carrier = 'UPS',
+): OurPackage => ({
+  icn,
+  trackingNumber,
+  carrier,
+  shippedAt: new Date(shippedAt),
+  emailId,
+  states: ['grouped'],
+  unprocessableReason: null,
   inWindow: new Date(shippedAt) >= window.from && new Date(shippedAt) < window.to,
 });
 
@@ -56,9 +72,19 @@ t.test('the service split what MHV sent together', async (t) => {
     ours: [emailed(A, 'P1', 'e1'), emailed(A, 'P2', 'e2')],
     window,
   });
-  t.same(report.mismatches.map((m) => [m.kind, m.icnLast4, m.trackingNumbers, m.lines, m.emailIds, m.detail]), [
-    ['grouped_differently', '3456', ['P1', 'P2'], [2, 3], ['e1', 'e2'], 'MHV sent 1 email: 2026-05-14 [P1 P2]; the service 2 emails: [P1], [P2]'],
-  ]);
+  t.same(
+    report.mismatches.map((m) => [m.kind, m.icnLast4, m.trackingNumbers, m.lines, m.emailIds, m.detail]),
+    [
+      [
+        'grouped_differently',
+        '3456',
+        ['P1', 'P2'],
+        [2, 3],
+        ['e1', 'e2'],
+        'MHV sent 1 email: 2026-05-14 [P1 P2]; the service 2 emails: [P1], [P2]',
+      ],
+    ],
+  );
   t.same(report.summary.matched, { packages: 2, veterans: 0 });
   t.equal(report.summary.packageMismatchRate, 0, 'every package was emailed by both');
   t.equal(report.summary.veteranMismatchRate, 1);
@@ -84,17 +110,24 @@ t.test('a package on the edge of the window is looked up on the other side whate
 t.test('carrier spelling is not a difference; another carrier is', async (t) => {
   const report = compareShadow({
     rows: [
-      sent(A, 'P1', '2026-05-14T12:00:00Z', 'Fed-Ex'), sent(A, 'P2', '2026-05-14T12:00:00Z', 'UPS'), sent(A, 'P3', '2026-05-14T12:00:00Z', 'UNK'),
+      sent(A, 'P1', '2026-05-14T12:00:00Z', 'Fed-Ex'),
+      sent(A, 'P2', '2026-05-14T12:00:00Z', 'UPS'),
+      sent(A, 'P3', '2026-05-14T12:00:00Z', 'UNK'),
       sent(A, 'P4', '2026-05-14T12:00:00Z', 'UNITED STATES POSTAL SERVICE'),
     ],
     badRows: [],
     ours: [
-      emailed(A, 'P1', 'e1', undefined, 'FEDEX'), emailed(A, 'P2', 'e1', undefined, 'USPS'), emailed(A, 'P3', 'e1', undefined, 'DHL'),
+      emailed(A, 'P1', 'e1', undefined, 'FEDEX'),
+      emailed(A, 'P2', 'e1', undefined, 'USPS'),
+      emailed(A, 'P3', 'e1', undefined, 'DHL'),
       emailed(A, 'P4', 'e1', undefined, 'USPS'),
     ],
     window,
   });
-  t.same(report.mismatches.map((m) => [m.kind, m.trackingNumbers[0], m.detail]), [['carrier_differs', 'P2', 'MHV UPS, service USPS']]);
+  t.same(
+    report.mismatches.map((m) => [m.kind, m.trackingNumbers[0], m.detail]),
+    [['carrier_differs', 'P2', 'MHV UPS, service USPS']],
+  );
   t.equal(report.summary.carrierDiffers.packages, 1);
   t.same(report.summary.matched, { packages: 4, veterans: 0 });
 });
@@ -106,29 +139,36 @@ t.test('MHV emailing one package on two days is reported once, and grouped by it
     ours: [emailed(A, 'P1', 'e1'), emailed(A, 'P2', 'e1')],
     window,
   });
-  t.same(report.mismatches.map((m) => [m.kind, m.trackingNumbers, m.lines, m.mhvSentDates]), [
-    ['emailed_twice_by_mhv', ['P1'], [2, 4], ['2026-05-14', '2026-05-15']],
-  ]);
+  t.same(
+    report.mismatches.map((m) => [m.kind, m.trackingNumbers, m.lines, m.mhvSentDates]),
+    [['emailed_twice_by_mhv', ['P1'], [2, 4], ['2026-05-14', '2026-05-15']]],
+  );
 });
 
 t.test('bad rows come first, in line order, and are not packages', async (t) => {
   const report = compareShadow({
     rows: [sent(A, 'P1', '2026-05-14T12:00:00Z')],
-    badRows: [{ line: 9, problem: 'missing icn' }, { line: 4, problem: 'sent_date: not a date' }],
+    badRows: [
+      { line: 9, problem: 'missing icn' },
+      { line: 4, problem: 'sent_date: not a date' },
+    ],
     ours: [emailed(A, 'P1', 'e1')],
     window,
   });
-  t.same(report.mismatches.map((m) => [m.kind, m.lines, m.detail]), [
-    ['bad_row', [4], 'sent_date: not a date'],
-    ['bad_row', [9], 'missing icn'],
-  ]);
+  t.same(
+    report.mismatches.map((m) => [m.kind, m.lines, m.detail]),
+    [
+      ['bad_row', [4], 'sent_date: not a date'],
+      ['bad_row', [9], 'missing icn'],
+    ],
+  );
   t.equal(report.summary.export.rows, 3);
   t.equal(report.summary.export.badRows, 2);
   t.equal(report.summary.packagesCompared, 1);
   t.equal(report.summary.veteranMismatchRate, 0);
 });
 
-t.test("what the service did not email on its own side is not a mismatch unless MHV emailed it", async (t) => {
+t.test('what the service did not email on its own side is not a mismatch unless MHV emailed it', async (t) => {
   const pending: OurPackage = { ...emailed(A, 'P9', 'x'), emailId: null, states: ['pending'] };
   const report = compareShadow({ rows: [], badRows: [], ours: [pending], window });
   t.same(report.mismatches, []);
@@ -150,8 +190,9 @@ t.test('a package held at the cut-over that MHV emailed says so', async (t) => {
     ours: [{ ...emailed(A, 'P1', 'e1'), emailId: null, states: ['held_for_cutover'] }],
     window,
   });
-  t.same(report.mismatches.map((m) => [m.kind, m.trackingNumbers, m.detail]), [
-    ['emailed_by_mhv_only', ['P1'], "held at the cut-over until MHV's export is compared"],
-  ]);
+  t.same(
+    report.mismatches.map((m) => [m.kind, m.trackingNumbers, m.detail]),
+    [['emailed_by_mhv_only', ['P1'], "held at the cut-over until MHV's export is compared"]],
+  );
   t.same(report.summary.emailedByMhvOnly.byReason, { "held at the cut-over until MHV's export is compared": 1 });
 });

@@ -17,12 +17,17 @@ t.test('header spellings all name the four columns', async (t) => {
   for (const header of headers) {
     const parsed = await parseMhvExport(`${header}\n${icn},1Z9999990312345678,UPS,2026-05-14\n`);
     t.same(parsed.badRows, [], header);
-    t.same(parsed.rows, [{ line: 2, icn, trackingNumber: '1Z9999990312345678', carrier: 'UPS', sentAt: new Date('2026-05-14T00:00:00Z') }], header);
+    t.same(
+      parsed.rows,
+      [{ line: 2, icn, trackingNumber: '1Z9999990312345678', carrier: 'UPS', sentAt: new Date('2026-05-14T00:00:00Z') }],
+      header,
+    );
   }
 });
 
 t.test('columns in any order, extra columns ignored, a BOM, CRLF, quoted fields', async (t) => {
-  const text = '\uFEFF"SENT_DATE","EXTRA","ICN","CARRIER","TRACKING_NBR"\r\n"2026-05-14T15:00:00-04:00","x, with a comma","1012345678v123456","fedex"," 771234567890 "\r\n';
+  const text =
+    '\uFEFF"SENT_DATE","EXTRA","ICN","CARRIER","TRACKING_NBR"\r\n"2026-05-14T15:00:00-04:00","x, with a comma","1012345678v123456","fedex"," 771234567890 "\r\n';
   const parsed = await parseMhvExport(Buffer.from(text, 'utf8'));
   t.same(parsed.badRows, []);
   t.same(parsed.rows, [{ line: 2, icn, trackingNumber: '771234567890', carrier: 'FEDEX', sentAt: new Date('2026-05-14T19:00:00Z') }]);
@@ -30,8 +35,16 @@ t.test('columns in any order, extra columns ignored, a BOM, CRLF, quoted fields'
 
 t.test('a stream is read like a string, and a read error surfaces', async (t) => {
   const parsed = await parseMhvExport(Readable.from(['icn,tracking_number,carr', `ier,sent_date\n${icn},1Z1,,2026-05-14\n`]));
-  t.same(parsed.rows.map((r) => r.carrier), ['UNK'], 'a blank carrier is UNK, as the service records it');
-  const failing = new Readable({ read() { this.destroy(Object.assign(new Error('boom'), { code: 'EIO' })); } });
+  t.same(
+    parsed.rows.map((r) => r.carrier),
+    ['UNK'],
+    'a blank carrier is UNK, as the service records it',
+  );
+  const failing = new Readable({
+    read() {
+      this.destroy(Object.assign(new Error('boom'), { code: 'EIO' }));
+    },
+  });
   await t.rejects(parseMhvExport(failing), { code: 'EIO' });
 });
 
@@ -51,7 +64,10 @@ t.test('bad rows are kept with their line numbers and what is wrong, never their
     `${icn},1Z8,UPS,2026-05-14 25:00`, // 12 no such hour
   ].join('\n');
   const parsed = await parseMhvExport(text);
-  t.same(parsed.rows.map((r) => r.line), [2]);
+  t.same(
+    parsed.rows.map((r) => r.line),
+    [2],
+  );
   t.same(parsed.badRows, [
     { line: 4, problem: 'missing tracking_number' },
     { line: 5, problem: 'icn: not an ICN (10 digits, V, 6 digits)' },
@@ -67,16 +83,33 @@ t.test('bad rows are kept with their line numbers and what is wrong, never their
 });
 
 t.test('a file that cannot be read as a whole is an error naming why', async (t) => {
-  await t.rejects(parseMhvExport(''), new ExportFormatError('the export is empty; expected the header icn,tracking_number,carrier,sent_date'));
-  await t.rejects(parseMhvExport('icn,tracking_number,carrier\n'), { name: 'ExportFormatError', message: /header: missing column sent_date; expected icn,tracking_number,carrier,sent_date as the first line \(found 3 columns, of them icn, tracking_number, carrier\)/ });
-  await t.rejects(parseMhvExport('icn,patient_icn,tracking_number,carrier,sent_date\n'), { message: 'header: two columns name icn ("icn" and "patient_icn")' });
-  await t.rejects(parseMhvExport(`icn,tracking_number,carrier,sent_date\n${icn},1Z0,UPS,2026-05-14\n${icn},"1Z1,UPS,2026-05-14\n${icn},1Z2,UPS,2026-05-14\n`), {
-    message: 'not valid CSV: a quoted field opened after line 2 is never closed; nothing was compared',
+  await t.rejects(
+    parseMhvExport(''),
+    new ExportFormatError('the export is empty; expected the header icn,tracking_number,carrier,sent_date'),
+  );
+  await t.rejects(parseMhvExport('icn,tracking_number,carrier\n'), {
+    name: 'ExportFormatError',
+    message:
+      /header: missing column sent_date; expected icn,tracking_number,carrier,sent_date as the first line \(found 3 columns, of them icn, tracking_number, carrier\)/,
   });
+  await t.rejects(parseMhvExport('icn,patient_icn,tracking_number,carrier,sent_date\n'), {
+    message: 'header: two columns name icn ("icn" and "patient_icn")',
+  });
+  await t.rejects(
+    parseMhvExport(
+      `icn,tracking_number,carrier,sent_date\n${icn},1Z0,UPS,2026-05-14\n${icn},"1Z1,UPS,2026-05-14\n${icn},1Z2,UPS,2026-05-14\n`,
+    ),
+    {
+      message: 'not valid CSV: a quoted field opened after line 2 is never closed; nothing was compared',
+    },
+  );
   // A stray quote elsewhere only spoils its own field, which the row check then reports.
   const stray = await parseMhvExport(`icn,tracking_number,carrier,sent_date\n${icn},"1Z1"x,UPS,2026-05-14\n${icn},1Z2,UPS,2026-05-14\n`);
   t.same(stray.badRows, [{ line: 2, problem: 'tracking_number: not a tracking number (letters, digits and hyphens, at most 60)' }]);
-  t.same(stray.rows.map((r) => r.line), [3]);
+  t.same(
+    stray.rows.map((r) => r.line),
+    [3],
+  );
 });
 
 t.test('sent dates in the formats MHV exports write', async (t) => {

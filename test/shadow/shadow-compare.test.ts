@@ -34,7 +34,17 @@ async function shadowPeriod(db: TestDatabase) {
     ]),
   };
   // Charlie's fill was cancelled: nobody emails it, and MHV did not either. Not a mismatch.
-  await insertDispenses(sql, [shadowDispense({ patient_icn: Veterans.charlie, tracking_number: '', carrier: 'UNK', shipped_at: null, state: 'cancelled', state_reason: 'DRUG DISCONTINUED BY PROVIDER', rx_number: '7004513' })]);
+  await insertDispenses(sql, [
+    shadowDispense({
+      patient_icn: Veterans.charlie,
+      tracking_number: '',
+      carrier: 'UNK',
+      shipped_at: null,
+      state: 'cancelled',
+      state_reason: 'DRUG DISCONTINUED BY PROVIDER',
+      rx_number: '7004513',
+    }),
+  ]);
   return emails;
 }
 
@@ -213,7 +223,10 @@ t.test('POST /v1/shadow/compare refuses what it cannot compare', async (t) => {
   t.match(header.json().message, 'header: missing columns icn, tracking_number, carrier, sent_date');
   t.notOk(header.body.includes('666001234'), 'a rejected row is not echoed');
 
-  const quote = await post(internalAuth, `icn,tracking_number,carrier,sent_date\n${Veterans.alpha},"1Z99,UPS,2026-05-14\n${Veterans.bravo},1Z98,UPS,2026-05-14\n`);
+  const quote = await post(
+    internalAuth,
+    `icn,tracking_number,carrier,sent_date\n${Veterans.alpha},"1Z99,UPS,2026-05-14\n${Veterans.bravo},1Z98,UPS,2026-05-14\n`,
+  );
   t.equal(quote.statusCode, 400, 'a quote left open swallows the rest of the file: nothing is compared');
   t.equal(quote.json().message, 'not valid CSV: a quoted field opened after line 1 is never closed; nothing was compared');
 
@@ -224,11 +237,22 @@ t.test('POST /v1/shadow/compare refuses what it cannot compare', async (t) => {
   t.equal(onlyBad.statusCode, 400);
   t.match(onlyBad.json().message, 'the export has no valid rows to take the period from: give from and to');
 
-  const onlyBadWithWindow = await post(internalAuth, 'icn,tracking_number,carrier,sent_date\nx,y,z,w\n', '/v1/shadow/compare?from=2026-05-14&to=2026-05-14');
+  const onlyBadWithWindow = await post(
+    internalAuth,
+    'icn,tracking_number,carrier,sent_date\nx,y,z,w\n',
+    '/v1/shadow/compare?from=2026-05-14&to=2026-05-14',
+  );
   t.equal(onlyBadWithWindow.statusCode, 200);
-  t.same(onlyBadWithWindow.json().mismatches.map((m: { kind: string; lines: number[]; detail: string }) => [m.kind, m.lines, m.detail]), [
-    ['bad_row', [2], 'icn: not an ICN (10 digits, V, 6 digits); sent_date: not a date (YYYY-MM-DD, an ISO 8601 date-time, MM/DD/YYYY or DD-MON-YY)'],
-  ]);
+  t.same(
+    onlyBadWithWindow.json().mismatches.map((m: { kind: string; lines: number[]; detail: string }) => [m.kind, m.lines, m.detail]),
+    [
+      [
+        'bad_row',
+        [2],
+        'icn: not an ICN (10 digits, V, 6 digits); sent_date: not a date (YYYY-MM-DD, an ISO 8601 date-time, MM/DD/YYYY or DD-MON-YY)',
+      ],
+    ],
+  );
 
   const badBound = await post(internalAuth, mhvExport, '/v1/shadow/compare?from=2026-02-30');
   t.equal(badBound.statusCode, 400);
@@ -248,17 +272,36 @@ t.test('why MHV emailed a package the service did not, from the dispenses it hol
   const { app, db } = await testApp(t);
   const { sql } = db;
   const icn = Veterans.delta;
-  await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: 'PEND0001', shipped_at: '2026-05-14T09:00:00Z', state: 'pending' })]);
+  await insertDispenses(sql, [
+    shadowDispense({ patient_icn: icn, tracking_number: 'PEND0001', shipped_at: '2026-05-14T09:00:00Z', state: 'pending' }),
+  ]);
   // Came without an ICN: found by its tracking number alone.
-  await insertDispenses(sql, [shadowDispense({ patient_icn: null, tracking_number: 'NOICN0001', shipped_at: null, state: 'unprocessable', state_reason: 'no ICN' })]);
-  await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: 'CANC0001', shipped_at: '2026-05-14T09:00:00Z', state: 'cancelled' })]);
-  await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: 'EXCL0001', shipped_at: '2026-05-13T23:00:00Z', state: 'excluded' })]);
-  await insertDispenses(sql, [shadowDispense({ patient_icn: Veterans.alpha, tracking_number: 'OTHER0001', shipped_at: '2026-05-14T09:00:00Z', state: 'pending' })]);
+  await insertDispenses(sql, [
+    shadowDispense({ patient_icn: null, tracking_number: 'NOICN0001', shipped_at: null, state: 'unprocessable', state_reason: 'no ICN' }),
+  ]);
+  await insertDispenses(sql, [
+    shadowDispense({ patient_icn: icn, tracking_number: 'CANC0001', shipped_at: '2026-05-14T09:00:00Z', state: 'cancelled' }),
+  ]);
+  await insertDispenses(sql, [
+    shadowDispense({ patient_icn: icn, tracking_number: 'EXCL0001', shipped_at: '2026-05-13T23:00:00Z', state: 'excluded' }),
+  ]);
+  await insertDispenses(sql, [
+    shadowDispense({ patient_icn: Veterans.alpha, tracking_number: 'OTHER0001', shipped_at: '2026-05-14T09:00:00Z', state: 'pending' }),
+  ]);
   // One package, one fill pending and one grouped: the veteran was told about it, so it matches.
-  const email = await insertShadowedEmail(sql, icn, [{ trackingNumber: 'MIXED0001', carrier: 'UPS', shippedAt: '2026-05-14T09:00:00Z', rxNumbers: ['5550001'] }]);
-  await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: 'MIXED0001', shipped_at: '2026-05-14T11:00:00Z', state: 'pending' })]);
+  const email = await insertShadowedEmail(sql, icn, [
+    { trackingNumber: 'MIXED0001', carrier: 'UPS', shippedAt: '2026-05-14T09:00:00Z', rxNumbers: ['5550001'] },
+  ]);
+  await insertDispenses(sql, [
+    shadowDispense({ patient_icn: icn, tracking_number: 'MIXED0001', shipped_at: '2026-05-14T11:00:00Z', state: 'pending' }),
+  ]);
   // Shipped before the period, emailed by MHV inside it: looked up by tracking number, so it matches.
-  const earlyEmail = await insertShadowedEmail(sql, icn, [{ trackingNumber: 'EARLY0001', carrier: 'USPS', shippedAt: '2026-05-12T22:00:00Z', rxNumbers: ['5550002'] }], '2026-05-13T00:00:00Z');
+  const earlyEmail = await insertShadowedEmail(
+    sql,
+    icn,
+    [{ trackingNumber: 'EARLY0001', carrier: 'USPS', shippedAt: '2026-05-12T22:00:00Z', rxNumbers: ['5550002'] }],
+    '2026-05-13T00:00:00Z',
+  );
 
   const body = [
     'icn,tracking_number,carrier,sent_date',
@@ -266,7 +309,12 @@ t.test('why MHV emailed a package the service did not, from the dispenses it hol
     `${icn},mixed0001,ups,2026-05-14`,
     `${icn},EARLY0001,USPS,2026-05-14`,
   ].join('\n');
-  const response = await app.inject({ method: 'POST', url: '/v1/shadow/compare', headers: { ...internalAuth, 'content-type': 'text/csv' }, payload: body });
+  const response = await app.inject({
+    method: 'POST',
+    url: '/v1/shadow/compare',
+    headers: { ...internalAuth, 'content-type': 'text/csv' },
+    payload: body,
+  });
   t.equal(response.statusCode, 200);
   const report = response.json();
   t.same(
@@ -279,7 +327,11 @@ t.test('why MHV emailed a package the service did not, from the dispenses it hol
       ['emailed_by_mhv_only', 'OTHER0001', 'dispense received under another ICN'],
       ['emailed_by_mhv_only', 'NEVER0001', 'no dispense received'],
       // The two matched packages are in one MHV email and two of the service's.
-      ['grouped_differently', 'EARLY0001', 'MHV sent 1 email: 2026-05-14 [EARLY0001 MIXED0001]; the service 2 emails: [EARLY0001], [MIXED0001]'],
+      [
+        'grouped_differently',
+        'EARLY0001',
+        'MHV sent 1 email: 2026-05-14 [EARLY0001 MIXED0001]; the service 2 emails: [EARLY0001], [MIXED0001]',
+      ],
     ],
   );
   t.same(report.summary.emailedByMhvOnly.byReason, {

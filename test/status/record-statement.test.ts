@@ -38,7 +38,10 @@ t.test('recording a status event against a real database', async (t) => {
       await t.rejects(recordStatusEvent(tx, event(id, { completedAt: '2026-02-30T10:00:00Z' }), callback));
       t.same(await recordStatusEvent(tx, event(id), callback), { outcome: 'applied', aalEventCreated: true });
     });
-    t.same((await eventsOf(sql, id)).map((e) => e.status), ['delivered']);
+    t.same(
+      (await eventsOf(sql, id)).map((e) => e.status),
+      ['delivered'],
+    );
     t.equal((await notificationRow(sql, id)).status, 'delivered');
   });
 
@@ -82,6 +85,9 @@ t.test('recording a status event against a real database', async (t) => {
     const id = randomUUID();
     t.same(await recordStatusEvent(sql, event(id), callback), { outcome: 'pending_notification', aalEventCreated: false });
     t.same(await recordStatusEvent(sql, event(id), callback), { outcome: 'duplicate', aalEventCreated: false });
-    t.same((await eventsOf(sql, id)).map((e) => e.applied_at), [null]);
+    t.same(
+      (await eventsOf(sql, id)).map((e) => e.applied_at),
+      [null],
+    );
   });
 });

@@ -21,7 +21,6 @@ import {
 t.test('recording callbacks in batches against a real database', async (t) => {
   const { sql, url } = await testDatabase(t);
 
-
   t.test('a callback arriving alone is sent at once, in one statement', async (t) => {
     const { traced, statements } = await tracedPool(t, url, 1);
     const batcher = new StatusEventBatcher(traced, callback);
@@ -56,13 +55,25 @@ t.test('recording callbacks in batches against a real database', async (t) => {
       [event(d, { status: 'delivered' }), 'applied', true],
     ];
     const results = await Promise.all(cases.map(([e]) => batcher.record(e)));
-    t.same(results, cases.map(([, outcome, aalEventCreated]) => ({ outcome, aalEventCreated })));
+    t.same(
+      results,
+      cases.map(([, outcome, aalEventCreated]) => ({ outcome, aalEventCreated })),
+    );
     t.equal(statements.length, 2, 'the first alone, the six that queued behind it together');
     t.ok(statements.every((s) => /record_status_events/.test(s)));
-    t.same((await eventsOf(sql, b)).map((e) => e.status), ['delivered']);
-    t.same((await eventsOf(sql, unknown)).map((e) => e.applied_at), [null]);
+    t.same(
+      (await eventsOf(sql, b)).map((e) => e.status),
+      ['delivered'],
+    );
+    t.same(
+      (await eventsOf(sql, unknown)).map((e) => e.applied_at),
+      [null],
+    );
     t.equal((await notificationRow(sql, c)).status, 'delivered');
-    t.same((await eventsOf(sql, d)).map((e) => e.status), ['virus-scan-failed', 'delivered']);
+    t.same(
+      (await eventsOf(sql, d)).map((e) => e.status),
+      ['virus-scan-failed', 'delivered'],
+    );
     for (const emailId of [emails[0]!, emails[1]!, emails[3]!]) t.equal((await aalEventsOf(sql, emailId)).length, 1);
   });
 
@@ -108,8 +119,14 @@ t.test('recording callbacks in batches against a real database', async (t) => {
       batcher.record(event(good)),
     ]);
     t.equal(statements.length, 2, 'the last two shared a statement');
-    t.same(results, [1, 2, 3].map(() => ({ outcome: 'applied', aalEventCreated: true })));
-    t.same((await eventsOf(sql, odd)).map((e) => e.status_reason), ['x\ufffdy']);
+    t.same(
+      results,
+      [1, 2, 3].map(() => ({ outcome: 'applied', aalEventCreated: true })),
+    );
+    t.same(
+      (await eventsOf(sql, odd)).map((e) => e.status_reason),
+      ['x\ufffdy'],
+    );
     const [stored] = await sql<{ reference: string; provider: string }[]>`
       select reference, provider from notification_status_event where notification_id = ${odd}`;
     t.same(stored, { reference: '\ufffdz', provider: 'ses\ufffd' });
@@ -118,7 +135,10 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     // What the one-event path stores for the same text.
     const other = await insertNotification(sql, await insertEmail(sql));
     await recordStatusEvent(sql, event(other, { statusReason: 'x\ud800y' }), callback);
-    t.same((await eventsOf(sql, other)).map((e) => e.status_reason), ['x\ufffdy']);
+    t.same(
+      (await eventsOf(sql, other)).map((e) => e.status_reason),
+      ['x\ufffdy'],
+    );
   });
 
   t.test('a statement that fails as a whole rejects every event of its batch, and none is kept', async (t) => {
@@ -143,7 +163,10 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     });
     const [alone, ...batch] = await settled!;
     t.equal(alone!.status, 'fulfilled', 'the first went alone and committed');
-    t.same(batch.map((r) => r.status), ['rejected', 'rejected']);
+    t.same(
+      batch.map((r) => r.status),
+      ['rejected', 'rejected'],
+    );
     t.same(await eventsOf(sql, held), []);
     t.same(await eventsOf(sql, other), []);
     t.same(await batcher.record(event(other)), { outcome: 'applied', aalEventCreated: true }, 'the batcher goes on');
@@ -163,13 +186,18 @@ t.test('recording callbacks in batches against a real database', async (t) => {
       t.same(await applyPendingStatusEvents(tx, sending, callback), { applied: 0, stale: 0, aalEventCreated: false });
       results = Promise.all([batcher.record(event(stored)), batcher.record(event(sending))]);
       for (;;) {
-        const [waiting] = await sql<{ count: number }[]>`select count(*)::int as count from pg_locks where locktype = 'advisory' and not granted`;
+        const [waiting] = await sql<
+          { count: number }[]
+        >`select count(*)::int as count from pg_locks where locktype = 'advisory' and not granted`;
         if (waiting!.count > 0) break;
         await new Promise((resolve) => setImmediate(resolve));
       }
     });
     const outcomes = (await results!) as { outcome: string }[];
-    t.same(outcomes.map((r) => r.outcome), ['applied', 'applied']);
+    t.same(
+      outcomes.map((r) => r.outcome),
+      ['applied', 'applied'],
+    );
     t.equal((await emailRow(sql, sendingEmail)).state, 'delivered');
     t.equal((await emailRow(sql, storedEmail)).state, 'delivered');
   });

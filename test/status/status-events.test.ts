@@ -10,14 +10,7 @@ import {
 import { applyPendingStatusEvents, recordStatusEvent, recordStatusEvents, type StatusEvent } from '../../src/status/repository.ts';
 import { testDatabase } from '../support/database.ts';
 import { insertNotification } from '../support/fixtures.ts';
-import {
-  aalEventsOf,
-  emailRow,
-  eventsOf,
-  insertGroupedDispenses,
-  insertEmail,
-  notificationRow,
-} from '../support/status.ts';
+import { aalEventsOf, emailRow, eventsOf, insertGroupedDispenses, insertEmail, notificationRow } from '../support/status.ts';
 
 const options = { replayDelayMinutes: 60, sendMaxAttempts: 5 };
 const callback = { ...options, source: 'callback' as const };
@@ -39,8 +32,16 @@ t.test('the status lists', async (t) => {
   t.same([...FinalStatusSet, ...NonFinalStatusSet].sort(), [...NotificationStatuses].sort(), 'every status is final or not, never both');
   t.same([...NonFinalStatusSet], ['created', 'sending', 'pending', 'sent']);
   t.same(normaliseStatus('technical-failure', null), { status: 'permanent-failure', statusReason: null, known: true });
-  t.same(normaliseStatus('preferences-declined', null), { status: 'permanent-failure', statusReason: PreferencesDeclinedReason, known: true });
-  t.same(normaliseStatus('preferences-declined', 'declined by veteran'), { status: 'permanent-failure', statusReason: 'declined by veteran', known: true });
+  t.same(normaliseStatus('preferences-declined', null), {
+    status: 'permanent-failure',
+    statusReason: PreferencesDeclinedReason,
+    known: true,
+  });
+  t.same(normaliseStatus('preferences-declined', 'declined by veteran'), {
+    status: 'permanent-failure',
+    statusReason: 'declined by veteran',
+    known: true,
+  });
   t.same(normaliseStatus('Delivered', null), { status: 'delivered', statusReason: null, known: true });
   t.same(normaliseStatus('virus-scan-failed', null), { status: 'virus-scan-failed', statusReason: null, known: false });
 });
@@ -82,7 +83,8 @@ t.test('status events against a real database', async (t) => {
   // is written once; the notification and the email end with the bounce.
   t.test('a delivery and its later bounce give one AAL event in either arrival order', async (t) => {
     const bounceReason = 'Undeliverable - Unable to deliver';
-    const bounce = (id: string) => delivered(id, { status: 'permanent-failure', statusReason: bounceReason, completedAt: '2026-05-14T13:40:02.000001Z' });
+    const bounce = (id: string) =>
+      delivered(id, { status: 'permanent-failure', statusReason: bounceReason, completedAt: '2026-05-14T13:40:02.000001Z' });
     const endState = async (emailId: string, id: string) => {
       const notification = await notificationRow(sql, id);
       const email = await emailRow(sql, emailId);
@@ -112,15 +114,21 @@ t.test('status events against a real database', async (t) => {
 
     const reversed = await emailWithPackage('4410002');
     t.same(await recordStatusEvent(sql, bounce(reversed.id), callback), { outcome: 'applied', aalEventCreated: false });
-    t.same(await recordStatusEvent(sql, delivered(reversed.id), callback), { outcome: 'stale', aalEventCreated: true },
-      'the late delivered leaves the status to the bounce and writes the AAL event');
+    t.same(
+      await recordStatusEvent(sql, delivered(reversed.id), callback),
+      { outcome: 'stale', aalEventCreated: true },
+      'the late delivered leaves the status to the bounce and writes the AAL event',
+    );
     t.same(await endState(reversed.emailId, reversed.id), expected('4410002'), 'the bounce, then the retried delivered: the same end');
 
     // Callbacks that arrive together go through record_status_events (sql/008), in arrival order
     // for one notification.
     const batched = await emailWithPackage('4410003');
     const results = await recordStatusEvents(sql, [{ event: bounce(batched.id) }, { event: delivered(batched.id) }], callback);
-    t.same(results, [{ outcome: 'applied', aalEventCreated: false }, { outcome: 'stale', aalEventCreated: true }]);
+    t.same(results, [
+      { outcome: 'applied', aalEventCreated: false },
+      { outcome: 'stale', aalEventCreated: true },
+    ]);
     t.same(await endState(batched.emailId, batched.id), expected('4410003'), 'both in one batch, the bounce first: the same end');
   });
 
@@ -129,11 +137,18 @@ t.test('status events against a real database', async (t) => {
     const id = await insertNotification(sql, emailId);
     await recordStatusEvent(sql, delivered(id, { status: 'permanent-failure', completedAt: '2026-05-14T13:40:02.000001Z' }), callback);
     t.same(await recordStatusEvent(sql, delivered(id), callback), { outcome: 'stale', aalEventCreated: true });
-    t.same(await recordStatusEvent(sql, delivered(id), callback), { outcome: 'duplicate', aalEventCreated: false }, 'VA Notify retries it once more');
+    t.same(
+      await recordStatusEvent(sql, delivered(id), callback),
+      { outcome: 'duplicate', aalEventCreated: false },
+      'VA Notify retries it once more',
+    );
     t.same(await recordStatusEvent(sql, delivered(id), poll), { outcome: 'duplicate', aalEventCreated: false }, 'the poll reads it too');
     // Another delivered report with its own completion time, also older than the bounce: stale again,
     // and the email's one AAL event is already written.
-    t.same(await recordStatusEvent(sql, delivered(id, { completedAt: '2026-05-14T13:23:00Z' }), callback), { outcome: 'stale', aalEventCreated: false });
+    t.same(await recordStatusEvent(sql, delivered(id, { completedAt: '2026-05-14T13:23:00Z' }), callback), {
+      outcome: 'stale',
+      aalEventCreated: false,
+    });
     const aal = await aalEventsOf(sql, emailId);
     t.equal(aal.length, 1);
     t.equal(aal[0]?.completion_time.toISOString(), '2026-05-14T13:22:41.654Z', 'the first delivered report names the completion time');
@@ -159,7 +174,10 @@ t.test('status events against a real database', async (t) => {
     const id = await insertNotification(sql, emailId);
     t.same(await recordStatusEvent(sql, delivered(id), callback), { outcome: 'applied', aalEventCreated: true });
     t.same(await recordStatusEvent(sql, delivered(id), poll), { outcome: 'duplicate', aalEventCreated: false });
-    t.same((await eventsOf(sql, id)).map((e) => e.source), ['callback']);
+    t.same(
+      (await eventsOf(sql, id)).map((e) => e.source),
+      ['callback'],
+    );
     t.equal((await aalEventsOf(sql, emailId)).length, 1);
   });
 
@@ -171,7 +189,10 @@ t.test('status events against a real database', async (t) => {
       aalEventCreated: false,
     });
     t.same(await recordStatusEvent(sql, delivered(id), callback), { outcome: 'pending_notification', aalEventCreated: false });
-    t.ok((await eventsOf(sql, id)).every((e) => e.applied_at === null), 'kept, not applied');
+    t.ok(
+      (await eventsOf(sql, id)).every((e) => e.applied_at === null),
+      'kept, not applied',
+    );
     t.equal((await aalEventsOf(sql, emailId)).length, 0);
 
     const summary = await sql.begin(async (tx) => {
@@ -211,7 +232,9 @@ t.test('status events against a real database', async (t) => {
       recorded = recordStatusEvent(sql, delivered(id), callback);
       // Commit only once the callback is queued behind this transaction's lock on the notification.
       for (;;) {
-        const [waiting] = await sql<{ count: number }[]>`select count(*)::int as count from pg_locks where locktype = 'advisory' and not granted`;
+        const [waiting] = await sql<
+          { count: number }[]
+        >`select count(*)::int as count from pg_locks where locktype = 'advisory' and not granted`;
         if (waiting!.count > 0) break;
         await new Promise((resolve) => setImmediate(resolve));
       }
@@ -242,14 +265,24 @@ t.test('status events against a real database', async (t) => {
   t.test('legacy statuses become permanent-failure and fail the email', async (t) => {
     const emailId = await insertEmail(sql);
     const id = await insertNotification(sql, emailId);
-    await recordStatusEvent(sql, delivered(id, { status: 'technical-failure', statusReason: 'Undeliverable - Unable to deliver' }), callback);
-    t.same(await notificationRow(sql, id).then((n) => [n.status, n.status_reason]), ['permanent-failure', 'Undeliverable - Unable to deliver']);
+    await recordStatusEvent(
+      sql,
+      delivered(id, { status: 'technical-failure', statusReason: 'Undeliverable - Unable to deliver' }),
+      callback,
+    );
+    t.same(await notificationRow(sql, id).then((n) => [n.status, n.status_reason]), [
+      'permanent-failure',
+      'Undeliverable - Unable to deliver',
+    ]);
     t.same(await emailRow(sql, emailId).then((e) => [e.state, e.state_reason]), ['permanent_failure', 'Undeliverable - Unable to deliver']);
 
     const declinedEmailId = await insertEmail(sql);
     const declinedId = await insertNotification(sql, declinedEmailId);
     await recordStatusEvent(sql, delivered(declinedId, { status: 'preferences-declined' }), callback);
-    t.same((await eventsOf(sql, declinedId)).map((e) => [e.status, e.status_reason]), [['permanent-failure', PreferencesDeclinedReason]]);
+    t.same(
+      (await eventsOf(sql, declinedId)).map((e) => [e.status, e.status_reason]),
+      [['permanent-failure', PreferencesDeclinedReason]],
+    );
     t.equal((await emailRow(sql, declinedEmailId)).state_reason, PreferencesDeclinedReason);
   });
 
@@ -268,7 +301,11 @@ t.test('status events against a real database', async (t) => {
     const emailId = await insertEmail(sql, { attempts: 2 });
     const first = await insertNotification(sql, emailId, { attempt: 1 });
     const second = await insertNotification(sql, emailId, { attempt: 2 });
-    await recordStatusEvent(sql, delivered(first, { status: 'permanent-failure', statusReason: 'Undeliverable - Unable to deliver' }), callback);
+    await recordStatusEvent(
+      sql,
+      delivered(first, { status: 'permanent-failure', statusReason: 'Undeliverable - Unable to deliver' }),
+      callback,
+    );
     t.equal((await notificationRow(sql, first)).status, 'permanent-failure');
     t.equal((await emailRow(sql, emailId)).state, 'sent');
     await recordStatusEvent(sql, delivered(second), callback);
@@ -287,9 +324,15 @@ t.test('status events against a real database', async (t) => {
   t.test('an unknown status is kept and changes nothing', async (t) => {
     const emailId = await insertEmail(sql);
     const id = await insertNotification(sql, emailId);
-    t.same(await recordStatusEvent(sql, delivered(id, { status: 'virus-scan-failed' }), callback), { outcome: 'unrecognised', aalEventCreated: false });
+    t.same(await recordStatusEvent(sql, delivered(id, { status: 'virus-scan-failed' }), callback), {
+      outcome: 'unrecognised',
+      aalEventCreated: false,
+    });
     t.equal((await notificationRow(sql, id)).status, 'created');
-    t.same((await eventsOf(sql, id)).map((e) => e.status), ['virus-scan-failed']);
+    t.same(
+      (await eventsOf(sql, id)).map((e) => e.status),
+      ['virus-scan-failed'],
+    );
   });
 
   t.test('without completion times, progress decides: a retried created does not undo sending', async (t) => {
@@ -298,7 +341,11 @@ t.test('status events against a real database', async (t) => {
     const noTimes = { completedAt: null, sentAt: null };
     t.equal((await recordStatusEvent(sql, delivered(id, { status: 'sending', ...noTimes }), callback)).outcome, 'applied');
     t.equal((await recordStatusEvent(sql, delivered(id, { status: 'created', ...noTimes }), callback)).outcome, 'stale');
-    t.equal((await recordStatusEvent(sql, delivered(id, { status: 'sending', ...noTimes }), poll)).outcome, 'duplicate', 'no completion time is a value of the key too');
+    t.equal(
+      (await recordStatusEvent(sql, delivered(id, { status: 'sending', ...noTimes }), poll)).outcome,
+      'duplicate',
+      'no completion time is a value of the key too',
+    );
     t.equal((await notificationRow(sql, id)).status, 'sending');
     t.equal((await emailRow(sql, emailId)).state, 'sent', 'a non-final status leaves the email sent');
   });

@@ -16,7 +16,12 @@ export const callbackToken = 'test-callback-token-0001';
 export class LogCapture extends Writable {
   lines: string[] = [];
   override _write(chunk: Buffer, _encoding: string, done: () => void) {
-    this.lines.push(...chunk.toString('utf8').split('\n').filter((line) => line.length > 0));
+    this.lines.push(
+      ...chunk
+        .toString('utf8')
+        .split('\n')
+        .filter((line) => line.length > 0),
+    );
     done();
   }
   get text(): string {
@@ -62,9 +67,7 @@ export async function testApp(
   const logs = new LogCapture();
   const aal = options.aal ?? (await startSandboxAal());
   if (!options.aal) t.teardown(() => aal.close());
-  const vaNotify =
-    options.vaNotify ??
-    (await startSandboxVaNotify({ callbackToken, callbackDelayMs: 0, ...options.vaNotifyOptions }));
+  const vaNotify = options.vaNotify ?? (await startSandboxVaNotify({ callbackToken, callbackDelayMs: 0, ...options.vaNotifyOptions }));
   if (!options.vaNotify) t.teardown(() => vaNotify.close());
   const app = await buildApp({
     config,

@@ -30,9 +30,25 @@ export const packages: Package[] = [
   { trackingNumber: '1Z0000000000000005', veteran: 2, fills: [{ rx: '2000005', ours: -1 }], mhv: -2 },
   { trackingNumber: '1Z0000000000000006', veteran: 3, fills: [{ rx: '3000006', ours: 10 }], mhv: 7 },
   // A package whose fills' message times straddle the start of the hold window, MHV: after T.
-  { trackingNumber: '1Z0000000000000007', veteran: 4, fills: [{ rx: '4000001', ours: -6.2 }, { rx: '4000002', ours: -5.8 }], mhv: 0.5 },
+  {
+    trackingNumber: '1Z0000000000000007',
+    veteran: 4,
+    fills: [
+      { rx: '4000001', ours: -6.2 },
+      { rx: '4000002', ours: -5.8 },
+    ],
+    mhv: 0.5,
+  },
   // A package whose fills straddle the end of the hold window, MHV: before T.
-  { trackingNumber: '1Z0000000000000008', veteran: 5, fills: [{ rx: '5000001', ours: 5.8 }, { rx: '5000002', ours: 6.3 }], mhv: -0.2 },
+  {
+    trackingNumber: '1Z0000000000000008',
+    veteran: 5,
+    fills: [
+      { rx: '5000001', ours: 5.8 },
+      { rx: '5000002', ours: 6.3 },
+    ],
+    mhv: -0.2,
+  },
 ];
 
 export const event = (p: Package, fill: Fill, shippedAt = hours(fill.ours)) => ({
@@ -48,12 +64,24 @@ export const event = (p: Package, fill: Fill, shippedAt = hours(fill.ours)) => (
 
 /** MHV's export as the runbook's query writes it: one row per package MHV emailed. */
 export function mhvExport(list: Package[]): string {
-  const rows = list.filter((p) => p.mhv < 0).map((p) => `${icn(p.veteran)},${p.trackingNumber},UPS,${hours(p.mhv + 1).toISOString().replace('.000Z', 'Z')}`);
+  const rows = list
+    .filter((p) => p.mhv < 0)
+    .map(
+      (p) =>
+        `${icn(p.veteran)},${p.trackingNumber},UPS,${hours(p.mhv + 1)
+          .toISOString()
+          .replace('.000Z', 'Z')}`,
+    );
   return ['icn,tracking_number,carrier,sent_date', ...rows].join('\r\n') + '\r\n';
 }
 
 export async function ingest(app: TestApp['app'], events: unknown[]) {
-  const answer = await app.inject({ method: 'POST', url: '/v1/dispenses', headers: { ...internalAuth, 'content-type': 'application/json' }, payload: events });
+  const answer = await app.inject({
+    method: 'POST',
+    url: '/v1/dispenses',
+    headers: { ...internalAuth, 'content-type': 'application/json' },
+    payload: events,
+  });
   if (answer.statusCode !== 200) throw new Error(`ingest answered ${answer.statusCode}: ${answer.body}`);
 }
 
@@ -79,4 +107,3 @@ export function metric(text: string, name: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line === undefined ? Number.NaN : Number(line.split(' ')[1]);
 }
-

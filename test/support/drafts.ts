@@ -14,7 +14,10 @@ export interface DraftableRow {
  * the rows' first and newest arrival (`created_at`, now when not given), in ICN order as ingest
  * takes them. Other rows are returned as they are.
  */
-export async function withDrafts<T extends DraftableRow>(sql: SqlHandle, rows: readonly T[]): Promise<(T & { tracking_email_id: string | null })[]> {
+export async function withDrafts<T extends DraftableRow>(
+  sql: SqlHandle,
+  rows: readonly T[],
+): Promise<(T & { tracking_email_id: string | null })[]> {
   const now = new Date();
   const arrivals = new Map<string, { first: Date; last: Date }>();
   const drafted = (row: T) => (row.state ?? 'pending') === 'pending' && row.patient_icn !== null && row.tracking_email_id == null;
@@ -42,5 +45,5 @@ export async function withDrafts<T extends DraftableRow>(sql: SqlHandle, rows: r
       returning id, patient_icn`;
     for (const draft of drafts) ids.set(draft.patient_icn, draft.id);
   }
-  return rows.map((row) => ({ ...row, tracking_email_id: drafted(row) ? ids.get(row.patient_icn!)! : row.tracking_email_id ?? null }));
+  return rows.map((row) => ({ ...row, tracking_email_id: drafted(row) ? ids.get(row.patient_icn!)! : (row.tracking_email_id ?? null) }));
 }

@@ -44,7 +44,11 @@ export async function createTopic(brokers: string, topic: string, partitions: nu
 }
 
 /** Polls until check returns a value other than undefined/false, or fails after timeoutMs. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 90_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 90_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
@@ -89,9 +93,11 @@ export async function countOf(sql: Sql, query: string): Promise<number> {
 export const jsonDispenseEvent = (n: number) => ({
   eventId: `eb-${n}`,
   dispense: {
-    messageId: `eb-${n}`, stationNumber: '521',
+    messageId: `eb-${n}`,
+    stationNumber: '521',
     patient: { icn: '1012345678V123456', mhvCorrelationId: '10123456' },
     prescription: { rxNumber: `88${String(n).padStart(5, '0')}`, fillNumber: 0 },
-    carrier: 'UPS', trackingNumber: `1Z99999904${String(n).padStart(8, '0')}`,
+    carrier: 'UPS',
+    trackingNumber: `1Z99999904${String(n).padStart(8, '0')}`,
   },
 });

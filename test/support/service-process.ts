@@ -52,7 +52,10 @@ export async function startServiceProcess(env: Record<string, string>, options: 
   const deadline = Date.now() + (options.readyTimeoutMs ?? 30_000);
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`service exited during startup:\n${output}`);
-    const ready = await fetch(`${url}/health/ready`).then((r) => r.ok, () => false);
+    const ready = await fetch(`${url}/health/ready`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ready) return { child, url, output: () => output, exited };
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
@@ -73,7 +76,10 @@ export interface SupervisedService {
  * Runs the service as production's restart policy does: an instance that exits on its own is started
  * again, at once, with the same settings.
  */
-export async function superviseServiceProcess(env: Record<string, string>, options: { readyTimeoutMs?: number } = {}): Promise<SupervisedService> {
+export async function superviseServiceProcess(
+  env: Record<string, string>,
+  options: { readyTimeoutMs?: number } = {},
+): Promise<SupervisedService> {
   let stopping = false;
   let current = await startServiceProcess(env, options);
   const exits: SupervisedService['exits'] = [];

@@ -25,24 +25,54 @@ export interface PackageFixture {
  * unless given, no drug name or MHV correlation id, arrived just now.
  */
 export function shadowDispense(d: DispenseFixture & { state: string }): DispenseFixture {
-  return { fill_number: 1, drug_name: null, mhv_correlation_id: null, arrived_minutes_ago: 0, ...d, shipped_at: d.shipped_at ?? null, dispensed_at: d.shipped_at ?? null };
+  return {
+    fill_number: 1,
+    drug_name: null,
+    mhv_correlation_id: null,
+    arrived_minutes_ago: 0,
+    ...d,
+    shipped_at: d.shipped_at ?? null,
+    dispensed_at: d.shipped_at ?? null,
+  };
 }
 
 /** One shadowed tracking email for a veteran, its packages' dispenses grouped into it. Returns its id. */
-export async function insertShadowedEmail(sql: SqlHandle, icn: string, packages: PackageFixture[], createdAt = '2026-05-14T18:00:00Z'): Promise<string> {
+export async function insertShadowedEmail(
+  sql: SqlHandle,
+  icn: string,
+  packages: PackageFixture[],
+  createdAt = '2026-05-14T18:00:00Z',
+): Promise<string> {
   const prescriptions = packages.reduce((n, p) => n + p.rxNumbers.length, 0);
   const personalisation = {
-    tracking_info: packages.map((p) => `${p.carrier} ${p.trackingNumber}: ${p.rxNumbers.map((rx) => `Prescription ending in ${rx.slice(-4)}`).join(', ')}`).join('\n'),
+    tracking_info: packages
+      .map((p) => `${p.carrier} ${p.trackingNumber}: ${p.rxNumbers.map((rx) => `Prescription ending in ${rx.slice(-4)}`).join(', ')}`)
+      .join('\n'),
     package_count: String(packages.length),
     prescription_count: String(prescriptions),
     shipped_date: 'May 14, 2026',
   };
   const emailId = await insertTrackingEmail(sql, {
-    patient_icn: icn, personalisation, package_count: packages.length, prescription_count: prescriptions, state: 'shadowed', created_at: createdAt,
+    patient_icn: icn,
+    personalisation,
+    package_count: packages.length,
+    prescription_count: prescriptions,
+    state: 'shadowed',
+    created_at: createdAt,
   });
   for (const p of packages) {
     for (const rxNumber of p.rxNumbers) {
-      await insertDispenses(sql, [shadowDispense({ patient_icn: icn, tracking_number: p.trackingNumber, carrier: p.carrier, shipped_at: p.shippedAt, state: 'grouped', tracking_email_id: emailId, rx_number: rxNumber })]);
+      await insertDispenses(sql, [
+        shadowDispense({
+          patient_icn: icn,
+          tracking_number: p.trackingNumber,
+          carrier: p.carrier,
+          shipped_at: p.shippedAt,
+          state: 'grouped',
+          tracking_email_id: emailId,
+          rx_number: rxNumber,
+        }),
+      ]);
     }
   }
   return emailId;

@@ -21,18 +21,25 @@ export function insertEmail(sql: SqlHandle, email: TrackingEmailFixture = {}): P
 }
 
 /** The email's dispenses, grouped into it: one package line each in its AAL event. */
-export function insertGroupedDispenses(sql: SqlHandle, emailId: string, dispenses: Omit<DispenseFixture, 'patient_icn'>[]): Promise<number[]> {
-  return insertDispenses(sql, dispenses.map((dispense, index) => ({
-    station_number: '741',
-    patient_icn: veteranIcn,
-    fill_number: index,
-    mhv_correlation_id: '15176497',
-    shipped_at: null,
-    arrived_minutes_ago: 0,
-    ...dispense,
-    state: 'grouped',
-    tracking_email_id: emailId,
-  })));
+export function insertGroupedDispenses(
+  sql: SqlHandle,
+  emailId: string,
+  dispenses: Omit<DispenseFixture, 'patient_icn'>[],
+): Promise<number[]> {
+  return insertDispenses(
+    sql,
+    dispenses.map((dispense, index) => ({
+      station_number: '741',
+      patient_icn: veteranIcn,
+      fill_number: index,
+      mhv_correlation_id: '15176497',
+      shipped_at: null,
+      arrived_minutes_ago: 0,
+      ...dispense,
+      state: 'grouped',
+      tracking_email_id: emailId,
+    })),
+  );
 }
 
 /** The callback body exactly as the VA Notify contract shows it (service-level mechanism). */
@@ -53,8 +60,13 @@ export function callbackBody(notificationId: string, fields: Record<string, unkn
 }
 
 const tables = [
-  'inbound_message', 'medication_dispense', 'tracking_email', 'notification',
-  'notification_status_event', 'aal_event', 'rate_budget',
+  'inbound_message',
+  'medication_dispense',
+  'tracking_email',
+  'notification',
+  'notification_status_event',
+  'aal_event',
+  'rate_budget',
 ] as const;
 
 /** Every row of every table, as a digest per table: equal snapshots mean nothing was written. */
@@ -75,7 +87,9 @@ export async function eventsOf(sql: SqlHandle, notificationId: string) {
 }
 
 export async function notificationRow(sql: SqlHandle, notificationId: string) {
-  const [row] = await sql<{ status: string; status_reason: string | null; completed_at: Date | null; sent_at: Date | null; last_event_at: Date }[]>`
+  const [row] = await sql<
+    { status: string; status_reason: string | null; completed_at: Date | null; sent_at: Date | null; last_event_at: Date }[]
+  >`
     select status, status_reason, completed_at, sent_at, last_event_at from notification where id = ${notificationId}`;
   return row!;
 }
@@ -89,7 +103,16 @@ export async function emailRow(sql: SqlHandle, emailId: string) {
 }
 
 export async function aalEventsOf(sql: SqlHandle, emailId: string) {
-  return sql<{ notification_id: string; mhv_correlation_id: string | null; completion_time: Date; detail_value: string; state: string; last_error: string | null }[]>`
+  return sql<
+    {
+      notification_id: string;
+      mhv_correlation_id: string | null;
+      completion_time: Date;
+      detail_value: string;
+      state: string;
+      last_error: string | null;
+    }[]
+  >`
     select notification_id, mhv_correlation_id, completion_time, detail_value, state, last_error
     from aal_event where tracking_email_id = ${emailId}`;
 }

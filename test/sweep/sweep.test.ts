@@ -12,12 +12,7 @@ import { pauseSending, resumeSending, type SendingPauseKind } from '../../src/se
 import { claimDueEmails, releaseClaimedOrphans } from '../../src/sending/repository.ts';
 import { runSweep } from '../../src/sweep/sweep-job.ts';
 import { vaNotifyClientFromConfig } from '../../src/sending/va-notify-client.ts';
-import {
-  PreferencesDeclinedReason,
-  RetryableReason,
-  SandboxDefaults,
-  type SandboxVaNotify,
-} from '../../src/sandbox/va-notify.ts';
+import { PreferencesDeclinedReason, RetryableReason, SandboxDefaults, type SandboxVaNotify } from '../../src/sandbox/va-notify.ts';
 import { internalAuth, testApp, type TestApp, runJob } from '../support/app.ts';
 import { icn, insertDispenses, insertNotification, insertTrackingEmail } from '../support/fixtures.ts';
 
@@ -85,7 +80,10 @@ t.test('lost callbacks: every email reaches its final state through polls, and e
   t.match(await emailOf(db.sql, icn(deliveredA)), { state: 'delivered' });
   t.match(await emailOf(db.sql, icn(deliveredB)), { state: 'delivered' });
   const sources = await db.sql`select distinct source from notification_status_event`;
-  t.same(sources.map((r) => r.source), ['poll']);
+  t.same(
+    sources.map((r) => r.source),
+    ['poll'],
+  );
 
   t.match(await runJob(app, 'sweep'), { status: 'done', polled: 0 }, 'final notifications are not polled again');
   t.equal(vaNotify.state.counters.getsById, 4);
@@ -117,7 +115,11 @@ t.test('metrics, stats and the email view after a lost-callback run', async (t) 
   t.equal(value('rx_rows{table="tracking_email",state="queued"}'), 0, 'work in progress is counted, also when there is none');
   t.equal(value('rx_rows{table="notification",state="sending"}'), 0);
   t.equal(value('rx_rows{table="aal_event",state="posting"}'), 0);
-  t.equal(value('rx_rows{table="tracking_email",state="delivered"}'), undefined, 'history is not counted at every scrape: GET /v1/stats has it');
+  t.equal(
+    value('rx_rows{table="tracking_email",state="delivered"}'),
+    undefined,
+    'history is not counted at every scrape: GET /v1/stats has it',
+  );
   t.equal(value('rx_rows{table="aal_event",state="posted"}'), undefined);
   t.equal(value('rx_rows{table="tracking_email",state="permanent_failure"}'), undefined);
   t.equal(value('rx_oldest_open_notification_age_seconds'), 0);
@@ -147,16 +149,36 @@ t.test('metrics, stats and the email view after a lost-callback run', async (t) 
   // Paging and filters: newest first, each condition alone and together.
   await db.sql`update tracking_email set created_at = now() - make_interval(mins => n::int)
                  from (select id, row_number() over (order by id) as n from tracking_email) o where o.id = tracking_email.id`;
-  const page = async (query: string) => (await get(app, `/v1/tracking-emails${query}`)).json() as { emails: { id: string }[]; nextCursor?: string };
+  const page = async (query: string) =>
+    (await get(app, `/v1/tracking-emails${query}`)).json() as { emails: { id: string }[]; nextCursor?: string };
   const ids = async (query: string) => (await page(query)).emails.map((e) => e.id);
   const newestFirst = await db.sql<{ id: string; state: string; created_at: Date }[]>`
     select id, state, created_at from tracking_email order by created_at desc`;
-  t.same(await ids(''), newestFirst.map((r) => r.id));
-  t.same(await ids('?limit=2'), newestFirst.slice(0, 2).map((r) => r.id));
+  t.same(
+    await ids(''),
+    newestFirst.map((r) => r.id),
+  );
+  t.same(
+    await ids('?limit=2'),
+    newestFirst.slice(0, 2).map((r) => r.id),
+  );
   const before = newestFirst[1]!.created_at.toISOString();
-  t.same(await ids(`?before=${before}`), newestFirst.slice(2).map((r) => r.id), 'the emails created before the second');
-  t.same(await ids('?state=delivered'), newestFirst.filter((r) => r.state === 'delivered').map((r) => r.id));
-  t.same(await ids(`?state=delivered&before=${before}`), newestFirst.slice(2).filter((r) => r.state === 'delivered').map((r) => r.id));
+  t.same(
+    await ids(`?before=${before}`),
+    newestFirst.slice(2).map((r) => r.id),
+    'the emails created before the second',
+  );
+  t.same(
+    await ids('?state=delivered'),
+    newestFirst.filter((r) => r.state === 'delivered').map((r) => r.id),
+  );
+  t.same(
+    await ids(`?state=delivered&before=${before}`),
+    newestFirst
+      .slice(2)
+      .filter((r) => r.state === 'delivered')
+      .map((r) => r.id),
+  );
 
   // One grouping run's emails share one created_at, to the microsecond: the cursor still walks every
   // email exactly once, a page at a time.
@@ -170,7 +192,11 @@ t.test('metrics, stats and the email view after a lost-callback run', async (t) 
     if (!cursor) break;
   }
   const all = await db.sql<{ id: string }[]>`select id from tracking_email order by id desc`;
-  t.same(walked, all.map((r) => r.id), 'pages of 3: every email once, newest first, then by id');
+  t.same(
+    walked,
+    all.map((r) => r.id),
+    'pages of 3: every email once, newest first, then by id',
+  );
   const bad = await get(app, '/v1/tracking-emails?cursor=bm90LWEtY3Vyc29y');
   t.equal(bad.statusCode, 400);
   t.match(bad.json(), { message: /cursor/ });
@@ -179,7 +205,13 @@ t.test('metrics, stats and the email view after a lost-callback run', async (t) 
   await db.sql`update notification set status = 'sending', created_at = now() - interval '90 seconds'
                  where id = (select id from notification order by id limit 1)`;
   const scrape = (await app.inject({ method: 'GET', url: '/metrics' })).body;
-  const gauge = (series: string) => Number(scrape.split('\n').find((l) => l.startsWith(`${series} `))?.slice(series.length + 1));
+  const gauge = (series: string) =>
+    Number(
+      scrape
+        .split('\n')
+        .find((l) => l.startsWith(`${series} `))
+        ?.slice(series.length + 1),
+    );
   t.equal(gauge('rx_rows{table="notification",state="sending"}'), 1);
   const age = gauge('rx_oldest_open_notification_age_seconds');
   t.ok(age >= 90 && age < 120, `the oldest open notification's age (${age} s)`);
@@ -199,7 +231,7 @@ t.test('with callbacks flowing, sweeps ask VA Notify nothing', async (t) => {
   t.equal(aal.state.events.length, 4);
 });
 
-t.test('a temporary failure is replayed, at most SEND_MAX_ATTEMPTS sends, then failed with VA Notify\'s reason', async (t) => {
+t.test("a temporary failure is replayed, at most SEND_MAX_ATTEMPTS sends, then failed with VA Notify's reason", async (t) => {
   const { app, db, vaNotify } = await testApp(t, { REPLAY_DELAY_MINUTES: '0', SEND_MAX_ATTEMPTS: '3' }, { listen: true });
   await insertDispenses(db.sql, [veteran(temporary)]);
   await runJob(app, 'grouping');
@@ -209,11 +241,22 @@ t.test('a temporary failure is replayed, at most SEND_MAX_ATTEMPTS sends, then f
     await settle(vaNotify, db.sql);
     results.push(await runJob(app, 'sweep'));
   }
-  t.same(results.map((r) => r.replayed), [1, 1, 0, 0, 0, 0], 'two replays after the first send');
+  t.same(
+    results.map((r) => r.replayed),
+    [1, 1, 0, 0, 0, 0],
+    'two replays after the first send',
+  );
   t.equal(sendsTo(vaNotify, icn(temporary)).length, 3, 'VA Notify received the email three times');
   t.match(await emailOf(db.sql, icn(temporary)), { state: 'failed', state_reason: RetryableReason, attempts: 3 });
   const notifications = await db.sql`select attempt, status from notification order by attempt`;
-  t.same(notifications.map((n) => [n.attempt, n.status]), [[1, 'temporary-failure'], [2, 'temporary-failure'], [3, 'temporary-failure']]);
+  t.same(
+    notifications.map((n) => [n.attempt, n.status]),
+    [
+      [1, 'temporary-failure'],
+      [2, 'temporary-failure'],
+      [3, 'temporary-failure'],
+    ],
+  );
   const references = new Set(sendsTo(vaNotify, icn(temporary)).map((n) => n.reference));
   t.equal(references.size, 1, 'every send is the same email (one reference)');
 });
@@ -242,11 +285,17 @@ t.test('a replayed email that is then delivered gets exactly one AAL event', asy
 /** An email as the sender leaves it after a send, with one notification row VA Notify may not know. */
 async function sentEmailWithNotification(sql: Sql, p: { createdMinutesAgo: number; silentMinutes: number }) {
   const emailId = await insertTrackingEmail(sql, {
-    patient_icn: icn(31), mhv_correlation_id: '15000031', personalisation: { tracking_info: 'UPS 1Z0000000000000031' }, state: 'sent', attempts: 1,
+    patient_icn: icn(31),
+    mhv_correlation_id: '15000031',
+    personalisation: { tracking_info: 'UPS 1Z0000000000000031' },
+    state: 'sent',
+    attempts: 1,
   });
   const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000);
   const notificationId = await insertNotification(sql, emailId, {
-    created_at: minutesAgo(p.createdMinutesAgo), last_event_at: minutesAgo(p.silentMinutes), status_received_at: minutesAgo(p.createdMinutesAgo),
+    created_at: minutesAgo(p.createdMinutesAgo),
+    last_event_at: minutesAgo(p.silentMinutes),
+    status_received_at: minutesAgo(p.createdMinutesAgo),
   });
   return { emailId, notificationId };
 }
@@ -258,14 +307,16 @@ t.test('404s: past the retention the notification expires; a young one is asked 
 
   t.match(await runJob(app, 'sweep'), { status: 'done', polled: 0, expired: 1, notFound: 1 });
   t.equal(vaNotify.state.counters.getsById, 2);
-  const [expired] = await db.sql`select status, status_reason, completed_at is not null as completed from notification where id = ${old.notificationId}`;
+  const [expired] =
+    await db.sql`select status, status_reason, completed_at is not null as completed from notification where id = ${old.notificationId}`;
   t.match(expired, { status: 'expired', status_reason: /404 after its 7-day retention/, completed: true });
   const [expiredEmail] = await db.sql`select state, state_reason from tracking_email where id = ${old.emailId}`;
   t.match(expiredEmail, { state: 'expired', state_reason: /404 after its 7-day retention/ });
   const [event] = await db.sql`select status, source from notification_status_event where notification_id = ${old.notificationId}`;
   t.same(event, { status: 'expired', source: 'poll' });
 
-  const [waiting] = await db.sql`select status, poll_count, last_event_at > now() - interval '1 minute' as recent from notification where id = ${young.notificationId}`;
+  const [waiting] =
+    await db.sql`select status, poll_count, last_event_at > now() - interval '1 minute' as recent from notification where id = ${young.notificationId}`;
   t.same(waiting, { status: 'created', poll_count: 1, recent: true }, 'a young 404 is left open and marked as just asked');
 
   t.match(await runJob(app, 'sweep'), { polled: 0, expired: 0, notFound: 0 }, 'not asked again right away');
@@ -304,8 +355,11 @@ t.test('orphaned sends: adopted when VA Notify has them, released and sent once 
     select e.state, e.attempts, e.lease_until, n.id as notification_id, n.attempt, n.status
       from tracking_email e join notification n on n.tracking_email_id = e.id
      where e.id = ${sent.id}`;
-  t.match(adopted, { state: 'delivered', attempts: 1, lease_until: null, notification_id: outcome.notificationId, attempt: 1, status: 'delivered' },
-    'recorded with the status the listing showed');
+  t.match(
+    adopted,
+    { state: 'delivered', attempts: 1, lease_until: null, notification_id: outcome.notificationId, attempt: 1, status: 'delivered' },
+    'recorded with the status the listing showed',
+  );
   t.match(await emailOf(db.sql, lost.patient_icn), { state: 'queued', attempts: 1 }, 'released with its attempt count unchanged');
 
   t.match(await runJob(app, 'send'), { sent: 1, recovered: 0 });
@@ -354,11 +408,20 @@ t.test('an orphan whose attempt was given back: adopted as the send it was, and 
   // The sandbox's callback for the lost send names the email in its reference: the email may have adopted it already.
   t.match(await runJob(app, 'sweep'), { status: 'done', released: 0 });
   const notifications = await db.sql`select id, attempt, status from notification order by attempt`;
-  t.same(notifications.map((n) => [n.attempt, n.status]), [[1, 'temporary-failure'], [2, 'temporary-failure']],
-    'the adopted send is stored beside the first, under the next attempt');
+  t.same(
+    notifications.map((n) => [n.attempt, n.status]),
+    [
+      [1, 'temporary-failure'],
+      [2, 'temporary-failure'],
+    ],
+    'the adopted send is stored beside the first, under the next attempt',
+  );
   t.equal(notifications[1]!.id, notificationId);
-  t.match(await emailOf(db.sql, dispense.patient_icn), { state: 'failed', state_reason: RetryableReason, attempts: 2 },
-    'two sends of two allowed: failed, not left sent');
+  t.match(
+    await emailOf(db.sql, dispense.patient_icn),
+    { state: 'failed', state_reason: RetryableReason, attempts: 2 },
+    'two sends of two allowed: failed, not left sent',
+  );
 
   t.match(await runJob(app, 'sweep'), { replayed: 0 });
   t.match(await runJob(app, 'send'), { sent: 0 });
@@ -410,9 +473,17 @@ t.test('VA Notify rejecting our credentials stops polling, pauses sending everyw
   t.ok(vaNotify.state.counters.getsById <= 2, 'at most the requests already in flight');
   t.match(logs.text, /VA Notify rejected our credentials: the sweep stopped polling and sending is paused on every instance/);
   const open = await db.sql`select status from notification`;
-  t.same(open.map((n) => n.status), ['created', 'created'], 'nothing changed');
+  t.same(
+    open.map((n) => n.status),
+    ['created', 'created'],
+    'nothing changed',
+  );
   const [pause] = await db.sql`select paused_until > now() + interval '200 seconds' as paused, pause_kind, pause_reason from rate_budget`;
-  t.match(pause, { paused: true, pause_kind: 'credentials', pause_reason: /Invalid token/ }, 'SEND_PAUSE_SECONDS, as a sender would have set');
+  t.match(
+    pause,
+    { paused: true, pause_kind: 'credentials', pause_reason: /Invalid token/ },
+    'SEND_PAUSE_SECONDS, as a sender would have set',
+  );
   const getsBefore = vaNotify.state.counters.getsById;
   t.match(await runJob(app, 'send'), { paused: true });
   t.match(await runJob(app, 'sweep'), { status: 'done', polled: 0 });

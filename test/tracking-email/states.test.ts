@@ -39,19 +39,28 @@ t.test('the status SQL moves emails in the states the module names, and takes th
   const body = fn!.definition;
   const following = /t\.state in \(([^)]*)\)/.exec(body);
   t.ok(following, 'the email update names the states it moves emails in');
-  t.same([...following![1]!.matchAll(/'([^']+)'/g)].map((m) => m[1]), [...FollowingNotificationStates]);
+  t.same(
+    [...following![1]!.matchAll(/'([^']+)'/g)].map((m) => m[1]),
+    [...FollowingNotificationStates],
+  );
   // Every email state the function writes or compares is one of the module's.
   const written = [...body.matchAll(/(?:state = case when [^\n]*? then|p_email_state =) '([a-z_]+)'/g)].map((m) => m[1]!);
   t.ok(written.length > 0);
   for (const state of written) t.ok((TrackingEmailStates as readonly string[]).includes(state), `${state} is a tracking email state`);
-  t.ok((StatusEventStates as readonly string[]).includes('failed') && written.includes('failed'), 'a temporary failure with its attempts used fails the email');
+  t.ok(
+    (StatusEventStates as readonly string[]).includes('failed') && written.includes('failed'),
+    'a temporary failure with its attempts used fails the email',
+  );
   // The order of statuses is an argument, never written in the SQL.
   for (const argument of ['p_final_statuses text[]', 'p_ranked_statuses text[]', 'p_ranks integer[]']) t.match(fn!.arguments, argument);
   t.same(StatusOrder.rankedStatuses, [...NotificationStatuses]);
   t.same(StatusOrder.ranks, NotificationStatuses.map(progressRank));
   t.same(StatusOrder.finalStatuses, [...FinalStatuses]);
   // (`pending` and `delivered` are AAL and email states too.)
-  t.notOk(/'(created|permanent-failure|temporary-failure|validation-failed|cancelled)'/.test(body), 'no notification status written in the function');
+  t.notOk(
+    /'(created|permanent-failure|temporary-failure|validation-failed|cancelled)'/.test(body),
+    'no notification status written in the function',
+  );
 });
 
 t.test('the named sets are sets of the states, and every move is between them', async (t) => {
@@ -76,11 +85,14 @@ t.test('the named sets are sets of the states, and every move is between them', 
   t.notOk(TrackingEmailTransitions.some((move) => move.from.includes('resent') || move.from.includes('shadowed')));
 });
 
-t.test('the diagram in docs/design.md draws exactly the module\'s moves', async (t) => {
+t.test("the diagram in docs/design.md draws exactly the module's moves", async (t) => {
   const design = await readFile(new URL('../../docs/design.md', import.meta.url), 'utf8');
   const section = design.slice(design.indexOf("## The tracking email's states"));
   const block = /```mermaid\nstateDiagram-v2\n([\s\S]*?)```/.exec(section);
   t.ok(block, 'the section holds a Mermaid state diagram');
-  const drawn = block![1]!.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  const drawn = block![1]!
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
   t.same(drawn, transitionArrows(), 'redraw the diagram from transitionArrows() when the moves change');
 });
