@@ -407,7 +407,10 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     retention.catch(() => {});
     let onHistory: DayResult;
     try {
-      onHistory = await runDay(full, sandbox, s, day, callbackRate, 60_000_000);
+      // A kept database may hold an earlier run's day: the day's Rx numbers differ per run, so that
+      // its dispenses are new (a resend of the earlier day's would group into no email).
+      const rxBase = keep ? 60_000_000 + (Math.floor(Date.now() / 60_000) % 39) * 1_000_000 : 60_000_000;
+      onHistory = await runDay(full, sandbox, s, day, callbackRate, rxBase);
     } finally {
       dayOver = true;
     }
