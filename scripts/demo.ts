@@ -57,6 +57,59 @@ interface Service {
   exited: Promise<unknown>;
 }
 
+// What the tour reads of the API's answers; src/operator/schemas.ts and src/jobs/routes.ts describe them whole.
+
+/** GET /v1/stats: counts by state. */
+interface Stats {
+  dispenses: Record<string, number>;
+  emails: Record<string, number>;
+  notifications: Record<string, number>;
+  aalEvents: Record<string, number>;
+}
+
+/** GET /v1/tracking-emails/{id}. */
+interface TrackingEmail {
+  id: string;
+  patientIcn: string;
+  packageCount: number;
+  prescriptionCount: number;
+  state: string;
+  stateReason: string | null;
+  personalisation: Record<string, unknown>;
+  notifications: {
+    id: string;
+    attempt: number;
+    status: string;
+    statusReason: string | null;
+    history: { status: string; source: string }[];
+  }[];
+  aalEvent: { state: string; postedAt: string | null; lastError: string | null } | null;
+}
+
+interface GroupingResult {
+  dispensesGrouped: number;
+  emailsCreated: number;
+}
+
+interface SendResult {
+  sent: number;
+  failed: number;
+  retried: number;
+}
+
+interface AalResult {
+  posted: number;
+  retried: number;
+  failed: number;
+}
+
+/** The counts are absent when another instance was sweeping at the time. */
+interface SweepResult {
+  replayed?: number;
+  polled?: number;
+  failed?: number;
+}
+
 /** A database of the tour's own: a fresh one on DATABASE_URL's server, or a fresh embedded PostgreSQL. */
 async function demoDatabase(): Promise<{ env: Record<string, string>; cleanup: () => Promise<void> }> {
   const serverUrl = process.env.DATABASE_URL;
@@ -114,7 +167,7 @@ async function startService(databaseEnv: Record<string, string>): Promise<Servic
   throw new Error(`the service did not become ready within a minute; see ${logPath}`);
 }
 
-async function api<T = any>(service: Service, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+async function api<T>(service: Service, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
   const response = await fetch(`${service.url}${path}`, {
     method,
     headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -134,15 +187,15 @@ const counts = (byState: Record<string, number>) =>
     .join(', ') || 'none';
 
 /** Emails in the list, newest first, with their details. */
-async function emails(service: Service): Promise<any[]> {
+async function emails(service: Service): Promise<TrackingEmail[]> {
   const list = await api<{ emails: { id: string }[] }>(service, 'GET', '/v1/tracking-emails?limit=500');
-  return Promise.all(list.emails.map((email) => api(service, 'GET', `/v1/tracking-emails/${email.id}`)));
+  return Promise.all(list.emails.map((email) => api<TrackingEmail>(service, 'GET', `/v1/tracking-emails/${email.id}`)));
 }
 
 /** Waits until VA Notify has called back for every send (no email left in sending or sent). */
 async function callbacksIn(service: Service): Promise<void> {
   for (let i = 0; i < 150; i++) {
-    const stats = await api<{ emails: Record<string, number> }>(service, 'GET', '/v1/stats');
+    const stats = await api<Stats>(service, 'GET', '/v1/stats');
     if (!stats.emails.sending && !stats.emails.sent) return;
     await sleep(100);
   }
@@ -151,14 +204,14 @@ async function callbacksIn(service: Service): Promise<void> {
 
 const veteran = (icn: string) => `veteran …${icn.slice(-6)}`;
 
-function printEmail(email: any): void {
+function printEmail(email: TrackingEmail): void {
   out(
     `  email ${email.id}  ${veteran(email.patientIcn)}  ${email.packageCount} package(s), ${email.prescriptionCount} prescription(s)  → ${email.state}${email.stateReason ? ` (${email.stateReason})` : ''}`,
   );
   const body = String(email.personalisation?.tracking_info ?? '');
   if (body) out(indent(body, '      | '));
   for (const n of email.notifications) {
-    const history = n.history.map((h: any) => h.status + (h.source === 'callback' ? '' : ` (${h.source})`)).join(' → ');
+    const history = n.history.map((h) => h.status + (h.source === 'callback' ? '' : ` (${h.source})`)).join(' → ');
     out(`      send ${n.attempt}: notification ${n.id}: ${history || n.status}${n.statusReason ? ` — ${n.statusReason}` : ''}`);
   }
   const aal = email.aalEvent;
@@ -189,28 +242,28 @@ async function tour(service: Service): Promise<{ delivered: number; posted: numb
       );
     else out(indent(JSON.stringify(JSON.parse(text)), '      '));
   }
-  let stats = await api(service, 'GET', '/v1/stats');
+  let stats = await api<Stats>(service, 'GET', '/v1/stats');
   out(`  dispenses: ${counts(stats.dispenses)}`);
 
   heading('2. Grouping: one tracking email per veteran (POST /v1/jobs/grouping)');
-  const grouping = await api(service, 'POST', '/v1/jobs/grouping');
+  const grouping = await api<GroupingResult>(service, 'POST', '/v1/jobs/grouping');
   out(`  ${grouping.dispensesGrouped} dispenses grouped into ${grouping.emailsCreated} emails`);
 
   heading('3. Sending through the sandbox VA Notify (POST /v1/jobs/send), then its delivery-status callbacks');
-  const send = await api(service, 'POST', '/v1/jobs/send');
+  const send = await api<SendResult>(service, 'POST', '/v1/jobs/send');
   out(`  sent ${send.sent}, failed ${send.failed}, retried ${send.retried}`);
   await callbacksIn(service);
-  stats = await api(service, 'GET', '/v1/stats');
+  stats = await api<Stats>(service, 'GET', '/v1/stats');
   out(`  emails after the callbacks: ${counts(stats.emails)}`);
 
   heading('4. AAL: one Account Activity Log event per delivered email (POST /v1/jobs/aal)');
-  const aal = await api(service, 'POST', '/v1/jobs/aal');
+  const aal = await api<AalResult>(service, 'POST', '/v1/jobs/aal');
   out(`  posted ${aal.posted}, retried ${aal.retried}, failed ${aal.failed}`);
 
   heading('5. The sweep replays the temporary failure (POST /v1/jobs/sweep), and it is sent again');
-  const sweep = await api(service, 'POST', '/v1/jobs/sweep');
+  const sweep = await api<SweepResult>(service, 'POST', '/v1/jobs/sweep');
   out(`  sweep: replayed ${sweep.replayed ?? 0}, polled ${sweep.polled ?? 0}, failed ${sweep.failed ?? 0}`);
-  const resend = await api(service, 'POST', '/v1/jobs/send');
+  const resend = await api<SendResult>(service, 'POST', '/v1/jobs/send');
   out(`  send: sent ${resend.sent}`);
   await callbacksIn(service);
   out('  (the sandbox fails this veteran for now every time: the sweep replays it until SEND_MAX_ATTEMPTS, then the email is failed)');
@@ -218,7 +271,7 @@ async function tour(service: Service): Promise<{ delivered: number; posted: numb
   heading('6. The account: every email, its packages, its sends and their statuses, its AAL event');
   const all = await emails(service);
   for (const email of all) printEmail(email);
-  stats = await api(service, 'GET', '/v1/stats');
+  stats = await api<Stats>(service, 'GET', '/v1/stats');
   out();
   out(`  dispenses:      ${counts(stats.dispenses)}`);
   out(`  emails:         ${counts(stats.emails)}`);

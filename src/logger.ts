@@ -57,7 +57,10 @@ export function redactSensitive(value: unknown, depth = 0): unknown {
     let copy: unknown[] | undefined;
     value.forEach((item, i) => {
       const redacted = redactSensitive(item, depth + 1);
-      if (redacted !== item) (copy ??= value.slice())[i] = redacted;
+      if (redacted !== item) {
+        copy ??= value.slice();
+        copy[i] = redacted;
+      }
     });
     return copy ?? value;
   }
@@ -65,7 +68,10 @@ export function redactSensitive(value: unknown, depth = 0): unknown {
   for (const key of Object.keys(value)) {
     const item = (value as Record<string, unknown>)[key];
     const redacted = SensitiveNames.has(key) && item !== undefined ? Censor : redactSensitive(item, depth + 1);
-    if (redacted !== item) (copy ??= { ...(value as Record<string, unknown>) })[key] = redacted;
+    if (redacted !== item) {
+      copy ??= { ...(value as Record<string, unknown>) };
+      copy[key] = redacted;
+    }
   }
   return copy ?? value;
 }
@@ -79,7 +85,10 @@ function redactLine(object: Record<string, unknown>): Record<string, unknown> {
     if (SerializedKeys.has(key)) continue;
     const item = object[key];
     const redacted = SensitiveNames.has(key) && item !== undefined ? Censor : redactSensitive(item, 1);
-    if (redacted !== item) (copy ??= { ...object })[key] = redacted;
+    if (redacted !== item) {
+      copy ??= { ...object };
+      copy[key] = redacted;
+    }
   }
   return copy ?? object;
 }

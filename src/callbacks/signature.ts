@@ -173,9 +173,9 @@ function parsePythonJson(text: string): PythonValue {
         position += 1;
         continue;
       }
-      const escape = text[position + 1];
+      const escaped = text[position + 1];
       position += 2;
-      switch (escape) {
+      switch (escaped) {
         case '"':
           out += '"';
           break;

@@ -141,7 +141,8 @@ async function reachable(path: string, user: OsUser): Promise<boolean> {
 /** A folder root made, that no one else can have put there or change: safe to run binaries from. */
 async function ownedByRootAndNotWritable(path: string): Promise<boolean> {
   const info = await lstat(path).catch(() => undefined);
-  return info !== undefined && info.isDirectory() && info.uid === 0 && (info.mode & 0o022) === 0;
+  if (info === undefined) return false;
+  return info.isDirectory() && info.uid === 0 && (info.mode & 0o022) === 0;
 }
 
 function tempFolderError(error: unknown, purpose: string): EmbeddedPostgresError {

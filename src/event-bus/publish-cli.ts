@@ -1,7 +1,7 @@
 // npm run event-bus:publish -- <file>...: publishes CMOP sample files (HL7 or JSON) to the event-bus
 // topic as Avro records, registering the schema first, so that a developer can watch a record go
 // through the consumer to an email. Reads the same EVENT_BUS_* settings as the service.
-import { ConfigError, eventBusTls, loadConfig } from '../config.ts';
+import { type Config, ConfigError, eventBusTls, loadConfig } from '../config.ts';
 import { saslOptions } from './consumer.ts';
 import { createPublisher, eventsOfFile } from './publish.ts';
 
@@ -10,7 +10,7 @@ if (files.length === 0) {
   process.stderr.write('usage: npm run event-bus:publish -- <file.hl7|file.json>...\n');
   process.exit(64);
 }
-let config;
+let config: Config;
 try {
   config = loadConfig();
 } catch (error) {

@@ -38,8 +38,10 @@ const documented = (route: RouteOptions) => !(route.schema as RouteSchema | unde
 
 /** Adds the given error answers to a route's schema, keeping any the route declares itself. */
 function addErrorAnswers(route: RouteOptions, codes: number[]): void {
-  const schema = (route.schema ??= {}) as RouteSchema;
-  const response = (schema.response ??= {});
+  route.schema ??= {};
+  const schema = route.schema as RouteSchema;
+  schema.response ??= {};
+  const response = schema.response;
   for (const code of codes) response[code] ??= ErrorBody;
 }
 
@@ -50,7 +52,8 @@ function addErrorAnswers(route: RouteOptions, codes: number[]): void {
 export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   app.addHook('onRoute', (route) => {
     if (!documented(route)) return;
-    const schema = (route.schema ??= {}) as RouteSchema;
+    route.schema ??= {};
+    const schema = route.schema as RouteSchema;
     // A route outside the internal scope and without a scheme of its own is open (health, metrics).
     schema.security ??= [];
     // Every route is rate limited and any handler can fail unexpectedly.
@@ -89,21 +92,25 @@ interface OpenApiObject {
 
 /** Every operation takes an x-request-id and every answer carries one (src/http/request-tracing.ts). */
 function withRequestIds(document: OpenApiObject): OpenApiObject {
-  const components = (document.components ??= {});
-  (components.parameters ??= {}).RequestId = {
+  document.components ??= {};
+  const components = document.components;
+  components.parameters ??= {};
+  components.parameters.RequestId = {
     name: RequestIdHeader,
     in: 'header',
     required: false,
     description: 'an id to trace the request by (up to 128 letters, digits and ._:@+=/-); a new uuid when absent or unusable',
     schema: { type: 'string', maxLength: 128 },
   };
-  (components.headers ??= {}).RequestId = {
+  components.headers ??= {};
+  components.headers.RequestId = {
     description: "the request's id: the x-request-id it sent, or a new uuid; every log line of the request carries it",
     schema: { type: 'string' },
   };
   for (const operations of Object.values(document.paths ?? {})) {
     for (const operation of Object.values(operations)) {
-      (operation.parameters ??= []).push({ $ref: '#/components/parameters/RequestId' });
+      operation.parameters ??= [];
+      operation.parameters.push({ $ref: '#/components/parameters/RequestId' });
       for (const response of Object.values(operation.responses ?? {})) {
         response.headers = { ...response.headers, [RequestIdHeader]: { $ref: '#/components/headers/RequestId' } };
       }

@@ -12,7 +12,7 @@ export const RequestIdHeader = 'x-request-id';
  * An id a caller may choose: short, and of characters that cannot break a log line or a header.
  * Anything else is replaced, not refused: a trace id is no reason to turn a request away.
  */
-const AcceptableRequestId = /^[A-Za-z0-9._:@+=\/-]{1,128}$/;
+const AcceptableRequestId = /^[A-Za-z0-9._:@+=/-]{1,128}$/;
 
 /** Fastify's genReqId: the caller's x-request-id when acceptable, else a new uuid. */
 export function requestIdOf(request: IncomingMessage): string {

@@ -45,8 +45,8 @@ export function readEncoding(headerLine: string): EncodingRead {
   if (new Set(all).size !== all.length || /[A-Za-z0-9\s]/.test(all)) {
     return { error: 'MSH-1/MSH-2 encoding characters must be distinct punctuation characters' };
   }
-  const [component, repetition, escape, subcomponent] = characters as unknown as [string, string, string, string];
-  const read = { encoding: { field, component, repetition, escape, subcomponent }, characters };
+  const [component, repetition, escapeCharacter, subcomponent] = characters as unknown as [string, string, string, string];
+  const read = { encoding: { field, component, repetition, escape: escapeCharacter, subcomponent }, characters };
   // Without the separator after MSH-2 the characters run to the end of the line, so a longer line
   // that starts the same would read differently.
   if (end !== -1) lastHeader = { prefix: headerLine.slice(0, end + 1), read };
@@ -231,18 +231,18 @@ function decodeSequence(inner: string, encoding: Hl7Encoding): string | undefine
  * character with no partner after it is kept as it is.
  */
 export function decodeEscapes(text: string, encoding: Hl7Encoding): string {
-  const escape = encoding.escape;
-  let open = text.indexOf(escape);
+  const escapeCharacter = encoding.escape;
+  let open = text.indexOf(escapeCharacter);
   if (open === -1) return text;
   let out = '';
   let from = 0;
   while (open !== -1) {
-    const close = text.indexOf(escape, open + escape.length);
+    const close = text.indexOf(escapeCharacter, open + escapeCharacter.length);
     if (close === -1) break;
-    const decoded = decodeSequence(text.slice(open + escape.length, close), encoding);
-    out += text.slice(from, open) + (decoded ?? text.slice(open, close + escape.length));
-    from = close + escape.length;
-    open = text.indexOf(escape, from);
+    const decoded = decodeSequence(text.slice(open + escapeCharacter.length, close), encoding);
+    out += text.slice(from, open) + (decoded ?? text.slice(open, close + escapeCharacter.length));
+    from = close + escapeCharacter.length;
+    open = text.indexOf(escapeCharacter, from);
   }
   return out + text.slice(from);
 }

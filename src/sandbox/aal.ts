@@ -166,11 +166,21 @@ export async function startSandboxAal(options: SandboxAalOptions = {}): Promise<
     const correlationId = header(req, 'mhvcorrelationid');
     if (correlationId !== undefined) request.correlationId = correlationId;
     const forced = state.forceSessionStatus;
-    if (forced !== undefined) return answer(res, request, forced.status, error(forced.status, forced.message));
-    if (header(req, 'apptoken') !== appToken) return answer(res, request, 401, error(401, 'invalid appToken'));
-    if (header(req, 'x-api-key') !== apiKey) return answer(res, request, 401, error(401, 'invalid x-api-key'));
+    if (forced !== undefined) {
+      answer(res, request, forced.status, error(forced.status, forced.message));
+      return;
+    }
+    if (header(req, 'apptoken') !== appToken) {
+      answer(res, request, 401, error(401, 'invalid appToken'));
+      return;
+    }
+    if (header(req, 'x-api-key') !== apiKey) {
+      answer(res, request, 401, error(401, 'invalid x-api-key'));
+      return;
+    }
     if (correlationId === undefined || correlationId.trim() === '') {
-      return answer(res, request, 400, error(400, 'the mhvCorrelationId header is required'));
+      answer(res, request, 400, error(400, 'the mhvCorrelationId header is required'));
+      return;
     }
     const token = randomBytes(24).toString('base64url');
     // The expiry travels as an HTTP date (whole seconds): the session ends no later than it says.

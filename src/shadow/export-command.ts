@@ -25,7 +25,7 @@ export interface CommandArguments {
 
 /** The command line parsed with `options` (string options, and --help); exits 2 with the usage on a bad one. */
 export function commandArguments(command: ExportCommand, options: NonNullable<ParseArgsConfig['options']>): CommandArguments {
-  let args;
+  let args: ReturnType<typeof parseArgs>;
   try {
     args = parseArgs({ allowPositionals: true, options: { ...options, help: { type: 'boolean', short: 'h' } } });
   } catch (error) {

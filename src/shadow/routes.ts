@@ -3,7 +3,7 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { acceptCsvOnly } from '../http/csv-body.ts';
 import { errorResponses } from '../http/schemas.ts';
-import { MismatchKinds } from './compare.ts';
+import { MismatchKinds, type ShadowReport } from './compare.ts';
 import { ExportFormatError } from './export.ts';
 import { mismatchCsv } from './report.ts';
 import { parseWindowBound, runShadowComparison, WindowError } from './run.ts';
@@ -94,7 +94,7 @@ export const shadowRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { from, to } = request.query;
       const body = request.body as Buffer | undefined;
       if (body === undefined || body.length === 0) throw app.httpErrors.badRequest('body: send the MHV export as text/csv');
-      let report;
+      let report: ShadowReport;
       try {
         report = await runShadowComparison(app.sql, body, {
           from: from === undefined ? undefined : parseWindowBound(from, 'from'),

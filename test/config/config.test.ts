@@ -128,7 +128,7 @@ t.test('VA Notify keys: a bare secret with a service id, or one combined key', a
     { serviceId, secret },
     'dashes in the key name',
   );
-  const urlSafe = 'a'.repeat(43) + '-_' + 'B'.repeat(41);
+  const urlSafe = `${'a'.repeat(43)}-_${'B'.repeat(41)}`;
   t.equal(urlSafe.length, 86);
   t.notOk(isCombinedApiKey(urlSafe), 'an 86-character url-safe secret is a bare secret');
   t.same(vaNotifyCredentials({ VA_NOTIFY_API_KEY: urlSafe, VA_NOTIFY_SERVICE_ID: serviceId }), { serviceId, secret: urlSafe });

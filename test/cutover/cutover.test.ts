@@ -119,11 +119,11 @@ t.test('an HL7 R06 package whose message time is a day after its fill: held by i
       `RXD|0|S0022^SIMVASTATIN 40MG TAB^L|${rxd3}|90|||${rx}`,
       `ZR2|UPS|${tracking}|${rx}`,
     ].join('\r');
-  const body =
-    [
-      message('CUT-HL7-1', '20260603080000', '9000001', '20260602120000', '1Z0000000000000010', 20),
-      message('CUT-HL7-2', '20260603150000', '9000002', '20260602150000', '1Z0000000000000011', 21),
-    ].join('\r') + '\r';
+  const messages = [
+    message('CUT-HL7-1', '20260603080000', '9000001', '20260602120000', '1Z0000000000000010', 20),
+    message('CUT-HL7-2', '20260603150000', '9000002', '20260602150000', '1Z0000000000000011', 21),
+  ];
+  const body = `${messages.join('\r')}\r`;
   const answer = await app.inject({
     method: 'POST',
     url: '/v1/dispenses',

@@ -194,7 +194,7 @@ t.test('the version before drafts, running beside this one, never leaves a pendi
     insert into inbound_message (content_type, body) values ('application/json', '[]') returning id`;
   const earlierInsert = (rx: string, icn: string | null, state = 'pending') => sql`
     insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, state, inbound_message_id)
-    values ('521', ${rx}, 0, ${'1Z' + rx}, ${icn}, ${state}, ${body!.id})
+    values ('521', ${rx}, 0, ${`1Z${rx}`}, ${icn}, ${state}, ${body!.id})
     on conflict (station_number, rx_number, fill_number, tracking_number) do update
       set patient_icn = excluded.patient_icn, state = excluded.state
       where medication_dispense.state = 'unprocessable' and excluded.state <> 'unprocessable'`;
@@ -248,7 +248,7 @@ t.test('the cut-over hold is added to a database with dispenses in every state',
     ['4', 'unprocessable'],
   ] as const) {
     await db`insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, patient_icn, state, inbound_message_id)
-             values ('521', ${rx}, 0, ${'1Z' + rx}, '1012345678V123456', ${state}, ${body!.id})`;
+             values ('521', ${rx}, 0, ${`1Z${rx}`}, '1012345678V123456', ${state}, ${body!.id})`;
   }
   t.same((await migrate(db)).map((m) => m.version)[0], 21);
   const states = await db`select state from medication_dispense order by rx_number`;

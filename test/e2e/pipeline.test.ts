@@ -61,7 +61,7 @@ t.test('samples in, one email per veteran out, delivered, one AAL event each', a
   // What VA Notify received: one email per veteran, by ICN, with that veteran's packages.
   const sent = new Map([...vaNotify.state.notifications.values()].map((n) => [n.recipientIdentifier?.id_value, n.request]));
   t.same([...sent.keys()].sort(), [alpha.icn, bravo.icn, delta.icn, echo.icn, declined.icn].sort());
-  const info = (icn: string) => String((sent.get(icn)?.personalisation as Record<string, string>).tracking_info);
+  const info = (icn: string) => String((sent.get(icn)!.personalisation as Record<string, string>).tracking_info);
   t.equal(
     info(alpha.icn),
     '**UPS** tracking number: [1Z9999990312345678](https://www.ups.com/track?tracknum=1Z9999990312345678)\n' +

@@ -41,7 +41,7 @@ t.test('an over-long field answers its own message AE with the reason, and the o
     acks.map((a) => [a.controlId, a.code]),
     [['GOOD-1', 'AA'], ...cases.map(([id]) => [id, 'AE']), ['GOOD-2', 'AA']],
   );
-  cases.forEach(([id, , reason], i) => t.match(acks[i + 1]!.text, reason, id));
+  for (const [i, [id, , reason]] of cases.entries()) t.match(acks[i + 1]!.text, reason, id);
   for (const ack of acks) t.ok(ack.text.length < 300, 'the reason does not quote the value');
   const rows = await db.sql<{ rx_number: string; state: string }[]>`select rx_number, state from medication_dispense order by rx_number`;
   t.same(

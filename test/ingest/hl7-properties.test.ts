@@ -110,11 +110,11 @@ t.test('the adapter never throws on generated or mutated bodies', async (t) => {
 /** Five distinct delimiter characters, as a sender may choose them in MSH-1/MSH-2. */
 const encoding: fc.Arbitrary<Hl7Encoding> = fc
   .shuffledSubarray(['|', '^', '~', '\\', '&', '#', '!', '*', '$', '%', '@', '+', ';', '?', '='], { minLength: 5, maxLength: 5 })
-  .map(([field, component, repetition, escape, subcomponent]) => ({
+  .map(([field, component, repetition, escapeCharacter, subcomponent]) => ({
     field: field!,
     component: component!,
     repetition: repetition!,
-    escape: escape!,
+    escape: escapeCharacter!,
     subcomponent: subcomponent!,
   }));
 

@@ -51,7 +51,7 @@ t.test('without onError, the first error stops every lane and comes back once th
       inFlightEnded = true;
     },
   });
-  t.equal((end.failure?.error as Error).message, 'not recorded');
+  t.equal((end.failure!.error as Error).message, 'not recorded');
   t.ok(inFlightEnded, 'the item in flight on the other lane finished first');
   t.same(worked, [1, 2]);
   t.same(end.unstarted, [3, 4, 5, 6]);

@@ -33,7 +33,7 @@ async function ingest(app: TestApp['app'], events: unknown[]) {
   return answer.json();
 }
 
-async function waitFor(sql: Sql, what: string, check: () => Promise<boolean>) {
+async function waitFor(what: string, check: () => Promise<boolean>) {
   for (let i = 0; i < 200; i++) {
     if (await check()) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -63,11 +63,7 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   await ingest(app, [dispenseEvent(1), dispenseEvent(2), dispenseEvent(3)]);
   t.match(await runJob(app, 'grouping'), { emailsCreated: 3 });
   t.match(await runJob(app, 'send'), { sent: 3 });
-  await waitFor(
-    sql,
-    'delivery',
-    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 3,
-  );
+  await waitFor('delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 3);
   t.match(await runJob(app, 'aal'), { posted: 3 });
   await sql`update aal_event set state = 'pending', posted_at = null where tracking_email_id =
               (select id from tracking_email where patient_icn = ${icn(102)})`;
@@ -165,11 +161,7 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
   );
   t.match(await runJob(app, 'grouping'), { emailsCreated: 1 });
   t.match(await runJob(app, 'send'), { sent: 1 });
-  await waitFor(
-    sql,
-    'delivery',
-    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1,
-  );
+  await waitFor('delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1);
   t.match(await runJob(app, 'aal'), { posted: 1 });
   await age(sql, 100);
   t.match(await runJob(app, 'retention'), { status: 'done', trackingEmails: 1, dispenses: 2, dispenseKeysKept: 2 });
@@ -202,7 +194,6 @@ t.test('a second run removes nothing more; 0 keeps every record', async (t) => {
   await runJob(app, 'grouping');
   await runJob(app, 'send');
   await waitFor(
-    db.sql,
     'delivery',
     async () => (await db.sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1,
   );

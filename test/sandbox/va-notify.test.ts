@@ -74,7 +74,21 @@ function token(options: { iss?: string; iatOffset?: number; key?: string } = {})
     .sign(new TextEncoder().encode(options.key ?? secret));
 }
 
-async function call(url: string, init: { method?: string; body?: unknown; auth?: string | null } = {}) {
+/** A notification as the sandbox answers a send or a GET by id: the fields these tests read. */
+interface NotificationAnswer {
+  id: string;
+  status: string;
+  created_at: string;
+  content: unknown;
+}
+
+/** GET /v2/notifications?reference=…: one page of notifications. */
+interface NotificationPage {
+  notifications: { id: string }[];
+  links: { next: string };
+}
+
+async function call<T = NotificationAnswer>(url: string, init: { method?: string; body?: unknown; auth?: string | null } = {}) {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   const auth = init.auth === undefined ? `Bearer ${await token()}` : init.auth;
   if (auth !== null) headers.authorization = auth;
@@ -83,7 +97,7 @@ async function call(url: string, init: { method?: string; body?: unknown; auth?:
     headers,
     body: init.body === undefined ? undefined : typeof init.body === 'string' ? init.body : JSON.stringify(init.body),
   });
-  return { status: response.status, body: (await response.json()) as any };
+  return { status: response.status, body: (await response.json()) as T };
 }
 
 const emailRequest = (overrides: Record<string, unknown> = {}) => ({
@@ -207,14 +221,14 @@ t.test('an accepted email: the 201 body, the stored request, GET by id and by re
   t.equal((await call(`${va.url}/v2/notifications/not-a-uuid`)).status, 400);
 
   await call(`${va.url}/v2/notifications/email`, { body: emailRequest({ reference: 'email-8' }) });
-  const listed = await call(`${va.url}/v2/notifications?reference=email-7`);
+  const listed = await call<NotificationPage>(`${va.url}/v2/notifications?reference=email-7`);
   t.equal(listed.status, 200);
   t.same(
-    listed.body.notifications.map((n: { id: string }) => n.id),
+    listed.body.notifications.map((n) => n.id),
     [id],
   );
   t.equal(listed.body.links.next, `${va.url}/v2/notifications?reference=email-7&older_than=${id}`);
-  const after = await call(listed.body.links.next);
+  const after = await call<NotificationPage>(listed.body.links.next);
   t.same(after.body.notifications, [], 'the page after the last is empty');
   t.equal((await call(`${va.url}/v2/notifications?reference=email-7&colour=red`)).status, 400);
   t.same({ byId: va.state.counters.getsById, byReference: va.state.counters.getsByReference }, { byId: 3, byReference: 3 });

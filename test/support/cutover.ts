@@ -72,7 +72,8 @@ export function mhvExport(list: Package[]): string {
           .toISOString()
           .replace('.000Z', 'Z')}`,
     );
-  return ['icn,tracking_number,carrier,sent_date', ...rows].join('\r\n') + '\r\n';
+  const lines = ['icn,tracking_number,carrier,sent_date', ...rows];
+  return `${lines.join('\r\n')}\r\n`;
 }
 
 export async function ingest(app: TestApp['app'], events: unknown[]) {

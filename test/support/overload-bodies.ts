@@ -1,7 +1,7 @@
 // Ingest bodies of just under the 5 MiB body limit: one of what CMOP sends, and the ones that cost
 // the most memory or CPU per byte.
 import { readFileSync } from 'node:fs';
-const readSample = (f: string) => readFileSync(new URL('../../samples/' + f, import.meta.url), 'utf8');
+const readSample = (f: string) => readFileSync(new URL(`../../samples/${f}`, import.meta.url), 'utf8');
 const limit = 5 * 1024 * 1024;
 
 /** `unit(i)` repeated until the body is just under the ingest body limit. */

@@ -95,7 +95,9 @@ export async function superviseServiceProcess(
           if (stopping) next.child.kill('SIGKILL');
           else watch(next);
         },
-        (error: unknown) => void (restartFailure = error),
+        (error: unknown) => {
+          restartFailure = error;
+        },
       );
     });
   };
