@@ -8,123 +8,96 @@ export function createMetrics(sql: Sql) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'rx_tracking_' });
 
-  const dispensesIngested = new Counter({
-    name: 'rx_dispenses_ingested_total',
-    help: 'Dispense events ingested, by outcome (inserted, duplicate, unprocessable, cancelled, rejected)',
-    labelNames: ['outcome'] as const,
-    registers: [registry],
-  });
-  const sends = new Counter({
-    name: 'rx_sends_total',
-    help: 'Tracking email sends by outcome (sent, recovered, retried, failed, released)',
-    labelNames: ['outcome'] as const,
-    registers: [registry],
-  });
-  const vaNotifyLatency = new Histogram({
-    name: 'rx_va_notify_request_duration_seconds',
-    help: 'VA Notify request latency by operation (send, get, list) and outcome',
-    labelNames: ['operation', 'outcome'] as const,
-    buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
-  const callbacks = new Counter({
-    name: 'rx_callbacks_total',
-    help: 'VA Notify delivery-status callbacks by outcome (applied, duplicate, stale, pending_notification, unrecognised, unauthorized, invalid) and status (none when refused: unauthorized, invalid)',
-    labelNames: ['outcome', 'status'] as const,
-    registers: [registry],
-  });
-  const polls = new Counter({
-    name: 'rx_status_polls_total',
-    help: 'Fallback status polls made to VA Notify, by outcome',
-    labelNames: ['outcome'] as const,
-    registers: [registry],
-  });
-  const statusEventsExpired = new Counter({
-    name: 'rx_status_events_expired_total',
-    help: 'Status events for a notification id never stored, whose reference names no email awaiting one, removed by the sweep after 24 hours',
-    registers: [registry],
-  });
-  const aalPosts = new Counter({
-    name: 'rx_aal_posts_total',
-    help: 'Account Activity Log posts by outcome (posted, retried, failed, released)',
-    labelNames: ['outcome'] as const,
-    registers: [registry],
-  });
-  const retentionRemoved = new Counter({
-    name: 'rx_retention_removed_total',
-    help: 'Records retention removed, by record (inboundBodies emptied; inboundMessages, trackingEmails, dispenses, notifications, statusEvents, aalEvents removed; dispenseKeysKept written, dispenseKeysPurged removed)',
-    labelNames: ['record'] as const,
-    registers: [registry],
-  });
+  // Each metric is registered with this instance's registry only, never prom-client's global one.
+  const counter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Counter({ name, help, labelNames, registers: [registry] });
+  const gauge = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Gauge({ name, help, labelNames, registers: [registry] });
+  const histogram = <L extends string>(name: string, help: string, labelNames: readonly L[], buckets: number[]) =>
+    new Histogram({ name, help, labelNames, buckets, registers: [registry] });
 
-  const httpRequests = new Counter({
-    name: 'rx_http_requests_total',
-    help: 'HTTP requests answered, by method, route pattern (unmatched for unknown URLs) and status code',
-    labelNames: ['method', 'route', 'status_code'] as const,
-    registers: [registry],
-  });
-  const httpRequestDuration = new Histogram({
-    name: 'rx_http_request_duration_seconds',
-    help: 'Time from a request arriving to its answer being sent, by method, route pattern and status code',
-    labelNames: ['method', 'route', 'status_code'] as const,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
+  const dispensesIngested = counter(
+    'rx_dispenses_ingested_total',
+    'Dispense events ingested, by outcome (inserted, duplicate, unprocessable, cancelled, rejected)',
+    ['outcome'],
+  );
+  const sends = counter('rx_sends_total', 'Tracking email sends by outcome (sent, recovered, retried, failed, released)', ['outcome']);
+  const vaNotifyLatency = histogram(
+    'rx_va_notify_request_duration_seconds',
+    'VA Notify request latency by operation (send, get, list) and outcome',
+    ['operation', 'outcome'],
+    [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  );
+  const callbacks = counter(
+    'rx_callbacks_total',
+    'VA Notify delivery-status callbacks by outcome (applied, duplicate, stale, pending_notification, unrecognised, unauthorized, invalid) and status (none when refused: unauthorized, invalid)',
+    ['outcome', 'status'],
+  );
+  const polls = counter('rx_status_polls_total', 'Fallback status polls made to VA Notify, by outcome', ['outcome']);
+  const statusEventsExpired = counter(
+    'rx_status_events_expired_total',
+    'Status events for a notification id never stored, whose reference names no email awaiting one, removed by the sweep after 24 hours',
+  );
+  const aalPosts = counter('rx_aal_posts_total', 'Account Activity Log posts by outcome (posted, retried, failed, released)', ['outcome']);
+  const retentionRemoved = counter(
+    'rx_retention_removed_total',
+    'Records retention removed, by record (inboundBodies emptied; inboundMessages, trackingEmails, dispenses, notifications, statusEvents, aalEvents removed; dispenseKeysKept written, dispenseKeysPurged removed)',
+    ['record'],
+  );
 
-  const eventBusRecords = new Counter({
-    name: 'rx_event_bus_records_total',
-    help: 'Event-bus (Kafka) records by outcome: stored, duplicate (every dispense stored before), redelivered (the record stored before), not_avro, unknown_schema, undecodable, invalid_dispense (the last four kept as rejected)',
-    labelNames: ['outcome'] as const,
-    registers: [registry],
-  });
-  const eventBusLag = new Gauge({
-    name: 'rx_event_bus_consumer_lag',
-    help: "Records of each partition this instance consumes not yet committed by its group (the partition's end offset less the committed offset)",
-    labelNames: ['topic', 'partition'] as const,
-    registers: [registry],
-  });
+  const httpRequests = counter(
+    'rx_http_requests_total',
+    'HTTP requests answered, by method, route pattern (unmatched for unknown URLs) and status code',
+    ['method', 'route', 'status_code'],
+  );
+  const httpRequestDuration = histogram(
+    'rx_http_request_duration_seconds',
+    'Time from a request arriving to its answer being sent, by method, route pattern and status code',
+    ['method', 'route', 'status_code'],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  );
 
-  const rowsByState = new Gauge({
-    name: 'rx_rows',
-    help: 'Rows of work in progress, by table and state: medication_dispense pending; tracking_email queued, sending, temporary_failure; notification (status) created, sending, pending, sent; aal_event pending, posting. Every state: GET /v1/stats',
-    labelNames: ['table', 'state'] as const,
-    registers: [registry],
-  });
-  const oldestPendingDispense = new Gauge({
-    name: 'rx_oldest_pending_dispense_age_seconds',
-    help: 'Age of the oldest dispense not yet grouped into an email (0 when none)',
-    registers: [registry],
-  });
-  const oldestOpenNotification = new Gauge({
-    name: 'rx_oldest_open_notification_age_seconds',
-    help: 'Age of the oldest notification without a final status (0 when none)',
-    registers: [registry],
-  });
-  const cutoverHeldDispenses = new Gauge({
-    name: 'rx_cutover_held_dispenses',
-    help: "Dispenses held at the cut-over (CUTOVER_HOLD_HOURS) until MHV's export is compared: POST /v1/cutover/release decides them",
-    registers: [registry],
-  });
-  const cutoverHeldPackages = new Gauge({
-    name: 'rx_cutover_held_packages',
-    help: "Packages (tracking numbers) held at the cut-over until MHV's export is compared",
-    registers: [registry],
-  });
-  const cutoverOldestHeld = new Gauge({
-    name: 'rx_cutover_oldest_held_age_seconds',
-    help: "How long the oldest dispense held at the cut-over has waited for MHV's export to be compared (0 when none): alarm on it, a held package is emailed by nobody",
-    registers: [registry],
-  });
-  const sendingPaused = new Gauge({
-    name: 'rx_sending_paused',
-    help: '1 while sending is paused: VA Notify rejected our credentials, has no send endpoint at the configured URL, is over its limit, or is not answering',
-    registers: [registry],
-  });
-  const aalPaused = new Gauge({
-    name: 'rx_aal_paused',
-    help: '1 while AAL posting is paused: MHV refused our credentials, or the AAL is not answering',
-    registers: [registry],
-  });
+  const eventBusRecords = counter(
+    'rx_event_bus_records_total',
+    'Event-bus (Kafka) records by outcome: stored, duplicate (every dispense stored before), redelivered (the record stored before), not_avro, unknown_schema, undecodable, invalid_dispense (the last four kept as rejected)',
+    ['outcome'],
+  );
+  const eventBusLag = gauge(
+    'rx_event_bus_consumer_lag',
+    "Records of each partition this instance consumes not yet committed by its group (the partition's end offset less the committed offset)",
+    ['topic', 'partition'],
+  );
+
+  const rowsByState = gauge(
+    'rx_rows',
+    'Rows of work in progress, by table and state: medication_dispense pending; tracking_email queued, sending, temporary_failure; notification (status) created, sending, pending, sent; aal_event pending, posting. Every state: GET /v1/stats',
+    ['table', 'state'],
+  );
+  const oldestPendingDispense = gauge(
+    'rx_oldest_pending_dispense_age_seconds',
+    'Age of the oldest dispense not yet grouped into an email (0 when none)',
+  );
+  const oldestOpenNotification = gauge(
+    'rx_oldest_open_notification_age_seconds',
+    'Age of the oldest notification without a final status (0 when none)',
+  );
+  const cutoverHeldDispenses = gauge(
+    'rx_cutover_held_dispenses',
+    "Dispenses held at the cut-over (CUTOVER_HOLD_HOURS) until MHV's export is compared: POST /v1/cutover/release decides them",
+  );
+  const cutoverHeldPackages = gauge(
+    'rx_cutover_held_packages',
+    "Packages (tracking numbers) held at the cut-over until MHV's export is compared",
+  );
+  const cutoverOldestHeld = gauge(
+    'rx_cutover_oldest_held_age_seconds',
+    "How long the oldest dispense held at the cut-over has waited for MHV's export to be compared (0 when none): alarm on it, a held package is emailed by nobody",
+  );
+  const sendingPaused = gauge(
+    'rx_sending_paused',
+    '1 while sending is paused: VA Notify rejected our credentials, has no send endpoint at the configured URL, is over its limit, or is not answering',
+  );
+  const aalPaused = gauge('rx_aal_paused', '1 while AAL posting is paused: MHV refused our credentials, or the AAL is not answering');
 
   /** Reads the whole-service gauges; called at each scrape. */
   async function collectFromDatabase(): Promise<void> {

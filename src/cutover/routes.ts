@@ -2,7 +2,7 @@
 // decided; POST /v1/cutover/release decides the held packages from MHV's export.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { cutoverBounds } from '../grouping/repository.ts';
-import { acceptCsvOnly } from '../http/csv-body.ts';
+import { acceptCsvOnly, MhvExportBody } from '../http/csv-body.ts';
 import { errorResponses } from '../http/schemas.ts';
 import { cutoverStatus } from './repository.ts';
 import { parseMhvJobRunAt, releaseFromExport, ReleaseInputError } from './release.ts';
@@ -79,8 +79,7 @@ export const cutoverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         operationId: 'releaseCutoverHold',
         summary: "Decide the held packages from MHV's export (CSV), per tracking number",
-        consumes: ['text/csv', 'application/csv'],
-        body: Type.Unknown({ description: "MHV's export of the Rx tracking emails it sent, as CSV (docs/cutover.md)" }),
+        ...MhvExportBody,
         querystring: Type.Object(
           {
             mhvJobRunAt: Type.Optional(

@@ -524,26 +524,20 @@ async function upsertDispenses(
   const { stored, pending, cancelled, unprocessable, stored_keys: keys, conflict_keys: conflicts } = result!;
   const byBodyId = (counts: Record<string, number> | null | undefined) =>
     new Map(Object.entries(counts ?? {}).map(([id, n]) => [Number(id), n]));
+  const keySet = (keyed: [string, string, number, string][] | null) =>
+    keyed === null
+      ? null
+      : new Set(
+          keyed.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) =>
+            dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }),
+          ),
+        );
   return {
     ...(rows.bodies && { byBody: { stored: byBodyId(result!.stored_by_body), conflicts: byBodyId(result!.conflicts_by_body) } }),
     stored,
     byState: { pending, cancelled, unprocessable },
-    conflictKeys:
-      conflicts === null
-        ? null
-        : new Set(
-            conflicts.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) =>
-              dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }),
-            ),
-          ),
-    storedKeys:
-      keys === null
-        ? null
-        : new Set(
-            keys.map(([stationNumber, rxNumber, fillNumber, trackingNumber]) =>
-              dispenseKey({ stationNumber, rxNumber, fillNumber, trackingNumber }),
-            ),
-          ),
+    conflictKeys: keySet(conflicts),
+    storedKeys: keySet(keys),
   };
 }
 

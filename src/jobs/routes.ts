@@ -1,7 +1,8 @@
 // POST /v1/jobs/<job>: run a job now and answer what it did. Safe while the same job runs elsewhere.
-import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import { Type, type FastifyPluginAsyncTypebox, type Static, type TSchema } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import { errorResponses } from '../http/schemas.ts';
+import type { JobName } from './runner.ts';
 
 const GroupingResult = Type.Object({
   emailsCreated: Type.Integer(),
@@ -90,17 +91,13 @@ const RetentionAlreadyRunning = Type.Object({
 
 export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const errors = errorResponses(401, 429, 503);
-  app.post(
-    '/v1/jobs/grouping',
-    {
-      schema: {
-        operationId: 'runGroupingJob',
-        summary: 'Group ready pending dispenses into tracking emails now',
-        response: { 200: GroupingResult, ...errors },
-      },
-    },
-    (request) => app.jobs.run<Static<typeof GroupingResult>>('grouping', request.log as Logger),
-  );
+  /** POST /v1/jobs/<job>: runs the job on this instance and answers what it did. */
+  const jobRoute = (job: JobName, operationId: string, summary: string, result: TSchema) =>
+    app.post(`/v1/jobs/${job}`, { schema: { operationId, summary, response: { 200: result, ...errors } } }, (request) =>
+      app.jobs.run(job, request.log as Logger),
+    );
+
+  jobRoute('grouping', 'runGroupingJob', 'Group ready pending dispenses into tracking emails now', GroupingResult);
   app.post(
     '/v1/jobs/send',
     {
@@ -118,31 +115,12 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
   // Another instance sweeping is a normal answer, not a conflict: its run covers the same work.
-  app.post(
-    '/v1/jobs/sweep',
-    {
-      schema: {
-        operationId: 'runSweepJob',
-        summary: 'Run the fallback sweep now',
-        response: { 200: Type.Union([SweepDone, SweepAlreadyRunning]), ...errors },
-      },
-    },
-    (request) => app.jobs.run<Static<typeof SweepDone> | Static<typeof SweepAlreadyRunning>>('sweep', request.log as Logger),
+  jobRoute('sweep', 'runSweepJob', 'Run the fallback sweep now', Type.Union([SweepDone, SweepAlreadyRunning]));
+  jobRoute(
+    'retention',
+    'runRetentionJob',
+    'Remove raw bodies and final histories past their retention now',
+    Type.Union([RetentionDone, RetentionAlreadyRunning]),
   );
-  app.post(
-    '/v1/jobs/retention',
-    {
-      schema: {
-        operationId: 'runRetentionJob',
-        summary: 'Remove raw bodies and final histories past their retention now',
-        response: { 200: Type.Union([RetentionDone, RetentionAlreadyRunning]), ...errors },
-      },
-    },
-    (request) => app.jobs.run<Static<typeof RetentionDone> | Static<typeof RetentionAlreadyRunning>>('retention', request.log as Logger),
-  );
-  app.post(
-    '/v1/jobs/aal',
-    { schema: { operationId: 'runAalJob', summary: 'Post pending AAL events now', response: { 200: AalResult, ...errors } } },
-    (request) => app.jobs.run<Static<typeof AalResult>>('aal', request.log as Logger),
-  );
+  jobRoute('aal', 'runAalJob', 'Post pending AAL events now', AalResult);
 };

@@ -5,7 +5,6 @@
 // row another transaction holds, so a callback or an ingest never queues behind a retention that is
 // itself queued.
 import type { Sql, SqlHandle } from '../db/connect.ts';
-import { AdvisoryLock } from '../db/locks.ts';
 import type { MedicationDispenseState } from '../ingest/dispense.ts';
 import { FinalStates } from '../tracking-email/states.ts';
 import { NonFinalStatuses } from '../status/notification-status.ts';
@@ -34,25 +33,6 @@ const Start: Cursor = { at: '-infinity', id: '' };
 export interface BatchResult<C> {
   /** The last row the batch looked at (null: nothing left to look at). */
   next: C | null;
-}
-
-/**
- * Holds the retention lock for the duration of `work`, on one reserved connection (as the sweep's):
- * one retention at a time across all instances, and a crashed one never blocks the next.
- */
-export async function withRetentionLock<R>(sql: Sql, work: () => Promise<R>): Promise<{ result: R } | undefined> {
-  const connection = await sql.reserve();
-  try {
-    const [row] = await connection<{ acquired: boolean }[]>`select pg_try_advisory_lock(${AdvisoryLock.retention}) as acquired`;
-    if (!row?.acquired) return undefined;
-    try {
-      return { result: await work() };
-    } finally {
-      await connection`select pg_advisory_unlock(${AdvisoryLock.retention})`;
-    }
-  } finally {
-    connection.release();
-  }
 }
 
 /**

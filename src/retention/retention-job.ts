@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql, SqlHandle } from '../db/connect.ts';
+import { AdvisoryLock, withSessionLock } from '../db/locks.ts';
 import {
   emptyInboundBodies,
   inBatch,
@@ -16,7 +17,6 @@ import {
   removeFinalHistories,
   removeOldInboundMessages,
   removeOrphanStatusEvents,
-  withRetentionLock,
   type Cursor,
 } from './repository.ts';
 
@@ -84,7 +84,7 @@ export const RunBudgetMs = 30_000;
 const LockNotAvailable = '55P03';
 
 export async function runRetention(deps: RetentionDeps): Promise<RetentionResult> {
-  const held = await withRetentionLock(deps.sql, () => retain(deps));
+  const held = await withSessionLock(deps.sql, AdvisoryLock.retention, () => retain(deps));
   return held ? held.result : { status: 'already_running' };
 }
 

@@ -1,7 +1,7 @@
 // POST /v1/shadow/compare: the shadow comparison over HTTP, for an operator with an internal token.
 // The body is MHV's export; the answer is the summary and every mismatch, as JSON or as CSV.
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { acceptCsvOnly } from '../http/csv-body.ts';
+import { acceptCsvOnly, MhvExportBody } from '../http/csv-body.ts';
 import { errorResponses } from '../http/schemas.ts';
 import { MismatchKinds, type ShadowReport } from './compare.ts';
 import { ExportFormatError } from './export.ts';
@@ -76,8 +76,7 @@ export const shadowRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         operationId: 'compareWithMhv',
         summary: "Compare MHV's sent emails (CSV export) with what this service would send",
-        consumes: ['text/csv', 'application/csv'],
-        body: Type.Unknown({ description: "MHV's export of the Rx tracking emails it sent, as CSV (docs/cutover.md)" }),
+        ...MhvExportBody,
         querystring: Type.Object({ from: Bound('from'), to: Bound('to') }, { additionalProperties: false }),
         response: {
           200: {

@@ -3,12 +3,11 @@
 // guarded updates in SQL (apply_status_event_effects, sql/012), which writes no status of its own: it
 // orders a notification's statuses by the tables in StatusOrder, passed with every event.
 
-/** Email statuses VA Notify reports, in the order a notification normally passes through them. */
-export const NotificationStatuses = [
-  'created',
-  'sending',
-  'pending',
-  'sent',
+/** Statuses VA Notify may still move a notification on from, in the order a notification normally passes through them. */
+const NonFinalStatusList = ['created', 'sending', 'pending', 'sent'] as const;
+
+/** Statuses after which VA Notify does nothing more with the notification. */
+const FinalStatusList = [
   'delivered',
   'permanent-failure',
   'temporary-failure',
@@ -19,20 +18,14 @@ export const NotificationStatuses = [
   'expired',
 ] as const;
 
+/** Email statuses VA Notify reports, in the order a notification normally passes through them. */
+export const NotificationStatuses = [...NonFinalStatusList, ...FinalStatusList] as const;
+
 export type NotificationStatus = (typeof NotificationStatuses)[number];
 
-/** Statuses after which VA Notify does nothing more with the notification. */
-export const FinalStatusSet = new Set<NotificationStatus>([
-  'delivered',
-  'permanent-failure',
-  'temporary-failure',
-  'failed',
-  'cancelled',
-  'validation-failed',
-  'expired',
-]);
+export const FinalStatusSet = new Set<NotificationStatus>(FinalStatusList);
 
-export const NonFinalStatusSet = new Set<NotificationStatus>(NotificationStatuses.filter((status) => !FinalStatusSet.has(status)));
+export const NonFinalStatusSet = new Set<NotificationStatus>(NonFinalStatusList);
 
 /** The same sets as arrays, for `= any(...)` in SQL. */
 export const FinalStatuses: readonly NotificationStatus[] = [...FinalStatusSet];

@@ -3,30 +3,8 @@
 // committed statement, so VA Notify is called outside any transaction and the outcome is recorded
 // afterwards in statements of its own.
 import { planForWorkInProgress, type Sql, type SqlHandle } from '../db/connect.ts';
-import { AdvisoryLock } from '../db/locks.ts';
 import { NonFinalStatuses } from '../status/notification-status.ts';
 import { stateLiteral, type RetryState } from '../tracking-email/states.ts';
-
-/**
- * Holds the sweep lock for the duration of `work`, on one reserved connection: a session-level
- * advisory lock belongs to the connection that took it, and ends with it if this process dies, so
- * a crashed sweeper never blocks the next one. Returns undefined when another sweep holds it.
- * The work itself runs on the rest of the pool (so the pool needs at least two connections).
- */
-export async function withSweepLock<R>(sql: Sql, work: () => Promise<R>): Promise<{ result: R } | undefined> {
-  const connection = await sql.reserve();
-  try {
-    const [row] = await connection<{ acquired: boolean }[]>`select pg_try_advisory_lock(${AdvisoryLock.sweep}) as acquired`;
-    if (!row?.acquired) return undefined;
-    try {
-      return { result: await work() };
-    } finally {
-      await connection`select pg_advisory_unlock(${AdvisoryLock.sweep})`;
-    }
-  } finally {
-    connection.release();
-  }
-}
 
 export interface StaleNotification {
   id: string;

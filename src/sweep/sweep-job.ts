@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { releaseExpiredAalLeases } from '../aal/repository.ts';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/connect.ts';
+import { AdvisoryLock, withSessionLock } from '../db/locks.ts';
 import { workClaimedBatch } from '../jobs/claimed-batch.ts';
 import type { JobName } from '../jobs/runner.ts';
 import type { Metrics } from '../metrics.ts';
@@ -29,7 +30,6 @@ import {
   expireOrphanClaims,
   releaseOrphanedEmail,
   requeueTemporaryFailures,
-  withSweepLock,
   type OrphanedEmail,
   type StaleNotification,
 } from './repository.ts';
@@ -112,7 +112,7 @@ function statusEventFrom(notificationId: string, n: VaNotifyNotification): Statu
 }
 
 export async function runSweep(deps: SweepDeps): Promise<SweepResult> {
-  const locked = await withSweepLock(deps.sql, () => sweep(deps));
+  const locked = await withSessionLock(deps.sql, AdvisoryLock.sweep, () => sweep(deps));
   if (locked === undefined) {
     deps.log.info('another instance is sweeping; this run did nothing');
     return { status: 'already_running' };

@@ -4,18 +4,15 @@
 // diagram in docs/design.md equal to TrackingEmailTransitions.
 import type { SqlHandle } from '../db/connect.ts';
 
-export const TrackingEmailStates = [
-  'queued',
-  'sending',
-  'sent',
-  'delivered',
-  'permanent_failure',
-  'temporary_failure',
-  'failed',
-  'expired',
-  'shadowed',
-  'resent',
-] as const;
+/**
+ * The states that follow the final status of the email's latest notification (sql/012,
+ * apply_status_event_effects): sent, and every state a status event leads to. An email queued or
+ * being sent belongs to the sender, and a shadowed or resent one is never moved by a status event.
+ */
+export const FollowingNotificationStates = ['sent', 'delivered', 'permanent_failure', 'temporary_failure', 'failed', 'expired'] as const;
+
+/** Every state, in the CHECK constraint's order: the sender's two, those that follow a notification, and the two no status event moves. */
+export const TrackingEmailStates = ['queued', 'sending', ...FollowingNotificationStates, 'shadowed', 'resent'] as const;
 
 export type TrackingEmailState = (typeof TrackingEmailStates)[number];
 
@@ -32,20 +29,6 @@ export const ClaimableStates = ['queued', 'sending'] as const satisfies readonly
 
 /** The states an email awaits its notification in: a status event naming it by reference adopts the notification. */
 export const AwaitingNotificationStates = ClaimableStates;
-
-/**
- * The states that follow the final status of the email's latest notification (sql/012,
- * apply_status_event_effects): sent, and every state a status event leads to. An email queued or
- * being sent belongs to the sender, and a shadowed or resent one is never moved by a status event.
- */
-export const FollowingNotificationStates = [
-  'sent',
-  'delivered',
-  'permanent_failure',
-  'temporary_failure',
-  'failed',
-  'expired',
-] as const satisfies readonly TrackingEmailState[];
 
 /** The state a notification's final status gives its email (src/status/repository.ts, statusEffects). */
 export const FinalStatusStates = [
