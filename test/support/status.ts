@@ -2,6 +2,7 @@
 // so a test can tell that a request changed nothing.
 import postgres from 'postgres';
 import type { SqlHandle } from '../../src/db/connect.ts';
+import type { buildApp } from '../../src/app.ts';
 import type { StatusEvent } from '../../src/status/repository.ts';
 import { insertDispenses, insertTrackingEmail, type DispenseFixture, type TrackingEmailFixture } from './fixtures.ts';
 
@@ -68,6 +69,16 @@ const tables = [
   'aal_event',
   'rate_budget',
 ] as const;
+
+/** Posts a VA Notify callback body (an object, or a string sent as it is) with the bearer token given. */
+export function postCallback(app: Awaited<ReturnType<typeof buildApp>>, token: string, body: unknown) {
+  return app.inject({
+    method: 'POST',
+    url: '/v1/va-notify/callbacks',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    payload: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
 
 /** Every row of every table, as a digest per table: equal snapshots mean nothing was written. */
 export async function snapshot(sql: SqlHandle): Promise<Record<string, string>> {
