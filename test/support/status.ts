@@ -151,3 +151,15 @@ export async function tracedPool(t: { teardown: (fn: () => unknown) => void }, u
   statements.length = 0;
   return { traced, statements };
 }
+
+/**
+ * Waits until a session waits for an advisory lock, that is, until the work under test is queued behind
+ * a lock the test holds; returns that session's pid.
+ */
+export async function advisoryLockWaiter(sql: SqlHandle): Promise<number> {
+  for (;;) {
+    const [waiting] = await sql<{ pid: number }[]>`select pid from pg_locks where locktype = 'advisory' and not granted`;
+    if (waiting) return waiting.pid;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
