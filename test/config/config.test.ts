@@ -13,6 +13,21 @@ const serviceId = '6c7d9d2e-7a1b-4c55-9a0e-3f1d2c4b5a69';
 const secret = '3f0c5d1e-9b2a-4e6f-8a7b-1c2d3e4f5a6b';
 const templateId = '0f7a2c3d-1e2f-4a5b-8c9d-0e1f2a3b4c5d';
 
+/** A live production deployment's settings, all but DELIVERY_START_AT. */
+const liveProduction = {
+  ...base,
+  NODE_ENV: 'production',
+  DATABASE_URL: 'postgres://rx@db.internal:5432/rx',
+  VA_NOTIFY_BASE_URL: 'https://api.notifications.va.gov',
+  VA_NOTIFY_SERVICE_ID: serviceId,
+  VA_NOTIFY_API_KEY: secret,
+  VA_NOTIFY_TEMPLATE_ID: templateId,
+  VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
+  AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
+  AAL_APP_TOKEN: 'app-token',
+  AAL_API_KEY: 'api-key',
+};
+
 t.test('defaults', async (t) => {
   const config = loadConfig({});
   t.equal(config.NODE_ENV, 'development');
@@ -200,27 +215,14 @@ t.test('production with DELIVERY_MODE=live needs real VA Notify, AAL and a datab
 });
 
 t.test('production with DELIVERY_MODE=live needs the cut-over instant', async (t) => {
-  const live = {
-    ...base,
-    NODE_ENV: 'production',
-    DATABASE_URL: 'postgres://rx@db.internal:5432/rx',
-    VA_NOTIFY_BASE_URL: 'https://api.notifications.va.gov',
-    VA_NOTIFY_SERVICE_ID: serviceId,
-    VA_NOTIFY_API_KEY: secret,
-    VA_NOTIFY_TEMPLATE_ID: templateId,
-    VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
-    AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
-    AAL_APP_TOKEN: 'app-token',
-    AAL_API_KEY: 'api-key',
-  };
   t.equal(
-    configError(() => loadConfig(live)),
+    configError(() => loadConfig(liveProduction)),
     'invalid configuration: DELIVERY_START_AT: required in production with DELIVERY_MODE=live (the cut-over instant; without it every package MHV emails is emailed again)',
   );
-  const config = loadConfig({ ...live, DELIVERY_START_AT: '2026-06-02T14:00:00Z' });
+  const config = loadConfig({ ...liveProduction, DELIVERY_START_AT: '2026-06-02T14:00:00Z' });
   t.same(config.DELIVERY_START_AT, new Date('2026-06-02T14:00:00Z'));
   t.equal(config.CUTOVER_HOLD_HOURS, 12, 'packages near the instant are held by default');
-  t.ok(loadConfig({ ...live, DELIVERY_MODE: 'shadow' }), 'a shadow run needs no instant: it sends nothing');
+  t.ok(loadConfig({ ...liveProduction, DELIVERY_MODE: 'shadow' }), 'a shadow run needs no instant: it sends nothing');
 });
 
 t.test('testConfig gives a quiet, timer-free config for tests', async (t) => {
@@ -234,20 +236,7 @@ t.test('testConfig gives a quiet, timer-free config for tests', async (t) => {
 t.test('the server refuses to start live in production without DELIVERY_START_AT (exit 78)', async (t) => {
   const child = spawn(process.execPath, ['--no-warnings', 'src/server.ts'], {
     cwd: fileURLToPath(new URL('../../', import.meta.url)),
-    env: {
-      PATH: process.env.PATH ?? '',
-      NODE_ENV: 'production',
-      DATABASE_URL: 'postgres://rx@127.0.0.1:1/rx',
-      INTERNAL_API_TOKENS: 'test-internal-token-0001',
-      VA_NOTIFY_BASE_URL: 'https://api.notifications.va.gov',
-      VA_NOTIFY_SERVICE_ID: serviceId,
-      VA_NOTIFY_API_KEY: secret,
-      VA_NOTIFY_TEMPLATE_ID: templateId,
-      VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
-      AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
-      AAL_APP_TOKEN: 'app-token',
-      AAL_API_KEY: 'api-key',
-    },
+    env: { PATH: process.env.PATH ?? '', ...liveProduction, DATABASE_URL: 'postgres://rx@127.0.0.1:1/rx' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
