@@ -1,8 +1,7 @@
 // The configuration schema: defaults, errors that name the variable, VA Notify key forms, and the
 // settings that only make sense together.
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { runScript } from '../support/cli.ts';
 import { configError } from '../support/config-error.ts';
 import { isCombinedApiKey, loadConfig, testConfig, vaNotifyCredentials, vaNotifySigningSecrets } from '../../src/config.ts';
 
@@ -234,14 +233,7 @@ t.test('testConfig gives a quiet, timer-free config for tests', async (t) => {
 });
 
 t.test('the server refuses to start live in production without DELIVERY_START_AT (exit 78)', async (t) => {
-  const child = spawn(process.execPath, ['--no-warnings', 'src/server.ts'], {
-    cwd: fileURLToPath(new URL('../../', import.meta.url)),
-    env: { PATH: process.env.PATH ?? '', ...liveProduction, DATABASE_URL: 'postgres://rx@127.0.0.1:1/rx' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const { code, stderr } = await runScript('src/server.ts', [], { ...liveProduction, DATABASE_URL: 'postgres://rx@127.0.0.1:1/rx' });
   t.equal(code, 78, 'EX_CONFIG');
   t.match(stderr, 'DELIVERY_START_AT: required in production with DELIVERY_MODE=live');
 });
