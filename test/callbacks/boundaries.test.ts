@@ -5,21 +5,14 @@ import { randomUUID } from 'node:crypto';
 import t from 'tap';
 import { internalAuth, runJob, testApp } from '../support/app.ts';
 import { insertNotification } from '../support/fixtures.ts';
-import { aalEventsOf, callbackBody, emailRow, eventsOf, insertEmail, notificationRow } from '../support/status.ts';
+import { aalEventsOf, callbackBody, emailRow, eventsOf, insertEmail, notificationRow, postCallback } from '../support/status.ts';
 
 const token = 'va-notify-callback-token-0001';
 const settings = { VA_NOTIFY_CALLBACK_TOKENS: token, SEND_MAX_ATTEMPTS: '3', REPLAY_DELAY_MINUTES: '45' };
-const url = '/v1/va-notify/callbacks';
 
 t.test('callbacks that fail authentication are rate limited too', async (t) => {
   const { app } = await testApp(t, { ...settings, CALLBACK_RATE_LIMIT_PER_MINUTE: '2' });
-  const guess = (attempt: number) =>
-    app.inject({
-      method: 'POST',
-      url,
-      headers: { 'content-type': 'application/json', authorization: `Bearer guess-${attempt}-0000000` },
-      payload: JSON.stringify(callbackBody(randomUUID())),
-    });
+  const guess = (attempt: number) => postCallback(app, `guess-${attempt}-0000000`, callbackBody(randomUUID()));
   const codes = [];
   for (let attempt = 0; attempt < 4; attempt++) codes.push((await guess(attempt)).statusCode);
   t.same(codes, [401, 401, 429, 429]);
@@ -44,13 +37,7 @@ t.test('internal requests that fail authentication are rate limited too', async 
 
 t.test('a completed_at far in the future is refused, and the real delivery then applies', async (t) => {
   const { app, db } = await testApp(t, settings);
-  const post = (body: unknown) =>
-    app.inject({
-      method: 'POST',
-      url,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      payload: JSON.stringify(body),
-    });
+  const post = (body: unknown) => postCallback(app, token, body);
   const emailId = await insertEmail(db.sql);
   const id = await insertNotification(db.sql, emailId);
   const pinned = await post(callbackBody(id, { status: 'temporary-failure', completed_at: '9999-12-31T23:59:59.000000Z' }));
@@ -68,13 +55,7 @@ t.test('a completed_at far in the future is refused, and the real delivery then 
 
 t.test('an event for a notification never stored is adopted by the email its reference names', async (t) => {
   const { app, db } = await testApp(t, settings);
-  const post = (body: unknown) =>
-    app.inject({
-      method: 'POST',
-      url,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      payload: JSON.stringify(body),
-    });
+  const post = (body: unknown) => postCallback(app, token, body);
   // A send VA Notify accepted whose answer was lost: the email is still `sending`, no notification stored.
   const emailId = await insertEmail(db.sql, { state: 'sending', attempts: 2 });
   const orphanId = randomUUID();
@@ -102,13 +83,7 @@ t.test('an event for a notification never stored is adopted by the email its ref
 
 t.test('events no email adopts wait, then expire and are counted', async (t) => {
   const { app, db } = await testApp(t, settings);
-  const post = (body: unknown) =>
-    app.inject({
-      method: 'POST',
-      url,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      payload: JSON.stringify(body),
-    });
+  const post = (body: unknown) => postCallback(app, token, body);
   const delivered = await insertEmail(db.sql, { state: 'delivered' });
   const foreign = [randomUUID(), randomUUID(), randomUUID()];
   await post(callbackBody(foreign[0]!)); // no reference

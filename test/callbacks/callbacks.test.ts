@@ -1,5 +1,5 @@
 import { createHmac, randomUUID } from 'node:crypto';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { buildApp } from '../../src/app.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
@@ -19,6 +19,7 @@ import {
   veteranIcn,
   recipient,
   snapshot,
+  postCallback,
 } from '../support/status.ts';
 
 const token = 'va-notify-callback-token-0001';
@@ -31,6 +32,13 @@ const settings = {
   REPLAY_DELAY_MINUTES: '45',
 };
 const url = '/v1/va-notify/callbacks';
+/** A bounce of the notification, as VA Notify reports it. */
+const bounceOf = (id: string) =>
+  callbackBody(id, {
+    status: 'permanent-failure',
+    completed_at: '2026-05-14T13:40:02.000001Z',
+    status_reason: 'Undeliverable - Unable to deliver',
+  });
 const json = (body: unknown) => (typeof body === 'string' ? body : JSON.stringify(body));
 
 t.test('VA Notify callbacks', async (t) => {
@@ -139,22 +147,20 @@ t.test('VA Notify callbacks', async (t) => {
     t.equal((await aalEventsOf(sql, emailId)).length, 1);
   });
 
-  t.test('a bounce after delivered is recorded; the AAL event stays one', async (t) => {
-    const emailId = await insertEmail(sql);
-    const id = await insertNotification(sql, emailId);
-    await post(callbackBody(id));
-    const bounce = await post(
-      callbackBody(id, {
-        status: 'permanent-failure',
-        completed_at: '2026-05-14T13:40:02.000001Z',
-        status_reason: 'Undeliverable - Unable to deliver',
-      }),
-    );
-    t.equal(bounce.statusCode, 200);
+  /** The notification and its email both end in the bounce. */
+  const endsBounced = async (t: Test, id: string, emailId: string) => {
     const notification = await notificationRow(sql, id);
     t.same([notification.status, notification.status_reason], ['permanent-failure', 'Undeliverable - Unable to deliver']);
     const email = await emailRow(sql, emailId);
     t.same([email.state, email.state_reason], ['permanent_failure', 'Undeliverable - Unable to deliver']);
+  };
+
+  t.test('a bounce after delivered is recorded; the AAL event stays one', async (t) => {
+    const emailId = await insertEmail(sql);
+    const id = await insertNotification(sql, emailId);
+    await post(callbackBody(id));
+    t.equal((await post(bounceOf(id))).statusCode, 200);
+    await endsBounced(t, id, emailId);
     t.equal((await aalEventsOf(sql, emailId)).length, 1);
   });
 
@@ -164,21 +170,11 @@ t.test('VA Notify callbacks', async (t) => {
     const emailId = await insertEmail(sql);
     await insertGroupedDispenses(sql, emailId, [{ rx_number: '2719099', tracking_number: '1Z9999990399999999', carrier: 'UPS' }]);
     const id = await insertNotification(sql, emailId);
-    const bounce = await post(
-      callbackBody(id, {
-        status: 'permanent-failure',
-        completed_at: '2026-05-14T13:40:02.000001Z',
-        status_reason: 'Undeliverable - Unable to deliver',
-      }),
-    );
-    t.equal(bounce.statusCode, 200);
+    t.equal((await post(bounceOf(id))).statusCode, 200);
     t.equal((await aalEventsOf(sql, emailId)).length, 0, 'a bounce alone is no delivery');
     t.equal((await post(callbackBody(id))).statusCode, 200);
     t.equal((await post(callbackBody(id))).statusCode, 200, 'retried once more');
-    const notification = await notificationRow(sql, id);
-    t.same([notification.status, notification.status_reason], ['permanent-failure', 'Undeliverable - Unable to deliver']);
-    const email = await emailRow(sql, emailId);
-    t.same([email.state, email.state_reason], ['permanent_failure', 'Undeliverable - Unable to deliver']);
+    await endsBounced(t, id, emailId);
     const aal = await aalEventsOf(sql, emailId);
     t.same(
       aal.map((a) => [a.notification_id, a.completion_time.toISOString(), a.detail_value, a.state]),
@@ -323,13 +319,7 @@ t.test('VA Notify callbacks', async (t) => {
 
 t.test('callbacks are rate limited', async (t) => {
   const { app } = await testApp(t, { ...settings, CALLBACK_RATE_LIMIT_PER_MINUTE: '2' });
-  const send = () =>
-    app.inject({
-      method: 'POST',
-      url,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      payload: json(callbackBody(randomUUID())),
-    });
+  const send = () => postCallback(app, token, callbackBody(randomUUID()));
   t.equal((await send()).statusCode, 200);
   t.equal((await send()).statusCode, 200);
   const limited = await send();
@@ -351,12 +341,7 @@ t.test('a database that cannot store the event answers 503 so VA Notify retries'
     sandboxUrls: { aal: 'http://127.0.0.1:9', vaNotify: 'http://127.0.0.1:9' },
   });
   t.teardown(() => app.close());
-  const response = await app.inject({
-    method: 'POST',
-    url,
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    payload: json(callbackBody(randomUUID())),
-  });
+  const response = await postCallback(app, token, callbackBody(randomUUID()));
   t.equal(response.statusCode, 503);
   t.notMatch(logs.text, recipient);
 });
@@ -364,11 +349,6 @@ t.test('a database that cannot store the event answers 503 so VA Notify retries'
 t.test('any other database error answers 5xx too', async (t) => {
   const { app, db } = await testApp(t, settings);
   await db.sql`alter table notification_status_event rename to notification_status_event_gone`;
-  const response = await app.inject({
-    method: 'POST',
-    url,
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    payload: json(callbackBody(randomUUID())),
-  });
+  const response = await postCallback(app, token, callbackBody(randomUUID()));
   t.ok(response.statusCode >= 500, `answered ${response.statusCode}`);
 });

@@ -1,15 +1,31 @@
 // The configuration schema: defaults, errors that name the variable, VA Notify key forms, and the
 // settings that only make sense together.
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { runScript } from '../support/cli.ts';
 import { configError } from '../support/config-error.ts';
 import { isCombinedApiKey, loadConfig, testConfig, vaNotifyCredentials, vaNotifySigningSecrets } from '../../src/config.ts';
 
 const base = { NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001' };
+/** The configuration error the base settings with these on top are refused with. */
+const errorOf = (settings: Record<string, string>) => configError(() => loadConfig({ ...base, ...settings }));
 const serviceId = '6c7d9d2e-7a1b-4c55-9a0e-3f1d2c4b5a69';
 const secret = '3f0c5d1e-9b2a-4e6f-8a7b-1c2d3e4f5a6b';
 const templateId = '0f7a2c3d-1e2f-4a5b-8c9d-0e1f2a3b4c5d';
+
+/** A live production deployment's settings, all but DELIVERY_START_AT. */
+const liveProduction = {
+  ...base,
+  NODE_ENV: 'production',
+  DATABASE_URL: 'postgres://rx@db.internal:5432/rx',
+  VA_NOTIFY_BASE_URL: 'https://api.notifications.va.gov',
+  VA_NOTIFY_SERVICE_ID: serviceId,
+  VA_NOTIFY_API_KEY: secret,
+  VA_NOTIFY_TEMPLATE_ID: templateId,
+  VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
+  AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
+  AAL_APP_TOKEN: 'app-token',
+  AAL_API_KEY: 'api-key',
+};
 
 t.test('defaults', async (t) => {
   const config = loadConfig({});
@@ -51,30 +67,16 @@ t.test('values from the environment are converted', async (t) => {
 
 t.test('a bad value names its variable', async (t) => {
   for (const PORT of ['abc', '70000', '-1', '80.5', '1e3', '0x50']) {
-    t.match(
-      configError(() => loadConfig({ ...base, PORT })),
-      /^invalid configuration: PORT: /,
-      PORT,
-    );
+    t.match(errorOf({ PORT }), /^invalid configuration: PORT: /, PORT);
   }
   t.equal(
-    configError(() => loadConfig({ ...base, GROUPING_QUIET_MINUTES: '1e3' })),
+    errorOf({ GROUPING_QUIET_MINUTES: '1e3' }),
     'invalid configuration: GROUPING_QUIET_MINUTES: Expected integer (got "1e3")',
     'not read as 1',
   );
-  t.match(
-    configError(() => loadConfig({ ...base, DELIVERY_MODE: 'shadowed' })),
-    'DELIVERY_MODE:',
-  );
-  t.match(
-    configError(() => loadConfig({ ...base, DELIVERY_START_AT: 'June 1st' })),
-    'DELIVERY_START_AT:',
-  );
-  t.match(
-    configError(() => loadConfig({ ...base, DELIVERY_START_AT: '2026-06-01T14:00:00' })),
-    'DELIVERY_START_AT:',
-    'an instant needs its offset',
-  );
+  t.match(errorOf({ DELIVERY_MODE: 'shadowed' }), 'DELIVERY_MODE:');
+  t.match(errorOf({ DELIVERY_START_AT: 'June 1st' }), 'DELIVERY_START_AT:');
+  t.match(errorOf({ DELIVERY_START_AT: '2026-06-01T14:00:00' }), 'DELIVERY_START_AT:', 'an instant needs its offset');
   for (const DELIVERY_START_AT of [
     '2026-02-30T14:00:00Z',
     '2026-06-01T24:00:00Z',
@@ -83,7 +85,7 @@ t.test('a bad value names its variable', async (t) => {
     '2026-06-01T14:00:00+15:00',
   ]) {
     t.equal(
-      configError(() => loadConfig({ ...base, DELIVERY_START_AT })),
+      errorOf({ DELIVERY_START_AT }),
       `invalid configuration: DELIVERY_START_AT: not a real date and time (got ${JSON.stringify(DELIVERY_START_AT)})`,
       `${DELIVERY_START_AT} is refused, not rolled over`,
     );
@@ -93,27 +95,12 @@ t.test('a bad value names its variable', async (t) => {
     new Date('2028-03-01T04:59:59.500Z'),
     'a leap day is a real date',
   );
-  t.match(
-    configError(() => loadConfig({ ...base, CUTOVER_HOLD_HOURS: '169' })),
-    'CUTOVER_HOLD_HOURS:',
-  );
-  t.match(
-    configError(() => loadConfig({ ...base, CUTOVER_HOLD_HOURS: '1.5' })),
-    'CUTOVER_HOLD_HOURS:',
-  );
-  t.match(
-    configError(() => loadConfig({ ...base, NODE_ENV: 'staging' })),
-    'NODE_ENV:',
-  );
-  t.match(
-    configError(() => loadConfig({ ...base, VA_NOTIFY_TEMPLATE_ID: 'not-a-uuid' })),
-    'VA_NOTIFY_TEMPLATE_ID:',
-  );
-  t.match(
-    configError(() => loadConfig({ ...base, VA_NOTIFY_BASE_URL: 'api.notifications.va.gov' })),
-    'VA_NOTIFY_BASE_URL:',
-  );
-  const both = configError(() => loadConfig({ ...base, PORT: 'x', GROUPING_QUIET_MINUTES: 'y' }));
+  t.match(errorOf({ CUTOVER_HOLD_HOURS: '169' }), 'CUTOVER_HOLD_HOURS:');
+  t.match(errorOf({ CUTOVER_HOLD_HOURS: '1.5' }), 'CUTOVER_HOLD_HOURS:');
+  t.match(errorOf({ NODE_ENV: 'staging' }), 'NODE_ENV:');
+  t.match(errorOf({ VA_NOTIFY_TEMPLATE_ID: 'not-a-uuid' }), 'VA_NOTIFY_TEMPLATE_ID:');
+  t.match(errorOf({ VA_NOTIFY_BASE_URL: 'api.notifications.va.gov' }), 'VA_NOTIFY_BASE_URL:');
+  const both = errorOf({ PORT: 'x', GROUPING_QUIET_MINUTES: 'y' });
   t.match(both, 'PORT:');
   t.match(both, 'GROUPING_QUIET_MINUTES:', 'every bad value at once, not one per restart');
 });
@@ -165,19 +152,16 @@ t.test('TRUST_PROXY: addresses, CIDR ranges and the named ranges; anything else 
     'linklocal',
   ]);
   t.same(loadConfig({ ...base, TRUST_PROXY: 'none' }).TRUST_PROXY, ['none']);
+  t.match(errorOf({ TRUST_PROXY: 'none,loopback' }), 'TRUST_PROXY: none trusts no proxy, so it stands alone');
   t.match(
-    configError(() => loadConfig({ ...base, TRUST_PROXY: 'none,loopback' })),
-    'TRUST_PROXY: none trusts no proxy, so it stands alone',
-  );
-  t.match(
-    configError(() => loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/33,alb.internal,10.1.2' })),
+    errorOf({ TRUST_PROXY: '10.0.0.0/33,alb.internal,10.1.2' }),
     'TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: 10.0.0.0/33, alb.internal, 10.1.2',
   );
 });
 
 t.test('a send lease must outlast a VA Notify request with room to spare', async (t) => {
   t.match(
-    configError(() => loadConfig({ ...base, SEND_LEASE_SECONDS: '15', VA_NOTIFY_TIMEOUT_MS: '10000' })),
+    errorOf({ SEND_LEASE_SECONDS: '15', VA_NOTIFY_TIMEOUT_MS: '10000' }),
     'SEND_LEASE_SECONDS: must be at least twice VA_NOTIFY_TIMEOUT_MS',
   );
   t.equal(loadConfig({ ...base, SEND_LEASE_SECONDS: '20', VA_NOTIFY_TIMEOUT_MS: '10000' }).SEND_LEASE_SECONDS, 20);
@@ -185,7 +169,7 @@ t.test('a send lease must outlast a VA Notify request with room to spare', async
 
 t.test('VA_NOTIFY_BASE_URL set requires the rest of the VA Notify settings', async (t) => {
   const url = { VA_NOTIFY_BASE_URL: 'https://staging.api.notifications.va.gov' };
-  const message = configError(() => loadConfig({ ...base, ...url }));
+  const message = errorOf(url);
   t.match(message, 'VA_NOTIFY_API_KEY: required when VA_NOTIFY_BASE_URL is set');
   t.match(message, 'VA_NOTIFY_TEMPLATE_ID: required when VA_NOTIFY_BASE_URL is set');
   t.match(message, 'VA_NOTIFY_SERVICE_ID: required when VA_NOTIFY_BASE_URL is set and VA_NOTIFY_API_KEY is a bare secret');
@@ -219,41 +203,25 @@ t.test('VA_NOTIFY_BASE_URL set requires the rest of the VA Notify settings', asy
 });
 
 t.test('production with DELIVERY_MODE=live needs real VA Notify, AAL and a database', async (t) => {
-  const message = configError(() => loadConfig({ ...base, NODE_ENV: 'production' }));
+  const message = errorOf({ NODE_ENV: 'production' });
   t.match(message, 'VA_NOTIFY_BASE_URL: required in production with DELIVERY_MODE=live');
   t.match(message, 'AAL_BASE_URL: required in production with DELIVERY_MODE=live');
   t.match(message, 'DATABASE_URL: required in production');
-  const shadow = configError(() => loadConfig({ ...base, NODE_ENV: 'production', DELIVERY_MODE: 'shadow' }));
+  const shadow = errorOf({ NODE_ENV: 'production', DELIVERY_MODE: 'shadow' });
   t.notMatch(shadow, 'VA_NOTIFY_BASE_URL', 'a shadow run calls nobody');
   t.match(shadow, 'DATABASE_URL: required in production');
-  t.match(
-    configError(() => loadConfig({ ...base, AAL_BASE_URL: 'https://apigw.myhealth.va.gov' })),
-    'AAL_APP_TOKEN: required when AAL_BASE_URL is set',
-  );
+  t.match(errorOf({ AAL_BASE_URL: 'https://apigw.myhealth.va.gov' }), 'AAL_APP_TOKEN: required when AAL_BASE_URL is set');
 });
 
 t.test('production with DELIVERY_MODE=live needs the cut-over instant', async (t) => {
-  const live = {
-    ...base,
-    NODE_ENV: 'production',
-    DATABASE_URL: 'postgres://rx@db.internal:5432/rx',
-    VA_NOTIFY_BASE_URL: 'https://api.notifications.va.gov',
-    VA_NOTIFY_SERVICE_ID: serviceId,
-    VA_NOTIFY_API_KEY: secret,
-    VA_NOTIFY_TEMPLATE_ID: templateId,
-    VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
-    AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
-    AAL_APP_TOKEN: 'app-token',
-    AAL_API_KEY: 'api-key',
-  };
   t.equal(
-    configError(() => loadConfig(live)),
+    configError(() => loadConfig(liveProduction)),
     'invalid configuration: DELIVERY_START_AT: required in production with DELIVERY_MODE=live (the cut-over instant; without it every package MHV emails is emailed again)',
   );
-  const config = loadConfig({ ...live, DELIVERY_START_AT: '2026-06-02T14:00:00Z' });
+  const config = loadConfig({ ...liveProduction, DELIVERY_START_AT: '2026-06-02T14:00:00Z' });
   t.same(config.DELIVERY_START_AT, new Date('2026-06-02T14:00:00Z'));
   t.equal(config.CUTOVER_HOLD_HOURS, 12, 'packages near the instant are held by default');
-  t.ok(loadConfig({ ...live, DELIVERY_MODE: 'shadow' }), 'a shadow run needs no instant: it sends nothing');
+  t.ok(loadConfig({ ...liveProduction, DELIVERY_MODE: 'shadow' }), 'a shadow run needs no instant: it sends nothing');
 });
 
 t.test('testConfig gives a quiet, timer-free config for tests', async (t) => {
@@ -265,27 +233,7 @@ t.test('testConfig gives a quiet, timer-free config for tests', async (t) => {
 });
 
 t.test('the server refuses to start live in production without DELIVERY_START_AT (exit 78)', async (t) => {
-  const child = spawn(process.execPath, ['--no-warnings', 'src/server.ts'], {
-    cwd: fileURLToPath(new URL('../../', import.meta.url)),
-    env: {
-      PATH: process.env.PATH ?? '',
-      NODE_ENV: 'production',
-      DATABASE_URL: 'postgres://rx@127.0.0.1:1/rx',
-      INTERNAL_API_TOKENS: 'test-internal-token-0001',
-      VA_NOTIFY_BASE_URL: 'https://api.notifications.va.gov',
-      VA_NOTIFY_SERVICE_ID: serviceId,
-      VA_NOTIFY_API_KEY: secret,
-      VA_NOTIFY_TEMPLATE_ID: templateId,
-      VA_NOTIFY_CALLBACK_TOKENS: 'callback-token-0001',
-      AAL_BASE_URL: 'https://apigw.myhealth.va.gov',
-      AAL_APP_TOKEN: 'app-token',
-      AAL_API_KEY: 'api-key',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const { code, stderr } = await runScript('src/server.ts', [], { ...liveProduction, DATABASE_URL: 'postgres://rx@127.0.0.1:1/rx' });
   t.equal(code, 78, 'EX_CONFIG');
   t.match(stderr, 'DELIVERY_START_AT: required in production with DELIVERY_MODE=live');
 });

@@ -1,11 +1,10 @@
 // The event-bus settings: off unless EVENT_BUS_BROKERS is set; when set, checked at startup like
 // every other setting, naming the variable (the server exits 78).
-import { spawn } from 'node:child_process';
 import t from 'tap';
 import { eventBusTls, loadConfig, testConfig } from '../../src/config.ts';
+import { runScript } from '../support/cli.ts';
 import { configError } from '../support/config-error.ts';
 
-const repoRoot = new URL('../../', import.meta.url).pathname;
 const on = { EVENT_BUS_BROKERS: 'b-1.msk.example:9098,b-2.msk.example:9098', EVENT_BUS_SCHEMA_REGISTRY_URL: 'https://registry.example' };
 
 t.test('no brokers, no consumer; defaults for the rest', async (t) => {
@@ -83,14 +82,11 @@ t.test('a bad or missing setting names its variable', async (t) => {
 });
 
 t.test('the server exits 78 naming the variable', async (t) => {
-  const child = spawn(process.execPath, ['--no-warnings', 'src/server.ts'], {
-    cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'test', INTERNAL_API_TOKENS: 'test-internal-token-0001', EVENT_BUS_BROKERS: 'b-1:9098' },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const { code, stderr } = await runScript('src/server.ts', [], {
+    NODE_ENV: 'test',
+    INTERNAL_API_TOKENS: 'test-internal-token-0001',
+    EVENT_BUS_BROKERS: 'b-1:9098',
   });
-  let stderr = '';
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   t.equal(code, 78, 'EX_CONFIG');
   t.match(stderr, 'EVENT_BUS_SCHEMA_REGISTRY_URL: required when EVENT_BUS_BROKERS is set');
 });

@@ -1,20 +1,16 @@
 // Secrets reach the container either as environment variables (ECS `secrets`) or as files named by
 // <NAME>_FILE (Secrets Store CSI driver). Both must work, a broken secret must stop startup with a
 // message naming the variable, and no message may ever contain a secret's value.
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { runScript, tempDir } from '../support/cli.ts';
 import { configError } from '../support/config-error.ts';
 import { loadConfig, SecretNames } from '../../src/config.ts';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-
 function secretsDir(t: { teardown(fn: () => unknown): void }): (name: string, content: string) => string {
-  const dir = mkdtempSync(join(tmpdir(), 'rx-secrets-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'rx-secrets-');
   return (name, content) => {
     const path = join(dir, name);
     writeFileSync(path, content, { mode: 0o600 });
@@ -106,14 +102,7 @@ t.test('a missing, unreadable or empty file stops startup naming the variable', 
 
 t.test('the server exits non-zero naming VA_NOTIFY_API_KEY_FILE when the file is missing', async (t) => {
   const missing = join(tmpdir(), 'rx-secrets-does-not-exist', 'va-notify-api-key');
-  const child = spawn(process.execPath, ['--no-warnings', 'src/server.ts'], {
-    cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', VA_NOTIFY_API_KEY_FILE: missing },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const { code, stderr } = await runScript('src/server.ts', [], { NODE_ENV: 'production', VA_NOTIFY_API_KEY_FILE: missing });
   t.not(code, 0);
   t.equal(code, 78, 'EX_CONFIG');
   t.match(stderr, `VA_NOTIFY_API_KEY_FILE: cannot read ${missing} (ENOENT)`);

@@ -5,6 +5,7 @@
 import t from 'tap';
 import { internalAuth, testApp, runJob } from '../support/app.ts';
 import { icn } from '../support/fixtures.ts';
+import { postDispenses } from '../support/ingest.ts';
 import { emailedByService, event, ingest, metric, mhvExport, packages, release, settings } from '../support/cutover.ts';
 
 t.test('packages on both sides of T, the two systems skewed by hours: each is emailed once, by one system', async (t) => {
@@ -123,13 +124,7 @@ t.test('an HL7 R06 package whose message time is a day after its fill: held by i
     message('CUT-HL7-1', '20260603080000', '9000001', '20260602120000', '1Z0000000000000010', 20),
     message('CUT-HL7-2', '20260603150000', '9000002', '20260602150000', '1Z0000000000000011', 21),
   ];
-  const body = `${messages.join('\r')}\r`;
-  const answer = await app.inject({
-    method: 'POST',
-    url: '/v1/dispenses',
-    headers: { ...internalAuth, 'content-type': 'application/hl7-v2' },
-    payload: body,
-  });
+  const answer = await postDispenses(app, `${messages.join('\r')}\r`, 'application/hl7-v2');
   t.equal(answer.statusCode, 200);
   t.match(await runJob(app, 'grouping'), { emailsCreated: 0, dispensesHeld: 2 });
 

@@ -3,21 +3,11 @@
 // records after it are still ingested.
 import { spawn } from 'node:child_process';
 import t from 'tap';
-import { eventsOfFile, createPublisher, encodeDispenseEvent, type Publisher } from '../../src/event-bus/publish.ts';
+import { eventsOfFile, encodeDispenseEvent } from '../../src/event-bus/publish.ts';
 import { frame } from '../../src/event-bus/schema.ts';
 import { testApp, type TestApp, runJob } from '../support/app.ts';
 import { postSample, samples, samplesDir, sampleSsns } from '../support/ingest.ts';
-import {
-  committedOffsets,
-  countOf,
-  createTopic,
-  eventBusSettings,
-  kafkaSkip,
-  testBroker,
-  testRegistry,
-  uniqueName,
-  waitFor,
-} from '../support/kafka.ts';
+import { committedOffsets, countOf, eventBusSettings, kafkaSkip, testPublisher, testTopic, uniqueName, waitFor } from '../support/kafka.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
@@ -35,32 +25,19 @@ async function dispensesAndEmails(sql: TestApp['db']['sql']) {
   return { dispenses: [...dispenses], emails: [...emails] };
 }
 
-async function eventBusApp(t: { teardown(fn: () => unknown): void }, topic: string, group: string, extra: Record<string, string> = {}) {
-  const broker = await testBroker();
-  const registry = await testRegistry(t);
-  const app = await testApp(t, { GROUPING_QUIET_MINUTES: '0', ...eventBusSettings(broker.plaintext, registry, topic, group), ...extra });
-  return { broker, registry, ...app };
-}
-
-async function publisherFor(
-  t: { teardown(fn: () => unknown): void },
-  brokers: string,
-  registryUrl: string,
-  topic: string,
-): Promise<Publisher> {
-  const publisher = await createPublisher({ brokers: [brokers], registryUrl, topic });
-  t.teardown(() => publisher.close());
-  return publisher;
+/** An app consuming a topic of its own with `partitions` partitions. */
+async function eventBusApp(t: { teardown(fn: () => unknown): void }, partitions: number) {
+  const bus = await testTopic(t, partitions);
+  const app = await testApp(t, { GROUPING_QUIET_MINUTES: '0', ...bus.settings });
+  return { ...bus, ...app };
 }
 
 t.test('records of every sample become the same dispenses and emails as the HTTP path', async (t) => {
-  const topic = uniqueName('dispenses');
-  const broker = await testBroker();
-  await createTopic(broker.plaintext, topic, 3);
-  const viaKafka = await eventBusApp(t, topic, uniqueName('group'));
+  const viaKafka = await eventBusApp(t, 3);
+  const { topic } = viaKafka;
   const viaHttp = await testApp(t, { GROUPING_QUIET_MINUTES: '0' });
 
-  const publisher = await publisherFor(t, broker.plaintext, viaKafka.registry.url, topic);
+  const publisher = await testPublisher(t, viaKafka);
   for (const sample of samples) {
     await postSample(viaHttp.app, sample);
     await publisher.publish(eventsOfFile(`${samplesDir}${sample.file}`));
@@ -116,11 +93,9 @@ const dispense = (n: number, icn = '1012345678V123456') => ({
 const event = (n: number) => ({ eventId: `eb-${n}`, dispense: dispense(n) });
 
 t.test('a record published twice, and records read again by a consumer that never committed, store nothing twice', async (t) => {
-  const topic = uniqueName('dispenses');
-  const broker = await testBroker();
-  await createTopic(broker.plaintext, topic, 3);
-  const first = await eventBusApp(t, topic, uniqueName('group'));
-  const publisher = await publisherFor(t, broker.plaintext, first.registry.url, topic);
+  const first = await eventBusApp(t, 3);
+  const { broker, topic } = first;
+  const publisher = await testPublisher(t, first);
   // The producer has no idempotence: the same event can arrive twice, at two offsets.
   await publisher.publish([event(1), event(2), event(3)], { partition: 0 });
   await publisher.publish([event(2)], { partition: 0 });
@@ -141,12 +116,9 @@ t.test('a record published twice, and records read again by a consumer that neve
 });
 
 t.test('a poison record is kept with its reason, counted, committed past, and the records after it are ingested', async (t) => {
-  const topic = uniqueName('dispenses');
-  const broker = await testBroker();
-  await createTopic(broker.plaintext, topic, 1);
-  const group = uniqueName('group');
-  const { app, db, registry } = await eventBusApp(t, topic, group);
-  const publisher = await publisherFor(t, broker.plaintext, registry.url, topic);
+  const bus = await eventBusApp(t, 1);
+  const { broker, topic, group, app, db } = bus;
+  const publisher = await testPublisher(t, bus);
   await publisher.publish([event(10)]);
   const invalid = { ...dispense(11), patient: { icn: 'not-an-icn' } };
   await publisher.publishRaw([
@@ -182,12 +154,9 @@ t.test('a poison record is kept with its reason, counted, committed past, and th
 });
 
 t.test('an unreachable schema registry holds the records uncommitted until it answers', async (t) => {
-  const topic = uniqueName('dispenses');
-  const broker = await testBroker();
-  await createTopic(broker.plaintext, topic, 1);
-  const group = uniqueName('group');
-  const { db, registry, logs } = await eventBusApp(t, topic, group);
-  const publisher = await publisherFor(t, broker.plaintext, registry.url, topic);
+  const bus = await eventBusApp(t, 1);
+  const { broker, topic, group, db, registry, logs } = bus;
+  const publisher = await testPublisher(t, bus);
   registry.setUnavailable(true);
   await publisher.publish([event(20), event(21)]);
   await waitFor('a retry logged', () => logs.text.includes('the schema registry unavailable'));
@@ -199,10 +168,7 @@ t.test('an unreachable schema registry holds the records uncommitted until it an
 });
 
 t.test('npm run event-bus:publish publishes the sample files as Avro records, registering the schema', async (t) => {
-  const topic = uniqueName('dispenses');
-  const broker = await testBroker();
-  await createTopic(broker.plaintext, topic, 1);
-  const { db, registry } = await eventBusApp(t, topic, uniqueName('group'));
+  const { broker, topic, db, registry } = await eventBusApp(t, 1);
   const files = ['rds-o13-one-package-two-rx.hl7', 'dispense-events.json'].map((f) => `${samplesDir}${f}`);
   const child = spawn(process.execPath, ['--no-warnings', 'src/event-bus/publish-cli.ts', ...files], {
     cwd: new URL('../../', import.meta.url).pathname,

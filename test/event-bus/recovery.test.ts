@@ -1,42 +1,26 @@
 // The consumer when things fail, against a real broker: the database cut mid-batch, an instance killed.
 import t from 'tap';
 import { connect } from '../../src/db/connect.ts';
-import { createPublisher } from '../../src/event-bus/publish.ts';
 import { testApp } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
-import {
-  committedOffsets,
-  countOf,
-  createTopic,
-  eventBusSettings,
-  jsonDispenseEvent,
-  kafkaSkip,
-  testBroker,
-  testRegistry,
-  uniqueName,
-  waitFor,
-} from '../support/kafka.ts';
+import { committedOffsets, countOf, jsonDispenseEvent, kafkaSkip, testPublisher, testTopic, waitFor } from '../support/kafka.ts';
 import { startServiceProcess, superviseServiceProcess } from '../support/service-process.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
 
 t.test('the database terminated mid-batch: nothing committed past what was stored, then everything stored once', async (t) => {
-  const broker = await testBroker();
-  const registry = await testRegistry(t);
-  const topic = uniqueName('dispenses');
-  const group = uniqueName('group');
-  await createTopic(broker.plaintext, topic, 1);
+  const bus = await testTopic(t, 1);
+  const { broker, topic, group } = bus;
   const db = await testDatabase(t);
   // A real process under a supervisor: postgres.js may take the process down with the cut connection
   // (src/db/connect.ts, isDriverWriteAfterClose); it then exits and is started again, as in production.
   const service = await superviseServiceProcess(
-    { ...eventBusSettings(broker.plaintext, registry, topic, group), DATABASE_URL: db.url, JOBS_ENABLED: 'false' },
+    { ...bus.settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false' },
     { readyTimeoutMs: 120_000 },
   );
   t.teardown(() => service.stop());
-  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
-  t.teardown(() => publisher.close());
+  const publisher = await testPublisher(t, bus);
 
   // Another session holds a lock that the batch's inserts wait for, so the batch is caught mid-way.
   const admin = connect(db.url, { max: 1 });
@@ -80,13 +64,9 @@ t.test('the database terminated mid-batch: nothing committed past what was store
 });
 
 t.test("two instances in one group split the partitions; a killed instance's partitions are taken over with nothing lost", async (t) => {
-  const broker = await testBroker();
-  const registry = await testRegistry(t);
-  const topic = uniqueName('dispenses');
-  const group = uniqueName('group');
-  await createTopic(broker.plaintext, topic, 4);
+  const bus = await testTopic(t, 4);
+  const { broker, topic, group, settings } = bus;
   const db = await testDatabase(t);
-  const settings = eventBusSettings(broker.plaintext, registry, topic, group);
   const first = await testApp(t, settings, { db });
   await waitFor('the first instance holds every partition', () => first.app.eventBus!.partitions().length === 4);
   const second = await startServiceProcess({ ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false' }, { readyTimeoutMs: 120_000 });
@@ -96,8 +76,7 @@ t.test("two instances in one group split the partitions; a killed instance's par
   await waitFor('the partitions split', () => first.app.eventBus!.partitions().length === 2, 60_000);
   const held = first.app.eventBus!.partitions();
 
-  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
-  t.teardown(() => publisher.close());
+  const publisher = await testPublisher(t, bus);
   for (let partition = 0; partition < 4; partition++)
     await publisher.publish([jsonDispenseEvent(partition * 10 + 1), jsonDispenseEvent(partition * 10 + 2)], { partition });
   await waitFor('8 records stored', async () => (await countOf(db.sql, 'select count(*)::int as n from medication_dispense')) === 8);

@@ -1,34 +1,18 @@
 // Stopping the consumer, against a real broker: SIGTERM, and a broker that goes away and comes back.
 import t from 'tap';
-import { createPublisher } from '../../src/event-bus/publish.ts';
 import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
 import { testApp } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
-import {
-  committedOffsets,
-  countOf,
-  createTopic,
-  eventBusSettings,
-  jsonDispenseEvent,
-  kafkaSkip,
-  testBroker,
-  testRegistry,
-  uniqueName,
-  waitFor,
-} from '../support/kafka.ts';
+import { committedOffsets, countOf, jsonDispenseEvent, kafkaSkip, testPublisher, testTopic, waitFor } from '../support/kafka.ts';
 import { startServiceProcess } from '../support/service-process.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
 
 t.test('SIGTERM commits what is stored and leaves the group within the grace period', async (t) => {
-  const broker = await testBroker();
-  const registry = await testRegistry(t);
-  const topic = uniqueName('dispenses');
-  const group = uniqueName('group');
-  await createTopic(broker.plaintext, topic, 2);
+  const bus = await testTopic(t, 2);
+  const { broker, topic, group, settings } = bus;
   const db = await testDatabase(t);
-  const settings = eventBusSettings(broker.plaintext, registry, topic, group);
   const service = await startServiceProcess(
     { ...settings, DATABASE_URL: db.url, JOBS_ENABLED: 'false', SHUTDOWN_GRACE_SECONDS: '5' },
     { readyTimeoutMs: 120_000 },
@@ -36,8 +20,7 @@ t.test('SIGTERM commits what is stored and leaves the group within the grace per
   t.teardown(() => {
     service.child.kill('SIGKILL');
   });
-  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
-  t.teardown(() => publisher.close());
+  const publisher = await testPublisher(t, bus);
   await publisher.publish([1, 2, 3].map(jsonDispenseEvent), { partition: 0 });
   await publisher.publish([4, 5].map(jsonDispenseEvent), { partition: 1 });
   await waitFor('stored', async () => (await countOf(db.sql, 'select count(*)::int as n from inbound_message')) === 5);
@@ -59,10 +42,8 @@ t.test('SIGTERM commits what is stored and leaves the group within the grace per
 t.test('/health/ready reports a consumer that lost its broker, and ready again once it is back and reading', async (t) => {
   const broker = await startKafkaBroker({ partitions: 1 });
   t.teardown(() => broker.stop());
-  const registry = await testRegistry(t);
-  const topic = uniqueName('dispenses');
-  await createTopic(broker.plaintext, topic, 1);
-  const { app, db } = await testApp(t, { ...eventBusSettings(broker.plaintext, registry, topic, uniqueName('group')) });
+  const bus = await testTopic(t, 1, broker);
+  const { app, db } = await testApp(t, bus.settings);
   const ready = async () => {
     const response = await app.inject({ method: 'GET', url: '/health/ready' });
     return { statusCode: response.statusCode, eventBus: (response.json() as { checks: { eventBus?: string } }).checks.eventBus };
@@ -75,8 +56,7 @@ t.test('/health/ready reports a consumer that lost its broker, and ready again o
 
   // The broker back on the same port, with its topic: the consumer reconnects by itself.
   await broker.restart();
-  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
-  t.teardown(() => publisher.close());
+  const publisher = await testPublisher(t, bus);
   await publisher.publish([jsonDispenseEvent(1)]);
   await waitFor(
     'the record published after the broker came back stored',

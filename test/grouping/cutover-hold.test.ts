@@ -2,7 +2,7 @@
 // and recorded in cutover_dispense (sql/021_cutover_hold.sql).
 import t from 'tap';
 import { runGrouping } from '../../src/grouping/grouping-job.ts';
-import { groupDrafts, takeReadyDrafts } from '../../src/grouping/repository.ts';
+import { groupReadyDrafts } from '../support/grouping.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { testDatabase } from '../support/database.ts';
@@ -116,17 +116,7 @@ t.test('a dispense shipped near DELIVERY_START_AT that the run did not see is he
     { patient_icn: icn(1), rx_number: '1000001', tracking_number: 'T1', shipped_at: new Date('2026-06-01T13:00:00Z') },
     { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2', shipped_at: new Date('2026-06-01T19:00:00Z') },
   ]);
-  const parameters = {
-    quietMinutes: 60,
-    maxWaitMinutes: 240,
-    batchSize: 10,
-    includeDrugNames: false,
-    emailState: 'queued' as const,
-    partition: { index: 0, count: 1 },
-    deliveryStartAt: new Date('2026-06-01T12:00:00Z'),
-    holdHours: 6,
-  };
-  const result = await sql.begin(async (tx) => groupDrafts(tx, await takeReadyDrafts(tx, parameters), parameters));
+  const result = await groupReadyDrafts(sql, { holdHours: 6 });
   t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 0, dispensesHeld: 1 });
   const rows = await sql`select rx_number, state from medication_dispense order by rx_number`;
   t.same(

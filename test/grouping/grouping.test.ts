@@ -1,12 +1,12 @@
 import t from 'tap';
 import { groupReadyVeterans, runGrouping } from '../../src/grouping/grouping-job.ts';
-import { groupDrafts, takeReadyDrafts } from '../../src/grouping/repository.ts';
+import { groupReadyDrafts } from '../support/grouping.ts';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { connect } from '../../src/db/connect.ts';
 import { AdvisoryLock } from '../../src/db/locks.ts';
 import { testDatabase } from '../support/database.ts';
-import { icn, insertDispenses, insertTrackingEmail } from '../support/fixtures.ts';
+import { dispenseRecord, icn, insertDispenses, insertTrackingEmail } from '../support/fixtures.ts';
 import { insertDispenses as ingestDispenses, insertInboundMessage } from '../../src/ingest/repository.ts';
 
 const log = createLogger('silent');
@@ -265,25 +265,7 @@ t.test('a veteran whose draft an ingest holds is passed by, not waited for, and 
   t.teardown(() => ingest.release());
   await ingest`begin`;
   const inbound = await insertInboundMessage(ingest, { source: 'http', contentType: 'application/json', maskedBody: '{}' });
-  const resend = await ingestDispenses(ingest, inbound, [
-    {
-      stationNumber: '521',
-      rxNumber: '1000002',
-      fillNumber: 0,
-      trackingNumber: 'T2',
-      carrier: 'UPS',
-      drugName: null,
-      ndc: null,
-      quantity: null,
-      dispensedAt: null,
-      shippedAt: null,
-      veteranIcn: icn(1),
-      mhvCorrelationId: null,
-      messageControlId: null,
-      state: 'pending',
-      stateReason: null,
-    },
-  ]);
+  const resend = await ingestDispenses(ingest, inbound, [cmopDispense(icn(1), '1000002', 'T2')]);
   t.equal(resend.stored.size, 0, 'the resend is a duplicate');
 
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('grouping waited for the lock')), 5_000).unref());
@@ -440,23 +422,7 @@ t.test('a run reports whether a partition took its whole share, so that the next
 
 /** A dispense as CMOP sends it, for a veteran, through the ingest's repository. */
 function cmopDispense(veteranIcn: string, rxNumber: string, trackingNumber: string) {
-  return {
-    stationNumber: '521',
-    rxNumber,
-    fillNumber: 0,
-    trackingNumber,
-    carrier: 'UPS',
-    drugName: null,
-    ndc: null,
-    quantity: null,
-    dispensedAt: null,
-    shippedAt: null,
-    veteranIcn,
-    mhvCorrelationId: null,
-    messageControlId: null,
-    state: 'pending' as const,
-    stateReason: null,
-  };
+  return dispenseRecord(rxNumber, { veteranIcn, trackingNumber });
 }
 
 t.test('a dispense that arrives while grouping takes its veteran waits for the run and goes out in the next email', async (t) => {
@@ -583,16 +549,7 @@ t.test(
       { patient_icn: icn(1), rx_number: '1000002', tracking_number: 'T2', shipped_at: new Date('2026-06-01T12:00:00Z') },
     ]);
     // As if it committed between the run's exclusion and its taking of the drafts.
-    const parameters = {
-      quietMinutes: 60,
-      maxWaitMinutes: 240,
-      batchSize: 10,
-      includeDrugNames: false,
-      emailState: 'queued' as const,
-      partition: { index: 0, count: 1 },
-      deliveryStartAt: new Date('2026-06-01T12:00:00Z'),
-    };
-    const result = await sql.begin(async (tx) => groupDrafts(tx, await takeReadyDrafts(tx, parameters), parameters));
+    const result = await groupReadyDrafts(sql);
     t.same(result, { emailsCreated: 1, dispensesGrouped: 1, dispensesExcluded: 1, dispensesHeld: 0 });
     const rows =
       await sql`select rx_number, state, state_reason, tracking_email_id is null as unnamed from medication_dispense order by rx_number`;

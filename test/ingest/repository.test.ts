@@ -4,28 +4,11 @@
 // of by foreign keys.
 import t from 'tap';
 import { dispenseRows, insertDispenses, insertInboundMessage, storeDispenseRows, textArrayLiteral } from '../../src/ingest/repository.ts';
-import { dispenseKey, type DispenseRecord } from '../../src/ingest/dispense.ts';
+import { dispenseKey } from '../../src/ingest/dispense.ts';
 import { testDatabase } from '../support/database.ts';
-import { insertTrackingEmail } from '../support/fixtures.ts';
+import { dispenseRecord, insertTrackingEmail } from '../support/fixtures.ts';
 
-const dispense = (rxNumber: string, overrides: Partial<DispenseRecord> = {}): DispenseRecord => ({
-  stationNumber: '521',
-  rxNumber,
-  fillNumber: 0,
-  trackingNumber: `1Z${rxNumber}`,
-  carrier: 'UPS',
-  drugName: null,
-  ndc: null,
-  quantity: null,
-  dispensedAt: null,
-  shippedAt: null,
-  veteranIcn: '1012345678V123456',
-  mhvCorrelationId: null,
-  messageControlId: null,
-  state: 'pending',
-  stateReason: null,
-  ...overrides,
-});
+const dispense = dispenseRecord;
 
 t.test('a text[] literal reads back as the values it was built from', async (t) => {
   const { sql } = await testDatabase(t);

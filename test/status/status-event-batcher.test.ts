@@ -9,6 +9,7 @@ import { testDatabase } from '../support/database.ts';
 import { insertNotification } from '../support/fixtures.ts';
 import {
   aalEventsOf,
+  advisoryLockWaiter,
   callbackOptions as callback,
   deliveredEvent as event,
   emailRow,
@@ -152,14 +153,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
       // connection is cut: the statement fails as a whole, as when the database goes away.
       await applyPendingStatusEvents(tx, held, callback);
       settled = Promise.allSettled([batcher.record(event(randomUUID())), batcher.record(event(held)), batcher.record(event(other))]);
-      for (;;) {
-        const [waiting] = await sql<{ pid: number }[]>`select pid from pg_locks where locktype = 'advisory' and not granted`;
-        if (waiting) {
-          await sql`select pg_terminate_backend(${waiting.pid})`;
-          break;
-        }
-        await new Promise((resolve) => setImmediate(resolve));
-      }
+      await sql`select pg_terminate_backend(${await advisoryLockWaiter(sql)})`;
     });
     const [alone, ...batch] = await settled!;
     t.equal(alone!.status, 'fulfilled', 'the first went alone and committed');
@@ -185,13 +179,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
       await tx`update tracking_email set state = 'sent' where id = ${sendingEmail}`;
       t.same(await applyPendingStatusEvents(tx, sending, callback), { applied: 0, stale: 0, aalEventCreated: false });
       results = Promise.all([batcher.record(event(stored)), batcher.record(event(sending))]);
-      for (;;) {
-        const [waiting] = await sql<
-          { count: number }[]
-        >`select count(*)::int as count from pg_locks where locktype = 'advisory' and not granted`;
-        if (waiting!.count > 0) break;
-        await new Promise((resolve) => setImmediate(resolve));
-      }
+      await advisoryLockWaiter(sql);
     });
     const outcomes = (await results!) as { outcome: string }[];
     t.same(

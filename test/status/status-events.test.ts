@@ -10,7 +10,15 @@ import {
 import { applyPendingStatusEvents, recordStatusEvent, recordStatusEvents, type StatusEvent } from '../../src/status/repository.ts';
 import { testDatabase } from '../support/database.ts';
 import { insertNotification } from '../support/fixtures.ts';
-import { aalEventsOf, emailRow, eventsOf, insertGroupedDispenses, insertEmail, notificationRow } from '../support/status.ts';
+import {
+  aalEventsOf,
+  advisoryLockWaiter,
+  emailRow,
+  eventsOf,
+  insertGroupedDispenses,
+  insertEmail,
+  notificationRow,
+} from '../support/status.ts';
 
 const options = { replayDelayMinutes: 60, sendMaxAttempts: 5 };
 const callback = { ...options, source: 'callback' as const };
@@ -231,13 +239,7 @@ t.test('status events against a real database', async (t) => {
       t.same(await applyPendingStatusEvents(tx, id, options), { applied: 0, stale: 0, aalEventCreated: false });
       recorded = recordStatusEvent(sql, delivered(id), callback);
       // Commit only once the callback is queued behind this transaction's lock on the notification.
-      for (;;) {
-        const [waiting] = await sql<
-          { count: number }[]
-        >`select count(*)::int as count from pg_locks where locktype = 'advisory' and not granted`;
-        if (waiting!.count > 0) break;
-        await new Promise((resolve) => setImmediate(resolve));
-      }
+      await advisoryLockWaiter(sql);
     });
     t.same(await recorded, { outcome: 'applied', aalEventCreated: true });
     t.equal((await emailRow(sql, emailId)).state, 'delivered');

@@ -3,6 +3,7 @@
 // and notifications. Fields are the columns; each has a default, so a test names only what it is about.
 import { randomUUID } from 'node:crypto';
 import type { SqlHandle } from '../../src/db/connect.ts';
+import type { DispenseRecord } from '../../src/ingest/dispense.ts';
 import { withDrafts } from './drafts.ts';
 
 type Timestamp = Date | string;
@@ -108,4 +109,26 @@ export async function insertNotification(sql: SqlHandle, trackingEmailId: string
 /** An ICN of the documented shape (ten digits, V, six digits) from a number. */
 export function icn(n: number): string {
   return `10${String(n).padStart(8, '0')}V${String(n % 1_000_000).padStart(6, '0')}`;
+}
+
+/** A dispense as ingest hands it to its repository: a pending UPS fill at station 521, with the fields given. */
+export function dispenseRecord(rxNumber: string, overrides: Partial<DispenseRecord> = {}): DispenseRecord {
+  return {
+    stationNumber: '521',
+    rxNumber,
+    fillNumber: 0,
+    trackingNumber: `1Z${rxNumber}`,
+    carrier: 'UPS',
+    drugName: null,
+    ndc: null,
+    quantity: null,
+    dispensedAt: null,
+    shippedAt: null,
+    veteranIcn: '1012345678V123456',
+    mhvCorrelationId: null,
+    messageControlId: null,
+    state: 'pending',
+    stateReason: null,
+    ...overrides,
+  };
 }

@@ -6,6 +6,7 @@ import tap from 'tap';
 import { kafkaRunnable, startKafkaBroker, type KafkaBroker, type KafkaBrokerOptions } from '../../src/sandbox/kafka-broker.ts';
 import { startSandboxSchemaRegistry, type SandboxSchemaRegistry } from '../../src/sandbox/schema-registry.ts';
 import type { Sql } from '../../src/db/connect.ts';
+import { createPublisher, type Publisher } from '../../src/event-bus/publish.ts';
 
 /** False when Kafka tests can run; else the one line that says why not and how to run them. */
 export const kafkaSkip: false | string = kafkaRunnable()
@@ -101,3 +102,25 @@ export const jsonDispenseEvent = (n: number) => ({
     trackingNumber: `1Z99999904${String(n).padStart(8, '0')}`,
   },
 });
+
+type Teardown = { teardown(fn: () => unknown): void };
+
+/** A topic of its own on a broker (this file's unless given), a schema registry, a consumer group name, and the settings that point a consumer at them. */
+export async function testTopic(t: Teardown, partitions: number, broker?: KafkaBroker) {
+  const kafka = broker ?? (await testBroker());
+  const registry = await testRegistry(t);
+  const topic = uniqueName('dispenses');
+  const group = uniqueName('group');
+  await createTopic(kafka.plaintext, topic, partitions);
+  return { broker: kafka, registry, topic, group, settings: eventBusSettings(kafka.plaintext, registry, topic, group) };
+}
+
+/** A publisher to a test topic, closed when the test ends. */
+export async function testPublisher(
+  t: Teardown,
+  { broker, registry, topic }: { broker: KafkaBroker; registry: SandboxSchemaRegistry; topic: string },
+): Promise<Publisher> {
+  const publisher = await createPublisher({ brokers: [broker.plaintext], registryUrl: registry.url, topic });
+  t.teardown(() => publisher.close());
+  return publisher;
+}

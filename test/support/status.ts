@@ -2,6 +2,7 @@
 // so a test can tell that a request changed nothing.
 import postgres from 'postgres';
 import type { SqlHandle } from '../../src/db/connect.ts';
+import type { buildApp } from '../../src/app.ts';
 import type { StatusEvent } from '../../src/status/repository.ts';
 import { insertDispenses, insertTrackingEmail, type DispenseFixture, type TrackingEmailFixture } from './fixtures.ts';
 
@@ -68,6 +69,16 @@ const tables = [
   'aal_event',
   'rate_budget',
 ] as const;
+
+/** Posts a VA Notify callback body (an object, or a string sent as it is) with the bearer token given. */
+export function postCallback(app: Awaited<ReturnType<typeof buildApp>>, token: string, body: unknown) {
+  return app.inject({
+    method: 'POST',
+    url: '/v1/va-notify/callbacks',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    payload: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
 
 /** Every row of every table, as a digest per table: equal snapshots mean nothing was written. */
 export async function snapshot(sql: SqlHandle): Promise<Record<string, string>> {
@@ -139,4 +150,16 @@ export async function tracedPool(t: { teardown: (fn: () => unknown) => void }, u
   await Promise.all(Array.from({ length: max }, () => traced`select pg_sleep(0.01)`));
   statements.length = 0;
   return { traced, statements };
+}
+
+/**
+ * Waits until a session waits for an advisory lock, that is, until the work under test is queued behind
+ * a lock the test holds; returns that session's pid.
+ */
+export async function advisoryLockWaiter(sql: SqlHandle): Promise<number> {
+  for (;;) {
+    const [waiting] = await sql<{ pid: number }[]>`select pid from pg_locks where locktype = 'advisory' and not granted`;
+    if (waiting) return waiting.pid;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
 }
