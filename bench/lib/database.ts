@@ -47,7 +47,7 @@ export async function settle(sql: Sql): Promise<void> {
 /**
  * `keep` names a database on the DATABASE_URL server that outlives the run: created (and migrated)
  * if it does not exist, reused if it does, never dropped. The history stage keeps its history there
- * so that writing it (most of an hour at national volume) and measuring beside it can be two runs.
+ * so that writing it and measuring beside it can be two runs.
  */
 export async function benchDatabase(options: { poolMax?: number; keep?: string } = {}): Promise<BenchDatabase> {
   const max = options.poolMax ?? 10;

@@ -135,21 +135,19 @@ export async function writeHistory(sql: Sql, days: number, perDay: number): Prom
 }
 
 // A kept history database carries a note of the history it holds; the note is removed before a day
-// runs on it, because that day's retention removes half the history.
-async function keptHistory(sql: Sql, days: number, perDay: number): Promise<boolean> {
+// runs on it, because that day's retention removes part of the history. The time it took to write
+// when the kept history is of this size, else undefined.
+async function keptHistoryMs(sql: Sql, days: number, perDay: number): Promise<number | undefined> {
   await sql`create table if not exists bench_history_written (days int not null, per_day int not null, written_ms float8 not null)`;
-  const [row] = await sql<{ days: number; per_day: number }[]>`select days, per_day from bench_history_written`;
-  return row?.days === days && row.per_day === perDay;
+  const [row] = await sql<
+    { days: number; per_day: number; written_ms: number }[]
+  >`select days, per_day, written_ms from bench_history_written`;
+  return row?.days === days && row.per_day === perDay ? row.written_ms : undefined;
 }
 
 async function noteHistory(sql: Sql, days: number, perDay: number, writtenMs: number): Promise<void> {
   await sql`delete from bench_history_written`;
   await sql`insert into bench_history_written (days, per_day, written_ms) values (${days}, ${perDay}, ${writtenMs})`;
-}
-
-async function historyWrittenMs(sql: Sql): Promise<number> {
-  const [row] = await sql<{ written_ms: number }[]>`select written_ms from bench_history_written`;
-  return row?.written_ms ?? 0;
 }
 
 async function emptyTables(sql: Sql): Promise<void> {
@@ -340,8 +338,9 @@ export async function run(options: StageOptions): Promise<ResultTable> {
   dbs.push(full);
   let historyMs: number;
   try {
-    if (keep && (await keptHistory(full.sql, days, perDay))) {
-      historyMs = await historyWrittenMs(full.sql);
+    const keptMs = keep ? await keptHistoryMs(full.sql, days, perDay) : undefined;
+    if (keptMs !== undefined) {
+      historyMs = keptMs;
       progress(`history: reusing ${days} days of ${count(perDay)} dispenses kept in ${keep}`);
     } else {
       await emptyTables(full.sql);

@@ -45,6 +45,10 @@ export async function planForWorkInProgress(tx: SqlHandle): Promise<void> {
 }
 
 /** True when the error is Postgres saying it could not serve us (down, restarting, unreachable). */
+/** Postgres's error codes for a lock not had within lock_timeout (NOWAIT too) and for a deadlock. */
+export const LockNotAvailable = '55P03';
+export const DeadlockDetected = '40P01';
+
 export function isDatabaseUnavailable(error: unknown): boolean {
   const code = (error as { code?: string } | null)?.code ?? '';
   return [

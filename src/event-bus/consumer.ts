@@ -123,7 +123,7 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       rebalanceTimeout: config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000 * 2,
       maxWaitTime: 500,
       // A fetch answers with up to this much per request (at least one record batch, whatever its
-      // size): the client's default, 50 MB, let one response hold a whole backlog in memory.
+      // size), which bounds the memory one response takes under the heap cap.
       maxBytes: FetchMaxBytes,
       retries: 3,
       retryDelay: 500,

@@ -1,7 +1,7 @@
 // Stores a batch of decoded event-bus records in one transaction, set-based: every record's body
 // kept in inbound_message with its topic, partition and offset, masked, with the outcome of its
-// parse, by one insert, then the dispenses of every record by the one statement of the HTTP ingest
-// (storePositionedBodies). A record whose position is stored already (a redelivery) is skipped:
+// parse, by one insert, then the dispenses of every record by the HTTP ingest's one statement
+// (storeDispenseRows, through storePositionedBodies). A record whose position is stored already (a redelivery) is skipped:
 // the batch's offsets are committed to Kafka only after this commits.
 import type { Sql } from '../db/connect.ts';
 import {

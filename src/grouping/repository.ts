@@ -229,8 +229,8 @@ export async function groupDrafts(
     ),
     packages as (
       -- A package's carrier is the one its fills name: package_carrier's rule (sql/025_package_carrier.sql),
-      -- written here with the built-in min(), since a user-defined aggregate's call per row is
-      -- measurably slower on grouping's hot path; test/grouping/grouping.test.ts holds the email's carriers equal
+      -- written here with the built-in min(), since a user-defined aggregate costs a function call
+      -- per row on grouping's hot path; test/grouping/grouping.test.ts holds the email's carriers equal
       -- to the AAL detail's, which uses the aggregate. Postgres computes the aggregate once.
       select email_id, patient_icn, tracking_number, coalesce(min(carrier) filter (where carrier <> 'UNK'), 'UNK') as carrier,
              min(shipped_at) as first_shipped_at, max(shipped_at) as last_shipped_at,

@@ -148,9 +148,8 @@ export function pieceEnd(text: string, delimiter: string, start: number, end: nu
 
 /**
  * The first `delimiter` wholly within text[start, end), -1 when there is none. The search stops at
- * `end`: the masking reads PID fields in place in the whole body, and indexOf, which searches to the
- * end of the text, made a PID-3 of a million empty repetitions (no component separator after it)
- * cost a search of the rest of the body per repetition, minutes of CPU for one 5 MiB body.
+ * `end`, so that reading a field in place in the whole body costs the field's length, not the rest
+ * of the body's (indexOf searches to the end of the text).
  */
 function indexWithin(text: string, delimiter: string, start: number, end: number): number {
   if (delimiter.length !== 1) {

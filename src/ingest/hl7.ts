@@ -18,7 +18,7 @@
 import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, StandardEncoding, type Hl7Encoding } from './hl7-reader.ts';
 import { daysInMonth, FieldLimits, isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
-export { readEncoding, StandardEncoding as standardEncoding, type Hl7Encoding };
+export type { Hl7Encoding };
 
 export type AckCode = 'AA' | 'AE' | 'AR';
 
@@ -311,8 +311,8 @@ function readPatient(pid: Hl7Segment | undefined): PatientIdentifiers {
   let mhvCorrelationId: string | null = null;
   let tooLong: string | null = null;
   const identifiers = pid.repetitionCount(3);
-  // Each repetition is found from the start of the field: a PID-3 of millions of `~` took minutes
-  // of CPU. A patient has a handful of identifiers.
+  // Each repetition is found from the start of the field, so the count is capped: a veteran has a
+  // handful of identifiers, and a field of millions of `~` would cost a scan of the field each.
   if (identifiers > MaxPatientIdentifiers) {
     return { icn: null, mhvCorrelationId: null, icnProblem: null, tooLong: `PID-3 holds more than ${MaxPatientIdentifiers} identifiers` };
   }

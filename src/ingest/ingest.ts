@@ -150,6 +150,11 @@ function hl7Acks(
     .join('');
 }
 
+/** A JSON body's event errors as its inbound message keeps them, one line an event field. */
+function describeJsonErrors(errors: readonly EventError[]): string | null {
+  return errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
+}
+
 function describeHl7Errors(messages: Hl7MessageResult[], notes: string[]): string | null {
   const lines = messages
     .filter((m) => m.errors.length > 0)
@@ -308,7 +313,7 @@ export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<Js
 
   const { received, rows, errors } = read;
   const outcome = outcomeOf(received, rows.events, rows.events);
-  const error = errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
+  const error = describeJsonErrors(errors);
   const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: received, error });
   const conflicts: EventError[] = [];
   if (stored.conflictKeys) {
@@ -379,7 +384,7 @@ function readBody(input: InboundBody, maskedBody: string): ReadBody {
     const parsed = parseJsonBody(maskedBody, input.maxRecordsPerBody);
     if (parsed.kind === 'invalid') return rejectedBody(parsed.error);
     const { received, dispenses, errors } = parsed;
-    const error = errors.length > 0 ? errors.map((e) => `event[${e.index}].${e.field}: ${e.message}`).join('\n') : null;
+    const error = describeJsonErrors(errors);
     return {
       dispenses,
       record: { outcome: outcomeOf(received, dispenses.length, dispenses.length), messageCount: received, error },
@@ -414,9 +419,7 @@ export interface ReadPositionedBodies {
  * apart from {@link storePositionedBodies} so that a caller can do it while an earlier set is stored.
  */
 export function readPositionedBodies(bodies: readonly PositionedBody[]): ReadPositionedBodies {
-  const masked = bodies.map((b) =>
-    b.rejectedFor === undefined ? maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7') : maskSsns(b.body),
-  );
+  const masked = bodies.map((b) => maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7'));
   const reads = bodies.map(
     (b, i): ReadBody =>
       b.rejectedFor === undefined

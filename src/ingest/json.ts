@@ -54,7 +54,8 @@ export type JsonBodyResult =
   | {
       kind: 'events';
       received: number;
-      dispenses: DispenseRecord[] /** Each dispense's index in the body. */;
+      dispenses: DispenseRecord[];
+      /** Each dispense's index in the body. */
       indices: number[];
       errors: EventError[];
     }

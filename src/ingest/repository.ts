@@ -1,6 +1,6 @@
 // Ingest's SQL: the raw inbound message and the dispense rows it produced.
 import postgres from 'postgres';
-import type { Sql, SqlHandle, TransactionSql } from '../db/connect.ts';
+import { DeadlockDetected, type Sql, type SqlHandle, type TransactionSql } from '../db/connect.ts';
 import { dispenseKey, type DispenseRecord, type IngestedDispenseState } from './dispense.ts';
 
 export const InboundOutcomes = ['received', 'accepted', 'partial', 'rejected'] as const;
@@ -89,8 +89,7 @@ const text = (value: string | number | null) => (value === null ? null : String(
 /**
  * A Postgres text[] literal, every element quoted. postgres.js would build the same text with two
  * regular-expression replacements per element; CMOP's values almost never hold a quote or a
- * backslash, so a column without one (nor a null) is joined whole, which halves the service's CPU
- * for a body's insert.
+ * backslash, so a column without one (nor a null) is joined whole, with no replacement per element.
  */
 export function textArrayLiteral(values: readonly (string | null)[]): string {
   if (values.every((value) => value !== null && !value.includes('"') && !value.includes('\\'))) {
@@ -407,7 +406,7 @@ async function inOwnTransaction<T>(sql: Sql, work: (tx: SqlHandle) => Promise<T>
     try {
       return (await sql.begin(work)) as T;
     } catch (error) {
-      const retryable = (error instanceof postgres.PostgresError && error.code === '40P01') || isStoredEventConflict(error);
+      const retryable = (error instanceof postgres.PostgresError && error.code === DeadlockDetected) || isStoredEventConflict(error);
       if (attempt >= DeadlockAttempts || !retryable) throw error;
     }
   }

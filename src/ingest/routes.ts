@@ -109,9 +109,8 @@ export const ingestRoutes: FastifyPluginAsyncTypebox<IngestRoutesOptions> = asyn
     }
     const release = budget.take(bodyWeight(request.headers['content-length'], bodyLimit));
     if (release === undefined) {
-      // Answered before the body is read: Node discards the rest of the upload as it arrives, and
-      // the producer reads the 503 (closing the connection instead cut the upload with EPIPE, and
-      // the producer never saw the answer).
+      // Answered before the body is read, with the connection kept: Node discards the rest of the
+      // upload as it arrives and the producer reads the 503, which closing the connection would lose.
       request.log.warn({ bytesInWork: app.config.INGEST_BYTES_IN_WORK }, 'ingest at its limit of body bytes in work: answered 503');
       const message = `ingest is at its limit of ${app.config.INGEST_BYTES_IN_WORK} body bytes in work at once: retry after ${IngestRetryAfterSeconds} seconds`;
       return reply

@@ -8,7 +8,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
-import type { Sql, SqlHandle } from '../db/connect.ts';
+import { LockNotAvailable, type Sql, type SqlHandle } from '../db/connect.ts';
 import { AdvisoryLock, withSessionLock } from '../db/locks.ts';
 import {
   emptyInboundBodies,
@@ -80,8 +80,6 @@ export function restAfterBatch(batchMs: number, dutyPercent: number): number {
  * work is left, the runner starts the next run at once.
  */
 export const RunBudgetMs = 30_000;
-
-const LockNotAvailable = '55P03';
 
 export async function runRetention(deps: RetentionDeps): Promise<RetentionResult> {
   const held = await withSessionLock(deps.sql, AdvisoryLock.retention, () => retain(deps));

@@ -1,6 +1,6 @@
 // The notification status state machine: VA Notify's email statuses plus our own `expired`, their
 // order, which ones are final, and how legacy values map onto today's. The transitions themselves are
-// guarded updates in SQL (apply_status_event_effects, sql/012), which writes no status of its own: it
+// guarded updates in SQL (apply_status_event_effects, sql/025; its current form in sql/schema.sql), which writes no status of its own: it
 // orders a notification's statuses by the tables in StatusOrder, passed with every event.
 
 /** Statuses VA Notify may still move a notification on from, in the order a notification normally passes through them. */

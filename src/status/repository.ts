@@ -4,7 +4,7 @@
 // Callbacks, the fallback poll and the sender all come through here. The steps run in Postgres
 // (sql/006_record_status_event.sql), so that an event costs one round trip, not one per step.
 import { AdvisoryLock } from '../db/locks.ts';
-import type { Sql, SqlHandle, TransactionSql } from '../db/connect.ts';
+import { DeadlockDetected, LockNotAvailable, type Sql, type SqlHandle, type TransactionSql } from '../db/connect.ts';
 import { isUuid } from '../http/schemas.ts';
 import { AwaitingNotificationStates, stateList, stateLiteral, type FinalStatusState } from '../tracking-email/states.ts';
 import {
@@ -352,7 +352,7 @@ export async function adoptNotificationByReference(
       return true;
     })
     .catch((error: { code?: string }) => {
-      if (error.code === '55P03' || error.code === '40P01') return false;
+      if (error.code === LockNotAvailable || error.code === DeadlockDetected) return false;
       throw error;
     });
 }

@@ -5,7 +5,7 @@
 import type { SqlHandle } from '../db/connect.ts';
 
 /**
- * The states that follow the final status of the email's latest notification (sql/012,
+ * The states that follow the final status of the email's latest notification (sql/025,
  * apply_status_event_effects): sent, and every state a status event leads to. An email queued or
  * being sent belongs to the sender, and a shadowed or resent one is never moved by a status event.
  */
@@ -101,7 +101,7 @@ export const TrackingEmailTransitions: readonly TrackingEmailTransition[] = [
   ...StatusEventStates.map((to) => ({
     from: FollowingNotificationStates.filter((state) => state !== to),
     to,
-    by: 'the final status of its latest notification (apply_status_event_effects, sql/012)',
+    by: 'the final status of its latest notification (apply_status_event_effects, sql/025)',
   })),
   { from: ['temporary_failure'], to: 'queued', label: 'replayed', by: 'the sweep (src/sweep/repository.ts)' },
   { from: ['temporary_failure'], to: 'failed', label: 'attempts used up, not replayed', by: 'the sweep' },
@@ -134,8 +134,4 @@ export function stateLiteral(sql: SqlHandle, state: TrackingEmailState) {
 /** A list of states as `('a', 'b')`, for `state in ...`, written in as literals (see {@link stateLiteral}). */
 export function stateList(sql: SqlHandle, states: readonly TrackingEmailState[]) {
   return sql.unsafe(`(${states.map((state) => `'${state}'`).join(', ')})`);
-}
-
-export function isTrackingEmailState(value: string): value is TrackingEmailState {
-  return (TrackingEmailStates as readonly string[]).includes(value);
 }

@@ -141,3 +141,20 @@ t.test('a batch of poison records only keeps each with its reason', async (t) =>
   );
   t.equal(await countOf(db.sql, 'select count(*)::int as n from medication_dispense'), 0);
 });
+
+t.test('a rejected JSON record is stored with its SSNs masked as any JSON body is', async (t) => {
+  const db = await testDatabase(t);
+  const event = JSON.stringify({ eventId: 'both-set', hl7Message: 'MSH|...', dispense: { patient: { ssn: 666001234 } } });
+  await storeBatch(db.sql, [
+    at(0, {
+      kind: 'bad',
+      outcome: 'invalid_dispense',
+      reason: 'exactly one of hl7Message and dispense must be set',
+      contentType: 'application/json',
+      body: event,
+    }),
+  ]);
+  const [kept] = await db.sql<{ body: string }[]>`select body from inbound_message`;
+  t.notMatch(kept!.body, /666001234/, 'the SSN is not stored');
+  t.match(kept!.body, /"ssn":"XXXXXXXXX"/, 'masked in place, the body still JSON');
+});
