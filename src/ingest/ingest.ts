@@ -215,12 +215,17 @@ function acksWithDuplicates(inboundMessageId: number, maskedBody: string, result
   return hl7Acks(inboundMessageId, parsed.messages, stored, now, result.conflictKeys);
 }
 
-/** Adds the conflicts to the body's recorded error: the statement that stored it could not know them. */
-async function recordConflicts(sql: SqlHandle, id: number, conflicts: number): Promise<void> {
+/**
+ * Adds each body's conflicts (inbound message id → events) to its recorded error, in one statement:
+ * the statement that stored the bodies could not know them.
+ */
+async function recordConflicts(sql: SqlHandle, conflicts: ReadonlyMap<number, number>): Promise<void> {
+  if (conflicts.size === 0) return;
   await sql`
-    update inbound_message
-       set error = concat_ws(E'\n', error, ${`${conflicts} event(s) ${ConflictReason} (medication_dispense_conflict)`}::text)
-     where id = ${id}`;
+    update inbound_message m
+       set error = concat_ws(E'\n', m.error, c.events || ${` event(s) ${ConflictReason} (medication_dispense_conflict)`}::text)
+      from unnest(${[...conflicts.keys()]}::bigint[], ${[...conflicts.values()]}::int[]) as c (id, events)
+     where m.id = c.id`;
 }
 
 /**
@@ -250,7 +255,7 @@ export async function ingestHl7(sql: SqlHandle, input: InboundBody, now = new Da
 
   const { rows, outcome } = read;
   const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: read.messages, error: read.error });
-  if (stored.conflictKeys) await recordConflicts(sql, id, stored.conflictKeys.size);
+  if (stored.conflictKeys) await recordConflicts(sql, new Map([[id, stored.conflictKeys.size]]));
   return {
     inboundMessageId: id,
     outcome,
@@ -317,7 +322,7 @@ export async function ingestJson(sql: SqlHandle, input: InboundBody): Promise<Js
   const stored = await storeDispenseRows(sql, id, rows, { outcome, messageCount: received, error });
   const conflicts: EventError[] = [];
   if (stored.conflictKeys) {
-    await recordConflicts(sql, id, stored.conflictKeys.size);
+    await recordConflicts(sql, new Map([[id, stored.conflictKeys.size]]));
     // Rare: the body is read again to name each conflicting event by its index.
     const again = parseJsonBody(maskedBody, input.maxRecordsPerBody);
     if (again.kind === 'events') {
@@ -474,7 +479,7 @@ export async function storePositionedBodies(
     counts.cancelled = stored.byState.cancelled;
     counts.unprocessable = stored.byState.unprocessable;
     storedByBody = stored.byBody!.stored;
-    await Promise.all([...stored.byBody!.conflicts].map(([id, n]) => recordConflicts(tx, id, n)));
+    await recordConflicts(tx, stored.byBody!.conflicts);
   }
   return {
     results: reads.map((read, i): PositionedBodyResult => {
