@@ -170,6 +170,15 @@ export async function storedNotificationIds(sql: SqlHandle, emailId: string): Pr
 }
 
 /**
+ * The attempt a send found at VA Notify but never stored counts as, for the tracking email `e` of
+ * the statement: one past every send stored for it, and never less than the attempts it was charged.
+ * The sweep's adoption of an orphan and a status event's adoption by reference both charge it so.
+ */
+export function adoptedSendAttempt(sql: SqlHandle) {
+  return sql`greatest(e.attempts, 1 + coalesce((select max(n.attempt) from notification n where n.tracking_email_id = e.id), 0))`;
+}
+
+/**
  * Of the notifications VA Notify lists for an email's reference, the newest this service never
  * stored: the send of an orphan (or of a send whose answer was lost) that VA Notify accepted.
  * Undefined when there is none, and the email may be sent. The sender and the sweep both ask this.

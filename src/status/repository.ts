@@ -6,6 +6,7 @@
 import { AdvisoryLock } from '../db/locks.ts';
 import { DeadlockDetected, LockNotAvailable, type Sql, type SqlHandle, type TransactionSql } from '../db/connect.ts';
 import { isUuid } from '../http/schemas.ts';
+import { adoptedSendAttempt } from '../sending/repository.ts';
 import { AwaitingNotificationStates, stateList, stateLiteral, type FinalStatusState } from '../tracking-email/states.ts';
 import {
   PermanentFailures,
@@ -325,10 +326,9 @@ export async function adoptNotificationByReference(
     .begin(async (tx) => {
       await tx`select set_config('lock_timeout', '100ms', true)`;
       await tx`select pg_advisory_xact_lock(${NotificationLock}, hashtext(${event.notificationId}::uuid::text))`;
-      // The send found is after every send stored (as the sweep's adoption counts it): its attempt is
-      // one past the last stored, and the email is charged for it.
+      // The send found is after every send stored: its attempt is one past the last stored.
       const [email] = await tx<{ attempts: number }[]>`
-      select greatest(e.attempts, 1 + coalesce((select max(n.attempt) from notification n where n.tracking_email_id = e.id), 0)) as attempts
+      select ${adoptedSendAttempt(tx)} as attempts
         from tracking_email e
        where e.id = ${reference}::uuid and e.state in ${stateList(tx, AwaitingNotificationStates)}
          and not exists (select 1 from notification where id = ${event.notificationId}::uuid)

@@ -3,6 +3,7 @@
 // committed statement, so VA Notify is called outside any transaction and the outcome is recorded
 // afterwards in statements of its own.
 import { planForWorkInProgress, type Sql, type SqlHandle } from '../db/connect.ts';
+import { adoptedSendAttempt } from '../sending/repository.ts';
 import { NonFinalStatuses } from '../status/notification-status.ts';
 import { stateLiteral, type RetryState } from '../tracking-email/states.ts';
 
@@ -118,7 +119,7 @@ export async function releaseOrphanedEmail(
 export async function chargeAdoptedSend(sql: SqlHandle, p: { emailId: string; sweeperId: string }): Promise<number | undefined> {
   const [row] = await sql<{ attempts: number }[]>`
     update tracking_email e
-       set attempts = greatest(e.attempts, 1 + (select coalesce(max(n.attempt), 0) from notification n where n.tracking_email_id = e.id)),
+       set attempts = ${adoptedSendAttempt(sql)},
            updated_at = now()
      where e.id = ${p.emailId} and e.state = ${stateLiteral(sql, 'sending')} and e.leased_by = ${p.sweeperId}
     returning e.attempts`;
