@@ -100,10 +100,9 @@ export async function dumpSchema(sql: Sql): Promise<string> {
     );
   }
   // Within the definitions, names are the public schema's own, unqualified: it is the only schema.
-  let catalog: Catalog | undefined;
-  await sql.begin(async (tx) => {
+  const [tables, columns, constraints, indexes, functions, aggregates, triggers] = await sql.begin(async (tx): Promise<Catalog> => {
     await tx`select set_config('search_path', 'public', true)`;
-    catalog = [
+    return [
       await tx<Table[]>`
         select c.oid::int as oid, quote_ident(c.relname) as name, c.relpersistence = 'u' as unlogged, c.reloptions as options,
                obj_description(c.oid, 'pg_class') as comment
@@ -164,7 +163,6 @@ export async function dumpSchema(sql: Sql): Promise<string> {
          order by c.relname, g.tgname`,
     ];
   });
-  const [tables, columns, constraints, indexes, functions, aggregates, triggers] = catalog!;
 
   const sections: string[] = [SchemaHeader];
   for (const table of tables) {
