@@ -8,7 +8,7 @@
 // Exit codes: 0 done; 2 bad arguments, or an export that cannot be decided on (nothing changed);
 // 1 anything else (the database, for one).
 import { createReadStream } from 'node:fs';
-import { commandArguments, fail, runAndExit, serviceDatabase } from '../shadow/export-command.ts';
+import { commandArguments, fail, runAndExit } from '../shadow/export-command.ts';
 import { cutoverStatus } from './repository.ts';
 import { parseMhvJobRunAt, releaseFromExport, ReleaseInputError } from './release.ts';
 
@@ -26,13 +26,11 @@ if (exportPath !== undefined) {
   }
 }
 
-const sql = serviceDatabase(command);
 await runAndExit(
   command,
-  sql,
   exportPath,
   (e) => e instanceof ReleaseInputError,
-  async () => {
+  async (sql) => {
     if (exportPath !== undefined && mhvJobRunAt !== undefined) {
       const result = await releaseFromExport(sql, createReadStream(exportPath), mhvJobRunAt);
       process.stdout.write(

@@ -10,7 +10,7 @@
 import { createReadStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { ExportFormatError } from './export.ts';
-import { commandArguments, fail, runAndExit, serviceDatabase } from './export-command.ts';
+import { commandArguments, fail, runAndExit } from './export-command.ts';
 import { mismatchCsv, summaryText } from './report.ts';
 import { parseWindowBound, runShadowComparison, WindowError } from './run.ts';
 
@@ -33,13 +33,11 @@ try {
   fail(command, 2, (error as Error).message.replace(/^(from|to):/, '--$1:'));
 }
 
-const sql = serviceDatabase(command);
 await runAndExit(
   command,
-  sql,
   exportPath,
   (e) => e instanceof ExportFormatError || e instanceof WindowError,
-  async () => {
+  async (sql) => {
     const report = await runShadowComparison(sql, createReadStream(exportPath), { from, to });
     const out = values.out;
     const summary = summaryText(report);

@@ -5,7 +5,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
 import { connect, type Sql } from '../db/connect.ts';
-import { exportCommandFailure } from './export.ts';
 
 export interface ExportCommand {
   /** The command's name, as each line it writes to stderr starts. */
@@ -39,10 +38,28 @@ export function commandArguments(command: ExportCommand, options: NonNullable<Pa
 }
 
 /**
+ * How a command that reads MHV's export ends on an error: the line it writes to stderr and its
+ * exit code, 2 for the export's fault (`isInputError`) or a file it cannot read, 1 for anything
+ * else. The message never holds a value from the export.
+ */
+function exportCommandFailure(
+  command: string,
+  exportPath: string | undefined,
+  error: unknown,
+  isInputError: (error: unknown) => boolean,
+): { message: string; exitCode: number } {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (isInputError(error)) return { message: `${command}: ${exportPath ?? 'the export'}: ${(error as Error).message}\n`, exitCode: 2 };
+  if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR')
+    return { message: `${command}: cannot read ${exportPath} (${code})\n`, exitCode: 2 };
+  return { message: `${command}: ${(error as Error).message}\n`, exitCode: 1 };
+}
+
+/**
  * A pool on the service's database. The whole config is validated, so that DATABASE_URL_FILE works
  * as in the service; an embedded database would be empty, so DATABASE_URL is required.
  */
-export function serviceDatabase(command: ExportCommand): Sql {
+function serviceDatabase(command: ExportCommand): Sql {
   let databaseUrl: string | undefined;
   try {
     databaseUrl = loadConfig().DATABASE_URL;
@@ -54,17 +71,20 @@ export function serviceDatabase(command: ExportCommand): Sql {
   return connect(databaseUrl, { max: 2, applicationName: `rx-tracking-email ${command.name}` });
 }
 
-/** Runs `work`, closes the pool and exits: 0 when it succeeded, else as exportCommandFailure says. */
+/**
+ * Runs `work` on a pool on the service's database, closes the pool and exits: 0 when it succeeded,
+ * else as exportCommandFailure says.
+ */
 export async function runAndExit(
   command: ExportCommand,
-  sql: Sql,
   exportPath: string | undefined,
   isInputError: (error: unknown) => boolean,
-  work: () => Promise<void>,
+  work: (sql: Sql) => Promise<void>,
 ): Promise<never> {
+  const sql = serviceDatabase(command);
   let exitCode = 0;
   try {
-    await work();
+    await work(sql);
   } catch (error) {
     const failure = exportCommandFailure(command.name, exportPath, error, isInputError);
     process.stderr.write(failure.message);

@@ -34,24 +34,6 @@ export class ExportFormatError extends Error {
   override name = 'ExportFormatError';
 }
 
-/**
- * How a command that reads MHV's export ends on an error: the line it writes to stderr and its
- * exit code, 2 for the export's fault (`isInputError`) or a file it cannot read, 1 for anything
- * else. The message never holds a value from the export.
- */
-export function exportCommandFailure(
-  command: string,
-  exportPath: string | undefined,
-  error: unknown,
-  isInputError: (error: unknown) => boolean,
-): { message: string; exitCode: number } {
-  const code = (error as NodeJS.ErrnoException).code;
-  if (isInputError(error)) return { message: `${command}: ${exportPath ?? 'the export'}: ${(error as Error).message}\n`, exitCode: 2 };
-  if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR')
-    return { message: `${command}: cannot read ${exportPath} (${code})\n`, exitCode: 2 };
-  return { message: `${command}: ${(error as Error).message}\n`, exitCode: 1 };
-}
-
 export const ExportColumns = ['icn', 'tracking_number', 'carrier', 'sent_date'] as const;
 type ExportColumn = (typeof ExportColumns)[number];
 
