@@ -70,8 +70,8 @@ export interface AalWorkerDeps {
   quickRetry?: QuickRetry;
 }
 
-export const DefaultAalConcurrency = 10;
-export const DefaultQuickRetry: QuickRetry = { retries: 2, minTimeoutMs: 250, maxTimeoutMs: 2000 };
+const DefaultAalConcurrency = 10;
+const DefaultQuickRetry: QuickRetry = { retries: 2, minTimeoutMs: 250, maxTimeoutMs: 2000 };
 
 /** Durable retries wait at least one timer interval (sooner would find no run to pick them up), at most 6 h. */
 export function aalBackoff(config: Pick<Config, 'AAL_INTERVAL_SECONDS'>): AalBackoff {

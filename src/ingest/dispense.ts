@@ -10,7 +10,7 @@ export const MedicationDispenseStates = ['pending', 'grouped', 'cancelled', 'unp
 export type MedicationDispenseState = (typeof MedicationDispenseStates)[number];
 
 /** The states a dispense is stored in when it arrives; grouping moves it on from pending. */
-export const IngestedDispenseStates = ['pending', 'cancelled', 'unprocessable'] as const satisfies readonly MedicationDispenseState[];
+const IngestedDispenseStates = ['pending', 'cancelled', 'unprocessable'] as const satisfies readonly MedicationDispenseState[];
 export type IngestedDispenseState = (typeof IngestedDispenseStates)[number];
 
 export interface DispenseRecord {

@@ -130,7 +130,7 @@ export interface BodyLimits {
 }
 
 /** Segment lines a body may hold per record it may hold: a CMOP message has five or six. */
-export const SegmentsPerRecord = 10;
+const SegmentsPerRecord = 10;
 
 const Unlimited: BodyLimits = { maxRecords: Number.POSITIVE_INFINITY, maxSegments: Number.POSITIVE_INFINITY };
 

@@ -42,7 +42,7 @@ export interface IngestRoutesOptions {
 }
 
 /** Seconds a producer is told to wait when every ingest slot is taken: about one large body's work. */
-export const IngestRetryAfterSeconds = 5;
+const IngestRetryAfterSeconds = 5;
 
 /** The least a body is counted as: a small body still costs its request, parsing and statements. */
 const MinBodyWeightBytes = 16 * 1024;

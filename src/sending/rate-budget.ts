@@ -14,7 +14,8 @@ export interface RateBudget {
  * 60-second window then sees at most the full bucket plus a minute's refill, so the refill is what
  * is left of perMinute after the bucket, less 2% for the spread between when a token is taken and
  * when VA Notify counts the request: no 60-second window sees more than perMinute requests, and a
- * backlog gets about 96 to 98% of perMinute (a budget of 1 a minute allows 2 in a window).
+ * backlog gets about 96 to 98% of perMinute from 60 a minute up (less below, where the one-token
+ * bucket is a larger share; a budget of 1 a minute allows 2 in a window).
  * perMinute = 0 turns pacing off (benchmarks only).
  */
 export function createRateBudget(sql: Sql, perMinute: number, name = 'va-notify'): RateBudget {

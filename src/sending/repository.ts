@@ -164,7 +164,7 @@ export async function releaseClaimedOrphans(sql: SqlHandle, emailIds: string[], 
 }
 
 /** Notification ids this service already stored for an email (to tell which of VA Notify's are new). */
-export async function storedNotificationIds(sql: SqlHandle, emailId: string): Promise<Set<string>> {
+async function storedNotificationIds(sql: SqlHandle, emailId: string): Promise<Set<string>> {
   const rows = await sql<{ id: string }[]>`select id from notification where tracking_email_id = ${emailId}`;
   return new Set(rows.map((r) => r.id));
 }
