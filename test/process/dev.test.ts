@@ -29,10 +29,22 @@ t.test('npm run dev restarts the service when a source file changes, with readab
   });
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  t.teardown(() => {
+  // The watcher, the service and pino-pretty form one process group; the group gets SIGTERM, and
+  // SIGKILL if it is still there after the service's shutdown grace, so that nothing outlives the test.
+  t.teardown(async () => {
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     try {
       process.kill(-child.pid!, 'SIGTERM');
+    } catch {
+      return;
+    }
+    const inTime = await Promise.race([exited.then(() => true), sleep(25_000).then(() => false)]);
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
     } catch {}
+    if (!inTime) await exited;
+    child.stdout.destroy();
+    child.stderr.destroy();
   });
   const listening = () => output.match(/INFO[^\n]*Server listening/g)?.length ?? 0;
   const until = async (condition: () => boolean, what: string) => {
