@@ -98,7 +98,7 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
   const stopping = new AbortController();
   let status: EventBusStatus = 'connecting';
   let running: Promise<void> | undefined;
-  /** The batch being stored and committed. */
+  /** The last batch being stored and committed; awaiting it awaits every batch before it. */
   let batchInHand: Promise<void> | undefined;
   /** Set on stop: the batch being stored is finished, no other is started. */
   let draining = false;
@@ -184,15 +184,18 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
             decoded: await decodeRecord(message.value, registry),
           });
         }
-        return prepareBatch(records);
+        return await prepareBatch(records);
       } catch (error) {
         if (!(await retryLater(attempt, error))) return undefined;
       }
     }
   }
 
-  /** Stores a prepared batch, retrying while the database cannot be reached; then commits its offsets. */
-  async function write(batch: Record[], prepared: PreparedBatch): Promise<void> {
+  /**
+   * Stores a prepared batch, retrying while the database cannot be reached; true once stored, false
+   * if the consumer stopped first.
+   */
+  async function write(batch: Record[], prepared: PreparedBatch): Promise<boolean> {
     for (let attempt = 0; ; attempt++) {
       try {
         const stored = await storeBatch(sql, prepared);
@@ -214,12 +217,15 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
           );
         }
         log.debug({ records: batch.length, ...stored.outcomes }, 'event-bus batch stored');
-        break;
+        return true;
       } catch (error) {
-        if (!(await retryLater(attempt, error))) return;
+        if (!(await retryLater(attempt, error))) return false;
       }
     }
-    // The last record of each partition: committing it commits everything before it.
+  }
+
+  /** Commits the offset of the last record of each partition of a stored batch: that commits everything before it. */
+  async function commitOffsets(batch: Record[]): Promise<void> {
     const last = new Map<number, Record>();
     for (const message of batch) last.set(message.partition, message);
     await Promise.all(
@@ -269,6 +275,13 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         poke();
       });
       stopping.signal.addEventListener('abort', poke, { once: true });
+      // A batch is decoded and parsed while the one before is stored, and stored once that one is:
+      // batches are stored in the order they were read. A stored batch's offsets are committed
+      // while the next is stored, in order too, and never past a batch that was not stored (the
+      // consumer stopped first): its records, and those after them, are read again by the
+      // partitions' next owner.
+      let storing: Promise<void> | undefined;
+      let committed: Promise<boolean> = Promise.resolve(true);
       while (!stopping.signal.aborted && !draining && failure === undefined) {
         if (buffer.length === 0) {
           await new Promise<void>((resolve) => {
@@ -279,15 +292,21 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
         status = 'ok';
         const batch = buffer.splice(0, config.EVENT_BUS_BATCH_SIZE);
         if (stream.isPaused() && buffer.length < config.EVENT_BUS_BATCH_SIZE) stream.resume();
-        // Two batches in hand at most: this one is decoded and parsed while the one before is
-        // stored (Postgres works meanwhile), and stored only once that one is stored and committed,
-        // so offsets are committed in order.
         const prepared = await prepare(batch);
-        await batchInHand;
+        await storing;
         if (prepared === undefined || stopping.signal.aborted || draining) break;
-        batchInHand = write(batch, prepared).finally(() => {
-          batchInHand = undefined;
+        const stored = write(batch, prepared);
+        storing = stored.then(() => {});
+        const before = committed;
+        committed = Promise.all([before, stored]).then(async ([earlier, ok]) => {
+          if (!earlier || !ok) return false;
+          await commitOffsets(batch);
+          return true;
         });
+        const inHand = committed.then(() => {
+          if (batchInHand === inHand) batchInHand = undefined;
+        });
+        batchInHand = inHand;
       }
       await batchInHand;
       if (failure && !stopping.signal.aborted) throw failure;

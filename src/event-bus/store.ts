@@ -1,8 +1,8 @@
-// Stores a batch of decoded event-bus records in one transaction, set-based: every record's body
-// kept in inbound_message with its topic, partition and offset, masked, with the outcome of its
-// parse, by one insert, then the dispenses of every record by the HTTP ingest's one statement
-// (storeDispenseRows, through storePositionedBodies). A record whose position is stored already (a redelivery) is skipped:
-// the batch's offsets are committed to Kafka only after this commits.
+// Stores a batch of decoded event-bus records at once, set-based (storePositionedBodies): every
+// record's body kept in inbound_message with its topic, partition and offset, masked, with the
+// outcome of its parse, and the dispenses of every record, in one statement when all are new, else
+// in one transaction. A record whose position is stored already (a redelivery) is skipped: the
+// batch's offsets are committed to Kafka only after this commits.
 import type { Sql } from '../db/connect.ts';
 import {
   readPositionedBodies,
@@ -31,27 +31,31 @@ export interface PreparedBatch {
   read: ReadPositionedBodies;
 }
 
-/** The CPU work of a batch, apart from storing it: the consumer prepares one while the last is stored. */
-export function prepareBatch(records: readonly BatchRecord[]): PreparedBatch {
-  return {
-    records,
-    read: readPositionedBodies(
-      records.map(
-        ({ position, decoded }): PositionedBody => ({
-          source: 'event-bus',
-          contentType: decoded.contentType,
-          body: decoded.body,
-          event: position,
-          ...(decoded.kind === 'bad' && { rejectedFor: decoded.reason }),
-        }),
-      ),
-    ),
-  };
+/** A batch's records as the ingest's positioned bodies. */
+function positionedBodies(records: readonly BatchRecord[]): PositionedBody[] {
+  return records.map(
+    ({ position, decoded }): PositionedBody => ({
+      source: 'event-bus',
+      contentType: decoded.contentType,
+      body: decoded.body,
+      event: position,
+      ...(decoded.kind === 'bad' && { rejectedFor: decoded.reason }),
+    }),
+  );
+}
+
+/**
+ * The CPU work of storing a batch, masking and parsing its records, done a few records at a time so
+ * that a batch (some tens of milliseconds of work) never holds up the event loop: a callback that
+ * arrives meanwhile is answered, and the batch being stored is sent on as soon as Postgres answers.
+ */
+export async function prepareBatch(records: readonly BatchRecord[]): Promise<PreparedBatch> {
+  return { records, read: await readPositionedBodies(positionedBodies(records), () => new Promise((resolve) => setImmediate(resolve))) };
 }
 
 export async function storeBatch(sql: Sql, batch: PreparedBatch | readonly BatchRecord[]): Promise<StoredBatch> {
-  const { records, read } = 'read' in batch ? batch : prepareBatch(batch);
-  const { results, counts } = await sql.begin((tx) => storePositionedBodies(tx, read));
+  const { records, read } = 'read' in batch ? batch : await prepareBatch(batch);
+  const { results, counts } = await storePositionedBodies(sql, positionedBodies(records), read);
   const outcomes: Record<RecordOutcome, number> = {
     stored: 0,
     duplicate: 0,

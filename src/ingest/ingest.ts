@@ -6,7 +6,7 @@
 // Between parsing a body and hearing from Postgres, only strings and numbers are kept: the insert's
 // columns, the ACKs and the counts (dispenseRows in repository.ts says why). The records themselves
 // are read again, from the stored text, only when some dispenses turn out to be stored already.
-import type { SqlHandle } from '../db/connect.ts';
+import type { Sql, SqlHandle } from '../db/connect.ts';
 import { dispenseKey, type DispenseRecord, type IngestedDispenseState } from './dispense.ts';
 import { bodyLimits, buildAck, parseHl7Body, type AckCode, type BodyLimits, type Hl7MessageResult } from './hl7.ts';
 import { parseJsonBody, type EventError } from './json.ts';
@@ -16,6 +16,9 @@ import {
   insertDispenses,
   insertInboundMessage,
   insertPositionedMessages,
+  insertPositionedMessagesWithNewDispenses,
+  isStoredEventConflict,
+  positionedMessageColumns,
   recordInboundOutcome,
   storeDispenseRows,
   storedRecords,
@@ -23,6 +26,7 @@ import {
   type EventPosition,
   type InboundOutcome,
   type InboundOutcomeRecord,
+  type PositionedMessageColumns,
   type StoredDispenses,
 } from './repository.ts';
 
@@ -412,43 +416,70 @@ function readBody(input: InboundBody, maskedBody: string): ReadBody {
   };
 }
 
-/** Bodies masked and parsed, ready for {@link storePositionedBodies}; kept as they are across attempts. */
-export interface ReadPositionedBodies {
-  bodies: readonly PositionedBody[];
-  masked: readonly string[];
-  reads: readonly ReadBody[];
+/** Masks and parses positioned bodies: their records, kept only while a set is stored the long way. */
+function readBodies(bodies: readonly PositionedBody[]): { masked: string[]; reads: ReadBody[] } {
+  const masked: string[] = [];
+  const reads: ReadBody[] = [];
+  for (const b of bodies) readOne(b, masked, reads);
+  return { masked, reads };
 }
 
-/**
- * Masks and parses bodies that each have an event-bus position: the CPU work of ingesting them, done
- * apart from {@link storePositionedBodies} so that a caller can do it while an earlier set is stored.
- */
-export function readPositionedBodies(bodies: readonly PositionedBody[]): ReadPositionedBodies {
-  const masked = bodies.map((b) => maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7'));
-  const reads = bodies.map(
-    (b, i): ReadBody =>
-      b.rejectedFor === undefined
-        ? readBody(b, masked[i]!)
-        : { dispenses: [], record: { outcome: 'rejected', messageCount: 0, error: b.rejectedFor }, rejected: 0 },
+function readOne(b: PositionedBody, masked: string[], reads: ReadBody[]): void {
+  const text = maskSsns(b.body, b.contentType === 'application/json' ? 'json' : 'hl7');
+  masked.push(text);
+  reads.push(
+    b.rejectedFor === undefined
+      ? readBody(b, text)
+      : { dispenses: [], record: { outcome: 'rejected', messageCount: 0, error: b.rejectedFor }, rejected: 0 },
   );
-  return { bodies, masked, reads };
+}
+
+/** What storing a body needs of its parse once its dispenses are columns: strings and numbers. */
+export interface BodySummary {
+  record: InboundOutcomeRecord;
+  /** Messages (HL7) or events (JSON) that yielded no dispense. */
+  rejected: number;
+  /** Its dispenses by state. */
+  byState: Record<IngestedDispenseState, number>;
 }
 
 /**
- * Stores bodies read by {@link readPositionedBodies}, as one set, in the caller's transaction: each
- * body kept (SSNs masked) with what became of it by one insert, which skips a position stored
- * before, then the dispenses of every body new here by the HTTP ingest's one statement
- * ({@link storeDispenseRows}), each row naming its body. The bodies and their dispenses commit
- * together or not at all, so no dispense is ever stored without the body it came from. An event
- * that comes in two bodies is stored once, from the first (as two bodies in turn would). No ACK is
- * built.
+ * Positioned bodies masked and parsed, as {@link storePositionedBodies} stores them: the columns of
+ * both inserts and a summary of each body. Strings, numbers and one Map, so that the set can be
+ * read on a worker thread and posted back; the records themselves are not kept (a set's records
+ * are some 20,000 objects).
  */
-export async function storePositionedBodies(
-  tx: SqlHandle,
-  { bodies, masked, reads }: ReadPositionedBodies,
-): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
-  const ids = await insertPositionedMessages(
-    tx,
+export interface ReadPositionedBodies {
+  summaries: BodySummary[];
+  /** The bodies as the columns of their insert. */
+  columns: PositionedMessageColumns;
+  /** Every body's dispenses, each naming its body by index, when no event comes twice in the set; else null. */
+  newRows: DispenseRows | null;
+}
+
+/**
+ * Masks and parses bodies that each have an event-bus position, and builds the columns of their
+ * inserts: the CPU work of ingesting them, apart from {@link storePositionedBodies}, so that it can
+ * be done while an earlier set is stored. `pause` is awaited between every few bodies, so that a
+ * caller can let other work run meanwhile.
+ */
+export async function readPositionedBodies(
+  bodies: readonly PositionedBody[],
+  pause: () => Promise<void> = async () => {},
+  bodiesPerTurn = 25,
+): Promise<ReadPositionedBodies> {
+  const masked: string[] = [];
+  const reads: ReadBody[] = [];
+  for (let i = 0; i < bodies.length; i++) {
+    if (i > 0 && i % bodiesPerTurn === 0) await pause();
+    readOne(bodies[i]!, masked, reads);
+  }
+  await pause();
+  return assemble(bodies, masked, reads);
+}
+
+function assemble(bodies: readonly PositionedBody[], masked: readonly string[], reads: readonly ReadBody[]): ReadPositionedBodies {
+  const columns = positionedMessageColumns(
     bodies.map((b, i) => ({
       source: b.source,
       contentType: b.contentType,
@@ -457,36 +488,107 @@ export async function storePositionedBodies(
       outcome: reads[i]!.record,
     })),
   );
-  const counts: IngestOutcomeCounts = { inserted: 0, cancelled: 0, unprocessable: 0, duplicate: 0, rejected: 0 };
+  const rows = dispensesOfBodies(reads, (i) => i, 'index');
+  const summaries = reads.map(({ record, rejected, dispenses }): BodySummary => {
+    const byState: Record<IngestedDispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
+    for (const d of dispenses) byState[d.state]++;
+    return { record, rejected, byState };
+  });
+  return { summaries, columns, newRows: rows.distinct === rows.events ? rows : null };
+}
+
+/** The dispenses of the bodies `bodyOf` names (an id, or an index; null or undefined: not stored), each naming its body. */
+function dispensesOfBodies(
+  reads: readonly ReadBody[],
+  bodyOf: (i: number) => number | null | undefined,
+  namedBy: 'id' | 'index',
+): DispenseRows {
   const dispenses: DispenseRecord[] = [];
-  const bodyOf = new Map<DispenseRecord, number>();
+  const bodyOfDispense = new Map<DispenseRecord, number>();
   reads.forEach((read, i) => {
-    const id = ids[i];
-    if (id === null || id === undefined) return;
-    counts.rejected += read.rejected;
+    const body = bodyOf(i);
+    if (body === null || body === undefined) return;
     for (const d of read.dispenses) {
       dispenses.push(d);
-      bodyOf.set(d, id);
+      bodyOfDispense.set(d, body);
     }
   });
-  let storedByBody: ReadonlyMap<number, number> = new Map();
-  if (dispenses.length > 0) {
-    const rows = dispenseRows(dispenses, bodyOf);
-    // No one body's id: each row names its own (rows.bodies).
-    const stored = await storeDispenseRows(tx, 0, rows, null);
-    counts.duplicate = rows.events - stored.stored;
-    counts.inserted = stored.byState.pending;
-    counts.cancelled = stored.byState.cancelled;
-    counts.unprocessable = stored.byState.unprocessable;
-    storedByBody = stored.byBody!.stored;
-    await recordConflicts(tx, stored.byBody!.conflicts);
+  return dispenseRows(dispenses, bodyOfDispense, namedBy);
+}
+
+const eventsOf = (summary: BodySummary) => summary.byState.pending + summary.byState.cancelled + summary.byState.unprocessable;
+
+/**
+ * Stores bodies as one set, `read` being their {@link readPositionedBodies}: each body kept (SSNs
+ * masked) with what became of it, skipping a position stored before, and the dispenses of every
+ * body new here, each row naming its body. The bodies and their dispenses commit together or not at
+ * all, so no dispense is ever stored without the body it came from. An event that comes in two
+ * bodies is stored once, from the first (as two bodies in turn would). No ACK is built.
+ *
+ * Almost every set is new: it is stored by one statement
+ * ({@link insertPositionedMessagesWithNewDispenses}). A set that holds an event twice, or that
+ * Postgres refuses because an event is stored already, is read again here and stored in a
+ * transaction: the bodies by one insert, then their dispenses by the HTTP ingest's statement
+ * ({@link storeDispenseRows}), which resolves each conflict.
+ */
+export async function storePositionedBodies(
+  sql: Sql,
+  bodies: readonly PositionedBody[],
+  read: ReadPositionedBodies,
+): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
+  if (read.newRows !== null) {
+    try {
+      const ids = await insertPositionedMessagesWithNewDispenses(sql, read.columns, read.newRows);
+      const counts = countsOf(read.summaries, ids);
+      read.summaries.forEach((summary, i) => {
+        if (ids[i] === null) return;
+        counts.inserted += summary.byState.pending;
+        counts.cancelled += summary.byState.cancelled;
+        counts.unprocessable += summary.byState.unprocessable;
+      });
+      return { results: resultsOf(read.summaries, ids, (i) => eventsOf(read.summaries[i]!)), counts };
+    } catch (error) {
+      if (!isStoredEventConflict(error)) throw error;
+    }
   }
-  return {
-    results: reads.map((read, i): PositionedBodyResult => {
-      const id = ids[i];
-      if (id === null || id === undefined) return { kind: 'stored-before' };
-      return { kind: 'kept', outcome: read.record.outcome, events: read.dispenses.length, storedNew: storedByBody.get(id) ?? 0 };
-    }),
-    counts,
-  };
+  const { reads } = readBodies(bodies);
+  return sql.begin(async (tx) => {
+    const ids = await insertPositionedMessages(tx, read.columns);
+    const counts = countsOf(read.summaries, ids);
+    let storedByBody: ReadonlyMap<number, number> = new Map();
+    const rows = dispensesOfBodies(reads, (i) => ids[i], 'id');
+    if (rows.events > 0) {
+      // No one body's id: each row names its own (rows.bodies).
+      const stored = await storeDispenseRows(tx, 0, rows, null);
+      counts.duplicate = rows.events - stored.stored;
+      counts.inserted = stored.byState.pending;
+      counts.cancelled = stored.byState.cancelled;
+      counts.unprocessable = stored.byState.unprocessable;
+      storedByBody = stored.byBody!.stored;
+      await recordConflicts(tx, stored.byBody!.conflicts);
+    }
+    return { results: resultsOf(read.summaries, ids, (i) => storedByBody.get(ids[i]!) ?? 0), counts };
+  });
+}
+
+/** The counts of a stored set before its dispenses are counted: the messages it rejected. */
+function countsOf(summaries: readonly BodySummary[], ids: readonly (number | null)[]): IngestOutcomeCounts {
+  const counts: IngestOutcomeCounts = { inserted: 0, cancelled: 0, unprocessable: 0, duplicate: 0, rejected: 0 };
+  summaries.forEach((summary, i) => {
+    if (ids[i] !== null) counts.rejected += summary.rejected;
+  });
+  return counts;
+}
+
+function resultsOf(
+  summaries: readonly BodySummary[],
+  ids: readonly (number | null)[],
+  storedNew: (i: number) => number,
+): PositionedBodyResult[] {
+  return summaries.map(
+    (summary, i): PositionedBodyResult =>
+      ids[i] === null
+        ? { kind: 'stored-before' }
+        : { kind: 'kept', outcome: summary.record.outcome, events: eventsOf(summary), storedNew: storedNew(i) },
+  );
 }

@@ -42,38 +42,92 @@ export async function insertInboundMessage(
   return row!.id;
 }
 
+/** A body kept at an event-bus position with what became of it, as a batch stores it. */
+export interface PositionedMessage {
+  source: string;
+  contentType: string;
+  maskedBody: string;
+  event: EventPosition;
+  outcome: InboundOutcomeRecord;
+}
+
+/**
+ * Positioned bodies as the columns of their insert, one text[] literal each: built once (the bodies'
+ * column is the whole batch's text), before the statement, and kept for another attempt.
+ */
+export interface PositionedMessageColumns {
+  count: number;
+  source: string;
+  contentType: string;
+  body: string;
+  topic: string;
+  partition: string;
+  offset: string;
+  outcome: string;
+  messageCount: string;
+  error: string;
+}
+
+export function positionedMessageColumns(messages: readonly PositionedMessage[]): PositionedMessageColumns {
+  const literal = (pick: (m: PositionedMessage) => string | null) => textArrayLiteral(messages.map(pick));
+  return {
+    count: messages.length,
+    source: literal((m) => m.source),
+    contentType: literal((m) => m.contentType),
+    body: literal((m) => storableText(m.maskedBody)),
+    topic: literal((m) => m.event.topic),
+    partition: literal((m) => String(m.event.partition)),
+    offset: literal((m) => String(m.event.offset)),
+    outcome: literal((m) => m.outcome.outcome),
+    messageCount: literal((m) => String(m.outcome.messageCount)),
+    error: literal((m) => storableText(m.outcome.error)),
+  };
+}
+
+/** The insert of positioned bodies, skipping a position stored before; it returns each stored body's id and position. */
+function positionedInsert(sql: SqlHandle, c: PositionedMessageColumns) {
+  return sql`
+    insert into inbound_message (source, content_type, body, event_topic, event_partition, event_offset, outcome, message_count, error, processed_at)
+    select source, content_type, body, event_topic, event_partition::integer, event_offset::bigint, outcome, message_count::integer, error, now()
+      from unnest(${c.source}::text[], ${c.contentType}::text[], ${c.body}::text[], ${c.topic}::text[], ${c.partition}::text[], ${c.offset}::text[],
+                  ${c.outcome}::text[], ${c.messageCount}::text[], ${c.error}::text[])
+             with ordinality as b (source, content_type, body, event_topic, event_partition, event_offset, outcome, message_count, error, position)
+     order by position
+    on conflict (event_topic, event_partition, event_offset) where event_topic is not null do nothing
+    returning id, event_topic, event_partition, event_offset`;
+}
+
 /**
  * Keeps several bodies, each at an event-bus position and with what became of it, in one statement:
  * the {@link insertInboundMessage} of a batch, for a caller that parsed the bodies first inside the
  * transaction that also stores their dispenses. A body whose position is stored already (a
  * redelivered record) is not stored again: its id is null. The ids come in the order of the bodies.
  */
-export async function insertPositionedMessages(
-  sql: SqlHandle,
-  messages: readonly { source: string; contentType: string; maskedBody: string; event: EventPosition; outcome: InboundOutcomeRecord }[],
-): Promise<(number | null)[]> {
-  if (messages.length === 0) return [];
-  const literal = (pick: (m: (typeof messages)[number]) => string | null) => textArrayLiteral(messages.map(pick));
-  const rows = await sql<{ id: number; event_topic: string; event_partition: number; event_offset: string }[]>`
-    insert into inbound_message (source, content_type, body, event_topic, event_partition, event_offset, outcome, message_count, error, processed_at)
-    select source, content_type, body, event_topic, event_partition::integer, event_offset::bigint, outcome, message_count::integer, error, now()
-      from unnest(${literal((m) => m.source)}::text[], ${literal((m) => m.contentType)}::text[], ${literal((m) => storableText(m.maskedBody))}::text[],
-                  ${literal((m) => m.event.topic)}::text[], ${literal((m) => String(m.event.partition))}::text[], ${literal((m) => String(m.event.offset))}::text[],
-                  ${literal((m) => m.outcome.outcome)}::text[], ${literal((m) => String(m.outcome.messageCount))}::text[],
-                  ${literal((m) => storableText(m.outcome.error))}::text[])
-             with ordinality as b (source, content_type, body, event_topic, event_partition, event_offset, outcome, message_count, error, position)
-     order by position
-    on conflict (event_topic, event_partition, event_offset) where event_topic is not null do nothing
-    returning id, event_topic, event_partition, event_offset::text`;
-  const at = (topic: string, partition: number, offset: string) => `${topic}\0${partition}\0${offset}`;
-  const ids = new Map(rows.map((r) => [at(r.event_topic, r.event_partition, r.event_offset), r.id]));
-  // A position given twice is stored once, for its first body.
-  return messages.map((m) => {
-    const key = at(m.event.topic, m.event.partition, String(m.event.offset));
-    const id = ids.get(key) ?? null;
-    ids.delete(key);
-    return id;
-  });
+export async function insertPositionedMessages(sql: SqlHandle, columns: PositionedMessageColumns): Promise<(number | null)[]> {
+  if (columns.count === 0) return [];
+  const rows = await sql<{ id: number; body_index: number }[]>`with ${storedBodies(sql, columns)} select id, body_index from body_ids`;
+  return idsByIndex(columns.count, rows);
+}
+
+/**
+ * Two CTEs: `bodies`, the positioned insert, and `body_ids`, each stored body's id and index in the
+ * batch (from 0). A position given twice is stored once, for its first body.
+ */
+function storedBodies(sql: SqlHandle, c: PositionedMessageColumns) {
+  return sql`
+    bodies as (${positionedInsert(sql, c)}),
+    body_ids as materialized (
+      select b.id, min(p.position)::integer - 1 as body_index
+        from bodies b
+        join unnest(${c.topic}::text[], ${c.partition}::text[], ${c.offset}::text[]) with ordinality as p (topic, partition, event_offset, position)
+          on p.topic = b.event_topic and p.partition::integer = b.event_partition and p.event_offset::bigint = b.event_offset
+       group by b.id)`;
+}
+
+function idsByIndex(count: number, rows: readonly { id: number; body_index: number }[]): (number | null)[] {
+  const ids: (number | null)[] = new Array(count).fill(null);
+  for (const row of rows) ids[Number(row.body_index)] = Number(row.id);
+  return ids;
 }
 
 /** Records what became of an inbound message; an operator reads `error` to see why. */
@@ -147,10 +201,11 @@ export interface DispenseRows {
   /** One text[] literal per inserted column, in the statement's order. */
   columns: readonly string[];
   /**
-   * When the rows come from several bodies (an event-bus batch): each row's inbound message id, as a
-   * text[] literal, and how many rows each body has; null for one body's rows.
+   * When the rows come from several bodies (an event-bus batch): each row's body, as a text[]
+   * literal, and how many rows each body has; null for one body's rows. A body is named by its
+   * inbound message id, or, `byIndex`, by its index in a batch whose bodies the same statement stores.
    */
-  bodies: { ids: string; rows: ReadonlyMap<number, number> } | null;
+  bodies: { ids: string; rows: ReadonlyMap<number, number>; byIndex: boolean } | null;
 }
 
 /**
@@ -160,7 +215,11 @@ export interface DispenseRows {
  * collector was already a third of the service's CPU per body. What the insert needs, and what
  * answering the body needs, is built before the wait; a few strings survive it instead.
  */
-export function dispenseRows(dispenses: readonly DispenseRecord[], bodyOf?: ReadonlyMap<DispenseRecord, number>): DispenseRows {
+export function dispenseRows(
+  dispenses: readonly DispenseRecord[],
+  bodyOf?: ReadonlyMap<DispenseRecord, number>,
+  bodyNamedBy: 'id' | 'index' = 'id',
+): DispenseRows {
   const rows = distinctEvents(dispenses);
   const byState: Record<IngestedDispenseState, number> = { pending: 0, cancelled: 0, unprocessable: 0 };
   for (const d of rows) byState[d.state]++;
@@ -194,16 +253,20 @@ export function dispenseRows(dispenses: readonly DispenseRecord[], bodyOf?: Read
       column((d) => d.state),
       column((d) => d.stateReason),
     ],
-    bodies: bodyOf === undefined ? null : rowsOfBodies(rows, bodyOf),
+    bodies: bodyOf === undefined ? null : rowsOfBodies(rows, bodyOf, bodyNamedBy === 'index'),
   };
 }
 
 /** Each row's body, and the rows of each body, for rows that come from several bodies. */
-function rowsOfBodies(rows: readonly DispenseRecord[], bodyOf: ReadonlyMap<DispenseRecord, number>): NonNullable<DispenseRows['bodies']> {
+function rowsOfBodies(
+  rows: readonly DispenseRecord[],
+  bodyOf: ReadonlyMap<DispenseRecord, number>,
+  byIndex: boolean,
+): NonNullable<DispenseRows['bodies']> {
   const ids = rows.map((d) => bodyOf.get(d)!);
   const perBody = new Map<number, number>();
   for (const id of ids) perBody.set(id, (perBody.get(id) ?? 0) + 1);
-  return { ids: textArrayLiteral(ids.map(String)), rows: perBody };
+  return { ids: textArrayLiteral(ids.map(String)), rows: perBody, byIndex };
 }
 
 /** Positions in {@link DispenseRows.columns} of the columns read on their own. */
@@ -280,7 +343,7 @@ export async function storeDispenseRows(
   return upsertDispenses(sql, inboundMessageId, rows, outcome);
 }
 
-function isStoredEventConflict(error: unknown): boolean {
+export function isStoredEventConflict(error: unknown): boolean {
   return error instanceof postgres.PostgresError && error.code === '23505' && error.constraint_name === 'medication_dispense_event_key';
 }
 
@@ -290,14 +353,17 @@ function isStoredEventConflict(error: unknown): boolean {
  */
 function dispenseSource(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows) {
   const column = (i: number) => rows.columns[i]!;
-  // Rows of several bodies carry each one's inbound message id as a 16th column.
+  // Rows of several bodies carry each one's inbound message id as a 16th column, or, for bodies
+  // stored by the same statement, each one's index in the batch, joined to the ids in `body_ids`
+  // (storedBodies): the rows of a body not stored (a redelivery) drop out there.
   const bodies = rows.bodies;
+  const inboundMessageIdOf = bodies === null ? sql`${inboundMessageId}::bigint` : bodies.byIndex ? sql`i.id` : sql`d.body_id::bigint`;
   return sql`
     select
       station_number, rx_number, fill_number::integer, tracking_number, carrier, drug_name, ndc, quantity::numeric,
       to_timestamp(dispensed_at::bigint / 1000.0) as dispensed_at, to_timestamp(shipped_at::bigint / 1000.0) as shipped_at,
       patient_icn, mhv_correlation_id, message_control_id, state, state_reason,
-      ${bodies === null ? sql`${inboundMessageId}::bigint` : sql`d.body_id::bigint`} as inbound_message_id, position
+      ${inboundMessageIdOf} as inbound_message_id, position
     from unnest(
       ${column(0)}::text[], ${column(1)}::text[], ${column(2)}::text[], ${column(3)}::text[], ${column(4)}::text[],
       ${column(5)}::text[], ${column(6)}::text[], ${column(7)}::text[], ${column(8)}::text[], ${column(9)}::text[],
@@ -309,7 +375,9 @@ function dispenseSource(sql: SqlHandle, inboundMessageId: number, rows: Dispense
       }
     ) with ordinality as d (
       station_number, rx_number, fill_number, tracking_number, carrier, drug_name, ndc, quantity,
-      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason,${bodies === null ? sql`` : sql` body_id,`} position)`;
+      dispensed_at, shipped_at, patient_icn, mhv_correlation_id, message_control_id, state, state_reason,${bodies === null ? sql`` : sql` body_id,`} position)${
+        bodies?.byIndex ? sql` join body_ids i on i.body_index = d.body_id::integer` : sql``
+      }`;
 }
 
 /** The columns {@link dispenseSource} gives, in the order the insert statements write them. */
@@ -378,7 +446,15 @@ async function insertNewDispenses(
   outcome: InboundOutcomeRecord | null,
 ): Promise<void> {
   await sql`
-    with source as materialized (${dispenseSource(sql, inboundMessageId, rows)}),
+    with ${newDispenseWrites(sql, inboundMessageId, rows)}${outcomeUpdate(sql, inboundMessageId, outcome)}
+    -- A hint to the grouping job on every instance listening; delivered at commit.
+    select pg_notify('dispense_pending', '') where ${rows.byState.pending > 0}`;
+}
+
+/** The CTEs of {@link insertNewDispenses}: the rows, their veterans' drafts, and the insert. */
+function newDispenseWrites(sql: SqlHandle, inboundMessageId: number, rows: DispenseRows) {
+  return sql`
+    source as materialized (${dispenseSource(sql, inboundMessageId, rows)}),
     drafts as (
       insert into tracking_email_draft (patient_icn)
       select distinct patient_icn from source where state = 'pending' order by patient_icn
@@ -387,9 +463,30 @@ async function insertNewDispenses(
     ),
     stored as (
       insert into medication_dispense (${sql.unsafe(InsertedColumns)}) ${draftedSource(sql, 'drafts')}
-    )${outcomeUpdate(sql, inboundMessageId, outcome)}
-    -- A hint to the grouping job on every instance listening; delivered at commit.
-    select pg_notify('dispense_pending', '') where ${rows.byState.pending > 0}`;
+    )`;
+}
+
+/**
+ * Keeps positioned bodies ({@link insertPositionedMessages}) and stores their dispenses, every one
+ * new ({@link insertNewDispenses}), in one statement: one round trip and one commit for a whole
+ * event-bus batch. `rows` name their bodies by index in the batch; the rows of a body stored before
+ * (a redelivery) are left out with it. Postgres refuses the whole statement, bodies and all, when
+ * any event is stored already ({@link isStoredEventConflict}): the caller then stores the batch
+ * with {@link insertPositionedMessages} and {@link storeDispenseRows}, which resolves each conflict.
+ * Returns the bodies' ids in their order, null for a body stored before.
+ */
+export async function insertPositionedMessagesWithNewDispenses(
+  sql: SqlHandle,
+  columns: PositionedMessageColumns,
+  rows: DispenseRows,
+): Promise<(number | null)[]> {
+  const [result] = await sql<{ bodies: { id: number; body_index: number }[] | null }[]>`
+    with ${storedBodies(sql, columns)},
+    ${newDispenseWrites(sql, 0, rows)}
+    select (select json_agg(json_build_object('id', id, 'body_index', body_index)) from body_ids) as bodies,
+           -- A hint to the grouping job on every instance listening; delivered at commit.
+           case when ${rows.byState.pending > 0} then pg_notify('dispense_pending', '') end as notified`;
+  return idsByIndex(columns.count, result!.bodies ?? []);
 }
 
 const DeadlockAttempts = 3;

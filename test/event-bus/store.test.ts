@@ -1,9 +1,10 @@
-// A batch of event-bus records stored set-based in one transaction, against real Postgres: each
-// record's body kept once at its position, each dispense stored once whichever records carry it,
-// and every record that cannot be read kept with its reason.
+// A batch of event-bus records stored set-based, against real Postgres: in one statement when every
+// dispense is new, else in one transaction. Each record's body kept once at its position, each
+// dispense stored once whichever records carry it, and every record that cannot be read kept with
+// its reason.
 import t from 'tap';
 import { keptBytes, type DecodedRecord } from '../../src/event-bus/records.ts';
-import { storeBatch, type BatchRecord } from '../../src/event-bus/store.ts';
+import { prepareBatch, storeBatch, type BatchRecord } from '../../src/event-bus/store.ts';
 import { testDatabase } from '../support/database.ts';
 import { countOf } from '../support/kafka.ts';
 import { readSample, sampleSsns } from '../support/ingest.ts';
@@ -100,6 +101,34 @@ t.test('a batch mixing good, poison, duplicate and redelivered records stores ea
   );
 });
 
+t.test('a redelivered record in a batch of new ones is skipped by the one-statement store', async (t) => {
+  const db = await testDatabase(t);
+  await storeBatch(db.sql, [at(0, json(dispense(1))), at(1, json(dispense(2)))]);
+  const stored = await storeBatch(db.sql, [
+    at(1, json(dispense(2))), // read again after a rebalance: its position is stored
+    at(2, json(dispense(3))),
+    at(0, { kind: 'dispense', contentType: 'application/hl7-v2', body: readSample('rds-o13-one-package-two-rx.hl7') }, 2),
+    at(3, json({ ...dispense(4), patient: { icn: 'not-an-icn' } })),
+  ]);
+  t.same(stored.outcomes, { stored: 2, duplicate: 0, redelivered: 1, not_avro: 0, unknown_schema: 0, undecodable: 0, invalid_dispense: 1 });
+  t.same(stored.dispenses, { inserted: 3, cancelled: 0, unprocessable: 0, duplicate: 0, rejected: 1 });
+  const dispenses = await db.sql`
+    select m.event_partition, m.event_offset::int as event_offset, count(*)::int as dispenses
+      from medication_dispense d join inbound_message m on m.id = d.inbound_message_id
+     group by 1, 2 order by 1, 2`;
+  t.same(
+    dispenses.map((d) => [d.event_partition, d.event_offset, d.dispenses]),
+    [
+      [0, 0, 1],
+      [0, 1, 1],
+      [0, 2, 1],
+      [2, 0, 2],
+    ],
+    'each dispense names the record it came in, the redelivered one stored once',
+  );
+  t.equal(await countOf(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'every record kept once');
+});
+
 t.test('a resend naming another veteran is kept for review against the record that sent it', async (t) => {
   const db = await testDatabase(t);
   await storeBatch(db.sql, [at(0, json(dispense(1)))]);
@@ -157,4 +186,23 @@ t.test('a rejected JSON record is stored with its SSNs masked as any JSON body i
   const [kept] = await db.sql<{ body: string }[]>`select body from inbound_message`;
   t.notMatch(kept!.body, /666001234/, 'the SSN is not stored');
   t.match(kept!.body, /"ssn":"XXXXXXXXX"/, 'masked in place, the body still JSON');
+});
+
+t.test('a batch is parsed 25 records at a time, the event loop free between each 25', async (t) => {
+  const records = Array.from({ length: 60 }, (_, i) => at(i, json(dispense(i))));
+  // Turns of the event loop taken while the batch is read: one chain of setImmediate callbacks.
+  let reading = true;
+  let turns = 0;
+  const turn = () => {
+    if (!reading) return;
+    turns++;
+    setImmediate(turn);
+  };
+  setImmediate(turn);
+  const prepared = await prepareBatch(records);
+  reading = false;
+  t.equal(prepared.read.summaries.length, 60, 'every record read');
+  t.ok(turns >= 3, `the event loop turned between the 25s (${turns} turns)`);
+  const db = await testDatabase(t);
+  t.equal((await storeBatch(db.sql, prepared)).outcomes.stored, 60);
 });
