@@ -44,18 +44,21 @@ function positionedBodies(records: readonly BatchRecord[]): PositionedBody[] {
   );
 }
 
+/** Lets the event loop run: awaited between every few records read. */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /**
  * The CPU work of storing a batch, masking and parsing its records, done a few records at a time so
  * that a batch (some tens of milliseconds of work) never holds up the event loop: a callback that
  * arrives meanwhile is answered, and the batch being stored is sent on as soon as Postgres answers.
  */
 export async function prepareBatch(records: readonly BatchRecord[]): Promise<PreparedBatch> {
-  return { records, read: await readPositionedBodies(positionedBodies(records), () => new Promise((resolve) => setImmediate(resolve))) };
+  return { records, read: await readPositionedBodies(positionedBodies(records), nextTurn) };
 }
 
 export async function storeBatch(sql: Sql, batch: PreparedBatch | readonly BatchRecord[]): Promise<StoredBatch> {
   const { records, read } = 'read' in batch ? batch : await prepareBatch(batch);
-  const { results, counts } = await storePositionedBodies(sql, positionedBodies(records), read);
+  const { results, counts } = await storePositionedBodies(sql, positionedBodies(records), read, nextTurn);
   const outcomes: Record<RecordOutcome, number> = {
     stored: 0,
     duplicate: 0,

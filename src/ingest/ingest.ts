@@ -417,10 +417,20 @@ function readBody(input: InboundBody, maskedBody: string): ReadBody {
 }
 
 /** Masks and parses positioned bodies: their records, kept only while a set is stored the long way. */
-function readBodies(bodies: readonly PositionedBody[]): { masked: string[]; reads: ReadBody[] } {
+/** A caller's way to let other work run between turns of a long read (the event loop's, say). */
+export type Pause = () => Promise<void>;
+
+const BodiesPerTurn = 25;
+
+/** Masks and parses bodies, `pause` awaited after every {@link BodiesPerTurn}. */
+async function readBodies(bodies: readonly PositionedBody[], pause: Pause): Promise<{ masked: string[]; reads: ReadBody[] }> {
   const masked: string[] = [];
   const reads: ReadBody[] = [];
-  for (const b of bodies) readOne(b, masked, reads);
+  for (let i = 0; i < bodies.length; i++) {
+    if (i > 0 && i % BodiesPerTurn === 0) await pause();
+    readOne(bodies[i]!, masked, reads);
+  }
+  await pause();
   return { masked, reads };
 }
 
@@ -461,20 +471,13 @@ export interface ReadPositionedBodies {
  * Masks and parses bodies that each have an event-bus position, and builds the columns of their
  * inserts: the CPU work of ingesting them, apart from {@link storePositionedBodies}, so that it can
  * be done while an earlier set is stored. `pause` is awaited between every few bodies, so that a
- * caller can let other work run meanwhile.
+ * caller can let other work run meanwhile (so is the read again of the set stored the long way).
  */
 export async function readPositionedBodies(
   bodies: readonly PositionedBody[],
-  pause: () => Promise<void> = async () => {},
-  bodiesPerTurn = 25,
+  pause: Pause = async () => {},
 ): Promise<ReadPositionedBodies> {
-  const masked: string[] = [];
-  const reads: ReadBody[] = [];
-  for (let i = 0; i < bodies.length; i++) {
-    if (i > 0 && i % bodiesPerTurn === 0) await pause();
-    readOne(bodies[i]!, masked, reads);
-  }
-  await pause();
+  const { masked, reads } = await readBodies(bodies, pause);
   return assemble(bodies, masked, reads);
 }
 
@@ -535,6 +538,7 @@ export async function storePositionedBodies(
   sql: Sql,
   bodies: readonly PositionedBody[],
   read: ReadPositionedBodies,
+  pause: Pause = async () => {},
 ): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
   if (read.newRows !== null) {
     try {
@@ -551,7 +555,7 @@ export async function storePositionedBodies(
       if (!isStoredEventConflict(error)) throw error;
     }
   }
-  const { reads } = readBodies(bodies);
+  const { reads } = await readBodies(bodies, pause);
   return sql.begin(async (tx) => {
     const ids = await insertPositionedMessages(tx, read.columns);
     const counts = countsOf(read.summaries, ids);

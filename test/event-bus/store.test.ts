@@ -127,6 +127,25 @@ t.test('a redelivered record in a batch of new ones is skipped by the one-statem
     'each dispense names the record it came in, the redelivered one stored once',
   );
   t.equal(await countOf(db.sql, 'select count(*)::int as n from inbound_message'), 5, 'every record kept once');
+  // Each attempt to insert a body takes an id: one statement took the batch's four, where the
+  // transaction that resolves conflicts would have taken four more after it.
+  t.equal(await countOf(db.sql, 'select max(id)::int as n from inbound_message'), 6, 'stored by the one statement, not the long way');
+});
+
+t.test('a position given twice in a batch of new records is stored once, for its first record', async (t) => {
+  const db = await testDatabase(t);
+  const stored = await storeBatch(db.sql, [at(0, json(dispense(1))), at(1, json(dispense(2))), at(0, json(dispense(3)))]);
+  t.same(stored.outcomes, { stored: 2, duplicate: 0, redelivered: 1, not_avro: 0, unknown_schema: 0, undecodable: 0, invalid_dispense: 0 });
+  const rows = await db.sql`
+    select m.event_offset::int as event_offset, d.rx_number
+      from medication_dispense d join inbound_message m on m.id = d.inbound_message_id order by 1`;
+  t.same(
+    rows.map((r) => [r.event_offset, r.rx_number]),
+    [
+      [0, '6600001'],
+      [1, '6600002'],
+    ],
+  );
 });
 
 t.test('a resend naming another veteran is kept for review against the record that sent it', async (t) => {
