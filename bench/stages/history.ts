@@ -214,6 +214,9 @@ async function runDay(
   const hl7Bodies = bodiesOf(0, bodies, body, perVeteran, (ds) => ds.map(hl7Message).join(''), rxBase);
   const [{ dayStart } = { dayStart: new Date() }] = await sql<{ dayStart: Date }[]>`select now() as "dayStart"`;
 
+  // Each stage starts from a checkpoint, as the stages' own benchmarks do (settle says why), so that
+  // neither database pays within a stage for the WAL the stage before it left.
+  await settle(sql);
   progress(`day: ingesting ${count(day)} dispenses`);
   const ingestMs = await timed(async () => {
     const posted = await postAll({
@@ -225,12 +228,14 @@ async function runDay(
     if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
   });
 
+  await settle(sql);
   progress('day: grouping');
   const groupingMs = await untilDone(async () => (await service.trigger<{ emailsCreated: number }>('grouping')).emailsCreated > 0);
   const [{ emails } = { emails: 0 }] = await sql<
     { emails: number }[]
   >`select count(*)::int as emails from tracking_email where state = 'queued'`;
 
+  await settle(sql);
   progress(`day: sending ${count(emails)} emails at 50 ms VA Notify latency`);
   await sandbox.setLatency(50);
   const sendMs = await untilDone(async () => (await service.trigger<{ sent: number }>('send')).sent > 0);
@@ -256,6 +261,7 @@ async function runDay(
       provider: 'ses',
     });
   });
+  await settle(sql);
   progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
   const load = await pacedLoad({
     url: `${service.url}/v1/va-notify/callbacks`,
@@ -267,8 +273,10 @@ async function runDay(
   });
   const callbacks = { ms: load.seconds * 1000, p50Ms: load.p50Ms, p99Ms: load.p99Ms, perSecond: load.perSecond, failures: load.failures };
 
+  await settle(sql);
   progress('day: posting AAL events');
   const aalMs = await untilDone(async () => (await service.trigger<{ posted: number }>('aal')).posted > 0);
+  await settle(sql);
   progress('day: sweep');
   const sweepMs = await timed(() =>
     service.trigger('sweep').catch((error: unknown) => {

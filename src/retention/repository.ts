@@ -49,10 +49,18 @@ export function inBatch<T>(sql: Sql, work: (tx: SqlHandle) => Promise<T>): Promi
   }) as Promise<T>;
 }
 
+/** Messages a body step's batch may read per unit of RETENTION_BATCH_SIZE: about an email's dispenses. */
+export const MessagesPerBatchItem = 4;
+
 /**
  * Empties up to `batchSize` bodies received more than `days` ago whose every dispense is final
  * (cancelled, excluded, or grouped into an email in a final state), keeping the row, its outcome and
  * its error. Bodies not yet final are passed over and looked at again by the next run.
+ *
+ * A body's check reads each of its dispenses, so a batch also ends once its bodies hold
+ * {@link MessagesPerBatchItem} × `batchSize` messages: a batch of 1,000-message files (CMOP's HTTP
+ * bodies) is one file, as short a statement as a batch of `batchSize` one-message event-bus records
+ * or of as many emails' histories.
  */
 export async function emptyInboundBodies(
   tx: SqlHandle,
@@ -60,12 +68,17 @@ export async function emptyInboundBodies(
 ): Promise<BatchResult<Cursor> & { emptied: number }> {
   const after = p.after ?? Start;
   const [row] = await tx<{ emptied: number; last_at: string | null; last_id: string | null }[]>`
-    with candidates as (
-      select m.id, m.received_at from inbound_message m
-       where m.body_removed_at is null and m.received_at < now() - make_interval(days => ${p.days})
-         and (m.received_at, m.id) > (${after.at}::text::timestamptz, ${after.id === '' ? 0 : Number(after.id)}::bigint)
-       order by m.received_at, m.id
-       limit ${p.batchSize}
+    with walked as (
+      select m.id, m.received_at, sum(m.message_count) over (order by m.received_at, m.id) - m.message_count as messages_before
+        from (select m.id, m.received_at, m.message_count from inbound_message m
+               where m.body_removed_at is null and m.received_at < now() - make_interval(days => ${p.days})
+                 and (m.received_at, m.id) > (${after.at}::text::timestamptz, ${after.id === '' ? 0 : Number(after.id)}::bigint)
+               order by m.received_at, m.id
+               limit ${p.batchSize}) m
+    ),
+    -- The first body always, then those that keep the batch within its messages.
+    candidates as (
+      select id, received_at from walked where messages_before < ${p.batchSize * MessagesPerBatchItem}
     ),
     emptied as (
       update inbound_message m set body = '', body_removed_at = now()

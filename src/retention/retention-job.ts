@@ -146,6 +146,20 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
     }
   }
 
+  // Whole histories first: a body whose dispenses left with their emails' histories has nothing
+  // left to check before it is emptied.
+  if (config.RECORD_RETENTION_DAYS > 0) {
+    await step<Cursor>('histories', async (tx, after) => {
+      const r = await removeFinalHistories(tx, { days: config.RECORD_RETENTION_DAYS, batchSize, after });
+      add('trackingEmails', r.emails);
+      add('dispenses', r.dispenses);
+      add('notifications', r.notifications);
+      add('statusEvents', r.statusEvents);
+      add('aalEvents', r.aalEvents);
+      add('dispenseKeysKept', r.dispenseKeys);
+      return { next: r.next, more: r.next !== null };
+    });
+  }
   if (config.INBOUND_BODY_RETENTION_DAYS > 0) {
     await step<Cursor>('inbound_bodies', async (tx, after) => {
       const r = await emptyInboundBodies(tx, { days: config.INBOUND_BODY_RETENTION_DAYS, batchSize, after });
@@ -155,16 +169,6 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
   }
   if (config.RECORD_RETENTION_DAYS > 0) {
     const days = config.RECORD_RETENTION_DAYS;
-    await step<Cursor>('histories', async (tx, after) => {
-      const r = await removeFinalHistories(tx, { days, batchSize, after });
-      add('trackingEmails', r.emails);
-      add('dispenses', r.dispenses);
-      add('notifications', r.notifications);
-      add('statusEvents', r.statusEvents);
-      add('aalEvents', r.aalEvents);
-      add('dispenseKeysKept', r.dispenseKeys);
-      return { next: r.next, more: r.next !== null };
-    });
     await step<Cursor>('inbound_messages', async (tx, after) => {
       const r = await removeOldInboundMessages(tx, { days, batchSize, after });
       add('inboundMessages', r.messages);

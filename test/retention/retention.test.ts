@@ -468,3 +468,30 @@ t.test("RECORD_RETENTION_DAYS shorter than VA Notify's retention is refused at s
   t.equal(testConfig().RECORD_RETENTION_DAYS, 90);
   t.equal(testConfig().INBOUND_BODY_RETENTION_DAYS, 30);
 });
+
+t.test('histories go first; a batch of bodies ends at RETENTION_BATCH_SIZE × 4 messages, a long file a batch of its own', async (t) => {
+  const db = await testDatabase(t);
+  const sql = db.sql;
+  await finalHistories(sql, 2, 100);
+  // Old bodies whose dispenses are gone: a file of 1,000 messages and three one-message records.
+  for (const messages of [1000, 1, 1, 1]) {
+    await sql`
+      insert into inbound_message (received_at, content_type, body, outcome, message_count)
+      values (now() - interval '101 days', 'application/hl7-v2', 'MSH|...', 'accepted', ${messages})`;
+  }
+  const steps: string[] = [];
+  const emptiedPerBatch: number[] = [];
+  const result = await runRetention({
+    sql,
+    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100' }),
+    log: createLogger('silent', new LogCapture()),
+    onBatch: async (_tx, step) => void steps.push(step),
+    onRemoved: (record, count) => {
+      if (record === 'inboundBodies') emptiedPerBatch.push(count);
+    },
+  });
+  t.match(result, { status: 'done', trackingEmails: 2 });
+  t.equal(steps[0], 'histories', 'the histories step runs first');
+  t.ok(steps.indexOf('inbound_bodies') > steps.lastIndexOf('histories'), 'then the bodies');
+  t.same(emptiedPerBatch.slice(0, 2), [1, 2], 'the 1,000-message file alone, then two records (8 messages at most)');
+});
