@@ -238,7 +238,8 @@ export const ConfigSchema = Type.Object({
     default: 100,
     minimum: 1,
     maximum: 10_000,
-    description: 'emails, or inbound messages, per retention batch: one short transaction each',
+    description:
+      'emails, or inbound messages, per retention batch: one short transaction each (a batch of bodies also ends at 4 × this many messages)',
   }),
   RETENTION_DUTY_PERCENT: Integer({
     default: 25,
