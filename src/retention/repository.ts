@@ -269,3 +269,12 @@ export async function purgeDispenseKeys(tx: SqlHandle, p: { days: number; batchS
     select count(*)::int as removed from gone`;
   return row!.removed;
 }
+
+/**
+ * The id of the newest status event: a primary-key probe. Status events are numbered as they arrive
+ * from every instance, so two reads tell how fast callbacks reach the database.
+ */
+export async function lastStatusEventId(sql: SqlHandle): Promise<number> {
+  const [row] = await sql<{ id: number }[]>`select coalesce(max(id), 0)::bigint as id from notification_status_event`;
+  return Number(row!.id);
+}

@@ -13,6 +13,7 @@ import { AdvisoryLock, withSessionLock } from '../db/locks.ts';
 import {
   emptyInboundBodies,
   inBatch,
+  lastStatusEventId,
   purgeDispenseKeys,
   removeFinalHistories,
   removeOldInboundMessages,
@@ -36,7 +37,7 @@ export interface RetentionCounts {
 export type RetentionRecord = keyof RetentionCounts;
 
 export type RetentionResult =
-  | ({ status: 'done'; batches: number; stopped: boolean; more: boolean; lockTimeouts: number } & RetentionCounts)
+  | ({ status: 'done'; batches: number; stopped: boolean; more: boolean; lockTimeouts: number; yieldedMs: number } & RetentionCounts)
   | { status: 'already_running' };
 
 export interface RetentionDeps {
@@ -48,6 +49,7 @@ export interface RetentionDeps {
     | 'DISPENSE_KEY_RETENTION_DAYS'
     | 'RETENTION_BATCH_SIZE'
     | 'RETENTION_DUTY_PERCENT'
+    | 'RETENTION_YIELD_CALLBACKS_PER_SECOND'
   >;
   log: Logger;
   signal?: AbortSignal;
@@ -74,6 +76,9 @@ async function restFor(ms: number, signal?: AbortSignal): Promise<void> {
 export function restAfterBatch(batchMs: number, dutyPercent: number): number {
   return dutyPercent >= 100 ? 0 : (batchMs * (100 - dutyPercent)) / dutyPercent;
 }
+
+/** How long retention waits, while callbacks arrive fast, before it looks at their rate again. */
+export const YieldMs = 1000;
 
 /**
  * A run starts no batch after this: it answers (a trigger's caller waits for the answer) and, when
@@ -102,6 +107,7 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
   };
   let batches = 0;
   let lockTimeouts = 0;
+  let yieldedMs = 0;
   let more = false;
   const deadline = performance.now() + (deps.budgetMs ?? RunBudgetMs);
   const add = (record: RetentionRecord, count: number) => {
@@ -109,6 +115,30 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
     counts[record] += count;
     deps.onRemoved?.(record, count);
   };
+
+  // Callbacks per second since the last look, from the newest status event's id.
+  let lastLook: { id: number; at: number } | undefined;
+  async function callbacksPerSecond(): Promise<number> {
+    const look = { id: await lastStatusEventId(sql), at: performance.now() };
+    const before = lastLook;
+    lastLook = look;
+    return before === undefined || look.at <= before.at ? 0 : ((look.id - before.id) * 1000) / (look.at - before.at);
+  }
+
+  /**
+   * Waits, before a batch, while callbacks reach the database faster than
+   * RETENTION_YIELD_CALLBACKS_PER_SECOND: retention is never urgent, and a burst of callbacks is
+   * answered fastest with no batch beside it (its deletes' writes share the disk and the WAL with
+   * every callback's commit). Until the run's budget ends, then the next run looks again.
+   */
+  async function yieldToCallbacks(): Promise<void> {
+    const limit = config.RETENTION_YIELD_CALLBACKS_PER_SECOND;
+    if (limit <= 0) return;
+    while (!signal?.aborted && performance.now() < deadline && (await callbacksPerSecond()) > limit) {
+      await (deps.rest ?? restFor)(YieldMs, signal);
+      yieldedMs += YieldMs;
+    }
+  }
 
   /**
    * Runs one step's batches until it reports nothing more. A batch that waited too long for a row
@@ -122,6 +152,11 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
     while (!signal?.aborted && !more) {
       if (performance.now() >= deadline) {
         more = true;
+        return;
+      }
+      await yieldToCallbacks();
+      if (signal?.aborted || performance.now() >= deadline) {
+        more = !signal?.aborted;
         return;
       }
       let outcome: { next: C | null; more: boolean };
@@ -191,6 +226,6 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
   }
   const stopped = signal?.aborted ?? false;
   const removedAny = Object.values(counts).some((count) => count > 0);
-  if (removedAny || lockTimeouts > 0) deps.log.info({ ...counts, batches, lockTimeouts, stopped, more }, 'retention run');
-  return { status: 'done', batches, stopped, more, lockTimeouts, ...counts };
+  if (removedAny || lockTimeouts > 0) deps.log.info({ ...counts, batches, lockTimeouts, yieldedMs, stopped, more }, 'retention run');
+  return { status: 'done', batches, stopped, more, lockTimeouts, yieldedMs, ...counts };
 }

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
-import { restAfterBatch, runRetention, type RetentionCounts } from '../../src/retention/retention-job.ts';
+import { restAfterBatch, runRetention, YieldMs, type RetentionCounts } from '../../src/retention/retention-job.ts';
 import { AdvisoryLock } from '../../src/db/locks.ts';
 import { internalAuth, LogCapture, testApp, type TestApp, runJob } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
@@ -494,4 +494,48 @@ t.test('histories go first; a batch of bodies ends at RETENTION_BATCH_SIZE × 4 
   t.equal(steps[0], 'histories', 'the histories step runs first');
   t.ok(steps.indexOf('inbound_bodies') > steps.lastIndexOf('histories'), 'then the bodies');
   t.same(emptiedPerBatch.slice(0, 2), [1, 2], 'the 1,000-message file alone, then two records (8 messages at most)');
+});
+
+t.test('retention waits while callbacks arrive faster than RETENTION_YIELD_CALLBACKS_PER_SECOND, then goes on', async (t) => {
+  const db = await testDatabase(t);
+  await finalHistories(db.sql, 6, 100);
+  const rests: number[] = [];
+  let burst = true;
+  const result = await runRetention({
+    sql: db.sql,
+    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_CALLBACKS_PER_SECOND: '50' }),
+    log: createLogger('silent', new LogCapture()),
+    rest: async (ms) => void rests.push(ms),
+    // A burst of 500 callbacks arrives while the first batch runs, then none.
+    onBatch: async (_tx, step) => {
+      if (step !== 'histories' || !burst) return;
+      burst = false;
+      await db.sql`
+        insert into notification_status_event (notification_id, status, source)
+        select gen_random_uuid(), 'delivered', 'callback' from generate_series(1, 500)`;
+    },
+  });
+  t.match(result, { status: 'done', trackingEmails: 6, yieldedMs: YieldMs });
+  t.same(rests, [YieldMs], 'one wait after the burst, none between the batches before or after it (duty 100%)');
+
+  const quiet = await testDatabase(t);
+  await finalHistories(quiet.sql, 2, 100);
+  await quiet.sql`
+    insert into notification_status_event (notification_id, status, source)
+    select gen_random_uuid(), 'delivered', 'callback' from generate_series(1, 500)`;
+  t.match(
+    await runRetention({
+      sql: quiet.sql,
+      config: testConfig({ RETENTION_BATCH_SIZE: '1', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_CALLBACKS_PER_SECOND: '0' }),
+      log: createLogger('silent', new LogCapture()),
+      rest: async (ms) => void rests.push(ms),
+      onBatch: async () => {
+        await quiet.sql`
+          insert into notification_status_event (notification_id, status, source)
+          select gen_random_uuid(), 'delivered', 'callback' from generate_series(1, 500)`;
+      },
+    }),
+    { trackingEmails: 2, yieldedMs: 0 },
+    '0: never waits',
+  );
 });
