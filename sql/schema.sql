@@ -362,6 +362,7 @@ $function$;
 CREATE OR REPLACE FUNCTION public.check_dispense_references()
  RETURNS trigger
  LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
 AS $function$
 declare
   v_missing text;
@@ -395,6 +396,7 @@ $function$;
 CREATE OR REPLACE FUNCTION public.check_removed_dispense_keys()
  RETURNS trigger
  LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
 AS $function$
 begin
   if exists (
