@@ -3,6 +3,7 @@
 // outcome of its parse, and the dispenses of every record, in one statement when all are new, else
 // in one transaction. A record whose position is stored already (a redelivery) is skipped: the
 // batch's offsets are committed to Kafka only after this commits.
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Sql } from '../db/connect.ts';
 import {
   readPositionedBodies,
@@ -28,6 +29,8 @@ export interface StoredBatch {
 /** A batch's records masked and parsed, ready to store (again, if an attempt fails). */
 export interface PreparedBatch {
   records: readonly BatchRecord[];
+  /** The records as the ingest's positioned bodies: read again if the batch is stored the long way. */
+  bodies: readonly PositionedBody[];
   read: ReadPositionedBodies;
 }
 
@@ -44,21 +47,19 @@ function positionedBodies(records: readonly BatchRecord[]): PositionedBody[] {
   );
 }
 
-/** Lets the event loop run: awaited between every few records read. */
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
 /**
  * The CPU work of storing a batch, masking and parsing its records, done a few records at a time so
  * that a batch (some tens of milliseconds of work) never holds up the event loop: a callback that
  * arrives meanwhile is answered, and the batch being stored is sent on as soon as Postgres answers.
  */
 export async function prepareBatch(records: readonly BatchRecord[]): Promise<PreparedBatch> {
-  return { records, read: await readPositionedBodies(positionedBodies(records), nextTurn) };
+  const bodies = positionedBodies(records);
+  return { records, bodies, read: await readPositionedBodies(bodies, nextTurn) };
 }
 
 export async function storeBatch(sql: Sql, batch: PreparedBatch | readonly BatchRecord[]): Promise<StoredBatch> {
-  const { records, read } = 'read' in batch ? batch : await prepareBatch(batch);
-  const { results, counts } = await storePositionedBodies(sql, positionedBodies(records), read, nextTurn);
+  const { records, bodies, read } = 'read' in batch ? batch : await prepareBatch(batch);
+  const { results, counts } = await storePositionedBodies(sql, bodies, read, nextTurn);
   const outcomes: Record<RecordOutcome, number> = {
     stored: 0,
     duplicate: 0,

@@ -416,7 +416,6 @@ function readBody(input: InboundBody, maskedBody: string): ReadBody {
   };
 }
 
-/** Masks and parses positioned bodies: their records, kept only while a set is stored the long way. */
 /** A caller's way to let other work run between turns of a long read (the event loop's, say). */
 export type Pause = () => Promise<void>;
 
@@ -455,9 +454,9 @@ export interface BodySummary {
 
 /**
  * Positioned bodies masked and parsed, as {@link storePositionedBodies} stores them: the columns of
- * both inserts and a summary of each body. Strings, numbers and one Map, so that the set can be
- * read on a worker thread and posted back; the records themselves are not kept (a set's records
- * are some 20,000 objects).
+ * both inserts and a summary of each body: strings and numbers, held while the set before is
+ * stored, where the records themselves (some 20,000 objects for a set) would have to survive the
+ * young generation's collections.
  */
 export interface ReadPositionedBodies {
   summaries: BodySummary[];
@@ -473,10 +472,7 @@ export interface ReadPositionedBodies {
  * be done while an earlier set is stored. `pause` is awaited between every few bodies, so that a
  * caller can let other work run meanwhile (so is the read again of the set stored the long way).
  */
-export async function readPositionedBodies(
-  bodies: readonly PositionedBody[],
-  pause: Pause = async () => {},
-): Promise<ReadPositionedBodies> {
+export async function readPositionedBodies(bodies: readonly PositionedBody[], pause: Pause): Promise<ReadPositionedBodies> {
   const { masked, reads } = await readBodies(bodies, pause);
   return assemble(bodies, masked, reads);
 }
@@ -538,7 +534,7 @@ export async function storePositionedBodies(
   sql: Sql,
   bodies: readonly PositionedBody[],
   read: ReadPositionedBodies,
-  pause: Pause = async () => {},
+  pause: Pause,
 ): Promise<{ results: PositionedBodyResult[]; counts: IngestOutcomeCounts }> {
   if (read.newRows !== null) {
     try {
