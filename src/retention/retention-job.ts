@@ -150,13 +150,10 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
   ): Promise<void> {
     let after: C | null = null;
     while (!signal?.aborted && !more) {
+      await yieldToCallbacks();
+      if (signal?.aborted) return;
       if (performance.now() >= deadline) {
         more = true;
-        return;
-      }
-      await yieldToCallbacks();
-      if (signal?.aborted || performance.now() >= deadline) {
-        more = !signal?.aborted;
         return;
       }
       let outcome: { next: C | null; more: boolean };
