@@ -1,6 +1,6 @@
 // CPU time spent by each party of a timed part, read from /proc: the service process (all its
-// threads, the garbage collector's included), every PostgreSQL process on the machine, and this
-// driver. On a machine of two cores the three share, a ratio between two ways of doing the same
+// threads, the garbage collector's included), every PostgreSQL process on the machine, this driver,
+// and a Kafka broker's JVM where one serves the stage. On a machine of two cores the three share, a ratio between two ways of doing the same
 // work follows their total CPU per unit more than any one latency, so the stages that miss a target
 // report where that CPU went. Linux only; elsewhere the figures are left out.
 import { readFileSync, readdirSync } from 'node:fs';
@@ -10,7 +10,10 @@ export interface CpuSnapshot {
   service: number;
   postgres: number;
   driver: number;
+  broker: number;
 }
+
+export const NoCpu: CpuSnapshot = { service: 0, postgres: 0, driver: 0, broker: 0 };
 
 const clockTicksPerMs = 100 / 1000; // USER_HZ is 100 on every Linux this runs on.
 
@@ -54,12 +57,13 @@ export function cpuAvailable(): boolean {
   }
 }
 
-export function cpuSnapshot(servicePid?: number): CpuSnapshot {
+export function cpuSnapshot(servicePid?: number, brokerPid?: number): CpuSnapshot {
   const driver = process.cpuUsage();
   return {
     service: servicePid === undefined ? 0 : processCpuMs(servicePid),
     postgres: postgresPids().reduce((sum, pid) => sum + processCpuMs(pid, true), 0),
     driver: (driver.user + driver.system) / 1000,
+    broker: brokerPid === undefined ? 0 : processCpuMs(brokerPid),
   };
 }
 
@@ -69,10 +73,25 @@ export function cpuPer(before: CpuSnapshot, after: CpuSnapshot, units: number): 
     service: (after.service - before.service) / units,
     postgres: (after.postgres - before.postgres) / units,
     driver: (after.driver - before.driver) / units,
+    broker: (after.broker - before.broker) / units,
   };
 }
 
 /** Two parts' CPU as one (the rounds of a stage that alternates with its limit). */
 export function cpuSum(a: CpuSnapshot, b: CpuSnapshot): CpuSnapshot {
-  return { service: a.service + b.service, postgres: a.postgres + b.postgres, driver: a.driver + b.driver };
+  return { service: a.service + b.service, postgres: a.postgres + b.postgres, driver: a.driver + b.driver, broker: a.broker + b.broker };
+}
+
+const PartyNames: Record<keyof CpuSnapshot, string> = {
+  service: 'service',
+  postgres: 'Postgres',
+  driver: 'driver',
+  broker: 'Kafka broker',
+};
+
+export const cpuTotal = (cpu: CpuSnapshot, parties: readonly (keyof CpuSnapshot)[]) => parties.reduce((sum, party) => sum + cpu[party], 0);
+
+/** `service 30 ms + Postgres 15 ms + driver 5 ms = 50 ms`, leaving out a party that did not take part. */
+export function cpuText(cpu: CpuSnapshot, parties: readonly (keyof CpuSnapshot)[]): string {
+  return `${parties.map((party) => `${PartyNames[party]} ${cpu[party].toFixed(1)}`).join(' + ')} = ${cpuTotal(cpu, parties).toFixed(1)} ms`;
 }

@@ -11,6 +11,7 @@ import { createPublisher } from '../../src/event-bus/publish.ts';
 import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
 import { startSandboxSchemaRegistry } from '../../src/sandbox/schema-registry.ts';
 import { onInterrupt } from '../lib/cleanup.ts';
+import { cpuAvailable, cpuPer, cpuSnapshot, cpuSum, cpuText, NoCpu, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
 import { serviceSettings, startService, type Service } from '../lib/processes.ts';
@@ -55,7 +56,7 @@ async function readOnly(brokers: string, topic: string, records: number, batchSi
 
 export async function run(options: StageOptions): Promise<ResultTable> {
   const records = options.small ? 400 : 50_000;
-  const batchSize = 500;
+  const batchSize = options.small ? 100 : 500;
   progress('starting a Kafka broker and a schema registry');
   const broker = await startKafkaBroker({ partitions, heap: '512m' });
   const forgetBroker = onInterrupt(() => broker.stop());
@@ -90,8 +91,12 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     await directInsert(db.sql, 0, Math.max(1, Math.floor(batches / 10)), batchSize, 1, 41_000_000);
     // Three rounds, the median taken: on a shared machine one round of this limit ranges over ±20%.
     const rounds: number[] = [];
-    for (let round = 0; round < 3; round++)
-      rounds.push((await directInsert(db.sql, 0, batches, batchSize, 1, 42_000_000 + round * 1_000_000)).perSecond);
+    let directCpu: CpuSnapshot = NoCpu;
+    for (let round = 0; round < 3; round++) {
+      const direct = await directInsert(db.sql, 0, batches, batchSize, 1, 42_000_000 + round * 1_000_000);
+      rounds.push(direct.perSecond);
+      directCpu = cpuSum(directCpu, cpuPer(NoCpu, direct.cpu, (3 * batches * batchSize) / 1000));
+    }
     const direct = { perSecond: [...rounds].sort((a, b) => a - b)[1]! };
 
     progress('service: consuming the topic');
@@ -113,17 +118,19 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     // come in order, from offset 0 of this new topic): three index probes, so that polling every
     // PollMs takes nothing from the Postgres it measures, whatever the table's size.
     const deadline = Date.now() + 30 * 60_000;
-    let first: { at: number; stored: number } | undefined;
+    let first: { at: number; stored: number; cpu: CpuSnapshot } | undefined;
     let last = 0;
+    let serviceCpu: CpuSnapshot = NoCpu;
     for (;;) {
       const [row] = await db.sql<{ n: number }[]>`
         select coalesce(sum(1 + (select max(m.event_offset) from inbound_message m
                                   where m.event_topic = ${topic} and m.event_partition = p)), 0)::int as n
           from generate_series(0, ${partitions - 1}) as p`;
       const now = performance.now();
-      if (first === undefined && row!.n > 0) first = { at: now, stored: row!.n };
+      if (first === undefined && row!.n > 0) first = { at: now, stored: row!.n, cpu: cpuSnapshot(service.pid, broker.process.pid) };
       if (row!.n === records) {
         last = now;
+        serviceCpu = cpuPer(first!.cpu, cpuSnapshot(service.pid, broker.process.pid), (records - first!.stored) / 1000);
         break;
       }
       if (Date.now() > deadline) throw new Error(`only ${row!.n} of ${records} records stored after 30 minutes`);
@@ -163,6 +170,15 @@ export async function run(options: StageOptions): Promise<ResultTable> {
           limit: `postgres.js insert, ${batchSize} rows a statement, one at a time: ${rate(direct.perSecond, 'rows')} (median of ${rounds.map((r) => rate(r, 'rows')).join(', ')})`,
           ratio: percent(serviceRate / direct.perSecond),
         },
+        ...(cpuAvailable() && timed > 0
+          ? [
+              {
+                measure: 'CPU per 1,000 records',
+                result: cpuText(serviceCpu, ['service', 'postgres', 'broker']),
+                limit: `postgres.js insert, per 1,000 rows: ${cpuText(directCpu, ['postgres', 'driver'])}`,
+              },
+            ]
+          : []),
         peakRssRow(peakRssBytes),
       ],
       notes: [

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import type { Test } from 'tap';
 import { repoRoot as root } from './cli.ts';
 
-export function checkSmallStage(t: Test, stage: string): void {
+export function checkSmallStage(t: Test, stage: string): string {
   const run = spawnSync(process.execPath, ['--no-warnings', 'bench/run.ts', stage, '--small'], {
     cwd: root,
     env: process.env,
@@ -19,6 +19,7 @@ export function checkSmallStage(t: Test, stage: string): void {
   t.match(run.stdout, /\| --- \| --- \| --- \| --- \| --- \|/);
   t.match(run.stdout, /peak RSS of the service process \| \d[\d,]* MB \| 250 MB/);
   t.match(run.stdout, /machine: \d+ cores/);
+  return run.stdout;
 }
 
 export function runUsage() {
