@@ -71,7 +71,7 @@ async function within(work: Promise<unknown> | undefined, ms: number): Promise<v
 }
 
 const LagIntervalMs = 5000;
-const FetchMaxBytes = 4 * 1024 * 1024;
+const FetchMaxBytes = 1024 * 1024;
 
 export function saslOptions(config: Config, tokenProvider?: () => Promise<string>): SASLOptions | undefined {
   switch (config.EVENT_BUS_AUTH) {
@@ -123,7 +123,10 @@ export function createEventBusConsumer(options: EventBusConsumerOptions): EventB
       rebalanceTimeout: config.EVENT_BUS_SESSION_TIMEOUT_SECONDS * 1000 * 2,
       maxWaitTime: 500,
       // A fetch answers with up to this much per request (at least one record batch, whatever its
-      // size), which bounds the memory one response takes under the heap cap.
+      // size), which bounds the memory one response takes under the heap cap. A fetch's records
+      // wait for their turn to be stored: 1 MiB is a few batches, where 4 MiB kept thousands of
+      // records alive long enough to be promoted to the old generation, and cost the service about a
+      // sixth more CPU a record.
       maxBytes: FetchMaxBytes,
       retries: 3,
       retryDelay: 500,
