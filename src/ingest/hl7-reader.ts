@@ -324,16 +324,45 @@ export class Hl7Segment {
       if (start === -1) return '';
       end = this.#fieldEnd(start);
     }
-    start = pieceStart(text, encoding.repetition, repetition - 1, start, end);
-    if (start === -1) return '';
-    end = pieceEnd(text, encoding.repetition, start, end);
-    start = pieceStart(text, encoding.component, component - 1, start, end);
-    if (start === -1) return '';
-    end = pieceEnd(text, encoding.component, start, end);
-    start = pieceStart(text, encoding.subcomponent, subcomponent - 1, start, end);
-    if (start === -1) return '';
-    end = pieceEnd(text, encoding.subcomponent, start, end);
-    const piece = text.slice(start, end);
+    // One pass over the field, up to the end of the piece: each delimiter moves the reading to the
+    // next repetition, component or subcomponent (the encoding characters are one code unit each).
+    const R = encoding.repetition.charCodeAt(0);
+    const C = encoding.component.charCodeAt(0);
+    const S = encoding.subcomponent.charCodeAt(0);
+    let rep = 1;
+    let comp = 1;
+    let sub = 1;
+    let at = start;
+    while (rep !== repetition || comp !== component || sub !== subcomponent) {
+      let code = -1;
+      while (at < end) {
+        code = text.charCodeAt(at);
+        if (code === R || code === C || code === S) break;
+        at++;
+      }
+      // The field, or the repetition or component the piece is in, ended before the piece.
+      if (at === end) return '';
+      if (code === R) {
+        if (rep === repetition) return '';
+        rep++;
+        comp = 1;
+        sub = 1;
+      } else if (code === C) {
+        if (rep === repetition && comp === component) return '';
+        comp++;
+        sub = 1;
+      } else {
+        sub++;
+      }
+      at++;
+    }
+    let pieceEnd = at;
+    while (pieceEnd < end) {
+      const code = text.charCodeAt(pieceEnd);
+      if (code === R || code === C || code === S) break;
+      pieceEnd++;
+    }
+    const piece = text.slice(at, pieceEnd);
     if (!piece.includes(encoding.escape)) return piece.trim();
     try {
       return decodeEscapes(piece, encoding).trim();

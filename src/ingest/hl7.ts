@@ -177,6 +177,13 @@ function needsEscaping(value: string, encoding: Hl7Encoding): boolean {
   );
 }
 
+/** The parts that are not empty, joined by `^` (a message type as MSH-9 names it). */
+function joinPresent(code: string, event: string, structure: string): string {
+  let joined = code;
+  for (const part of [event, structure]) if (part !== '') joined = joined === '' ? part : `${joined}^${part}`;
+  return joined;
+}
+
 /** Component `component` of field `n`'s first repetition, decoded and trimmed; '' without the segment. */
 function value(segment: Hl7Segment | undefined, n: number, component = 1): string {
   return segment === undefined ? '' : segment.value(n, component);
@@ -356,17 +363,17 @@ const StationPattern = /^\d{3}[A-Z0-9]{0,2}$/;
 function readStation(msh: Hl7Segment | undefined, orc: Hl7Segment | undefined, rxNumber: string): string {
   const facility = value(msh, 4);
   if (StationPattern.test(facility)) return facility;
-  const order = value(orc, 2).split('-');
-  if (
-    order.length >= 2 &&
-    order[0] !== '' &&
-    order[0]!.length <= FieldLimits.stationNumber &&
-    /^[A-Za-z0-9]+$/.test(order[0]!) &&
-    (rxNumber === '' || order[1] === rxNumber)
-  ) {
-    return order[0]!;
+  const order = value(orc, 2);
+  const stationEnd = order.indexOf('-');
+  if (stationEnd < 1 || stationEnd > FieldLimits.stationNumber) return '';
+  const station = order.slice(0, stationEnd);
+  if (!/^[A-Za-z0-9]+$/.test(station)) return '';
+  if (rxNumber !== '') {
+    // The Rx part: what lies between the first two hyphens (or to the end).
+    const rxEnd = order.indexOf('-', stationEnd + 1);
+    if (order.slice(stationEnd + 1, rxEnd === -1 ? order.length : rxEnd) !== rxNumber) return '';
   }
-  return '';
+  return station;
 }
 
 // ---- One message
@@ -459,7 +466,7 @@ export function parseHl7Message(lines: string[], index = 0, times = new MessageT
 function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, header: Hl7Header, times: MessageTimes): Hl7MessageResult {
   const code = value(msh, 9, 1).toUpperCase();
   header.triggerEvent = value(msh, 9, 2).toUpperCase();
-  header.messageType = [code, header.triggerEvent, value(msh, 9, 3)].filter((p) => p !== '').join('^');
+  header.messageType = joinPresent(code, header.triggerEvent, value(msh, 9, 3));
   const missing: string[] = [];
   if (code === '') missing.push('MSH-9 (message type)');
   if (header.controlId.trim() === '') missing.push('MSH-10 (message control id)');
@@ -524,15 +531,13 @@ function readDispenseMessage(msh: Hl7Segment, lines: string[], index: number, he
     const drugName = value(group.rxd, 2, 2);
     // Each value is bounded as the JSON schema bounds it (FieldLimits says why); the reason names
     // the field, never its text.
-    const bounds: [string, string, number][] = [
-      ['RXD-7 (Rx number)', rxNumber, FieldLimits.rxNumber],
-      [isR06 ? 'ZR2-2 (tracking number)' : 'RXD-13 (tracking number)', tracking, FieldLimits.trackingNumber],
-      ['ZR2-1 (carrier)', carrierText, FieldLimits.carrier],
-      ['RXD-2.2 (drug name)', drugName, FieldLimits.drugName],
-    ];
-    for (const [field, text, limit] of bounds) {
+    const tooLong = (field: string, text: string, limit: number) => {
       if (text.length > limit) problems.push(`${field} is longer than ${limit} characters`);
-    }
+    };
+    tooLong('RXD-7 (Rx number)', rxNumber, FieldLimits.rxNumber);
+    tooLong(isR06 ? 'ZR2-2 (tracking number)' : 'RXD-13 (tracking number)', tracking, FieldLimits.trackingNumber);
+    tooLong('ZR2-1 (carrier)', carrierText, FieldLimits.carrier);
+    tooLong('RXD-2.2 (drug name)', drugName, FieldLimits.drugName);
     if (patient.tooLong !== null) problems.push(patient.tooLong);
     if (problems.length > 0) {
       errors.push(where + problems.join('; '));

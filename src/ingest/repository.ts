@@ -140,25 +140,27 @@ export async function recordInboundOutcome(sql: SqlHandle, id: number, outcome: 
 
 const text = (value: string | number | null) => (value === null ? null : String(value));
 
+/** The characters a quoted element of an array literal escapes with a backslash. */
+const ArrayElementSpecials = /["\\]/g;
+
 /**
- * A Postgres text[] literal, every element quoted. postgres.js would build the same text with two
- * regular-expression replacements per element; CMOP's values almost never hold a quote or a
- * backslash, so a column without one (nor a null) is joined whole, with no replacement per element.
+ * A Postgres text[] literal, every element quoted. CMOP's values almost never hold a quote or a
+ * backslash, so a column without one (nor a null) is joined whole, with no replacement per element;
+ * HL7 bodies all hold one (MSH-2's `\`), and each is escaped by one replacement.
  */
 export function textArrayLiteral(values: readonly (string | null)[]): string {
   if (values.every((value) => value !== null && !value.includes('"') && !value.includes('\\'))) {
     // The usual column: one join, one string.
     return values.length === 0 ? '{}' : `{"${values.join('","')}"}`;
   }
-  let literal = '{';
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i]!;
-    if (i > 0) literal += ',';
-    if (value === null) literal += 'NULL';
-    else if (value.includes('"') || value.includes('\\')) literal += `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
-    else literal += `"${value}"`;
-  }
-  return `${literal}}`;
+  const elements = values.map((value) =>
+    value === null
+      ? 'NULL'
+      : value.includes('"') || value.includes('\\')
+        ? `"${value.replace(ArrayElementSpecials, '\\$&')}"`
+        : `"${value}"`,
+  );
+  return `{${elements.join(',')}}`;
 }
 
 /**
