@@ -1,7 +1,10 @@
 // Load generators: autocannon for closed-loop HTTP load, a paced open-loop sender for offered loads, and a plain concurrency loop for in-process work.
 import { Agent, request as httpRequest } from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
+import { startChild } from './child.ts';
 
 export interface HttpLoad {
   url: string;
@@ -125,6 +128,18 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
   }
 }
 
+export interface PacedLoad {
+  url: string;
+  bodies: string[];
+  headers: Record<string, string>;
+  connections: number;
+  ratePerSecond: number;
+  durationSeconds: number;
+}
+
+/** A paced load's result, with the load generator's own event-loop delay while it ran. */
+export type PacedLoadResult = HttpLoadResult & { generatorDelayP99Ms: number; generatorDelayMaxMs: number };
+
 /**
  * An open-loop load: request i is due at start + i / ratePerSecond, sent when due whatever the
  * answers so far, over at most `connections` keep-alive sockets (a request finding them all busy
@@ -135,14 +150,11 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
  * as fast as answers come, then pauses until the next second, so a "1,000/s" run is a saturation
  * burst at the top of every second and its latencies are those of saturation.
  */
-export async function pacedLoad(load: {
-  url: string;
-  bodies: string[];
-  headers: Record<string, string>;
-  connections: number;
-  ratePerSecond: number;
-  durationSeconds: number;
-}): Promise<HttpLoadResult> {
+export async function pacedLoad(load: PacedLoad): Promise<PacedLoadResult> {
+  // Latency counts from when a request was due, so a stall of this process's own event loop (its
+  // garbage collector, say) counts in it as if the service had been slow: reported beside it.
+  const generatorDelay = monitorEventLoopDelay({ resolution: 1 });
+  generatorDelay.enable();
   const agent = new Agent({ keepAlive: true, maxSockets: load.connections });
   const target = new URL(load.url);
   const total = Math.round(load.ratePerSecond * load.durationSeconds);
@@ -186,8 +198,29 @@ export async function pacedLoad(load: {
   }
   await Promise.all(inFlight);
   const seconds = (performance.now() - started) / 1000;
+  generatorDelay.disable();
   agent.destroy();
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-  return { perSecond: answered / seconds, answered, p50Ms: at(0.5), p99Ms: at(0.99), failures, bodiesUsed: sent, seconds };
+  return {
+    perSecond: answered / seconds,
+    answered,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+    failures,
+    bodiesUsed: sent,
+    seconds,
+    generatorDelayP99Ms: generatorDelay.percentile(99) / 1e6,
+    generatorDelayMaxMs: generatorDelay.max / 1e6,
+  };
+}
+
+/** {@link pacedLoad} run by a process of its own (load-process.ts), started for the load and stopped after. */
+export async function pacedLoadInChild(load: PacedLoad): Promise<PacedLoadResult> {
+  const child = await startChild<Record<string, never>>(fileURLToPath(new URL('./load-process.ts', import.meta.url)));
+  try {
+    return await child.call<PacedLoadResult>('pacedLoad', { load });
+  } finally {
+    await child.stop();
+  }
 }

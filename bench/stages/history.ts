@@ -19,7 +19,7 @@ import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { benchDatabase, settle, type BenchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
-import { pacedLoad, postAll, untilDone } from '../lib/load.ts';
+import { pacedLoadInChild, postAll, untilDone } from '../lib/load.ts';
 import {
   callbackHeaders,
   internalHeaders,
@@ -174,7 +174,15 @@ interface DayResult {
   ingestMs: number;
   groupingMs: number;
   sendMs: number;
-  callbacks: { ms: number; p50Ms: number; p99Ms: number; perSecond: number; failures: number };
+  callbacks: {
+    ms: number;
+    p50Ms: number;
+    p99Ms: number;
+    perSecond: number;
+    failures: number;
+    generatorDelayP99Ms: number;
+    generatorDelayMaxMs: number;
+  };
   aalMs: number;
   sweepMs: number;
   emails: number;
@@ -272,7 +280,7 @@ async function runDay(
   // service has not answered one since it started, and its first ones pay for compiling the code.
   const warmUp = callbackBodies.splice(0, Math.min(callbackRate * CallbackWarmUpSeconds, Math.floor(callbackBodies.length / 4)));
   const callbackLoad = (bodies: string[]) =>
-    pacedLoad({
+    pacedLoadInChild({
       url: `${service.url}/v1/va-notify/callbacks`,
       bodies,
       headers: callbackHeaders,
@@ -286,7 +294,15 @@ async function runDay(
   await settle(sql);
   progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
   const load = await callbackLoad(callbackBodies);
-  const callbacks = { ms: load.seconds * 1000, p50Ms: load.p50Ms, p99Ms: load.p99Ms, perSecond: load.perSecond, failures: load.failures };
+  const callbacks = {
+    ms: load.seconds * 1000,
+    p50Ms: load.p50Ms,
+    p99Ms: load.p99Ms,
+    perSecond: load.perSecond,
+    failures: load.failures,
+    generatorDelayP99Ms: load.generatorDelayP99Ms,
+    generatorDelayMaxMs: load.generatorDelayMaxMs,
+  };
 
   await settle(sql);
   progress(`day: sweep, polling the notifications whose callback was lost`);
@@ -535,7 +551,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         `history written in ${seconds(historyMs)} by set-based SQL: ${count(days * perDay)} dispenses, ${count(days * Math.ceil(perDay / perVeteran))} delivered emails with notification, status event and posted AAL event, ${count(days * Math.ceil(perDay / perBody))} stored HL7 bodies (${megabytes(bodyShare!.bytes)} of body text as stored)`,
         `tables with history: ${tableList}`,
         `day: ${count(onEmpty.emails)} emails on the empty database, ${count(onHistory.emails)} beside the history; retention runs during the day: ${removed.runs}, ${count(removed.batches)} batches in the runs that removed something (${removed.batches > 0 ? millis(removed.busyMs / removed.batches) : '-'} a batch on average: the runs' time over their batches), ${removed.lockTimeouts} batches gave up on a row lock; callback failures: ${onEmpty.callbacks.failures} / ${onHistory.callbacks.failures}`,
-        `callbacks: one in ${LostCallbackEvery} is never posted, and the sweep polls VA Notify (the sandbox, answering at once) for those; of the rest, the day's first ${CallbackWarmUpSeconds} s (at most a quarter) warm the route up untimed, then a checkpoint, then the rest are timed`,
+        `callbacks: one in ${LostCallbackEvery} is never posted, and the sweep polls VA Notify (the sandbox, answering at once) for those; of the rest, the day's first ${CallbackWarmUpSeconds} s (at most a quarter) warm the route up untimed, then a checkpoint, then the rest are timed; the load generator's own event-loop delay while they were timed (it counts in their latency): p99 ${millis(onEmpty.callbacks.generatorDelayP99Ms)} / ${millis(onHistory.callbacks.generatorDelayP99Ms)}, at most ${millis(onEmpty.callbacks.generatorDelayMaxMs)} / ${millis(onHistory.callbacks.generatorDelayMaxMs)} (empty / history)`,
         `removed_dispense_key after retention: ${count(keyRow!.keys)} keys, ${megabytes(keyRow!.bytes)} (${keyRow!.keys > 0 ? Math.round(keyRow!.bytes / keyRow!.keys) : 0} bytes a key with its indexes)`,
         `RECORD_RETENTION_DAYS=${recordDays}, INBOUND_BODY_RETENTION_DAYS=${bodyDays}, RETENTION_BATCH_SIZE default; service error log lines: ${onEmpty.errorLines} / ${onHistory.errorLines}`,
         machineNote(full.description),
