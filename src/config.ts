@@ -248,11 +248,11 @@ export const ConfigSchema = Type.Object({
     description:
       "the share of a retention run's time spent in batches: after a batch that took d it rests d × (100 − p) / p, leaving the database's CPU to callbacks, ingest and sending (100: batches back to back)",
   }),
-  RETENTION_YIELD_CALLBACKS_PER_SECOND: Integer({
+  RETENTION_YIELD_ROWS_PER_SECOND: Integer({
     default: 50,
     minimum: 0,
     description:
-      'retention waits before each batch while VA Notify status callbacks reach the database faster than this (all instances together), so that a burst of callbacks is answered with no retention beside it (0: never waits)',
+      'retention waits before each batch while the pipeline writes more rows a second than this, all instances together (status callbacks, dispenses ingested, tracking emails grouped), so that a burst of callbacks, a CMOP file or a grouping run has no retention beside it (0: never waits)',
   }),
   RETENTION_INTERVAL_SECONDS: Integer({ default: 3600, minimum: 1, description: 'retention timer' }),
   SHUTDOWN_GRACE_SECONDS: Integer({ default: 20, minimum: 1, description: 'time in-flight work gets to finish on SIGTERM' }),

@@ -271,10 +271,16 @@ export async function purgeDispenseKeys(tx: SqlHandle, p: { days: number; batchS
 }
 
 /**
- * The id of the newest status event: a primary-key probe. Status events are numbered as they arrive
- * from every instance, so two reads tell how fast callbacks reach the database.
+ * Where the pipeline's writes stand, all instances together: the newest status event's id and the
+ * newest dispense's (primary-key probes; both are numbered as they arrive), and the tracking emails
+ * created since `since` (the last look's `at`, on the database's clock; a range of the created_at
+ * index). Two looks tell how many rows a second callbacks, ingest and grouping write.
  */
-export async function lastStatusEventId(sql: SqlHandle): Promise<number> {
-  const [row] = await sql<{ id: number }[]>`select coalesce(max(id), 0)::bigint as id from notification_status_event`;
-  return Number(row!.id);
+export async function pipelineLook(sql: SqlHandle, since: string | null): Promise<{ newestIds: number; emailsSince: number; at: string }> {
+  const [row] = await sql<{ status_events: string; dispenses: string; emails: number; at: string }[]>`
+    select (select coalesce(max(id), 0) from notification_status_event)::text as status_events,
+           (select coalesce(max(id), 0) from medication_dispense)::text as dispenses,
+           (select count(*) from tracking_email where ${since}::timestamptz is not null and created_at > ${since}::timestamptz)::int as emails,
+           clock_timestamp()::text as at`;
+  return { newestIds: Number(row!.status_events) + Number(row!.dispenses), emailsSince: row!.emails, at: row!.at };
 }

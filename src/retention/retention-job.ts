@@ -13,7 +13,7 @@ import { AdvisoryLock, withSessionLock } from '../db/locks.ts';
 import {
   emptyInboundBodies,
   inBatch,
-  lastStatusEventId,
+  pipelineLook,
   purgeDispenseKeys,
   removeFinalHistories,
   removeOldInboundMessages,
@@ -49,7 +49,7 @@ export interface RetentionDeps {
     | 'DISPENSE_KEY_RETENTION_DAYS'
     | 'RETENTION_BATCH_SIZE'
     | 'RETENTION_DUTY_PERCENT'
-    | 'RETENTION_YIELD_CALLBACKS_PER_SECOND'
+    | 'RETENTION_YIELD_ROWS_PER_SECOND'
   >;
   log: Logger;
   signal?: AbortSignal;
@@ -77,7 +77,7 @@ export function restAfterBatch(batchMs: number, dutyPercent: number): number {
   return dutyPercent >= 100 ? 0 : (batchMs * (100 - dutyPercent)) / dutyPercent;
 }
 
-/** How long retention waits, while callbacks arrive fast, before it looks at their rate again. */
+/** How long retention waits, while the pipeline writes fast, before it looks at its rate again. */
 export const YieldMs = 1000;
 
 /**
@@ -116,25 +116,26 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
     deps.onRemoved?.(record, count);
   };
 
-  // Callbacks per second since the last look, from the newest status event's id.
-  let lastLook: { id: number; at: number } | undefined;
-  async function callbacksPerSecond(): Promise<number> {
-    const look = { id: await lastStatusEventId(sql), at: performance.now() };
+  // Rows the pipeline wrote per second since the last look (pipelineLook).
+  let lastLook: { newestIds: number; dbAt: string; at: number } | undefined;
+  async function pipelineRowsPerSecond(): Promise<number> {
+    const look = await pipelineLook(sql, lastLook?.dbAt ?? null);
+    const at = performance.now();
     const before = lastLook;
-    lastLook = look;
-    return before === undefined || look.at <= before.at ? 0 : ((look.id - before.id) * 1000) / (look.at - before.at);
+    lastLook = { newestIds: look.newestIds, dbAt: look.at, at };
+    return before === undefined || at <= before.at ? 0 : ((look.newestIds - before.newestIds + look.emailsSince) * 1000) / (at - before.at);
   }
 
   /**
-   * Waits, before a batch, while callbacks reach the database faster than
-   * RETENTION_YIELD_CALLBACKS_PER_SECOND: retention is never urgent, and a burst of callbacks is
-   * answered fastest with no batch beside it (its deletes' writes share the disk and the WAL with
-   * every callback's commit). Until the run's budget ends, then the next run looks again.
+   * Waits, before a batch, while the pipeline writes more than RETENTION_YIELD_ROWS_PER_SECOND rows
+   * a second (status callbacks, dispenses ingested, tracking emails grouped): retention is never
+   * urgent, and a burst of any of them is done fastest with no batch beside it, whose deletes share
+   * the CPU, the disk and the WAL with it. Until the run's budget ends, then the next run looks again.
    */
-  async function yieldToCallbacks(): Promise<void> {
-    const limit = config.RETENTION_YIELD_CALLBACKS_PER_SECOND;
+  async function yieldToPipeline(): Promise<void> {
+    const limit = config.RETENTION_YIELD_ROWS_PER_SECOND;
     if (limit <= 0) return;
-    while (!signal?.aborted && performance.now() < deadline && (await callbacksPerSecond()) > limit) {
+    while (!signal?.aborted && performance.now() < deadline && (await pipelineRowsPerSecond()) > limit) {
       await (deps.rest ?? restFor)(YieldMs, signal);
       yieldedMs += YieldMs;
     }
@@ -150,7 +151,7 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
   ): Promise<void> {
     let after: C | null = null;
     while (!signal?.aborted && !more) {
-      await yieldToCallbacks();
+      await yieldToPipeline();
       if (signal?.aborted) return;
       if (performance.now() >= deadline) {
         more = true;

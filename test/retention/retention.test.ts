@@ -496,14 +496,50 @@ t.test('histories go first; a batch of bodies ends at RETENTION_BATCH_SIZE × 4 
   t.same(emptiedPerBatch.slice(0, 2), [1, 2], 'the 1,000-message file alone, then two records (8 messages at most)');
 });
 
-t.test('retention waits while callbacks arrive faster than RETENTION_YIELD_CALLBACKS_PER_SECOND, then goes on', async (t) => {
+t.test('retention also waits while a CMOP file is stored or a grouping run creates emails', async (t) => {
+  const bursts: [string, (sql: Sql) => Promise<unknown>][] = [
+    [
+      'a 500-dispense file stored',
+      (sql) => sql`
+        insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, state)
+        select '521', 'burst' || g, 0, 'T' || g, 'cancelled' from generate_series(1, 500) g`,
+    ],
+    [
+      '200 emails grouped',
+      (sql) => sql`
+        insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state)
+        select '20' || lpad(g::text, 8, '0') || 'V' || lpad(g::text, 6, '0'), '1', '{}', 1, 1, 'queued' from generate_series(1, 200) g`,
+    ],
+  ];
+  for (const [what, burst] of bursts) {
+    const db = await testDatabase(t);
+    await finalHistories(db.sql, 4, 100);
+    const rests: number[] = [];
+    let pending = true;
+    const result = await runRetention({
+      sql: db.sql,
+      config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_ROWS_PER_SECOND: '50' }),
+      log: createLogger('silent', new LogCapture()),
+      rest: async (ms) => void rests.push(ms),
+      onBatch: async (_tx, step) => {
+        if (step !== 'histories' || !pending) return;
+        pending = false;
+        await burst(db.sql);
+      },
+    });
+    t.match(result, { status: 'done', trackingEmails: 4, yieldedMs: YieldMs }, what);
+    t.same(rests, [YieldMs], `${what}: one wait, then the batches go on`);
+  }
+});
+
+t.test('retention waits while callbacks arrive faster than RETENTION_YIELD_ROWS_PER_SECOND, then goes on', async (t) => {
   const db = await testDatabase(t);
   await finalHistories(db.sql, 6, 100);
   const rests: number[] = [];
   let burst = true;
   const result = await runRetention({
     sql: db.sql,
-    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_CALLBACKS_PER_SECOND: '50' }),
+    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_ROWS_PER_SECOND: '50' }),
     log: createLogger('silent', new LogCapture()),
     rest: async (ms) => void rests.push(ms),
     // A burst of 500 callbacks arrives while the first batch runs, then none.
@@ -526,7 +562,7 @@ t.test('retention waits while callbacks arrive faster than RETENTION_YIELD_CALLB
   t.match(
     await runRetention({
       sql: quiet.sql,
-      config: testConfig({ RETENTION_BATCH_SIZE: '1', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_CALLBACKS_PER_SECOND: '0' }),
+      config: testConfig({ RETENTION_BATCH_SIZE: '1', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_ROWS_PER_SECOND: '0' }),
       log: createLogger('silent', new LogCapture()),
       rest: async (ms) => void rests.push(ms),
       onBatch: async () => {
