@@ -378,8 +378,17 @@ function describeErrors(schema: TSchema, value: unknown): string {
  * Reads and validates the configuration. Empty strings count as unset, so a blank line in an env
  * file falls back to the default instead of failing validation.
  */
+/** Settings that were renamed: a deployment still setting the old name is refused, not silently run with the default. */
+const RenamedSettings: Record<string, keyof Config> = {
+  RETENTION_YIELD_CALLBACKS_PER_SECOND: 'RETENTION_YIELD_ROWS_PER_SECOND',
+};
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const withSecrets = readSecretFiles(env);
+  const renamed = Object.entries(RenamedSettings)
+    .filter(([old]) => withSecrets[old] !== undefined)
+    .map(([old, now]) => `${old}: renamed ${now} (its meaning widened); set that instead`);
+  if (renamed.length > 0) throw new ConfigError(`invalid configuration: ${renamed.join('; ')}`);
   const input: Record<string, unknown> = {};
   for (const key of Object.keys(ConfigSchema.properties)) {
     const value = withSecrets[key];

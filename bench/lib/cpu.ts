@@ -1,8 +1,9 @@
 // CPU time spent by each party of a timed part, read from /proc: the service process (all its
 // threads, the garbage collector's included), every PostgreSQL process on the machine, this driver,
-// and a Kafka broker's JVM where one serves the stage. On a machine of two cores the three share, a ratio between two ways of doing the same
-// work follows their total CPU per unit more than any one latency, so the stages that miss a target
-// report where that CPU went. Linux only; elsewhere the figures are left out.
+// and a Kafka broker's JVM where one serves the stage. On a machine of two cores that they all share,
+// a ratio between two ways of doing the same work follows their total CPU per unit more than any one
+// latency, so the stages that miss a target report where that CPU went. Linux only; elsewhere the
+// figures are left out.
 import { readFileSync, readdirSync } from 'node:fs';
 
 /** CPU milliseconds so far, by party. */

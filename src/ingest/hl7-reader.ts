@@ -1,7 +1,8 @@
 // Reads fields out of HL7 v2 segments with each message's own delimiters (MSH-1 and MSH-2), and
 // decodes escape sequences only in the pieces that are read. Ingest reads a dozen components of a
 // handful of segments per message, so nothing is split or decoded ahead of the read that needs it:
-// a piece is found by scanning for its delimiters within the bounds of the piece around it, and only
+// a field is found by its field separators (remembered as they are found), a piece of it by one scan
+// of the field's repetition, component and subcomponent delimiters up to the piece's end, and only
 // the piece that is read becomes a string (splitting each segment into all its fields on its first
 // read was a fifth of the garbage that parsing a 1,000-message body left behind).
 

@@ -13,7 +13,7 @@ import { AdvisoryLock, withSessionLock } from '../db/locks.ts';
 import {
   emptyInboundBodies,
   inBatch,
-  pipelineLook,
+  pipelineRowsInserted,
   purgeDispenseKeys,
   removeFinalHistories,
   removeOldInboundMessages,
@@ -77,6 +77,9 @@ export function restAfterBatch(batchMs: number, dutyPercent: number): number {
   return dutyPercent >= 100 ? 0 : (batchMs * (100 - dutyPercent)) / dutyPercent;
 }
 
+/** How often, at most, a Postgres backend adds its counts to the cumulative statistics (PGSTAT_MIN_INTERVAL). */
+const StatisticsFlushMs = 1000;
+
 /** How long retention waits, while the pipeline writes fast, before it looks at its rate again. */
 export const YieldMs = 1000;
 
@@ -116,14 +119,15 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
     deps.onRemoved?.(record, count);
   };
 
-  // Rows the pipeline wrote per second since the last look (pipelineLook).
-  let lastLook: { newestIds: number; dbAt: string; at: number } | undefined;
+  // Rows the pipeline wrote per second since the last look (pipelineRowsInserted). Backends add
+  // their counts once a second, so a look a few hundred milliseconds after the last sees a second's
+  // rows at once: they are spread over a second at least.
+  let lastLook: { rows: number; at: number } | undefined;
   async function pipelineRowsPerSecond(): Promise<number> {
-    const look = await pipelineLook(sql, lastLook?.dbAt ?? null);
-    const at = performance.now();
+    const look = { rows: await pipelineRowsInserted(sql), at: performance.now() };
     const before = lastLook;
-    lastLook = { newestIds: look.newestIds, dbAt: look.at, at };
-    return before === undefined || at <= before.at ? 0 : ((look.newestIds - before.newestIds + look.emailsSince) * 1000) / (at - before.at);
+    lastLook = look;
+    return before === undefined ? 0 : ((look.rows - before.rows) * 1000) / Math.max(look.at - before.at, StatisticsFlushMs);
   }
 
   /**

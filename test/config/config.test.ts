@@ -105,6 +105,13 @@ t.test('a bad value names its variable', async (t) => {
   t.match(both, 'GROUPING_QUIET_MINUTES:', 'every bad value at once, not one per restart');
 });
 
+t.test('a renamed setting is refused by its old name, naming the new one', async (t) => {
+  t.equal(
+    errorOf({ RETENTION_YIELD_CALLBACKS_PER_SECOND: '0' }),
+    'invalid configuration: RETENTION_YIELD_CALLBACKS_PER_SECOND: renamed RETENTION_YIELD_ROWS_PER_SECOND (its meaning widened); set that instead',
+  );
+});
+
 t.test('VA Notify keys: a bare secret with a service id, or one combined key', async (t) => {
   t.same(vaNotifyCredentials({ VA_NOTIFY_API_KEY: secret, VA_NOTIFY_SERVICE_ID: serviceId }), { serviceId, secret });
   const combined = `rx-tracking-prod-${serviceId}-${secret}`;
