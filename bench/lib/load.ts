@@ -215,12 +215,8 @@ export async function pacedLoad(load: PacedLoad): Promise<PacedLoadResult> {
   };
 }
 
-/** {@link pacedLoad} run by a process of its own (load-process.ts), started for the load and stopped after. */
-export async function pacedLoadInChild(load: PacedLoad): Promise<PacedLoadResult> {
+/** A process of its own (load-process.ts) that runs {@link pacedLoad}s: one warm-up load warms it up too. */
+export async function startLoadGenerator(): Promise<{ pacedLoad(load: PacedLoad): Promise<PacedLoadResult>; stop(): Promise<void> }> {
   const child = await startChild<Record<string, never>>(fileURLToPath(new URL('./load-process.ts', import.meta.url)));
-  try {
-    return await child.call<PacedLoadResult>('pacedLoad', { load });
-  } finally {
-    await child.stop();
-  }
+  return { pacedLoad: (load) => child.call<PacedLoadResult>('pacedLoad', { load }), stop: () => child.stop() };
 }

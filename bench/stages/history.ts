@@ -19,7 +19,7 @@ import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { benchDatabase, settle, type BenchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
-import { pacedLoadInChild, postAll, untilDone } from '../lib/load.ts';
+import { postAll, startLoadGenerator, untilDone, type PacedLoadResult } from '../lib/load.ts';
 import {
   callbackHeaders,
   internalHeaders,
@@ -279,8 +279,9 @@ async function runDay(
   // The first seconds of callbacks warm the route up untimed, as in the callbacks stage: the
   // service has not answered one since it started, and its first ones pay for compiling the code.
   const warmUp = callbackBodies.splice(0, Math.min(callbackRate * CallbackWarmUpSeconds, Math.floor(callbackBodies.length / 4)));
+  const generator = await startLoadGenerator();
   const callbackLoad = (bodies: string[]) =>
-    pacedLoadInChild({
+    generator.pacedLoad({
       url: `${service.url}/v1/va-notify/callbacks`,
       bodies,
       headers: callbackHeaders,
@@ -288,12 +289,17 @@ async function runDay(
       ratePerSecond: callbackRate,
       durationSeconds: bodies.length / callbackRate,
     });
-  progress(`day: ${count(warmUp.length)} delivered callbacks at ${callbackRate}/s to warm up`);
-  const warmed = await callbackLoad(warmUp);
-  if (warmed.failures > 0) throw new Error(`${warmed.failures} warm-up callbacks were not 2xx`);
-  await settle(sql);
-  progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
-  const load = await callbackLoad(callbackBodies);
+  let load: PacedLoadResult;
+  try {
+    progress(`day: ${count(warmUp.length)} delivered callbacks at ${callbackRate}/s to warm up`);
+    const warmed = await callbackLoad(warmUp);
+    if (warmed.failures > 0) throw new Error(`${warmed.failures} warm-up callbacks were not 2xx`);
+    await settle(sql);
+    progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
+    load = await callbackLoad(callbackBodies);
+  } finally {
+    await generator.stop();
+  }
   const callbacks = {
     ms: load.seconds * 1000,
     p50Ms: load.p50Ms,
@@ -306,7 +312,8 @@ async function runDay(
 
   await settle(sql);
   progress(`day: sweep, polling the notifications whose callback was lost`);
-  const lost = notifications.length - delivered.length;
+  // A callback that failed leaves its notification open too (the table counts the failures).
+  const lost = notifications.length - delivered.length + callbacks.failures;
   let applied = 0;
   const sweepMs = await untilDone(async () => {
     const swept = await service.trigger<{ statusesApplied: number }>('sweep').catch((error: unknown) => {
