@@ -374,15 +374,15 @@ function describeErrors(schema: TSchema, value: unknown): string {
   return [...new Set(lines)].join('; ');
 }
 
-/**
- * Reads and validates the configuration. Empty strings count as unset, so a blank line in an env
- * file falls back to the default instead of failing validation.
- */
 /** Settings that were renamed: a deployment still setting the old name is refused, not silently run with the default. */
 const RenamedSettings: Record<string, keyof Config> = {
   RETENTION_YIELD_CALLBACKS_PER_SECOND: 'RETENTION_YIELD_ROWS_PER_SECOND',
 };
 
+/**
+ * Reads and validates the configuration. Empty strings count as unset, so a blank line in an env
+ * file falls back to the default instead of failing validation.
+ */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const withSecrets = readSecretFiles(env);
   const renamed = Object.entries(RenamedSettings)

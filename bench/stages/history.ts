@@ -174,15 +174,7 @@ interface DayResult {
   ingestMs: number;
   groupingMs: number;
   sendMs: number;
-  callbacks: {
-    ms: number;
-    p50Ms: number;
-    p99Ms: number;
-    perSecond: number;
-    failures: number;
-    generatorDelayP99Ms: number;
-    generatorDelayMaxMs: number;
-  };
+  callbacks: PacedLoadResult & { ms: number };
   aalMs: number;
   sweepMs: number;
   emails: number;
@@ -300,15 +292,7 @@ async function runDay(
   } finally {
     await generator.stop();
   }
-  const callbacks = {
-    ms: load.seconds * 1000,
-    p50Ms: load.p50Ms,
-    p99Ms: load.p99Ms,
-    perSecond: load.perSecond,
-    failures: load.failures,
-    generatorDelayP99Ms: load.generatorDelayP99Ms,
-    generatorDelayMaxMs: load.generatorDelayMaxMs,
-  };
+  const callbacks = { ...load, ms: load.seconds * 1000 };
 
   await settle(sql);
   progress(`day: sweep, polling the notifications whose callback was lost`);

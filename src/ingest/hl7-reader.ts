@@ -164,6 +164,17 @@ function indexWithin(text: string, delimiter: string, start: number, end: number
   return -1;
 }
 
+/** Where the first of three delimiters (char codes) is in text[from, end), `end` when none is. */
+function nextDelimiter(text: string, from: number, end: number, a: number, b: number, c: number): number {
+  let at = from;
+  while (at < end) {
+    const code = text.charCodeAt(at);
+    if (code === a || code === b || code === c) return at;
+    at++;
+  }
+  return end;
+}
+
 function countOf(text: string, delimiter: string): number {
   let count = 0;
   for (let at = text.indexOf(delimiter); at !== -1; at = text.indexOf(delimiter, at + delimiter.length)) count++;
@@ -335,14 +346,10 @@ export class Hl7Segment {
     let sub = 1;
     let at = start;
     while (rep !== repetition || comp !== component || sub !== subcomponent) {
-      let code = -1;
-      while (at < end) {
-        code = text.charCodeAt(at);
-        if (code === R || code === C || code === S) break;
-        at++;
-      }
+      at = nextDelimiter(text, at, end, R, C, S);
       // The field, or the repetition or component the piece is in, ended before the piece.
       if (at === end) return '';
+      const code = text.charCodeAt(at);
       if (code === R) {
         if (rep === repetition) return '';
         rep++;
@@ -357,13 +364,7 @@ export class Hl7Segment {
       }
       at++;
     }
-    let pieceEnd = at;
-    while (pieceEnd < end) {
-      const code = text.charCodeAt(pieceEnd);
-      if (code === R || code === C || code === S) break;
-      pieceEnd++;
-    }
-    const piece = text.slice(at, pieceEnd);
+    const piece = text.slice(at, nextDelimiter(text, at, end, R, C, S));
     if (!piece.includes(encoding.escape)) return piece.trim();
     try {
       return decodeEscapes(piece, encoding).trim();

@@ -179,9 +179,8 @@ function needsEscaping(value: string, encoding: Hl7Encoding): boolean {
 
 /** The parts that are not empty, joined by `^` (a message type as MSH-9 names it). */
 function joinPresent(code: string, event: string, structure: string): string {
-  let joined = code;
-  for (const part of [event, structure]) if (part !== '') joined = joined === '' ? part : `${joined}^${part}`;
-  return joined;
+  const join = (a: string, b: string) => (a === '' ? b : b === '' ? a : `${a}^${b}`);
+  return join(join(code, event), structure);
 }
 
 /** Component `component` of field `n`'s first repetition, decoded and trimmed; '' without the segment. */

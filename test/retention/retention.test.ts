@@ -1,6 +1,6 @@
 // Retention: what it removes, what it never removes, how it holds its locks, and that a CMOP resend
 // of a dispense whose history was removed sends nothing.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { restAfterBatch, runRetention, YieldMs, type RetentionCounts } from '../../src/retention/retention-job.ts';
@@ -510,85 +510,55 @@ async function counted(sql: Sql, write: (connection: Sql) => Promise<unknown>): 
   }
 }
 
-t.test('retention also waits while a CMOP file is stored or a grouping run creates emails', async (t) => {
-  const bursts: [string, (sql: Sql) => Promise<unknown>][] = [
-    [
-      'a 500-dispense file stored',
-      (sql) => sql`
-        insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, state)
-        select '521', 'burst' || g, 0, 'T' || g, 'cancelled' from generate_series(1, 500) g`,
-    ],
-    [
-      '200 emails grouped',
-      (sql) => sql`
-        insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state)
-        select '20' || lpad(g::text, 8, '0') || 'V' || lpad(g::text, 6, '0'), '1', '{}', 1, 1, 'queued' from generate_series(1, 200) g`,
-    ],
-  ];
-  for (const [what, burst] of bursts) {
-    const db = await testDatabase(t);
-    await finalHistories(db.sql, 4, 100);
-    const rests: number[] = [];
-    let pending = true;
-    const result = await runRetention({
-      sql: db.sql,
-      config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_ROWS_PER_SECOND: '50' }),
-      log: createLogger('silent', new LogCapture()),
-      rest: async (ms) => void rests.push(ms),
-      onBatch: async (_tx, step) => {
-        if (step !== 'histories' || !pending) return;
-        pending = false;
-        await counted(db.sql, burst);
-      },
-    });
-    t.match(result, { status: 'done', trackingEmails: 4, yieldedMs: YieldMs }, what);
-    t.same(rests, [YieldMs], `${what}: one wait, then the batches go on`);
-  }
-});
+/** What the pipeline writes in a burst: status callbacks, a CMOP file's dispenses, a grouping run's emails. */
+const PipelineBursts: [string, (sql: Sql) => Promise<unknown>][] = [
+  [
+    '500 callbacks',
+    (sql) => sql`
+      insert into notification_status_event (notification_id, status, source)
+      select gen_random_uuid(), 'delivered', 'callback' from generate_series(1, 500)`,
+  ],
+  [
+    'a 500-dispense file stored',
+    (sql) => sql`
+      insert into medication_dispense (station_number, rx_number, fill_number, tracking_number, state)
+      select '521', 'burst' || g, 0, 'T' || g, 'cancelled' from generate_series(1, 500) g`,
+  ],
+  [
+    '200 emails grouped',
+    (sql) => sql`
+      insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state)
+      select '20' || lpad(g::text, 8, '0') || 'V' || lpad(g::text, 6, '0'), '1', '{}', 1, 1, 'queued' from generate_series(1, 200) g`,
+  ],
+];
 
-t.test('retention waits while callbacks arrive faster than RETENTION_YIELD_ROWS_PER_SECOND, then goes on', async (t) => {
+/** Retention over six final histories, two a batch back to back, with `burst` written (and counted) while its first batch runs. */
+async function retentionBesideBurst(t: Test, burst: (sql: Sql) => Promise<unknown>, yieldRowsPerSecond: string) {
   const db = await testDatabase(t);
   await finalHistories(db.sql, 6, 100);
   const rests: number[] = [];
-  let burst = true;
+  let pending = true;
   const result = await runRetention({
     sql: db.sql,
-    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_ROWS_PER_SECOND: '50' }),
+    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_ROWS_PER_SECOND: yieldRowsPerSecond }),
     log: createLogger('silent', new LogCapture()),
     rest: async (ms) => void rests.push(ms),
-    // A burst of 500 callbacks arrives while the first batch runs, then none.
     onBatch: async (_tx, step) => {
-      if (step !== 'histories' || !burst) return;
-      burst = false;
-      await counted(
-        db.sql,
-        (sql) => sql`
-          insert into notification_status_event (notification_id, status, source)
-          select gen_random_uuid(), 'delivered', 'callback' from generate_series(1, 500)`,
-      );
+      if (step !== 'histories' || !pending) return;
+      pending = false;
+      await counted(db.sql, burst);
     },
   });
-  t.match(result, { status: 'done', trackingEmails: 6, yieldedMs: YieldMs });
-  t.same(rests, [YieldMs], 'one wait after the burst, none between the batches before or after it (duty 100%)');
+  return { result, rests };
+}
 
-  const quiet = await testDatabase(t);
-  await finalHistories(quiet.sql, 2, 100);
-  await quiet.sql`
-    insert into notification_status_event (notification_id, status, source)
-    select gen_random_uuid(), 'delivered', 'callback' from generate_series(1, 500)`;
-  t.match(
-    await runRetention({
-      sql: quiet.sql,
-      config: testConfig({ RETENTION_BATCH_SIZE: '1', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_ROWS_PER_SECOND: '0' }),
-      log: createLogger('silent', new LogCapture()),
-      rest: async (ms) => void rests.push(ms),
-      onBatch: async () => {
-        await quiet.sql`
-          insert into notification_status_event (notification_id, status, source)
-          select gen_random_uuid(), 'delivered', 'callback' from generate_series(1, 500)`;
-      },
-    }),
-    { trackingEmails: 2, yieldedMs: 0 },
-    '0: never waits',
-  );
+t.test('retention waits while the pipeline writes faster than RETENTION_YIELD_ROWS_PER_SECOND, then goes on', async (t) => {
+  for (const [what, burst] of PipelineBursts) {
+    const { result, rests } = await retentionBesideBurst(t, burst, '50');
+    t.match(result, { status: 'done', trackingEmails: 6, yieldedMs: YieldMs }, what);
+    t.same(rests, [YieldMs], `${what}: one wait after the burst, none between the batches before or after it (duty 100%)`);
+  }
+  const { result, rests } = await retentionBesideBurst(t, PipelineBursts[0]![1], '0');
+  t.match(result, { status: 'done', trackingEmails: 6, yieldedMs: 0 }, '0: never waits');
+  t.same(rests, [], '0: no wait after the same burst');
 });
