@@ -8,6 +8,15 @@ import { startServiceProcess } from '../support/service-process.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);
+// Now and then this file's process stayed alive after every test had passed, until the runner's
+// timeout failed it. Once the tests are done, whatever is still open is named on stderr and the
+// process ends with the tests' own exit code; the timer does not keep a process that exits alive.
+t.teardown(() => {
+  setTimeout(() => {
+    process.stderr.write(`still open after the tests: ${process.getActiveResourcesInfo().join(', ')}\n`);
+    process.exit();
+  }, 10_000).unref();
+});
 
 t.test('SIGTERM commits what is stored and leaves the group within the grace period', async (t) => {
   const bus = await testTopic(t, 2);
