@@ -211,14 +211,12 @@ CREATE INDEX medication_dispense_inbound_message ON public.medication_dispense U
 CREATE INDEX medication_dispense_tracking_email ON public.medication_dispense USING btree (tracking_email_id) WHERE (tracking_email_id IS NOT NULL);
 CREATE INDEX medication_dispense_conflict_dispense ON public.medication_dispense_conflict USING btree (dispense_id);
 CREATE INDEX notification_open ON public.notification USING btree (last_event_at) WHERE (status = ANY (ARRAY['created'::text, 'sending'::text, 'pending'::text, 'sent'::text]));
-CREATE INDEX notification_tracking_email ON public.notification USING btree (tracking_email_id);
-CREATE INDEX notification_status_event_notification ON public.notification_status_event USING btree (notification_id, received_at);
 CREATE INDEX notification_status_event_unapplied ON public.notification_status_event USING btree (notification_id) WHERE (applied_at IS NULL);
 CREATE INDEX removed_dispense_key_removed_at ON public.removed_dispense_key USING btree (removed_at);
 CREATE INDEX tracking_email_created_at ON public.tracking_email USING btree (created_at, id);
 CREATE INDEX tracking_email_due ON public.tracking_email USING btree (next_attempt_at) WHERE (state = 'queued'::text);
 CREATE INDEX tracking_email_leased ON public.tracking_email USING btree (lease_until) WHERE (state = 'sending'::text);
-CREATE INDEX tracking_email_patient ON public.tracking_email USING btree (patient_icn, created_at);
+CREATE INDEX tracking_email_patient_by_day ON public.tracking_email USING btree ((((created_at AT TIME ZONE 'UTC'::text))::date), patient_icn);
 CREATE INDEX tracking_email_replay ON public.tracking_email USING btree (next_attempt_at) WHERE (state = 'temporary_failure'::text);
 CREATE UNIQUE INDEX tracking_email_resent_from ON public.tracking_email USING btree (resent_from) WHERE (resent_from IS NOT NULL);
 CREATE INDEX tracking_email_state ON public.tracking_email USING btree (state, created_at);

@@ -15,8 +15,9 @@ export const callbackHeaders = { authorization: `Bearer ${callbackToken}`, 'cont
 
 const here = (file: string) => new URL(file, import.meta.url).pathname;
 const logDir = mkdtempSync(join(tmpdir(), 'rx-bench-logs-'));
-// The service logs are kept only when one of them holds an error line (the run says where).
-let keepLogs = false;
+// The service logs are kept only when one of them holds an error line (the run says where), or
+// always with BENCH_KEEP_LOGS=1 (to read a run's logs, a GC trace say).
+let keepLogs = process.env.BENCH_KEEP_LOGS === '1';
 process.once('exit', () => {
   if (!keepLogs) rmSync(logDir, { recursive: true, force: true });
 });

@@ -48,11 +48,20 @@ export async function listTrackingEmails(
   return { emails, end: rows.length === p.limit && last ? { createdAt: last.position, id: last.id } : undefined };
 }
 
-/** A veteran's emails, newest first: the ones that list their dispenses and the ones resent since. */
-export function findVeteranEmails(sql: Sql, veteranIcn: string, limit: number): Promise<EmailSummaryRow[]> {
+/**
+ * A veteran's emails, newest first: the ones that list their dispenses and the ones resent since.
+ * The index is keyed by each email's UTC day, then ICN (sql/027): the lookup probes it once for each
+ * day from the oldest email kept to the newest, both read off the created_at index.
+ */
+export function findVeteranEmails(sql: Sql, veteranIcn: string, limit: number) {
   return sql<EmailSummaryRow[]>`
     select ${summaryColumns(sql)} from tracking_email e
-     where e.patient_icn = ${veteranIcn}
+     where (e.created_at at time zone 'UTC')::date = any(array(
+             select generate_series(
+                      date_trunc('day', (select min(created_at) from tracking_email) at time zone 'UTC'),
+                      (select max(created_at) from tracking_email) at time zone 'UTC',
+                      interval '1 day')::date))
+       and e.patient_icn = ${veteranIcn}
      order by e.created_at desc, e.id desc
      limit ${limit}`;
 }

@@ -2,6 +2,7 @@
 // with the ICN in the request body only, and never in the log.
 import t from 'tap';
 import { internalAuth, runJob, testApp } from '../support/app.ts';
+import { findVeteranEmails } from '../../src/operator/repository.ts';
 import { icn, insertDispenses } from '../support/fixtures.ts';
 
 t.test("a veteran's emails by ICN, newest first, and nobody else's", async (t) => {
@@ -42,4 +43,43 @@ t.test("a veteran's emails by ICN, newest first, and nobody else's", async (t) =
 
   t.notMatch(logs.text, alpha, 'the ICN searched for is not logged');
   t.notMatch(logs.text, '123-45-6789', 'nor a malformed one');
+});
+
+t.test("a veteran's emails from every day kept, found through the index keyed by UTC day", async (t) => {
+  const { app, db } = await testApp(t);
+  const alpha = icn(64);
+  const search = async (patientIcn: string) =>
+    (await app.inject({ method: 'POST', url: '/v1/tracking-emails/search', headers: internalAuth, payload: { patientIcn } })).json()
+      .emails as { id: string }[];
+  for (let i = 0; i < 4; i++) {
+    await insertDispenses(db.sql, [{ patient_icn: alpha, rx_number: `64000${i}`, tracking_number: `1Z00000000000640${i}` }]);
+    await runJob(app, 'grouping');
+  }
+  await insertDispenses(db.sql, [{ patient_icn: icn(65), rx_number: '6500001', tracking_number: '1Z0000000000006501' }]);
+  await runJob(app, 'grouping');
+  // The oldest kept email, the last instant of one UTC day, the first of the next, and today's.
+  const created = ['2025-03-01 12:00:00+00', '2026-01-01 23:59:59.999999+00', '2026-01-02 00:00:00+00'];
+  const emails = await db.sql<{ id: string }[]>`
+    select id from tracking_email where patient_icn = ${alpha} order by created_at, id`;
+  for (const [i, at] of created.entries())
+    await db.sql`update tracking_email set created_at = ${at}::timestamptz where id = ${emails[i]!.id}`;
+
+  t.same(
+    (await search(alpha)).map((e) => e.id),
+    [emails[3]!.id, emails[2]!.id, emails[1]!.id, emails[0]!.id],
+    'every day from the oldest email to the newest, newest first',
+  );
+  t.equal((await search(icn(65))).length, 1, "another veteran's email on today's day only");
+
+  // The planner reads tables this small whole; with that ruled out, the lookup must match the index.
+  const plan = await db.sql.begin(async (tx) => {
+    await tx`set local enable_seqscan = off`;
+    const { string } = await findVeteranEmails(db.sql, alpha, 10).describe();
+    return tx.unsafe(`explain ${string}`, [alpha, 10]);
+  });
+  t.match(
+    plan.map((r) => r['QUERY PLAN']).join('\n'),
+    /Index Scan using tracking_email_patient_by_day .*\n\s*Index Cond: .*date = ANY .* AND \(patient_icn = /,
+    'the lookup probes the index by day and ICN',
+  );
 });
