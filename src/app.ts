@@ -33,7 +33,7 @@ import { vaNotifyCallbackRoutes } from './callbacks/routes.ts';
 import { shadowRoutes } from './shadow/routes.ts';
 import { cutoverRoutes } from './cutover/routes.ts';
 import { ingestRoutes } from './ingest/routes.ts';
-import { createEventBusConsumer, type EventBusConsumer, type EventBusConsumerOptions } from './event-bus/consumer.ts';
+import type { EventBusConsumer, EventBusConsumerOptions } from './event-bus/consumer.ts';
 
 export interface AppOptions {
   config: Config;
@@ -164,10 +164,12 @@ export async function buildApp(options: AppOptions) {
     log,
   );
   app.decorate('jobs', jobs);
+  // Loaded only when configured: the Kafka client and the MSK token signer are some 19 MB of heap
+  // that every full collection would mark again, on a service that has no use for them.
   const eventBus =
     config.EVENT_BUS_BROKERS.length === 0
       ? undefined
-      : createEventBusConsumer({
+      : (await import('./event-bus/consumer.ts')).createEventBusConsumer({
           config,
           sql,
           log,
