@@ -170,7 +170,11 @@ async function tableBytes(sql: Sql): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((r) => [r.name, r.bytes]));
 }
 
+const WalStages = ['ingest', 'grouping', 'send', 'callbacks', 'sweep', 'aal'] as const;
+
 interface DayResult {
+  /** WAL bytes written during each timed stage: the server's whole WAL, retention's own included beside the history. */
+  walBytes: Record<(typeof WalStages)[number], number>;
   ingestMs: number;
   groupingMs: number;
   sendMs: number;
@@ -182,6 +186,12 @@ interface DayResult {
   statsMs: number;
   peakRssBytes: number;
   errorLines: number;
+}
+
+/** Where the server's WAL ends, in bytes: a stage's WAL is the difference across it. */
+async function walPosition(sql: Sql): Promise<number> {
+  const [row] = await sql<{ bytes: number }[]>`select (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 as bytes`;
+  return row!.bytes;
 }
 
 async function timed(work: () => Promise<unknown>): Promise<number> {
@@ -217,11 +227,20 @@ async function runDay(
   const body = Math.min(perBody, day);
   const hl7Bodies = bodiesOf(0, bodies, body, perVeteran, (ds) => ds.map(hl7Message).join(''), rxBase);
   const [{ dayStart } = { dayStart: new Date() }] = await sql<{ dayStart: Date }[]>`select now() as "dayStart"`;
+  const walBytes = Object.fromEntries(WalStages.map((stage) => [stage, 0])) as DayResult['walBytes'];
+  let walFrom = 0;
+  const walStart = async () => {
+    walFrom = await walPosition(sql);
+  };
+  const walEnd = async (stage: (typeof WalStages)[number]) => {
+    walBytes[stage] = (await walPosition(sql)) - walFrom;
+  };
 
   // Each stage starts from a checkpoint, as the stages' own benchmarks do (settle says why), so that
   // neither database pays within a stage for the WAL the stage before it left.
   await settle(sql);
   progress(`day: ingesting ${count(day)} dispenses`);
+  await walStart();
   const ingestMs = await timed(async () => {
     const posted = await postAll({
       url: `${service.url}/v1/dispenses`,
@@ -232,9 +251,12 @@ async function runDay(
     if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
   });
 
+  await walEnd('ingest');
   await settle(sql);
   progress('day: grouping');
+  await walStart();
   const groupingMs = await untilDone(async () => (await service.trigger<{ emailsCreated: number }>('grouping')).emailsCreated > 0);
+  await walEnd('grouping');
   const [{ emails } = { emails: 0 }] = await sql<
     { emails: number }[]
   >`select count(*)::int as emails from tracking_email where state = 'queued'`;
@@ -242,7 +264,9 @@ async function runDay(
   await settle(sql);
   progress(`day: sending ${count(emails)} emails at 50 ms VA Notify latency`);
   await sandbox.setLatency(50);
+  await walStart();
   const sendMs = await untilDone(async () => (await service.trigger<{ sent: number }>('send')).sent > 0);
+  await walEnd('send');
   await sandbox.setLatency(0);
 
   // Delivered callbacks for the day's notifications, as VA Notify would post them, paced.
@@ -288,7 +312,9 @@ async function runDay(
     if (warmed.failures > 0) throw new Error(`${warmed.failures} warm-up callbacks were not 2xx`);
     await settle(sql);
     progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
+    await walStart();
     load = await callbackLoad(callbackBodies);
+    await walEnd('callbacks');
   } finally {
     await generator.stop();
   }
@@ -299,6 +325,7 @@ async function runDay(
   // A callback that failed leaves its notification open too (the table counts the failures).
   const lost = notifications.length - delivered.length + callbacks.failures;
   let applied = 0;
+  await walStart();
   const sweepMs = await untilDone(async () => {
     const swept = await service.trigger<{ statusesApplied: number }>('sweep').catch((error: unknown) => {
       throw new Error('sweep failed', { cause: error });
@@ -307,11 +334,14 @@ async function runDay(
     return swept.statusesApplied > 0;
   });
   if (applied !== lost) throw new Error(`sweep: ${applied} statuses applied of ${lost} lost callbacks`);
+  await walEnd('sweep');
   progress(`day: sweep took ${seconds(sweepMs)}`);
 
   await settle(sql);
   progress('day: posting AAL events');
+  await walStart();
   const aalMs = await untilDone(async () => (await service.trigger<{ posted: number }>('aal')).posted > 0);
+  await walEnd('aal');
 
   progress('day: GET /metrics and /v1/stats');
   const scrapeMs = await timedGet(`${service.url}/metrics`);
@@ -322,7 +352,7 @@ async function runDay(
            (select count(*)::int from aal_event where state = 'posted' and created_at >= ${dayStart}) as posted`;
   if (check!.delivered !== emails || check!.posted !== emails)
     throw new Error(`day: ${emails} emails, ${check!.delivered} delivered, ${check!.posted} AAL events posted`);
-  return { ingestMs, groupingMs, sendMs, callbacks, aalMs, sweepMs, emails, scrapeMs, statsMs, peakRssBytes: 0, errorLines: 0 };
+  return { walBytes, ingestMs, groupingMs, sendMs, callbacks, aalMs, sweepMs, emails, scrapeMs, statsMs, peakRssBytes: 0, errorLines: 0 };
 }
 
 interface RetentionTotals {
@@ -543,6 +573,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         `tables with history: ${tableList}`,
         `day: ${count(onEmpty.emails)} emails on the empty database, ${count(onHistory.emails)} beside the history; retention runs during the day: ${removed.runs}, ${count(removed.batches)} batches in the runs that removed something (${removed.batches > 0 ? millis(removed.busyMs / removed.batches) : '-'} a batch on average: the runs' time over their batches), ${removed.lockTimeouts} batches gave up on a row lock; callback failures: ${onEmpty.callbacks.failures} / ${onHistory.callbacks.failures}`,
         `callbacks: one in ${LostCallbackEvery} is never posted, and the sweep polls VA Notify (the sandbox, answering at once) for those; of the rest, the day's first ${CallbackWarmUpSeconds} s (at most a quarter) warm the route up untimed, then a checkpoint, then the rest are timed; the load generator's own event-loop delay while they were timed (it counts in their latency): p99 ${millis(onEmpty.callbacks.generatorDelayP99Ms)} / ${millis(onHistory.callbacks.generatorDelayP99Ms)}, at most ${millis(onEmpty.callbacks.generatorDelayMaxMs)} / ${millis(onHistory.callbacks.generatorDelayMaxMs)} (empty / history)`,
+        `WAL written by each timed stage, empty / history (the server's, retention's own included beside the history; a page's first write after a checkpoint puts the whole page in it): ${WalStages.map((stage) => `${stage} ${megabytes(onEmpty.walBytes[stage])} / ${megabytes(onHistory.walBytes[stage])}`).join(', ')}`,
         `removed_dispense_key after retention: ${count(keyRow!.keys)} keys, ${megabytes(keyRow!.bytes)} (${keyRow!.keys > 0 ? Math.round(keyRow!.bytes / keyRow!.keys) : 0} bytes a key with its indexes)`,
         `RECORD_RETENTION_DAYS=${recordDays}, INBOUND_BODY_RETENTION_DAYS=${bodyDays}, RETENTION_BATCH_SIZE default; service error log lines: ${onEmpty.errorLines} / ${onHistory.errorLines}`,
         machineNote(full.description),
