@@ -228,35 +228,35 @@ async function runDay(
   const hl7Bodies = bodiesOf(0, bodies, body, perVeteran, (ds) => ds.map(hl7Message).join(''), rxBase);
   const [{ dayStart } = { dayStart: new Date() }] = await sql<{ dayStart: Date }[]>`select now() as "dayStart"`;
   const walBytes = Object.fromEntries(WalStages.map((stage) => [stage, 0])) as DayResult['walBytes'];
-  let walFrom = 0;
-  const walStart = async () => {
-    walFrom = await walPosition(sql);
-  };
-  const walEnd = async (stage: (typeof WalStages)[number]) => {
-    walBytes[stage] = (await walPosition(sql)) - walFrom;
+  /** Runs a timed stage's work and records the WAL written meanwhile. */
+  const measured = async <T>(stage: (typeof WalStages)[number], work: () => Promise<T>): Promise<T> => {
+    const from = await walPosition(sql);
+    const result = await work();
+    walBytes[stage] = (await walPosition(sql)) - from;
+    return result;
   };
 
   // Each stage starts from a checkpoint, as the stages' own benchmarks do (settle says why), so that
   // neither database pays within a stage for the WAL the stage before it left.
   await settle(sql);
   progress(`day: ingesting ${count(day)} dispenses`);
-  await walStart();
-  const ingestMs = await timed(async () => {
-    const posted = await postAll({
-      url: `${service.url}/v1/dispenses`,
-      bodies: hl7Bodies,
-      headers: { ...internalHeaders, 'content-type': 'application/hl7-v2' },
-      concurrency: 4,
-    });
-    if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
-  });
+  const ingestMs = await measured('ingest', () =>
+    timed(async () => {
+      const posted = await postAll({
+        url: `${service.url}/v1/dispenses`,
+        bodies: hl7Bodies,
+        headers: { ...internalHeaders, 'content-type': 'application/hl7-v2' },
+        concurrency: 4,
+      });
+      if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
+    }),
+  );
 
-  await walEnd('ingest');
   await settle(sql);
   progress('day: grouping');
-  await walStart();
-  const groupingMs = await untilDone(async () => (await service.trigger<{ emailsCreated: number }>('grouping')).emailsCreated > 0);
-  await walEnd('grouping');
+  const groupingMs = await measured('grouping', () =>
+    untilDone(async () => (await service.trigger<{ emailsCreated: number }>('grouping')).emailsCreated > 0),
+  );
   const [{ emails } = { emails: 0 }] = await sql<
     { emails: number }[]
   >`select count(*)::int as emails from tracking_email where state = 'queued'`;
@@ -264,9 +264,7 @@ async function runDay(
   await settle(sql);
   progress(`day: sending ${count(emails)} emails at 50 ms VA Notify latency`);
   await sandbox.setLatency(50);
-  await walStart();
-  const sendMs = await untilDone(async () => (await service.trigger<{ sent: number }>('send')).sent > 0);
-  await walEnd('send');
+  const sendMs = await measured('send', () => untilDone(async () => (await service.trigger<{ sent: number }>('send')).sent > 0));
   await sandbox.setLatency(0);
 
   // Delivered callbacks for the day's notifications, as VA Notify would post them, paced.
@@ -312,9 +310,7 @@ async function runDay(
     if (warmed.failures > 0) throw new Error(`${warmed.failures} warm-up callbacks were not 2xx`);
     await settle(sql);
     progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
-    await walStart();
-    load = await callbackLoad(callbackBodies);
-    await walEnd('callbacks');
+    load = await measured('callbacks', () => callbackLoad(callbackBodies));
   } finally {
     await generator.stop();
   }
@@ -325,23 +321,21 @@ async function runDay(
   // A callback that failed leaves its notification open too (the table counts the failures).
   const lost = notifications.length - delivered.length + callbacks.failures;
   let applied = 0;
-  await walStart();
-  const sweepMs = await untilDone(async () => {
-    const swept = await service.trigger<{ statusesApplied: number }>('sweep').catch((error: unknown) => {
-      throw new Error('sweep failed', { cause: error });
-    });
-    applied += swept.statusesApplied;
-    return swept.statusesApplied > 0;
-  });
+  const sweepMs = await measured('sweep', () =>
+    untilDone(async () => {
+      const swept = await service.trigger<{ statusesApplied: number }>('sweep').catch((error: unknown) => {
+        throw new Error('sweep failed', { cause: error });
+      });
+      applied += swept.statusesApplied;
+      return swept.statusesApplied > 0;
+    }),
+  );
   if (applied !== lost) throw new Error(`sweep: ${applied} statuses applied of ${lost} lost callbacks`);
-  await walEnd('sweep');
   progress(`day: sweep took ${seconds(sweepMs)}`);
 
   await settle(sql);
   progress('day: posting AAL events');
-  await walStart();
-  const aalMs = await untilDone(async () => (await service.trigger<{ posted: number }>('aal')).posted > 0);
-  await walEnd('aal');
+  const aalMs = await measured('aal', () => untilDone(async () => (await service.trigger<{ posted: number }>('aal')).posted > 0));
 
   progress('day: GET /metrics and /v1/stats');
   const scrapeMs = await timedGet(`${service.url}/metrics`);
