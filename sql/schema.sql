@@ -224,17 +224,20 @@ CREATE INDEX tracking_email_draft_age ON public.tracking_email_draft USING btree
 
 CREATE OR REPLACE FUNCTION public.aal_detail(p_email_id uuid)
  RETURNS text
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE PARALLEL SAFE
 AS $function$
-  select coalesce('Packages: ' || string_agg(p.carrier || ' ' || p.tracking_number || ' (Rx ending ' || p.rx_endings || ')',
-                                             '; ' order by p.carrier, p.tracking_number),
-                  'Packages: none listed')
-    from (select package_carrier(d.carrier) as carrier, d.tracking_number,
-                 string_agg(distinct right(d.rx_number, 4), ', ' order by right(d.rx_number, 4)) as rx_endings
-            from medication_dispense d
-           where d.tracking_email_id = p_email_id and d.tracking_number <> ''
-           group by d.tracking_number) p
+begin
+  return (
+    select coalesce('Packages: ' || string_agg(p.carrier || ' ' || p.tracking_number || ' (Rx ending ' || p.rx_endings || ')',
+                                               '; ' order by p.carrier, p.tracking_number),
+                    'Packages: none listed')
+      from (select package_carrier(d.carrier) as carrier, d.tracking_number,
+                   string_agg(distinct right(d.rx_number, 4), ', ' order by right(d.rx_number, 4)) as rx_endings
+              from medication_dispense d
+             where d.tracking_email_id = p_email_id and d.tracking_number <> ''
+             group by d.tracking_number) p);
+end
 $function$;
 
 CREATE OR REPLACE FUNCTION public.apply_pending_status_event(p_event_id bigint, p_status text, p_known boolean, p_final boolean, p_rank integer, p_email_state text, p_email_reason text, p_replay_delay_minutes integer, p_send_max_attempts integer, p_final_statuses text[], p_ranked_statuses text[], p_ranks integer[], OUT outcome text, OUT aal_event_created boolean)
