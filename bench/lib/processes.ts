@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { SandboxVaNotifyOptions } from '../../src/sandbox/va-notify.ts';
 import { startChild, type Child } from './child.ts';
 import { startCommand } from '../../scripts/start-command.ts';
+import { postAll } from './load.ts';
 import { progress } from './report.ts';
 import type { SandboxCounts } from './sandbox-process.ts';
 
@@ -12,6 +13,13 @@ export const internalToken = 'bench-internal-token-0001';
 export const callbackToken = 'bench-callback-token-0001';
 export const internalHeaders = { authorization: `Bearer ${internalToken}` };
 export const callbackHeaders = { authorization: `Bearer ${callbackToken}`, 'content-type': 'application/json' };
+export const hl7Headers = { ...internalHeaders, 'content-type': 'application/hl7-v2' };
+
+/** Posts HL7 bodies to the service's ingest, four at a time; any answer but a 2xx fails the run. */
+export async function postHl7Bodies(serviceUrl: string, bodies: string[]): Promise<void> {
+  const posted = await postAll({ url: `${serviceUrl}/v1/dispenses`, bodies, headers: hl7Headers, concurrency: 4 });
+  if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
+}
 
 const here = (file: string) => new URL(file, import.meta.url).pathname;
 const logDir = mkdtempSync(join(tmpdir(), 'rx-bench-logs-'));

@@ -11,8 +11,7 @@ import type { Sql } from '../../src/db/connect.ts';
 import { benchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
-import { postAll } from '../lib/load.ts';
-import { internalHeaders, serviceSettings, startSandboxes, startService, type Service } from '../lib/processes.ts';
+import { postHl7Bodies, serviceSettings, startSandboxes, startService, type Service } from '../lib/processes.ts';
 import { count, machineNote, percent, progress, rate, seconds, type ResultTable, peakRssRow } from '../lib/report.ts';
 import { directInsert } from './ingest.ts';
 import { sandboxAloneSends, sendConcurrency } from './send.ts';
@@ -80,13 +79,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
 
     progress(`pipeline: posting ${count(dispenses)} dispenses in ${bodies} HL7 bodies`);
     const started = performance.now();
-    const posted = await postAll({
-      url: `${service.url}/v1/dispenses`,
-      bodies: hl7Bodies,
-      headers: { ...internalHeaders, 'content-type': 'application/hl7-v2' },
-      concurrency: 4,
-    });
-    if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
+    await postHl7Bodies(service.url, hl7Bodies);
     const ingestedMs = performance.now() - started;
     progress(`pipeline: ingested in ${seconds(ingestedMs)}; grouping, sending and posting AAL events`);
 

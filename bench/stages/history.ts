@@ -19,10 +19,11 @@ import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { benchDatabase, settle, type BenchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
-import { postAll, startLoadGenerator, untilDone, type PacedLoadResult } from '../lib/load.ts';
+import { startLoadGenerator, untilDone, type PacedLoadResult } from '../lib/load.ts';
 import {
   callbackHeaders,
   internalHeaders,
+  postHl7Bodies,
   serviceSettings,
   startSandboxes,
   startService,
@@ -240,17 +241,7 @@ async function runDay(
   // neither database pays within a stage for the WAL the stage before it left.
   await settle(sql);
   progress(`day: ingesting ${count(day)} dispenses`);
-  const ingestMs = await measured('ingest', () =>
-    timed(async () => {
-      const posted = await postAll({
-        url: `${service.url}/v1/dispenses`,
-        bodies: hl7Bodies,
-        headers: { ...internalHeaders, 'content-type': 'application/hl7-v2' },
-        concurrency: 4,
-      });
-      if (posted.failures > 0) throw new Error(`${posted.failures} ingest answers were not 2xx`);
-    }),
-  );
+  const ingestMs = await measured('ingest', () => timed(() => postHl7Bodies(service.url, hl7Bodies)));
 
   await settle(sql);
   progress('day: grouping');

@@ -11,11 +11,10 @@ import { benchDatabase } from '../lib/database.ts';
 import { withDrafts } from '../../test/support/drafts.ts';
 import { bodiesOf, dispenseRow, hl7Message, jsonEvent } from '../lib/feeds.ts';
 import { concurrently, httpLoad, postAll, type HttpLoadResult } from '../lib/load.ts';
-import { internalHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';
+import { hl7Headers, internalHeaders, serviceSettings, startBareFastify, startService, type Service } from '../lib/processes.ts';
 import { count, machineNote, percent, progress, rate, verdict, type ResultRow, type ResultTable, peakRssRow } from '../lib/report.ts';
 
 const perVeteran = 4;
-const hl7Headers = { ...internalHeaders, 'content-type': 'application/hl7-v2' };
 const jsonHeaders = { ...internalHeaders, 'content-type': 'application/json' };
 
 /** The limit: dispense rows inserted by postgres.js, `perBatch` rows a statement, `concurrency` statements in flight. */

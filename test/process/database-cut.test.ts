@@ -41,10 +41,9 @@ t.test('a grouping transaction cut mid-query: the process exits 1 at once, and t
   const release = () => sql`drop trigger if exists hold_grouping on tracking_email`;
 
   // Whether the driver fails depends on how the cut reaches it: every time so far when the query is
-  // in a pg_sleep, only now and then when it waits on a lock (some processes rode out 30 cuts in a
-  // row, past this file's timeout). Should one ride it out, the transaction is cut again, in a fresh
-  // process every few cuts. A cut the driver rides out answers 503 (the database unavailable) and
-  // leaves a process that still answers.
+  // in a pg_sleep, only now and then when it waits on a lock. Should one ride it out, the transaction
+  // is cut again, in a fresh process every few cuts. A cut the driver rides out answers 503 (the
+  // database unavailable) and leaves a process that still answers.
   let service = await start();
   let exit: Awaited<typeof service.exited> | 'still running' = 'still running';
   let cuts = 0;
