@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import { Type, type StaticDecode, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { UuidPattern, UuidText } from './http/schemas.ts';
+import { isoInstantMillis, ZonedIsoPattern } from './instant.ts';
 
 const Integer = (options: { default: number; minimum?: number; maximum?: number; description: string }) =>
   Type.Integer({ minimum: 0, ...options });
@@ -28,33 +29,16 @@ const List = (description: string, defaultValue = '') =>
 const Url = (description: string) => Type.String({ pattern: '^https?://[^\\s/]+', description });
 const Uuid = (description: string) => Type.String({ pattern: UuidPattern, description });
 
-const InstantPattern = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):?(\d{2}))$/;
+const InstantPattern = new RegExp(ZonedIsoPattern);
 
-/**
- * Whether an ISO 8601 instant names a real calendar date and time: JavaScript's Date reads
- * `2026-02-30T00:00Z` as March 2 and `T24:00` as the next midnight, so a cut-over instant with a typo
- * would silently move by days.
- */
+/** Whether a setting's text is an ISO 8601 instant with its offset, and a real one (src/instant.ts). */
 export function isRealInstant(value: string): boolean {
-  const m = InstantPattern.exec(value);
-  if (!m) return false;
-  const [year, month, day, hour, minute, second = '0', offsetHours = '0', offsetMinutes = '0'] = m.slice(1).map((part) => part ?? '0');
-  const date = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
-  return (
-    date.getUTCFullYear() === Number(year) &&
-    date.getUTCMonth() === Number(month) - 1 &&
-    date.getUTCDate() === Number(day) &&
-    Number(hour) <= 23 &&
-    Number(minute) <= 59 &&
-    Number(second) <= 59 &&
-    Number(offsetHours) <= 14 &&
-    Number(offsetMinutes) <= 59
-  );
+  return InstantPattern.test(value) && isoInstantMillis(value) !== undefined;
 }
 
 /** An ISO 8601 instant in the environment, a Date in the config. */
 const Instant = (description: string) =>
-  Type.Transform(Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:?\\d{2})$', description }))
+  Type.Transform(Type.String({ pattern: ZonedIsoPattern, description }))
     .Decode((value) => new Date(value))
     .Encode((date) => date.toISOString());
 

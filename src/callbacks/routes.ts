@@ -8,6 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { vaNotifySigningSecrets } from '../config.ts';
 import { bearerToken, secretMatcher } from '../http/internal-auth.ts';
 import { errorResponses, UuidPattern } from '../http/schemas.ts';
+import { isoInstantMillis } from '../instant.ts';
 import { adoptNotificationByReference, type StatusEvent, type StatusOutcome } from '../status/repository.ts';
 import { normaliseStatus } from '../status/notification-status.ts';
 import { StatusEventBatcher } from '../status/status-event-batcher.ts';
@@ -153,11 +154,14 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
       const body = request.body;
       for (const field of ['created_at', 'sent_at', 'completed_at'] as const) {
         const value = body[field];
-        if (typeof value === 'string' && !isRealInstant(value))
-          throw app.httpErrors.badRequest(`body/${field} is not a valid date and time`);
+        if (typeof value !== 'string') continue;
+        // The pattern admits 2026-02-30 and an offset of +99:00; Postgres admits neither, and its
+        // error would make VA Notify retry for hours.
+        const at = isoInstantMillis(value);
+        if (at === undefined) throw app.httpErrors.badRequest(`body/${field} is not a valid date and time`);
         // Events are ordered by completed_at: one far in the future would outrank every real event
         // of its notification for good (the real delivery taken as late, the email replayed).
-        if (typeof value === 'string' && !withinPlausibleWindow(value)) {
+        if (at > Date.now() + PlausibleHoursAhead * 3_600_000) {
           throw app.httpErrors.badRequest(`body/${field} is more than ${PlausibleHoursAhead} hours in the future`);
         }
       }
@@ -181,38 +185,7 @@ export const vaNotifyCallbackRoutes: FastifyPluginAsyncTypebox<CallbackRoutesOpt
 };
 
 /**
- * The pattern admits 2026-02-30 and an offset of +99:00; Postgres admits neither, and its error would
- * make VA Notify retry for hours. Real zone offsets lie within ±14:00.
- */
-function isRealInstant(value: string): boolean {
-  const [, year, month, day, hour, minute, second] = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})/.exec(value) ?? [];
-  const parts = [year, month, day, hour, minute, second].map(Number) as [number, number, number, number, number, number];
-  const [y, mo, d, h, mi, s] = parts;
-  const date = new Date(Date.UTC(y, mo - 1, d, h, mi, s));
-  const [, offsetHours = '0', offsetMinutes = '0'] = /[+-](\d{2}):?(\d{2})?$/.exec(value.slice(19)) ?? [];
-  const offsetIsReal = Number(offsetMinutes) <= 59 && Number(offsetHours) * 60 + Number(offsetMinutes) <= 14 * 60;
-  return (
-    offsetIsReal &&
-    date.getUTCFullYear() === y &&
-    date.getUTCMonth() === mo - 1 &&
-    date.getUTCDate() === d &&
-    date.getUTCHours() === h &&
-    date.getUTCMinutes() === mi &&
-    date.getUTCSeconds() === s
-  );
-}
-
-/**
  * How far ahead of now a callback's times may lie (clocks drift). Only the future is bounded: a time
  * in the past can only make its event lose to a later one, never outrank the real ones.
  */
 export const PlausibleHoursAhead = 24;
-
-function withinPlausibleWindow(value: string): boolean {
-  // The pattern's forms, made ISO for Date.parse: a T, a zone (UTC when none), ±HH:MM offsets.
-  const iso = value
-    .replace(' ', 'T')
-    .replace(/([+-]\d{2}):?(\d{2})?$/, (_, hours: string, minutes?: string) => `${hours}:${minutes ?? '00'}`);
-  const at = Date.parse(/(Z|[+-]\d{2}:\d{2})$/i.test(iso) ? iso : `${iso}Z`);
-  return Number.isFinite(at) && at <= Date.now() + PlausibleHoursAhead * 3_600_000;
-}

@@ -59,12 +59,6 @@ export function isIcn(value: string): boolean {
   return Icn.test(value);
 }
 
-/** Days in a month (1–12) of a proleptic Gregorian year, for refusing dates JavaScript would roll over. */
-export function daysInMonth(year: number, month: number): number {
-  if (month !== 2) return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
-  return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
-}
-
 /** The identity of a dispense event: the same event arriving twice is the same event. */
 export function dispenseKey(d: Pick<DispenseRecord, 'stationNumber' | 'rxNumber' | 'fillNumber' | 'trackingNumber'>): string {
   return JSON.stringify([d.stationNumber, d.rxNumber, d.fillNumber, d.trackingNumber]);

@@ -16,7 +16,8 @@
 // U+2029 inside a segment followed by `MSH|`, which the library takes for a second MSH: segments
 // end at CR, LF, CRLF or an MLLP frame byte only, so it is read as text.
 import { Hl7Segment, isFrameBreak, LineBreaks, lineContentStart, readEncoding, StandardEncoding, type Hl7Encoding } from './hl7-reader.ts';
-import { daysInMonth, FieldLimits, isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
+import { calendarMillis } from '../instant.ts';
+import { FieldLimits, isIcn, normaliseCarrier, normaliseNdc, type DispenseRecord } from './dispense.ts';
 
 export type { Hl7Encoding };
 
@@ -230,15 +231,9 @@ export function parseHl7Timestamp(text: string, defaultOffset = '+0000'): Date |
   const hour = pair(8, 0);
   const minute = pair(10, 0);
   const second = pair(12, 0);
-  // Dates JavaScript would silently roll over (Feb 30 becomes Mar 2) are refused, as are hours past 23.
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) || hour > 23 || minute > 59 || second > 59) return null;
-  const offsetMs = offsetMinutes * 60_000;
-  if (year >= 100) return new Date(Date.UTC(year, month - 1, day, hour, minute, second, milliseconds) - offsetMs);
-  // Date.UTC reads years 0 to 99 as 1900 to 1999: the year is set before the offset moves the day.
-  const date = new Date(Date.UTC(2000, month - 1, day, hour, minute, second, milliseconds));
-  date.setUTCFullYear(year);
-  date.setTime(date.getTime() - offsetMs);
-  return date;
+  // HL7's offsets run to ±23:59 (parseOffset); the calendar parts are checked as everywhere else.
+  const at = calendarMillis({ year, month, day, hour, minute, second, millisecond: milliseconds, offsetMinutes }, 23 * 60 + 59);
+  return at === undefined ? null : new Date(at);
 }
 
 function digitAt(text: string, at: number): number {

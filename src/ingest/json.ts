@@ -3,12 +3,13 @@
 // bad event does not cost the good ones; every problem is reported with its index and field.
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { daysInMonth, FieldLimits, IcnPattern, normaliseCarrier, type DispenseRecord } from './dispense.ts';
+import { isoInstantMillis, ZonedIsoPattern } from '../instant.ts';
+import { FieldLimits, IcnPattern, normaliseCarrier, type DispenseRecord } from './dispense.ts';
 
 const Instant = (description: string) =>
   Type.String({
-    // Its parts must also be in range (isRealInstant), which a pattern does not say.
-    pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?(Z|[+-]\\d{2}:?\\d{2})$',
+    // Its parts must also be in range (isoInstantMillis), which a pattern does not say.
+    pattern: ZonedIsoPattern,
     description: `${description}; ISO 8601 with a zone`,
   });
 
@@ -99,39 +100,9 @@ function eventErrors(event: unknown, index: number): EventError[] {
   }
   for (const field of ['dispensedAt', 'shippedAt'] as const) {
     const text = valid[field];
-    if (text !== undefined && !isRealInstant(text)) errors.push({ index, field, message: 'not a real date and time' });
+    if (text !== undefined && isoInstantMillis(text) === undefined) errors.push({ index, field, message: 'not a real date and time' });
   }
   return errors;
-}
-
-/** The parts of an instant that the Instant pattern admits. */
-const InstantParts = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):?(\d{2}))$/;
-
-/**
- * True when every part of an instant is in range. `Date` rolls impossible dates over rather than
- * refusing them (2026-02-30 is 2026-03-02, T24:00 the next day's midnight), so they were stored as
- * another day; they are refused, as the HL7 reader refuses them (parseHl7Timestamp). A second of 60
- * and an offset past ±23:59 are refused too (Date.parse refused those already).
- */
-function isRealInstant(text: string): boolean {
-  const parts = InstantParts.exec(text);
-  if (parts === null) return false;
-  // Year, month, day, hour, minute, second, offset hours and minutes; 0 for a part left out.
-  const part = (i: number) => Number(parts[i] ?? 0);
-  const month = part(2);
-  const day = part(3);
-  return (
-    month >= 1 &&
-    month <= 12 &&
-    day >= 1 &&
-    day <= daysInMonth(part(1), month) &&
-    part(4) <= 23 &&
-    part(5) <= 59 &&
-    part(6) <= 59 &&
-    part(7) <= 23 &&
-    part(8) <= 59 &&
-    !Number.isNaN(Date.parse(text))
-  );
 }
 
 export function toDispenseRecord(event: DispenseEvent): DispenseRecord {

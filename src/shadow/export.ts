@@ -6,6 +6,7 @@
 // number: it is reported, never dropped.
 import { Readable } from 'node:stream';
 import { parse, CsvError } from 'csv-parse';
+import { calendarMillis } from '../instant.ts';
 
 export interface ExportRow {
   /** 1-based line of the file the row ends on (the header is line 1). */
@@ -88,12 +89,9 @@ function readHeader(cells: string[]): Map<ExportColumn, number> {
 
 const MonthNames = ['JAN', 'FEB', 'MAR', 'APR', 'MAY', 'JUN', 'JUL', 'AUG', 'SEP', 'OCT', 'NOV', 'DEC'];
 
-function utc(year: number, month: number, day: number, hour = 0, minute = 0, second = 0, ms = 0): Date | undefined {
-  const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second, ms));
-  // Rejects 2026-02-30 and friends, which Date.UTC would roll over into March.
-  if (date.getUTCFullYear() !== year || date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day) return undefined;
-  if (hour > 23 || minute > 59 || second > 59) return undefined;
-  return date;
+function utc(year: number, month: number, day: number, hour = 0, minute = 0, second = 0, millisecond = 0): Date | undefined {
+  const at = calendarMillis({ year, month, day, hour, minute, second, millisecond });
+  return at === undefined ? undefined : new Date(at);
 }
 
 /**
@@ -106,15 +104,19 @@ export function parseSentDate(text: string): Date | undefined {
   const value = text.trim();
   let m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?)?$/i.exec(value);
   if (m) {
-    const ms = m[7] ? Number(m[7].slice(0, 3).padEnd(3, '0')) : 0;
-    const local = utc(Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0), ms);
-    if (local === undefined) return undefined;
-    const zone = m[8];
-    if (zone === undefined || zone.toUpperCase() === 'Z') return local;
-    const z = /^([+-])(\d{2}):?(\d{2})?$/.exec(zone)!;
-    const offsetMinutes = (Number(z[2]) * 60 + Number(z[3] ?? 0)) * (z[1] === '-' ? -1 : 1);
-    if (offsetMinutes > 14 * 60 || offsetMinutes < -14 * 60) return undefined;
-    return new Date(local.getTime() - offsetMinutes * 60_000);
+    const zone = /^([+-])(\d{2}):?(\d{2})?$/.exec(m[8] ?? '');
+    if (zone?.[3] !== undefined && Number(zone[3]) > 59) return undefined;
+    const at = calendarMillis({
+      year: Number(m[1]),
+      month: Number(m[2]),
+      day: Number(m[3]),
+      hour: Number(m[4] ?? 0),
+      minute: Number(m[5] ?? 0),
+      second: Number(m[6] ?? 0),
+      millisecond: m[7] ? Number(m[7].slice(0, 3).padEnd(3, '0')) : 0,
+      offsetMinutes: zone === null ? 0 : (Number(zone[2]) * 60 + Number(zone[3] ?? 0)) * (zone[1] === '-' ? -1 : 1),
+    });
+    return at === undefined ? undefined : new Date(at);
   }
   m = /^(\d{1,2})\/(\d{1,2})\/(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$/.exec(value);
   if (m) return utc(Number(m[3]), Number(m[1]), Number(m[2]), Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0));
