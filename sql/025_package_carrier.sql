@@ -4,9 +4,9 @@
 -- package_carrier: the carrier of a package is the one its fills name. Fills of one package can come
 -- in different messages, one of them without a carrier (UNK), which must not hide the carrier's name
 -- and tracking link; of two named carriers the first in sort order is taken, so every statement
--- names a package alike. The AAL detail and the shadow comparison (src/shadow/repository.ts) use it;
--- grouping writes the same rule with the built-in min() (src/grouping/repository.ts), and
--- test/grouping/grouping.test.ts holds the two equal.
+-- names a package alike. The shadow comparison (src/shadow/repository.ts) uses it; grouping
+-- (src/grouping/repository.ts) and, since sql/030, the AAL detail write the same rule with the
+-- built-in min() on their hot paths, and test/grouping/grouping.test.ts holds the three equal.
 create function package_carrier_step(chosen text, carrier text) returns text
 language sql immutable parallel safe as $$
   select case when carrier is null or carrier = 'UNK' then chosen

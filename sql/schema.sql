@@ -232,7 +232,7 @@ begin
     select coalesce('Packages: ' || string_agg(p.carrier || ' ' || p.tracking_number || ' (Rx ending ' || p.rx_endings || ')',
                                                '; ' order by p.carrier, p.tracking_number),
                     'Packages: none listed')
-      from (select package_carrier(d.carrier) as carrier, d.tracking_number,
+      from (select coalesce(min(d.carrier) filter (where d.carrier <> 'UNK'), 'UNK') as carrier, d.tracking_number,
                    string_agg(distinct right(d.rx_number, 4), ', ' order by right(d.rx_number, 4)) as rx_endings
               from medication_dispense d
              where d.tracking_email_id = p_email_id and d.tracking_number <> ''
@@ -610,10 +610,16 @@ begin
       v_messages[v_event.position] := v_message;
     end;
   end loop;
-  return query
-    select i, v_outcomes[i], v_aal[i], v_codes[i], v_messages[i]
-    from generate_series(1, v_count) i
-    order by i;
+  -- Row by row: a query over the outcome arrays would be planned again on every call (the arrays
+  -- are its parameters), for one row a callback.
+  for i in 1 .. v_count loop
+    event_index := i;
+    outcome := v_outcomes[i];
+    aal_event_created := v_aal[i];
+    error_code := v_codes[i];
+    error_message := v_messages[i];
+    return next;
+  end loop;
 end
 $function$;
 
