@@ -9,6 +9,7 @@ import type { StageOptions } from '../run.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
 import { recordStatusEvent } from '../../src/status/repository.ts';
+import { cpuAvailable, cpuPer, cpuSnapshot, cpuText, NoCpu, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase, settle } from '../lib/database.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
 import { httpLoad, pacedLoad, type HttpLoadResult } from '../lib/load.ts';
@@ -104,7 +105,9 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     );
     await sqlOnlyCallbacks(db.url, rangeBodies('warmup-sql'), saturationConnections, warmup);
     await settle(sql);
+    const sqlOnlyFrom = cpuSnapshot();
     const sqlOnly = await sqlOnlyCallbacks(db.url, rangeBodies('sql'), saturationConnections, duration);
+    const sqlOnlyCpu = cpuPer(sqlOnlyFrom, cpuSnapshot(), sqlOnly.done / 1000);
 
     progress('limit: a bare Fastify answering an empty route');
     const bare = await startBareFastify();
@@ -144,10 +147,11 @@ export async function run(options: StageOptions): Promise<ResultTable> {
       connections: saturationConnections,
       durationSeconds: duration,
     });
-    const fixed: { load: number; result: HttpLoadResult }[] = [];
+    const fixed: { load: number; result: HttpLoadResult; cpu: CpuSnapshot }[] = [];
     for (const load of loads) {
       progress(`service: ${load} callbacks/s offered`);
       await settle(sql);
+      const from = cpuSnapshot(service.pid);
       const result = await pacedLoad({
         url: callbackUrl,
         bodies: rangeBodies(`load-${load}`),
@@ -156,7 +160,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         durationSeconds: duration,
         ratePerSecond: load,
       });
-      fixed.push({ load, result });
+      fixed.push({ load, result, cpu: cpuAvailable() ? cpuPer(from, cpuSnapshot(service.pid), result.answered / 1000) : NoCpu });
     }
     const { peakRssBytes, errorLines } = await service.stop();
     service = undefined;
@@ -197,6 +201,17 @@ export async function run(options: StageOptions): Promise<ResultTable> {
           target: load === 1_000 ? verdict('p99 < 25 ms', result.p99Ms < 25) : '',
         }),
       ),
+      // Where a callback's CPU goes, at the load the latency target is set for (the highest of a
+      // small run's): on two shared cores the tail follows how busy they are.
+      ...fixed
+        .filter(({ load }) => load === (loads.includes(1_000) ? 1_000 : loads.at(-1)) && cpuAvailable())
+        .map(
+          ({ load, cpu }): ResultRow => ({
+            measure: `CPU per 1,000 callbacks at ${count(load)}/s (the driver's is the load generator's)`,
+            result: cpuText(cpu, ['service', 'postgres', 'driver']),
+            limit: `SQL-only, per 1,000 transactions: ${cpuText(sqlOnlyCpu, ['postgres', 'driver'])}`,
+          }),
+        ),
       peakRssRow(peakRssBytes),
     ];
     return {

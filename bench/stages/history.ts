@@ -17,6 +17,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
+import { cpuAvailable, cpuPer, cpuSnapshot, cpuText, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase, settle, type BenchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
 import { startLoadGenerator, untilDone, type PacedLoadResult } from '../lib/load.ts';
@@ -179,7 +180,8 @@ interface DayResult {
   ingestMs: number;
   groupingMs: number;
   sendMs: number;
-  callbacks: PacedLoadResult & { ms: number };
+  /** `cpu`: per 1,000 timed callbacks; Postgres's includes retention's beside the history. */
+  callbacks: PacedLoadResult & { ms: number; cpu: CpuSnapshot };
   aalMs: number;
   sweepMs: number;
   emails: number;
@@ -295,17 +297,20 @@ async function runDay(
       durationSeconds: bodies.length / callbackRate,
     });
   let load: PacedLoadResult;
+  let cpu: CpuSnapshot;
   try {
     progress(`day: ${count(warmUp.length)} delivered callbacks at ${callbackRate}/s to warm up`);
     const warmed = await callbackLoad(warmUp);
     if (warmed.failures > 0) throw new Error(`${warmed.failures} warm-up callbacks were not 2xx`);
     await settle(sql);
     progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
+    const from = cpuSnapshot(service.pid);
     load = await measured('callbacks', () => callbackLoad(callbackBodies));
+    cpu = cpuPer(from, cpuSnapshot(service.pid), load.answered / 1000);
   } finally {
     await generator.stop();
   }
-  const callbacks = { ...load, ms: load.seconds * 1000 };
+  const callbacks = { ...load, ms: load.seconds * 1000, cpu };
 
   await settle(sql);
   progress(`day: sweep, polling the notifications whose callback was lost`);
@@ -558,6 +563,11 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         `tables with history: ${tableList}`,
         `day: ${count(onEmpty.emails)} emails on the empty database, ${count(onHistory.emails)} beside the history; retention runs during the day: ${removed.runs}, ${count(removed.batches)} batches in the runs that removed something (${removed.batches > 0 ? millis(removed.busyMs / removed.batches) : '-'} a batch on average: the runs' time over their batches), ${removed.lockTimeouts} batches gave up on a row lock; callback failures: ${onEmpty.callbacks.failures} / ${onHistory.callbacks.failures}`,
         `callbacks: one in ${LostCallbackEvery} is never posted, and the sweep polls VA Notify (the sandbox, answering at once) for those; of the rest, the day's first ${CallbackWarmUpSeconds} s (at most a quarter) warm the route up untimed, then a checkpoint, then the rest are timed; the load generator's own event-loop delay while they were timed (it counts in their latency): p99 ${millis(onEmpty.callbacks.generatorDelayP99Ms)} / ${millis(onHistory.callbacks.generatorDelayP99Ms)}, at most ${millis(onEmpty.callbacks.generatorDelayMaxMs)} / ${millis(onHistory.callbacks.generatorDelayMaxMs)} (empty / history)`,
+        ...(cpuAvailable()
+          ? [
+              `CPU per 1,000 timed callbacks (Postgres's takes in retention's beside the history): empty database ${cpuText(onEmpty.callbacks.cpu, ['service', 'postgres'])}, beside the history ${cpuText(onHistory.callbacks.cpu, ['service', 'postgres'])}`,
+            ]
+          : []),
         `WAL written by each timed stage, empty / history (the server's, retention's own included beside the history; a page's first write after a checkpoint puts the whole page in it): ${WalStages.map((stage) => `${stage} ${megabytes(onEmpty.walBytes[stage])} / ${megabytes(onHistory.walBytes[stage])}`).join(', ')}`,
         `removed_dispense_key after retention: ${count(keyRow!.keys)} keys, ${megabytes(keyRow!.bytes)} (${keyRow!.keys > 0 ? Math.round(keyRow!.bytes / keyRow!.keys) : 0} bytes a key with its indexes)`,
         `RECORD_RETENTION_DAYS=${recordDays}, INBOUND_BODY_RETENTION_DAYS=${bodyDays}, RETENTION_BATCH_SIZE default; service error log lines: ${onEmpty.errorLines} / ${onHistory.errorLines}`,

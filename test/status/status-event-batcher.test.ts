@@ -1,6 +1,6 @@
 // Callbacks that arrive together are recorded by one statement (sql/008_record_status_events.sql),
 // each with its own outcome, and one that Postgres refuses fails alone. A callback arriving alone
-// is sent at once.
+// is sent at once; one statement runs at a time unless it stalls.
 import { randomUUID } from 'node:crypto';
 import t from 'tap';
 import { applyPendingStatusEvents, recordStatusEvent, StatusEventFailedError, type StatusEvent } from '../../src/status/repository.ts';
@@ -164,6 +164,33 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     t.same(await eventsOf(sql, held), []);
     t.same(await eventsOf(sql, other), []);
     t.same(await batcher.record(event(other)), { outcome: 'applied', aalEventCreated: true }, 'the batcher goes on');
+  });
+
+  t.test('one statement at a time, and a stalled one does not hold the callbacks behind it', async (t) => {
+    const { traced, statements } = await tracedPool(t, url, 3);
+    const batcher = new StatusEventBatcher(traced, { ...callback, stallMs: 100 });
+    const held = await insertNotification(sql, await insertEmail(sql));
+    const behind = await Promise.all([1, 2].map(async () => insertNotification(sql, await insertEmail(sql))));
+    let heldResult: Promise<unknown> | undefined;
+    let heldSettled = false;
+    await sql.begin(async (tx) => {
+      // This transaction holds the lock of `held`: the statement carrying it waits for the commit.
+      await applyPendingStatusEvents(tx, held, callback);
+      heldResult = batcher.record(event(held)).finally(() => {
+        heldSettled = true;
+      });
+      await advisoryLockWaiter(sql);
+      const queued = behind.map((id) => batcher.record(event(id)));
+      t.equal(batcher.inFlight, 1, 'the callbacks behind it queue while it has not yet stalled');
+      t.same(
+        await Promise.all(queued),
+        [1, 2].map(() => ({ outcome: 'applied', aalEventCreated: true })),
+      );
+      t.equal(heldSettled, false, 'recorded beside the stalled statement, which still waits');
+      t.equal(statements.length, 2, 'the two behind it shared the statement that started beside it');
+    });
+    t.same(await heldResult, { outcome: 'applied', aalEventCreated: true });
+    t.equal(batcher.inFlight, 0);
   });
 
   t.test('a batch waits for the sender storing one of its ids, and then applies that event', async (t) => {
