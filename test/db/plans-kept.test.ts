@@ -33,7 +33,8 @@ t.test('a callback runs no aggregate whose steps are SQL functions, which are pa
     select proname as name, prosrc as source from pg_proc where proname = any(${CallbackFunctions}) and pronamespace = 'public'::regnamespace`;
   t.same(functions.map((f) => f.name).sort(), [...CallbackFunctions].sort());
   for (const { name, source } of functions) {
-    for (const aggregate of aggregates) t.notMatch(source, new RegExp(`\\b${aggregate.name}\\s*\\(`), `${name} does not call ${aggregate.name}`);
+    for (const aggregate of aggregates)
+      t.notMatch(source, new RegExp(`\\b${aggregate.name}\\s*\\(`), `${name} does not call ${aggregate.name}`);
   }
   // RETURN QUERY over a function's own variables is planned again on each call.
   const batch = functions.find((f) => f.name === 'record_status_events');
