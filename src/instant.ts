@@ -25,12 +25,23 @@ export interface CalendarTime {
 }
 
 /**
- * Milliseconds since the epoch of a local date and time at its offset, or undefined when a part is
- * out of range: a 30 February, an hour of 24, a second of 60, an offset past ±`maxOffsetMinutes`.
+ * The earliest year taken by default. A date before 1000 in anything this service reads (a setting,
+ * a callback, a dispense, MHV's export) is a typo for this millennium's (0026 for 2026), and
+ * Postgres has no year 0: a callback dated 0000 would fail in Postgres and be retried for hours.
  */
-export function calendarMillis(time: CalendarTime, maxOffsetMinutes = RealOffsetMinutes): number | undefined {
+export const EarliestYear = 1000;
+
+/**
+ * Milliseconds since the epoch of a local date and time at its offset, or undefined when a part is
+ * out of range: a 30 February, an hour of 24, a second of 60, a year before `minYear`, an offset
+ * past ±`maxOffsetMinutes`.
+ */
+export function calendarMillis(
+  time: CalendarTime,
+  { maxOffsetMinutes = RealOffsetMinutes, minYear = EarliestYear }: { maxOffsetMinutes?: number; minYear?: number } = {},
+): number | undefined {
   const { year, month, day, hour = 0, minute = 0, second = 0, millisecond = 0, offsetMinutes = 0 } = time;
-  if (year < 0 || year > 9999 || month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
+  if (year < minYear || year > 9999 || month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
   if (hour > 23 || minute > 59 || second > 59 || Math.abs(offsetMinutes) > maxOffsetMinutes) return undefined;
   // Date.UTC reads years 0 to 99 as 1900 to 1999: such a year is set on its own.
   const local = year >= 100 ? Date.UTC(year, month - 1, day, hour, minute, second, millisecond) : yearBelow100(time);

@@ -41,6 +41,8 @@ t.test('isoInstantMillis refuses what Date would roll over and offsets no zone h
     '2026-05-14T12:00:00+99:00',
     '2026-05-14T12:00:00+05:60',
     '2026-05-14',
+    '0000-01-01T00:00:00Z',
+    '0026-05-14T00:00:00Z',
     '2026-05-14T12:00:00+5',
     'yesterday',
     '',
@@ -49,15 +51,16 @@ t.test('isoInstantMillis refuses what Date would roll over and offsets no zone h
   }
 });
 
-t.test('calendarMillis keeps years below 100 as themselves and checks the offset against its limit', async (t) => {
-  t.equal(new Date(calendarMillis({ year: 26, month: 5, day: 14 })!).toISOString(), '0026-05-14T00:00:00.000Z');
+t.test('calendarMillis keeps years below 100 as themselves and checks the year and offset against their limits', async (t) => {
+  t.equal(new Date(calendarMillis({ year: 26, month: 5, day: 14 }, { minYear: 0 })!).toISOString(), '0026-05-14T00:00:00.000Z');
+  t.equal(calendarMillis({ year: 26, month: 5, day: 14 }), undefined, 'before the year 1000 by default');
   t.equal(
     new Date(calendarMillis({ year: 2026, month: 5, day: 14, hour: 1, offsetMinutes: 120 })!).toISOString(),
     '2026-05-13T23:00:00.000Z',
   );
   t.equal(calendarMillis({ year: 2026, month: 5, day: 14, offsetMinutes: RealOffsetMinutes + 1 }), undefined, 'past ±14:00 by default');
   t.ok(
-    calendarMillis({ year: 2026, month: 5, day: 14, offsetMinutes: -(23 * 60 + 59) }, 23 * 60 + 59),
+    calendarMillis({ year: 2026, month: 5, day: 14, offsetMinutes: -(23 * 60 + 59) }, { maxOffsetMinutes: 23 * 60 + 59 }),
     'a wider limit where a format allows one',
   );
   t.equal(calendarMillis({ year: 10_000, month: 1, day: 1 }), undefined, 'a year past 9999');

@@ -105,9 +105,9 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     );
     await sqlOnlyCallbacks(db.url, rangeBodies('warmup-sql'), saturationConnections, warmup);
     await settle(sql);
-    const sqlOnlyFrom = cpuSnapshot();
+    const sqlOnlyFrom = cpuAvailable() ? cpuSnapshot() : NoCpu;
     const sqlOnly = await sqlOnlyCallbacks(db.url, rangeBodies('sql'), saturationConnections, duration);
-    const sqlOnlyCpu = cpuPer(sqlOnlyFrom, cpuSnapshot(), sqlOnly.done / 1000);
+    const sqlOnlyCpu = cpuAvailable() ? cpuPer(sqlOnlyFrom, cpuSnapshot(), sqlOnly.done / 1000) : NoCpu;
 
     progress('limit: a bare Fastify answering an empty route');
     const bare = await startBareFastify();
@@ -151,7 +151,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     for (const load of loads) {
       progress(`service: ${load} callbacks/s offered`);
       await settle(sql);
-      const from = cpuSnapshot(service.pid);
+      const from = cpuAvailable() ? cpuSnapshot(service.pid) : NoCpu;
       const result = await pacedLoad({
         url: callbackUrl,
         bodies: rangeBodies(`load-${load}`),

@@ -231,8 +231,12 @@ export function parseHl7Timestamp(text: string, defaultOffset = '+0000'): Date |
   const hour = pair(8, 0);
   const minute = pair(10, 0);
   const second = pair(12, 0);
-  // HL7's offsets run to ±23:59 (parseOffset); the calendar parts are checked as everywhere else.
-  const at = calendarMillis({ year, month, day, hour, minute, second, millisecond: milliseconds, offsetMinutes }, 23 * 60 + 59);
+  // HL7's offsets run to ±23:59 (parseOffset), and its years from 0000; the calendar parts are
+  // checked as everywhere else.
+  const at = calendarMillis(
+    { year, month, day, hour, minute, second, millisecond: milliseconds, offsetMinutes },
+    { maxOffsetMinutes: 23 * 60 + 59, minYear: 0 },
+  );
   return at === undefined ? null : new Date(at);
 }
 

@@ -114,11 +114,15 @@ export class StatusEventBatcher {
         for (const { reject } of batch) reject(error);
       },
     );
+    // What this batch left behind (more than maxBatchSize queued) goes once this one stalls, as if
+    // it had come while this one ran.
+    this.#next();
   }
 
   /**
    * Frees the slot before the batch's callers hear back, so that what they record next finds it
-   * free; what queued meanwhile goes now, in the slot just freed.
+   * free; what queued meanwhile goes now if no other statement runs or the other has stalled, else
+   * once it stalls or ends.
    */
   #settled(started: number): void {
     this.#running.splice(this.#running.indexOf(started), 1);

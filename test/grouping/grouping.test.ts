@@ -138,7 +138,8 @@ t.test('a package named by its known carrier when another of its fills came with
 
 // The email, the AAL detail and the shadow comparison name a package's carrier by one rule
 // (package_carrier): the known carrier over UNK, and of two named carriers the same one everywhere.
-// Grouping writes the rule with the built-in min() on its hot path; this holds the two equal.
+// Grouping and the AAL detail write the rule with the built-in min() on their hot paths; this holds
+// the email, the detail and the aggregate equal.
 t.test('the email and the AAL detail name each package by the same carrier', async (t) => {
   const { sql } = await testDatabase(t);
   await insertDispenses(sql, [

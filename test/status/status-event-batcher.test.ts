@@ -193,6 +193,56 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     t.equal(batcher.inFlight, 0);
   });
 
+  t.test('what a stalled statement left behind (more than a batch) goes beside it once it stalls', async (t) => {
+    const { traced } = await tracedPool(t, url, 3);
+    const batcher = new StatusEventBatcher(traced, { ...callback, stallMs: 50, maxBatchSize: 1 });
+    const quick = await insertNotification(sql, await insertEmail(sql));
+    const held = await insertNotification(sql, await insertEmail(sql));
+    const left = await insertNotification(sql, await insertEmail(sql));
+    let heldSettled = false;
+    let heldResult: Promise<unknown> | undefined;
+    await sql.begin(async (tx) => {
+      await applyPendingStatusEvents(tx, held, callback);
+      // The first goes at once; the other two queue behind it, and the statement after it takes
+      // only `held` (one a batch), which stalls on the lock this transaction holds.
+      const first = batcher.record(event(quick));
+      heldResult = batcher.record(event(held)).finally(() => {
+        heldSettled = true;
+      });
+      const behind = batcher.record(event(left));
+      t.same(await first, { outcome: 'applied', aalEventCreated: true });
+      t.same(await behind, { outcome: 'applied', aalEventCreated: true }, 'recorded with nothing else arriving');
+      t.equal(heldSettled, false, 'beside the stalled statement, which still waits');
+    });
+    t.same(await heldResult, { outcome: 'applied', aalEventCreated: true });
+  });
+
+  t.test('two stalled statements at most: the callbacks behind them wait for one to end', async (t) => {
+    const { traced } = await tracedPool(t, url, 4);
+    const batcher = new StatusEventBatcher(traced, { ...callback, stallMs: 20 });
+    const held = await Promise.all([1, 2].map(async () => insertNotification(sql, await insertEmail(sql))));
+    const after = await insertNotification(sql, await insertEmail(sql));
+    let results: Promise<unknown[]> | undefined;
+    let afterSettled = false;
+    await sql.begin(async (tx) => {
+      for (const id of held) await applyPendingStatusEvents(tx, id, callback);
+      const stalled = held.map((id) => batcher.record(event(id)));
+      await waitFor(() => batcher.inFlight === 2);
+      const third = batcher.record(event(after)).finally(() => {
+        afterSettled = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      t.equal(batcher.inFlight, 2, 'no third statement, however long the two have stalled');
+      t.equal(afterSettled, false);
+      results = Promise.all([...stalled, third]);
+    });
+    t.same(
+      await results,
+      [1, 2, 3].map(() => ({ outcome: 'applied', aalEventCreated: true })),
+    );
+    t.equal(batcher.inFlight, 0);
+  });
+
   t.test('a batch waits for the sender storing one of its ids, and then applies that event', async (t) => {
     const { traced } = await tracedPool(t, url, 2);
     const batcher = new StatusEventBatcher(traced, { ...callback, maxInFlight: 1 });
@@ -217,3 +267,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     t.equal((await emailRow(sql, storedEmail)).state, 'delivered');
   });
 });
+
+async function waitFor(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
+}
