@@ -392,7 +392,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   // The schema's pattern checks an instant's shape; a date JavaScript would roll over is refused here.
   const unreal = InstantSettings.filter(
     (key) =>
-      typeof converted[key] === 'string' && InstantPattern.test(converted[key] as string) && !isRealInstant(converted[key] as string),
+      typeof converted[key] === 'string' &&
+      InstantPattern.test(converted[key] as string) &&
+      isoInstantMillis(converted[key] as string) === undefined,
   ).map((key) => `${key}: not a real date and time (got ${JSON.stringify(converted[key])})`);
   if (!Value.Check(ConfigSchema, converted) || unreal.length > 0) {
     const schemaErrors = Value.Check(ConfigSchema, converted) ? [] : [describeErrors(ConfigSchema, converted)];

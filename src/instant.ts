@@ -65,14 +65,13 @@ export const ZonedIsoPattern = '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\
  * `Z`, `±HH`, `±HH:MM`, `±HHMM` or no zone at all (UTC). Each caller's own pattern says which of
  * these forms it takes.
  */
-const IsoDateTime = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(?:Z|([+-])(\d{2})(?::?(\d{2}))?)?$/i;
+const IsoDateTime = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
 
 /** An ISO 8601 date and time as milliseconds since the epoch; undefined when it is not one, or not a real one. */
 export function isoInstantMillis(text: string): number | undefined {
   const m = IsoDateTime.exec(text);
-  if (m === null) return undefined;
-  const offset = m[8] === undefined ? 0 : (m[8] === '-' ? -1 : 1) * (Number(m[9]) * 60 + Number(m[10] ?? 0));
-  if (m[10] !== undefined && Number(m[10]) > 59) return undefined;
+  const offsetMinutes = m === null ? undefined : zoneOffsetMinutes(m[8]);
+  if (m === null || offsetMinutes === undefined) return undefined;
   return calendarMillis({
     year: Number(m[1]),
     month: Number(m[2]),
@@ -80,8 +79,20 @@ export function isoInstantMillis(text: string): number | undefined {
     hour: Number(m[4]),
     minute: Number(m[5]),
     second: Number(m[6] ?? 0),
-    // Below a millisecond is below what a Date holds.
-    millisecond: m[7] === undefined ? 0 : Number(m[7].slice(0, 3).padEnd(3, '0')),
-    offsetMinutes: offset,
+    millisecond: fractionMillis(m[7]),
+    offsetMinutes,
   });
+}
+
+/** An ISO 8601 zone (`Z`, `±HH`, `±HHMM`, `±HH:MM`, or none: UTC) in minutes east of UTC; undefined when not one. */
+export function zoneOffsetMinutes(zone: string | undefined): number | undefined {
+  if (zone === undefined || zone === '' || zone.toUpperCase() === 'Z') return 0;
+  const parts = /^([+-])(\d{2})(?::?(\d{2}))?$/.exec(zone);
+  if (parts === null || Number(parts[3] ?? 0) > 59) return undefined;
+  return (parts[1] === '-' ? -1 : 1) * (Number(parts[2]) * 60 + Number(parts[3] ?? 0));
+}
+
+/** The milliseconds of a fraction of a second's digits (`5` is 500); below a millisecond is below what a Date holds. */
+export function fractionMillis(digits: string | undefined): number {
+  return digits === undefined || digits === '' ? 0 : Number(digits.slice(0, 3).padEnd(3, '0'));
 }

@@ -49,16 +49,22 @@ function postgresPids(): number[] {
     .map(Number);
 }
 
-export function cpuAvailable(): boolean {
+const procReadable = (() => {
   try {
     readFileSync('/proc/self/stat');
     return true;
   } catch {
     return false;
   }
+})();
+
+export function cpuAvailable(): boolean {
+  return procReadable;
 }
 
+/** CPU so far by party; all zero where there is no /proc to read, so a stage measures anywhere and shows the figures only where they mean something. */
 export function cpuSnapshot(servicePid?: number, brokerPid?: number): CpuSnapshot {
+  if (!procReadable) return NoCpu;
   const driver = process.cpuUsage();
   return {
     service: servicePid === undefined ? 0 : processCpuMs(servicePid),

@@ -9,7 +9,7 @@ import type { StageOptions } from '../run.ts';
 import { testConfig } from '../../src/config.ts';
 import { connect } from '../../src/db/connect.ts';
 import { recordStatusEvent } from '../../src/status/repository.ts';
-import { cpuAvailable, cpuPer, cpuSnapshot, cpuText, NoCpu, type CpuSnapshot } from '../lib/cpu.ts';
+import { cpuAvailable, cpuPer, cpuSnapshot, cpuText, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase, settle } from '../lib/database.ts';
 import { deliveredCallback, insertSentNotifications } from '../lib/fixtures.ts';
 import { httpLoad, pacedLoad, type HttpLoadResult } from '../lib/load.ts';
@@ -105,9 +105,9 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     );
     await sqlOnlyCallbacks(db.url, rangeBodies('warmup-sql'), saturationConnections, warmup);
     await settle(sql);
-    const sqlOnlyFrom = cpuAvailable() ? cpuSnapshot() : NoCpu;
+    const sqlOnlyFrom = cpuSnapshot();
     const sqlOnly = await sqlOnlyCallbacks(db.url, rangeBodies('sql'), saturationConnections, duration);
-    const sqlOnlyCpu = cpuAvailable() ? cpuPer(sqlOnlyFrom, cpuSnapshot(), sqlOnly.done / 1000) : NoCpu;
+    const sqlOnlyCpu = cpuPer(sqlOnlyFrom, cpuSnapshot(), sqlOnly.done / 1000);
 
     progress('limit: a bare Fastify answering an empty route');
     const bare = await startBareFastify();
@@ -151,7 +151,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
     for (const load of loads) {
       progress(`service: ${load} callbacks/s offered`);
       await settle(sql);
-      const from = cpuAvailable() ? cpuSnapshot(service.pid) : NoCpu;
+      const from = cpuSnapshot(service.pid);
       const result = await pacedLoad({
         url: callbackUrl,
         bodies: rangeBodies(`load-${load}`),
@@ -160,7 +160,7 @@ export async function run(options: StageOptions): Promise<ResultTable> {
         durationSeconds: duration,
         ratePerSecond: load,
       });
-      fixed.push({ load, result, cpu: cpuAvailable() ? cpuPer(from, cpuSnapshot(service.pid), result.answered / 1000) : NoCpu });
+      fixed.push({ load, result, cpu: cpuPer(from, cpuSnapshot(service.pid), result.answered / 1000) });
     }
     const { peakRssBytes, errorLines } = await service.stop();
     service = undefined;

@@ -17,7 +17,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
-import { cpuAvailable, cpuPer, cpuSnapshot, cpuText, NoCpu, type CpuSnapshot } from '../lib/cpu.ts';
+import { cpuAvailable, cpuPer, cpuSnapshot, cpuText, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase, settle, type BenchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
 import { startLoadGenerator, untilDone, type PacedLoadResult } from '../lib/load.ts';
@@ -304,9 +304,9 @@ async function runDay(
     if (warmed.failures > 0) throw new Error(`${warmed.failures} warm-up callbacks were not 2xx`);
     await settle(sql);
     progress(`day: ${count(callbackBodies.length)} delivered callbacks at ${callbackRate}/s`);
-    const from = cpuAvailable() ? cpuSnapshot(service.pid) : NoCpu;
+    const from = cpuSnapshot(service.pid);
     load = await measured('callbacks', () => callbackLoad(callbackBodies));
-    cpu = cpuAvailable() ? cpuPer(from, cpuSnapshot(service.pid), load.answered / 1000) : NoCpu;
+    cpu = cpuPer(from, cpuSnapshot(service.pid), load.answered / 1000);
   } finally {
     await generator.stop();
   }

@@ -6,7 +6,7 @@
 // number: it is reported, never dropped.
 import { Readable } from 'node:stream';
 import { parse, CsvError } from 'csv-parse';
-import { calendarMillis } from '../instant.ts';
+import { calendarMillis, fractionMillis, zoneOffsetMinutes } from '../instant.ts';
 
 export interface ExportRow {
   /** 1-based line of the file the row ends on (the header is line 1). */
@@ -104,8 +104,8 @@ export function parseSentDate(text: string): Date | undefined {
   const value = text.trim();
   let m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?)?$/i.exec(value);
   if (m) {
-    const zone = /^([+-])(\d{2}):?(\d{2})?$/.exec(m[8] ?? '');
-    if (zone?.[3] !== undefined && Number(zone[3]) > 59) return undefined;
+    const offsetMinutes = zoneOffsetMinutes(m[8]);
+    if (offsetMinutes === undefined) return undefined;
     const at = calendarMillis({
       year: Number(m[1]),
       month: Number(m[2]),
@@ -113,8 +113,8 @@ export function parseSentDate(text: string): Date | undefined {
       hour: Number(m[4] ?? 0),
       minute: Number(m[5] ?? 0),
       second: Number(m[6] ?? 0),
-      millisecond: m[7] ? Number(m[7].slice(0, 3).padEnd(3, '0')) : 0,
-      offsetMinutes: zone === null ? 0 : (Number(zone[2]) * 60 + Number(zone[3] ?? 0)) * (zone[1] === '-' ? -1 : 1),
+      millisecond: fractionMillis(m[7]),
+      offsetMinutes,
     });
     return at === undefined ? undefined : new Date(at);
   }
