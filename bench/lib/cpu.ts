@@ -12,7 +12,16 @@ export interface CpuSnapshot {
   postgres: number;
   driver: number;
   broker: number;
+  /**
+   * Each PostgreSQL process's own, in a snapshot: a server that ends between two snapshots (another
+   * test's embedded PostgreSQL, say) takes its CPU out of the sum, so the difference is taken per
+   * process, over those alive at the second.
+   */
+  postgresByPid?: ReadonlyMap<number, number>;
 }
+
+/** The parties whose CPU a stage reports. */
+export type CpuParty = 'service' | 'postgres' | 'driver' | 'broker';
 
 export const NoCpu: CpuSnapshot = { service: 0, postgres: 0, driver: 0, broker: 0 };
 
@@ -66,9 +75,11 @@ export function cpuAvailable(): boolean {
 export function cpuSnapshot(servicePid?: number, brokerPid?: number): CpuSnapshot {
   if (!procReadable) return NoCpu;
   const driver = process.cpuUsage();
+  const postgresByPid = new Map(postgresPids().map((pid) => [pid, processCpuMs(pid, true)]));
   return {
     service: servicePid === undefined ? 0 : processCpuMs(servicePid),
-    postgres: postgresPids().reduce((sum, pid) => sum + processCpuMs(pid, true), 0),
+    postgres: [...postgresByPid.values()].reduce((sum, ms) => sum + ms, 0),
+    postgresByPid,
     driver: (driver.user + driver.system) / 1000,
     broker: brokerPid === undefined ? 0 : processCpuMs(brokerPid),
   };
@@ -78,10 +89,17 @@ export function cpuSnapshot(servicePid?: number, brokerPid?: number): CpuSnapsho
 export function cpuPer(before: CpuSnapshot, after: CpuSnapshot, units: number): CpuSnapshot {
   return {
     service: (after.service - before.service) / units,
-    postgres: (after.postgres - before.postgres) / units,
+    postgres: postgresSpent(before, after) / units,
     driver: (after.driver - before.driver) / units,
     broker: (after.broker - before.broker) / units,
   };
+}
+
+function postgresSpent(before: CpuSnapshot, after: CpuSnapshot): number {
+  if (before.postgresByPid === undefined || after.postgresByPid === undefined) return after.postgres - before.postgres;
+  let spent = 0;
+  for (const [pid, ms] of after.postgresByPid) spent += ms - (before.postgresByPid.get(pid) ?? 0);
+  return spent;
 }
 
 /** Two parts' CPU as one (the rounds of a stage that alternates with its limit). */
@@ -89,16 +107,16 @@ export function cpuSum(a: CpuSnapshot, b: CpuSnapshot): CpuSnapshot {
   return { service: a.service + b.service, postgres: a.postgres + b.postgres, driver: a.driver + b.driver, broker: a.broker + b.broker };
 }
 
-const PartyNames: Record<keyof CpuSnapshot, string> = {
+const PartyNames: Record<CpuParty, string> = {
   service: 'service',
   postgres: 'Postgres',
   driver: 'driver',
   broker: 'Kafka broker',
 };
 
-export const cpuTotal = (cpu: CpuSnapshot, parties: readonly (keyof CpuSnapshot)[]) => parties.reduce((sum, party) => sum + cpu[party], 0);
+export const cpuTotal = (cpu: CpuSnapshot, parties: readonly CpuParty[]) => parties.reduce((sum, party) => sum + cpu[party], 0);
 
 /** `service 30 ms + Postgres 15 ms + driver 5 ms = 50 ms`, leaving out a party that did not take part. */
-export function cpuText(cpu: CpuSnapshot, parties: readonly (keyof CpuSnapshot)[]): string {
+export function cpuText(cpu: CpuSnapshot, parties: readonly CpuParty[]): string {
   return `${parties.map((party) => `${PartyNames[party]} ${cpu[party].toFixed(1)}`).join(' + ')} = ${cpuTotal(cpu, parties).toFixed(1)} ms`;
 }
