@@ -29,4 +29,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # uncaught error, such as the driver's after a database failover, the process exits 1 to be restarted.
 # Heap caps: left to itself V8 sizes its heap from the host's memory (gigabytes) and lets garbage pile
 # up under load; live data stays well under these, and the benchmarks run the service with them.
-CMD ["node", "--max-old-space-size=160", "--max-semi-space-size=16", "src/server.ts"]
+# No allocation-site pretenuring: once requests had lived long (a job run over HTTP, a stall), V8
+# allocated every later request's objects straight in the old generation, so that each scavenge
+# traced them and full collections came every second or two; those pauses were most of the callbacks'
+# slowest answers (docs/benchmarks.md, History).
+CMD ["node", "--max-old-space-size=160", "--max-semi-space-size=16", "--no-allocation-site-pretenuring", "src/server.ts"]

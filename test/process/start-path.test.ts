@@ -1,5 +1,6 @@
-// The container and `npm start` are one start path: the same node flags (the heap caps) and the same
+// The container and `npm start` are one start path: the same node flags (the heap caps, no pretenuring) and the same
 // entry point, so what the tests and benchmarks run is what production runs.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { startCommand } from '../../scripts/start-command.ts';
@@ -24,4 +25,12 @@ t.test('the start path caps the heap', async (t) => {
     nodeFlags.some((flag) => /^--max-semi-space-size=\d+$/.test(flag)),
     'young generation capped',
   );
+  t.ok(nodeFlags.includes('--no-allocation-site-pretenuring'), 'short-lived objects start young, whatever lived long before');
+});
+
+t.test('node takes the start flags', async (t) => {
+  // A flag this node does not know stops it before the service starts: the container would never come up.
+  const { nodeFlags } = startCommand();
+  const run = spawnSync(process.execPath, [...nodeFlags, '-e', 'process.exit(0)'], { encoding: 'utf8' });
+  t.equal(run.status, 0, run.stderr);
 });
