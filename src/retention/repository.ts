@@ -271,16 +271,18 @@ export async function purgeDispenseKeys(tx: SqlHandle, p: { days: number; batchS
 }
 
 /**
- * The rows inserted so far into the tables the pipeline writes as it works (status events,
- * dispenses, tracking emails), all instances together, from Postgres's cumulative statistics: two
- * reads tell how fast callbacks, ingest and grouping write. A counter, not a watermark such as the
- * newest id or created_at, so that a row is counted once its transaction ends however long it ran.
- * Each backend adds its counts at most once a second.
+ * The rows the pipeline has written so far as it works, all instances together, from Postgres's
+ * cumulative statistics: status events, dispenses, tracking emails and notifications inserted
+ * (callbacks, ingest, grouping, sending), and AAL events updated (each posting leases, then marks
+ * its event). Two reads tell how fast the pipeline writes. Retention itself only deletes from these
+ * tables. A counter, not a watermark such as the newest id or created_at, so that a row is counted
+ * once its transaction ends however long it ran. Each backend adds its counts at most once a second.
  */
-export async function pipelineRowsInserted(sql: SqlHandle): Promise<number> {
+export async function pipelineRowsWritten(sql: SqlHandle): Promise<number> {
   const [row] = await sql<{ rows: string }[]>`
-    select coalesce(sum(n_tup_ins), 0)::text as rows
+    select coalesce(sum(case when relid = 'aal_event'::regclass then n_tup_upd else n_tup_ins end), 0)::text as rows
       from pg_stat_user_tables
-     where relid in ('notification_status_event'::regclass, 'medication_dispense'::regclass, 'tracking_email'::regclass)`;
+     where relid in ('notification_status_event'::regclass, 'medication_dispense'::regclass, 'tracking_email'::regclass,
+                     'notification'::regclass, 'aal_event'::regclass)`;
   return Number(row!.rows);
 }

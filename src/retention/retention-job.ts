@@ -13,7 +13,7 @@ import { AdvisoryLock, withSessionLock } from '../db/locks.ts';
 import {
   emptyInboundBodies,
   inBatch,
-  pipelineRowsInserted,
+  pipelineRowsWritten,
   purgeDispenseKeys,
   removeFinalHistories,
   removeOldInboundMessages,
@@ -119,12 +119,12 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
     deps.onRemoved?.(record, count);
   };
 
-  // Rows the pipeline wrote per second since the last look (pipelineRowsInserted). Backends add
+  // Rows the pipeline wrote per second since the last look (pipelineRowsWritten). Backends add
   // their counts once a second, so a look a few hundred milliseconds after the last sees a second's
   // rows at once: they are spread over a second at least.
   let lastLook: { rows: number; at: number } | undefined;
   async function pipelineRowsPerSecond(): Promise<number> {
-    const look = { rows: await pipelineRowsInserted(sql), at: performance.now() };
+    const look = { rows: await pipelineRowsWritten(sql), at: performance.now() };
     const before = lastLook;
     lastLook = look;
     return before === undefined ? 0 : ((look.rows - before.rows) * 1000) / Math.max(look.at - before.at, StatisticsFlushMs);
@@ -132,9 +132,10 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
 
   /**
    * Waits, before a batch, while the pipeline writes more than RETENTION_YIELD_ROWS_PER_SECOND rows
-   * a second (status callbacks, dispenses ingested, tracking emails grouped): retention is never
-   * urgent, and a burst of any of them is done fastest with no batch beside it, whose deletes share
-   * the CPU, the disk and the WAL with it. Until the run's budget ends, then the next run looks again.
+   * a second (status callbacks, dispenses ingested, tracking emails grouped, emails sent, AAL events
+   * posted): retention is never urgent, and a burst of any of them is done fastest with no batch
+   * beside it, whose deletes share the CPU, the disk and the WAL with it. Until the run's budget
+   * ends, then the next run looks again.
    */
   async function yieldToPipeline(): Promise<void> {
     const limit = config.RETENTION_YIELD_ROWS_PER_SECOND;

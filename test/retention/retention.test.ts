@@ -510,8 +510,19 @@ async function counted(sql: Sql, write: (connection: Sql) => Promise<unknown>): 
   }
 }
 
-/** What the pipeline writes in a burst: status callbacks, a CMOP file's dispenses, a grouping run's emails. */
-const PipelineBursts: [string, (sql: Sql) => Promise<unknown>][] = [
+/**
+ * Emails waiting for their send (and so never removed): written before retention starts, so that only
+ * what a burst does to them counts.
+ */
+const waitingEmails = (sql: Sql) => sql`
+  insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state)
+  select '30' || lpad(g::text, 8, '0') || 'V' || lpad(g::text, 6, '0'), '1', '{}', 1, 1, 'sending' from generate_series(1, 200) g`;
+
+/**
+ * What the pipeline writes in a burst: status callbacks, a CMOP file's dispenses, a grouping run's
+ * emails, a send run's notifications, an AAL run's postings; and what must be there before it.
+ */
+const PipelineBursts: [string, (sql: Sql) => Promise<unknown>, ((sql: Sql) => Promise<unknown>)?][] = [
   [
     '500 callbacks',
     (sql) => sql`
@@ -530,12 +541,35 @@ const PipelineBursts: [string, (sql: Sql) => Promise<unknown>][] = [
       insert into tracking_email (patient_icn, mhv_correlation_id, personalisation, package_count, prescription_count, state)
       select '20' || lpad(g::text, 8, '0') || 'V' || lpad(g::text, 6, '0'), '1', '{}', 1, 1, 'queued' from generate_series(1, 200) g`,
   ],
+  [
+    '200 emails sent',
+    (sql) => sql`
+      insert into notification (id, tracking_email_id, attempt, status)
+      select gen_random_uuid(), e.id, 1, 'created' from tracking_email e where e.state = 'sending'`,
+    waitingEmails,
+  ],
+  [
+    '200 AAL events posted',
+    (sql) => sql`update aal_event set state = 'posted', posted_at = now() where state = 'pending'`,
+    async (sql) => {
+      await waitingEmails(sql);
+      await sql`
+        insert into aal_event (tracking_email_id, notification_id, completion_time, detail_value)
+        select e.id, gen_random_uuid(), now(), 'Packages: none listed' from tracking_email e where e.state = 'sending'`;
+    },
+  ],
 ];
 
 /** Retention over six final histories, two a batch back to back, with `burst` written (and counted) while its first batch runs. */
-async function retentionBesideBurst(t: Test, burst: (sql: Sql) => Promise<unknown>, yieldRowsPerSecond: string) {
+async function retentionBesideBurst(
+  t: Test,
+  burst: (sql: Sql) => Promise<unknown>,
+  yieldRowsPerSecond: string,
+  before?: (sql: Sql) => Promise<unknown>,
+) {
   const db = await testDatabase(t);
   await finalHistories(db.sql, 6, 100);
+  if (before) await counted(db.sql, before);
   const rests: number[] = [];
   let pending = true;
   const result = await runRetention({
@@ -553,8 +587,8 @@ async function retentionBesideBurst(t: Test, burst: (sql: Sql) => Promise<unknow
 }
 
 t.test('retention waits while the pipeline writes faster than RETENTION_YIELD_ROWS_PER_SECOND, then goes on', async (t) => {
-  for (const [what, burst] of PipelineBursts) {
-    const { result, rests } = await retentionBesideBurst(t, burst, '50');
+  for (const [what, burst, before] of PipelineBursts) {
+    const { result, rests } = await retentionBesideBurst(t, burst, '50', before);
     t.match(result, { status: 'done', trackingEmails: 6, yieldedMs: YieldMs }, what);
     t.same(rests, [YieldMs], `${what}: one wait after the burst, none between the batches before or after it (duty 100%)`);
   }
