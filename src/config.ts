@@ -390,14 +390,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     if ((schema as TSchema).type === 'integer' && text !== undefined && text !== '' && !/^\s*-?\d+\s*$/.test(text)) converted[key] = text;
   }
   // The schema's pattern checks an instant's shape; a date JavaScript would roll over is refused here.
-  const unreal = InstantSettings.filter(
-    (key) =>
-      typeof converted[key] === 'string' &&
-      InstantPattern.test(converted[key] as string) &&
-      isoInstantMillis(converted[key] as string) === undefined,
-  ).map((key) => `${key}: not a real date and time (got ${JSON.stringify(converted[key])})`);
-  if (!Value.Check(ConfigSchema, converted) || unreal.length > 0) {
-    const schemaErrors = Value.Check(ConfigSchema, converted) ? [] : [describeErrors(ConfigSchema, converted)];
+  const unreal = InstantSettings.filter((key) => {
+    const value = converted[key];
+    return typeof value === 'string' && InstantPattern.test(value) && isoInstantMillis(value) === undefined;
+  }).map((key) => `${key}: not a real date and time (got ${JSON.stringify(converted[key])})`);
+  const shaped = Value.Check(ConfigSchema, converted);
+  if (!shaped || unreal.length > 0) {
+    const schemaErrors = shaped ? [] : [describeErrors(ConfigSchema, converted)];
     throw new ConfigError(`invalid configuration: ${[...schemaErrors, ...unreal].join('; ')}`);
   }
   const config = Value.Decode(ConfigSchema, converted);

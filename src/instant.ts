@@ -65,12 +65,13 @@ export const ZonedIsoPattern = '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\
  * `Z`, `±HH`, `±HH:MM`, `±HHMM` or no zone at all (UTC). Each caller's own pattern says which of
  * these forms it takes.
  */
-const IsoDateTime = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
+const IsoDateTime = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(?:Z|([+-])(\d{2})(?::?(\d{2}))?)?$/i;
 
 /** An ISO 8601 date and time as milliseconds since the epoch; undefined when it is not one, or not a real one. */
 export function isoInstantMillis(text: string): number | undefined {
+  // One pass over the text: each callback's timestamps are read by this on the request's path.
   const m = IsoDateTime.exec(text);
-  const offsetMinutes = m === null ? undefined : zoneOffsetMinutes(m[8]);
+  const offsetMinutes = m === null ? undefined : signedOffsetMinutes(m[8], m[9], m[10]);
   if (m === null || offsetMinutes === undefined) return undefined;
   return calendarMillis({
     year: Number(m[1]),
@@ -88,8 +89,14 @@ export function isoInstantMillis(text: string): number | undefined {
 export function zoneOffsetMinutes(zone: string | undefined): number | undefined {
   if (zone === undefined || zone === '' || zone.toUpperCase() === 'Z') return 0;
   const parts = /^([+-])(\d{2})(?::?(\d{2}))?$/.exec(zone);
-  if (parts === null || Number(parts[3] ?? 0) > 59) return undefined;
-  return (parts[1] === '-' ? -1 : 1) * (Number(parts[2]) * 60 + Number(parts[3] ?? 0));
+  return parts === null ? undefined : signedOffsetMinutes(parts[1], parts[2], parts[3]);
+}
+
+/** A zone's parts (`-`, `05`, `30`) in minutes east of UTC; no sign is UTC; undefined for minutes past 59. */
+function signedOffsetMinutes(sign: string | undefined, hours: string | undefined, minutes: string | undefined): number | undefined {
+  if (sign === undefined) return 0;
+  if (Number(minutes ?? 0) > 59) return undefined;
+  return (sign === '-' ? -1 : 1) * (Number(hours) * 60 + Number(minutes ?? 0));
 }
 
 /** The milliseconds of a fraction of a second's digits (`5` is 500); below a millisecond is below what a Date holds. */

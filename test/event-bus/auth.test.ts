@@ -4,7 +4,8 @@ import t from 'tap';
 import { mskIamTokenProvider, TokenRefreshMarginMs } from '../../src/event-bus/auth.ts';
 import { createPublisher } from '../../src/event-bus/publish.ts';
 import { testApp } from '../support/app.ts';
-import { countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName, waitFor } from '../support/kafka.ts';
+import { countOf, createTopic, eventBusSettings, kafkaSkip, testBroker, testRegistry, uniqueName } from '../support/kafka.ts';
+import { waitFor } from '../support/wait.ts';
 
 t.setTimeout(300_000);
 

@@ -7,7 +7,8 @@ import { eventsOfFile, encodeDispenseEvent } from '../../src/event-bus/publish.t
 import { frame } from '../../src/event-bus/schema.ts';
 import { testApp, type TestApp, runJob } from '../support/app.ts';
 import { postSample, samples, samplesDir, sampleSsns } from '../support/ingest.ts';
-import { committedOffsets, countOf, eventBusSettings, kafkaSkip, testPublisher, testTopic, uniqueName, waitFor } from '../support/kafka.ts';
+import { committedOffsets, countOf, eventBusSettings, kafkaSkip, testPublisher, testTopic, uniqueName } from '../support/kafka.ts';
+import { waitFor } from '../support/wait.ts';
 
 t.setTimeout(300_000);
 if (kafkaSkip) t.plan(0, kafkaSkip);

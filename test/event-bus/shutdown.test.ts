@@ -3,7 +3,8 @@ import t from 'tap';
 import { startKafkaBroker } from '../../src/sandbox/kafka-broker.ts';
 import { testApp } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
-import { committedOffsets, countOf, jsonDispenseEvent, kafkaSkip, testPublisher, testTopic, waitFor } from '../support/kafka.ts';
+import { committedOffsets, countOf, jsonDispenseEvent, kafkaSkip, testPublisher, testTopic } from '../support/kafka.ts';
+import { waitFor } from '../support/wait.ts';
 import { startServiceProcess } from '../support/service-process.ts';
 
 t.setTimeout(300_000);

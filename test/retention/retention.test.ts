@@ -9,6 +9,7 @@ import { internalAuth, LogCapture, testApp, type TestApp, runJob } from '../supp
 import { testDatabase } from '../support/database.ts';
 import { icn } from '../support/fixtures.ts';
 import { postDispenses, readAcks, readSample } from '../support/ingest.ts';
+import { waitFor } from '../support/wait.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { storeBatch } from '../../src/event-bus/store.ts';
 
@@ -33,14 +34,6 @@ async function ingest(app: TestApp['app'], events: unknown[]) {
   return answer.json();
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>) {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`${what} did not happen`);
-}
-
 /** Moves every timestamp of the stored history `days` into the past, as if it had been written then. */
 async function age(sql: Sql, days: number) {
   const by = `${days} days`;
@@ -63,7 +56,12 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   await ingest(app, [dispenseEvent(1), dispenseEvent(2), dispenseEvent(3)]);
   t.match(await runJob(app, 'grouping'), { emailsCreated: 3 });
   t.match(await runJob(app, 'send'), { sent: 3 });
-  await waitFor('delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 3);
+  await waitFor(
+    'delivery',
+    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 3,
+    10_000,
+    50,
+  );
   t.match(await runJob(app, 'aal'), { posted: 3 });
   await sql`update aal_event set state = 'pending', posted_at = null where tracking_email_id =
               (select id from tracking_email where patient_icn = ${icn(102)})`;
@@ -161,7 +159,12 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
   );
   t.match(await runJob(app, 'grouping'), { emailsCreated: 1 });
   t.match(await runJob(app, 'send'), { sent: 1 });
-  await waitFor('delivery', async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1);
+  await waitFor(
+    'delivery',
+    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1,
+    10_000,
+    50,
+  );
   t.match(await runJob(app, 'aal'), { posted: 1 });
   await age(sql, 100);
   t.match(await runJob(app, 'retention'), { status: 'done', trackingEmails: 1, dispenses: 2, dispenseKeysKept: 2 });
@@ -196,6 +199,8 @@ t.test('a second run removes nothing more; 0 keeps every record', async (t) => {
   await waitFor(
     'delivery',
     async () => (await db.sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1,
+    10_000,
+    50,
   );
   await runJob(app, 'aal');
   await age(db.sql, 10_000);

@@ -18,6 +18,7 @@ import {
   notificationRow,
   tracedPool,
 } from '../support/status.ts';
+import { waitFor } from '../support/wait.ts';
 
 t.test('recording callbacks in batches against a real database', async (t) => {
   const { sql, url } = await testDatabase(t);
@@ -227,7 +228,7 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     await sql.begin(async (tx) => {
       for (const id of held) await applyPendingStatusEvents(tx, id, callback);
       const stalled = held.map((id) => batcher.record(event(id)));
-      await waitFor(() => batcher.inFlight === 2);
+      await waitFor('two statements running', () => batcher.inFlight === 2, 5_000, 5);
       const third = batcher.record(event(after)).finally(() => {
         afterSettled = true;
       });
@@ -267,7 +268,3 @@ t.test('recording callbacks in batches against a real database', async (t) => {
     t.equal((await emailRow(sql, storedEmail)).state, 'delivered');
   });
 });
-
-async function waitFor(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
-}

@@ -44,21 +44,6 @@ export async function createTopic(brokers: string, topic: string, partitions: nu
   }
 }
 
-/** Polls until check returns a value other than undefined/false, or fails after timeoutMs. */
-export async function waitFor<T>(
-  what: string,
-  check: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 90_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 /** The settings that point an app's consumer at a test broker, registry and topic. */
 export function eventBusSettings(brokers: string, registry: SandboxSchemaRegistry, topic: string, group: string): Record<string, string> {
   return {
