@@ -236,7 +236,7 @@ export const ConfigSchema = Type.Object({
     default: 50,
     minimum: 0,
     description:
-      'retention waits before each batch while the pipeline writes more rows a second than this, all instances together (status callbacks, dispenses ingested, tracking emails grouped, emails sent, AAL events posted), so that a burst of callbacks, a CMOP file, or a grouping, send or AAL run has no retention beside it (0: never waits)',
+      'retention waits before each batch (its first too: a run looks at the rate twice, 2 s apart, before it) while the pipeline writes more rows a second than this, all instances together (status callbacks, dispenses ingested, tracking emails grouped, emails sent, AAL events posted), so that a burst of callbacks, a CMOP file, or a grouping, send or AAL run has no retention beside it (0: never waits)',
   }),
   RETENTION_INTERVAL_SECONDS: Integer({ default: 3600, minimum: 1, description: 'retention timer' }),
   SHUTDOWN_GRACE_SECONDS: Integer({ default: 20, minimum: 1, description: 'time in-flight work gets to finish on SIGTERM' }),

@@ -10,7 +10,7 @@
 // reuses it if it holds history of the same size not yet touched by a day's retention;
 // BENCH_HISTORY_WRITE_ONLY=1 stops after writing it, so that the measuring run can be started later. Every stage of
 // the day is run on its own, in order, so that each has its own time: ingest (HL7 bodies of 1,000),
-// grouping, send (VA Notify latency 50 ms), callbacks (delivered, paced at 1,000/s; one in 50 never
+// grouping, send (VA Notify latency 50 ms), callbacks (delivered, paced at 1,000/s; one in 5 never
 // comes), the sweep (polling the notifications whose callback was lost), AAL.
 // On the history database, RECORD_RETENTION_DAYS is half the history, so the older half is due for
 // removal when the day starts, and a driver runs retention back to back for the whole day.
@@ -214,7 +214,7 @@ async function timedGet(url: string, headers: Record<string, string> = {}): Prom
 }
 
 const CallbackWarmUpSeconds = 3;
-const LostCallbackEvery = 50;
+const LostCallbackEvery = 5;
 
 /** One normal day through every stage, each on its own, on `db`. */
 async function runDay(

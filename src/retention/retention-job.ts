@@ -84,6 +84,12 @@ const StatisticsFlushMs = 1000;
 export const YieldMs = 1000;
 
 /**
+ * How long a run's first two looks at the pipeline's rate are apart: twice the statistics' flush
+ * interval, so that every backend writing meanwhile has added its counts at least once.
+ */
+export const FirstLookMs = 2 * StatisticsFlushMs;
+
+/**
  * A run starts no batch after this: it answers (a trigger's caller waits for the answer) and, when
  * work is left, the runner starts the next run at once.
  */
@@ -121,13 +127,19 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
 
   // Rows the pipeline wrote per second since the last look (pipelineRowsWritten). Backends add
   // their counts once a second, so a look a few hundred milliseconds after the last sees a second's
-  // rows at once: they are spread over a second at least.
+  // rows at once: they are spread over a second at least. A run's first look has none before it to
+  // compare with, so it looks twice, FirstLookMs apart: the run's first batch waits out a burst
+  // under way as every later one does.
   let lastLook: { rows: number; at: number } | undefined;
+  const look = async () => ({ rows: await pipelineRowsWritten(sql), at: performance.now() });
   async function pipelineRowsPerSecond(): Promise<number> {
-    const look = { rows: await pipelineRowsWritten(sql), at: performance.now() };
+    if (lastLook === undefined) {
+      lastLook = await look();
+      await (deps.rest ?? restFor)(FirstLookMs, signal);
+    }
     const before = lastLook;
-    lastLook = look;
-    return before === undefined ? 0 : ((look.rows - before.rows) * 1000) / Math.max(look.at - before.at, StatisticsFlushMs);
+    lastLook = await look();
+    return ((lastLook.rows - before.rows) * 1000) / Math.max(lastLook.at - before.at, StatisticsFlushMs);
   }
 
   /**

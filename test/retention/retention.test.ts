@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap';
 import { testConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
-import { restAfterBatch, runRetention, YieldMs, type RetentionCounts } from '../../src/retention/retention-job.ts';
+import { restAfterBatch, FirstLookMs, runRetention, YieldMs, type RetentionCounts } from '../../src/retention/retention-job.ts';
 import { AdvisoryLock } from '../../src/db/locks.ts';
 import { internalAuth, LogCapture, testApp, type TestApp, runJob } from '../support/app.ts';
 import { testDatabase } from '../support/database.ts';
@@ -12,6 +12,12 @@ import { postDispenses, readAcks, readSample } from '../support/ingest.ts';
 import { waitFor } from '../support/wait.ts';
 import type { Sql } from '../../src/db/connect.ts';
 import { storeBatch } from '../../src/event-bus/store.ts';
+
+/**
+ * Settings for runs beside an idle pipeline: no look at its rate before the first batch (the
+ * RETENTION_YIELD_ROWS_PER_SECOND tests below look).
+ */
+const retentionConfig = (overrides: Record<string, string> = {}) => testConfig({ RETENTION_YIELD_ROWS_PER_SECOND: '0', ...overrides });
 
 const json = { ...internalAuth, 'content-type': 'application/json' };
 
@@ -252,7 +258,7 @@ t.test(
     const sql = db.sql;
     await finalHistories(sql, 7, 100);
     const emails = await sql<{ id: string }[]>`select id from tracking_email order by created_at, id`;
-    const config = testConfig({ RETENTION_BATCH_SIZE: '2' });
+    const config = retentionConfig({ RETENTION_BATCH_SIZE: '2' });
     const log = createLogger('silent', new LogCapture());
 
     // A callback is changing the first email at this moment: its row is locked.
@@ -341,17 +347,20 @@ t.test('a batch that meets a row lock held elsewhere gives up for this run inste
   await ingest`begin`;
   await ingest`select id from medication_dispense order by id limit 1 for no key update`;
   const log = createLogger('silent', new LogCapture());
-  const result = await runRetention({ sql, config: testConfig({ RETENTION_BATCH_SIZE: '10' }), log });
+  const result = await runRetention({ sql, config: retentionConfig({ RETENTION_BATCH_SIZE: '10' }), log });
   t.match(result, { status: 'done', trackingEmails: 0, lockTimeouts: 1 }, 'the batch was rolled back whole');
   await ingest`rollback`;
-  t.match(await runRetention({ sql, config: testConfig({ RETENTION_BATCH_SIZE: '10' }), log }), { trackingEmails: 3, lockTimeouts: 0 });
+  t.match(await runRetention({ sql, config: retentionConfig({ RETENTION_BATCH_SIZE: '10' }), log }), {
+    trackingEmails: 3,
+    lockTimeouts: 0,
+  });
 });
 
 t.test('a run that reaches its budget answers with more, and the next one goes on from there', async (t) => {
   const db = await testDatabase(t);
   await finalHistories(db.sql, 5, 100);
   const log = createLogger('silent', new LogCapture());
-  const config = testConfig({ RETENTION_BATCH_SIZE: '2' });
+  const config = retentionConfig({ RETENTION_BATCH_SIZE: '2' });
   const first = await runRetention({ sql: db.sql, config, log, budgetMs: 0 });
   t.match(first, { status: 'done', more: true, batches: 0, trackingEmails: 0 }, 'no batch starts past the budget');
   const rest = await runRetention({ sql: db.sql, config, log });
@@ -366,7 +375,7 @@ t.test('batches fill RETENTION_DUTY_PERCENT of a run: each one that leaves more 
   const rest = async (ms: number) => void rests.push(ms);
   const result = await runRetention({
     sql: db.sql,
-    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '25' }),
+    config: retentionConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '25' }),
     log,
     rest,
   });
@@ -381,7 +390,12 @@ t.test('batches fill RETENTION_DUTY_PERCENT of a run: each one that leaves more 
   await finalHistories(other.sql, 6, 100);
   rests.length = 0;
   t.match(
-    await runRetention({ sql: other.sql, config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100' }), log, rest }),
+    await runRetention({
+      sql: other.sql,
+      config: retentionConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100' }),
+      log,
+      rest,
+    }),
     { trackingEmails: 6 },
   );
   t.same(rests, [], '100: batches back to back');
@@ -400,9 +414,9 @@ t.test('one retention at a time across instances', async (t) => {
   t.teardown(() => holder.release());
   await holder`select pg_advisory_lock(${AdvisoryLock.retention})`;
   const log = createLogger('silent', new LogCapture());
-  t.same(await runRetention({ sql: db.sql, config: testConfig(), log }), { status: 'already_running' });
+  t.same(await runRetention({ sql: db.sql, config: retentionConfig(), log }), { status: 'already_running' });
   await holder`select pg_advisory_unlock(${AdvisoryLock.retention})`;
-  t.match(await runRetention({ sql: db.sql, config: testConfig(), log }), { status: 'done' });
+  t.match(await runRetention({ sql: db.sql, config: retentionConfig(), log }), { status: 'done' });
 });
 
 t.test('late status events that matched no notification, cancelled dispenses and old keys go too', async (t) => {
@@ -419,7 +433,7 @@ t.test('late status events that matched no notification, cancelled dispenses and
                    ('521', '2', 0, 'unprocessable', ${body!.id}, now() - interval '100 days', now() - interval '100 days')`;
   await sql`insert into removed_dispense_key (key_hash, removed_at) values (gen_random_uuid(), now() - interval '500 days'), (gen_random_uuid(), now())`;
   const log = createLogger('silent', new LogCapture());
-  const result = await runRetention({ sql, config: testConfig(), log });
+  const result = await runRetention({ sql, config: retentionConfig(), log });
   t.match(result, { trackingEmails: 2, dispenseKeysKept: 2, dispenseKeysPurged: 1, inboundBodies: 1 });
   t.equal(result.status === 'done' && result.statusEvents, 3, 'two with their notifications, one late event that matched none');
   const left = await sql`select rx_number, state from medication_dispense order by rx_number`;
@@ -454,7 +468,7 @@ t.test(
     t.match(stored.outcomes, { stored: 1, duplicate: 1 });
     await age(sql, 100);
     const log = createLogger('silent', new LogCapture());
-    await runRetention({ sql, config: testConfig(), log });
+    await runRetention({ sql, config: retentionConfig(), log });
     const kept =
       await sql`select event_offset::int as event_offset, body <> '' as has_body from inbound_message where source = 'event-bus' order by event_offset`;
     t.same(
@@ -488,7 +502,7 @@ t.test('histories go first; a batch of bodies ends at RETENTION_BATCH_SIZE × 4 
   const emptiedPerBatch: number[] = [];
   const result = await runRetention({
     sql,
-    config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100' }),
+    config: retentionConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100' }),
     log: createLogger('silent', new LogCapture()),
     onBatch: async (_tx, step) => void steps.push(step),
     onRemoved: (record, count) => {
@@ -565,39 +579,72 @@ const PipelineBursts: [string, (sql: Sql) => Promise<unknown>, ((sql: Sql) => Pr
   ],
 ];
 
-/** Retention over six final histories, two a batch back to back, with `burst` written (and counted) while its first batch runs. */
+/**
+ * Retention over six final histories, two a batch back to back, with `burst` written (and counted)
+ * while its first batch runs, or as the run starts (between its first two looks at the pipeline).
+ * `steps` lists the run's waits and batches in order.
+ */
 async function retentionBesideBurst(
   t: Test,
   burst: (sql: Sql) => Promise<unknown>,
   yieldRowsPerSecond: string,
   before?: (sql: Sql) => Promise<unknown>,
+  when: 'during the first batch' | 'as the run starts' = 'during the first batch',
 ) {
   const db = await testDatabase(t);
   await finalHistories(db.sql, 6, 100);
   if (before) await counted(db.sql, before);
   const rests: number[] = [];
+  const steps: string[] = [];
   let pending = true;
+  const write = async () => {
+    if (!pending) return;
+    pending = false;
+    await counted(db.sql, burst);
+  };
   const result = await runRetention({
     sql: db.sql,
     config: testConfig({ RETENTION_BATCH_SIZE: '2', RETENTION_DUTY_PERCENT: '100', RETENTION_YIELD_ROWS_PER_SECOND: yieldRowsPerSecond }),
     log: createLogger('silent', new LogCapture()),
-    rest: async (ms) => void rests.push(ms),
+    rest: async (ms) => {
+      rests.push(ms);
+      steps.push(`wait ${ms} ms`);
+      if (when === 'as the run starts') await write();
+    },
     onBatch: async (_tx, step) => {
-      if (step !== 'histories' || !pending) return;
-      pending = false;
-      await counted(db.sql, burst);
+      steps.push(`batch of ${step}`);
+      if (step === 'histories' && when === 'during the first batch') await write();
     },
   });
-  return { result, rests };
+  return { result, rests, steps };
 }
 
 t.test('retention waits while the pipeline writes faster than RETENTION_YIELD_ROWS_PER_SECOND, then goes on', async (t) => {
   for (const [what, burst, before] of PipelineBursts) {
     const { result, rests } = await retentionBesideBurst(t, burst, '50', before);
     t.match(result, { status: 'done', trackingEmails: 6, yieldedMs: YieldMs }, what);
-    t.same(rests, [YieldMs], `${what}: one wait after the burst, none between the batches before or after it (duty 100%)`);
+    t.same(
+      rests,
+      [FirstLookMs, YieldMs],
+      `${what}: the first look's wait, then one wait after the burst, none between the batches before or after it (duty 100%)`,
+    );
   }
   const { result, rests } = await retentionBesideBurst(t, PipelineBursts[0]![1], '0');
   t.match(result, { status: 'done', trackingEmails: 6, yieldedMs: 0 }, '0: never waits');
-  t.same(rests, [], '0: no wait after the same burst');
+  t.same(rests, [], '0: no wait after the same burst, nor a look before the first batch');
+});
+
+t.test('a retention run that starts during a burst waits before its first batch', async (t) => {
+  for (const [what, burst, before] of PipelineBursts) {
+    const { result, steps } = await retentionBesideBurst(t, burst, '50', before, 'as the run starts');
+    t.match(result, { status: 'done', trackingEmails: 6, yieldedMs: YieldMs }, what);
+    t.same(
+      steps.slice(0, 3),
+      [`wait ${FirstLookMs} ms`, `wait ${YieldMs} ms`, 'batch of histories'],
+      `${what}: the two looks saw the burst, and the first batch came after a wait`,
+    );
+  }
+  const quiet = await retentionBesideBurst(t, async () => {}, '50', undefined, 'as the run starts');
+  t.match(quiet.result, { status: 'done', trackingEmails: 6, yieldedMs: 0 }, 'no burst');
+  t.same(quiet.steps.slice(0, 2), [`wait ${FirstLookMs} ms`, 'batch of histories'], 'no burst: the first batch right after the first look');
 });
