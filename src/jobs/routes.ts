@@ -82,7 +82,8 @@ const RetentionDone = Type.Object({
   batches: Type.Integer({ description: 'batches committed, each one short transaction' }),
   lockTimeouts: Type.Integer({ description: 'batches rolled back because a row they needed stayed locked: the next run takes them up' }),
   yieldedMs: Type.Integer({
-    description: 'milliseconds the run waited for the pipeline to slow down to RETENTION_YIELD_ROWS_PER_SECOND before its batches',
+    description:
+      "milliseconds the run waited before its batches: its first look at the pipeline's rate (two looks, 2 s apart), then while the pipeline wrote more than RETENTION_YIELD_ROWS_PER_SECOND rows a second",
   }),
   stopped: Type.Boolean({ description: 'the run stopped early (shutdown)' }),
   more: Type.Boolean({ description: 'the run reached its 30-second budget with work left; on a timer the next run starts at once' }),

@@ -136,6 +136,7 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
     if (lastLook === undefined) {
       lastLook = await look();
       await (deps.rest ?? restFor)(FirstLookMs, signal);
+      yieldedMs += FirstLookMs;
     }
     const before = lastLook;
     lastLook = await look();
