@@ -17,6 +17,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { StageOptions } from '../run.ts';
 import type { Sql } from '../../src/db/connect.ts';
+import type { RetentionResult } from '../../src/retention/retention-job.ts';
 import { cpuAvailable, cpuPer, cpuSnapshot, cpuText, type CpuSnapshot } from '../lib/cpu.ts';
 import { benchDatabase, settle, type BenchDatabase } from '../lib/database.ts';
 import { bodiesOf, hl7Message } from '../lib/feeds.ts';
@@ -372,19 +373,9 @@ async function retentionLoop(service: Service, stop: () => boolean): Promise<Ret
   };
   while (!stop()) {
     const started = performance.now();
-    const r = await service
-      .trigger<{
-        status: string;
-        trackingEmails: number;
-        dispenses: number;
-        inboundBodies: number;
-        lockTimeouts: number;
-        batches: number;
-        yieldedMs: number;
-      }>('retention')
-      .catch((error: unknown) => {
-        throw new Error(`retention run ${totals.runs + 1} failed`, { cause: error });
-      });
+    const r = await service.trigger<RetentionResult>('retention').catch((error: unknown) => {
+      throw new Error(`retention run ${totals.runs + 1} failed`, { cause: error });
+    });
     const ms = performance.now() - started;
     totals.runs += 1;
     if (r.status !== 'done') continue;

@@ -125,20 +125,15 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
     deps.onRemoved?.(record, count);
   };
 
+  const rest = deps.rest ?? restFor;
+
   // Rows the pipeline wrote per second since the last look (pipelineRowsWritten). Backends add
   // their counts once a second, so a look a few hundred milliseconds after the last sees a second's
-  // rows at once: they are spread over a second at least. A run's first look has none before it to
-  // compare with, so it looks twice, FirstLookMs apart: the run's first batch waits out a burst
-  // under way as every later one does.
+  // rows at once: they are spread over a second at least.
   let lastLook: { rows: number; at: number } | undefined;
   const look = async () => ({ rows: await pipelineRowsWritten(sql), at: performance.now() });
   async function pipelineRowsPerSecond(): Promise<number> {
-    if (lastLook === undefined) {
-      lastLook = await look();
-      await (deps.rest ?? restFor)(FirstLookMs, signal);
-      yieldedMs += FirstLookMs;
-    }
-    const before = lastLook;
+    const before = lastLook!;
     lastLook = await look();
     return ((lastLook.rows - before.rows) * 1000) / Math.max(lastLook.at - before.at, StatisticsFlushMs);
   }
@@ -148,13 +143,21 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
    * a second (status callbacks, dispenses ingested, tracking emails grouped, emails sent, AAL events
    * posted): retention is never urgent, and a burst of any of them is done fastest with no batch
    * beside it, whose deletes share the CPU, the disk and the WAL with it. Until the run's budget
-   * ends, then the next run looks again.
+   * ends, then the next run looks again. A run's first look has none before it to compare with, so
+   * the run looks twice, FirstLookMs apart: its first batch waits out a burst under way as every
+   * later one does.
    */
   async function yieldToPipeline(): Promise<void> {
     const limit = config.RETENTION_YIELD_ROWS_PER_SECOND;
     if (limit <= 0) return;
-    while (!signal?.aborted && performance.now() < deadline && (await pipelineRowsPerSecond()) > limit) {
-      await (deps.rest ?? restFor)(YieldMs, signal);
+    const waiting = () => !signal?.aborted && performance.now() < deadline;
+    if (lastLook === undefined && waiting()) {
+      lastLook = await look();
+      await rest(FirstLookMs, signal);
+      yieldedMs += FirstLookMs;
+    }
+    while (waiting() && (await pipelineRowsPerSecond()) > limit) {
+      await rest(YieldMs, signal);
       yieldedMs += YieldMs;
     }
   }
@@ -193,7 +196,7 @@ async function retain(deps: RetentionDeps): Promise<RetentionResult> {
       if (!outcome.more) return;
       after = outcome.next;
       const restMs = restAfterBatch(performance.now() - started, config.RETENTION_DUTY_PERCENT);
-      if (restMs > 0) await (deps.rest ?? restFor)(restMs, signal);
+      if (restMs > 0) await rest(restMs, signal);
     }
   }
 

@@ -40,6 +40,16 @@ async function ingest(app: TestApp['app'], events: unknown[]) {
   return answer.json();
 }
 
+/** Waits for the sandbox VA Notify's delivered callbacks to have made `n` emails delivered. */
+function deliveredEmails(sql: Sql, n: number) {
+  return waitFor(
+    `${n} emails delivered`,
+    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === n,
+    10_000,
+    50,
+  );
+}
+
 /** Moves every timestamp of the stored history `days` into the past, as if it had been written then. */
 async function age(sql: Sql, days: number) {
   const by = `${days} days`;
@@ -62,12 +72,7 @@ t.test('removes the whole history of final emails only, and a resend afterwards 
   await ingest(app, [dispenseEvent(1), dispenseEvent(2), dispenseEvent(3)]);
   t.match(await runJob(app, 'grouping'), { emailsCreated: 3 });
   t.match(await runJob(app, 'send'), { sent: 3 });
-  await waitFor(
-    'delivery',
-    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 3,
-    10_000,
-    50,
-  );
+  await deliveredEmails(sql, 3);
   t.match(await runJob(app, 'aal'), { posted: 3 });
   await sql`update aal_event set state = 'pending', posted_at = null where tracking_email_id =
               (select id from tracking_email where patient_icn = ${icn(102)})`;
@@ -165,12 +170,7 @@ t.test('an HL7 resend of a dispense whose history was removed is acknowledged an
   );
   t.match(await runJob(app, 'grouping'), { emailsCreated: 1 });
   t.match(await runJob(app, 'send'), { sent: 1 });
-  await waitFor(
-    'delivery',
-    async () => (await sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1,
-    10_000,
-    50,
-  );
+  await deliveredEmails(sql, 1);
   t.match(await runJob(app, 'aal'), { posted: 1 });
   await age(sql, 100);
   t.match(await runJob(app, 'retention'), { status: 'done', trackingEmails: 1, dispenses: 2, dispenseKeysKept: 2 });
@@ -202,12 +202,7 @@ t.test('a second run removes nothing more; 0 keeps every record', async (t) => {
   await ingest(app, [dispenseEvent(1)]);
   await runJob(app, 'grouping');
   await runJob(app, 'send');
-  await waitFor(
-    'delivery',
-    async () => (await db.sql`select count(*)::int as n from tracking_email where state = 'delivered'`)[0]!.n === 1,
-    10_000,
-    50,
-  );
+  await deliveredEmails(db.sql, 1);
   await runJob(app, 'aal');
   await age(db.sql, 10_000);
   t.match(await runJob(app, 'retention'), { status: 'done', trackingEmails: 0, dispenses: 0, inboundBodies: 0 });
