@@ -122,6 +122,15 @@ CREATE TABLE public.notification (
   CONSTRAINT notification_pkey PRIMARY KEY (id),
   CONSTRAINT notification_tracking_email_id_attempt_key UNIQUE (tracking_email_id, attempt),
   CONSTRAINT notification_tracking_email_id_fkey FOREIGN KEY (tracking_email_id) REFERENCES tracking_email(id)
+) WITH (fillfactor=50);
+
+CREATE TABLE public.notification_open (
+  notification_id uuid NOT NULL,
+  status text NOT NULL,
+  created_at timestamp with time zone NOT NULL,
+  last_event_at timestamp with time zone NOT NULL,
+  CONSTRAINT notification_open_pkey PRIMARY KEY (notification_id),
+  CONSTRAINT notification_open_notification_id_fkey FOREIGN KEY (notification_id) REFERENCES notification(id) ON DELETE CASCADE
 );
 
 CREATE TABLE public.notification_status_event (
@@ -210,7 +219,7 @@ CREATE INDEX inbound_message_received_at ON public.inbound_message USING btree (
 CREATE INDEX medication_dispense_inbound_message ON public.medication_dispense USING btree (inbound_message_id);
 CREATE INDEX medication_dispense_tracking_email ON public.medication_dispense USING btree (tracking_email_id) WHERE (tracking_email_id IS NOT NULL);
 CREATE INDEX medication_dispense_conflict_dispense ON public.medication_dispense_conflict USING btree (dispense_id);
-CREATE INDEX notification_open ON public.notification USING btree (last_event_at) WHERE (status = ANY (ARRAY['created'::text, 'sending'::text, 'pending'::text, 'sent'::text]));
+CREATE INDEX notification_open_last_event ON public.notification_open USING btree (last_event_at);
 CREATE INDEX notification_status_event_unapplied ON public.notification_status_event USING btree (notification_id) WHERE (applied_at IS NULL);
 CREATE INDEX removed_dispense_key_removed_at ON public.removed_dispense_key USING btree (removed_at);
 CREATE INDEX tracking_email_created_at ON public.tracking_email USING btree (created_at, id);
@@ -450,6 +459,22 @@ AS $function$
   select md5(station_number || chr(31) || rx_number || chr(31) || fill_number::text || chr(31) || tracking_number)::uuid
 $function$;
 
+CREATE OR REPLACE FUNCTION public.notification_open_follow()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+begin
+  if new.status in ('created', 'sending', 'pending', 'sent') then
+    insert into notification_open (notification_id, status, created_at, last_event_at)
+    values (new.id, new.status, new.created_at, new.last_event_at)
+    on conflict (notification_id) do update set status = excluded.status, last_event_at = excluded.last_event_at;
+  else
+    delete from notification_open where notification_id = new.id;
+  end if;
+  return null;
+end
+$function$;
+
 CREATE OR REPLACE FUNCTION public.notify_markdown_escape(value text)
  RETURNS text
  LANGUAGE sql
@@ -663,3 +688,5 @@ CREATE TRIGGER medication_dispense_pending_without_draft BEFORE INSERT ON medica
 CREATE TRIGGER medication_dispense_references_inserted AFTER INSERT ON medication_dispense REFERENCING NEW TABLE AS written_dispenses FOR EACH STATEMENT EXECUTE FUNCTION check_dispense_references();
 CREATE TRIGGER medication_dispense_references_updated AFTER UPDATE ON medication_dispense REFERENCING NEW TABLE AS written_dispenses FOR EACH STATEMENT EXECUTE FUNCTION check_dispense_references();
 CREATE TRIGGER medication_dispense_removed_keys_inserted AFTER INSERT ON medication_dispense REFERENCING NEW TABLE AS written_dispenses FOR EACH STATEMENT EXECUTE FUNCTION check_removed_dispense_keys();
+CREATE TRIGGER notification_open_inserted AFTER INSERT ON notification FOR EACH ROW WHEN (new.status = ANY (ARRAY['created'::text, 'sending'::text, 'pending'::text, 'sent'::text])) EXECUTE FUNCTION notification_open_follow();
+CREATE TRIGGER notification_open_updated AFTER UPDATE OF status, last_event_at ON notification FOR EACH ROW WHEN ((old.status = ANY (ARRAY['created'::text, 'sending'::text, 'pending'::text, 'sent'::text])) OR (new.status = ANY (ARRAY['created'::text, 'sending'::text, 'pending'::text, 'sent'::text]))) EXECUTE FUNCTION notification_open_follow();

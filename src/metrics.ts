@@ -192,11 +192,10 @@ async function gaugeReadings(sql: Sql): Promise<{
         (select count(distinct tracking_number) from cutover_dispense where set_aside = 'held' and decision is null)::int as held_packages,
         coalesce(extract(epoch from now() - (
           select min(set_aside_at) from cutover_dispense where set_aside = 'held' and decision is null)), 0)::float8 as held_age`;
-    // Open notifications, counted and aged in one pass (the list is the notification_open index's).
+    // Open notifications, counted and aged in one pass over their list (sql/031).
     const open = await tx<{ status: string; count: number; age: number }[]>`
       select status, count(*)::int as count, extract(epoch from now() - min(created_at))::float8 as age
-        from notification
-       where status in ('created', 'sending', 'pending', 'sent') group by status`;
+        from notification_open group by status`;
     const r = row!;
     return {
       counts: {
@@ -296,8 +295,8 @@ export async function stateCounts(sql: Sql, options: { exactUpTo?: number } = {}
       union all`,
         ).join(''),
       )}
-      select 'notification', status, count(*)::int from notification
-       where ${large.has('notification')} and status in ('created', 'sending', 'pending', 'sent') group by status
+      select 'notification', status, count(*)::int from notification_open
+       where ${large.has('notification')} group by status
       union all
       -- Each state written out, so that the planner can prove its partial index applies.
       select 'aal_event', 'pending', (select count(*) from aal_event where state = 'pending')::int where ${large.has('aal_event')}

@@ -28,19 +28,20 @@ export async function claimStaleNotifications(
   sql: Sql,
   p: { batchSize: number; pollAfterMinutes: number; retentionDays: number },
 ): Promise<StaleNotification[]> {
-  // The open statuses come as a parameter, which a generic plan cannot match to the partial index
-  // notification_open: planned as work in progress, so that a sweep never reads the history.
+  // The open notifications are listed in notification_open (sql/031), which its triggers keep as
+  // the claim moves last_event_at; planned as work in progress, so that a sweep never reads the history.
   const rows = await sql.begin(async (tx) => {
     await planForWorkInProgress(tx);
     return tx<StaleNotification[]>`
     with stale as (
-      select id
-        from notification
-       where status = any(${NonFinalStatuses as string[]}::text[])
-         and last_event_at < now() - make_interval(mins => ${p.pollAfterMinutes})
-       order by last_event_at
+      select n.id
+        from notification_open o
+        join notification n on n.id = o.notification_id
+       where o.last_event_at < now() - make_interval(mins => ${p.pollAfterMinutes})
+         and n.status = any(${NonFinalStatuses as string[]}::text[])
+       order by o.last_event_at
        limit ${p.batchSize}
-         for update skip locked
+         for update of n skip locked
     )
     update notification n
        set last_event_at = now(), poll_count = n.poll_count + 1

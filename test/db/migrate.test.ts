@@ -1,6 +1,6 @@
 // Two instances starting together against one empty database: both migration runs succeed and
 // every migration is applied exactly once.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -264,4 +264,34 @@ t.test('the cut-over hold is added to a database with dispenses in every state',
   });
   const [place] = await db`select cutover_set_aside('1z2', now(), now(), now() - interval '1 hour', now() + interval '1 hour') as place`;
   t.equal(place!.place, 'held', 'a fill inside the window is held');
+});
+
+t.test('the open notifications of a database deployed before their list are listed, and only those', async (t) => {
+  const db = await databaseBefore(t, 31);
+  const [email] = await db<{ id: string }[]>`
+    insert into tracking_email (patient_icn, personalisation, package_count, prescription_count, state)
+    values ('1012345678V123456', '{}', 1, 1, 'sent') returning id`;
+  const statuses = ['created', 'sending', 'pending', 'sent', 'delivered', 'permanent-failure', 'temporary-failure'];
+  for (const [attempt, status] of statuses.entries()) {
+    await db`insert into notification (id, tracking_email_id, attempt, status, last_event_at, created_at)
+             values (${randomUUID()}, ${email!.id}, ${attempt + 1}, ${status}, now() - make_interval(mins => ${attempt}), now() - interval '1 day')`;
+  }
+  t.same((await migrate(db)).map((m) => m.version)[0], 31);
+  const listed = await db<{ status: string; same: boolean }[]>`
+    select o.status, (o.last_event_at, o.created_at) = (n.last_event_at, n.created_at) as same
+      from notification_open o join notification n on n.id = o.notification_id order by n.attempt`;
+  t.same(
+    listed.map((r) => [r.status, r.same]),
+    [
+      ['created', true],
+      ['sending', true],
+      ['pending', true],
+      ['sent', true],
+    ],
+    'each open notification listed with its last news and creation time; no final one',
+  );
+  const [table] = await db<{ options: string[] }[]>`select reloptions as options from pg_class where relname = 'notification'`;
+  t.same(table!.options, ['fillfactor=50'], 'half of each new page kept for the next version of its rows');
+  const [index] = await db`select 1 from pg_indexes where indexname = 'notification_open'`;
+  t.notOk(index, 'no index of notification reads its status or last news');
 });

@@ -90,4 +90,43 @@ t.test('recording a status event against a real database', async (t) => {
       [null],
     );
   });
+
+  // The open notifications are listed in a table of their own (sql/031), so that no index of
+  // notification holds a column a status changes: each status update rewrites the row in place.
+  t.test('a status update rewrites its notification in place, and the open ones are listed apart', async (t) => {
+    const listed = async (id: string) => {
+      const [row] = await sql<{ status: string; same: boolean }[]>`
+        select o.status, o.last_event_at = n.last_event_at as same
+          from notification_open o join notification n on n.id = o.notification_id where o.notification_id = ${id}`;
+      return row ? [row.status, row.same] : null;
+    };
+    /**
+     * The notification updates `work` made, and how many of them were in place (HOT): the counts of
+     * the connection's statistics not yet reported, before and after, in one transaction.
+     */
+    const updatesIn = async (work: (tx: typeof sql) => Promise<unknown>) =>
+      sql.begin(async (tx) => {
+        const counts = async () => {
+          const [row] = await tx<{ updated: number; hot: number }[]>`
+            select pg_stat_get_xact_tuples_updated('notification'::regclass)::int as updated,
+                   pg_stat_get_xact_tuples_hot_updated('notification'::regclass)::int as hot`;
+          return row!;
+        };
+        const before = await counts();
+        await work(tx as unknown as typeof sql);
+        const after = await counts();
+        return { updated: after.updated - before.updated, hot: after.hot - before.hot };
+      });
+    const id = await insertNotification(sql, await insertEmail(sql));
+    t.same(await listed(id), ['created', true], 'a new notification is listed');
+    t.same(await updatesIn((tx) => recordStatusEvent(tx, event(id, { status: 'sending', completedAt: null }), callback)), {
+      updated: 1,
+      hot: 1,
+    });
+    t.same(await listed(id), ['sending', true], 'its list entry follows its status and last news');
+    t.same(await updatesIn((tx) => recordStatusEvent(tx, event(id), callback)), { updated: 1, hot: 1 }, 'delivered: in place');
+    t.equal(await listed(id), null, 'a final notification leaves the list');
+    t.same(await updatesIn((tx) => recordStatusEvent(tx, event(id), callback)), { updated: 1, hot: 1 }, 'a duplicate: in place');
+    t.equal(await listed(id), null, "a final notification's later news does not list it again");
+  });
 });
