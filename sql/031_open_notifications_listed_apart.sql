@@ -17,10 +17,11 @@
 -- Retention removes only notifications that are final, which the list no longer holds; the foreign
 -- key removes a listed one with its notification all the same.
 --
--- An instance of the version before this one, running beside it during a rolling deployment, finds
--- stale notifications and counts open ones without the partial index: correct, and slower, until
--- it is replaced.
-drop index notification_open;
+-- The partial index is dropped last, once the list is filled through it: dropping an index locks its
+-- table against reads too, until the migration commits. An instance of the version before this one,
+-- running beside it during a rolling deployment, finds stale notifications and counts open ones by
+-- reading the whole notification table, until it is replaced (README, Upgrading across sql/031).
+alter index notification_open rename to notification_open_by_last_event;
 create table notification_open (
   notification_id uuid primary key references notification (id) on delete cascade,
   status text not null,
@@ -29,9 +30,6 @@ create table notification_open (
 );
 create index notification_open_last_event on notification_open (last_event_at);
 
-insert into notification_open (notification_id, status, created_at, last_event_at)
-select id, status, created_at, last_event_at from notification where status in ('created', 'sending', 'pending', 'sent');
-
 -- Lists or unlists a notification by its status (VA Notify's open statuses: src/status/notification-status.ts).
 create or replace function notification_open_follow() returns trigger
 language plpgsql as $$
@@ -39,7 +37,8 @@ begin
   if new.status in ('created', 'sending', 'pending', 'sent') then
     insert into notification_open (notification_id, status, created_at, last_event_at)
     values (new.id, new.status, new.created_at, new.last_event_at)
-    on conflict (notification_id) do update set status = excluded.status, last_event_at = excluded.last_event_at;
+    on conflict (notification_id) do update
+      set status = excluded.status, created_at = excluded.created_at, last_event_at = excluded.last_event_at;
   else
     delete from notification_open where notification_id = new.id;
   end if;
@@ -53,6 +52,13 @@ create trigger notification_open_inserted after insert on notification
 create trigger notification_open_updated after update of status, last_event_at on notification
   for each row when (old.status in ('created', 'sending', 'pending', 'sent') or new.status in ('created', 'sending', 'pending', 'sent'))
   execute function notification_open_follow();
+
+-- Filled once the triggers are in place: creating them locks notification against writes until the
+-- migration commits, so no notification changes between this and them.
+insert into notification_open (notification_id, status, created_at, last_event_at)
+select id, status, created_at, last_event_at from notification where status in ('created', 'sending', 'pending', 'sent');
+
+drop index notification_open_by_last_event;
 
 -- Room on each page for a row's next version: a notification is updated once or twice after its
 -- send (its callbacks, a poll). Rows written from now on; the table takes about twice its rows' space.

@@ -467,7 +467,8 @@ begin
   if new.status in ('created', 'sending', 'pending', 'sent') then
     insert into notification_open (notification_id, status, created_at, last_event_at)
     values (new.id, new.status, new.created_at, new.last_event_at)
-    on conflict (notification_id) do update set status = excluded.status, last_event_at = excluded.last_event_at;
+    on conflict (notification_id) do update
+      set status = excluded.status, created_at = excluded.created_at, last_event_at = excluded.last_event_at;
   else
     delete from notification_open where notification_id = new.id;
   end if;

@@ -67,7 +67,25 @@ async function freePort(): Promise<number> {
   });
 }
 
+const BindAttempts = 3;
+
+/**
+ * Starts a broker on free loopback ports. A port found free can be taken by another process before
+ * the broker binds it (tests start brokers and servers side by side): the broker then exits, and
+ * another set of ports is tried.
+ */
 export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promise<KafkaBroker> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnFreePorts(options);
+    } catch (error) {
+      if (attempt >= BindAttempts || !/Address already in use/.test((error as Error).message)) throw error;
+      options.log?.(`a port was taken before the broker bound it; starting again on other ports (attempt ${attempt + 1})\n`);
+    }
+  }
+}
+
+async function startOnFreePorts(options: KafkaBrokerOptions): Promise<KafkaBroker> {
   const classpath = kafkaClasspath();
   const [plainPort, saslPort, controllerPort] = [await freePort(), await freePort(), await freePort()];
   const dir = mkdtempSync(join(tmpdir(), 'rx-kafka-'));

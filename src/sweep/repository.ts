@@ -38,7 +38,10 @@ export async function claimStaleNotifications(
         from notification_open o
         join notification n on n.id = o.notification_id
        where o.last_event_at < now() - make_interval(mins => ${p.pollAfterMinutes})
+         -- Read again on the notification: a row a callback changed while this ran is checked
+         -- anew once its lock is had, and a notification with news since is not polled.
          and n.status = any(${NonFinalStatuses as string[]}::text[])
+         and n.last_event_at < now() - make_interval(mins => ${p.pollAfterMinutes})
        order by o.last_event_at
        limit ${p.batchSize}
          for update of n skip locked

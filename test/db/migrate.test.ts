@@ -292,6 +292,17 @@ t.test('the open notifications of a database deployed before their list are list
   );
   const [table] = await db<{ options: string[] }[]>`select reloptions as options from pg_class where relname = 'notification'`;
   t.same(table!.options, ['fillfactor=50'], 'half of each new page kept for the next version of its rows');
-  const [index] = await db`select 1 from pg_indexes where indexname = 'notification_open'`;
-  t.notOk(index, 'no index of notification reads its status or last news');
+  const indexed = await db<{ index: string }[]>`
+    select i.indexrelid::regclass::text as index
+      from pg_index i
+     where i.indrelid = 'notification'::regclass
+       and (exists (select 1 from pg_attribute a
+                     where a.attrelid = i.indrelid and a.attnum = any(i.indkey) and a.attname in ('status', 'last_event_at'))
+            or pg_get_expr(i.indpred, i.indrelid) ~ '(status|last_event_at)'
+            or pg_get_expr(i.indexprs, i.indrelid) ~ '(status|last_event_at)')`;
+  t.same(indexed, [], 'no index of notification holds or reads its status or last news');
+  const [sent] = await db<{ id: string }[]>`select id from notification where status = 'sent'`;
+  await db`update notification set status = 'delivered', last_event_at = now() where id = ${sent!.id}`;
+  const [stillListed] = await db`select 1 from notification_open where notification_id = ${sent!.id}`;
+  t.notOk(stillListed, 'a listed notification that becomes final leaves the list');
 });
