@@ -139,7 +139,8 @@ export type StateCounts = Record<'medication_dispense' | 'tracking_email' | 'not
 
 /**
  * What a scrape reads from Postgres. Only work in progress, each state through the partial index
- * that holds it (pending dispenses through their tracking email drafts), so that a scrape reads the work and not the history: counting every state read the
+ * that holds it (pending dispenses through their tracking email drafts, open notifications through
+ * their list), so that a scrape reads the work and not the history: counting every state read the
  * four tables whole (0.7 to 1.7 s a scrape beside 400,000 emails). Failures are history too (kept
  * for good, they grow with it): they are alerted on from the outcome counters. Planned for work in
  * progress ({@link planForWorkInProgress}), so that stale statistics cannot send it to the tables.
