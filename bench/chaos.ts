@@ -384,15 +384,13 @@ async function checkPromises(
     if (!['delivered', 'permanent_failure', 'failed', 'expired'].includes(email.state))
       problems.push(`email ${email.id} ended in ${email.state}`);
   }
-  const [open] = await sql<
-    { n: number }[]
-  >`select count(*)::int as n from notification where status in ('created', 'sending', 'pending', 'sent')`;
+  const [open] = await sql<{ n: number }[]>`select count(*)::int as n from notification where notification_is_open(status)`;
   if (open!.n > 0) problems.push(`${open!.n} notifications without a final status`);
   // The open notifications' list (sql/031), kept by triggers through every kill and retry, names
   // exactly those, as they are.
   const [misListed] = await sql<{ n: number }[]>`
     select count(*)::int as n
-      from (select id, status, created_at, last_event_at from notification where status in ('created', 'sending', 'pending', 'sent')) n
+      from (select id, status, created_at, last_event_at from notification where notification_is_open(status)) n
       full join notification_open o on o.notification_id = n.id
      where (n.id, n.status, n.created_at, n.last_event_at) is distinct from (o.notification_id, o.status, o.created_at, o.last_event_at)`;
   if (misListed!.n > 0) problems.push(`${misListed!.n} notifications listed as open that are not, or open and not listed as they are`);

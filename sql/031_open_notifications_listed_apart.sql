@@ -30,11 +30,18 @@ create table notification_open (
 );
 create index notification_open_last_event on notification_open (last_event_at);
 
--- Lists or unlists a notification by its status (VA Notify's open statuses: src/status/notification-status.ts).
+-- VA Notify's statuses that are not final (NonFinalStatuses in src/status/notification-status.ts).
+-- A SQL function of one expression: Postgres writes it in place wherever it is called.
+create or replace function notification_is_open(p_status text) returns boolean
+language sql immutable parallel safe as $$
+  select p_status in ('created', 'sending', 'pending', 'sent')
+$$;
+
+-- Lists or unlists a notification by its status.
 create or replace function notification_open_follow() returns trigger
 language plpgsql as $$
 begin
-  if new.status in ('created', 'sending', 'pending', 'sent') then
+  if notification_is_open(new.status) then
     insert into notification_open (notification_id, status, created_at, last_event_at)
     values (new.id, new.status, new.created_at, new.last_event_at)
     on conflict (notification_id) do update
@@ -47,16 +54,16 @@ end
 $$;
 
 create trigger notification_open_inserted after insert on notification
-  for each row when (new.status in ('created', 'sending', 'pending', 'sent')) execute function notification_open_follow();
+  for each row when (notification_is_open(new.status)) execute function notification_open_follow();
 -- A final notification's later news (a duplicate, a stale event) moves last_event_at only: not listed, nothing to do.
 create trigger notification_open_updated after update of status, last_event_at on notification
-  for each row when (old.status in ('created', 'sending', 'pending', 'sent') or new.status in ('created', 'sending', 'pending', 'sent'))
+  for each row when (notification_is_open(old.status) or notification_is_open(new.status))
   execute function notification_open_follow();
 
 -- Filled once the triggers are in place: creating them locks notification against writes until the
 -- migration commits, so no notification changes between this and them.
 insert into notification_open (notification_id, status, created_at, last_event_at)
-select id, status, created_at, last_event_at from notification where status in ('created', 'sending', 'pending', 'sent');
+select id, status, created_at, last_event_at from notification where notification_is_open(status);
 
 drop index notification_open_by_last_event;
 

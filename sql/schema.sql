@@ -459,12 +459,20 @@ AS $function$
   select md5(station_number || chr(31) || rx_number || chr(31) || fill_number::text || chr(31) || tracking_number)::uuid
 $function$;
 
+CREATE OR REPLACE FUNCTION public.notification_is_open(p_status text)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+  select p_status in ('created', 'sending', 'pending', 'sent')
+$function$;
+
 CREATE OR REPLACE FUNCTION public.notification_open_follow()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
 begin
-  if new.status in ('created', 'sending', 'pending', 'sent') then
+  if notification_is_open(new.status) then
     insert into notification_open (notification_id, status, created_at, last_event_at)
     values (new.id, new.status, new.created_at, new.last_event_at)
     on conflict (notification_id) do update
@@ -689,5 +697,5 @@ CREATE TRIGGER medication_dispense_pending_without_draft BEFORE INSERT ON medica
 CREATE TRIGGER medication_dispense_references_inserted AFTER INSERT ON medication_dispense REFERENCING NEW TABLE AS written_dispenses FOR EACH STATEMENT EXECUTE FUNCTION check_dispense_references();
 CREATE TRIGGER medication_dispense_references_updated AFTER UPDATE ON medication_dispense REFERENCING NEW TABLE AS written_dispenses FOR EACH STATEMENT EXECUTE FUNCTION check_dispense_references();
 CREATE TRIGGER medication_dispense_removed_keys_inserted AFTER INSERT ON medication_dispense REFERENCING NEW TABLE AS written_dispenses FOR EACH STATEMENT EXECUTE FUNCTION check_removed_dispense_keys();
-CREATE TRIGGER notification_open_inserted AFTER INSERT ON notification FOR EACH ROW WHEN (new.status = ANY (ARRAY['created'::text, 'sending'::text, 'pending'::text, 'sent'::text])) EXECUTE FUNCTION notification_open_follow();
-CREATE TRIGGER notification_open_updated AFTER UPDATE OF status, last_event_at ON notification FOR EACH ROW WHEN ((old.status = ANY (ARRAY['created'::text, 'sending'::text, 'pending'::text, 'sent'::text])) OR (new.status = ANY (ARRAY['created'::text, 'sending'::text, 'pending'::text, 'sent'::text]))) EXECUTE FUNCTION notification_open_follow();
+CREATE TRIGGER notification_open_inserted AFTER INSERT ON notification FOR EACH ROW WHEN (notification_is_open(new.status)) EXECUTE FUNCTION notification_open_follow();
+CREATE TRIGGER notification_open_updated AFTER UPDATE OF status, last_event_at ON notification FOR EACH ROW WHEN (notification_is_open(old.status) OR notification_is_open(new.status)) EXECUTE FUNCTION notification_open_follow();
